@@ -1,0 +1,169 @@
+"""Driver interfaces: one small Protocol per role, as in OpenNebula's driver split.
+
+Rules every driver keeps, because the reconcile loops depend on them:
+
+* **Idempotent.** ``deploy`` of a domain that already exists returns its info without starting a
+  second one; ``shutdown``/``cleanup`` of a missing domain succeed. The loops retry freely.
+* **Non-blocking where it matters.** ``deploy`` and ``shutdown`` *start* an operation; ``poll``
+  tells where it is. The lifecycle loop owns timeouts (it stores when a step started), so a
+  daemon restart in the middle of a boot neither loses nor repeats the guest.
+* **Named by deploy id.** A domain is found again by its deploy id (``vc-<vm id>``), never by an
+  in-memory handle, so a restarted daemon re-attaches to the guests that kept running.
+* Drivers raise :class:`~vocloud.errors.DriverError` with a message a site admin can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class DomainState(StrEnum):
+    """What a hypervisor says about one guest."""
+
+    BOOTING = "BOOTING"  # process/instance started, guest not yet up
+    RUNNING = "RUNNING"  # guest is up (console marker, guest agent, or sim delay elapsed)
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    PAUSED = "PAUSED"  # suspended in memory
+    SAVED = "SAVED"  # state saved to disk, no process
+    OFF = "OFF"  # defined but powered off (disk kept)
+    FAILED = "FAILED"  # crashed or never came up; ``detail`` says why
+    MISSING = "MISSING"  # the hypervisor does not know it
+
+
+@dataclass(frozen=True, slots=True)
+class HostRef:
+    """How to reach a host: ``local`` or ``ssh://user@address[:port]``, plus driver names."""
+
+    id: int
+    name: str
+    vmm: str = "sim"
+    transport: str = "local"
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    target: str  # vda, vdb, ...
+    source: str  # path or URL of the image (base for overlays)
+    format: str = "qcow2"
+    persistent: bool = False
+    size_mib: int | None = None
+    image_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NicSpec:
+    network: str
+    ip: str
+    mac: str
+    bridge: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """Everything a VMM driver needs to start one guest; built from the VM's template."""
+
+    vm_id: int
+    deploy_id: str
+    name: str
+    cpu: float
+    vcpu: int
+    memory_mib: int
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    context: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    deploy_id: str
+    state: DomainState
+    detail: str = ""
+    cpu_used: float = 0.0
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """One monitoring probe of a host."""
+
+    total_cpu: float
+    total_mem_mib: int
+    used_cpu: float = 0.0
+    used_mem_mib: int = 0
+    domains: dict[str, DomainInfo] = field(default_factory=dict)
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+def deploy_id_for(vm_id: int) -> str:
+    return f"vc-{vm_id}"
+
+
+@runtime_checkable
+class VMMDriver(Protocol):
+    """Virtualization: start, stop and observe guests on one host."""
+
+    name: str
+
+    def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo: ...
+
+    def poll(self, host: HostRef, deploy_id: str) -> DomainInfo: ...
+
+    def shutdown(self, host: HostRef, deploy_id: str, hard: bool) -> None: ...
+
+    def reboot(self, host: HostRef, deploy_id: str) -> None: ...
+
+    def save(self, host: HostRef, deploy_id: str) -> None: ...
+
+    def restore(self, host: HostRef, spec: DomainSpec) -> DomainInfo: ...
+
+    def migrate(self, src: HostRef, dst: HostRef, spec: DomainSpec) -> DomainInfo: ...
+
+    def cleanup(self, host: HostRef, deploy_id: str) -> None: ...
+
+    def monitor(self, host: HostRef) -> HostInfo: ...
+
+
+class StorageDriver(Protocol):
+    """Stage a VM's disks on a host (overlay, full copy, LVM snapshot) and remove them."""
+
+    name: str
+
+    def stage(self, host: HostRef, spec: DomainSpec) -> DomainSpec: ...
+
+    def unstage(self, host: HostRef, deploy_id: str) -> None: ...
+
+
+class NetworkDriver(Protocol):
+    """Attach guest NICs to the host's bridges (tap devices) and detach them."""
+
+    name: str
+
+    def attach(self, host: HostRef, spec: DomainSpec) -> None: ...
+
+    def detach(self, host: HostRef, deploy_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Transport(Protocol):
+    """Run commands and move files on a host: locally or over SSH."""
+
+    def run(self, host: HostRef, argv: list[str], input: bytes | None = None,
+            timeout: float | None = None) -> CommandResult: ...
+
+    def put(self, host: HostRef, local_path: str, remote_path: str) -> None: ...
+
+
+class MonitorDriver(Protocol):
+    """Probe a host's capacity and load independently of the hypervisor (``/proc`` etc.)."""
+
+    def probe(self, host: HostRef) -> dict[str, str]: ...

@@ -1,0 +1,90 @@
+"""Database connections: SQLite (WAL) by default, PostgreSQL by URL, one code path.
+
+Why two kinds of transaction: on SQLite a deferred transaction that reads and then writes can
+fail with "database is locked" when another writer got in between, so every *write* transaction
+starts with ``BEGIN IMMEDIATE`` and queues on the busy timeout instead. Readers use plain
+``BEGIN`` and never block writers (WAL). On PostgreSQL both are ordinary transactions; the service
+layer uses conditional updates and row locks, which are correct on both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+from vocloud.errors import InvalidInput
+
+_WRITE = "vocloud_write"
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'vocloud.db'}"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _rec: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """An engine plus the two transaction kinds the service layer uses."""
+
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                parent = Path(path).parent
+                if not parent.exists():
+                    raise InvalidInput(f"database directory {parent} does not exist")
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+            kwargs["pool_size"] = 16
+            kwargs["max_overflow"] = 32
+        else:
+            kwargs["pool_size"] = int(os.environ.get("VOCLOUD_DB_POOL", "10"))
+            kwargs["max_overflow"] = 20
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _sqlite_setup(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
+            with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                with conn.begin():
+                    yield session
+                    session.flush()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.engine.connect() as conn:
+            with Session(bind=conn, expire_on_commit=False) as session:
+                with conn.begin():
+                    yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

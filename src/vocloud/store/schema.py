@@ -1,0 +1,222 @@
+"""The relational schema: the store is the truth (DESIGN.md).
+
+Units are integers wherever sums are kept in transactions, so that capacity and quota arithmetic
+never drifts: CPU in milli-cores (``*_cpu_m``, 1000 = one core), memory in MiB, IPv4 addresses as
+integers. Converting to cores happens at the edges (API, scheduler views).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), index=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class Acl(Base):
+    """A grant beyond the defaults: ``subject`` may do ``rights`` on ``resource`` of ``target``.
+
+    Subject is a user (``#id``), a group (``@id``) or everyone (``*``); target is a group's
+    objects (``@id``), one object (``#id``) or all (``*``) — OpenNebula's ACL rule shape.
+    """
+
+    __tablename__ = "acls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(32))
+    resource: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(32))
+    rights: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class Quota(Base):
+    """Limits and usage of one user or group; -1 means unlimited."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("scope", "scope_id", name="uq_quotas_scope_scope_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))  # "user" | "group"
+    scope_id: Mapped[int] = mapped_column(Integer)
+    vms_limit: Mapped[int] = mapped_column(Integer, default=-1)
+    cpu_m_limit: Mapped[int] = mapped_column(BigInteger, default=-1)
+    mem_limit: Mapped[int] = mapped_column(BigInteger, default=-1)
+    vms_used: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_m_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    mem_used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="INIT")
+    vmm: Mapped[str] = mapped_column(String(32), default="sim")
+    transport: Mapped[str] = mapped_column(String(255), default="local")
+    cluster: Mapped[str] = mapped_column(String(128), default="default")
+    total_cpu_m: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_mem: Mapped[int] = mapped_column(BigInteger, default=0)
+    alloc_cpu_m: Mapped[int] = mapped_column(BigInteger, default=0)
+    alloc_mem: Mapped[int] = mapped_column(BigInteger, default=0)
+    running_vms: Mapped[int] = mapped_column(Integer, default=0)
+    used_cpu_m: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_mem: Mapped[int] = mapped_column(BigInteger, default=0)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    monitored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class VM(Base):
+    __tablename__ = "vms"
+    __table_args__ = (
+        Index("ix_vms_state_id", "state", "id"),
+        Index("ix_vms_group_id_id", "group_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    state: Mapped[str] = mapped_column(String(24), default="PENDING")
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
+    target_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
+    cpu_m: Mapped[int] = mapped_column(BigInteger)
+    vcpu: Mapped[int] = mapped_column(Integer, default=1)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    template: Mapped[str] = mapped_column(Text, default="")
+    requirements: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rank: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deploy_id: Mapped[str] = mapped_column(String(64), default="")
+    sched_message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    state_changed_at: Mapped[float] = mapped_column(Float, default=utcnow)
+    step_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Event(Base):
+    """Append-only history of state changes: ``vm show`` prints it, tests audit it."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_obj", "kind", "obj_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Float, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    obj_id: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str] = mapped_column(String(24), default="")
+    to_state: Mapped[str] = mapped_column(String(24), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class VMTemplateRow(Base):
+    __tablename__ = "templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    body: Mapped[str] = mapped_column(Text)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    state: Mapped[str] = mapped_column(String(16), default="READY")
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    size_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    persistent: Mapped[bool] = mapped_column(Boolean, default=False)
+    running_vms: Mapped[int] = mapped_column(Integer, default=0)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class Network(Base):
+    __tablename__ = "networks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    bridge: Mapped[str] = mapped_column(String(64), default="")
+    template: Mapped[str] = mapped_column(Text, default="")
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class AddressRange(Base):
+    __tablename__ = "address_ranges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), index=True)
+    ip_start: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)
+    # FIXED leases (``LEASES=[IP=..., MAC=...]``) are ranges of size 1 with an explicit MAC
+    mac: Mapped[str | None] = mapped_column(String(17), nullable=True)
+
+
+class Lease(Base):
+    """One address in use: by a VM (``vm_id``) or held by an admin (``held``)."""
+
+    __tablename__ = "leases"
+    __table_args__ = (UniqueConstraint("network_id", "ip", name="uq_leases_network_id_ip"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    ip: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[str] = mapped_column(String(17))
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id"), nullable=True, index=True)
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
