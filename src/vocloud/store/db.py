@@ -81,10 +81,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self.engine.connect() as conn:
-            with Session(bind=conn, expire_on_commit=False) as session:
-                with conn.begin():
-                    yield session
+        with self.engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as session:
+            with conn.begin():
+                yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -138,6 +138,7 @@ class VM(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     state_changed_at: Mapped[float] = mapped_column(Float, default=utcnow)
     step_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    hard: Mapped[bool] = mapped_column(Boolean, default=False)  # the current step was asked --hard
     created_at: Mapped[float] = mapped_column(Float, default=utcnow)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -1,0 +1,103 @@
+"""Daemon settings: embedded defaults, overridden by ``<data_dir>/vocloud.toml``, then environment.
+
+The defaults are the "main job on embedded defaults" of the README: SQLite in the data directory,
+this machine as a hypervisor, the REST API on loopback. Every setting has one name, used in the
+TOML file (lower case) and the environment (``VOCLOUD_`` + upper case).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vocloud.errors import InvalidInput
+
+DEFAULT_PORT = 2633
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("VOCLOUD_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vocloud"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_url: str = ""  # empty: sqlite file in data_dir
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # loop periods, seconds
+    scheduler_interval: float = 1.0
+    lifecycle_interval: float = 0.5
+    monitor_interval: float = 5.0
+    # scheduler
+    sched_policy: str = "packing"
+    sched_rank: str = ""
+    max_dispatch: int = 0
+    max_host_dispatch: int = 0
+    # lifecycle timeouts, seconds
+    boot_timeout: float = 300.0
+    shutdown_timeout: float = 60.0
+    # sim driver defaults (hosts may override with SIM_BOOT_DELAY / SIM_SHUTDOWN_DELAY)
+    sim_boot_delay: float = 1.0
+    sim_shutdown_delay: float = 0.5
+    log_level: str = "info"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'vocloud.db'}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).lower() in ("1", "yes", "true", "on")
+        if isinstance(default, Path):
+            return Path(str(raw)).expanduser()
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"setting {name}: {raw!r} is not a valid {type(default).__name__}") from None
+
+
+def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < vocloud.toml < VOCLOUD_* environment < explicit overrides (CLI flags)."""
+    base = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    values: dict[str, Any] = {}
+    names = {f.name: getattr(base, f.name) for f in fields(Settings)}
+    toml_path = base.data_dir / "vocloud.toml"
+    if toml_path.exists():
+        try:
+            doc = tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{toml_path}: {exc}") from None
+        for key, raw in doc.items():
+            if key not in names:
+                raise InvalidInput(f"{toml_path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, names[key])
+    for key, default in names.items():
+        env = os.environ.get("VOCLOUD_" + key.upper())
+        if env is not None and key != "data_dir":
+            values[key] = _coerce(key, env, default)
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in names:
+            raise InvalidInput(f"unknown setting {key!r}")
+        values[key] = _coerce(key, raw, names[key])
+    return replace(base, **values)

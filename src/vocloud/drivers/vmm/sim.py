@@ -1,0 +1,200 @@
+"""The ``sim`` virtualization driver: guests that exist only as small files.
+
+Each host gets a directory; each guest is one JSON file named by its deploy id, holding its state
+and the times its boot or shutdown started. Because the files outlive the daemon, a daemon that
+is killed and restarted finds its "guests" exactly as it would find real qemu processes — which is
+what the restart tests need. Boot and shutdown take configurable delays, read against a clock the
+caller supplies (wall time in the daemon, a virtual clock in tests and the simulator).
+
+Per-host knobs (host attributes): ``SIM_BOOT_DELAY``, ``SIM_SHUTDOWN_DELAY`` (seconds). A host
+is unreachable while ``<dir>/UNREACHABLE`` exists. Per-VM knob (template attribute ``SIM_BOOT``):
+``fail`` makes the guest crash during boot, ``hang`` makes it never come up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostInfo, HostRef
+from vocloud.errors import DriverError
+
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class SimDriver:
+    name = "sim"
+
+    def __init__(self, root: Path, boot_delay: float = 1.0, shutdown_delay: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.boot_delay = boot_delay
+        self.shutdown_delay = shutdown_delay
+        self.clock = clock
+
+    # ------------------------------------------------------------ files
+    def host_dir(self, host: HostRef) -> Path:
+        if not _SAFE.match(host.name):
+            raise DriverError(f"bad host name {host.name!r}")
+        d = self.root / host.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _reachable(self, host: HostRef) -> Path:
+        d = self.host_dir(host)
+        if (d / "UNREACHABLE").exists():
+            raise DriverError(f"host {host.name} does not answer (sim: UNREACHABLE is set)")
+        return d
+
+    def _path(self, host: HostRef, deploy_id: str) -> Path:
+        if not _SAFE.match(deploy_id):
+            raise DriverError(f"bad deploy id {deploy_id!r}")
+        return self._reachable(host) / f"{deploy_id}.json"
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DriverError(f"sim domain file {path} is unreadable: {exc}") from None
+
+    def _save(self, path: Path, doc: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    def _delay(self, host: HostRef, key: str, default: float) -> float:
+        try:
+            return float(host.attrs.get(key, default))
+        except ValueError:
+            return default
+
+    # ------------------------------------------------------------ state
+    def _info(self, host: HostRef, deploy_id: str, doc: dict[str, Any] | None) -> DomainInfo:
+        if doc is None:
+            return DomainInfo(deploy_id, DomainState.MISSING)
+        now = self.clock()
+        state = doc["state"]
+        if state == "booting":
+            if doc.get("mode") == "fail":
+                return DomainInfo(deploy_id, DomainState.FAILED, "sim: guest crashed during boot")
+            if doc.get("mode") != "hang" and now - doc["since"] >= doc["boot_delay"]:
+                return self._as(deploy_id, doc, DomainState.RUNNING)
+            return self._as(deploy_id, doc, DomainState.BOOTING)
+        if state == "stopping":
+            if now - doc["since"] >= doc["shutdown_delay"]:
+                return DomainInfo(deploy_id, DomainState.MISSING)
+            return self._as(deploy_id, doc, DomainState.SHUTTING_DOWN)
+        return self._as(deploy_id, doc, DomainState(state.upper()))
+
+    @staticmethod
+    def _as(deploy_id: str, doc: dict[str, Any], state: DomainState) -> DomainInfo:
+        return DomainInfo(deploy_id, state, cpu_used=float(doc.get("cpu", 0)),
+                          memory_mib=int(doc.get("memory", 0)))
+
+    # ------------------------------------------------------------ VMMDriver
+    def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
+        path = self._path(host, spec.deploy_id)
+        doc = self._load(path)
+        info = self._info(host, spec.deploy_id, doc)
+        if info.state not in (DomainState.MISSING, DomainState.OFF):
+            return info  # idempotent: it is already there
+        doc = {
+            "state": "booting", "since": self.clock(), "vm_id": spec.vm_id, "name": spec.name,
+            "cpu": spec.cpu, "memory": spec.memory_mib,
+            "boot_delay": self._delay(host, "SIM_BOOT_DELAY", self.boot_delay),
+            "shutdown_delay": self._delay(host, "SIM_SHUTDOWN_DELAY", self.shutdown_delay),
+            "mode": spec.attrs.get("SIM_BOOT", "ok").lower(),
+            "boots": int((doc or {}).get("boots", 0)) + 1,
+        }
+        self._save(path, doc)
+        return self._info(host, spec.deploy_id, doc)
+
+    def poll(self, host: HostRef, deploy_id: str) -> DomainInfo:
+        path = self._path(host, deploy_id)
+        doc = self._load(path)
+        info = self._info(host, deploy_id, doc)
+        if info.state == DomainState.MISSING and doc is not None:
+            path.unlink(missing_ok=True)  # a finished shutdown: the guest is gone
+        return info
+
+    def shutdown(self, host: HostRef, deploy_id: str, hard: bool) -> None:
+        path = self._path(host, deploy_id)
+        doc = self._load(path)
+        if doc is None:
+            return
+        if hard:
+            path.unlink(missing_ok=True)
+            return
+        if doc["state"] != "stopping":
+            doc.update(state="stopping", since=self.clock())
+            self._save(path, doc)
+
+    def reboot(self, host: HostRef, deploy_id: str) -> None:
+        path = self._path(host, deploy_id)
+        doc = self._load(path)
+        if doc is None:
+            raise DriverError(f"cannot reboot {deploy_id}: no such guest on {host.name}")
+        doc.update(state="booting", since=self.clock())
+        self._save(path, doc)
+
+    def save(self, host: HostRef, deploy_id: str) -> None:
+        path = self._path(host, deploy_id)
+        doc = self._load(path)
+        if doc is None:
+            raise DriverError(f"cannot save {deploy_id}: no such guest on {host.name}")
+        doc.update(state="saved", since=self.clock())
+        self._save(path, doc)
+
+    def restore(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
+        path = self._path(host, spec.deploy_id)
+        doc = self._load(path)
+        if doc is not None and doc["state"] == "saved":
+            doc.update(state="running", since=self.clock())
+            self._save(path, doc)
+            return self._info(host, spec.deploy_id, doc)
+        return self.deploy(host, spec)
+
+    def migrate(self, src: HostRef, dst: HostRef, spec: DomainSpec) -> DomainInfo:
+        spath = self._path(src, spec.deploy_id)
+        doc = self._load(spath)
+        if doc is None:
+            raise DriverError(f"cannot migrate {spec.deploy_id}: no such guest on {src.name}")
+        dpath = self._path(dst, spec.deploy_id)
+        self._save(dpath, doc)
+        spath.unlink(missing_ok=True)
+        return self._info(dst, spec.deploy_id, doc)
+
+    def cleanup(self, host: HostRef, deploy_id: str) -> None:
+        self._path(host, deploy_id).unlink(missing_ok=True)
+
+    def monitor(self, host: HostRef) -> HostInfo:
+        d = self._reachable(host)
+        domains: dict[str, DomainInfo] = {}
+        for path in sorted(d.glob("*.json")):
+            info = self.poll(host, path.stem)
+            if info.state != DomainState.MISSING:
+                domains[path.stem] = info
+        try:
+            total_cpu = float(host.attrs.get("TOTAL_CPU", "0"))
+            total_mem = int(float(host.attrs.get("TOTAL_MEM", "0")))
+        except ValueError as exc:
+            raise DriverError(f"sim host {host.name} has bad capacity attributes: {exc}") from None
+        used_cpu = sum(i.cpu_used for i in domains.values() if i.state != DomainState.SAVED)
+        used_mem = sum(i.memory_mib for i in domains.values() if i.state != DomainState.SAVED)
+        return HostInfo(total_cpu=total_cpu, total_mem_mib=total_mem, used_cpu=used_cpu,
+                        used_mem_mib=used_mem, domains=domains, attrs={"HYPERVISOR": "sim"})
+
+    # ------------------------------------------------------------ for tests and operators
+    def set_reachable(self, host: HostRef, reachable: bool) -> None:
+        flag = self.host_dir(host) / "UNREACHABLE"
+        if reachable:
+            flag.unlink(missing_ok=True)
+        else:
+            flag.touch()

@@ -1,0 +1,608 @@
+"""The VO-pool planner: ``plan(demand, pools, site, now) -> Plan``, a pure function.
+
+The daemon's controller and the simulator both call :func:`plan` once per cycle with what they
+observe, and carry out the actions it returns. It reads no clock, does no I/O and iterates
+nothing in an unordered way, so the same inputs always give the same plan (the simulator's
+byte-identical replays depend on it).
+
+How a pool is sized, in order:
+
+1. **Failures first** (``failures.failure_verdict``): FAILED VMs, VMs booting past their boot
+   timeout and nodes DOWN past their grace period are shut down and stop counting as capacity,
+   so the demand they were booted for is booted for again (subject to the image's backoff).
+2. **Demand** is the VO's pending jobs that waited at least ``min_pending_s``, grouped by shape
+   (a ``Counter`` of (cores, memory)), so 100,000 jobs cost one pass plus work per *shape*.
+   Jobs needing more cores or memory than one VM has are reported, never booted for.
+3. **Capacity already there or on the way** absorbs demand first: idle and booting VMs (a full
+   VM shape each) and busy VMs' unallocated cores/memory when the batch system reports them.
+   The leftover jobs are then packed onto new VM shapes. Packing is *best-fit decreasing* on
+   bins grouped by remaining capacity: jobs are taken largest first, and each shape's jobs fill
+   the tightest bins that hold them, a whole group of identical bins at a time. Job memory is
+   rounded up to 256 MiB (never above the VM's) to keep the number of shapes small; rounding
+   up can only over-count demand by a fraction of a VM, never hide a job.
+4. **Resume before boot**: VMs draining or drained (and not past their lifetime) are resumed
+   for the new demand before any new VM is booted: cheaper, instant, and it is what stops a
+   boot/drain/boot cycle when demand dips and returns.
+5. **Limits**: the pool's min/max; its boot rate (``max_boots_per_minute`` over the last 60 s of
+   boot requests); its image's backoff (no boot while backing off, one probe VM at a time after).
+6. **Site**: what is left of the site's VM cap and free cores/memory (and, when given, which
+   host can hold a VM of the pool's shape) is split between pools by **weighted max-min
+   fairness**: pools below their ``min_vms`` are served first, then one VM at a time goes to the
+   pool whose size/weight is lowest (ties: VO name), until every pool has what it asked for or
+   nothing more fits. A pool that cannot get a VM drops out; the rest keep filling.
+7. **Scale down** only what is not needed: an idle VM is drained once idle past its idle
+   timeout, when no pending job would go to it, the pool is above ``min_vms``, this plan boots
+   nothing for the pool, and the pool's last boot is older than ``scale_down_delay_s``. Shrinking
+   is always a *drain*; a VM is shut down only once DRAINED with no running job (or when it
+   never joined: failed, timed out, or a surplus request). Lowering ``max_vms`` drains the
+   surplus: unplaced requests first, then idle VMs, then booting ones, then the busy VMs with
+   the fewest running jobs (their jobs finish; nothing is killed).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from vocloud.batch.base import PendingJob
+from vocloud.elastic.failures import failure_verdict, is_probing, may_boot
+from vocloud.elastic.policy import (
+    HOLDS_CAPACITY,
+    STARTING,
+    Action,
+    Boot,
+    Drain,
+    DrainCause,
+    Plan,
+    Pool,
+    PoolPolicy,
+    PoolStatus,
+    PoolVM,
+    Resume,
+    Shutdown,
+    ShutdownCause,
+    SiteCapacity,
+)
+from vocloud.elastic.policy import PoolVMState as V
+from vocloud.errors import InvalidInput
+
+#: Job memory is rounded up to this many MiB when grouping shapes (see module docstring).
+MEMORY_QUANTUM_MIB = 256
+#: The window of ``max_boots_per_minute``.
+RATE_WINDOW_S = 60.0
+
+Shape = tuple[int, int]  # (cores, memory MiB)
+
+
+# --- bin packing --------------------------------------------------------------------------------
+
+
+def _fit_count(bin_: Shape, job: Shape) -> int:
+    """How many jobs of shape ``job`` one bin of free ``bin_`` holds."""
+    by_cores = bin_[0] // job[0]
+    return by_cores if job[1] <= 0 else min(by_cores, bin_[1] // job[1])
+
+
+def _fill_bins(bins: Counter[Shape], job: Shape, n: int) -> int:
+    """Put ``n`` jobs of shape ``job`` into ``bins`` (mutated), tightest bins first.
+
+    Returns how many jobs did not fit. Identical bins are filled as a group, so the cost is per
+    distinct bin shape, not per bin or per job.
+    """
+    for key in sorted(k for k in bins if k[0] >= job[0] and k[1] >= job[1]):
+        if n == 0:
+            break
+        count, q = bins[key], _fit_count(key, job)
+        full = min(count, n // q)
+        n -= full * q
+        partial = n if full < count and 0 < n < q else 0
+        n -= partial
+        _move(bins, key, full, (key[0] - q * job[0], key[1] - q * job[1]))
+        if partial:
+            _move(bins, key, 1, (key[0] - partial * job[0], key[1] - partial * job[1]))
+    return n
+
+
+def _move(bins: Counter[Shape], src: Shape, count: int, dst: Shape) -> None:
+    """Move ``count`` bins of free ``src`` to free ``dst`` (dropping bins with nothing left)."""
+    if count <= 0:
+        return
+    bins[src] -= count
+    if bins[src] == 0:
+        del bins[src]
+    if dst[0] > 0:
+        bins[dst] += count
+
+
+def _open_bins(jobs: Sequence[tuple[Shape, int]], vm: Shape, limit: int) -> tuple[int, bool]:
+    """New VMs of shape ``vm`` needed for ``jobs`` (largest first), counting at most ``limit``.
+
+    Returns (VMs needed, capped at ``limit``; whether the demand needs more than ``limit``).
+    Stopping at the limit bounds the work when a queue is far deeper than the pool's max.
+    """
+    bins: Counter[Shape] = Counter()
+    opened = 0
+    for job, n in jobs:
+        left = _fill_bins(bins, job, n)
+        if left == 0:
+            continue
+        q = _fit_count(vm, job)
+        full, rest = divmod(left, q)
+        opened += full + (1 if rest else 0)
+        if opened > limit:
+            return limit, True
+        _move_new(bins, full, (vm[0] - q * job[0], vm[1] - q * job[1]))
+        if rest:
+            _move_new(bins, 1, (vm[0] - rest * job[0], vm[1] - rest * job[1]))
+    return opened, False
+
+
+def _move_new(bins: Counter[Shape], count: int, free: Shape) -> None:
+    if count > 0 and free[0] > 0:
+        bins[free] += count
+
+
+# --- demand -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    """A VO's pending jobs as shapes, split into what the pool's VM shape can and cannot run."""
+
+    pending_jobs: int
+    pending_cores: int
+    fitting: tuple[tuple[Shape, int], ...]  # largest first; memory rounded (module docstring)
+    fitting_jobs: int
+    unfit_jobs: int
+    unfit_notes: tuple[str, ...]
+
+
+def _demand(jobs: Iterable[PendingJob], policy: PoolPolicy, now: float) -> _Demand:
+    cutoff = now - policy.min_pending_s
+    shapes = Counter((max(j.cores, 1), max(j.memory_mib, 0)) for j in jobs if j.submit_time <= cutoff)
+    vm = (policy.cores_per_vm, policy.memory_mib_per_vm)
+    fitting: Counter[Shape] = Counter()
+    too_many_cores: Counter[int] = Counter()
+    too_much_memory: Counter[int] = Counter()
+    for (cores, mem), n in shapes.items():
+        if cores > vm[0]:
+            too_many_cores[cores] += n
+        elif mem > vm[1]:
+            too_much_memory[mem] += n
+        else:
+            fitting[(cores, min(-(-mem // MEMORY_QUANTUM_MIB) * MEMORY_QUANTUM_MIB, vm[1]))] += n
+    return _Demand(
+        pending_jobs=sum(shapes.values()),
+        pending_cores=sum(c * n for (c, _), n in shapes.items()),
+        fitting=tuple(sorted(fitting.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))),
+        fitting_jobs=sum(fitting.values()),
+        unfit_jobs=sum(too_many_cores.values()) + sum(too_much_memory.values()),
+        unfit_notes=_unfit_notes(too_many_cores, too_much_memory, policy),
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _unfit_notes(cores: Counter[int], memory: Counter[int], policy: PoolPolicy) -> tuple[str, ...]:
+    notes = [
+        f"{n} job{'s' if n != 1 else ''} need{'' if n != 1 else 's'} {c} cores, more than a "
+        f"{policy.cores_per_vm}-core VM: not booted for"
+        for c, n in sorted(cores.items())
+    ]
+    if memory:
+        n, top = sum(memory.values()), max(memory)
+        notes.append(f"{n} job{'s' if n != 1 else ''} need up to {top} MiB, more than a "
+                     f"{policy.memory_mib_per_vm} MiB VM: not booted for")
+    return tuple(notes)
+
+
+def _describe_jobs(d: _Demand) -> str:
+    """'12 pending 1-core jobs' or '40 pending jobs (1-8 cores)' for boot reasons."""
+    cores = sorted({c for (c, _), _ in d.fitting})
+    if len(cores) == 1:
+        return f"{d.fitting_jobs} pending {cores[0]}-core job{'s' if d.fitting_jobs != 1 else ''}"
+    if not cores:
+        return "0 pending jobs"
+    return f"{d.fitting_jobs} pending jobs ({cores[0]}-{cores[-1]} cores)"
+
+
+# --- one pool, before the site split ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _PoolDraft:
+    """Everything decided about one pool before site capacity is shared (internal, mutable)."""
+
+    pool: Pool
+    demand: _Demand
+    vms: _Classified
+    base_active: int  # starting + joined, not failed, not past lifetime
+    resumes: list[Resume]
+    want: int  # boots wanted after pool limits (min/max, rate, backoff)
+    min_deficit: int  # of ``want``, boots needed to reach min_vms
+    boot_reason: str
+    actions: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    granted: int = 0
+    unused_idle: int = 0
+
+    @property
+    def policy(self) -> PoolPolicy:
+        return self.pool.policy
+
+    @property
+    def shape(self) -> Shape:
+        return (self.policy.cores_per_vm, self.policy.memory_mib_per_vm)
+
+
+def _expired(vm: PoolVM, policy: PoolPolicy, now: float) -> bool:
+    return policy.max_lifetime_s is not None and now - vm.started_at >= policy.max_lifetime_s
+
+
+def _idle_for(vm: PoolVM, now: float) -> float:
+    since = vm.idle_since if vm.idle_since is not None else (vm.joined_at or vm.started_at)
+    return now - since
+
+
+def _recent_boots(pool: Pool, now: float) -> list[float]:
+    """Boot requests in the rate window: the given history, or the VMs' own start times if more.
+
+    Taking the larger of the two keeps the rate limit even when a caller forgets the history.
+    """
+    lo = now - RATE_WINDOW_S
+    given = [t for t in pool.recent_boots if lo < t <= now]
+    seen = [vm.started_at for vm in pool.vms if lo < vm.started_at <= now]
+    return given if len(given) >= len(seen) else seen
+
+
+def _last_boot(pool: Pool) -> float | None:
+    times = [*pool.recent_boots, *(vm.started_at for vm in pool.vms)]
+    return max(times) if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Classified:
+    failed: tuple[tuple[PoolVM, Shutdown], ...]
+    starting: tuple[PoolVM, ...]
+    idle: tuple[PoolVM, ...]
+    busy: tuple[PoolVM, ...]
+    expired_joined: tuple[PoolVM, ...]
+    resumable: tuple[PoolVM, ...]  # preference order
+    drained_empty: tuple[PoolVM, ...]
+
+
+def _classify(pool: Pool, now: float) -> _Classified:
+    p = pool.policy
+    failed, starting, idle, busy, expired, resumable, drained = [], [], [], [], [], [], []
+    for vm in sorted(pool.vms, key=lambda v: v.vm_id):
+        verdict = failure_verdict(vm, p, now)
+        if verdict is not None:
+            failed.append((vm, Shutdown(p.vo, vm.vm_id, verdict.reason, vm.name, verdict.cause)))
+        elif vm.state in STARTING:
+            starting.append(vm)
+        elif vm.state in (V.JOINED_IDLE, V.JOINED_BUSY) and _expired(vm, p, now):
+            expired.append(vm)
+        elif vm.state is V.JOINED_IDLE:
+            idle.append(vm)
+        elif vm.state is V.JOINED_BUSY:
+            busy.append(vm)
+        elif vm.state in (V.DRAINING, V.DRAINED):
+            empty = vm.state is V.DRAINED and vm.running_jobs == 0
+            if empty:
+                drained.append(vm)
+            if not _expired(vm, p, now):
+                resumable.append(vm)
+    resumable.sort(key=lambda v: (v.state is not V.DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
+    return _Classified(tuple(failed), tuple(starting), tuple(idle), tuple(busy), tuple(expired),
+                       tuple(resumable), tuple(drained))
+
+
+def _absorb(c: _Classified, d: _Demand, shape: Shape) -> tuple[list[tuple[Shape, int]], int]:
+    """Pack demand into capacity present or on the way; (leftover jobs, full-shape VMs unused)."""
+    bins: Counter[Shape] = Counter()
+    if c.idle or c.starting:
+        bins[shape] = len(c.idle) + len(c.starting)
+    for vm in c.busy:
+        if vm.free_cores > 0:
+            bins[(vm.free_cores, max(vm.free_memory_mib, 0))] += 1
+    leftover = [(job, left) for job, n in d.fitting if (left := _fill_bins(bins, job, n))]
+    return leftover, bins.get(shape, 0)
+
+
+def _draft(pool: Pool, jobs: Sequence[PendingJob], now: float) -> _PoolDraft:
+    """Decide one pool's own actions and how many boots it wants, ignoring the other pools."""
+    p = pool.policy
+    d = _demand(jobs, p, now)
+    c = _classify(pool, now)
+    shape = (p.cores_per_vm, p.memory_mib_per_vm)
+    leftover, unused_full = _absorb(c, d, shape)
+    base_active = len(c.starting) + len(c.idle) + len(c.busy)
+    headroom = max(p.max_vms - base_active, 0)
+    new_needed, capped = _open_bins(leftover, shape, headroom)
+    draft = _PoolDraft(pool, d, c, base_active, [], 0, 0, "")
+    draft.notes.extend(d.unfit_notes)
+    if capped:
+        draft.notes.append(f"demand exceeds max {p.max_vms} VMs: booting up to the max")
+    draft.actions.extend(s for _, s in c.failed)
+    draft.actions.extend(_lifetime_drains(c, p, now))
+    draft.resumes = _resumes(c, d, new_needed, base_active, p)
+    resumed_ids = {r.vm_id for r in draft.resumes}
+    draft.actions.extend(
+        Shutdown(p.vo, vm.vm_id, f"shutdown vm {vm.vm_id}: drained and empty", vm.name)
+        for vm in c.drained_empty if vm.vm_id not in resumed_ids)
+    if base_active > p.max_vms:
+        draft.actions.extend(_surplus(c, base_active - p.max_vms, p))
+        return draft
+    _size_boots(draft, c, new_needed, now)
+    draft.unused_idle = min(len(c.idle), unused_full)
+    return draft
+
+
+def _lifetime_drains(c: _Classified, p: PoolPolicy, now: float) -> list[Action]:
+    return [
+        Drain(p.vo, vm.vm_id,
+              f"drain vm {vm.vm_id}: age {now - vm.started_at:.0f} s >= max lifetime "
+              f"{p.max_lifetime_s:.0f} s; {vm.running_jobs} running jobs finish first",
+              vm.name, DrainCause.LIFETIME)
+        for vm in c.expired_joined
+    ]
+
+
+def _resumes(c: _Classified, d: _Demand, new_needed: int, base_active: int,
+             p: PoolPolicy) -> list[Resume]:
+    """Resume draining/drained VMs for new demand (or to reach min) instead of booting.
+
+    Each resumed VM is counted as one VM of capacity; a draining one's share comes free as its
+    jobs end, which is still sooner than a boot. Drained (empty) VMs go first.
+    """
+    below_min = max(p.min_vms - base_active, 0)
+    n = max(min(len(c.resumable), max(new_needed, below_min), p.max_vms - base_active), 0)
+    return [
+        Resume(p.vo, vm.vm_id,
+               f"resume vm {vm.vm_id}: {d.fitting_jobs} pending jobs need capacity; "
+               f"resuming a {vm.state.value.lower()} VM instead of booting a new one", vm.name)
+        for vm in c.resumable[:n]
+    ]
+
+
+def _surplus(c: _Classified, surplus: int, p: PoolPolicy) -> list[Action]:
+    """Bring a pool above ``max_vms`` back down without touching a running job."""
+    size = surplus + p.max_vms
+    head = f"pool has {size} VMs > max {p.max_vms}"
+    requested = sorted((v for v in c.starting if v.state is V.REQUESTED),
+                       key=lambda v: (-v.started_at, -v.vm_id))
+    booting = sorted((v for v in c.starting if v.state is V.BOOTING),
+                     key=lambda v: (-v.started_at, -v.vm_id))
+    idle = sorted(c.idle, key=lambda v: (v.idle_since or v.joined_at or v.started_at, v.vm_id))
+    busy = sorted(c.busy, key=lambda v: (v.running_jobs, v.vm_id))
+    out: list[Action] = []
+    for vm in [*requested, *idle, *booting, *busy][:surplus]:
+        if vm.state in STARTING:
+            out.append(Shutdown(p.vo, vm.vm_id, f"shutdown vm {vm.vm_id}: {head}, not yet joined",
+                                vm.name, ShutdownCause.SURPLUS))
+        else:
+            out.append(Drain(p.vo, vm.vm_id,
+                             f"drain vm {vm.vm_id}: {head}; {vm.running_jobs} running jobs finish "
+                             "first", vm.name, DrainCause.SURPLUS))
+    return out
+
+
+def _size_boots(draft: _PoolDraft, c: _Classified, new_needed: int, now: float) -> None:
+    """Set ``want``/``min_deficit``/``boot_reason``: demand and min, then rate limit and backoff."""
+    p = draft.policy
+    active = draft.base_active + len(draft.resumes)
+    for_demand = max(new_needed - len(draft.resumes), 0)
+    for_min = max(p.min_vms - active - for_demand, 0)
+    want = min(for_demand + for_min, p.max_vms - active)
+    if want <= 0:
+        return
+    allowed, why = _boot_allowance(draft.pool, len(c.starting), now)
+    if allowed < want:
+        draft.notes.append(f"holding {want - allowed} of {want} boots: {why}")
+    draft.want = min(want, allowed)
+    draft.min_deficit = min(for_min, draft.want)
+    draft.boot_reason = _boot_reason(draft, c, for_demand)
+
+
+def _boot_allowance(pool: Pool, starting: int, now: float) -> tuple[int, str]:
+    """How many boots the pool's rate limit and its image's backoff allow right now."""
+    p = pool.policy
+    ok, why = may_boot(pool.backoff, now)
+    if not ok:
+        return 0, why
+    if is_probing(pool.backoff):
+        return max(1 - starting, 0), why
+    recent = len(_recent_boots(pool, now))
+    left = max(p.max_boots_per_minute - recent, 0)
+    return left, (f"rate limit: {recent} boots in the last {RATE_WINDOW_S:.0f} s, "
+                  f"max {p.max_boots_per_minute}/min")
+
+
+def _boot_reason(draft: _PoolDraft, c: _Classified, for_demand: int) -> str:
+    """The why of a Boot, without the count (added once the site split is known)."""
+    p = draft.policy
+    if for_demand == 0:
+        return f"pool below min {p.min_vms} VMs"
+    covered = []
+    if c.starting:
+        covered.append(f"{len(c.starting) * p.cores_per_vm} cores already booting")
+    if c.idle:
+        covered.append(f"{len(c.idle)} idle VMs")
+    if draft.resumes:
+        covered.append(f"{len(draft.resumes)} VMs resumed")
+    tail = f", {', '.join(covered)}" if covered else ""
+    return f"{_describe_jobs(draft.demand)}{tail}"
+
+
+# --- the site split -----------------------------------------------------------------------------
+
+
+class _Site:
+    """What is left of the site while the fair split hands out VMs (internal, mutable)."""
+
+    def __init__(self, site: SiteCapacity, pools: Sequence[Pool]) -> None:
+        held = sum(1 for pool in pools for vm in pool.vms if vm.state in HOLDS_CAPACITY)
+        self.vm_room = site.max_vms - held
+        self.cores = site.free_cores
+        self.memory = site.free_memory_mib
+        self.hosts = [list(h) for h in site.host_free]
+        self.cursor: dict[Shape, int] = {}
+        for pool in pools:
+            shape = (pool.policy.cores_per_vm, pool.policy.memory_mib_per_vm)
+            for vm in pool.vms:
+                if vm.state is V.REQUESTED:
+                    self.take(shape)
+
+    def why_not(self, shape: Shape) -> str | None:
+        """Why one more VM of ``shape`` cannot be had (``None``: it can)."""
+        if self.vm_room < 1:
+            return "site VM cap reached"
+        if self.cores < shape[0] or self.memory < shape[1]:
+            return f"site has {max(self.cores, 0)} free cores / {max(self.memory, 0)} MiB free"
+        if self.hosts and self._host_for(shape) is None:
+            return f"no host has {shape[0]} cores and {shape[1]} MiB free"
+        return None
+
+    def take(self, shape: Shape) -> None:
+        """Account one VM of ``shape`` (first-fit host, if hosts are modelled)."""
+        self.vm_room -= 1
+        self.cores -= shape[0]
+        self.memory -= shape[1]
+        i = self._host_for(shape) if self.hosts else None
+        if i is not None:
+            self.hosts[i][0] -= shape[0]
+            self.hosts[i][1] -= shape[1]
+
+    def _host_for(self, shape: Shape) -> int | None:
+        """First host that fits ``shape``. Free space only shrinks, so a per-shape cursor never
+        needs to look back: the scan costs O(hosts) per shape for the whole plan."""
+        i = self.cursor.get(shape, 0)
+        while i < len(self.hosts) and (self.hosts[i][0] < shape[0] or self.hosts[i][1] < shape[1]):
+            i += 1
+        self.cursor[shape] = i
+        return i if i < len(self.hosts) else None
+
+
+def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
+    """Weighted max-min fair split of the site: minimums first, then the rest by weight."""
+    notes: list[str] = []
+    for phase in ("min", "demand"):
+        heap = [(_level(d), d.policy.vo, i) for i, d in enumerate(drafts) if _wants(d, phase)]
+        heapq.heapify(heap)
+        while heap:
+            _, vo, i = heapq.heappop(heap)
+            d = drafts[i]
+            reason = site.why_not(d.shape)
+            if reason is not None:
+                d.notes.append(f"holding {_still_wanted(d)} boots: {reason}")
+                continue
+            site.take(d.shape)
+            d.granted += 1
+            if _wants(d, phase):
+                heapq.heappush(heap, (_level(d), vo, i))
+    short = [d for d in drafts if d.granted < d.want]
+    if short and any(d.granted for d in drafts):
+        split = ", ".join(f"{d.policy.vo} {d.granted}/{d.want}" for d in drafts if d.want)
+        notes.append(f"capacity scarce, boots split by weight (granted/wanted): {split}")
+    return notes
+
+
+def _level(d: _PoolDraft) -> float:
+    return (d.base_active + len(d.resumes) + d.granted) / d.policy.weight
+
+
+def _wants(d: _PoolDraft, phase: str) -> bool:
+    return d.granted < (d.min_deficit if phase == "min" else d.want)
+
+
+def _still_wanted(d: _PoolDraft) -> int:
+    return d.want - d.granted
+
+
+# --- scale down and output ----------------------------------------------------------------------
+
+
+def _idle_drains(d: _PoolDraft, c: _Classified, now: float) -> list[Action]:
+    """Drain idle VMs past their timeout that nothing needs; see step 7 of the module docstring."""
+    p = d.policy
+    if d.granted or d.want or d.base_active > p.max_vms:
+        return []
+    last = _last_boot(d.pool)
+    if last is not None and now - last < p.scale_down_delay_s:
+        return []
+    room = d.base_active + len(d.resumes) - p.min_vms
+    idle = sorted((v for v in c.idle if _idle_for(v, now) >= p.idle_timeout_s),
+                  key=lambda v: (-_idle_for(v, now), v.vm_id))
+    return [
+        Drain(p.vo, vm.vm_id,
+              f"drain vm {vm.vm_id}: idle {_idle_for(vm, now):.0f} s > idle timeout "
+              f"{p.idle_timeout_s:.0f} s, {d.demand.fitting_jobs} pending jobs", vm.name)
+        for vm in idle[:max(min(room, d.unused_idle), 0)]
+    ]
+
+
+def _shrinks(actions: Iterable[Action]) -> int:
+    """Active VMs (counted in ``base_active``) that these actions take out of the pool."""
+    return sum(1 for a in actions
+               if (isinstance(a, Drain) and a.cause is not DrainCause.LIFETIME)
+               or (isinstance(a, Shutdown) and a.cause is ShutdownCause.SURPLUS))
+
+
+def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
+    p = d.policy
+    actions = list(d.actions)
+    actions.extend(_idle_drains(d, d.vms, now))
+    actions.extend(d.resumes)
+    if d.granted:
+        held = f" of {d.want} wanted" if d.granted < d.want else ""
+        actions.append(Boot(p.vo, d.granted, f"boot {d.granted}{held}: {d.boot_reason}", p.image))
+    actions.sort(key=_action_order)
+    counts = Counter(vm.state for vm in d.pool.vms)
+    status = PoolStatus(
+        vo=p.vo, image=p.image, pending_jobs=d.demand.pending_jobs,
+        pending_cores=d.demand.pending_cores, fitting_jobs=d.demand.fitting_jobs,
+        unfit_jobs=d.demand.unfit_jobs,
+        desired=max(d.base_active + len(d.resumes) + d.granted - _shrinks(actions), 0),
+        booting=counts[V.REQUESTED] + counts[V.BOOTING],
+        running=counts[V.JOINED_IDLE] + counts[V.JOINED_BUSY],
+        draining=counts[V.DRAINING] + counts[V.DRAINED], idle=counts[V.JOINED_IDLE],
+        min_vms=p.min_vms, max_vms=p.max_vms, boots=d.granted, notes=tuple(d.notes),
+    )
+    return actions, status
+
+
+_ORDER = {Shutdown: 0, Drain: 1, Resume: 2, Boot: 3}
+
+
+def _action_order(a: Action) -> tuple[int, int]:
+    return (_ORDER[type(a)], getattr(a, "vm_id", 0))
+
+
+def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site: SiteCapacity,
+         now: float) -> Plan:
+    """Decide what every VO pool should do now. Pure and deterministic (module docstring).
+
+    ``demand``: pending jobs by VO (``vocloud.batch.base.by_vo``); jobs of VOs without a pool
+    are reported in ``Plan.notes``. ``pools``: one per VO (a VO twice is an InvalidInput).
+    ``site``: what the site can still give. ``now``: the caller's clock, in the same unit as
+    every timestamp in the inputs.
+    """
+    ordered = sorted(pools, key=lambda pool: pool.policy.vo)
+    vos = [pool.policy.vo for pool in ordered]
+    if len(set(vos)) != len(vos):
+        raise InvalidInput("two pools for the same VO", vos=sorted({v for v in vos if vos.count(v) > 1}))
+    drafts = [_draft(pool, demand.get(pool.policy.vo, ()), now) for pool in ordered]
+    notes = _share(drafts, _Site(site, ordered))
+    notes.extend(f"{_plural(len(demand[vo]), 'pending job')} of VO {vo}: no pool, not booted for"
+                 for vo in sorted(set(demand) - set(vos)) if demand[vo])
+    actions: list[Action] = []
+    statuses: list[PoolStatus] = []
+    for d in drafts:
+        acts, status = _finish(d, now)
+        actions.extend(acts)
+        statuses.append(status)
+    return Plan(tuple(actions), tuple(statuses), tuple(notes))

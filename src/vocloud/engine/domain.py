@@ -1,0 +1,59 @@
+"""Turn a stored VM into the DomainSpec a driver starts: disks, NICs, context variables."""
+
+from __future__ import annotations
+
+import math
+
+from vocloud.drivers.base import DiskSpec, DomainSpec, NicSpec
+from vocloud.model.template import parse_template
+from vocloud.store.schema import VM
+
+# Variables a CONTEXT value may reference, OpenNebula style ($NAME, $VMID, $NIC[IP] as $IP).
+_VARS = ("VMID", "NAME", "IP", "MAC", "NETWORK")
+
+
+def _substitute(value: str, env: dict[str, str]) -> str:
+    for key in sorted(_VARS, key=len, reverse=True):
+        if key in env:
+            value = value.replace("$" + key, env[key])
+    return value
+
+
+def build_spec(vm: VM, user: str = "", group: str = "") -> DomainSpec:
+    t = parse_template(vm.template, fmt="one", source=f"VM {vm.id} template") if vm.template else None
+    disks: list[DiskSpec] = []
+    nics: list[NicSpec] = []
+    context: dict[str, str] = {}
+    attrs: dict[str, str] = {}
+    if t is not None:
+        for i, d in enumerate(t.vectors("DISK")):
+            disks.append(DiskSpec(
+                target=d.get("TARGET") or f"vd{chr(ord('a') + i)}",
+                source=d.get("SOURCE", ""), format=d.get("FORMAT", "qcow2"),
+                persistent=d.get("PERSISTENT", "NO").upper() in ("YES", "TRUE", "1"),
+                image_id=int(d["IMAGE_ID"]) if d.get("IMAGE_ID", "").isdigit() else None,
+            ))
+        for n in t.vectors("NIC"):
+            nics.append(NicSpec(network=n.get("NETWORK", ""), ip=n.get("IP", ""), mac=n.get("MAC", ""),
+                                bridge=n.get("BRIDGE")))
+        env = {"VMID": str(vm.id), "NAME": vm.name}
+        if nics:
+            env.update(IP=nics[0].ip, MAC=nics[0].mac, NETWORK=nics[0].network)
+        ctx = t.vector("CONTEXT") or {}
+        context = {k: _substitute(v, env) for k, v in ctx.items()}
+        if ctx:
+            context.setdefault("VMID", str(vm.id))
+            context.setdefault("NAME", vm.name)
+            if user:
+                context.setdefault("USER", user)
+            if group:
+                context.setdefault("VO", group)
+        for key in t:
+            value = t.attrs[key]
+            if isinstance(value, str):
+                attrs[key] = value
+    return DomainSpec(
+        vm_id=vm.id, deploy_id=vm.deploy_id or f"vc-{vm.id}", name=vm.name,
+        cpu=vm.cpu_m / 1000, vcpu=vm.vcpu or max(1, math.ceil(vm.cpu_m / 1000)),
+        memory_mib=vm.memory, disks=tuple(disks), nics=tuple(nics), context=context, attrs=attrs,
+    )

@@ -1,0 +1,567 @@
+"""Match-making: which pending VM goes to which host, as a pure function (like OpenNebula's mm_sched).
+
+``place`` reads no clock, does no I/O and keeps no state between calls: the daemon loop and the
+simulator hand it the pending VMs (already ordered by priority and age) and a snapshot of the
+hosts, and get placements plus a one-line reason for every VM left pending.
+
+The rule it implements is the obvious one, kept verbatim in :func:`place_naive` as the benchmark
+baseline and the test oracle: take the VMs in order; for each, among the hosts that satisfy its
+requirements, have room and are under the per-host dispatch limit, pick the highest rank (ties:
+lowest host id); then charge the VM to that host, so later VMs see the updated host.
+
+That scan costs VMs x hosts expression evaluations (20 million for 10,000 VMs on 2,000 hosts).
+:func:`place` gives the identical result far faster by exploiting three facts:
+
+* VMs share a few shapes: all VMs with the same (requirements, rank, cpu, memory) *signature*
+  rank hosts identically, so each signature keeps one max-heap of its eligible hosts and a VM is
+  placed by popping the top instead of scanning;
+* a placement changes exactly one host, so a signature only has to re-examine the hosts changed
+  since it last ran (read lazily from a change log, each host once however often it changed);
+  entries pushed before a change are recognised as stale by a per-host stamp and dropped on pop;
+* requirement conjuncts that read only static attributes (HYPERVISOR, CLUSTER, NAME, ...) are
+  evaluated once per host per cycle, and hosts failing them are never looked at again.
+
+Counters of matching hosts and hosts with room are maintained alongside the heaps, so even a VM
+that cannot be placed gets its specific reason without a scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from vocloud.errors import ParseError
+from vocloud.model.expr import Expr, compile_rank, compile_requirements, trend
+
+__all__ = [
+    "DYNAMIC_ATTRS",
+    "HostView",
+    "PendingVM",
+    "Placement",
+    "PolicyKind",
+    "SchedPolicy",
+    "SchedResult",
+    "place",
+    "place_naive",
+]
+
+#: Host attributes that change when a VM is placed during the cycle.
+DYNAMIC_ATTRS = frozenset({"USED_CPU", "FREE_CPU", "USED_MEM", "FREE_MEM", "RUNNING_VMS"})
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """A host as the scheduler sees it at the start of a cycle (cores and MiB, not x100 units)."""
+
+    id: int
+    name: str
+    total_cpu: float
+    total_mem: int
+    used_cpu: float
+    used_mem: int
+    running_vms: int
+    attrs: Mapping[str, str | float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVM:
+    id: int
+    cpu: float
+    memory: int
+    requirements: str | None = None
+    rank: str | None = None
+
+
+class PolicyKind(StrEnum):
+    PACKING = "packing"
+    STRIPING = "striping"
+    LOAD_AWARE = "load-aware"
+    CUSTOM = "custom"
+
+
+_POLICY_RANKS = {
+    PolicyKind.PACKING: "RUNNING_VMS",
+    PolicyKind.STRIPING: "-RUNNING_VMS",
+    PolicyKind.LOAD_AWARE: "FREE_CPU",
+}
+
+
+@dataclass(frozen=True)
+class SchedPolicy:
+    kind: PolicyKind = PolicyKind.PACKING
+    rank: str | None = None
+    max_dispatch: int = 0
+    max_host_dispatch: int = 0
+
+    def __post_init__(self) -> None:
+        # A policy is configuration: refuse it when loaded, not halfway through a cycle.
+        if self.kind is PolicyKind.CUSTOM and not (self.rank and self.rank.strip()):
+            raise ValueError("a custom scheduling policy needs a rank expression")
+        if self.max_dispatch < 0 or self.max_host_dispatch < 0:
+            raise ValueError("dispatch limits must be >= 0 (0 means unlimited)")
+
+    @property
+    def rank_text(self) -> str:
+        if self.kind is PolicyKind.CUSTOM:
+            assert self.rank is not None
+            return self.rank
+        return _POLICY_RANKS[self.kind]
+
+
+@dataclass(frozen=True)
+class Placement:
+    vm_id: int
+    host_id: int
+
+
+@dataclass(frozen=True)
+class SchedResult:
+    placements: list[Placement]
+    unplaced: dict[int, str]
+
+
+# ------------------------------------------------------------------------------ shared pieces
+
+
+class _Host:
+    """Mutable per-cycle state of one host; ``attrs`` is what expressions read."""
+
+    __slots__ = ("attrs", "dispatched", "id", "name", "total_cpu", "total_mem", "used_cpu", "used_mem")
+
+    def __init__(self, view: HostView) -> None:
+        self.id = view.id
+        self.name = view.name
+        self.total_cpu = view.total_cpu
+        self.total_mem = view.total_mem
+        self.used_cpu = view.used_cpu
+        self.used_mem = view.used_mem
+        self.dispatched = 0
+        attrs: dict[str, object] = {str(k).upper(): v for k, v in view.attrs.items()}
+        attrs.update(
+            NAME=view.name,
+            ID=view.id,
+            TOTAL_CPU=view.total_cpu,
+            MAX_CPU=view.total_cpu,
+            TOTAL_MEM=view.total_mem,
+            MAX_MEM=view.total_mem,
+            RUNNING_VMS=view.running_vms,
+        )
+        self.attrs = attrs
+        self._sync()
+
+    def _sync(self) -> None:
+        a = self.attrs
+        a["USED_CPU"] = self.used_cpu
+        a["FREE_CPU"] = self.total_cpu - self.used_cpu
+        a["USED_MEM"] = self.used_mem
+        a["FREE_MEM"] = self.total_mem - self.used_mem
+
+    def fits(self, cpu: float, mem: int) -> bool:
+        return self.used_cpu + cpu <= self.total_cpu and self.used_mem + mem <= self.total_mem
+
+    def charge(self, cpu: float, mem: int) -> None:
+        self.used_cpu += cpu
+        self.used_mem += mem
+        self.dispatched += 1
+        running = self.attrs["RUNNING_VMS"]
+        self.attrs["RUNNING_VMS"] = (running if isinstance(running, int) else 0) + 1
+        self._sync()
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """A VM's compiled expressions, or why they could not be compiled."""
+
+    requirements: Expr | None
+    rank: Expr | None
+    error: str | None = None
+
+
+def _spec(requirements: str | None, rank: str | None, policy_rank: str) -> _Spec:
+    req_text = requirements if requirements and requirements.strip() else None
+    own_rank = rank if rank and rank.strip() else None
+    try:
+        req = compile_requirements(req_text) if req_text is not None else None
+    except ParseError as err:
+        return _Spec(None, None, f"bad SCHED_REQUIREMENTS: {_describe(err)}")
+    try:
+        expr = compile_rank(own_rank if own_rank is not None else policy_rank)
+    except ParseError as err:
+        origin = "SCHED_RANK" if own_rank is not None else "scheduler policy rank"
+        return _Spec(None, None, f"bad {origin}: {_describe(err)}")
+    return _Spec(req, expr)
+
+
+def _describe(err: ParseError) -> str:
+    return f"{err.reason} (column {err.column})"
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+
+
+def _hosts(n: int) -> str:
+    return f"{n} host" if n == 1 else f"{n} hosts"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _limit_reason(limit: int) -> str:
+    return f"dispatch limit of {limit} VMs per cycle reached"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tally:
+    """What a failed search found; enough to say precisely why a VM stays pending."""
+
+    hosts: int
+    matched: int
+    roomy: int
+    most_cpu: _Host | None
+    most_mem: _Host | None
+
+
+def _reason(vm: PendingVM, req: Expr | None, tally: _Tally, host_limit: int) -> str:
+    size = f"{_fmt(vm.cpu)} CPU"
+    if tally.hosts == 0:
+        return "no hosts available"
+    if req is not None and tally.matched == 0:
+        return f"SCHED_REQUIREMENTS {_quote(req.text)} matched none of {_hosts(tally.hosts)}"
+    if tally.roomy == 0:
+        if req is not None:
+            return (
+                f"requirements matched {_hosts(tally.matched)} but none has room for {size} / {vm.memory} MiB"
+            )
+        return f"no host has {size} and {vm.memory} MiB free ({_most_free(tally)})"
+    which = "matching hosts" if req is not None else "hosts"
+    return (
+        f"all {tally.roomy} {which} with room for {size} / {vm.memory} MiB reached the "
+        f"per-host dispatch limit of {host_limit} VMs per cycle"
+    )
+
+
+def _most_free(tally: _Tally) -> str:
+    c, m = tally.most_cpu, tally.most_mem
+    assert c is not None and m is not None
+    return (
+        f"most free: {_fmt(c.total_cpu - c.used_cpu)} CPU on {c.name}, "
+        f"{m.total_mem - m.used_mem} MiB on {m.name}"
+    )
+
+
+def _free_cpu_key(h: _Host) -> tuple[float, int]:
+    return (h.total_cpu - h.used_cpu, -h.id)
+
+
+def _free_mem_key(h: _Host) -> tuple[int, int]:
+    return (h.total_mem - h.used_mem, -h.id)
+
+
+# ------------------------------------------------------------------------------- naive oracle
+
+
+def place_naive(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy: SchedPolicy) -> SchedResult:
+    """The definition of a correct placement: for each VM, scan every host.
+
+    Kept deliberately simple: it is the oracle the fast :func:`place` is tested against and the
+    baseline the benchmark reports.
+    """
+    state = [_Host(h) for h in hosts]
+    placements: list[Placement] = []
+    unplaced: dict[int, str] = {}
+    for vm in pending:
+        if policy.max_dispatch and len(placements) >= policy.max_dispatch:
+            unplaced[vm.id] = _limit_reason(policy.max_dispatch)
+            continue
+        spec = _spec(vm.requirements, vm.rank, policy.rank_text)
+        if spec.error is not None:
+            unplaced[vm.id] = spec.error
+            continue
+        best = _naive_best(vm, spec, state, policy.max_host_dispatch)
+        if isinstance(best, _Host):
+            best.charge(vm.cpu, vm.memory)
+            placements.append(Placement(vm.id, best.id))
+        else:
+            unplaced[vm.id] = _reason(vm, spec.requirements, best, policy.max_host_dispatch)
+    return SchedResult(placements, unplaced)
+
+
+def _naive_best(vm: PendingVM, spec: _Spec, state: list[_Host], host_limit: int) -> _Host | _Tally:
+    assert spec.rank is not None
+    best: _Host | None = None
+    best_rank = 0.0
+    matched = roomy = 0
+    for h in state:
+        if spec.requirements is not None and not spec.requirements.matches(h.attrs):
+            continue
+        matched += 1
+        if not h.fits(vm.cpu, vm.memory):
+            continue
+        roomy += 1
+        if host_limit and h.dispatched >= host_limit:
+            continue
+        r = spec.rank.value(h.attrs)
+        if best is None or r > best_rank or (r == best_rank and h.id < best.id):
+            best, best_rank = h, r
+    if best is not None:
+        return best
+    most_cpu = max(state, key=_free_cpu_key, default=None)
+    most_mem = max(state, key=_free_mem_key, default=None)
+    return _Tally(len(state), matched, roomy, most_cpu, most_mem)
+
+
+# -------------------------------------------------------------------------------- fast version
+
+_MATCH, _FIT, _OPEN = 1, 2, 4
+_READY = _MATCH | _FIT | _OPEN
+
+
+class _Static:
+    """One requirements text split into what is fixed for the cycle and what placements change."""
+
+    __slots__ = ("dynamic", "indices", "passed")
+
+    def __init__(self, req: Expr | None, state: list[_Host]) -> None:
+        parts = req.parts() if req is not None else ()
+        static = [p.predicate for p in parts if not (p.names & DYNAMIC_ATTRS)]
+        dynamic = [p.predicate for p in parts if p.names & DYNAMIC_ATTRS]
+        self.indices = [i for i, h in enumerate(state) if all(f(h.attrs) for f in static)]
+        self.passed = bytearray(len(state))
+        for i in self.indices:
+            self.passed[i] = 1
+        self.dynamic = _conjoin(dynamic)
+
+
+def _conjoin(
+    preds: list[Callable[[Mapping[str, object]], bool]],
+) -> Callable[[Mapping[str, object]], bool] | None:
+    if not preds:
+        return None
+    if len(preds) == 1:
+        return preds[0]
+    return lambda a: all(p(a) for p in preds)
+
+
+class _Group:
+    """All pending VMs with one signature: a heap of the hosts they may go to, best first.
+
+    Heap entries are (-rank, host id, host index, tag). Two ways keep the heap honest:
+
+    * *lazy* (the rank can only fall and the requirements can only turn false as hosts fill up,
+      e.g. striping, load-aware, FREE_MEM-based ranks): the tag is the host's version when the
+      entry was made. A stale entry can only overrate its host, so it is simply re-evaluated when
+      it reaches the top; hosts that never get there are never re-evaluated.
+    * *eager* (anything else, e.g. packing's RUNNING_VMS, which grows): before each use the group
+      re-evaluates every host changed since its last use and pushes a fresh entry; the tag is a
+      per-group stamp and older entries for the host are dropped when they surface.
+
+    ``status`` and the two counters describe each host as last evaluated, so a VM that cannot be
+    placed gets its reason without a scan.
+    """
+
+    __slots__ = (
+        "cpu",
+        "cursor",
+        "dynamic",
+        "heap",
+        "host_limit",
+        "lazy",
+        "matched",
+        "mem",
+        "rank",
+        "rank_dynamic",
+        "req",
+        "roomy",
+        "stamp",
+        "static",
+        "status",
+    )
+
+    def __init__(self, vm: PendingVM, spec: _Spec, static: _Static, cycle: _Cycle) -> None:
+        assert spec.rank is not None
+        self.cpu, self.mem = vm.cpu, vm.memory
+        self.req = spec.requirements
+        self.static = static
+        self.dynamic = static.dynamic
+        self.rank = spec.rank.evaluate
+        self.rank_dynamic = bool(spec.rank.names & DYNAMIC_ATTRS)
+        self.lazy = _only_falls(spec.rank) and (self.req is None or _only_falls(self.req))
+        self.host_limit = cycle.host_limit
+        n = len(cycle.state)
+        self.status = bytearray(n)
+        self.stamp = [0] * n
+        self.matched = self.roomy = 0
+        self.cursor = len(cycle.changes)
+        self.heap = self._build(cycle)
+
+    def _build(self, cycle: _Cycle) -> list[tuple[float, int, int, int]]:
+        heap: list[tuple[float, int, int, int]] = []
+        state, version = cycle.state, cycle.version
+        for i in self.static.indices:
+            h = state[i]
+            s = self._status(h)
+            self._count(0, s)
+            self.status[i] = s
+            if s == _READY:
+                heap.append((-self.rank(h.attrs), h.id, i, version[i] if self.lazy else 0))
+        heapq.heapify(heap)
+        return heap
+
+    def _status(self, h: _Host) -> int:
+        if self.dynamic is not None and not self.dynamic(h.attrs):
+            return 0
+        if not (h.used_cpu + self.cpu <= h.total_cpu and h.used_mem + self.mem <= h.total_mem):
+            return _MATCH
+        if self.host_limit and h.dispatched >= self.host_limit:
+            return _MATCH | _FIT
+        return _READY
+
+    def _count(self, old: int, new: int) -> None:
+        self.matched += (new & _MATCH) - (old & _MATCH)
+        self.roomy += ((new & _FIT) - (old & _FIT)) >> 1
+
+    def _update(self, i: int, h: _Host) -> tuple[int, int]:
+        old = self.status[i]
+        new = self._status(h)
+        if new != old:
+            self._count(old, new)
+            self.status[i] = new
+        return old, new
+
+    def best(self, cycle: _Cycle) -> int | None:
+        """The index of the host the next VM of this group goes to, or None."""
+        if self.lazy:
+            return self._best_lazy(cycle)
+        self.catch_up(cycle)
+        return self._best_eager()
+
+    def catch_up(self, cycle: _Cycle) -> None:
+        """Re-examines the hosts changed since this group last did, each once."""
+        changes = cycle.changes
+        if self.cursor == len(changes):
+            return
+        batch = changes[self.cursor :]
+        self.cursor = len(changes)
+        passed, state = self.static.passed, cycle.state
+        for i in set(batch) if len(batch) > 1 else batch:
+            if passed[i]:
+                old, new = self._update(i, state[i])
+                if not self.lazy and new == _READY and (old != _READY or self.rank_dynamic):
+                    self.stamp[i] += 1
+                    heapq.heappush(self.heap, (-self.rank(state[i].attrs), state[i].id, i, self.stamp[i]))
+
+    def _best_eager(self) -> int | None:
+        heap, stamp, status = self.heap, self.stamp, self.status
+        while heap:
+            _, _, i, s = heap[0]
+            if stamp[i] == s and status[i] == _READY:
+                return i
+            heapq.heappop(heap)
+        return None
+
+    def _best_lazy(self, cycle: _Cycle) -> int | None:
+        heap, version, state = self.heap, cycle.version, cycle.state
+        while heap:
+            _, host_id, i, v = heap[0]
+            if version[i] == v:
+                return i
+            h = state[i]
+            if self._update(i, h)[1] == _READY:
+                heapq.heapreplace(heap, (-self.rank(h.attrs), host_id, i, version[i]))
+            else:
+                heapq.heappop(heap)
+        return None
+
+
+_FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FREE_MEM": -1}
+
+
+def _only_falls(expr: Expr) -> bool:
+    """True if placing VMs can only lower this rank or turn this requirement false."""
+    return trend(expr, _FALLING) in (0, -1)
+
+
+class _Cycle:
+    """State shared by the groups of one call to :func:`place`."""
+
+    def __init__(self, hosts: Sequence[HostView], policy: SchedPolicy) -> None:
+        self.state = [_Host(h) for h in hosts]
+        self.host_limit = policy.max_host_dispatch
+        self.policy_rank = policy.rank_text
+        self.changes: list[int] = []
+        self.version = [0] * len(self.state)
+        self.groups: dict[tuple[str | None, str | None, float, int], _Group | str] = {}
+        self.statics: dict[str | None, _Static] = {}
+        self.free_cpu: list[tuple[float, int, int, int]] = []
+        self.free_mem: list[tuple[float, int, int, int]] = []
+        for i, h in enumerate(self.state):
+            self.free_cpu.append((h.used_cpu - h.total_cpu, h.id, i, 0))
+            self.free_mem.append((h.used_mem - h.total_mem, h.id, i, 0))
+        heapq.heapify(self.free_cpu)
+        heapq.heapify(self.free_mem)
+
+    def group(self, vm: PendingVM) -> _Group | str:
+        key = (vm.requirements, vm.rank, vm.cpu, vm.memory)
+        found = self.groups.get(key)
+        if found is None:
+            spec = _spec(vm.requirements, vm.rank, self.policy_rank)
+            if spec.error is not None:
+                found = spec.error
+            else:
+                found = _Group(vm, spec, self._static(spec.requirements), self)
+            self.groups[key] = found
+        return found
+
+    def _static(self, req: Expr | None) -> _Static:
+        key = req.text if req is not None else None
+        found = self.statics.get(key)
+        if found is None:
+            found = self.statics[key] = _Static(req, self.state)
+        return found
+
+    def charge(self, i: int, vm: PendingVM) -> None:
+        h = self.state[i]
+        h.charge(vm.cpu, vm.memory)
+        self.changes.append(i)
+        self.version[i] += 1
+        v = self.version[i]
+        heapq.heappush(self.free_cpu, (h.used_cpu - h.total_cpu, h.id, i, v))
+        heapq.heappush(self.free_mem, (h.used_mem - h.total_mem, h.id, i, v))
+
+    def most_free(self, heap: list[tuple[float, int, int, int]]) -> _Host | None:
+        while heap and heap[0][3] != self.version[heap[0][2]]:
+            heapq.heappop(heap)
+        return self.state[heap[0][2]] if heap else None
+
+    def tally(self, g: _Group) -> _Tally:
+        return _Tally(
+            len(self.state), g.matched, g.roomy, self.most_free(self.free_cpu), self.most_free(self.free_mem)
+        )
+
+
+def place(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy: SchedPolicy) -> SchedResult:
+    """Places pending VMs on hosts; same result as :func:`place_naive`, without its full scans."""
+    cycle = _Cycle(hosts, policy)
+    placements: list[Placement] = []
+    unplaced: dict[int, str] = {}
+    limit = policy.max_dispatch
+    for vm in pending:
+        if limit and len(placements) >= limit:
+            unplaced[vm.id] = _limit_reason(limit)
+            continue
+        g = cycle.group(vm)
+        if isinstance(g, str):
+            unplaced[vm.id] = g
+            continue
+        i = g.best(cycle)
+        if i is None:
+            g.catch_up(cycle)
+            unplaced[vm.id] = _reason(vm, g.req, cycle.tally(g), policy.max_host_dispatch)
+            continue
+        cycle.charge(i, vm)
+        placements.append(Placement(vm.id, cycle.state[i].id))
+    return SchedResult(placements, unplaced)

@@ -1,0 +1,1 @@
+"""Tiny test guest built from Debian packages (see :mod:`vocloud.guest.build`)."""

@@ -1,0 +1,80 @@
+"""Shared plumbing of the service layer: lookups, rights checks, the event log.
+
+The service layer is the one place that enforces ACLs, quotas and the lifecycle; the REST API,
+the CLI (through REST), and the later EC2/XML-RPC/OCCI front-ends all call it, so none of them
+can forget a check.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vocloud.errors import Forbidden, InvalidInput, NotFound
+from vocloud.service.acl import ObjRef, Rule, allowed
+from vocloud.service.auth import Actor
+from vocloud.store.schema import Acl, Base, Event
+
+T = TypeVar("T", bound=Base)
+
+
+def now() -> float:
+    return time.time()
+
+
+def load_rules(session: Session) -> list[Rule]:
+    return [
+        Rule(a.subject, a.resource, a.target, frozenset(a.rights.split(",")))
+        for a in session.scalars(select(Acl))
+    ]
+
+
+def require(session: Session, actor: Actor, right: str, ref: ObjRef) -> None:
+    if actor.is_admin:
+        return
+    if not allowed(actor, right, ref, load_rules(session)):
+        raise Forbidden(f"user {actor.name} may not {right} {ref.kind} {ref.id}")
+
+
+def require_admin(actor: Actor, what: str) -> None:
+    if not actor.is_admin:
+        raise Forbidden(f"only an administrator may {what}")
+
+
+def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool = False) -> T:
+    """An object by id (digits) or by unique name; NotFound names what was looked for."""
+    column: Any
+    key: int | str
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        column, key = model.id, int(ref)  # type: ignore[attr-defined]
+    elif isinstance(ref, str) and ref and hasattr(model, "name"):
+        column, key = model.name, ref  # type: ignore[attr-defined]
+    else:
+        raise InvalidInput(f"{kind} reference must be an id or a name, got {ref!r}")
+    stmt = select(model).where(column == key)
+    if lock:
+        stmt = stmt.with_for_update()
+    obj = session.scalars(stmt).first()
+    if obj is None:
+        raise NotFound(f"{kind} {ref} does not exist")
+    return obj
+
+
+def record(session: Session, kind: str, obj_id: int, action: str, from_state: str = "",
+           to_state: str = "", message: str = "", at: float | None = None) -> None:
+    session.add(Event(time=at if at is not None else now(), kind=kind, obj_id=obj_id, action=action,
+                      from_state=from_state, to_state=to_state, message=message[:2000]))
+
+
+def check_name(name: str, kind: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise InvalidInput(f"{kind} name must be 1 to 128 characters")
+    if not all(c.isalnum() or c in "._-" for c in name):
+        raise InvalidInput(f"{kind} name {name!r} may contain only letters, digits, '.', '_' and '-'")
+    if name.isdigit():
+        raise InvalidInput(f"{kind} name {name!r} must not be all digits (it would look like an id)")
+    return name

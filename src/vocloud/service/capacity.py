@@ -1,0 +1,121 @@
+"""Host capacity and quota accounting, done with conditional UPDATEs.
+
+Each change is a single ``UPDATE ... WHERE <still fits>`` whose row count says whether it won.
+That is atomic on SQLite and PostgreSQL alike, so two transactions racing for the last core of a
+host (or the last VM of a quota) cannot both succeed, whatever their isolation level.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from vocloud.errors import NoCapacity, QuotaExceeded
+from vocloud.store.schema import Host, Quota
+
+
+def cores(milli: int) -> float:
+    return milli / 1000.0
+
+
+def milli(cpu: float) -> int:
+    return round(cpu * 1000)
+
+
+def acquire_host(session: Session, host_id: int, cpu_m: int, mem: int) -> bool:
+    """Reserve capacity on a host; False if it no longer fits (someone else got there first)."""
+    stmt = (
+        update(Host)
+        .where(Host.id == host_id)
+        .where(Host.alloc_cpu_m + cpu_m <= Host.total_cpu_m)
+        .where(Host.alloc_mem + mem <= Host.total_mem)
+        .values(
+            alloc_cpu_m=Host.alloc_cpu_m + cpu_m,
+            alloc_mem=Host.alloc_mem + mem,
+            running_vms=Host.running_vms + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    res: CursorResult[tuple[()]] = session.execute(stmt)  # type: ignore[assignment]
+    return res.rowcount == 1
+
+
+def acquire_host_or_raise(session: Session, host: Host, cpu_m: int, mem: int) -> None:
+    if not acquire_host(session, host.id, cpu_m, mem):
+        session.refresh(host)
+        raise NoCapacity(
+            f"host {host.name} has {cores(host.total_cpu_m - host.alloc_cpu_m):g} CPU and "
+            f"{host.total_mem - host.alloc_mem} MiB free; {cores(cpu_m):g} CPU and {mem} MiB needed"
+        )
+
+
+def release_host(session: Session, host_id: int, cpu_m: int, mem: int) -> None:
+    session.execute(
+        update(Host)
+        .where(Host.id == host_id)
+        .values(
+            alloc_cpu_m=Host.alloc_cpu_m - cpu_m,
+            alloc_mem=Host.alloc_mem - mem,
+            running_vms=Host.running_vms - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def ensure_quota(session: Session, scope: str, scope_id: int) -> None:
+    exists = session.scalar(
+        select(Quota.id).where(Quota.scope == scope).where(Quota.scope_id == scope_id)
+    )
+    if exists is None:
+        session.add(Quota(scope=scope, scope_id=scope_id))
+        session.flush()
+
+
+def charge_quota(session: Session, scope: str, scope_id: int, name: str,
+                 vms: int, cpu_m: int, mem: int) -> None:
+    """Add usage if it stays within every limit, else raise QuotaExceeded naming the limit."""
+    ensure_quota(session, scope, scope_id)
+    stmt = (
+        update(Quota)
+        .where(Quota.scope == scope)
+        .where(Quota.scope_id == scope_id)
+        .where((Quota.vms_limit < 0) | (Quota.vms_used + vms <= Quota.vms_limit))
+        .where((Quota.cpu_m_limit < 0) | (Quota.cpu_m_used + cpu_m <= Quota.cpu_m_limit))
+        .where((Quota.mem_limit < 0) | (Quota.mem_used + mem <= Quota.mem_limit))
+        .values(
+            vms_used=Quota.vms_used + vms,
+            cpu_m_used=Quota.cpu_m_used + cpu_m,
+            mem_used=Quota.mem_used + mem,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    res: CursorResult[tuple[()]] = session.execute(stmt)  # type: ignore[assignment]
+    if res.rowcount == 1:
+        return
+    q = session.scalars(
+        select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)
+    ).one()
+    session.refresh(q)
+    parts = []
+    if q.vms_limit >= 0 and q.vms_used + vms > q.vms_limit:
+        parts.append(f"VMs {q.vms_used}+{vms} > {q.vms_limit}")
+    if q.cpu_m_limit >= 0 and q.cpu_m_used + cpu_m > q.cpu_m_limit:
+        parts.append(f"CPU {cores(q.cpu_m_used):g}+{cores(cpu_m):g} > {cores(q.cpu_m_limit):g}")
+    if q.mem_limit >= 0 and q.mem_used + mem > q.mem_limit:
+        parts.append(f"MEMORY {q.mem_used}+{mem} > {q.mem_limit} MiB")
+    raise QuotaExceeded(f"{scope} {name} quota exceeded: {', '.join(parts) or 'limit reached'}",
+                        scope=scope, scope_id=scope_id)
+
+
+def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: int, mem: int) -> None:
+    session.execute(
+        update(Quota)
+        .where(Quota.scope == scope)
+        .where(Quota.scope_id == scope_id)
+        .values(
+            vms_used=Quota.vms_used - vms,
+            cpu_m_used=Quota.cpu_m_used - cpu_m,
+            mem_used=Quota.mem_used - mem,
+        )
+        .execution_options(synchronize_session=False)
+    )

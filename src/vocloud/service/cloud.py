@@ -1,0 +1,34 @@
+"""The service facade every front-end holds: one object, all the checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vocloud.service.accounts import AccountService
+from vocloud.service.auth import Actor, authenticate
+from vocloud.service.catalog import ImageService, NetworkService, TemplateService
+from vocloud.service.hosts import HostService
+from vocloud.service.vms import VMService
+from vocloud.store.db import Database
+
+
+class Cloud:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.vms = VMService(db)
+        self.hosts = HostService(db)
+        self.images = ImageService(db)
+        self.networks = NetworkService(db)
+        self.templates = TemplateService(db)
+        self.accounts = AccountService(db)
+
+    def authenticate(self, token: str | None) -> Actor:
+        with self.db.read() as s:
+            return authenticate(s, token)
+
+    def instantiate(self, actor: Actor, ref: int | str, count: int = 1, name: str | None = None,
+                    hold: bool = False, extra: dict[str, str] | None = None) -> list[int]:
+        """``template instantiate``: the stored template (USE right needed) plus extra attributes."""
+        tmpl: dict[str, Any] = self.templates.get(actor, ref)
+        return self.vms.create(actor, tmpl["body"], fmt="one", count=count, name=name, hold=hold,
+                               extra=extra)

@@ -1,0 +1,146 @@
+"""Hypervisor hosts: registration, enable/disable/offline, monitoring results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from vocloud.errors import Conflict, InvalidInput
+from vocloud.model.lifecycle import HOLDS_HOST, HOST_USER_ACTIONS, HostState, VMState, host_next
+from vocloud.service import capacity
+from vocloud.service.acl import ObjRef
+from vocloud.service.auth import Actor
+from vocloud.service.base import check_name, find, now, record, require, require_admin
+from vocloud.store.db import Database
+from vocloud.store.schema import VM, Host
+
+KNOWN_VMM = ("sim", "qemu")
+
+
+def check_transport(transport: str) -> str:
+    if transport == "local":
+        return transport
+    if transport.startswith("ssh://") and len(transport) > len("ssh://"):
+        return transport
+    raise InvalidInput(f"transport must be 'local' or 'ssh://[user@]address[:port]', got {transport!r}")
+
+
+def host_dict(h: Host) -> dict[str, Any]:
+    return {
+        "id": h.id, "name": h.name, "state": h.state, "vmm": h.vmm, "transport": h.transport,
+        "cluster": h.cluster, "running_vms": h.running_vms,
+        "total_cpu": capacity.cores(h.total_cpu_m), "alloc_cpu": capacity.cores(h.alloc_cpu_m),
+        "free_cpu": capacity.cores(h.total_cpu_m - h.alloc_cpu_m),
+        "total_mem": h.total_mem, "alloc_mem": h.alloc_mem, "free_mem": h.total_mem - h.alloc_mem,
+        "used_cpu": capacity.cores(h.used_cpu_m), "used_mem": h.used_mem,
+        "attrs": dict(h.attrs or {}), "error": h.error, "monitored_at": h.monitored_at,
+    }
+
+
+class HostService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, actor: Actor, name: str, vmm: str = "sim", transport: str = "local",
+               cluster: str = "default", cpu: float | None = None, memory: int | None = None,
+               attrs: dict[str, str] | None = None) -> dict[str, Any]:
+        """Register a host; ``cpu``/``memory`` declare capacity for sim hosts (real hosts are
+        measured by the monitor)."""
+        require_admin(actor, "register hosts")
+        name = check_name(name, "host")
+        if vmm not in KNOWN_VMM:
+            raise InvalidInput(f"unknown virtualization driver {vmm!r}; one of: {', '.join(KNOWN_VMM)}")
+        check_transport(transport)
+        if cpu is not None and not 0 < cpu <= 4096:
+            raise InvalidInput(f"host CPU must be between 0 and 4096 cores, got {cpu}")
+        if memory is not None and not 0 < memory <= 64 * 1024 * 1024:
+            raise InvalidInput(f"host memory must be between 1 MiB and 64 TiB, got {memory} MiB")
+        if vmm == "sim" and (cpu is None or memory is None):
+            raise InvalidInput("a sim host needs --cpu and --memory (its declared capacity)")
+        all_attrs = {k.upper(): str(v) for k, v in (attrs or {}).items()}
+        if cpu is not None:
+            all_attrs["TOTAL_CPU"] = f"{cpu:g}"
+        if memory is not None:
+            all_attrs["TOTAL_MEM"] = str(memory)
+        with self.db.write() as s:
+            if s.scalar(select(Host.id).where(Host.name == name)) is not None:
+                raise Conflict(f"host {name} already exists")
+            h = Host(name=name, vmm=vmm, transport=transport, cluster=check_name(cluster, "cluster"),
+                     state=HostState.INIT.value, attrs=all_attrs,
+                     total_cpu_m=capacity.milli(cpu) if cpu else 0, total_mem=memory or 0)
+            s.add(h)
+            s.flush()
+            record(s, "host", h.id, "create", "", h.state, f"by {actor.name}")
+            return host_dict(h)
+
+    def list(self, actor: Actor) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            return [host_dict(h) for h in s.scalars(select(Host).order_by(Host.id))]
+
+    def show(self, actor: Actor, ref: int | str) -> dict[str, Any]:
+        with self.db.read() as s:
+            h = find(s, Host, "host", ref)
+            require(s, actor, "USE", ObjRef("HOST", h.id))
+            out = host_dict(h)
+            out["vms"] = list(s.scalars(
+                select(VM.id).where(VM.host_id == h.id)
+                .where(VM.state.in_([st.value for st in HOLDS_HOST])).order_by(VM.id)
+            ))
+            return out
+
+    def action(self, actor: Actor, ref: int | str, action: str) -> dict[str, Any]:
+        require_admin(actor, f"{action} hosts")
+        if action not in HOST_USER_ACTIONS:
+            known = ", ".join(sorted(HOST_USER_ACTIONS))
+            raise InvalidInput(f"unknown host action {action!r}; one of: {known}")
+        with self.db.write() as s:
+            h = find(s, Host, "host", ref, lock=True)
+            if action == "offline" and h.running_vms > 0:
+                raise Conflict(f"host {h.name} still holds {h.running_vms} VMs; migrate or terminate "
+                               "them before taking it offline")
+            self._move(s, h, action, f"by {actor.name}")
+            return host_dict(h)
+
+    def delete(self, actor: Actor, ref: int | str) -> None:
+        require_admin(actor, "delete hosts")
+        with self.db.write() as s:
+            h = find(s, Host, "host", ref, lock=True)
+            busy = s.scalar(select(func.count()).select_from(VM).where(VM.host_id == h.id)
+                            .where(VM.state.in_([st.value for st in HOLDS_HOST])))
+            if busy:
+                raise Conflict(f"host {h.name} still holds {busy} VMs; terminate or migrate them first")
+            if s.scalar(select(func.count()).select_from(VM).where(VM.host_id == h.id)
+                        .where(VM.state != VMState.DONE.value)):
+                raise Conflict(f"host {h.name} is still the last host of stopped VMs")
+            s.execute(update(VM).where(VM.host_id == h.id).values(host_id=None))
+            record(s, "host", h.id, "delete", h.state, "", f"by {actor.name}")
+            s.delete(h)
+
+    @staticmethod
+    def _move(s: Session, h: Host, action: str, message: str) -> HostState:
+        old = h.state
+        new = host_next(h.name, old, action)
+        h.state = new.value
+        if old != new.value:
+            record(s, "host", h.id, action, old, new.value, message)
+        return new
+
+    def report_monitor(self, host_id: int, ok: bool, total_cpu_m: int = 0, total_mem: int = 0,
+                       used_cpu_m: int = 0, used_mem: int = 0, attrs: dict[str, str] | None = None,
+                       error: str = "") -> HostState | None:
+        """Apply one monitoring probe; returns the host's new state (None if it is gone)."""
+        with self.db.write() as s:
+            h = s.get(Host, host_id, with_for_update=True)
+            if h is None or h.state == HostState.OFFLINE:
+                return None
+            if ok:
+                h.total_cpu_m, h.total_mem = total_cpu_m, total_mem
+                h.used_cpu_m, h.used_mem = used_cpu_m, used_mem
+                h.attrs = {**(h.attrs or {}), **(attrs or {})}
+                h.error = ""
+                h.monitored_at = now()
+            else:
+                h.error = error
+            return self._move(s, h, "monitor_ok" if ok else "monitor_fail", error)

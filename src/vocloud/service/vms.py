@@ -1,0 +1,418 @@
+"""Virtual machines: create, act, list, and the single path every state change takes.
+
+:func:`transition` is the only function that writes ``VM.state``. It asks the lifecycle table
+for the next state and applies the side effects that follow from *which states are left and
+entered* (host capacity held or not, DONE releasing leases, quotas and images), so no caller can
+forget one. Loops report driver results through :meth:`VMService.report`, a compare-and-set on the
+state they observed: if a user changed the VM meanwhile, the stale result is dropped and the
+next loop pass works on the new state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, aliased
+
+from vocloud.errors import Conflict, IllegalAction, InvalidInput, NotFound, ParseError
+from vocloud.model.expr import compile_rank, compile_requirements
+from vocloud.model.lifecycle import (
+    FINAL,
+    HOLDS_HOST,
+    RECOVER_EVENTS,
+    TRANSIENT,
+    VM_SHORT,
+    VM_USER_ACTIONS,
+    HostState,
+    ImageState,
+    VMState,
+    vm_allowed_actions,
+    vm_next,
+)
+from vocloud.model.template import Template, VMTemplate, parse_template
+from vocloud.service import capacity, ipam
+from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
+from vocloud.service.auth import Actor
+from vocloud.service.base import find, load_rules, now, record, require
+from vocloud.store.db import Database
+from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, User
+
+MAX_COUNT = 10_000
+
+
+def vm_ref(vm: VM) -> ObjRef:
+    return ObjRef("VM", vm.id, vm.owner_id, vm.group_id)
+
+
+def _image_ids(template_text: str) -> list[int]:
+    t = parse_template(template_text, fmt="one", source="stored template") if template_text else None
+    if t is None:
+        return []
+    out = []
+    for disk in t.vectors("DISK"):
+        if "IMAGE_ID" in disk:
+            out.append(int(disk["IMAGE_ID"]))
+    return out
+
+
+def _release_images(session: Session, vm: VM) -> None:
+    for image_id in _image_ids(vm.template):
+        img = session.get(Image, image_id)
+        if img is None:
+            continue
+        img.running_vms = max(0, img.running_vms - 1)
+        if img.running_vms == 0 and img.state == ImageState.USED:
+            img.state = ImageState.READY
+
+
+def _effects(session: Session, vm: VM, old: VMState, new: VMState, action: str, at: float) -> None:
+    if old == VMState.MIGRATE and vm.target_host_id is not None:
+        if action == "migrate_ok":
+            if vm.host_id is not None:
+                capacity.release_host(session, vm.host_id, vm.cpu_m, vm.memory)
+            vm.host_id, vm.target_host_id = vm.target_host_id, None
+        else:
+            capacity.release_host(session, vm.target_host_id, vm.cpu_m, vm.memory)
+            vm.target_host_id = None
+    if old not in HOLDS_HOST and new in HOLDS_HOST:
+        if vm.host_id is None:
+            raise Conflict(f"VM {vm.id} has no host to move to {new}")
+        host = session.get(Host, vm.host_id)
+        assert host is not None
+        capacity.acquire_host_or_raise(session, host, vm.cpu_m, vm.memory)
+    elif old in HOLDS_HOST and new not in HOLDS_HOST and vm.host_id is not None:
+        capacity.release_host(session, vm.host_id, vm.cpu_m, vm.memory)
+    if new == VMState.RUNNING and vm.started_at is None:
+        vm.started_at = at
+    if new == VMState.DONE:
+        ipam.release_vm(session, vm.id)
+        for scope, scope_id in (("user", vm.owner_id), ("group", vm.group_id)):
+            capacity.refund_quota(session, scope, scope_id, 1, vm.cpu_m, vm.memory)
+        _release_images(session, vm)
+        vm.ended_at = at
+
+
+def transition(session: Session, vm: VM, action: str, message: str = "", at: float | None = None) -> VMState:
+    """Move ``vm`` by ``action`` through the lifecycle table, with every side effect."""
+    at = now() if at is None else at
+    old = VMState(vm.state)
+    new = vm_next(vm.id, old, action)
+    _effects(session, vm, old, new, action, at)
+    vm.state = new.value
+    vm.state_changed_at = at
+    vm.step_attempts = 0
+    if new in TRANSIENT:
+        vm.hard = action.endswith("-hard")
+    if action.endswith("_fail") or new in (VMState.PROLOG_FAILURE, VMState.BOOT_FAILURE,
+                                             VMState.EPILOG_FAILURE):
+        vm.error = message
+    elif new == VMState.RUNNING:
+        vm.error = ""
+    record(session, "vm", vm.id, action, old.value, new.value, message, at)
+    return new
+
+
+class VMService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---------------------------------------------------------------- create
+    def create(self, actor: Actor, text: str, fmt: str = "auto", count: int = 1,
+               name: str | None = None, hold: bool = False,
+               extra: dict[str, str] | None = None) -> list[int]:
+        """Create ``count`` VMs from a template; all or nothing."""
+        if not 1 <= count <= MAX_COUNT:
+            raise InvalidInput(f"count must be between 1 and {MAX_COUNT}, got {count}")
+        tmpl = parse_template(text, fmt=fmt)
+        for key, value in (extra or {}).items():
+            tmpl.set(key.upper(), value)
+        if name is not None:
+            tmpl.set("NAME", name)
+        spec = VMTemplate.from_template(tmpl)
+        for label, expr_text, compile_fn in (
+            ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
+            ("SCHED_RANK", spec.rank, compile_rank),
+        ):
+            if expr_text:
+                try:
+                    compile_fn(expr_text)
+                except ParseError as exc:
+                    raise InvalidInput(f"{label}: {exc.message}") from None
+        cpu_m = capacity.milli(spec.cpu)
+        with self.db.write() as s:
+            user = s.get(User, actor.user_id)
+            if user is None:
+                raise NotFound(f"user {actor.user_id} does not exist")
+            group = s.get(Group, actor.group_id)
+            assert group is not None
+            capacity.charge_quota(s, "user", user.id, user.name, count, cpu_m * count,
+                                  spec.memory_mib * count)
+            capacity.charge_quota(s, "group", group.id, group.name, count, cpu_m * count,
+                                  spec.memory_mib * count)
+            images = self._resolve_images(s, actor, spec, count)
+            networks = self._resolve_networks(s, actor, spec)
+            base = spec.name or "vm"
+            ids: list[int] = []
+            at = now()
+            for i in range(count):
+                vm = VM(
+                    name=base if count == 1 else f"{base}-{i}",
+                    owner_id=user.id, group_id=group.id,
+                    state=VMState.HOLD.value if hold else VMState.PENDING.value,
+                    cpu_m=cpu_m, vcpu=spec.vcpu, memory=spec.memory_mib,
+                    requirements=spec.requirements, rank=spec.rank,
+                    created_at=at, state_changed_at=at,
+                )
+                s.add(vm)
+                s.flush()
+                vm.deploy_id = f"vc-{vm.id}"
+                vm.template = self._finish_template(s, vm, tmpl, images, networks, spec).to_one()
+                record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
+                ids.append(vm.id)
+            return ids
+
+    def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int) -> list[Image]:
+        out = []
+        for disk in spec.disks:
+            ref: int | str = disk.image_id if disk.image_id is not None else (disk.image or "")
+            img = find(s, Image, "image", ref, lock=True)
+            require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
+            if img.state not in (ImageState.READY, ImageState.USED):
+                raise IllegalAction("image", img.name, img.state, "use")
+            if img.persistent and (img.running_vms > 0 or count > 1):
+                raise Conflict(f"image {img.name} is persistent and already used by a VM "
+                               f"(or requested by {count} VMs); persistent images serve one VM")
+            img.running_vms += count
+            img.state = ImageState.USED.value
+            out.append(img)
+        return out
+
+    def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate) -> list[Network]:
+        out = []
+        for nic in spec.nics:
+            ref: int | str = nic.network_id if nic.network_id is not None else (nic.network or "")
+            net = find(s, Network, "network", ref)
+            require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
+            out.append(net)
+        return out
+
+    def _finish_template(self, s: Session, vm: VM, tmpl: Template, images: list[Image],
+                         networks: list[Network], spec: VMTemplate) -> Template:
+        t = tmpl.copy()
+        disks = []
+        for disk, img in zip(spec.disks, images, strict=True):
+            d = dict(disk.attrs)
+            d.pop("IMAGE", None)
+            d.update(IMAGE_ID=str(img.id), IMAGE=img.name, SOURCE=img.path, FORMAT=img.format)
+            disks.append(d)
+        if disks:
+            t.set("DISK", disks)
+        nics = []
+        for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True)):
+            lease = ipam.allocate(s, net, vm.id, nic.ip)
+            n = dict(nic.attrs)
+            n.pop("NETWORK", None)
+            n.update(NETWORK_ID=str(net.id), NETWORK=net.name, IP=ipam.int_to_ip(lease.ip),
+                     MAC=lease.mac, NIC_ID=str(idx))
+            if net.bridge:
+                n["BRIDGE"] = net.bridge
+            nics.append(n)
+        if nics:
+            t.set("NIC", nics)
+        t.set("VMID", str(vm.id))
+        t.set("NAME", vm.name)
+        return t
+
+    # ---------------------------------------------------------------- actions
+    def action(self, actor: Actor, vm_id: int, action: str, host: int | str | None = None,
+               enforce: bool = True) -> dict[str, Any]:
+        if action not in VM_USER_ACTIONS:
+            raise InvalidInput(f"unknown VM action {action!r}; one of: {', '.join(sorted(VM_USER_ACTIONS))}")
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "MANAGE", vm_ref(vm))
+            msg = f"by {actor.name}"
+            if action == "migrate":
+                self._prepare_migrate(s, vm, host, enforce)
+                msg += f" to host {vm.target_host_id}"
+            elif host is not None:
+                raise InvalidInput(f"--host applies to migrate only, not {action}")
+            transition(s, vm, action, msg)
+            return self._row(s, vm)
+
+    def _prepare_migrate(self, s: Session, vm: VM, host: int | str | None, enforce: bool) -> None:
+        if host is None:
+            raise InvalidInput("migrate needs a target host")
+        vm_next(vm.id, vm.state, "migrate")  # refuse early, before reserving anything
+        target = find(s, Host, "host", host, lock=True)
+        if target.id == vm.host_id:
+            raise InvalidInput(f"VM {vm.id} already runs on host {target.name}")
+        if target.state not in (HostState.MONITORED,) and enforce:
+            raise Conflict(f"host {target.name} is {target.state}; it takes no VMs")
+        capacity.acquire_host_or_raise(s, target, vm.cpu_m, vm.memory)
+        vm.target_host_id = target.id
+
+    def recover(self, actor: Actor, vm_id: int, op: str) -> dict[str, Any]:
+        """``recover --success|--failure|--retry|--delete`` for stuck or failed VMs (admin)."""
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "ADMIN", vm_ref(vm))
+            st = VMState(vm.state)
+            if op in ("success", "failure"):
+                events = RECOVER_EVENTS.get(st)
+                if events is None:
+                    raise IllegalAction("VM", vm.id, st.value, f"recover --{op}")
+                transition(s, vm, events[0] if op == "success" else events[1], f"recover by {actor.name}")
+            elif op == "retry":
+                if st in TRANSIENT:
+                    vm.step_attempts = 0
+                    vm.state_changed_at = now()
+                    record(s, "vm", vm.id, "retry", st.value, st.value, f"by {actor.name}")
+                else:
+                    transition(s, vm, "retry", f"recover by {actor.name}")
+            elif op == "delete":
+                if st in FINAL:
+                    raise IllegalAction("VM", vm.id, st.value, "recover --delete")
+                self._force_done(s, vm, f"recover --delete by {actor.name}")
+            else:
+                raise InvalidInput("recover needs one of: success, failure, retry, delete")
+            return self._row(s, vm)
+
+    def _force_done(self, s: Session, vm: VM, message: str) -> None:
+        """Drop a VM to DONE from any state, releasing what it holds (driver cleanup is the
+        admin's call: ``recover --delete`` is for VMs whose host is gone)."""
+        old = VMState(vm.state)
+        if old == VMState.MIGRATE and vm.target_host_id is not None:
+            capacity.release_host(s, vm.target_host_id, vm.cpu_m, vm.memory)
+            vm.target_host_id = None
+        if old in HOLDS_HOST and vm.host_id is not None:
+            capacity.release_host(s, vm.host_id, vm.cpu_m, vm.memory)
+        at = now()
+        ipam.release_vm(s, vm.id)
+        for scope, scope_id in (("user", vm.owner_id), ("group", vm.group_id)):
+            capacity.refund_quota(s, scope, scope_id, 1, vm.cpu_m, vm.memory)
+        _release_images(s, vm)
+        vm.state, vm.ended_at, vm.state_changed_at = VMState.DONE.value, at, at
+        record(s, "vm", vm.id, "recover-delete", old.value, VMState.DONE.value, message, at)
+
+    def delete(self, actor: Actor, vm_id: int) -> None:
+        """Purge a VM record: allowed when DONE, or when it never left PENDING/HOLD."""
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "MANAGE", vm_ref(vm))
+            st = VMState(vm.state)
+            if st in (VMState.PENDING, VMState.HOLD):
+                transition(s, vm, "terminate", f"delete by {actor.name}")
+            elif st not in FINAL:
+                raise IllegalAction("VM", vm.id, st.value, "delete")
+            s.delete(vm)
+
+    # ---------------------------------------------------------------- loops
+    def report(self, vm_id: int, expected: VMState, event: str, message: str = "",
+               **fields: Any) -> bool:
+        """A loop's result, applied only if the VM is still in the state the loop saw."""
+        with self.db.write() as s:
+            vm = s.get(VM, vm_id, with_for_update=True)
+            if vm is None or vm.state != expected.value:
+                return False
+            for key, value in fields.items():
+                setattr(vm, key, value)
+            transition(s, vm, event, message)
+            return True
+
+    def bump_attempt(self, vm_id: int, expected: VMState, message: str = "") -> None:
+        """Remember that a step's driver call was made (e.g. the ACPI request was sent)."""
+        with self.db.write() as s:
+            s.execute(
+                update(VM).where(VM.id == vm_id).where(VM.state == expected.value)
+                .values(step_attempts=VM.step_attempts + 1, error=message)
+            )
+
+    # ---------------------------------------------------------------- reads
+    def _row(self, s: Session, vm: VM) -> dict[str, Any]:
+        host = s.get(Host, vm.host_id) if vm.host_id else None
+        return {
+            "id": vm.id, "name": vm.name, "state": vm.state, "host": host.name if host else None,
+            "host_id": vm.host_id, "cpu": capacity.cores(vm.cpu_m), "memory": vm.memory,
+        }
+
+    def list(self, actor: Actor, include_done: bool = False, state: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """The ``vm list`` rows, with one query and no ORM objects (20,000 VMs < 0.25 s)."""
+        h = aliased(Host)
+        stmt = (
+            select(VM.id, VM.name, User.name, Group.name, VM.state, VM.cpu_m, VM.memory,
+                   h.name, VM.created_at, VM.started_at, VM.ended_at, VM.owner_id, VM.group_id,
+                   VM.host_id)
+            .join(User, User.id == VM.owner_id)
+            .join(Group, Group.id == VM.group_id)
+            .outerjoin(h, h.id == VM.host_id)
+            .order_by(VM.id)
+        )
+        if state is not None:
+            try:
+                stmt = stmt.where(VM.state == VMState(state.upper()).value)
+            except ValueError:
+                raise InvalidInput(f"unknown VM state {state!r}") from None
+        elif not include_done:
+            stmt = stmt.where(VM.state != VMState.DONE.value)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.db.read() as s:
+            if not actor.is_admin:
+                rules = load_rules(s)
+                groups = visible_group_ids(actor, "VM", rules)
+                if groups is not None:
+                    ids = visible_object_ids(actor, "VM", rules)
+                    cond = VM.group_id.in_(groups)
+                    stmt = stmt.where(cond | VM.id.in_(ids)) if ids else stmt.where(cond)
+            rows = s.execute(stmt).all()
+        short = {st.value: sh for st, sh in VM_SHORT.items()}
+        return [
+            {
+                "id": r[0], "name": r[1], "user": r[2], "group": r[3], "state": r[4],
+                "stat": short[r[4]], "cpu": r[5] / 1000, "memory": r[6], "host": r[7],
+                "created_at": r[8], "started_at": r[9], "ended_at": r[10], "owner_id": r[11],
+                "group_id": r[12], "host_id": r[13],
+            }
+            for r in rows
+        ]
+
+    def show(self, actor: Actor, vm_id: int) -> dict[str, Any]:
+        from vocloud.store.schema import Event
+
+        with self.db.read() as s:
+            vm = find(s, VM, "VM", vm_id)
+            require(s, actor, "USE", vm_ref(vm))
+            host = s.get(Host, vm.host_id) if vm.host_id else None
+            owner = s.get(User, vm.owner_id)
+            group = s.get(Group, vm.group_id)
+            leases = s.execute(
+                select(Lease.ip, Lease.mac, Network.name)
+                .join(Network, Network.id == Lease.network_id)
+                .where(Lease.vm_id == vm.id)
+            ).all()
+            events = s.scalars(
+                select(Event).where(Event.kind == "vm").where(Event.obj_id == vm.id).order_by(Event.id)
+            ).all()
+            return {
+                "id": vm.id, "name": vm.name, "state": vm.state, "stat": VM_SHORT[VMState(vm.state)],
+                "user": owner.name if owner else None, "group": group.name if group else None,
+                "owner_id": vm.owner_id, "group_id": vm.group_id,
+                "host": host.name if host else None, "host_id": vm.host_id,
+                "cpu": capacity.cores(vm.cpu_m), "vcpu": vm.vcpu, "memory": vm.memory,
+                "deploy_id": vm.deploy_id, "requirements": vm.requirements, "rank": vm.rank,
+                "sched_message": vm.sched_message, "error": vm.error,
+                "created_at": vm.created_at, "started_at": vm.started_at, "ended_at": vm.ended_at,
+                "state_changed_at": vm.state_changed_at,
+                "allowed_actions": vm_allowed_actions(vm.state),
+                "leases": [{"ip": ipam.int_to_ip(ip), "mac": mac, "network": net}
+                           for ip, mac, net in leases],
+                "template": vm.template,
+                "history": [
+                    {"time": e.time, "action": e.action, "from": e.from_state, "to": e.to_state,
+                     "message": e.message}
+                    for e in events
+                ],
+            }
