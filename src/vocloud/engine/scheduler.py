@@ -341,9 +341,49 @@ def _conjoin(
 ) -> Callable[[Mapping[str, object]], bool] | None:
     if not preds:
         return None
-    if len(preds) == 1:
-        return preds[0]
-    return lambda a: all(p(a) for p in preds)
+    first, *rest = preds
+    for p in rest:
+        first = _both(first, p)
+    return first
+
+
+def _both(
+    f: Callable[[Mapping[str, object]], bool], g: Callable[[Mapping[str, object]], bool]
+) -> Callable[[Mapping[str, object]], bool]:
+    return lambda a: f(a) and g(a)
+
+
+class _Family:
+    """What all signatures with one (requirements, rank) pair share: per host, whether the
+    requirements hold and the rank, cached per host version. VM shapes differ only in whether
+    they fit, so a host changed by a placement is evaluated once for the family, not per shape.
+    """
+
+    __slots__ = ("dynamic", "lazy", "ok", "rank", "rank_dynamic", "req", "score", "seen", "static", "version")
+
+    def __init__(self, spec: _Spec, static: _Static, cycle: _Cycle) -> None:
+        assert spec.rank is not None
+        self.req = spec.requirements
+        self.static = static
+        self.dynamic = static.dynamic
+        self.rank = spec.rank.evaluate
+        self.rank_dynamic = bool(spec.rank.names & DYNAMIC_ATTRS)
+        self.lazy = _only_falls(spec.rank) and (self.req is None or _only_falls(self.req))
+        self.version = cycle.version
+        n = len(cycle.state)
+        self.seen = [-1] * n
+        self.ok = bytearray(n)
+        self.score = [0.0] * n
+        for i in static.indices:
+            self.refresh(i, cycle.state[i])
+
+    def refresh(self, i: int, h: _Host) -> None:
+        """Brings host i's cached verdict and rank up to the host's current version."""
+        self.seen[i] = self.version[i]
+        ok = self.dynamic is None or self.dynamic(h.attrs)
+        self.ok[i] = ok
+        if ok:
+            self.score[i] = self.rank(h.attrs)
 
 
 class _Group:
@@ -366,30 +406,19 @@ class _Group:
     __slots__ = (
         "cpu",
         "cursor",
-        "dynamic",
+        "family",
         "heap",
         "host_limit",
-        "lazy",
         "matched",
         "mem",
-        "rank",
-        "rank_dynamic",
-        "req",
         "roomy",
         "stamp",
-        "static",
         "status",
     )
 
-    def __init__(self, vm: PendingVM, spec: _Spec, static: _Static, cycle: _Cycle) -> None:
-        assert spec.rank is not None
+    def __init__(self, vm: PendingVM, family: _Family, cycle: _Cycle) -> None:
         self.cpu, self.mem = vm.cpu, vm.memory
-        self.req = spec.requirements
-        self.static = static
-        self.dynamic = static.dynamic
-        self.rank = spec.rank.evaluate
-        self.rank_dynamic = bool(spec.rank.names & DYNAMIC_ATTRS)
-        self.lazy = _only_falls(spec.rank) and (self.req is None or _only_falls(self.req))
+        self.family = family
         self.host_limit = cycle.host_limit
         n = len(cycle.state)
         self.status = bytearray(n)
@@ -400,20 +429,24 @@ class _Group:
 
     def _build(self, cycle: _Cycle) -> list[tuple[float, int, int, int]]:
         heap: list[tuple[float, int, int, int]] = []
-        state, version = cycle.state, cycle.version
-        for i in self.static.indices:
+        fam, state, version = self.family, cycle.state, cycle.version
+        ok, score, seen = fam.ok, fam.score, fam.seen
+        lazy = fam.lazy
+        for i in fam.static.indices:
             h = state[i]
-            s = self._status(h)
-            self._count(0, s)
+            if seen[i] != version[i]:
+                fam.refresh(i, h)
+            if not ok[i]:
+                continue
+            s = self._room(h)
             self.status[i] = s
+            self._count(0, s)
             if s == _READY:
-                heap.append((-self.rank(h.attrs), h.id, i, version[i] if self.lazy else 0))
+                heap.append((-score[i], h.id, i, version[i] if lazy else 0))
         heapq.heapify(heap)
         return heap
 
-    def _status(self, h: _Host) -> int:
-        if self.dynamic is not None and not self.dynamic(h.attrs):
-            return 0
+    def _room(self, h: _Host) -> int:
         if not (h.used_cpu + self.cpu <= h.total_cpu and h.used_mem + self.mem <= h.total_mem):
             return _MATCH
         if self.host_limit and h.dispatched >= self.host_limit:
@@ -425,8 +458,11 @@ class _Group:
         self.roomy += ((new & _FIT) - (old & _FIT)) >> 1
 
     def _update(self, i: int, h: _Host) -> tuple[int, int]:
+        fam = self.family
+        if fam.seen[i] != fam.version[i]:
+            fam.refresh(i, h)
         old = self.status[i]
-        new = self._status(h)
+        new = self._room(h) if fam.ok[i] else 0
         if new != old:
             self._count(old, new)
             self.status[i] = new
@@ -434,7 +470,7 @@ class _Group:
 
     def best(self, cycle: _Cycle) -> int | None:
         """The index of the host the next VM of this group goes to, or None."""
-        if self.lazy:
+        if self.family.lazy:
             return self._best_lazy(cycle)
         self.catch_up(cycle)
         return self._best_eager()
@@ -446,13 +482,15 @@ class _Group:
             return
         batch = changes[self.cursor :]
         self.cursor = len(changes)
-        passed, state = self.static.passed, cycle.state
+        fam, state = self.family, cycle.state
+        passed, score = fam.static.passed, fam.score
+        push = not fam.lazy
         for i in set(batch) if len(batch) > 1 else batch:
             if passed[i]:
                 old, new = self._update(i, state[i])
-                if not self.lazy and new == _READY and (old != _READY or self.rank_dynamic):
+                if push and new == _READY and (old != _READY or fam.rank_dynamic):
                     self.stamp[i] += 1
-                    heapq.heappush(self.heap, (-self.rank(state[i].attrs), state[i].id, i, self.stamp[i]))
+                    heapq.heappush(self.heap, (-score[i], state[i].id, i, self.stamp[i]))
 
     def _best_eager(self) -> int | None:
         heap, stamp, status = self.heap, self.stamp, self.status
@@ -464,17 +502,41 @@ class _Group:
         return None
 
     def _best_lazy(self, cycle: _Cycle) -> int | None:
+        """Pops stale tops until a current one surfaces. This is the hot loop of spreading
+        policies, so it is written out flat; status and counters are left to :meth:`catch_up`,
+        which runs only when the group fails to place a VM."""
         heap, version, state = self.heap, cycle.version, cycle.state
+        fam = self.family
+        seen, ok, score = fam.seen, fam.ok, fam.score
+        cpu, mem, limit = self.cpu, self.mem, self.host_limit
         while heap:
-            _, host_id, i, v = heap[0]
-            if version[i] == v:
+            top = heap[0]
+            i = top[2]
+            v = version[i]
+            if v == top[3]:
                 return i
             h = state[i]
-            if self._update(i, h)[1] == _READY:
-                heapq.heapreplace(heap, (-self.rank(h.attrs), host_id, i, version[i]))
+            if seen[i] != v:
+                fam.refresh(i, h)
+            if (
+                ok[i]
+                and h.used_cpu + cpu <= h.total_cpu
+                and h.used_mem + mem <= h.total_mem
+                and not (limit and h.dispatched >= limit)
+            ):
+                _sift_top(heap, (-score[i], top[1], i, v))
             else:
                 heapq.heappop(heap)
         return None
+
+
+def _sift_top(heap: list[tuple[float, int, int, int]], entry: tuple[float, int, int, int]) -> None:
+    """Replaces the top entry; a re-evaluated host often stays on top, which costs no sifting."""
+    n = len(heap)
+    if (n < 2 or entry <= heap[1]) and (n < 3 or entry <= heap[2]):
+        heap[0] = entry
+    else:
+        heapq.heapreplace(heap, entry)
 
 
 _FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FREE_MEM": -1}
@@ -496,6 +558,7 @@ class _Cycle:
         self.version = [0] * len(self.state)
         self.groups: dict[tuple[str | None, str | None, float, int], _Group | str] = {}
         self.statics: dict[str | None, _Static] = {}
+        self.families: dict[tuple[str | None, str], _Family] = {}
         self.free_cpu: list[tuple[float, int, int, int]] = []
         self.free_mem: list[tuple[float, int, int, int]] = []
         for i, h in enumerate(self.state):
@@ -512,8 +575,16 @@ class _Cycle:
             if spec.error is not None:
                 found = spec.error
             else:
-                found = _Group(vm, spec, self._static(spec.requirements), self)
+                found = _Group(vm, self._family(spec), self)
             self.groups[key] = found
+        return found
+
+    def _family(self, spec: _Spec) -> _Family:
+        assert spec.rank is not None
+        key = (spec.requirements.text if spec.requirements is not None else None, spec.rank.text)
+        found = self.families.get(key)
+        if found is None:
+            found = self.families[key] = _Family(spec, self._static(spec.requirements), self)
         return found
 
     def _static(self, req: Expr | None) -> _Static:
@@ -560,7 +631,7 @@ def place(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy: Sched
         i = g.best(cycle)
         if i is None:
             g.catch_up(cycle)
-            unplaced[vm.id] = _reason(vm, g.req, cycle.tally(g), policy.max_host_dispatch)
+            unplaced[vm.id] = _reason(vm, g.family.req, cycle.tally(g), policy.max_host_dispatch)
             continue
         cycle.charge(i, vm)
         placements.append(Placement(vm.id, cycle.state[i].id))

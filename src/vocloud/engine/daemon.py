@@ -1,0 +1,168 @@
+"""``vocloud serve``: the REST API plus the reconcile loops in one process.
+
+The loops run in threads beside uvicorn and stop when the API shuts down (uvicorn turns SIGTERM
+and SIGINT into a graceful shutdown). One daemon per data directory is enforced with an flock
+that the kernel drops if the daemon is killed, so a restart after ``kill -9`` just works.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from vocloud.api.rest import create_app
+from vocloud.config import Settings
+from vocloud.drivers.base import VMMDriver
+from vocloud.drivers.vmm.sim import SimDriver
+from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
+from vocloud.errors import Conflict, InvalidInput
+from vocloud.service.cloud import Cloud
+from vocloud.store import migrate
+from vocloud.store.db import Database
+
+log = logging.getLogger("vocloud.daemon")
+
+TOKEN_FILE = "admin.token"
+
+
+def load_drivers(settings: Settings) -> dict[str, VMMDriver]:
+    drivers: dict[str, VMMDriver] = {
+        "sim": SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay),
+    }
+    try:  # the qemu driver is optional: hosts that need it fail with a clear error without it
+        from vocloud.drivers.vmm.qemu import QemuDriver  # type: ignore[import-not-found,unused-ignore]
+
+        drivers["qemu"] = QemuDriver(settings.data_dir / "qemu")
+    except Exception as exc:
+        log.debug("qemu driver not loaded: %s", exc)
+    return drivers
+
+
+def open_store(settings: Settings) -> tuple[Database, Cloud]:
+    """Open (and migrate) the store; create the admin user on first start."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    migrate.upgrade(db)
+    cloud = Cloud(db)
+    token = cloud.accounts.bootstrap()
+    if token is not None:
+        path = settings.data_dir / TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("created user 'admin'; its token is in %s", path)
+    return db, cloud
+
+
+class Loops:
+    """The three reconcile loops as daemon threads sharing one stop event."""
+
+    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _run(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                fn()
+            except Exception:  # a failing pass is logged and retried, never fatal
+                log.exception("%s loop pass failed", name)
+            self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    def start(self) -> None:
+        s = self.settings
+        plan = [
+            ("monitor", self.reconciler.monitor_once, min(1.0, s.monitor_interval)),
+            ("scheduler", self.reconciler.schedule_once, s.scheduler_interval),
+            ("lifecycle", self.reconciler.lifecycle_once, s.lifecycle_interval),
+        ]
+        for name, fn, interval in plan:
+            t = threading.Thread(target=self._run, args=(name, fn, interval), name=f"vocloud-{name}",
+                                 daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def join(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout)
+
+
+def _lock(data_dir: Path) -> IO[str]:
+    f = (data_dir / "vocloud.lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise Conflict(f"another vocloud daemon (pid {pid}) is using {data_dir}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
+    _, cloud = open_store(settings)
+    loop_settings = LoopSettings(
+        policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
+                           settings.max_host_dispatch),
+        boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
+        monitor_interval=settings.monitor_interval,
+    )
+    reconciler = Reconciler(cloud, load_drivers(settings), loop_settings)
+    loops = Loops(reconciler, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        loops.start()
+        log.info("vocloud %s serving on %s (store: %s)", __import__("vocloud").__version__,
+                 settings.url, settings.database_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            log.info("stopping loops")
+            loops.join()
+            cloud.db.dispose()
+
+    return create_app(cloud, lifespan=lifespan), loops, cloud
+
+
+def serve(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = _lock(settings.data_dir)
+    try:
+        _check_port(settings.host, settings.port)
+        app, _loops, _cloud = build(settings)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                                log_level=settings.log_level.lower(), access_log=False,
+                                timeout_graceful_shutdown=10)
+        uvicorn.Server(config).run()
+    finally:
+        lock.close()

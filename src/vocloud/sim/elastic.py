@@ -1,0 +1,424 @@
+"""The ``elastic`` scenario: VO pools sized by the real planner, VMs placed by the real scheduler.
+
+This module is the simulator's *shell* around the production decision code. Every poll it builds
+exactly the inputs the daemon's controller builds (``PendingJob`` demand per VO, a ``Pool`` of
+``PoolVM`` per VO, the ``SiteCapacity``), calls :func:`vocloud.elastic.planner.plan`, and carries
+out the actions; VMs the plan boots are placed on hosts by :func:`vocloud.engine.scheduler.place`.
+Every VM state change goes through the production lifecycle table
+(:func:`vocloud.elastic.failures.pool_vm_next`), which has no SHUTDOWN edge from a busy or draining
+worker: a plan that tried to shut down a VM under a running job would raise, and is counted as a
+refused shutdown instead (the reports show it must stay 0). The batch side enforces it again:
+:meth:`Cluster.remove_node` refuses a node with jobs.
+
+Each VO is one partition (``Cluster``) whose nodes are that VO's joined VMs, so a job runs only on
+a VM of its own VO. VMs have one shape per VO (``cores_per_vm``, ``memory_mib_per_vm``); a job
+bigger than the shape is never runnable here (the planner also reports such jobs as unfit).
+
+Speed: the planner's inputs are rebuilt incrementally. ``PoolVM`` values are cached per VM and
+rebuilt only for VMs whose node changed since the last poll; ``PendingJob`` values are made once
+per job. A poll with no queued job, no idle or transitional VM and no change is skipped (the
+planner would have nothing to decide), which keeps the 238-day replay fast.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from vocloud.batch.base import PendingJob
+from vocloud.elastic.failures import PoolVMEvent as E
+from vocloud.elastic.failures import pool_vm_next, record_failure, record_success
+from vocloud.elastic.planner import plan
+from vocloud.elastic.policy import (
+    BackoffState,
+    Boot,
+    Drain,
+    Pool,
+    PoolPolicy,
+    PoolVM,
+    Resume,
+    Shutdown,
+    SiteCapacity,
+)
+from vocloud.elastic.policy import PoolVMState as V
+from vocloud.engine.scheduler import HostView, PendingVM, SchedPolicy, place
+from vocloud.errors import IllegalAction
+from vocloud.sim.cluster import Cluster, Node
+from vocloud.sim.dist import Duration
+from vocloud.sim.engine import GONE, JOINED, Simulation
+from vocloud.sim.sites import SiteSpec
+from vocloud.sim.workload import Workload
+
+
+@dataclass(frozen=True, slots=True)
+class ElasticKnobs:
+    """Pool policy knobs shared by every VO's pool (the VO-cluster issue's policy, per VO)."""
+
+    cores_per_vm: int = 1
+    memory_mib_per_vm: int = 0  # 0: the host's memory per core times cores_per_vm
+    min_vms: int = 0
+    max_vms: int = 0  # 0: the whole site
+    idle_timeout_s: float = 300.0
+    boot_timeout_s: float = 600.0
+    max_boots_per_minute: int = 30
+    scale_down_delay_s: float = 120.0
+    min_pending_s: float = 0.0
+    max_vms_site: int = 0  # 0: as many as the cores allow
+
+
+class SimVM:
+    """One pool VM of the simulated site (mutable shell state; the planner sees ``PoolVM``)."""
+
+    __slots__ = ("cores", "host", "joined_at", "memory", "pv", "started_at", "state", "state_since", "vm_id",
+                 "vo")
+
+    def __init__(self, vm_id: int, vo: int, cores: int, memory: int, now: float) -> None:
+        self.vm_id = vm_id
+        self.vo = vo
+        self.cores = cores
+        self.memory = memory
+        self.state = V.REQUESTED
+        self.started_at = now
+        self.state_since = now
+        self.joined_at: float | None = None
+        self.host: int | None = None
+        self.pv: PoolVM | None = None
+
+
+class ElasticSite:
+    """Elastic VO pools on ``spec``'s hosts (module docstring)."""
+
+    name = "elastic"
+
+    def __init__(
+        self,
+        w: Workload,
+        spec: SiteSpec,
+        *,
+        knobs: ElasticKnobs,
+        penalty: float,
+        boot: Duration,
+        shutdown: Duration,
+        rng: random.Random,
+        poll_interval: float,
+        sched_policy: SchedPolicy | None = None,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll interval must be > 0")
+        self.w = w
+        self.spec = spec
+        self.total_cores = spec.total_cores
+        self.poll_interval = poll_interval
+        self.boot = boot
+        self.shutdown = shutdown
+        self.rng = rng
+        self.sched_policy = sched_policy or SchedPolicy()
+        cores = knobs.cores_per_vm
+        mem = knobs.memory_mib_per_vm or spec.mem_per_host * cores // spec.cores_per_host
+        site_vms = spec.hosts * (spec.cores_per_host // cores) if cores <= spec.cores_per_host else 0
+        self.max_vms_site = knobs.max_vms_site or site_vms
+        self.policies = [
+            PoolPolicy(
+                vo=vo, image=f"{vo}-worker", cores_per_vm=cores, memory_mib_per_vm=mem,
+                min_vms=knobs.min_vms, max_vms=max(knobs.max_vms or self.max_vms_site, knobs.min_vms),
+                idle_timeout_s=knobs.idle_timeout_s, boot_timeout_s=knobs.boot_timeout_s,
+                max_boots_per_minute=knobs.max_boots_per_minute,
+                scale_down_delay_s=knobs.scale_down_delay_s, min_pending_s=knobs.min_pending_s,
+            )
+            for vo in w.vo_names
+        ]
+        self.vm_cores, self.vm_mem = cores, mem
+        self.factor = 1.0 + penalty
+        self.parts = [
+            Cluster(f"elastic:{vo}", w.procs, w.estimate, w.runtime, factor=self.factor, span_nodes=False)
+            for vo in w.vo_names
+        ]
+        self.vms: dict[int, SimVM] = {}
+        self._next_vm = 1
+        self.host_used_cpu = [0] * spec.hosts
+        self.host_used_mem = [0] * spec.hosts
+        self.host_vms = [0] * spec.hosts
+        self._host_free: tuple[tuple[int, int], ...] | None = None
+        self._pool_vms: list[tuple[PoolVM, ...] | None] = [None] * len(w.vo_names)
+        self._pending: dict[int, PendingJob] = {}
+        self.recent_boots: list[list[float]] = [[] for _ in w.vo_names]
+        self.backoff = [BackoffState(key=p.image) for p in self.policies]
+        self._in_flight = 0  # VMs booting or stopping: events still to come
+        # metrics
+        self.boots = 0
+        self.boot_core_seconds = 0.0
+        self.vm_core_seconds = 0.0
+        self.refused_shutdowns = 0
+        self.polls = 0
+        self.plans = 0
+        self.peak_vms = 0
+        self.last_notes: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- Site protocol
+    def clusters(self) -> list[Cluster]:
+        return self.parts
+
+    def route(self, job: int) -> Cluster | str:
+        procs, mem = self.w.procs[job], self.w.memory_mib[job]
+        if procs > self.vm_cores:
+            return f"never runnable: needs {procs} cores, more than a {self.vm_cores}-core VM"
+        if mem > self.vm_mem:
+            return f"never runnable: needs {mem} MiB, more than a {self.vm_mem} MiB VM"
+        if self.max_vms_site == 0:
+            return "never runnable: no host can hold a VM of the pool's shape"
+        return self.parts[self.w.vo[job]]
+
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def queued_reason(self, job: int) -> str:
+        notes = "; ".join(self.last_notes)
+        return f"no VM of its VO became available ({notes})" if notes else "no VM of its VO became available"
+
+    def pool_sizes(self) -> list[int]:
+        sizes = [0] * len(self.w.vo_names)
+        for vm in self.vms.values():
+            if vm.state in (V.BOOTING, V.REQUESTED) or (vm.joined_at is not None and vm.state != V.STOPPING):
+                sizes[vm.vo] += 1
+        return sizes
+
+    # ---------------------------------------------------------------- events
+    def handle(self, kind: int, payload: int, now: float, sim: Simulation) -> None:
+        vm = self.vms.get(payload)
+        if kind == JOINED:
+            self._in_flight -= 1
+            if vm is None or vm.state is not V.BOOTING:
+                return  # shut down while booting; its GONE event is on the way
+            self._set(vm, pool_vm_next(vm.state, E.JOINED, vm.vm_id), now)
+            vm.joined_at = now
+            self.backoff[vm.vo] = record_success(self.backoff[vm.vo])
+            self.parts[vm.vo].add_node(vm.vm_id, vm.cores, vm.memory, now)
+            sim.mark(self.parts[vm.vo])
+        elif kind == GONE:
+            self._in_flight -= 1
+            assert vm is not None
+            self._set(vm, pool_vm_next(vm.state, E.STOPPED, vm.vm_id), now)
+            if vm.host is not None:
+                self.vm_core_seconds += vm.cores * (now - vm.started_at)
+                self._release(vm.host, vm)
+            del self.vms[vm.vm_id]
+        else:
+            raise RuntimeError(f"elastic: unexpected event kind {kind}")
+
+    def _set(self, vm: SimVM, state: V, now: float) -> None:
+        if state is not vm.state:
+            vm.state = state
+            vm.state_since = now
+        vm.pv = None
+        self._pool_vms[vm.vo] = None
+
+    # ---------------------------------------------------------------- planner input
+    def _node_state(self, vm: SimVM, node: Node | None) -> V:
+        if node is None:
+            return vm.state
+        if node.draining:
+            return V.DRAINED if node.jobs == 0 else V.DRAINING
+        return V.JOINED_BUSY if node.jobs else V.JOINED_IDLE
+
+    def _pool_vm(self, vm: SimVM) -> PoolVM:
+        node = self.parts[vm.vo].nodes.get(vm.vm_id) if vm.joined_at is not None else None
+        state = self._node_state(vm, node)
+        return PoolVM(
+            vm_id=vm.vm_id, name=f"vc-{vm.vm_id}", state=state, started_at=vm.started_at,
+            joined_at=vm.joined_at, idle_since=node.idle_since if node else None,
+            running_jobs=node.jobs if node else 0, free_cores=node.free if node else 0,
+            free_memory_mib=vm.memory if node and node.jobs == 0 else 0,
+            state_since=vm.state_since, host=str(vm.host) if vm.host is not None else None,
+        )
+
+    def _refresh(self) -> None:
+        """Invalidate the cached PoolVMs of nodes that changed (job started/ended, drain)."""
+        for vo, c in enumerate(self.parts):
+            if c.changed:
+                for node_id in c.changed:
+                    vm = self.vms.get(node_id)
+                    if vm is not None:
+                        vm.pv = None
+                c.changed.clear()
+                self._pool_vms[vo] = None
+
+    def _pools(self, now: float) -> list[Pool]:
+        by_vo: list[list[SimVM]] = [[] for _ in self.policies]
+        rebuild = [self._pool_vms[i] is None for i in range(len(self.policies))]
+        if any(rebuild):
+            for vm in self.vms.values():
+                if rebuild[vm.vo]:
+                    by_vo[vm.vo].append(vm)
+        pools = []
+        for i, policy in enumerate(self.policies):
+            cached = self._pool_vms[i]
+            if cached is None:
+                items = []
+                for vm in by_vo[i]:
+                    if vm.pv is None:
+                        vm.pv = self._pool_vm(vm)
+                    items.append(vm.pv)
+                cached = self._pool_vms[i] = tuple(items)
+            boots = self.recent_boots[i]
+            while boots and boots[0] < now - 60.0:
+                boots.pop(0)
+            pools.append(Pool(policy, cached, tuple(boots), self.backoff[i]))
+        return pools
+
+    def _demand(self) -> dict[str, list[PendingJob]]:
+        w, pend = self.w, self._pending
+        fresh: dict[int, PendingJob] = {}  # only jobs still queued: started ones are forgotten
+        out: dict[str, list[PendingJob]] = {}
+        for vo, c in enumerate(self.parts):
+            if not c.queue:
+                continue
+            items = []
+            for job in c.queue:
+                pj = pend.get(job)
+                if pj is None:
+                    pj = PendingJob(
+                        id=str(w.job_ids[job]), vo=w.vo_names[vo], cores=w.procs[job],
+                        memory_mib=w.memory_mib[job], walltime_s=int(w.estimate[job]),
+                        submit_time=w.submit[job],
+                    )
+                fresh[job] = pj
+                items.append(pj)
+            out[w.vo_names[vo]] = items
+        self._pending = fresh
+        return out
+
+    def _site(self) -> SiteCapacity:
+        if self._host_free is None:
+            self._host_free = tuple(
+                (self.spec.cores_per_host - u, self.spec.mem_per_host - m)
+                for u, m in zip(self.host_used_cpu, self.host_used_mem, strict=True)
+            )
+        return SiteCapacity.from_hosts(self.max_vms_site, self._host_free)
+
+    def _quiet(self) -> bool:
+        """True when the planner has nothing to decide: no queue, no idle or moving VM."""
+        if any(c.queue for c in self.parts):
+            return False
+        for vm in self.vms.values():
+            if vm.state is not V.JOINED_IDLE and vm.joined_at is None:
+                return False  # requested, booting, stopping
+            node = self.parts[vm.vo].nodes.get(vm.vm_id)
+            if node is None or node.jobs == 0 or node.draining:
+                return False
+        return all(p.min_vms == 0 for p in self.policies) or self._at_min()
+
+    def _at_min(self) -> bool:
+        sizes = self.pool_sizes()
+        return all(sizes[i] >= p.min_vms for i, p in enumerate(self.policies))
+
+    # ---------------------------------------------------------------- the poll
+    def poll(self, now: float, sim: Simulation) -> bool:
+        self.polls += 1
+        self._refresh()
+        if self._quiet():
+            return False
+        self.plans += 1
+        result = plan(self._demand(), self._pools(now), self._site(), now)
+        self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
+        acted = False
+        index = {vo: i for i, vo in enumerate(self.w.vo_names)}
+        for action in result.actions:
+            acted = True
+            if isinstance(action, Boot):
+                vo = index[action.vo]
+                for _ in range(action.count):
+                    vm = SimVM(self._next_vm, vo, self.vm_cores, self.vm_mem, now)
+                    self._next_vm += 1
+                    self.vms[vm.vm_id] = vm
+                    self.recent_boots[vo].append(now)
+                    self._pool_vms[vo] = None
+            else:
+                self._apply(action, now, sim)
+        acted = self._place(now, sim) or acted
+        self.peak_vms = max(self.peak_vms, len(self.vms))
+        return acted
+
+    def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:
+        vm = self.vms.get(action.vm_id)
+        if vm is None:
+            return  # already gone: actions are idempotent
+        cluster = self.parts[vm.vo]
+        node = cluster.nodes.get(vm.vm_id)
+        state = self._node_state(vm, node)
+        if isinstance(action, Drain):
+            pool_vm_next(state, E.DRAIN, vm.vm_id)
+            cluster.set_draining(vm.vm_id, True)
+        elif isinstance(action, Resume):
+            pool_vm_next(state, E.RESUME, vm.vm_id)
+            cluster.set_draining(vm.vm_id, False)
+            sim.mark(cluster)
+        else:
+            if state is V.REQUESTED:
+                self._set(vm, pool_vm_next(state, E.CANCEL, vm.vm_id), now)
+                del self.vms[vm.vm_id]
+                return
+            try:
+                nxt = pool_vm_next(state, E.SHUTDOWN, vm.vm_id)
+            except IllegalAction:
+                self.refused_shutdowns += 1
+                return
+            if action.cause.is_failure:
+                self.backoff[vm.vo] = record_failure(self.backoff[vm.vo], now)
+            if node is not None:
+                cluster.remove_node(vm.vm_id, now)
+            self._set(vm, nxt, now)
+            self._in_flight += 1
+            sim.push(now + self.shutdown.draw(self.rng), GONE, vm.vm_id)
+        vm.pv = None
+        self._pool_vms[vm.vo] = None
+
+    def _place(self, now: float, sim: Simulation) -> bool:
+        """Place every REQUESTED VM with the real scheduler; unplaced ones wait (stockout)."""
+        requested = [vm for vm in self.vms.values() if vm.state is V.REQUESTED]
+        if not requested:
+            return False
+        requested.sort(key=lambda v: v.vm_id)
+        hosts = [
+            HostView(
+                id=h, name=f"host{h:05d}", total_cpu=float(self.spec.cores_per_host),
+                total_mem=self.spec.mem_per_host, used_cpu=float(self.host_used_cpu[h]),
+                used_mem=self.host_used_mem[h], running_vms=self.host_vms[h],
+            )
+            for h in range(self.spec.hosts)
+        ]
+        result = place([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,
+                       self.sched_policy)
+        for p in result.placements:
+            vm = self.vms[p.vm_id]
+            self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
+            vm.host = p.host_id
+            vm.started_at = now
+            self.host_used_cpu[p.host_id] += vm.cores
+            self.host_used_mem[p.host_id] += vm.memory
+            self.host_vms[p.host_id] += 1
+            self._host_free = None
+            t = self.boot.draw(self.rng)
+            self.boots += 1
+            self.boot_core_seconds += vm.cores * t
+            self._in_flight += 1
+            sim.push(now + t, JOINED, vm.vm_id)
+        return bool(result.placements)
+
+    def _release(self, host: int, vm: SimVM) -> None:
+        self.host_used_cpu[host] -= vm.cores
+        self.host_used_mem[host] -= vm.memory
+        self.host_vms[host] -= 1
+        self._host_free = None
+
+    def finish(self, now: float) -> None:
+        """Account the VMs still up when the replay ends."""
+        for vm in self.vms.values():
+            if vm.host is not None:
+                self.vm_core_seconds += vm.cores * (now - vm.started_at)
+
+    def idle_node_seconds(self, now: float) -> float:
+        total = 0.0
+        for c in self.parts:
+            total += c.idle_node_seconds
+            total += sum(now - n.idle_since for n in c.nodes.values() if n.idle_since is not None)
+        return total
