@@ -9,7 +9,7 @@ which is slow but always works.
 
 A probe costs up to ``timeout`` seconds, so results are cached per host: in memory for the life of
 the driver and in ``<state_dir>/accel.json``, keyed by everything that could change the answer
-(the qemu binary's version and the guest kernel), so a restarted daemon does not probe again.
+(qemu's version, the host kernel, whether /dev/kvm opens), so a restarted daemon does not probe again.
 ``VOCLOUD_ACCEL=kvm|tcg`` skips the probe for sites that know better.
 """
 
@@ -20,6 +20,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -125,26 +126,31 @@ class AccelProbe:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
         tmp.replace(self._cache_file())
 
-    def get(self, host_name: str, kernel: Path, initrd: Path, cmdline: str) -> AccelResult:
-        """The cached answer for this host, probing once if nothing valid is cached."""
+    def get(self, host_name: str, guest: Callable[[], tuple[Path, Path, str]]) -> AccelResult:
+        """The cached answer for this host, probing once if nothing valid is cached.
+
+        ``guest`` returns (kernel, initrd, cmdline) of the probe guest; it is called only when a
+        probe really runs, because finding (or building) the guest image is itself not free.
+        """
         forced = os.environ.get("VOCLOUD_ACCEL", "").strip().lower()
         if forced in ("kvm", "tcg"):
             return AccelResult(forced, "forced by VOCLOUD_ACCEL")
         if host_name in self._memo:
             return self._memo[host_name]
         device_problem = kvm_usable_device()
-        key = json.dumps([qemu_version(self.binary), str(kernel), device_problem is None])
+        key = json.dumps([qemu_version(self.binary), os.uname().release, device_problem is None])
         result = self._load(key)
         if result is None:
-            result = self._probe(kernel, initrd, cmdline, device_problem, key)
+            result = self._probe(guest, device_problem, key)
             self._store(result)
         self._memo[host_name] = result
         return result
 
-    def _probe(self, kernel: Path, initrd: Path, cmdline: str, device_problem: str | None,
+    def _probe(self, guest: Callable[[], tuple[Path, Path, str]], device_problem: str | None,
                key: str) -> AccelResult:
         if device_problem is not None:
             return AccelResult("tcg", device_problem, key=key)
+        kernel, initrd, cmdline = guest()
         t0 = time.monotonic()
         ok, detail = boot_under_kvm(self.binary, kernel, initrd, cmdline, self.timeout)
         took = round(time.monotonic() - t0, 2)

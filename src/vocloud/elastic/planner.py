@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from vocloud.batch.base import PendingJob
 from vocloud.elastic.failures import failure_verdict, is_probing, may_boot
 from vocloud.elastic.policy import (
-    HOLDS_CAPACITY,
     STARTING,
     Action,
     Boot,
@@ -147,39 +146,58 @@ def _move_new(bins: Counter[Shape], count: int, free: Shape) -> None:
 # --- demand -------------------------------------------------------------------------------------
 
 
+def _units(policy: PoolPolicy) -> int:
+    """Memory units per VM: packing works in 1/K-ths of the VM's memory (module docstring).
+
+    Measuring memory relative to the VM keeps the fit test exact (a job fits iff its units are
+    at most K) while rounding each job's memory up by less than ``MEMORY_QUANTUM_MIB``.
+    """
+    return max(policy.memory_mib_per_vm // MEMORY_QUANTUM_MIB, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class _Demand:
-    """A VO's pending jobs as shapes, split into what the pool's VM shape can and cannot run."""
+    """A VO's pending jobs as shapes, split into what the pool's VM shape can and cannot run.
+
+    Shapes here are (cores, memory units); see :func:`_units`.
+    """
 
     pending_jobs: int
     pending_cores: int
-    fitting: tuple[tuple[Shape, int], ...]  # largest first; memory rounded (module docstring)
+    fitting: tuple[tuple[Shape, int], ...]  # largest first
     fitting_jobs: int
     unfit_jobs: int
     unfit_notes: tuple[str, ...]
 
 
-def _demand(jobs: Iterable[PendingJob], policy: PoolPolicy, now: float) -> _Demand:
+def _demand(jobs: Sequence[PendingJob], policy: PoolPolicy, now: float) -> _Demand:
     cutoff = now - policy.min_pending_s
-    shapes = Counter((max(j.cores, 1), max(j.memory_mib, 0)) for j in jobs if j.submit_time <= cutoff)
-    vm = (policy.cores_per_vm, policy.memory_mib_per_vm)
+    k, vm_mem, vm_cores = _units(policy), policy.memory_mib_per_vm, policy.cores_per_vm
+    # The one pass over every job: everything after works per distinct shape.
+    shapes = Counter((j.cores, -(-j.memory_mib * k // vm_mem)) for j in jobs if j.submit_time <= cutoff)
     fitting: Counter[Shape] = Counter()
     too_many_cores: Counter[int] = Counter()
-    too_much_memory: Counter[int] = Counter()
-    for (cores, mem), n in shapes.items():
-        if cores > vm[0]:
+    too_much_memory = 0
+    for (cores, units), n in shapes.items():
+        cores = max(cores, 1)
+        if cores > vm_cores:
             too_many_cores[cores] += n
-        elif mem > vm[1]:
-            too_much_memory[mem] += n
+        elif units > k:
+            too_much_memory += n
         else:
-            fitting[(cores, min(-(-mem // MEMORY_QUANTUM_MIB) * MEMORY_QUANTUM_MIB, vm[1]))] += n
+            fitting[(cores, max(units, 0))] += n
+    unfit_notes = _core_notes(too_many_cores, policy)
+    if too_much_memory:
+        top = max(j.memory_mib for j in jobs if j.submit_time <= cutoff and j.cores <= vm_cores)
+        unfit_notes.append(f"{_plural(too_much_memory, 'job')} need up to {top} MiB, more than a "
+                           f"{vm_mem} MiB VM: not booted for")
     return _Demand(
         pending_jobs=sum(shapes.values()),
-        pending_cores=sum(c * n for (c, _), n in shapes.items()),
+        pending_cores=sum(max(c, 1) * n for (c, _), n in shapes.items()),
         fitting=tuple(sorted(fitting.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))),
         fitting_jobs=sum(fitting.values()),
-        unfit_jobs=sum(too_many_cores.values()) + sum(too_much_memory.values()),
-        unfit_notes=_unfit_notes(too_many_cores, too_much_memory, policy),
+        unfit_jobs=sum(too_many_cores.values()) + too_much_memory,
+        unfit_notes=tuple(unfit_notes),
     )
 
 
@@ -187,17 +205,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _unfit_notes(cores: Counter[int], memory: Counter[int], policy: PoolPolicy) -> tuple[str, ...]:
-    notes = [
-        f"{n} job{'s' if n != 1 else ''} need{'' if n != 1 else 's'} {c} cores, more than a "
+def _core_notes(cores: Counter[int], policy: PoolPolicy) -> list[str]:
+    return [
+        f"{_plural(n, 'job')} need{'' if n != 1 else 's'} {c} cores, more than a "
         f"{policy.cores_per_vm}-core VM: not booted for"
         for c, n in sorted(cores.items())
     ]
-    if memory:
-        n, top = sum(memory.values()), max(memory)
-        notes.append(f"{n} job{'s' if n != 1 else ''} need up to {top} MiB, more than a "
-                     f"{policy.memory_mib_per_vm} MiB VM: not booted for")
-    return tuple(notes)
 
 
 def _describe_jobs(d: _Demand) -> str:
@@ -208,6 +221,95 @@ def _describe_jobs(d: _Demand) -> str:
     if not cores:
         return "0 pending jobs"
     return f"{d.fitting_jobs} pending jobs ({cores[0]}-{cores[-1]} cores)"
+
+
+# --- one pool's VMs -----------------------------------------------------------------------------
+
+#: States in which a VM may have failed (checked by ``failure_verdict``); the rest cannot.
+_MAY_FAIL: frozenset[V] = frozenset({V.FAILED, V.BOOTING, V.DOWN})
+# Module-level aliases: ``V.X`` costs an enum-class attribute lookup (~0.3 us in 3.11), and
+# _classify runs once per VM per plan; the simulator calls plan() hundreds of thousands of times.
+_REQUESTED, _BOOTING, _IDLE, _BUSY = V.REQUESTED, V.BOOTING, V.JOINED_IDLE, V.JOINED_BUSY
+_DRAINING, _DRAINED, _GONE = V.DRAINING, V.DRAINED, V.GONE
+
+
+@dataclass(frozen=True, slots=True)
+class _Classified:
+    """A pool's VMs sorted into what the planner does with them, from one pass over them."""
+
+    failed: tuple[Shutdown, ...]
+    starting: tuple[PoolVM, ...]  # REQUESTED or BOOTING, within the boot timeout
+    requested: int  # of ``starting``: not yet placed on a host
+    idle: tuple[PoolVM, ...]
+    busy: tuple[PoolVM, ...]
+    expired_joined: tuple[PoolVM, ...]
+    resumable: tuple[PoolVM, ...]  # preference order: drained first, then fewest jobs
+    drained_empty: tuple[PoolVM, ...]
+    held: int  # VMs holding site capacity (every state but GONE)
+    counts: Mapping[V, int]
+    last_start: float | None
+    starts_in_window: int
+
+
+def _classify(pool: Pool, now: float) -> _Classified:
+    p = pool.policy
+    lifetime = p.max_lifetime_s
+    failed: list[Shutdown] = []
+    starting: list[PoolVM] = []
+    idle: list[PoolVM] = []
+    busy: list[PoolVM] = []
+    expired: list[PoolVM] = []
+    resumable: list[PoolVM] = []
+    drained: list[PoolVM] = []
+    counts: Counter[V] = Counter()
+    window_lo, last, in_window = now - RATE_WINDOW_S, None, 0
+    for vm in pool.vms:
+        s, started = vm.state, vm.started_at
+        counts[s] += 1
+        if last is None or started > last:
+            last = started
+        if window_lo < started <= now:
+            in_window += 1
+        if s in _MAY_FAIL and (verdict := failure_verdict(vm, p, now)) is not None:
+            failed.append(Shutdown(p.vo, vm.vm_id, verdict.reason, vm.name, verdict.cause))
+            continue
+        expired_ = lifetime is not None and now - started >= lifetime
+        if s is _IDLE or s is _BUSY:
+            (expired if expired_ else idle if s is _IDLE else busy).append(vm)
+        elif s is _REQUESTED or s is _BOOTING:
+            starting.append(vm)
+        elif s is _DRAINING or s is _DRAINED:
+            if s is _DRAINED and vm.running_jobs == 0:
+                drained.append(vm)
+            if not expired_:
+                resumable.append(vm)
+    resumable.sort(key=lambda v: (v.state is not _DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
+    return _Classified(
+        failed=tuple(failed), starting=tuple(starting), requested=counts[_REQUESTED],
+        idle=tuple(idle), busy=tuple(busy), expired_joined=tuple(expired),
+        resumable=tuple(resumable), drained_empty=tuple(drained),
+        held=len(pool.vms) - counts[_GONE], counts=counts, last_start=last,
+        starts_in_window=in_window,
+    )
+
+
+def _idle_for(vm: PoolVM, now: float) -> float:
+    since = vm.idle_since if vm.idle_since is not None else (vm.joined_at or vm.started_at)
+    return now - since
+
+
+def _recent_boots(pool: Pool, c: _Classified, now: float) -> int:
+    """Boot requests in the rate window: the given history, or the VMs' own start times if more.
+
+    Taking the larger of the two keeps the rate limit even when a caller forgets the history.
+    """
+    lo = now - RATE_WINDOW_S
+    return max(sum(1 for t in pool.recent_boots if lo < t <= now), c.starts_in_window)
+
+
+def _last_boot(pool: Pool, c: _Classified) -> float | None:
+    times = [*pool.recent_boots, *([c.last_start] if c.last_start is not None else [])]
+    return max(times) if times else None
 
 
 # --- one pool, before the site split ------------------------------------------------------------
@@ -221,10 +323,10 @@ class _PoolDraft:
     demand: _Demand
     vms: _Classified
     base_active: int  # starting + joined, not failed, not past lifetime
-    resumes: list[Resume]
-    want: int  # boots wanted after pool limits (min/max, rate, backoff)
-    min_deficit: int  # of ``want``, boots needed to reach min_vms
-    boot_reason: str
+    resumes: list[Resume] = field(default_factory=list)
+    want: int = 0  # boots wanted after pool limits (min/max, rate, backoff)
+    min_deficit: int = 0  # of ``want``, boots needed to reach min_vms
+    boot_reason: str = ""
     actions: list[Action] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     granted: int = 0
@@ -236,81 +338,22 @@ class _PoolDraft:
 
     @property
     def shape(self) -> Shape:
+        """The VM's (cores, MiB): what the site must hold for one more VM of this pool."""
         return (self.policy.cores_per_vm, self.policy.memory_mib_per_vm)
 
 
-def _expired(vm: PoolVM, policy: PoolPolicy, now: float) -> bool:
-    return policy.max_lifetime_s is not None and now - vm.started_at >= policy.max_lifetime_s
-
-
-def _idle_for(vm: PoolVM, now: float) -> float:
-    since = vm.idle_since if vm.idle_since is not None else (vm.joined_at or vm.started_at)
-    return now - since
-
-
-def _recent_boots(pool: Pool, now: float) -> list[float]:
-    """Boot requests in the rate window: the given history, or the VMs' own start times if more.
-
-    Taking the larger of the two keeps the rate limit even when a caller forgets the history.
-    """
-    lo = now - RATE_WINDOW_S
-    given = [t for t in pool.recent_boots if lo < t <= now]
-    seen = [vm.started_at for vm in pool.vms if lo < vm.started_at <= now]
-    return given if len(given) >= len(seen) else seen
-
-
-def _last_boot(pool: Pool) -> float | None:
-    times = [*pool.recent_boots, *(vm.started_at for vm in pool.vms)]
-    return max(times) if times else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Classified:
-    failed: tuple[tuple[PoolVM, Shutdown], ...]
-    starting: tuple[PoolVM, ...]
-    idle: tuple[PoolVM, ...]
-    busy: tuple[PoolVM, ...]
-    expired_joined: tuple[PoolVM, ...]
-    resumable: tuple[PoolVM, ...]  # preference order
-    drained_empty: tuple[PoolVM, ...]
-
-
-def _classify(pool: Pool, now: float) -> _Classified:
-    p = pool.policy
-    failed, starting, idle, busy, expired, resumable, drained = [], [], [], [], [], [], []
-    for vm in sorted(pool.vms, key=lambda v: v.vm_id):
-        verdict = failure_verdict(vm, p, now)
-        if verdict is not None:
-            failed.append((vm, Shutdown(p.vo, vm.vm_id, verdict.reason, vm.name, verdict.cause)))
-        elif vm.state in STARTING:
-            starting.append(vm)
-        elif vm.state in (V.JOINED_IDLE, V.JOINED_BUSY) and _expired(vm, p, now):
-            expired.append(vm)
-        elif vm.state is V.JOINED_IDLE:
-            idle.append(vm)
-        elif vm.state is V.JOINED_BUSY:
-            busy.append(vm)
-        elif vm.state in (V.DRAINING, V.DRAINED):
-            empty = vm.state is V.DRAINED and vm.running_jobs == 0
-            if empty:
-                drained.append(vm)
-            if not _expired(vm, p, now):
-                resumable.append(vm)
-    resumable.sort(key=lambda v: (v.state is not V.DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
-    return _Classified(tuple(failed), tuple(starting), tuple(idle), tuple(busy), tuple(expired),
-                       tuple(resumable), tuple(drained))
-
-
-def _absorb(c: _Classified, d: _Demand, shape: Shape) -> tuple[list[tuple[Shape, int]], int]:
-    """Pack demand into capacity present or on the way; (leftover jobs, full-shape VMs unused)."""
+def _absorb(c: _Classified, d: _Demand, p: PoolPolicy) -> tuple[list[tuple[Shape, int]], int]:
+    """Pack demand into capacity present or on the way; (leftover jobs, full VMs left unused)."""
+    k = _units(p)
+    full = (p.cores_per_vm, k)
     bins: Counter[Shape] = Counter()
     if c.idle or c.starting:
-        bins[shape] = len(c.idle) + len(c.starting)
+        bins[full] = len(c.idle) + len(c.starting)
     for vm in c.busy:
         if vm.free_cores > 0:
-            bins[(vm.free_cores, max(vm.free_memory_mib, 0))] += 1
+            bins[(vm.free_cores, max(vm.free_memory_mib, 0) * k // p.memory_mib_per_vm)] += 1
     leftover = [(job, left) for job, n in d.fitting if (left := _fill_bins(bins, job, n))]
-    return leftover, bins.get(shape, 0)
+    return leftover, bins.get(full, 0)
 
 
 def _draft(pool: Pool, jobs: Sequence[PendingJob], now: float) -> _PoolDraft:
@@ -318,16 +361,15 @@ def _draft(pool: Pool, jobs: Sequence[PendingJob], now: float) -> _PoolDraft:
     p = pool.policy
     d = _demand(jobs, p, now)
     c = _classify(pool, now)
-    shape = (p.cores_per_vm, p.memory_mib_per_vm)
-    leftover, unused_full = _absorb(c, d, shape)
+    leftover, unused_full = _absorb(c, d, p)
     base_active = len(c.starting) + len(c.idle) + len(c.busy)
     headroom = max(p.max_vms - base_active, 0)
-    new_needed, capped = _open_bins(leftover, shape, headroom)
-    draft = _PoolDraft(pool, d, c, base_active, [], 0, 0, "")
+    new_needed, capped = _open_bins(leftover, (p.cores_per_vm, _units(p)), headroom)
+    draft = _PoolDraft(pool, d, c, base_active)
     draft.notes.extend(d.unfit_notes)
     if capped:
         draft.notes.append(f"demand exceeds max {p.max_vms} VMs: booting up to the max")
-    draft.actions.extend(s for _, s in c.failed)
+    draft.actions.extend(c.failed)
     draft.actions.extend(_lifetime_drains(c, p, now))
     draft.resumes = _resumes(c, d, new_needed, base_active, p)
     resumed_ids = {r.vm_id for r in draft.resumes}
@@ -400,7 +442,7 @@ def _size_boots(draft: _PoolDraft, c: _Classified, new_needed: int, now: float) 
     want = min(for_demand + for_min, p.max_vms - active)
     if want <= 0:
         return
-    allowed, why = _boot_allowance(draft.pool, len(c.starting), now)
+    allowed, why = _boot_allowance(draft.pool, c, now)
     if allowed < want:
         draft.notes.append(f"holding {want - allowed} of {want} boots: {why}")
     draft.want = min(want, allowed)
@@ -408,15 +450,15 @@ def _size_boots(draft: _PoolDraft, c: _Classified, new_needed: int, now: float) 
     draft.boot_reason = _boot_reason(draft, c, for_demand)
 
 
-def _boot_allowance(pool: Pool, starting: int, now: float) -> tuple[int, str]:
+def _boot_allowance(pool: Pool, c: _Classified, now: float) -> tuple[int, str]:
     """How many boots the pool's rate limit and its image's backoff allow right now."""
     p = pool.policy
     ok, why = may_boot(pool.backoff, now)
     if not ok:
         return 0, why
     if is_probing(pool.backoff):
-        return max(1 - starting, 0), why
-    recent = len(_recent_boots(pool, now))
+        return max(1 - len(c.starting), 0), why
+    recent = _recent_boots(pool, c, now)
     left = max(p.max_boots_per_minute - recent, 0)
     return left, (f"rate limit: {recent} boots in the last {RATE_WINDOW_S:.0f} s, "
                   f"max {p.max_boots_per_minute}/min")
@@ -444,18 +486,15 @@ def _boot_reason(draft: _PoolDraft, c: _Classified, for_demand: int) -> str:
 class _Site:
     """What is left of the site while the fair split hands out VMs (internal, mutable)."""
 
-    def __init__(self, site: SiteCapacity, pools: Sequence[Pool]) -> None:
-        held = sum(1 for pool in pools for vm in pool.vms if vm.state in HOLDS_CAPACITY)
-        self.vm_room = site.max_vms - held
+    def __init__(self, site: SiteCapacity, drafts: Sequence[_PoolDraft]) -> None:
+        self.vm_room = site.max_vms - sum(d.vms.held for d in drafts)
         self.cores = site.free_cores
         self.memory = site.free_memory_mib
         self.hosts = [list(h) for h in site.host_free]
         self.cursor: dict[Shape, int] = {}
-        for pool in pools:
-            shape = (pool.policy.cores_per_vm, pool.policy.memory_mib_per_vm)
-            for vm in pool.vms:
-                if vm.state is V.REQUESTED:
-                    self.take(shape)
+        for d in drafts:  # requested VMs are not on a host yet: not in the free figures
+            for _ in range(d.vms.requested):
+                self.take(d.shape, count_vm=False)
 
     def why_not(self, shape: Shape) -> str | None:
         """Why one more VM of ``shape`` cannot be had (``None``: it can)."""
@@ -467,9 +506,9 @@ class _Site:
             return f"no host has {shape[0]} cores and {shape[1]} MiB free"
         return None
 
-    def take(self, shape: Shape) -> None:
+    def take(self, shape: Shape, count_vm: bool = True) -> None:
         """Account one VM of ``shape`` (first-fit host, if hosts are modelled)."""
-        self.vm_room -= 1
+        self.vm_room -= 1 if count_vm else 0
         self.cores -= shape[0]
         self.memory -= shape[1]
         i = self._host_for(shape) if self.hosts else None
@@ -531,7 +570,7 @@ def _idle_drains(d: _PoolDraft, c: _Classified, now: float) -> list[Action]:
     p = d.policy
     if d.granted or d.want or d.base_active > p.max_vms:
         return []
-    last = _last_boot(d.pool)
+    last = _last_boot(d.pool, c)
     if last is not None and now - last < p.scale_down_delay_s:
         return []
     room = d.base_active + len(d.resumes) - p.min_vms
@@ -561,7 +600,7 @@ def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
         held = f" of {d.want} wanted" if d.granted < d.want else ""
         actions.append(Boot(p.vo, d.granted, f"boot {d.granted}{held}: {d.boot_reason}", p.image))
     actions.sort(key=_action_order)
-    counts = Counter(vm.state for vm in d.pool.vms)
+    counts = d.vms.counts
     status = PoolStatus(
         vo=p.vo, image=p.image, pending_jobs=d.demand.pending_jobs,
         pending_cores=d.demand.pending_cores, fitting_jobs=d.demand.fitting_jobs,
@@ -596,7 +635,7 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     if len(set(vos)) != len(vos):
         raise InvalidInput("two pools for the same VO", vos=sorted({v for v in vos if vos.count(v) > 1}))
     drafts = [_draft(pool, demand.get(pool.policy.vo, ()), now) for pool in ordered]
-    notes = _share(drafts, _Site(site, ordered))
+    notes = _share(drafts, _Site(site, drafts))
     notes.extend(f"{_plural(len(demand[vo]), 'pending job')} of VO {vo}: no pool, not booted for"
                  for vo in sorted(set(demand) - set(vos)) if demand[vo])
     actions: list[Action] = []

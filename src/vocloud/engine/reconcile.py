@@ -90,8 +90,10 @@ class Reconciler:
                 for r in s.execute(select(VM.id, VM.cpu_m, VM.memory, VM.requirements, VM.rank)
                                    .where(VM.state == S.PENDING.value).order_by(VM.id))
             ]
-            old_msgs = dict(s.execute(select(VM.id, VM.sched_message).where(VM.state == S.PENDING.value))
-                            .tuples().all())
+            old_msgs: dict[int, str] = {
+                vm_id: msg for vm_id, msg in
+                s.execute(select(VM.id, VM.sched_message).where(VM.state == S.PENDING.value))
+            }
         if not pending:
             return SchedResult([], {})
         result = place(pending, hosts, self.settings.policy)

@@ -389,7 +389,7 @@ class _Family:
 class _Group:
     """All pending VMs with one signature: a heap of the hosts they may go to, best first.
 
-    Heap entries are (-rank, host id, host index, tag). Two ways keep the heap honest:
+    Heap entries are (-rank, host index, tag); indices follow host ids. Two ways keep the heap honest:
 
     * *lazy* (the rank can only fall and the requirements can only turn false as hosts fill up,
       e.g. striping, load-aware, FREE_MEM-based ranks): the tag is the host's version when the
@@ -427,8 +427,8 @@ class _Group:
         self.cursor = len(cycle.changes)
         self.heap = self._build(cycle)
 
-    def _build(self, cycle: _Cycle) -> list[tuple[float, int, int, int]]:
-        heap: list[tuple[float, int, int, int]] = []
+    def _build(self, cycle: _Cycle) -> list[tuple[float, int, int]]:
+        heap: list[tuple[float, int, int]] = []
         fam, state, version = self.family, cycle.state, cycle.version
         ok, score, seen = fam.ok, fam.score, fam.seen
         lazy = fam.lazy
@@ -442,7 +442,7 @@ class _Group:
             self.status[i] = s
             self._count(0, s)
             if s == _READY:
-                heap.append((-score[i], h.id, i, version[i] if lazy else 0))
+                heap.append((-score[i], i, version[i] if lazy else 0))
         heapq.heapify(heap)
         return heap
 
@@ -490,12 +490,12 @@ class _Group:
                 old, new = self._update(i, state[i])
                 if push and new == _READY and (old != _READY or fam.rank_dynamic):
                     self.stamp[i] += 1
-                    heapq.heappush(self.heap, (-score[i], state[i].id, i, self.stamp[i]))
+                    heapq.heappush(self.heap, (-score[i], i, self.stamp[i]))
 
     def _best_eager(self) -> int | None:
         heap, stamp, status = self.heap, self.stamp, self.status
         while heap:
-            _, _, i, s = heap[0]
+            _, i, s = heap[0]
             if stamp[i] == s and status[i] == _READY:
                 return i
             heapq.heappop(heap)
@@ -511,9 +511,9 @@ class _Group:
         cpu, mem, limit = self.cpu, self.mem, self.host_limit
         while heap:
             top = heap[0]
-            i = top[2]
+            i = top[1]
             v = version[i]
-            if v == top[3]:
+            if v == top[2]:
                 return i
             h = state[i]
             if seen[i] != v:
@@ -524,19 +524,10 @@ class _Group:
                 and h.used_mem + mem <= h.total_mem
                 and not (limit and h.dispatched >= limit)
             ):
-                _sift_top(heap, (-score[i], top[1], i, v))
+                heapq.heapreplace(heap, (-score[i], i, v))
             else:
                 heapq.heappop(heap)
         return None
-
-
-def _sift_top(heap: list[tuple[float, int, int, int]], entry: tuple[float, int, int, int]) -> None:
-    """Replaces the top entry; a re-evaluated host often stays on top, which costs no sifting."""
-    n = len(heap)
-    if (n < 2 or entry <= heap[1]) and (n < 3 or entry <= heap[2]):
-        heap[0] = entry
-    else:
-        heapq.heapreplace(heap, entry)
 
 
 _FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FREE_MEM": -1}
@@ -547,11 +538,16 @@ def _only_falls(expr: Expr) -> bool:
     return trend(expr, _FALLING) in (0, -1)
 
 
+def _host_id(h: HostView) -> int:
+    return h.id
+
+
 class _Cycle:
     """State shared by the groups of one call to :func:`place`."""
 
     def __init__(self, hosts: Sequence[HostView], policy: SchedPolicy) -> None:
-        self.state = [_Host(h) for h in hosts]
+        # Sorted by id (stably), so a host's index breaks rank ties exactly as its id does.
+        self.state = [_Host(h) for h in sorted(hosts, key=_host_id)]
         self.host_limit = policy.max_host_dispatch
         self.policy_rank = policy.rank_text
         self.changes: list[int] = []
@@ -559,11 +555,11 @@ class _Cycle:
         self.groups: dict[tuple[str | None, str | None, float, int], _Group | str] = {}
         self.statics: dict[str | None, _Static] = {}
         self.families: dict[tuple[str | None, str], _Family] = {}
-        self.free_cpu: list[tuple[float, int, int, int]] = []
-        self.free_mem: list[tuple[float, int, int, int]] = []
+        self.free_cpu: list[tuple[float, int, int]] = []
+        self.free_mem: list[tuple[float, int, int]] = []
         for i, h in enumerate(self.state):
-            self.free_cpu.append((h.used_cpu - h.total_cpu, h.id, i, 0))
-            self.free_mem.append((h.used_mem - h.total_mem, h.id, i, 0))
+            self.free_cpu.append((h.used_cpu - h.total_cpu, i, 0))
+            self.free_mem.append((h.used_mem - h.total_mem, i, 0))
         heapq.heapify(self.free_cpu)
         heapq.heapify(self.free_mem)
 
@@ -600,13 +596,13 @@ class _Cycle:
         self.changes.append(i)
         self.version[i] += 1
         v = self.version[i]
-        heapq.heappush(self.free_cpu, (h.used_cpu - h.total_cpu, h.id, i, v))
-        heapq.heappush(self.free_mem, (h.used_mem - h.total_mem, h.id, i, v))
+        heapq.heappush(self.free_cpu, (h.used_cpu - h.total_cpu, i, v))
+        heapq.heappush(self.free_mem, (h.used_mem - h.total_mem, i, v))
 
-    def most_free(self, heap: list[tuple[float, int, int, int]]) -> _Host | None:
-        while heap and heap[0][3] != self.version[heap[0][2]]:
+    def most_free(self, heap: list[tuple[float, int, int]]) -> _Host | None:
+        while heap and heap[0][2] != self.version[heap[0][1]]:
             heapq.heappop(heap)
-        return self.state[heap[0][2]] if heap else None
+        return self.state[heap[0][1]] if heap else None
 
     def tally(self, g: _Group) -> _Tally:
         return _Tally(

@@ -110,41 +110,48 @@ def default_cmdline() -> str:
 # ---------------------------------------------------------------- package resolution
 
 
-def _apt_candidate(package: str) -> str:
-    out = subprocess.run(
-        ["apt-cache", "policy", package], capture_output=True, text=True, check=True
-    ).stdout
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Candidate:"):
-            version = line.split(":", 1)[1].strip()
-            if version and version != "(none)":
-                return version
-    raise RuntimeError(f"apt-cache knows no installable version of {package}; run apt-get update")
+def _apt_show(*packages: str) -> dict[str, dict[str, str]]:
+    """Candidate stanzas (``Version``, ``Depends``, ...) per package, in one apt-cache call.
+
+    One call matters: apt-cache loads the whole package cache each time (~1 s here), and this
+    runs on every ``ensure_image`` — that is, on every test session.
+    """
+    out = subprocess.run(["apt-cache", "show", "--no-all-versions", *packages],
+                         capture_output=True, text=True, check=True).stdout
+    stanzas: dict[str, dict[str, str]] = {}
+    for block in out.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "Package" in fields:
+            stanzas[fields["Package"]] = fields
+    return stanzas
 
 
-def _kernel_package() -> str:
-    """The versioned kernel package that the ``linux-image-amd64`` metapackage depends on."""
-    out = subprocess.run(
-        ["apt-cache", "depends", KERNEL_META], capture_output=True, text=True, check=True
-    ).stdout
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Depends:") and "linux-image-" in line:
-            return line.split(":", 1)[1].strip()
-    raise RuntimeError(f"cannot resolve the kernel package behind {KERNEL_META}")
+def _kernel_dependency(depends: str) -> tuple[str, str]:
+    """``linux-image-6.1.0-56-amd64 (= 6.1.192-2)`` -> (package, version)."""
+    for alt in depends.split(","):
+        name, _, rest = alt.strip().partition(" ")
+        if name.startswith("linux-image-") and "=" in rest:
+            return name, rest.split("=", 1)[1].strip(" )")
+    raise RuntimeError(f"cannot resolve the kernel package behind {KERNEL_META} from {depends!r}")
 
 
 def resolve_inputs() -> dict[str, str]:
     """Package names and versions plus a digest of the builder itself: the cache key's inputs."""
-    kernel_pkg = _kernel_package()
-    init = _init_script()
+    stanzas = _apt_show(KERNEL_META, BUSYBOX)
+    for pkg in (KERNEL_META, BUSYBOX):
+        if pkg not in stanzas:
+            raise RuntimeError(f"apt-cache knows no installable {pkg}; run apt-get update")
+    kernel_pkg, kernel_version = _kernel_dependency(stanzas[KERNEL_META].get("Depends", ""))
     return {
         "kernel_package": kernel_pkg,
-        "kernel_version": _apt_candidate(kernel_pkg),
-        "busybox_version": _apt_candidate(BUSYBOX),
+        "kernel_version": kernel_version,
+        "busybox_version": stanzas[BUSYBOX]["Version"],
         "modules": ",".join(GUEST_MODULES),
-        "init_sha256": hashlib.sha256(init).hexdigest(),
+        "init_sha256": hashlib.sha256(_init_script()).hexdigest(),
         "cmdline": default_cmdline(),
         "format": str(BUILD_FORMAT),
     }

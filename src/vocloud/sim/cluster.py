@@ -70,6 +70,7 @@ class Cluster:
         self.capacity = 0  # cores of non-draining nodes
         self.busy = 0  # cores running jobs, all nodes
         self.idle_node_seconds = 0.0
+        self.arrivals = 0  # jobs ever submitted here: a change counter for pollers
         #: nodes whose job count or drain flag changed since the owner last looked
         self.changed: set[int] = set()
 
@@ -120,6 +121,7 @@ class Cluster:
     # ---------------------------------------------------------------- jobs
     def submit(self, job: int) -> None:
         self.queue.append(job)
+        self.arrivals += 1
 
     def fits_somewhere(self, job: int) -> bool:
         """Whether ``job`` could ever start on this partition's current nodes (drained or not)."""

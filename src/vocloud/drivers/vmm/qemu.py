@@ -1,0 +1,685 @@
+"""The qemu virtualization driver: one detached ``qemu-system-x86_64`` per VM, driven over QMP.
+
+Every guest owns a run directory ``<state_dir>/<deploy_id>/``; the directory *is* the record, so a
+restarted daemon (or a new driver object) finds its guests by listing it and never needs memory:
+
+=================  ===============================================================================
+``spec.json``      the DomainSpec the guest was started from
+``argv.json``      the exact qemu command line (restore re-uses it: devices must match the save)
+``qemu.pid``       written by qemu itself (``-pidfile``); checked against /proc/<pid>/cmdline
+``qmp.sock``       the QMP control socket
+``console.log``    everything the guest wrote on ttyS0 (``vocloud vm log``); the ready marker
+``console.sock``   the same serial line, attachable (``socat - UNIX:console.sock``)
+``qemu.log``       qemu's own stderr (load errors, "KVM internal error", ...)
+``context.iso``    the cloud-init NoCloud seed, attached read-only as a virtio disk
+``intent``         what vocloud last asked for (``shutdown``, ``save``), to tell OFF from a crash
+``ready``          present once the marker was seen since the last (re)boot
+``boot_offset``    console size at the last reboot: the marker must appear after it
+``state.sav``      saved RAM and device state (``save``), fed back with ``-incoming``
+=================  ===============================================================================
+
+qemu runs with ``-daemonize``: it double-forks into its own session, so it survives the daemon,
+is reaped by init rather than left a zombie of ours, and its parent exits only after the machine
+is built, which surfaces a bad kernel or disk as an exit status at deploy time.
+
+Save/restore uses migration to a file (``migrate exec:cat > state.sav`` after ``stop``, then
+``-incoming exec:cat state.sav``) rather than ``savevm``: it works with raw disks, with a read-only
+context ISO and without kernel-booted guests having a qcow2 to hold the snapshot, and it leaves
+the overlay disks untouched (the guest is stopped while saving, so disk and RAM agree).
+
+Filesystem and process access goes through :class:`HostOps`; :class:`LocalOps` implements it for
+``transport="local"``; an SSH implementation slots in without touching the driver logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from vocloud.drivers.accel import AccelProbe, AccelResult
+from vocloud.drivers.base import (
+    DiskSpec,
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    HostInfo,
+    HostRef,
+    NicSpec,
+)
+from vocloud.drivers.context import build_seed_iso
+from vocloud.drivers.vmm.qmp import QMPError, qmp_execute
+from vocloud.errors import DriverError
+
+READY_MARKER = "VOCLOUD-READY"
+PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
+POWERED_OFF_MARKERS = ("reboot: Power down", "reboot: System halted")
+DETAIL_LINES = 15
+CONTEXT_TARGET = "vdz"  # sorts after any real disk, so the seed never takes vda
+_SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+# ---------------------------------------------------------------- the host seam
+
+
+class HostOps(Protocol):
+    """The file and process operations the driver needs on a host."""
+
+    def read_bytes(self, path: Path, offset: int = 0) -> bytes | None: ...
+
+    def size(self, path: Path) -> int: ...
+
+    def write_text(self, path: Path, text: str) -> None: ...
+
+    def exists(self, path: Path) -> bool: ...
+
+    def mkdir(self, path: Path) -> None: ...
+
+    def remove(self, path: Path) -> None: ...
+
+    def remove_tree(self, path: Path) -> None: ...
+
+    def list_dir(self, path: Path) -> list[str]: ...
+
+    def start_daemon(self, argv: list[str], stderr_path: Path, timeout: float) -> tuple[int, str]: ...
+
+    def cmdline(self, pid: int) -> list[str] | None: ...
+
+    def kill(self, pid: int, sig: int) -> None: ...
+
+    def qmp(self, sock: Path, command: str, arguments: dict[str, Any] | None = None,
+            timeout: float = 5.0) -> Any: ...
+
+    def resources(self) -> tuple[int, int, int]: ...
+
+    def usage(self, pid: int) -> tuple[float, int]: ...
+
+
+class LocalOps:
+    """:class:`HostOps` on this machine: plain files, /proc and signals."""
+
+    def read_bytes(self, path: Path, offset: int = 0) -> bytes | None:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except OSError:
+            return None
+
+    def size(self, path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+
+    def write_text(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def mkdir(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def list_dir(self, path: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except OSError:
+            return []
+
+    def start_daemon(self, argv: list[str], stderr_path: Path, timeout: float) -> tuple[int, str]:
+        """Run a self-daemonizing command; its exit status says whether the child got going."""
+        with stderr_path.open("ab") as err:
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                      timeout=timeout, start_new_session=True)
+            except subprocess.TimeoutExpired:
+                return 124, f"qemu did not finish starting within {timeout:g} s"
+            except OSError as exc:
+                return 127, f"cannot run {argv[0]}: {exc}"
+        return proc.returncode, ""
+
+    def cmdline(self, pid: int) -> list[str] | None:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return [a.decode(errors="replace") for a in raw.split(b"\x00") if a] or None
+
+    def kill(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def qmp(self, sock: Path, command: str, arguments: dict[str, Any] | None = None,
+            timeout: float = 5.0) -> Any:
+        return qmp_execute(str(sock), command, arguments, timeout=timeout)
+
+    def resources(self) -> tuple[int, int, int]:
+        """(CPUs, MemTotal MiB, MemAvailable MiB) from /proc, as the monitor reports them."""
+        mem: dict[str, int] = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            mem[key] = int(rest.split()[0]) if rest.split() else 0
+        return os.cpu_count() or 1, mem["MemTotal"] // 1024, mem.get("MemAvailable", 0) // 1024
+
+    def usage(self, pid: int) -> tuple[float, int]:
+        """(average CPUs used since start, RSS MiB): cheap and stateless, good enough to monitor."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
+        except OSError:
+            return 0.0, 0
+        fields = stat.rsplit(")", 1)[1].split()
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_s = (int(fields[11]) + int(fields[12])) / hz
+        age = max(uptime - int(fields[19]) / hz, 1e-3)
+        rss_mib = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+        return round(cpu_s / age, 3), rss_mib
+
+
+# ---------------------------------------------------------------- command line
+
+
+def machine_for(spec: DomainSpec) -> str:
+    """microvm boots a kernel fastest; a guest without a kernel needs firmware, hence pc."""
+    return spec.attrs.get("MACHINE") or ("microvm" if spec.attrs.get("KERNEL") else "pc")
+
+
+def virtio_suffix(machine: str) -> str:
+    return "device" if machine.startswith("microvm") else "pci"
+
+
+def tap_name(deploy_id: str, index: int) -> str:
+    """Tap device name for NIC ``index``; the network driver creates it, qemu only opens it."""
+    return f"{deploy_id}-{index}"[:15]
+
+
+def disk_args(disks: tuple[DiskSpec, ...], suffix: str, readonly: frozenset[str] = frozenset()) -> list[str]:
+    """virtio-blk for every disk, in target order so the guest sees vda, vdb, ... as named."""
+    args: list[str] = []
+    for disk in sorted(disks, key=lambda d: d.target):
+        node = f"disk-{disk.target}"
+        ro = ",readonly=on" if disk.target in readonly else ""
+        args += ["-drive", f"file={_escape(disk.source)},if=none,id={node},format={disk.format},"
+                 f"cache=none,aio=threads{ro}",
+                 "-device", f"virtio-blk-{suffix},drive={node}"]
+    return args
+
+
+def nic_args(deploy_id: str, nics: tuple[NicSpec, ...], suffix: str) -> list[str]:
+    args: list[str] = []
+    for i, nic in enumerate(nics):
+        args += ["-netdev", f"tap,id=net{i},ifname={tap_name(deploy_id, i)},script=no,downscript=no",
+                 "-device", f"virtio-net-{suffix},netdev=net{i},mac={nic.mac}"]
+    return args
+
+
+def _escape(value: str) -> str:
+    """qemu option values escape a comma by doubling it."""
+    return value.replace(",", ",,")
+
+
+def build_argv(spec: DomainSpec, run: Path, accel: str, binary: str, default_cmdline: str,
+               context_iso: Path | None) -> list[str]:
+    """The whole qemu command line for ``spec``; pure, so it is unit-testable and stored as-is."""
+    machine = machine_for(spec)
+    suffix = virtio_suffix(machine)
+    argv = [
+        binary, "-name", f"{spec.deploy_id},process=vocloud-{spec.deploy_id}",
+        "-M", machine, "-accel", accel, "-m", str(spec.memory_mib), "-smp", str(max(spec.vcpu, 1)),
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-daemonize", "-pidfile", str(run / "qemu.pid"),
+        "-qmp", f"unix:{run / 'qmp.sock'},server=on,wait=off",
+        "-chardev", f"socket,id=serial0,path={run / 'console.sock'},server=on,wait=off,"
+                    f"logfile={run / 'console.log'},logappend=on",
+        "-serial", "chardev:serial0",
+        "-D", str(run / "qemu.log"),
+    ]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    kernel = spec.attrs.get("KERNEL")
+    if kernel:
+        argv += ["-kernel", kernel, "-append", spec.attrs.get("KERNEL_CMD", default_cmdline)]
+        if spec.attrs.get("INITRD"):
+            argv += ["-initrd", spec.attrs["INITRD"]]
+    disks = spec.disks
+    if context_iso is not None:
+        disks = (*disks, DiskSpec(target=CONTEXT_TARGET, source=str(context_iso), format="raw"))
+    argv += disk_args(disks, suffix, frozenset({CONTEXT_TARGET}))
+    argv += nic_args(spec.deploy_id, spec.nics, suffix)
+    return argv
+
+
+def spec_to_json(spec: DomainSpec) -> str:
+    return json.dumps(asdict(spec), indent=2, sort_keys=True) + "\n"
+
+
+def spec_from_json(text: str) -> DomainSpec:
+    doc = json.loads(text)
+    doc["disks"] = tuple(DiskSpec(**d) for d in doc.get("disks", ()))
+    doc["nics"] = tuple(NicSpec(**n) for n in doc.get("nics", ()))
+    return DomainSpec(**doc)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class QemuDriver:
+    """:class:`~vocloud.drivers.base.VMMDriver` for qemu on the local host."""
+
+    name = "qemu"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        binary: str = "qemu-system-x86_64",
+        default_cmdline: str = "console=ttyS0 no_timer_check tsc_early_khz=2000000 quiet panic=0",
+        ops: HostOps | None = None,
+        accel_probe: AccelProbe | None = None,
+        probe_guest: Callable[[], tuple[Path, Path, str]] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.binary = binary
+        self.default_cmdline = default_cmdline
+        self.ops: HostOps = ops or LocalOps()
+        self.accel_probe = accel_probe or AccelProbe(self.state_dir)
+        self.probe_guest = probe_guest or _default_probe_guest
+        self.start_timeout = start_timeout
+
+    # ------------------------------------------------------------ paths and small helpers
+
+    def _local(self, host: HostRef) -> None:
+        if host.transport != "local":
+            raise DriverError(f"host {host.name}: the qemu driver supports only local hosts so far "
+                              f"(transport {host.transport!r})")
+
+    def run_dir(self, deploy_id: str) -> Path:
+        if not deploy_id or not set(deploy_id) <= _SAFE_ID or deploy_id.startswith("."):
+            raise DriverError(f"bad deploy id {deploy_id!r}")
+        return self.state_dir / deploy_id
+
+    def _pid(self, run: Path) -> int | None:
+        """The guest's pid if its process is alive *and* is our qemu for this run dir."""
+        raw = self.ops.read_bytes(run / "qemu.pid")
+        if not raw:
+            return None
+        try:
+            pid = int(raw.strip())
+        except ValueError:
+            return None
+        argv = self.ops.cmdline(pid)
+        if not argv or str(run / "qmp.sock") not in " ".join(argv):
+            return None
+        return pid
+
+    def _intent(self, run: Path) -> str:
+        raw = self.ops.read_bytes(run / "intent")
+        return raw.decode().strip() if raw else ""
+
+    def _set_intent(self, run: Path, intent: str) -> None:
+        if intent:
+            self.ops.write_text(run / "intent", intent + "\n")
+        else:
+            self.ops.remove(run / "intent")
+
+    def _console_tail(self, run: Path, lines: int = DETAIL_LINES) -> str:
+        size = self.ops.size(run / "console.log")
+        raw = self.ops.read_bytes(run / "console.log", max(0, size - 8192)) or b""
+        text = raw.decode(errors="replace").replace("\r", "")
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def _failure_detail(self, run: Path, why: str) -> str:
+        parts = [why]
+        err = (self.ops.read_bytes(run / "qemu.log") or b"").decode(errors="replace").strip()
+        if err:
+            parts.append("qemu: " + "\n".join(err.splitlines()[-5:]))
+        console = self._console_tail(run)
+        parts.append("console:\n" + console if console else "console: (empty)")
+        return "\n".join(parts)
+
+    def _boot_console(self, run: Path) -> str:
+        raw = self.ops.read_bytes(run / "boot_offset")
+        offset = int(raw) if raw and raw.strip().isdigit() else 0
+        return (self.ops.read_bytes(run / "console.log", offset) or b"").decode(errors="replace")
+
+    def _spec(self, run: Path) -> DomainSpec | None:
+        raw = self.ops.read_bytes(run / "spec.json")
+        return spec_from_json(raw.decode()) if raw else None
+
+    def _marker(self, spec: DomainSpec | None) -> str:
+        return spec.attrs.get("READY_MARKER", READY_MARKER) if spec else READY_MARKER
+
+    def _info(self, run: Path, deploy_id: str, state: DomainState, detail: str = "",
+              pid: int | None = None) -> DomainInfo:
+        spec = self._spec(run)
+        cpu, mem = self.ops.usage(pid) if pid else (0.0, 0)
+        return DomainInfo(deploy_id, state, detail, cpu_used=cpu,
+                          memory_mib=mem or (spec.memory_mib if spec and pid else 0))
+
+    # ------------------------------------------------------------ accel
+
+    def accel(self, host: HostRef) -> AccelResult:
+        """KVM only where a probe guest really boots under it; cached per host (see accel.py)."""
+        self._local(host)
+        forced = host.attrs.get("ACCEL", "").lower()
+        if forced in ("kvm", "tcg"):
+            return AccelResult(forced, "set by the host attribute ACCEL")
+        return self.accel_probe.get(host.name, self.probe_guest)
+
+    # ------------------------------------------------------------ checks before starting
+
+    def _check_inputs(self, spec: DomainSpec) -> None:
+        """Bad input fails before anything starts, with the path an admin needs to fix."""
+        if spec.memory_mib < 16:
+            raise DriverError(f"{spec.deploy_id}: memory {spec.memory_mib} MiB is too small for qemu")
+        for key in ("KERNEL", "INITRD"):
+            path = spec.attrs.get(key)
+            if path and not self.ops.exists(Path(path)):
+                raise DriverError(f"{spec.deploy_id}: {key} file {path} does not exist")
+        for disk in spec.disks:
+            if not self.ops.exists(Path(disk.source)):
+                raise DriverError(f"{spec.deploy_id}: disk {disk.target}: image file {disk.source} "
+                                  "does not exist (was it staged?)")
+            if disk.format not in ("qcow2", "raw"):
+                raise DriverError(f"{spec.deploy_id}: disk {disk.target}: unsupported format "
+                                  f"{disk.format!r} (qcow2 or raw)")
+
+    # ------------------------------------------------------------ VMMDriver
+
+    def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
+        """Start the guest, or return the running one: a second call never starts a second qemu."""
+        self._local(host)
+        run = self.run_dir(spec.deploy_id)
+        if self._pid(run) is not None:
+            return self.poll(host, spec.deploy_id)
+        self._check_inputs(spec)
+        accel = spec.attrs.get("ACCEL") or self.accel(host).accel
+        self._prepare_run_dir(run, spec)
+        iso = build_seed_iso(spec, run / "context.iso") if spec.context else None
+        argv = build_argv(spec, run, accel, self.binary, self.default_cmdline, iso)
+        self.ops.write_text(run / "argv.json", json.dumps(argv, indent=1) + "\n")
+        return self._launch(run, spec.deploy_id, argv)
+
+    def _prepare_run_dir(self, run: Path, spec: DomainSpec) -> None:
+        """A fresh boot: keep the previous console as console.prev.log, forget old state."""
+        self.ops.mkdir(run)
+        if self.ops.exists(run / "console.log"):
+            prev = self.ops.read_bytes(run / "console.log") or b""
+            self.ops.write_text(run / "console.prev.log", prev.decode(errors="replace"))
+            self.ops.remove(run / "console.log")
+        for name in ("ready", "boot_offset", "intent", "qemu.log", "qemu.pid", "state.sav"):
+            self.ops.remove(run / name)
+        self.ops.write_text(run / "spec.json", spec_to_json(spec))
+
+    def _launch(self, run: Path, deploy_id: str, argv: list[str]) -> DomainInfo:
+        rc, why = self.ops.start_daemon(argv, run / "qemu.log", self.start_timeout)
+        if rc != 0:
+            detail = self._failure_detail(run, why or f"qemu exited with status {rc} while starting")
+            return DomainInfo(deploy_id, DomainState.FAILED, detail)
+        return self.poll(HostRef(0, "local", "qemu"), deploy_id)
+
+    def poll(self, host: HostRef, deploy_id: str) -> DomainInfo:
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        if not self.ops.exists(run / "spec.json"):
+            return DomainInfo(deploy_id, DomainState.MISSING)
+        pid = self._pid(run)
+        if pid is None:
+            return self._poll_dead(run, deploy_id)
+        return self._poll_alive(run, deploy_id, pid)
+
+    def _poll_dead(self, run: Path, deploy_id: str) -> DomainInfo:
+        intent = self._intent(run)
+        if intent == "saved" and self.ops.exists(run / "state.sav"):
+            return self._info(run, deploy_id, DomainState.SAVED)
+        if intent == "shutdown":
+            return self._info(run, deploy_id, DomainState.OFF)
+        tail = self._console_tail(run, 3)
+        if any(m in tail for m in POWERED_OFF_MARKERS):
+            return self._info(run, deploy_id, DomainState.OFF, "the guest powered itself off")
+        return self._info(run, deploy_id, DomainState.FAILED,
+                          self._failure_detail(run, "the qemu process is gone"))
+
+    def _poll_alive(self, run: Path, deploy_id: str, pid: int) -> DomainInfo:
+        try:
+            status = str(self.ops.qmp(run / "qmp.sock", "query-status").get("status", ""))
+        except QMPError:
+            status = "unknown"  # busy socket or still starting: judge by the console
+        if status in ("paused", "suspended") and self._intent(run) == "suspend":
+            return self._info(run, deploy_id, DomainState.PAUSED, pid=pid)
+        if status in ("inmigrate", "finish-migrate", "postmigrate", "save-vm", "restore-vm"):
+            return self._info(run, deploy_id, DomainState.BOOTING, f"qemu status {status}", pid)
+        if status in ("internal-error", "io-error", "guest-panicked"):
+            return self._info(run, deploy_id, DomainState.FAILED,
+                              self._failure_detail(run, f"qemu status {status}"), pid)
+        if status == "shutdown" or self._intent(run) == "shutdown":
+            return self._info(run, deploy_id, DomainState.SHUTTING_DOWN, pid=pid)
+        return self._boot_state(run, deploy_id, pid)
+
+    def _boot_state(self, run: Path, deploy_id: str, pid: int) -> DomainInfo:
+        """RUNNING only once the guest printed its marker; a panic on the console is a failure."""
+        if self.ops.exists(run / "ready"):
+            return self._info(run, deploy_id, DomainState.RUNNING, pid=pid)
+        console = self._boot_console(run)
+        if self._marker(self._spec(run)) in console:
+            self.ops.write_text(run / "ready", f"{time.time():.3f}\n")
+            return self._info(run, deploy_id, DomainState.RUNNING, pid=pid)
+        if any(m in console for m in PANIC_MARKERS):
+            return self._info(run, deploy_id, DomainState.FAILED,
+                              self._failure_detail(run, "the guest kernel panicked"), pid)
+        return self._info(run, deploy_id, DomainState.BOOTING, pid=pid)
+
+    def shutdown(self, host: HostRef, deploy_id: str, hard: bool) -> None:
+        """Graceful: ACPI power button, the guest powers off. Hard: ``quit``, then SIGKILL."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        pid = self._pid(run)
+        if pid is None:
+            if self.ops.exists(run / "spec.json"):
+                self._set_intent(run, "shutdown")
+            return
+        self._set_intent(run, "shutdown")
+        if hard:
+            self._kill(run, pid)
+            return
+        try:
+            self.ops.qmp(run / "qmp.sock", "system_powerdown")
+        except QMPError as exc:
+            raise DriverError(f"{deploy_id}: ACPI power-down request failed: {exc}") from exc
+
+    def _kill(self, run: Path, pid: int, grace: float = 3.0) -> None:
+        """``quit`` over QMP (clean exit, flushed disks); SIGTERM/SIGKILL if qemu is wedged."""
+        try:
+            self.ops.qmp(run / "qmp.sock", "quit", timeout=2.0)
+        except QMPError:
+            self.ops.kill(pid, signal.SIGTERM)
+        if self._wait_gone(run, grace):
+            return
+        self.ops.kill(pid, signal.SIGKILL)
+        if not self._wait_gone(run, grace):
+            raise DriverError(f"qemu pid {pid} ({run.name}) survived SIGKILL")
+
+    def _wait_gone(self, run: Path, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._pid(run) is None:
+                return True
+            time.sleep(0.05)
+        return self._pid(run) is None
+
+    def reboot(self, host: HostRef, deploy_id: str) -> None:
+        """Hard reset; the guest is BOOTING until it prints its marker again."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        pid = self._require_alive(run, deploy_id, "reboot")
+        del pid
+        self.ops.write_text(run / "boot_offset", f"{self.ops.size(run / 'console.log')}\n")
+        self.ops.remove(run / "ready")
+        self._qmp(run, deploy_id, "system_reset")
+
+    def suspend(self, host: HostRef, deploy_id: str) -> None:
+        """Pause the vCPUs (``stop``); memory stays allocated. Not in VMMDriver yet (see docs)."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        self._require_alive(run, deploy_id, "suspend")
+        self._set_intent(run, "suspend")
+        self._qmp(run, deploy_id, "stop")
+
+    def resume(self, host: HostRef, deploy_id: str) -> None:
+        """Undo :meth:`suspend` (``cont``)."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        self._require_alive(run, deploy_id, "resume")
+        self._qmp(run, deploy_id, "cont")
+        self._set_intent(run, "")
+
+    def save(self, host: HostRef, deploy_id: str) -> None:
+        """Stop the guest, migrate its state to ``state.sav``, quit qemu: SAVED, no process."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        pid = self._require_alive(run, deploy_id, "save")
+        self._set_intent(run, "save")
+        partial = run / "state.sav.part"
+        self.ops.remove(partial)
+        self._qmp(run, deploy_id, "stop")
+        uri = f"exec:cat > {shlex.quote(str(partial))}"
+        self._qmp(run, deploy_id, "migrate", {"uri": uri})
+        self._wait_migration(run, deploy_id, timeout=120.0)
+        self._rename(partial, run / "state.sav")
+        self._set_intent(run, "saved")
+        self._kill(run, pid)
+
+    def _rename(self, src: Path, dst: Path) -> None:
+        data = self.ops.read_bytes(src)
+        if data is None:
+            raise DriverError(f"saved state {src} was not written")
+        src.replace(dst)
+
+    def _wait_migration(self, run: Path, deploy_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self._qmp(run, deploy_id, "query-migrate") or {}
+            status = info.get("status", "")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise DriverError(f"{deploy_id}: saving state failed: {info.get('error-desc', status)}")
+            time.sleep(0.05)
+        raise DriverError(f"{deploy_id}: saving state did not finish within {timeout:g} s")
+
+    def restore(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
+        """Start qemu with the saved command line and ``-incoming``, then continue the guest."""
+        self._local(host)
+        run = self.run_dir(spec.deploy_id)
+        if self._pid(run) is not None:
+            return self.poll(host, spec.deploy_id)
+        if not self.ops.exists(run / "state.sav"):
+            raise DriverError(f"{spec.deploy_id}: no saved state to restore ({run / 'state.sav'})")
+        self._check_inputs(spec)
+        raw = self.ops.read_bytes(run / "argv.json")
+        if not raw:
+            raise DriverError(f"{spec.deploy_id}: saved command line {run / 'argv.json'} is missing")
+        argv = [*json.loads(raw), "-incoming", f"exec:cat {shlex.quote(str(run / 'state.sav'))}"]
+        self.ops.remove(run / "qemu.log")
+        self._set_intent(run, "restore")
+        info = self._launch(run, spec.deploy_id, argv)
+        if info.state == DomainState.FAILED:
+            return info
+        self._wait_incoming(run, spec.deploy_id, timeout=120.0)
+        self._qmp(run, spec.deploy_id, "cont")
+        self._set_intent(run, "")
+        self.ops.remove(run / "state.sav")
+        return self.poll(host, spec.deploy_id)
+
+    def _wait_incoming(self, run: Path, deploy_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = (self._qmp(run, deploy_id, "query-status") or {}).get("status")
+            if status != "inmigrate":
+                return
+            time.sleep(0.05)
+        raise DriverError(f"{deploy_id}: restoring state did not finish within {timeout:g} s")
+
+    def migrate(self, src: HostRef, dst: HostRef, spec: DomainSpec) -> DomainInfo:
+        if src == dst:
+            return self.poll(src, spec.deploy_id)
+        raise DriverError(f"{spec.deploy_id}: migration from {src.name} to {dst.name} needs the SSH "
+                          "transport, which the qemu driver does not have yet")
+
+    def cleanup(self, host: HostRef, deploy_id: str) -> None:
+        """Kill the guest if it still runs and remove its run dir (disks belong to storage)."""
+        self._local(host)
+        run = self.run_dir(deploy_id)
+        pid = self._pid(run)
+        if pid is not None:
+            self._kill(run, pid)
+        self.ops.remove_tree(run)
+
+    def monitor(self, host: HostRef) -> HostInfo:
+        """Capacity from /proc plus every guest found in the state dir (survives restarts)."""
+        self._local(host)
+        ncpu, total_mib, avail_mib = self.ops.resources()
+        domains: dict[str, DomainInfo] = {}
+        for name in self.ops.list_dir(self.state_dir):
+            if self.ops.exists(self.state_dir / name / "spec.json"):
+                domains[name] = self.poll(host, name)
+        accel = self.accel(host)
+        return HostInfo(
+            total_cpu=float(ncpu), total_mem_mib=total_mib,
+            used_cpu=round(sum(d.cpu_used for d in domains.values()), 3),
+            used_mem_mib=total_mib - avail_mib, domains=domains,
+            attrs={"HYPERVISOR": "qemu", "ACCEL": accel.accel, "ACCEL_REASON": accel.reason},
+        )
+
+    # ------------------------------------------------------------ helpers
+
+    def _require_alive(self, run: Path, deploy_id: str, action: str) -> int:
+        pid = self._pid(run)
+        if pid is None:
+            raise DriverError(f"cannot {action} {deploy_id}: its qemu process is not running")
+        return pid
+
+    def _qmp(self, run: Path, deploy_id: str, command: str,
+             arguments: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.ops.qmp(run / "qmp.sock", command, arguments)
+        except QMPError as exc:
+            raise DriverError(f"{deploy_id}: QMP {command} failed: {exc}") from exc
+
+    def live_domains(self) -> list[tuple[str, int]]:
+        """(deploy id, pid) of every qemu process this state dir owns; for tests and cleanup."""
+        out: list[tuple[str, int]] = []
+        for name in self.ops.list_dir(self.state_dir):
+            run = self.state_dir / name
+            pid = self._pid(run) if self.ops.exists(run / "spec.json") else None
+            if pid is not None:
+                out.append((name, pid))
+        return out
+
+
+@functools.cache
+def _default_probe_guest() -> tuple[Path, Path, str]:
+    """The cached test guest (built on first use) is the accel probe's guest."""
+    from vocloud.guest.build import ensure_image
+
+    image = ensure_image()
+    return image.vmlinux, image.initramfs, image.cmdline

@@ -1,0 +1,113 @@
+"""Fixtures for tests that boot real qemu guests.
+
+The guest image is built once (``vocloud.guest.build``, cached in ``$VOCLOUD_CACHE`` between runs)
+and the KVM/TCG probe runs once per machine (its answer is cached next to the image), so a test
+session pays only for the guests it boots. Every qemu process a test starts lives under a temp
+state dir; the ``qemu_reaper`` fixture kills whatever is left there, even after a failed test.
+Set ``VOCLOUD_REQUIRE_QEMU=1`` (CI) to turn "qemu missing" skips into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vocloud.drivers.accel import AccelProbe
+from vocloud.drivers.base import HostRef
+from vocloud.drivers.vmm.qemu import QemuDriver
+from vocloud.guest.build import GuestImage, cache_root, ensure_image
+
+LOCAL = HostRef(id=0, name="local", vmm="qemu", transport="local")
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("VOCLOUD_REQUIRE_QEMU"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def qemu_pids_under(path: Path) -> list[int]:
+    """Every live qemu process whose command line mentions ``path`` (our state dirs)."""
+    pids = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if argv.startswith(b"qemu-system") or b"/qemu-system" in argv.split(b"\0", 1)[0]:
+            if needle in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_qemu_under(path: Path) -> list[int]:
+    pids = qemu_pids_under(path)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while qemu_pids_under(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+@pytest.fixture(scope="session")
+def qemu_available() -> None:
+    for tool in ("qemu-system-x86_64", "qemu-img"):
+        if shutil.which(tool) is None:
+            _skip_or_fail(f"{tool} not found: apt-get install qemu-system-x86 qemu-utils")
+
+
+@pytest.fixture(scope="session")
+def guest_image(qemu_available: None) -> GuestImage:
+    """The tiny Debian guest (vmlinux, busybox initramfs, base.qcow2), built once and cached."""
+    try:
+        return ensure_image()
+    except (RuntimeError, OSError) as exc:
+        _skip_or_fail(f"cannot build the guest image from Debian packages: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def accel_probe(guest_image: GuestImage) -> AccelProbe:
+    """One probe per machine, its result kept beside the image cache across sessions."""
+    return AccelProbe(cache_root() / "accel")
+
+
+@pytest.fixture(scope="session")
+def qemu_session_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("qemu")
+    yield root
+    leaked = kill_qemu_under(root)
+    assert not leaked, f"qemu processes left running at session end (killed): {leaked}"
+
+
+@pytest.fixture
+def qemu_reaper(qemu_session_root: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A per-test state dir; any qemu still running under it afterwards is killed."""
+    state = qemu_session_root / request.node.name.replace("[", "_").replace("]", "_")
+    state.mkdir()
+    yield state
+    kill_qemu_under(state)
+
+
+def make_driver(state: Path, probe: AccelProbe, image: GuestImage) -> QemuDriver:
+    """A driver on ``state`` sharing the session's accel probe (no second probe boot)."""
+    return QemuDriver(state, accel_probe=probe,
+                      probe_guest=lambda: (image.vmlinux, image.initramfs, image.cmdline))
+
+
+@pytest.fixture
+def qemu_driver(qemu_reaper: Path, accel_probe: AccelProbe, guest_image: GuestImage) -> QemuDriver:
+    return make_driver(qemu_reaper, accel_probe, guest_image)
