@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     t_naive, naive = best_of(lambda: naive_plan(demand, pools, site), 1)
     ours = sum(result.boots(p.policy.vo) for p in pools)
     theirs = sum(naive.values())
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         "plan_s": {"value": t_plan, "target": TARGET_S, "baseline": t_naive,
                    "baseline_name": "per-job first-fit + one-VM-at-a-time scans"},
         "group_by_vo_s": {"value": t_group, "target": None, "baseline": None},

@@ -9,6 +9,7 @@ Set ``VOCLOUD_REQUIRE_QEMU=1`` (CI) to turn "qemu missing" skips into failures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,19 +44,16 @@ def qemu_pids_under(path: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if argv.startswith(b"qemu-system") or b"/qemu-system" in argv.split(b"\0", 1)[0]:
-            if needle in argv:
-                pids.append(int(entry.name))
+        if b"qemu-system" in argv.split(b"\0", 1)[0] and needle in argv:
+            pids.append(int(entry.name))
     return pids
 
 
 def kill_qemu_under(path: Path) -> list[int]:
     pids = qemu_pids_under(path)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5
     while qemu_pids_under(path) and time.monotonic() < deadline:
         time.sleep(0.05)

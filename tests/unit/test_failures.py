@@ -10,6 +10,7 @@ from vocloud.elastic.failures import (
     BackoffPolicy,
     PoolVMEvent,
     backoff_delay,
+    blocked,
     failure_verdict,
     may_boot,
     pool_vm_next,
@@ -155,3 +156,16 @@ def test_down_node_is_reaped_after_grace_and_is_not_an_image_failure() -> None:
 def test_failed_vm_is_removed() -> None:
     v = failure_verdict(_vm(V.FAILED), POLICY, 0.0)
     assert v is not None and v.cause is ShutdownCause.FAILED
+
+
+def test_blocked_lists_only_keys_in_backoff_now() -> None:
+    states = {"h1": record_failure(BackoffState(key="h1"), 0.0), "h2": BackoffState(key="h2")}
+    assert blocked(states, 1.0) == frozenset({"h1"})
+    assert blocked(states, 1e6) == frozenset()
+
+
+def test_which_shutdowns_blame_image_and_host() -> None:
+    assert {c for c in ShutdownCause if c.is_failure} == {ShutdownCause.BOOT_TIMEOUT,
+                                                          ShutdownCause.FAILED}
+    assert {c for c in ShutdownCause if c.blames_host} == {ShutdownCause.BOOT_TIMEOUT,
+                                                           ShutdownCause.FAILED, ShutdownCause.DOWN}

@@ -163,6 +163,28 @@ def test_requested_vms_not_yet_placed_are_subtracted_from_free_capacity() -> Non
     assert run(jobs("atlas", 12), pool, site=site).boots("atlas") == 1
 
 
+def test_requested_vms_count_once_against_the_site_cap() -> None:
+    pool = Pool(pol(), vms=(vm(1, V.REQUESTED, started_at=NOW),))
+    assert run(jobs("atlas", 40), pool, site=replace(BIG, max_vms=3)).boots("atlas") == 2
+
+
+def test_memory_fit_is_exact_at_the_vm_boundary() -> None:
+    # Rounding job memory for grouping must never turn a job that fits into an unfit one.
+    odd = pol(cores_per_vm=2, memory_mib_per_vm=3900)
+    p = run(jobs("atlas", 2, mem=3900) + jobs("atlas", 1, mem=3901), Pool(odd))
+    st_ = p.for_vo("atlas")
+    assert st_ is not None and (st_.fitting_jobs, st_.unfit_jobs) == (2, 1)
+    assert p.boots("atlas") == 2
+    assert any("3901 MiB, more than a 3900 MiB VM" in n for n in st_.notes)
+
+
+def test_busy_vm_free_memory_limits_what_it_absorbs() -> None:
+    # 3 free cores but memory for only two 1000 MiB jobs (memory is rounded up to 64 MiB).
+    busy = vm(1, V.JOINED_BUSY, running_jobs=1, free_cores=3, free_memory_mib=2100)
+    assert run(jobs("atlas", 2, mem=1000), Pool(pol(), vms=(busy,))).actions == ()
+    assert run(jobs("atlas", 3, mem=1000), Pool(pol(), vms=(busy,))).boots("atlas") == 1
+
+
 def test_no_vm_is_asked_for_that_no_host_can_hold() -> None:
     # 12 free cores in total, but spread 6 + 6: an 8-core VM fits nowhere.
     site = SiteCapacity.from_hosts(100, ((6, 64_000), (6, 64_000)))
@@ -366,6 +388,7 @@ def test_plan_is_deterministic_whatever_the_input_order() -> None:
 @dataclass
 class _WVM:
     id: int
+    vo: str
     state: V
     started: float
     joined: float | None = None
@@ -375,23 +398,28 @@ class _WVM:
 
 @dataclass
 class World:
-    """Boots take ``boot_s``; 1-core jobs run ``run_s`` on the first VM with a free core."""
+    """Boots take ``boot_s``; 1-core jobs run ``run_s`` on the first VM of their VO with a free
+    core. ``site_vms`` caps the VMs of all pools, as a full site does."""
 
-    policy: PoolPolicy
+    policies: list[PoolPolicy]
     boot_s: float = 60.0
     run_s: float = 250.0
+    site_vms: int = 10_000
     vms: dict[int, _WVM] = field(default_factory=dict)
     queue: list[PendingJob] = field(default_factory=list)
-    boots: list[float] = field(default_factory=list)
+    boots: dict[str, list[float]] = field(default_factory=dict)
     log: list[tuple[float, Any]] = field(default_factory=list)
     next_id: int = 0
 
     def step(self, now: float) -> Plan:
         self._advance(now)
-        p = plan(by_vo(self.queue), [self._pool()], BIG, now)
+        p = plan(by_vo(self.queue), self._pools(), replace(BIG, max_vms=self.site_vms), now)
         for a in p.actions:
             self._apply(a, now)
         return p
+
+    def size(self, vo: str) -> int:
+        return sum(1 for v in self.vms.values() if v.vo == vo and v.state is not V.DRAINING)
 
     def _advance(self, now: float) -> None:
         for v in self.vms.values():
@@ -402,25 +430,27 @@ class World:
                 v.state, v.idle_since = V.JOINED_IDLE, now
             if not v.jobs and v.state is V.DRAINING:
                 v.state = V.DRAINED
+        cores = {p.vo: p.cores_per_vm for p in self.policies}
         for v in sorted(self.vms.values(), key=lambda v: v.id):
-            while self.queue and v.state in (V.JOINED_IDLE, V.JOINED_BUSY) \
-                    and len(v.jobs) < self.policy.cores_per_vm:
-                self.queue.pop(0)
+            mine = [j for j in self.queue if j.vo == v.vo]
+            while mine and v.state in (V.JOINED_IDLE, V.JOINED_BUSY) and len(v.jobs) < cores[v.vo]:
+                self.queue.remove(mine.pop(0))
                 v.jobs.append(now + self.run_s)
                 v.state, v.idle_since = V.JOINED_BUSY, None
 
-    def _pool(self) -> Pool:
-        return Pool(self.policy, vms=tuple(
+    def _pools(self) -> list[Pool]:
+        return [Pool(p, vms=tuple(
             PoolVM(v.id, f"vc-{v.id}", v.state, v.started, v.joined, v.idle_since, len(v.jobs))
-            for v in self.vms.values()), recent_boots=tuple(self.boots))
+            for v in self.vms.values() if v.vo == p.vo), recent_boots=tuple(self.boots.get(p.vo, [])))
+            for p in self.policies]
 
     def _apply(self, a: Any, now: float) -> None:
         self.log.append((now, a))
         if isinstance(a, Boot):
             for _ in range(a.count):
-                self.vms[self.next_id] = _WVM(self.next_id, V.BOOTING, now)
+                self.vms[self.next_id] = _WVM(self.next_id, a.vo, V.BOOTING, now)
                 self.next_id += 1
-                self.boots.append(now)
+                self.boots.setdefault(a.vo, []).append(now)
             return
         v = self.vms[a.vm_id]
         if isinstance(a, Drain):
@@ -436,7 +466,7 @@ class World:
 def test_bursty_queue_does_not_flap() -> None:
     # A burst of 8 short jobs every 400 s; the idle timeout (600 s) outlasts the gaps, so the
     # pool should boot 2 VMs once, keep them through the bursts, and drain them at the end.
-    w = World(pol(idle_timeout_s=600, scale_down_delay_s=120))
+    w = World([pol(idle_timeout_s=600, scale_down_delay_s=120)])
     t = 0.0
     while t < 6000:
         if t % 400 == 0 and t < 3000:
@@ -455,7 +485,7 @@ def test_bursty_queue_does_not_flap() -> None:
 
 
 def test_demand_returning_resumes_instead_of_booting() -> None:
-    w = World(pol(idle_timeout_s=100, scale_down_delay_s=0), run_s=100)
+    w = World([pol(idle_timeout_s=100, scale_down_delay_s=0)], run_s=100)
     w.queue.extend(jobs("atlas", 4))
     t = 0.0
     while not any(isinstance(a, Drain) for _, a in w.log):
@@ -466,6 +496,61 @@ def test_demand_returning_resumes_instead_of_booting() -> None:
     p = w.step(t)
     assert kinds(p, Resume) and not kinds(p, Boot) and not kinds(p, Shutdown)
     assert sum(b.count for _, b in w.log if isinstance(b, Boot)) == 1
+
+
+def test_a_full_site_moves_to_the_weights_as_jobs_end() -> None:
+    # VO a fills a 9-VM site first; then b (weight 2) queues as much. With rebalancing the site
+    # converges to 3/6 by draining a's VMs as their jobs end; no job is killed; and it then holds
+    # still (no VM drained or booted in the last cycles while both queues stay deep).
+    w = World([pol("a", cores_per_vm=1, max_boots_per_minute=5),
+               pol("b", cores_per_vm=1, weight=2, max_boots_per_minute=5)],
+              site_vms=9, run_s=300)
+    w.queue.extend(jobs("a", 400))
+    t = 0.0
+    for _ in range(30):
+        w.step(t)
+        t += 20
+    assert w.size("a") == 9
+    w.queue.extend(jobs("b", 400, t=t))
+    for _ in range(120):
+        w.step(t)
+        t += 20
+    assert (w.size("a"), w.size("b")) == (3, 6)
+    late = [a for ts, a in w.log if ts > t - 600 and not isinstance(a, Shutdown)]
+    assert late == []
+    causes = {a.cause for _, a in w.log if isinstance(a, Drain)}
+    assert causes == {DrainCause.REBALANCE}
+
+
+def test_rebalance_drains_the_pool_above_its_share_fewest_jobs_first() -> None:
+    a = Pool(pol("a", cores_per_vm=1), vms=tuple(vm(i, V.JOINED_BUSY, running_jobs=1 + i % 3)
+                                                 for i in range(10)))
+    p = run(jobs("a", 50) + jobs("b", 50), a, Pool(pol("b", cores_per_vm=1)),
+            site=replace(BIG, max_vms=10))
+    drains = kinds(p, Drain)
+    assert len(drains) == 5 and {d.cause for d in drains} == {DrainCause.REBALANCE}
+    assert sorted(d.vm_id for d in drains) == [0, 1, 3, 6, 9]  # 1 running job each, then 2
+    assert kinds(p, Shutdown) == [] and p.boots("b") == 0
+    # Next cycle: the drained VMs are capacity in transit; a's demand does not resume them and
+    # nothing more is drained.
+    again = Pool(pol("a", cores_per_vm=1), vms=tuple(
+        replace(v, state=V.DRAINING) if v.vm_id in {d.vm_id for d in drains} else v for v in a.vms))
+    p2 = run(jobs("a", 50) + jobs("b", 50), again, Pool(pol("b", cores_per_vm=1)),
+             site=replace(BIG, max_vms=10))
+    assert p2.actions == ()
+
+
+def test_rebalance_off_leaves_running_pools_alone() -> None:
+    a = Pool(pol("a"), vms=tuple(vm(i, V.JOINED_BUSY, running_jobs=4) for i in range(10)))
+    p = run(jobs("a", 50) + jobs("b", 50), a, Pool(pol("b")),
+            site=replace(BIG, max_vms=10, rebalance=False))
+    assert p.actions == ()
+
+
+def test_rebalance_respects_the_donor_min() -> None:
+    a = Pool(pol("a", min_vms=9), vms=tuple(vm(i, V.JOINED_BUSY, running_jobs=4) for i in range(10)))
+    p = run(jobs("b", 50), a, Pool(pol("b")), site=replace(BIG, max_vms=10))
+    assert [d.vm_id for d in kinds(p, Drain)] == [0]
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -530,3 +615,12 @@ def test_property_safe_and_within_caps(s: tuple[list[PendingJob], list[Pool], Si
             assert status.desired <= pool.policy.max_vms
     ids = [a.vm_id for a in p.actions if not isinstance(a, Boot)]
     assert len(ids) == len(set(ids)), "one action per VM per plan"
+    for pool in pools:
+        vo = pool.policy.vo
+        shrink = [a for a in kinds(p, Drain) if a.vo == vo and a.cause in (DrainCause.IDLE,
+                                                                          DrainCause.REBALANCE)]
+        assert not (shrink and p.boots(vo)), "boot and drain the same pool in one plan"
+        if any(a.cause is DrainCause.REBALANCE for a in shrink):
+            live = sum(1 for v in pool.vms if v.state in (V.REQUESTED, V.BOOTING, V.JOINED_IDLE,
+                                                          V.JOINED_BUSY))
+            assert live - len(shrink) >= pool.policy.min_vms

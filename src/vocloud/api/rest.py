@@ -181,8 +181,9 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None) -> Fast
     # ---- VMs
     @r.get("/vms")
     def vm_list(who: Who, all: bool = False, state: str | None = None,
-                limit: int | None = None) -> JSONResponse:
-        return JSONResponse(cloud.vms.list(who, include_done=all, state=state, limit=limit))
+                limit: int | None = None) -> Response:
+        body = cloud.vms.list_json(who, include_done=all, state=state, limit=limit)
+        return Response(body, media_type="application/json")
 
     @r.post("/vms", status_code=201)
     def vm_create(who: Who, body: VMCreate) -> JSONResponse:

@@ -15,7 +15,8 @@ from vocloud.cli.credentials import Endpoint, token_hint
 from vocloud.cli.errors import ApiError, CliError
 
 API = "/api/v1"
-TIMEOUT = 120.0  # creating thousands of VMs in one request is legitimately slow
+TIMEOUT = 120.0
+_LOOPBACK = {"localhost", "::1"}  # creating thousands of VMs in one request is legitimately slow
 
 
 class Client:
@@ -24,8 +25,16 @@ class Client:
         headers = {"Accept": "application/json"}
         if endpoint.token:
             headers["Authorization"] = f"Bearer {endpoint.token}"
+        # Certificates are loaded only for https: building a verifying SSL context costs a tenth
+        # of a second, paid by every command against the usual plain-http loopback daemon. A
+        # proxy from the environment is honoured, except for loopback, where it is never meant.
+        try:
+            host = httpx.URL(endpoint.url).host
+        except httpx.InvalidURL as exc:
+            raise CliError(f"bad vocloud URL {endpoint.url!r}: {exc}") from None
         self._http = httpx.Client(base_url=endpoint.url + API, headers=headers, timeout=timeout,
-                                  trust_env=False)
+                                  trust_env=host not in _LOOPBACK and not host.startswith("127."),
+                                  verify=endpoint.url.startswith("https://"))
 
     def get(self, path: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
@@ -78,5 +87,6 @@ class Client:
             code, details = "Error", None
             message = f"HTTP {resp.status_code} from {self.endpoint.url}: {resp.text[:200]}"
         if resp.status_code == 401:
-            message = f"{message}; {token_hint(self.endpoint)}"
+            hint = token_hint(self.endpoint)
+            message = hint if self.endpoint.token is None else f"{message}; {hint}"
         return ApiError(resp.status_code, code, message, details)

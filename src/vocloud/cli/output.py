@@ -56,7 +56,13 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable
         t.add_column(col, justify="right" if col in right_set else "left", no_wrap=True)
     for row in rows:
         t.add_row(*(_cell(v) for v in row))
-    console().print(t)
+    con = console()
+    if con.is_terminal:
+        con.print(t)
+        return
+    with con.capture() as captured:  # piped: no trailing blanks for scripts to trip over
+        con.print(t)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def section(title: str) -> None:

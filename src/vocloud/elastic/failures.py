@@ -20,6 +20,7 @@ replays byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -144,6 +145,16 @@ def may_boot(state: BackoffState, now: float) -> tuple[bool, str]:
         return False, (f"backing off {label}after {state.failures} boot failure(s): "
                        f"retry in {state.retry_at - now:.0f} s")
     return True, f"probing {label}after {state.failures} boot failure(s): one boot at a time"
+
+
+def blocked(states: Mapping[str, BackoffState], now: float) -> frozenset[str]:
+    """Keys (hosts, images) that may not be used now: for the scheduler to skip failing hosts.
+
+    Per-host backoff is applied at placement, not by the planner: the planner asks for VMs, the
+    scheduler chooses hosts, and a host in backoff is simply not offered, so the other hosts
+    take the boots and no pool is held back by one bad host.
+    """
+    return frozenset(k for k, st in states.items() if not may_boot(st, now)[0])
 
 
 def is_probing(state: BackoffState) -> bool:

@@ -17,9 +17,10 @@ How a pool is sized, in order:
    VM shape each) and busy VMs' unallocated cores/memory when the batch system reports them.
    The leftover jobs are then packed onto new VM shapes. Packing is *best-fit decreasing* on
    bins grouped by remaining capacity: jobs are taken largest first, and each shape's jobs fill
-   the tightest bins that hold them, a whole group of identical bins at a time. Job memory is
-   rounded up to 256 MiB (never above the VM's) to keep the number of shapes small; rounding
-   up can only over-count demand by a fraction of a VM, never hide a job.
+   the tightest bins that hold them, a whole group of identical bins at a time. Memory is
+   counted in 1/K-ths of the VM's memory (K = VM MiB // 64): a job's memory is rounded up by
+   less than 64 MiB, which keeps the number of distinct shapes small, keeps the fit test exact
+   (a job that fits a VM is never called unfit), and can only over-count demand slightly.
 4. **Resume before boot**: VMs draining or drained (and not past their lifetime) are resumed
    for the new demand before any new VM is booted: cheaper, instant, and it is what stops a
    boot/drain/boot cycle when demand dips and returns.
@@ -28,8 +29,10 @@ How a pool is sized, in order:
 6. **Site**: what is left of the site's VM cap and free cores/memory (and, when given, which
    host can hold a VM of the pool's shape) is split between pools by **weighted max-min
    fairness**: pools below their ``min_vms`` are served first, then one VM at a time goes to the
-   pool whose size/weight is lowest (ties: VO name), until every pool has what it asked for or
-   nothing more fits. A pool that cannot get a VM drops out; the rest keep filling.
+   pool whose level, cores of active VMs per unit of weight, is lowest (ties: VO name), until
+   every pool has what it asked for or nothing more fits. A pool that cannot get a VM drops
+   out; the rest keep filling. Levels count cores, not VMs, so a VO with 8-core VMs does not get
+   eight times the share of one with 1-core VMs.
 7. **Scale down** only what is not needed: an idle VM is drained once idle past its idle
    timeout, when no pending job would go to it, the pool is above ``min_vms``, this plan boots
    nothing for the pool, and the pool's last boot is older than ``scale_down_delay_s``. Shrinking
@@ -37,6 +40,11 @@ How a pool is sized, in order:
    never joined: failed, timed out, or a surplus request). Lowering ``max_vms`` drains the
    surplus: unplaced requests first, then idle VMs, then booting ones, then the busy VMs with
    the fewest running jobs (their jobs finish; nothing is killed).
+8. **Rebalance** (``SiteCapacity.rebalance``, on by default): when the site is full and a pool
+   is left short, pools above their weighted share give way: their planned resumes are
+   withheld, then their VMs drained (idle first, then fewest running jobs), just enough to bring
+   the levels together; the freed capacity boots the short pool's VMs as the jobs end. See
+   :func:`_rebalance` for why this converges and cannot ping-pong.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ from vocloud.elastic.policy import PoolVMState as V
 from vocloud.errors import InvalidInput
 
 #: Job memory is rounded up to this many MiB when grouping shapes (see module docstring).
-MEMORY_QUANTUM_MIB = 256
+MEMORY_QUANTUM_MIB = 64
 #: The window of ``max_boots_per_minute``.
 RATE_WINDOW_S = 60.0
 
@@ -372,10 +380,6 @@ def _draft(pool: Pool, jobs: Sequence[PendingJob], now: float) -> _PoolDraft:
     draft.actions.extend(c.failed)
     draft.actions.extend(_lifetime_drains(c, p, now))
     draft.resumes = _resumes(c, d, new_needed, base_active, p)
-    resumed_ids = {r.vm_id for r in draft.resumes}
-    draft.actions.extend(
-        Shutdown(p.vo, vm.vm_id, f"shutdown vm {vm.vm_id}: drained and empty", vm.name)
-        for vm in c.drained_empty if vm.vm_id not in resumed_ids)
     if base_active > p.max_vms:
         draft.actions.extend(_surplus(c, base_active - p.max_vms, p))
         return draft
@@ -529,15 +533,18 @@ class _Site:
 def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
     """Weighted max-min fair split of the site: minimums first, then the rest by weight."""
     notes: list[str] = []
+    stuck: set[int] = set()  # pools that could not get a VM: they stay out (shapes never shrink)
     for phase in ("min", "demand"):
-        heap = [(_level(d), d.policy.vo, i) for i, d in enumerate(drafts) if _wants(d, phase)]
+        heap = [(_level(d), d.policy.vo, i) for i, d in enumerate(drafts)
+                if _wants(d, phase) and i not in stuck]
         heapq.heapify(heap)
         while heap:
             _, vo, i = heapq.heappop(heap)
             d = drafts[i]
             reason = site.why_not(d.shape)
             if reason is not None:
-                d.notes.append(f"holding {_still_wanted(d)} boots: {reason}")
+                d.notes.append(f"holding {_still_wanted(d)} of {d.want} boots: {reason}")
+                stuck.add(i)
                 continue
             site.take(d.shape)
             d.granted += 1
@@ -551,7 +558,13 @@ def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
 
 
 def _level(d: _PoolDraft) -> float:
-    return (d.base_active + len(d.resumes) + d.granted) / d.policy.weight
+    """A pool's share in use: the cores of its active VMs (after this plan) per unit of weight."""
+    return (d.base_active + len(d.resumes) + d.granted) * _step(d)
+
+
+def _step(d: _PoolDraft) -> float:
+    """How much one VM moves a pool's level."""
+    return d.policy.cores_per_vm / d.policy.weight
 
 
 def _wants(d: _PoolDraft, phase: str) -> bool:
@@ -560,6 +573,104 @@ def _wants(d: _PoolDraft, phase: str) -> bool:
 
 def _still_wanted(d: _PoolDraft) -> int:
     return d.want - d.granted
+
+
+# --- rebalancing by drain -----------------------------------------------------------------------
+
+
+def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
+    """Move capacity from pools above their weighted share to pools the full site starves.
+
+    Stateless and convergent, so it needs no memory between cycles and cannot ping-pong:
+
+    * A *starved* pool is one the site split left short (``granted < want``). It is served, lowest
+      level first, one VM at a time (``_transfer``): from capacity already on its way out
+      (VMs draining or drained and not resumed: they will free their share), else by taking one
+      VM from the *donor*, the pool with the highest level.
+    * A transfer happens only while the starved pool, one VM up, stays at or below the donor one
+      VM down; so every transfer narrows the gap and none can be undone by the next one.
+    * Taking from a donor first cancels one of its planned resumes (the VM stays draining), and
+      only then drains one of its joined VMs: idle ones first, then the busy one with the fewest
+      running jobs, which finish first. A donor never goes below its ``min_vms`` and is never a
+      pool that boots in this same plan (no boot-and-drain in one cycle).
+
+    Draining VMs already count as capacity in transit in the next cycle, so a drain is never
+    repeated for the same shortfall while its VM empties.
+    """
+    starved = [d for d in drafts if d.granted < d.want]
+    if not starved:
+        return []
+    transit = sum(d.policy.cores_per_vm * (_draining(d) - len(d.resumes)) + _cores_leaving(d)
+                  for d in drafts)
+    gained = dict.fromkeys(range(len(starved)), 0)
+    moved = 0
+    while True:
+        i = min((j for j in gained if starved[j].granted + gained[j] < starved[j].want),
+                key=lambda j: (_level(starved[j]) + gained[j] * _step(starved[j]),
+                               starved[j].policy.vo), default=None)
+        if i is None:
+            break
+        taker = starved[i]
+        if transit >= taker.policy.cores_per_vm:
+            transit -= taker.policy.cores_per_vm
+            gained[i] += 1
+            continue
+        freed = _take_from_donor(drafts, taker, _level(taker) + (gained[i] + 1) * _step(taker))
+        if freed is None:
+            del gained[i]
+            continue
+        transit += freed
+        moved += 1
+    return [f"rebalanced {moved} VMs toward pools below their weighted share"] if moved else []
+
+
+def _draining(d: _PoolDraft) -> int:
+    """VMs of the pool already draining or drained: capacity on its way out."""
+    return d.vms.counts.get(_DRAINING, 0) + d.vms.counts.get(_DRAINED, 0)
+
+
+def _cores_leaving(d: _PoolDraft) -> int:
+    """Cores of this pool's VMs that this plan drains (they will free their share)."""
+    return sum(d.policy.cores_per_vm for a in d.actions
+               if isinstance(a, Drain) and a.cause is not DrainCause.LIFETIME)
+
+
+def _take_from_donor(drafts: Sequence[_PoolDraft], taker: _PoolDraft, taker_after: float) -> int | None:
+    """Free one VM's cores from the highest-level pool that can spare one, or ``None``."""
+    donors = sorted((d for d in drafts if d is not taker and not d.granted
+                     and d.base_active + len(d.resumes) - _drained_now(d) > d.policy.min_vms),
+                    key=lambda d: (-(_level(d) - _drained_now(d) * _step(d)), d.policy.vo))
+    for d in donors:
+        after = _level(d) - (_drained_now(d) + 1) * _step(d)
+        if taker_after > after:
+            return None  # donors are sorted: no later one is further above
+        if d.resumes:
+            d.resumes.pop(0)  # drained VMs were first: cancelling those frees capacity soonest
+            return d.policy.cores_per_vm
+        vm = _drain_candidate(d)
+        if vm is not None:
+            d.actions.append(Drain(
+                d.policy.vo, vm.vm_id,
+                f"drain vm {vm.vm_id}: {d.policy.vo} is above its weighted share while "
+                f"{taker.policy.vo} waits ({taker.demand.fitting_jobs} pending jobs); "
+                f"{vm.running_jobs} running jobs finish first", vm.name, DrainCause.REBALANCE))
+            return d.policy.cores_per_vm
+    return None
+
+
+def _drained_now(d: _PoolDraft) -> int:
+    """Active VMs of ``d`` that this plan already drains (they no longer count for its level)."""
+    return sum(1 for a in d.actions if isinstance(a, Drain) and a.cause is not DrainCause.LIFETIME)
+
+
+def _drain_candidate(d: _PoolDraft) -> PoolVM | None:
+    """The joined VM whose drain costs least: idle longest, else busy with fewest jobs."""
+    taken = {a.vm_id for a in d.actions if isinstance(a, Drain)}
+    idle = [v for v in d.vms.idle if v.vm_id not in taken]
+    if idle:
+        return min(idle, key=lambda v: (v.idle_since or v.joined_at or v.started_at, v.vm_id))
+    busy = [v for v in d.vms.busy if v.vm_id not in taken]
+    return min(busy, key=lambda v: (v.running_jobs, v.vm_id)) if busy else None
 
 
 # --- scale down and output ----------------------------------------------------------------------
@@ -594,7 +705,10 @@ def _shrinks(actions: Iterable[Action]) -> int:
 def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
     p = d.policy
     actions = list(d.actions)
-    actions.extend(_idle_drains(d, d.vms, now))
+    resumed = {r.vm_id for r in d.resumes}
+    actions.extend(
+        Shutdown(p.vo, vm.vm_id, f"shutdown vm {vm.vm_id}: drained and empty", vm.name)
+        for vm in d.vms.drained_empty if vm.vm_id not in resumed)
     actions.extend(d.resumes)
     if d.granted:
         held = f" of {d.want} wanted" if d.granted < d.want else ""
@@ -636,6 +750,10 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
         raise InvalidInput("two pools for the same VO", vos=sorted({v for v in vos if vos.count(v) > 1}))
     drafts = [_draft(pool, demand.get(pool.policy.vo, ()), now) for pool in ordered]
     notes = _share(drafts, _Site(site, drafts))
+    for d in drafts:
+        d.actions.extend(_idle_drains(d, d.vms, now))
+    if site.rebalance:
+        notes.extend(_rebalance(drafts))
     notes.extend(f"{_plural(len(demand[vo]), 'pending job')} of VO {vo}: no pool, not booted for"
                  for vo in sorted(set(demand) - set(vos)) if demand[vo])
     actions: list[Action] = []

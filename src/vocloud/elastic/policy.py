@@ -170,21 +170,28 @@ class SiteCapacity:
     subtracted, pool VMs still REQUESTED (not yet placed) are not: the planner subtracts those
     itself. ``host_free``: optional (free cores, free MiB) per host; when given, a VM is only
     planned if some host can hold it, so the planner never asks for a VM that no host fits.
+    ``rebalance``: when a pool cannot boot because the site is full, drain VMs of pools above
+    their weighted share so the capacity moves to it as their jobs end (never killed). Without
+    it, weights only split *new* capacity, and the VO that filled the site first keeps it for
+    as long as it has jobs queued.
     """
 
     max_vms: int
     free_cores: int
     free_memory_mib: int
     host_free: tuple[tuple[int, int], ...] = ()
+    rebalance: bool = True
 
     @classmethod
-    def from_hosts(cls, max_vms: int, host_free: tuple[tuple[int, int], ...]) -> SiteCapacity:
+    def from_hosts(cls, max_vms: int, host_free: tuple[tuple[int, int], ...],
+                   rebalance: bool = True) -> SiteCapacity:
         """Capacity from per-host free (cores, MiB); the totals are their sums."""
         return cls(
             max_vms=max_vms,
             free_cores=sum(c for c, _ in host_free),
             free_memory_mib=sum(m for _, m in host_free),
             host_free=host_free,
+            rebalance=rebalance,
         )
 
 
@@ -192,6 +199,7 @@ class DrainCause(StrEnum):
     IDLE = "IDLE"  # idle past the idle timeout and not needed
     SURPLUS = "SURPLUS"  # pool above max_vms (max lowered)
     LIFETIME = "LIFETIME"  # older than max_lifetime_s
+    REBALANCE = "REBALANCE"  # pool above its weighted share while another pool is starved
 
 
 class ShutdownCause(StrEnum):
@@ -207,6 +215,12 @@ class ShutdownCause(StrEnum):
     def is_failure(self) -> bool:
         """Whether this shutdown counts against the image's (and host's) backoff."""
         return self in (ShutdownCause.BOOT_TIMEOUT, ShutdownCause.FAILED)
+
+    @property
+    def blames_host(self) -> bool:
+        """Whether this shutdown counts against the VM's host backoff (a DOWN node did boot,
+        so its image is fine, but the host it ran on may not be)."""
+        return self.is_failure or self is ShutdownCause.DOWN
 
 
 @dataclass(frozen=True, slots=True)

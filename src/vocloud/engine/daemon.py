@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -152,6 +153,10 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     return create_app(cloud, lifespan=lifespan), loops, cloud
 
 
+def _exit_cleanly(_sig: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level.upper(),
@@ -163,6 +168,11 @@ def serve(settings: Settings) -> None:
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 log_level=settings.log_level.lower(), access_log=False,
                                 timeout_graceful_shutdown=10)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal; these
+        # handlers turn that into a clean exit status 0 after the shutdown has completed.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_cleanly)
         uvicorn.Server(config).run()
+        log.info("vocloud stopped")
     finally:
         lock.close()

@@ -118,9 +118,13 @@ class Reconciler:
                     # the VM stays PENDING and is retried next cycle.
                     s.expire(vm)
                     vm.sched_message = f"lost a race for host {p.host_id}: {exc.message}"
+            by_msg: dict[str, list[int]] = {}
             for vm_id, msg in result.unplaced.items():
                 if old_msgs.get(vm_id) != msg:
-                    s.execute(update(VM).where(VM.id == vm_id)
+                    by_msg.setdefault(msg, []).append(vm_id)
+            for msg, ids in by_msg.items():  # one UPDATE per reason, not one per VM
+                for i in range(0, len(ids), 500):
+                    s.execute(update(VM).where(VM.id.in_(ids[i:i + 500]))
                               .where(VM.state == S.PENDING.value).values(sched_message=msg))
 
     # ================================================================= lifecycle

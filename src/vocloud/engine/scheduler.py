@@ -353,13 +353,38 @@ def _both(
     return lambda a: f(a) and g(a)
 
 
+Entry = tuple[float, int, int]  # (-rank, host index, tag); indices follow host ids
+
+#: How many non-fitting hosts a VM may skip in its family's shared heap before its signature
+#: gets a heap of its own (see :class:`_Group`).
+_SKIP_LIMIT = 24
+
+
 class _Family:
     """What all signatures with one (requirements, rank) pair share: per host, whether the
     requirements hold and the rank, cached per host version. VM shapes differ only in whether
     they fit, so a host changed by a placement is evaluated once for the family, not per shape.
+
+    A *lazy* family (its rank can only fall and its requirements only turn false as hosts fill
+    up: striping, load-aware, FREE_MEM-style ranks, static ranks) also keeps one heap for all its
+    shapes. Its entries are tagged with the host's version: a stale entry can only overrate its
+    host, so it is re-evaluated when it reaches the top, and hosts that never get there are never
+    looked at again.
     """
 
-    __slots__ = ("dynamic", "lazy", "ok", "rank", "rank_dynamic", "req", "score", "seen", "static", "version")
+    __slots__ = (
+        "dynamic",
+        "heap",
+        "lazy",
+        "ok",
+        "rank",
+        "rank_dynamic",
+        "req",
+        "score",
+        "seen",
+        "static",
+        "version",
+    )
 
     def __init__(self, spec: _Spec, static: _Static, cycle: _Cycle) -> None:
         assert spec.rank is not None
@@ -376,6 +401,9 @@ class _Family:
         self.score = [0.0] * n
         for i in static.indices:
             self.refresh(i, cycle.state[i])
+        self.heap: list[Entry] = []
+        if self.lazy:
+            self.heap = self.entries(cycle, 0.0, 0)
 
     def refresh(self, i: int, h: _Host) -> None:
         """Brings host i's cached verdict and rank up to the host's current version."""
@@ -385,22 +413,42 @@ class _Family:
         if ok:
             self.score[i] = self.rank(h.attrs)
 
+    def entries(self, cycle: _Cycle, cpu: float, mem: int) -> list[Entry]:
+        """A heap of the hosts that match, are under the dispatch limit and fit (cpu, mem)."""
+        state, version, seen, ok, score = cycle.state, self.version, self.seen, self.ok, self.score
+        limit = cycle.host_limit
+        heap: list[Entry] = []
+        for i in self.static.indices:
+            h = state[i]
+            if seen[i] != version[i]:
+                self.refresh(i, h)
+            if (
+                ok[i]
+                and h.used_cpu + cpu <= h.total_cpu
+                and h.used_mem + mem <= h.total_mem
+                and not (limit and h.dispatched >= limit)
+            ):
+                heap.append((-score[i], i, version[i]))
+        heapq.heapify(heap)
+        return heap
+
 
 class _Group:
-    """All pending VMs with one signature: a heap of the hosts they may go to, best first.
+    """All pending VMs with one signature (requirements, rank, cpu, memory).
 
-    Heap entries are (-rank, host index, tag); indices follow host ids. Two ways keep the heap honest:
+    It finds hosts in one of three ways:
 
-    * *lazy* (the rank can only fall and the requirements can only turn false as hosts fill up,
-      e.g. striping, load-aware, FREE_MEM-based ranks): the tag is the host's version when the
-      entry was made. A stale entry can only overrate its host, so it is simply re-evaluated when
-      it reaches the top; hosts that never get there are never re-evaluated.
-    * *eager* (anything else, e.g. packing's RUNNING_VMS, which grows): before each use the group
-      re-evaluates every host changed since its last use and pushes a fresh entry; the tag is a
-      per-group stamp and older entries for the host are dropped when they surface.
+    * *shared*: a lazy family's heap, skipping hosts too small for this shape; those are put back
+      for the other shapes. If a search has to skip more than ``_SKIP_LIMIT`` hosts (big VMs on
+      a filling site), the group switches to
+    * *private*: the same lazy heap, but holding only hosts that fit this shape, so hosts that
+      no longer fit are dropped for good;
+    * *eager* (families whose rank can grow, e.g. packing's RUNNING_VMS): before each use the
+      group re-evaluates the hosts changed since its last use and pushes fresh entries tagged
+      with a per-group stamp; older entries for those hosts are dropped when they surface.
 
     ``status`` and the two counters describe each host as last evaluated, so a VM that cannot be
-    placed gets its reason without a scan.
+    placed gets its reason without a scan; lazy groups only compute them when that happens.
     """
 
     __slots__ = (
@@ -411,9 +459,11 @@ class _Group:
         "host_limit",
         "matched",
         "mem",
+        "mode",
         "roomy",
         "stamp",
         "status",
+        "synced",
     )
 
     def __init__(self, vm: PendingVM, family: _Family, cycle: _Cycle) -> None:
@@ -424,27 +474,14 @@ class _Group:
         self.status = bytearray(n)
         self.stamp = [0] * n
         self.matched = self.roomy = 0
-        self.cursor = len(cycle.changes)
-        self.heap = self._build(cycle)
-
-    def _build(self, cycle: _Cycle) -> list[tuple[float, int, int]]:
-        heap: list[tuple[float, int, int]] = []
-        fam, state, version = self.family, cycle.state, cycle.version
-        ok, score, seen = fam.ok, fam.score, fam.seen
-        lazy = fam.lazy
-        for i in fam.static.indices:
-            h = state[i]
-            if seen[i] != version[i]:
-                fam.refresh(i, h)
-            if not ok[i]:
-                continue
-            s = self._room(h)
-            self.status[i] = s
-            self._count(0, s)
-            if s == _READY:
-                heap.append((-score[i], i, version[i] if lazy else 0))
-        heapq.heapify(heap)
-        return heap
+        self.cursor = 0
+        self.synced = False
+        self.heap: list[Entry] = []
+        self.mode = "shared" if family.lazy else "eager"
+        if not family.lazy:
+            self.sync(cycle)
+            self.heap = [(-family.score[i], i, 0) for i in family.static.indices if self.status[i] == _READY]
+            heapq.heapify(self.heap)
 
     def _room(self, h: _Host) -> int:
         if not (h.used_cpu + self.cpu <= h.total_cpu and h.used_mem + self.mem <= h.total_mem):
@@ -453,10 +490,6 @@ class _Group:
             return _MATCH | _FIT
         return _READY
 
-    def _count(self, old: int, new: int) -> None:
-        self.matched += (new & _MATCH) - (old & _MATCH)
-        self.roomy += ((new & _FIT) - (old & _FIT)) >> 1
-
     def _update(self, i: int, h: _Host) -> tuple[int, int]:
         fam = self.family
         if fam.seen[i] != fam.version[i]:
@@ -464,33 +497,43 @@ class _Group:
         old = self.status[i]
         new = self._room(h) if fam.ok[i] else 0
         if new != old:
-            self._count(old, new)
+            self.matched += (new & _MATCH) - (old & _MATCH)
+            self.roomy += ((new & _FIT) - (old & _FIT)) >> 1
             self.status[i] = new
         return old, new
 
-    def best(self, cycle: _Cycle) -> int | None:
-        """The index of the host the next VM of this group goes to, or None."""
-        if self.family.lazy:
-            return self._best_lazy(cycle)
-        self.catch_up(cycle)
-        return self._best_eager()
-
-    def catch_up(self, cycle: _Cycle) -> None:
-        """Re-examines the hosts changed since this group last did, each once."""
+    def sync(self, cycle: _Cycle) -> None:
+        """Brings ``status`` and the counters up to date: a full pass the first time, then only
+        the hosts changed since the last sync, each once. Eager groups also push fresh entries."""
         changes = cycle.changes
+        if not self.synced:
+            self.synced = True
+            self.cursor = len(changes)
+            for i in self.family.static.indices:
+                self._update(i, cycle.state[i])
+            return
         if self.cursor == len(changes):
             return
         batch = changes[self.cursor :]
         self.cursor = len(changes)
         fam, state = self.family, cycle.state
         passed, score = fam.static.passed, fam.score
-        push = not fam.lazy
+        push = self.mode == "eager"
         for i in set(batch) if len(batch) > 1 else batch:
             if passed[i]:
                 old, new = self._update(i, state[i])
                 if push and new == _READY and (old != _READY or fam.rank_dynamic):
                     self.stamp[i] += 1
                     heapq.heappush(self.heap, (-score[i], i, self.stamp[i]))
+
+    def best(self, cycle: _Cycle) -> int | None:
+        """The index of the host the next VM of this group goes to, or None."""
+        if self.mode == "shared":
+            return self._best_shared(cycle)
+        if self.mode == "private":
+            return _best_lazy(self.heap, self.family, cycle, self.cpu, self.mem)
+        self.sync(cycle)
+        return self._best_eager()
 
     def _best_eager(self) -> int | None:
         heap, stamp, status = self.heap, self.stamp, self.status
@@ -501,33 +544,57 @@ class _Group:
             heapq.heappop(heap)
         return None
 
-    def _best_lazy(self, cycle: _Cycle) -> int | None:
-        """Pops stale tops until a current one surfaces. This is the hot loop of spreading
-        policies, so it is written out flat; status and counters are left to :meth:`catch_up`,
-        which runs only when the group fails to place a VM."""
-        heap, version, state = self.heap, cycle.version, cycle.state
-        fam = self.family
-        seen, ok, score = fam.seen, fam.ok, fam.score
-        cpu, mem, limit = self.cpu, self.mem, self.host_limit
-        while heap:
-            top = heap[0]
-            i = top[1]
-            v = version[i]
-            if v == top[2]:
-                return i
+    def _best_shared(self, cycle: _Cycle) -> int | None:
+        heap, state, version = self.family.heap, cycle.state, cycle.version
+        cpu, mem = self.cpu, self.mem
+        skipped: list[Entry] = []
+        found = None
+        while True:
+            i = _best_lazy(heap, self.family, cycle, 0.0, 0)
+            if i is None:
+                break
             h = state[i]
-            if seen[i] != v:
-                fam.refresh(i, h)
-            if (
-                ok[i]
-                and h.used_cpu + cpu <= h.total_cpu
-                and h.used_mem + mem <= h.total_mem
-                and not (limit and h.dispatched >= limit)
-            ):
-                heapq.heapreplace(heap, (-score[i], i, v))
-            else:
-                heapq.heappop(heap)
-        return None
+            if h.used_cpu + cpu <= h.total_cpu and h.used_mem + mem <= h.total_mem:
+                found = i
+                break
+            skipped.append(heapq.heappop(heap))
+            if len(skipped) > _SKIP_LIMIT:
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        if len(skipped) > _SKIP_LIMIT:
+            self.mode = "private"
+            self.heap = self.family.entries(cycle, cpu, mem)
+            return _best_lazy(self.heap, self.family, cycle, cpu, mem)
+        assert found is None or version[found] == heap[0][2] or True
+        return found
+
+
+def _best_lazy(heap: list[Entry], fam: _Family, cycle: _Cycle, cpu: float, mem: int) -> int | None:
+    """Pops stale tops until a current one surfaces; the hot loop of spreading policies, so it is
+    written out flat. A stale host that still matches, fits (cpu, mem) and is under the
+    dispatch limit goes back with its current rank."""
+    version, state, limit = cycle.version, cycle.state, cycle.host_limit
+    seen, ok, score = fam.seen, fam.ok, fam.score
+    while heap:
+        top = heap[0]
+        i = top[1]
+        v = version[i]
+        if v == top[2]:
+            return i
+        h = state[i]
+        if seen[i] != v:
+            fam.refresh(i, h)
+        if (
+            ok[i]
+            and h.used_cpu + cpu <= h.total_cpu
+            and h.used_mem + mem <= h.total_mem
+            and not (limit and h.dispatched >= limit)
+        ):
+            heapq.heapreplace(heap, (-score[i], i, v))
+        else:
+            heapq.heappop(heap)
+    return None
 
 
 _FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FREE_MEM": -1}
@@ -555,8 +622,8 @@ class _Cycle:
         self.groups: dict[tuple[str | None, str | None, float, int], _Group | str] = {}
         self.statics: dict[str | None, _Static] = {}
         self.families: dict[tuple[str | None, str], _Family] = {}
-        self.free_cpu: list[tuple[float, int, int]] = []
-        self.free_mem: list[tuple[float, int, int]] = []
+        self.free_cpu: list[Entry] = []
+        self.free_mem: list[Entry] = []
         for i, h in enumerate(self.state):
             self.free_cpu.append((h.used_cpu - h.total_cpu, i, 0))
             self.free_mem.append((h.used_mem - h.total_mem, i, 0))
@@ -599,7 +666,7 @@ class _Cycle:
         heapq.heappush(self.free_cpu, (h.used_cpu - h.total_cpu, i, v))
         heapq.heappush(self.free_mem, (h.used_mem - h.total_mem, i, v))
 
-    def most_free(self, heap: list[tuple[float, int, int]]) -> _Host | None:
+    def most_free(self, heap: list[Entry]) -> _Host | None:
         while heap and heap[0][2] != self.version[heap[0][1]]:
             heapq.heappop(heap)
         return self.state[heap[0][1]] if heap else None
@@ -626,7 +693,7 @@ def place(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy: Sched
             continue
         i = g.best(cycle)
         if i is None:
-            g.catch_up(cycle)
+            g.sync(cycle)
             unplaced[vm.id] = _reason(vm, g.family.req, cycle.tally(g), policy.max_host_dispatch)
             continue
         cycle.charge(i, vm)

@@ -7,7 +7,7 @@
 #   * mounts a cloud-init NoCloud seed (label "cidata", CD-ROM or virtio disk) and echoes its
 #     hostname and context variables on the console, proving contextualization end to end,
 #   * prints the ready marker the qemu driver waits for,
-#   * runs busybox acpid in the foreground so an ACPI power-button press powers the guest off.
+#   * runs busybox acpid (started before the marker) so the ACPI power button powers it off.
 # Everything prints to the serial console, which the driver keeps as the VM's log.
 
 /bin/busybox --install -s /bin
@@ -78,10 +78,20 @@ poweroff -f
 EOF
 chmod +x /etc/acpi/PWRF/00000080
 
-echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
-
+# acpid must hold the power button's event device *before* the marker: a button press that
+# arrives while nobody has the device open is lost, and the driver may press it right after READY.
 mkdir -p /var/log
 cd /etc/acpi
-acpid -f -c /etc/acpi -l /dev/console
+acpid -f -c /etc/acpi -l /dev/console &
+acpid_pid=$!
+i=0
+while [ $i -lt 200 ] && ! ls -l /proc/$acpid_pid/fd 2>/dev/null | grep -q /dev/input/event; do
+    usleep 10000
+    i=$((i + 1))
+done
+
+echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+wait $acpid_pid
 echo "VOCLOUD-ACPID-EXITED"
 while :; do sleep 3600; done

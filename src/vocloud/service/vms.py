@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+import orjson
+from sqlalchemy import Text, case, cast, func, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vocloud.errors import Conflict, IllegalAction, InvalidInput, NotFound, ParseError
@@ -337,14 +338,24 @@ class VMService:
             "host_id": vm.host_id, "cpu": capacity.cores(vm.cpu_m), "memory": vm.memory,
         }
 
-    def list(self, actor: Actor, include_done: bool = False, state: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
-        """The ``vm list`` rows, with one query and no ORM objects (20,000 VMs < 0.25 s)."""
+    def list_json(self, actor: Actor, include_done: bool = False, state: str | None = None,
+                  limit: int | None = None) -> bytes:
+        """The ``vm list`` rows as a JSON array, built by the database itself.
+
+        Why: turning 20,000 rows into Python dicts and back into JSON costs more than the query;
+        SQLite (``json_group_array``) and PostgreSQL (``json_agg``) emit the array in C, and the
+        API sends those bytes untouched. That is what keeps the list under a quarter second.
+        """
         h = aliased(Host)
-        stmt = (
-            select(VM.id, VM.name, User.name, Group.name, VM.state, VM.cpu_m, VM.memory,
-                   h.name, VM.created_at, VM.started_at, VM.ended_at, VM.owner_id, VM.group_id,
-                   VM.host_id)
+        short = case({st.value: sh for st, sh in VM_SHORT.items()}, value=VM.state, else_="????")
+        inner = (
+            select(VM.id.label("id"), VM.name.label("name"), User.name.label("user"),
+                   Group.name.label("group"), VM.state.label("state"), short.label("stat"),
+                   (VM.cpu_m / literal(1000.0)).label("cpu"), VM.memory.label("memory"),
+                   h.name.label("host"), VM.created_at.label("created_at"),
+                   VM.started_at.label("started_at"), VM.ended_at.label("ended_at"),
+                   VM.owner_id.label("owner_id"), VM.group_id.label("group_id"),
+                   VM.host_id.label("host_id"))
             .join(User, User.id == VM.owner_id)
             .join(Group, Group.id == VM.group_id)
             .outerjoin(h, h.id == VM.host_id)
@@ -352,13 +363,15 @@ class VMService:
         )
         if state is not None:
             try:
-                stmt = stmt.where(VM.state == VMState(state.upper()).value)
+                inner = inner.where(VM.state == VMState(state.upper()).value)
             except ValueError:
                 raise InvalidInput(f"unknown VM state {state!r}") from None
         elif not include_done:
-            stmt = stmt.where(VM.state != VMState.DONE.value)
+            inner = inner.where(VM.state != VMState.DONE.value)
         if limit is not None:
-            stmt = stmt.limit(limit)
+            if limit < 0:
+                raise InvalidInput(f"limit must be >= 0, got {limit}")
+            inner = inner.limit(limit)
         with self.db.read() as s:
             if not actor.is_admin:
                 rules = load_rules(s)
@@ -366,18 +379,27 @@ class VMService:
                 if groups is not None:
                     ids = visible_object_ids(actor, "VM", rules)
                     cond = VM.group_id.in_(groups)
-                    stmt = stmt.where(cond | VM.id.in_(ids)) if ids else stmt.where(cond)
-            rows = s.execute(stmt).all()
-        short = {st.value: sh for st, sh in VM_SHORT.items()}
-        return [
-            {
-                "id": r[0], "name": r[1], "user": r[2], "group": r[3], "state": r[4],
-                "stat": short[r[4]], "cpu": r[5] / 1000, "memory": r[6], "host": r[7],
-                "created_at": r[8], "started_at": r[9], "ended_at": r[10], "owner_id": r[11],
-                "group_id": r[12], "host_id": r[13],
-            }
-            for r in rows
-        ]
+                    inner = inner.where(cond | VM.id.in_(ids)) if ids else inner.where(cond)
+            sq = inner.subquery()
+            pairs: list[Any] = []
+            for col in sq.c:
+                pairs.extend((literal(col.name), col))
+            if self.db.is_sqlite:
+                agg: Any = func.json_group_array(func.json_object(*pairs))
+            else:
+                from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+                agg = func.coalesce(
+                    cast(func.json_agg(aggregate_order_by(func.json_build_object(*pairs), sq.c.id)), Text),
+                    "[]",
+                )
+            text_out = s.execute(select(agg).select_from(sq)).scalar_one()
+        return str(text_out).encode()
+
+    def list(self, actor: Actor, include_done: bool = False, state: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = orjson.loads(self.list_json(actor, include_done, state, limit))
+        return rows
 
     def show(self, actor: Actor, vm_id: int) -> dict[str, Any]:
         from vocloud.store.schema import Event

@@ -22,7 +22,7 @@ planner would have nothing to decide), which keeps the 238-day replay fast.
 
 from __future__ import annotations
 
-import math
+import heapq
 import random
 from dataclasses import dataclass
 
@@ -65,6 +65,10 @@ class ElasticKnobs:
     scale_down_delay_s: float = 120.0
     min_pending_s: float = 0.0
     max_vms_site: int = 0  # 0: as many as the cores allow
+
+
+# kinds of wake-up deadlines (see ElasticSite._due)
+_ALWAYS, _RATE, _BOOT_TIMEOUT, _IDLE = range(4)
 
 
 class SimVM:
@@ -141,7 +145,8 @@ class ElasticSite:
         self.host_used_cpu = [0] * spec.hosts
         self.host_used_mem = [0] * spec.hosts
         self.host_vms = [0] * spec.hosts
-        self._host_free: tuple[tuple[int, int], ...] | None = None
+        self._site_cap: SiteCapacity | None = None
+        self._views: list[HostView | None] = [None] * spec.hosts
         self._pool_vms: list[tuple[PoolVM, ...] | None] = [None] * len(w.vo_names)
         self._pending: dict[int, PendingJob] = {}
         self.recent_boots: list[list[float]] = [[] for _ in w.vo_names]
@@ -160,7 +165,9 @@ class ElasticSite:
         self.always_plan = always_plan
         self._changed = True
         self._arrivals = 0
-        self._wake = -math.inf
+        self._deadlines: list[tuple[float, int, int, float]] = []
+        self._last_boot_stamp = -1.0
+        self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
 
     # ---------------------------------------------------------------- Site protocol
     def clusters(self) -> list[Cluster]:
@@ -241,17 +248,6 @@ class ElasticSite:
             state_since=vm.state_since, host=str(vm.host) if vm.host is not None else None,
         )
 
-    def _refresh(self) -> None:
-        """Invalidate the cached PoolVMs of nodes that changed (job started/ended, drain)."""
-        for vo, c in enumerate(self.parts):
-            if c.changed:
-                for node_id in c.changed:
-                    vm = self.vms.get(node_id)
-                    if vm is not None:
-                        vm.pv = None
-                c.changed.clear()
-                self._pool_vms[vo] = None
-
     def _pools(self, now: float) -> list[Pool]:
         by_vo: list[list[SimVM]] = [[] for _ in self.policies]
         rebuild = [self._pool_vms[i] is None for i in range(len(self.policies))]
@@ -298,86 +294,96 @@ class ElasticSite:
         return out
 
     def _site(self) -> SiteCapacity:
-        if self._host_free is None:
-            self._host_free = tuple(
+        if self._site_cap is None:
+            host_free = tuple(
                 (self.spec.cores_per_host - u, self.spec.mem_per_host - m)
                 for u, m in zip(self.host_used_cpu, self.host_used_mem, strict=True)
             )
-        return SiteCapacity.from_hosts(self.max_vms_site, self._host_free)
+            self._site_cap = SiteCapacity.from_hosts(self.max_vms_site, host_free)
+        return self._site_cap
 
-    def _next_wake(self, pools: list[Pool], now: float) -> float:
-        """The earliest time a planner decision could change with no event in between.
+    def _deadline(self, t: float, kind: int, vm_id: int = 0, stamp: float = 0.0) -> None:
+        heapq.heappush(self._deadlines, (t, kind, vm_id, stamp))
 
-        Not a decision: a conservative *superset* of the instants at which any timestamp in the
-        planner's input crosses any duration of its policy (idle timeout, boot timeout,
-        scale-down delay, the 60 s boot-rate window, lifetime, backoff). Between events the
-        planner's input changes only through ``now``, so skipping polls before this instant
-        cannot change a plan; ``test_sim_elastic`` checks that skipping gives byte-identical
-        metrics to planning at every poll.
+    def _stamp_boot(self, vm: SimVM, now: float) -> None:
+        """Deadlines that a boot request (or placement) starts: rate window, delay, timeout."""
+        p = self.policies[vm.vo]
+        if now != self._last_boot_stamp:
+            self._last_boot_stamp = now
+            self._deadline(now + RATE_WINDOW_S, _RATE)
+            self._deadline(now + p.scale_down_delay_s, _ALWAYS)
+        self._deadline(now + p.boot_timeout_s, _BOOT_TIMEOUT, vm.vm_id)
+        if p.max_lifetime_s is not None:
+            self._deadline(vm.started_at + p.max_lifetime_s, _ALWAYS)
+
+    def _due(self, now: float) -> bool:
+        """Whether the planner's answer may have changed with time alone since the last plan.
+
+        Not a decision: each timestamp the planner reads (boot request, placement, idle-since,
+        backoff retry) is recorded when it is made, with the policy duration that makes it
+        matter (boot timeout, idle timeout, scale-down delay, the 60 s boot-rate window,
+        lifetime); an entry that can no longer matter (the VM joined before its boot timeout,
+        the idle VM took a job) is dropped when it comes due. ``test_sim_elastic`` checks that
+        skipping polls this way gives byte-identical metrics to planning at every poll.
         """
-        wake = math.inf
-        for pool in pools:
-            p = pool.policy
-            spans = [p.idle_timeout_s, p.boot_timeout_s, p.scale_down_delay_s, RATE_WINDOW_S, p.down_grace_s]
-            if p.max_lifetime_s is not None:
-                spans.append(p.max_lifetime_s)
-            if p.min_pending_s > 0 and self.parts[self._index[p.vo]].queue:
-                return now  # each queued job crosses min_pending_s at its own time: poll them all
-            stamps = list(pool.recent_boots)
-            if pool.backoff.retry_at > now:
-                wake = min(wake, pool.backoff.retry_at)
-            for vm in pool.vms:
-                stamps.append(vm.started_at)
-                for t in (vm.state_since, vm.idle_since, vm.joined_at):
-                    if t is not None:
-                        stamps.append(t)
-            for t in stamps:
-                for d in spans:
-                    if now < t + d < wake:
-                        wake = t + d
-        return wake
+        due = False
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, kind, vm_id, stamp = heapq.heappop(heap)
+            if due or kind == _ALWAYS:
+                due = True
+            elif kind == _RATE:
+                due = any(c.queue for c in self.parts)
+            elif kind == _BOOT_TIMEOUT:
+                vm = self.vms.get(vm_id)
+                due = vm is not None and vm.state in (V.REQUESTED, V.BOOTING)
+            elif kind == _IDLE:
+                vm = self.vms.get(vm_id)
+                node = self.parts[vm.vo].nodes.get(vm_id) if vm is not None else None
+                due = node is not None and node.jobs == 0 and node.idle_since == stamp
+        return due
 
-    def _significant(self) -> bool:
-        """Whether something happened since the last plan that the planner may act on at once.
+    def _observe(self) -> bool:
+        """Fold node changes since the last poll into the caches; True if one may need a plan now.
 
-        VM events (joined, gone), last poll's own actions, new job arrivals, and any change on a
-        draining node (it may now be drained). A job starting or ending on a non-draining VM only
-        moves timestamps (``idle_since``), which :meth:`_next_wake` covers.
+        A node that is draining or gone may have become DRAINED: the planner shuts those down at
+        once. A job starting or ending on a non-draining VM only changes its ``idle_since``, which
+        is stamped for :meth:`_due` instead.
         """
-        if self._changed or sum(c.arrivals for c in self.parts) != self._arrivals:
-            return True
-        for c in self.parts:
-            nodes = c.nodes
-            for node_id in c.changed:
-                node = nodes.get(node_id)
-                if node is None or node.draining:
-                    return True
-        return False
-
-    def _changed_wake(self, now: float) -> float:
-        """Wake instants from timestamps made since the last plan (a job ended: new idle_since)."""
-        wake = math.inf
+        significant = False
         for vo, c in enumerate(self.parts):
             if not c.changed:
                 continue
-            p = self.policies[vo]
-            spans = (p.idle_timeout_s, p.scale_down_delay_s, RATE_WINDOW_S)
+            nodes = c.nodes
             for node_id in c.changed:
-                node = c.nodes.get(node_id)
-                if node is not None and node.idle_since is not None:
-                    for d in spans:
-                        if now < node.idle_since + d < wake:
-                            wake = node.idle_since + d
-        return wake
+                node = nodes.get(node_id)
+                vm = self.vms.get(node_id)
+                if vm is not None:
+                    vm.pv = None
+                if node is None or node.draining:
+                    significant = True
+                elif node.idle_since is not None and node.jobs == 0:
+                    self._deadline(node.idle_since + self.policies[vo].idle_timeout_s, _IDLE, node_id,
+                                   node.idle_since)
+            c.changed.clear()
+            self._pool_vms[vo] = None
+        return significant
 
     # ---------------------------------------------------------------- the poll
     def poll(self, now: float, sim: Simulation) -> bool:
         self.polls += 1
-        if not self.always_plan and not self._significant():
-            self._wake = min(self._wake, self._changed_wake(now))
-            if now < self._wake:
-                return False
-        self._refresh()
+        significant = self._observe()
+        arrivals = sum(c.arrivals for c in self.parts)
+        if arrivals != self._arrivals and any(c.queue for c in self.parts):
+            significant = True
+        self._arrivals = arrivals
+        if self._changed:
+            significant = True
+            self._changed = False
+        if self._due(now) or (self._min_pending and any(c.queue for c in self.parts)):
+            significant = True
+        if not (significant or self.always_plan):
+            return False
         self.plans += 1
         pools = self._pools(now)
         active = [
@@ -396,13 +402,12 @@ class ElasticSite:
                     self.vms[vm.vm_id] = vm
                     self.recent_boots[vo].append(now)
                     self._pool_vms[vo] = None
+                    self._stamp_boot(vm, now)
             else:
                 self._apply(action, now, sim)
         acted = self._place(now, sim) or acted
         self.peak_vms = max(self.peak_vms, len(self.vms))
-        self._changed = acted
-        self._arrivals = sum(c.arrivals for c in self.parts)
-        self._wake = self._next_wake(active, now)
+        self._changed = self._observe()  # e.g. a drained VM: shut down at the next poll
         return acted
 
     def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:
@@ -431,6 +436,7 @@ class ElasticSite:
                 return
             if action.cause.is_failure:
                 self.backoff[vm.vo] = record_failure(self.backoff[vm.vo], now)
+                self._deadline(self.backoff[vm.vo].retry_at, _ALWAYS)
             if node is not None:
                 cluster.remove_node(vm.vm_id, now)
             self._set(vm, nxt, now)
@@ -445,14 +451,15 @@ class ElasticSite:
         if not requested:
             return False
         requested.sort(key=lambda v: v.vm_id)
-        hosts = [
-            HostView(
-                id=h, name=f"host{h:05d}", total_cpu=float(self.spec.cores_per_host),
-                total_mem=self.spec.mem_per_host, used_cpu=float(self.host_used_cpu[h]),
-                used_mem=self.host_used_mem[h], running_vms=self.host_vms[h],
-            )
-            for h in range(self.spec.hosts)
-        ]
+        views = self._views
+        for h, view in enumerate(views):
+            if view is None:
+                views[h] = HostView(
+                    id=h, name=f"host{h:05d}", total_cpu=float(self.spec.cores_per_host),
+                    total_mem=self.spec.mem_per_host, used_cpu=float(self.host_used_cpu[h]),
+                    used_mem=self.host_used_mem[h], running_vms=self.host_vms[h],
+                )
+        hosts = [v for v in views if v is not None]
         result = place([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,
                        self.sched_policy)
         for p in result.placements:
@@ -460,10 +467,12 @@ class ElasticSite:
             self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
             vm.host = p.host_id
             vm.placed_at = now
+            self._stamp_boot(vm, now)
             self.host_used_cpu[p.host_id] += vm.cores
             self.host_used_mem[p.host_id] += vm.memory
             self.host_vms[p.host_id] += 1
-            self._host_free = None
+            self._site_cap = None
+            self._views[p.host_id] = None
             t = self.boot.draw(self.rng)
             self.boots += 1
             self.boot_core_seconds += vm.cores * t
@@ -475,7 +484,8 @@ class ElasticSite:
         self.host_used_cpu[host] -= vm.cores
         self.host_used_mem[host] -= vm.memory
         self.host_vms[host] -= 1
-        self._host_free = None
+        self._site_cap = None
+        self._views[host] = None
 
     def finish(self, now: float) -> None:
         """Account the VMs still up when the replay ends."""

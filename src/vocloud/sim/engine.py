@@ -70,7 +70,11 @@ class Site(Protocol):
 
     name: str
     total_cores: int
-    poll_interval: float | None
+
+    @property
+    def poll_interval(self) -> float | None:
+        """Virtual seconds between polls, or ``None`` for a site without a controller."""
+        ...
 
     def clusters(self) -> list[Cluster]: ...
 

@@ -13,6 +13,7 @@ restarted daemon (or a new driver object) finds its guests by listing it and nev
 ``qemu.log``       qemu's own stderr (load errors, "KVM internal error", ...)
 ``context.iso``    the cloud-init NoCloud seed, attached read-only as a virtio disk
 ``intent``         what vocloud last asked for (``shutdown``, ``save``), to tell OFF from a crash
+``powerdown_at``   when the ACPI button was last pressed (pressed again while the guest runs on)
 ``ready``          present once the marker was seen since the last (re)boot
 ``boot_offset``    console size at the last reboot: the marker must appear after it
 ``state.sav``      saved RAM and device state (``save``), fed back with ``-incoming``
@@ -65,6 +66,7 @@ READY_MARKER = "VOCLOUD-READY"
 PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
 POWERED_OFF_MARKERS = ("reboot: Power down", "reboot: System halted")
 DETAIL_LINES = 15
+POWERDOWN_REPEAT_S = 5.0
 CONTEXT_TARGET = "vdz"  # sorts after any real disk, so the seed never takes vda
 _SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -86,6 +88,7 @@ class HostOps(Protocol):
     def mkdir(self, path: Path) -> None: ...
 
     def remove(self, path: Path) -> None: ...
+
 
     def remove_tree(self, path: Path) -> None: ...
 
@@ -135,6 +138,7 @@ class LocalOps:
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
 
     def remove_tree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -411,13 +415,15 @@ class QemuDriver:
         run = self.run_dir(spec.deploy_id)
         if self._pid(run) is not None:
             return self.poll(host, spec.deploy_id)
+        if self.poll(host, spec.deploy_id).state == DomainState.SAVED:
+            return self.restore(host, spec)  # never throw a saved guest's memory away
         self._check_inputs(spec)
         accel = spec.attrs.get("ACCEL") or self.accel(host).accel
         self._prepare_run_dir(run, spec)
         iso = build_seed_iso(spec, run / "context.iso") if spec.context else None
         argv = build_argv(spec, run, accel, self.binary, self.default_cmdline, iso)
         self.ops.write_text(run / "argv.json", json.dumps(argv, indent=1) + "\n")
-        return self._launch(run, spec.deploy_id, argv)
+        return self._launch(host, run, spec.deploy_id, argv)
 
     def _prepare_run_dir(self, run: Path, spec: DomainSpec) -> None:
         """A fresh boot: keep the previous console as console.prev.log, forget old state."""
@@ -426,16 +432,17 @@ class QemuDriver:
             prev = self.ops.read_bytes(run / "console.log") or b""
             self.ops.write_text(run / "console.prev.log", prev.decode(errors="replace"))
             self.ops.remove(run / "console.log")
-        for name in ("ready", "boot_offset", "intent", "qemu.log", "qemu.pid", "state.sav"):
+        for name in ("ready", "boot_offset", "intent", "powerdown_at", "qemu.log", "qemu.pid",
+                     "state.sav"):
             self.ops.remove(run / name)
         self.ops.write_text(run / "spec.json", spec_to_json(spec))
 
-    def _launch(self, run: Path, deploy_id: str, argv: list[str]) -> DomainInfo:
+    def _launch(self, host: HostRef, run: Path, deploy_id: str, argv: list[str]) -> DomainInfo:
         rc, why = self.ops.start_daemon(argv, run / "qemu.log", self.start_timeout)
         if rc != 0:
             detail = self._failure_detail(run, why or f"qemu exited with status {rc} while starting")
             return DomainInfo(deploy_id, DomainState.FAILED, detail)
-        return self.poll(HostRef(0, "local", "qemu"), deploy_id)
+        return self.poll(host, deploy_id)
 
     def poll(self, host: HostRef, deploy_id: str) -> DomainInfo:
         self._local(host)
@@ -464,14 +471,18 @@ class QemuDriver:
             status = str(self.ops.qmp(run / "qmp.sock", "query-status").get("status", ""))
         except QMPError:
             status = "unknown"  # busy socket or still starting: judge by the console
-        if status in ("paused", "suspended") and self._intent(run) == "suspend":
+        if status in ("paused", "suspended"):
             return self._info(run, deploy_id, DomainState.PAUSED, pid=pid)
-        if status in ("inmigrate", "finish-migrate", "postmigrate", "save-vm", "restore-vm"):
-            return self._info(run, deploy_id, DomainState.BOOTING, f"qemu status {status}", pid)
+        if status in ("inmigrate", "restore-vm"):
+            return self._info(run, deploy_id, DomainState.BOOTING, f"restoring (qemu: {status})", pid)
+        if status in ("finish-migrate", "postmigrate", "save-vm"):
+            return self._info(run, deploy_id, DomainState.SHUTTING_DOWN, f"saving (qemu: {status})", pid)
         if status in ("internal-error", "io-error", "guest-panicked"):
             return self._info(run, deploy_id, DomainState.FAILED,
                               self._failure_detail(run, f"qemu status {status}"), pid)
         if status == "shutdown" or self._intent(run) == "shutdown":
+            if status == "running":
+                self._press_again(run)
             return self._info(run, deploy_id, DomainState.SHUTTING_DOWN, pid=pid)
         return self._boot_state(run, deploy_id, pid)
 
@@ -483,9 +494,10 @@ class QemuDriver:
         if self._marker(self._spec(run)) in console:
             self.ops.write_text(run / "ready", f"{time.time():.3f}\n")
             return self._info(run, deploy_id, DomainState.RUNNING, pid=pid)
-        if any(m in console for m in PANIC_MARKERS):
+        panic = _first_line_with(console, PANIC_MARKERS)
+        if panic:
             return self._info(run, deploy_id, DomainState.FAILED,
-                              self._failure_detail(run, "the guest kernel panicked"), pid)
+                              self._failure_detail(run, f"the guest failed: {panic}"), pid)
         return self._info(run, deploy_id, DomainState.BOOTING, pid=pid)
 
     def shutdown(self, host: HostRef, deploy_id: str, hard: bool) -> None:
@@ -502,9 +514,30 @@ class QemuDriver:
             self._kill(run, pid)
             return
         try:
-            self.ops.qmp(run / "qmp.sock", "system_powerdown")
+            if self.ops.qmp(run / "qmp.sock", "query-status").get("status") == "paused":
+                self.ops.qmp(run / "qmp.sock", "cont")  # a paused guest cannot see the button
+            self._press_power_button(run)
         except QMPError as exc:
             raise DriverError(f"{deploy_id}: ACPI power-down request failed: {exc}") from exc
+
+    def _press_power_button(self, run: Path) -> None:
+        self.ops.qmp(run / "qmp.sock", "system_powerdown")
+        self.ops.write_text(run / "powerdown_at", f"{time.time():.3f}\n")
+
+    def _press_again(self, run: Path) -> None:
+        """Re-press the button every few seconds while the guest runs on.
+
+        A guest still booting (or whose ACPI daemon is not listening yet) drops the event; the
+        lifecycle loop would then escalate to a hard stop although a second press would work.
+        """
+        raw = self.ops.read_bytes(run / "powerdown_at")
+        try:
+            last = float(raw) if raw else 0.0
+        except ValueError:
+            last = 0.0
+        if time.time() - last >= POWERDOWN_REPEAT_S:
+            with contextlib.suppress(QMPError):
+                self._press_power_button(run)
 
     def _kill(self, run: Path, pid: int, grace: float = 3.0) -> None:
         """``quit`` over QMP (clean exit, flushed disks); SIGTERM/SIGKILL if qemu is wedged."""
@@ -558,21 +591,39 @@ class QemuDriver:
         run = self.run_dir(deploy_id)
         pid = self._require_alive(run, deploy_id, "save")
         self._set_intent(run, "save")
-        partial = run / "state.sav.part"
+        partial, final = run / "state.sav.part", run / "state.sav"
         self.ops.remove(partial)
+        self.ops.remove(final)
         self._qmp(run, deploy_id, "stop")
-        uri = f"exec:cat > {shlex.quote(str(partial))}"
-        self._qmp(run, deploy_id, "migrate", {"uri": uri})
-        self._wait_migration(run, deploy_id, timeout=120.0)
-        self._rename(partial, run / "state.sav")
+        # The shell renames only after cat has written everything: "completed" in query-migrate
+        # means qemu closed the pipe, not that cat has flushed, so wait for the final name.
+        part_q, final_q = shlex.quote(str(partial)), shlex.quote(str(final))
+        try:
+            self._qmp(run, deploy_id, "migrate",
+                      {"uri": f"exec:cat > {part_q} && mv {part_q} {final_q}"})
+            self._wait_migration(run, deploy_id, timeout=120.0)
+            self._wait_file(final, deploy_id, timeout=30.0)
+        except DriverError:
+            self._undo_save(run, deploy_id)
+            raise
         self._set_intent(run, "saved")
         self._kill(run, pid)
 
-    def _rename(self, src: Path, dst: Path) -> None:
-        data = self.ops.read_bytes(src)
-        if data is None:
-            raise DriverError(f"saved state {src} was not written")
-        src.replace(dst)
+    def _undo_save(self, run: Path, deploy_id: str) -> None:
+        """A failed save leaves the guest running as before, not silently paused."""
+        with contextlib.suppress(DriverError):
+            self._qmp(run, deploy_id, "migrate_cancel")
+        with contextlib.suppress(DriverError):
+            self._qmp(run, deploy_id, "cont")
+        self._set_intent(run, "")
+        self.ops.remove(run / "state.sav.part")
+
+    def _wait_file(self, path: Path, deploy_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ops.exists(path):
+            if time.monotonic() > deadline:
+                raise DriverError(f"{deploy_id}: saved state {path} was not written")
+            time.sleep(0.02)
 
     def _wait_migration(self, run: Path, deploy_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -601,7 +652,7 @@ class QemuDriver:
         argv = [*json.loads(raw), "-incoming", f"exec:cat {shlex.quote(str(run / 'state.sav'))}"]
         self.ops.remove(run / "qemu.log")
         self._set_intent(run, "restore")
-        info = self._launch(run, spec.deploy_id, argv)
+        info = self._launch(host, run, spec.deploy_id, argv)
         if info.state == DomainState.FAILED:
             return info
         self._wait_incoming(run, spec.deploy_id, timeout=120.0)
@@ -635,7 +686,11 @@ class QemuDriver:
         self.ops.remove_tree(run)
 
     def monitor(self, host: HostRef) -> HostInfo:
-        """Capacity from /proc plus every guest found in the state dir (survives restarts)."""
+        """Capacity from /proc plus every guest found in the state dir (survives restarts).
+
+        ``used_*`` sum our guests (CPUs busy on average, RSS), as the sim driver does; what the
+        rest of the machine uses shows in the ``FREE_MEM_MIB`` attribute.
+        """
         self._local(host)
         ncpu, total_mib, avail_mib = self.ops.resources()
         domains: dict[str, DomainInfo] = {}
@@ -646,8 +701,9 @@ class QemuDriver:
         return HostInfo(
             total_cpu=float(ncpu), total_mem_mib=total_mib,
             used_cpu=round(sum(d.cpu_used for d in domains.values()), 3),
-            used_mem_mib=total_mib - avail_mib, domains=domains,
-            attrs={"HYPERVISOR": "qemu", "ACCEL": accel.accel, "ACCEL_REASON": accel.reason},
+            used_mem_mib=sum(d.memory_mib for d in domains.values()), domains=domains,
+            attrs={"HYPERVISOR": "qemu", "ACCEL": accel.accel, "ACCEL_REASON": accel.reason,
+                   "FREE_MEM_MIB": str(avail_mib)},
         )
 
     # ------------------------------------------------------------ helpers
@@ -674,6 +730,14 @@ class QemuDriver:
             if pid is not None:
                 out.append((name, pid))
         return out
+
+
+def _first_line_with(text: str, needles: tuple[str, ...]) -> str:
+    """The first console line holding one of ``needles``: the cause, before its stack trace."""
+    for line in text.splitlines():
+        if any(n in line for n in needles):
+            return line.strip()
+    return ""
 
 
 @functools.cache

@@ -1,0 +1,117 @@
+"""``vocloud host``: register hypervisors and take them in and out of service (onehost)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from vocloud.cli import output as out
+from vocloud.cli.batch import for_each
+from vocloud.cli.state import JsonFlag, api, want_json
+from vocloud.cli.units import cores, human_mib, parse_attrs, parse_size
+
+app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
+
+#: onehost's short states, so the table reads like the tool admins know.
+SHORT_STATE = {"INIT": "init", "MONITORED": "on", "ERROR": "err", "DISABLED": "dsbl", "OFFLINE": "off"}
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Host name (unique).")],
+    vmm: Annotated[str, typer.Option(help="Virtualization driver: sim or qemu.")] = "sim",
+    transport: Annotated[str, typer.Option(help="local or ssh://user@address[:port].")] = "local",
+    cpu: Annotated[float | None, typer.Option(help="Declared CPU cores (sim hosts).")] = None,
+    memory: Annotated[str | None, typer.Option(help="Declared memory, e.g. 16G or 16384 (MiB).")] = None,
+    cluster: Annotated[str, typer.Option(help="Cluster the host belongs to.")] = "default",
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="Extra attribute KEY=VALUE.")] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """Register a host; prints its ID."""
+    body: dict[str, Any] = {
+        "name": name, "vmm": vmm, "transport": transport, "cluster": cluster,
+        "cpu": cpu, "memory": parse_size(memory, "memory") if memory is not None else None,
+        "attrs": parse_attrs(attr),
+    }
+    host = api(ctx).post("/hosts", body)
+    if want_json(ctx, json_):
+        out.emit_json(host)
+    else:
+        out.echo(f"ID: {host['id']}")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: JsonFlag = False) -> None:
+    """All hosts with their allocated and free capacity."""
+    hosts = api(ctx).get("/hosts")
+    if want_json(ctx, json_):
+        out.emit_json(hosts)
+        return
+    out.table(
+        ["ID", "NAME", "STATE", "RVM", "TCPU", "FCPU", "TMEM", "FMEM"],
+        ([h["id"], h["name"], SHORT_STATE.get(h["state"], h["state"].lower()), h["running_vms"],
+          cores(h["total_cpu"]), cores(h["free_cpu"]), human_mib(h["total_mem"]), human_mib(h["free_mem"])]
+         for h in hosts),
+        right=["ID", "RVM", "TCPU", "FCPU", "TMEM", "FMEM"],
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, host: Annotated[str, typer.Argument(help="Host name or ID.")],
+         json_: JsonFlag = False) -> None:
+    """One host: state, capacity, attributes and the VMs it holds."""
+    h = api(ctx).get(f"/hosts/{host}")
+    if want_json(ctx, json_):
+        out.emit_json(h)
+        return
+    out.section(f"HOST {h['id']} INFORMATION")
+    out.fields([("ID", h["id"]), ("NAME", h["name"]), ("STATE", h["state"]), ("VMM", h["vmm"]),
+                ("TRANSPORT", h["transport"]), ("CLUSTER", h["cluster"])])
+    if h.get("error"):
+        out.fields([("ERROR", h["error"])])
+    out.echo()
+    out.section("HOST CAPACITY")
+    out.fields([
+        ("TOTAL CPU", cores(h["total_cpu"])), ("ALLOCATED CPU", cores(h["alloc_cpu"])),
+        ("FREE CPU", cores(h["free_cpu"])), ("USED CPU (measured)", cores(h["used_cpu"])),
+        ("TOTAL MEM", human_mib(h["total_mem"])), ("ALLOCATED MEM", human_mib(h["alloc_mem"])),
+        ("FREE MEM", human_mib(h["free_mem"])), ("USED MEM (measured)", human_mib(h["used_mem"])),
+        ("RUNNING VMS", h["running_vms"]),
+    ])
+    if h.get("attrs"):
+        out.echo()
+        out.section("MONITORING INFORMATION")
+        out.fields(sorted(h["attrs"].items()))
+    out.echo()
+    out.section("VIRTUAL MACHINES")
+    out.echo(" ".join(str(v) for v in h.get("vms", [])) or "none")
+
+
+def _action(name: str, doc: str) -> None:
+    def command(ctx: typer.Context,
+                hosts: Annotated[list[str], typer.Argument(help="Host names or IDs.")]) -> None:
+        client = api(ctx)
+        for_each(hosts, "host", lambda ref: client.post(f"/hosts/{ref}/action", {"action": name})["state"])
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_action("enable", "Let the scheduler place VMs on the hosts again.")
+_action("disable", "Keep the hosts' VMs running but place no new ones there.")
+_action("offline", "Take empty hosts out of service (no monitoring, no VMs).")
+
+
+@app.command("delete")
+def delete(ctx: typer.Context,
+           hosts: Annotated[list[str], typer.Argument(help="Host names or IDs.")]) -> None:
+    """Forget hosts that hold no VMs."""
+    client = api(ctx)
+
+    def one(ref: str) -> str:
+        client.delete(f"/hosts/{ref}")
+        return "deleted"
+
+    for_each(hosts, "host", one)

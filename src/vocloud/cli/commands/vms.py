@@ -1,0 +1,165 @@
+"""``vocloud vm``: create, list, inspect and drive virtual machines (onevm)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from vocloud.cli import output as out
+from vocloud.cli.batch import for_each
+from vocloud.cli.commands.vm_view import age, render
+from vocloud.cli.errors import ApiError, CliError
+from vocloud.cli.files import read_template, relabel
+from vocloud.cli.state import JsonFlag, api, want_json
+from vocloud.cli.units import cores, duration, human_mib, parse_ids, parse_size
+
+app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+
+IdsArg = Annotated[list[str], typer.Argument(help="VM IDs; ranges like 3..7 and lists like 3,5 work.")]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    template: Annotated[str | None, typer.Argument(
+        help="Template file (ONE syntax, JSON or TOML); '-' reads stdin.")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores (overrides the template).")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory, e.g. 512 (MiB) or 2G.")] = None,
+    name: Annotated[str | None, typer.Option(help="VM name (NAME-0, NAME-1, ... with -m).")] = None,
+    multiple: Annotated[int, typer.Option("--multiple", "-m", min=1, help="How many VMs.")] = 1,
+    hold: Annotated[bool, typer.Option(help="Create them on HOLD (not scheduled until released).")] = False,
+    json_: JsonFlag = False,
+) -> None:
+    """Create VMs from a template file, or from --cpu/--memory alone; prints the new IDs."""
+    if template is None and cpu is None and memory is None:
+        raise CliError("give a template file (or '-' for stdin), or --cpu and --memory")
+    tf = read_template(template) if template is not None else None
+    body: dict[str, Any] = {
+        "template": tf.text if tf else "", "format": tf.format if tf else "auto", "count": multiple,
+        "name": name, "hold": hold, "cpu": cpu,
+        "memory": parse_size(memory, "memory") if memory is not None else None,
+    }
+    try:
+        ids: list[int] = api(ctx).post("/vms", body)["ids"]
+    except ApiError as exc:
+        raise relabel(exc, tf.source) if tf else exc from None
+    if want_json(ctx, json_):
+        out.emit_json(ids)
+    else:
+        for vm_id in ids:
+            out.echo(f"ID: {vm_id}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Include DONE VMs.")] = False,
+    state: Annotated[str | None, typer.Option(help="Only VMs in this state, e.g. PENDING.")] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """VMs you may see (all of them for an administrator)."""
+    rows = api(ctx).get("/vms", all=str(all_).lower(), state=state)
+    if want_json(ctx, json_):
+        out.emit_json(rows)
+        return
+    out.table(
+        ["ID", "USER", "GROUP", "NAME", "STAT", "CPU", "MEM", "HOST", "TIME"],
+        ([r["id"], r["user"], r["group"], r["name"], r["stat"], cores(r["cpu"]), human_mib(r["memory"]),
+          r["host"], duration(age(r))] for r in rows),
+        right=["ID", "CPU", "MEM", "TIME"],
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
+         json_: JsonFlag = False) -> None:
+    """One VM: state, why it is not placed, errors, leases, template and history."""
+    vm = api(ctx).get(f"/vms/{vm_id}")
+    if want_json(ctx, json_):
+        out.emit_json(vm)
+    else:
+        render(vm)
+
+
+def _act(ctx: typer.Context, ids: list[str], action: str, **extra: Any) -> None:
+    client = api(ctx)
+
+    def one(vm_id: int) -> str:
+        row = client.post(f"/vms/{vm_id}/action", {"action": action, **extra})
+        return f"{action}: now {row['state']}"
+
+    for_each(parse_ids(ids), "VM", one)
+
+
+HardFlag = Annotated[bool, typer.Option("--hard", help="Do not ask the guest: destroy it / pull the plug.")]
+
+
+def _simple(name: str, doc: str, hard: bool = False) -> None:
+    """Register ``vm NAME ID...`` (with ``--hard`` when the lifecycle has a hard variant)."""
+    if not hard:
+        def command(ctx: typer.Context, ids: IdsArg) -> None:
+            _act(ctx, ids, name)
+    else:
+        def command(ctx: typer.Context, ids: IdsArg, hard_: HardFlag = False) -> None:  # type: ignore[misc]
+            _act(ctx, ids, f"{name}-hard" if hard_ else name)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_simple("terminate", "Shut VMs down and release everything they hold (-> DONE).", hard=True)
+_simple("poweroff", "Power VMs off, keeping their host and disks (-> POWEROFF).", hard=True)
+_simple("suspend", "Save VMs' memory and pause them on their host (-> SUSPENDED).")
+_simple("resume", "Start powered-off, suspended, stopped or undeployed VMs again.")
+_simple("stop", "Save VMs and free their host (-> STOPPED).")
+_simple("reboot", "Reboot running VMs.")
+_simple("undeploy", "Shut VMs down and free their host, keeping their disks (-> UNDEPLOYED).")
+_simple("hold", "Keep PENDING VMs from being scheduled (-> HOLD).")
+_simple("release", "Let held VMs be scheduled (-> PENDING).")
+
+
+@app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
+    host: Annotated[str, typer.Argument(help="Target host name or ID.")],
+    force: Annotated[bool, typer.Option(help="Also to a host that is not MONITORED.")] = False,
+) -> None:
+    """Move a running VM to another host."""
+    _act(ctx, [str(vm_id)], "migrate", host=host, enforce=not force)
+
+
+@app.command("recover")
+def recover(
+    ctx: typer.Context,
+    ids: IdsArg,
+    success: Annotated[bool, typer.Option("--success", help="The stuck step did succeed.")] = False,
+    failure: Annotated[bool, typer.Option("--failure", help="The stuck step failed.")] = False,
+    retry: Annotated[bool, typer.Option("--retry", help="Run the failed step again.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Drop the VM to DONE, releasing all.")] = False,
+) -> None:
+    """Repair VMs stuck in a transient or failure state (administrators)."""
+    chosen = [op for op, on in (("success", success), ("failure", failure), ("retry", retry),
+                                ("delete", delete)) if on]
+    if len(chosen) != 1:
+        raise CliError("recover needs exactly one of --success, --failure, --retry, --delete")
+    client = api(ctx)
+
+    def one(vm_id: int) -> str:
+        row = client.post(f"/vms/{vm_id}/recover", {"op": chosen[0]})
+        return f"recover --{chosen[0]}: now {row['state']}"
+
+    for_each(parse_ids(ids), "VM", one)
+
+
+@app.command("delete")
+def delete_(ctx: typer.Context, ids: IdsArg) -> None:
+    """Purge VM records (DONE VMs, or VMs that never left PENDING/HOLD)."""
+    client = api(ctx)
+
+    def one(vm_id: int) -> str:
+        client.delete(f"/vms/{vm_id}")
+        return "deleted"
+
+    for_each(parse_ids(ids), "VM", one)
