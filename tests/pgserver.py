@@ -7,6 +7,7 @@ refuses to run as root, so as root the cluster is created and started as the ``p
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -74,9 +75,7 @@ class PgServer:
         return self.url(name)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
         time.sleep(0.1)
         shutil.rmtree(self.root, ignore_errors=True)

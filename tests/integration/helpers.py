@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 
@@ -23,10 +24,8 @@ def admin(cloud: Cloud) -> Actor:
 
 def user_in(cloud: Cloud, name: str, group: str) -> Actor:
     a = admin(cloud)
-    try:
+    with contextlib.suppress(Exception):
         cloud.accounts.create_group(a, group)
-    except Exception:  # noqa: BLE001 - exists already
-        pass
     info = cloud.accounts.create_user(a, name, group)
     return cloud.authenticate(info["token"])
 

@@ -34,7 +34,7 @@ def _race(n: int, fn: Callable[[int], Any]) -> tuple[list[Any], list[BaseExcepti
             r = fn(i)
             with lock:
                 results.append(r)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+        except BaseException as exc:
             with lock:
                 errors.append(exc)
 

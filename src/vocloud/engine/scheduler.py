@@ -545,7 +545,7 @@ class _Group:
         return None
 
     def _best_shared(self, cycle: _Cycle) -> int | None:
-        heap, state, version = self.family.heap, cycle.state, cycle.version
+        heap, state = self.family.heap, cycle.state
         cpu, mem = self.cpu, self.mem
         skipped: list[Entry] = []
         found = None
@@ -566,7 +566,6 @@ class _Group:
             self.mode = "private"
             self.heap = self.family.entries(cycle, cpu, mem)
             return _best_lazy(self.heap, self.family, cycle, cpu, mem)
-        assert found is None or version[found] == heap[0][2] or True
         return found
 
 

@@ -141,6 +141,7 @@ class ElasticSite:
             for vo in w.vo_names
         ]
         self.vms: dict[int, SimVM] = {}
+        self._requested: dict[int, SimVM] = {}  # REQUESTED, not yet on a host
         self._next_vm = 1
         self.host_used_cpu = [0] * spec.hosts
         self.host_used_mem = [0] * spec.hosts
@@ -206,10 +207,12 @@ class ElasticSite:
                 return  # shut down while booting; its GONE event is on the way
             self._set(vm, pool_vm_next(vm.state, E.JOINED, vm.vm_id), now)
             vm.joined_at = now
-            self.backoff[vm.vo] = record_success(self.backoff[vm.vo])
+            backoff = self.backoff[vm.vo]
+            if backoff.failures:  # a probe joined: the image may boot freely again
+                self._changed = True
+            self.backoff[vm.vo] = record_success(backoff)
             self.parts[vm.vo].add_node(vm.vm_id, vm.cores, vm.memory, now)
             sim.mark(self.parts[vm.vo])
-            self._changed = True
         elif kind == GONE:
             self._in_flight -= 1
             assert vm is not None
@@ -218,7 +221,9 @@ class ElasticSite:
                 self.vm_core_seconds += vm.cores * (now - vm.placed_at)
                 self._release(vm.host, vm)
             del self.vms[vm.vm_id]
-            self._changed = True
+            # freed capacity matters to VMs waiting for a host, held boots, pools below min
+            if self._requested or self.policies[vm.vo].min_vms or any(c.queue for c in self.parts):
+                self._changed = True
         else:
             raise RuntimeError(f"elastic: unexpected event kind {kind}")
 
@@ -400,6 +405,7 @@ class ElasticSite:
                     vm = SimVM(self._next_vm, vo, self.vm_cores, self.vm_mem, now)
                     self._next_vm += 1
                     self.vms[vm.vm_id] = vm
+                    self._requested[vm.vm_id] = vm
                     self.recent_boots[vo].append(now)
                     self._pool_vms[vo] = None
                     self._stamp_boot(vm, now)
@@ -428,6 +434,7 @@ class ElasticSite:
             if state is V.REQUESTED:
                 self._set(vm, pool_vm_next(state, E.CANCEL, vm.vm_id), now)
                 del self.vms[vm.vm_id]
+                del self._requested[vm.vm_id]
                 return
             try:
                 nxt = pool_vm_next(state, E.SHUTDOWN, vm.vm_id)
@@ -447,10 +454,9 @@ class ElasticSite:
 
     def _place(self, now: float, sim: Simulation) -> bool:
         """Place every REQUESTED VM with the real scheduler; unplaced ones wait (stockout)."""
-        requested = [vm for vm in self.vms.values() if vm.state is V.REQUESTED]
-        if not requested:
+        if not self._requested:
             return False
-        requested.sort(key=lambda v: v.vm_id)
+        requested = list(self._requested.values())  # vm ids increase: oldest request first
         views = self._views
         for h, view in enumerate(views):
             if view is None:
@@ -459,11 +465,16 @@ class ElasticSite:
                     total_mem=self.spec.mem_per_host, used_cpu=float(self.host_used_cpu[h]),
                     used_mem=self.host_used_mem[h], running_vms=self.host_vms[h],
                 )
-        hosts = [v for v in views if v is not None]
+        # a host without room for one VM can be chosen by no placement: leave it out (faster,
+        # same answer)
+        hosts = [v for v in views if v is not None and v.total_cpu - v.used_cpu >= self.vm_cores
+                 and v.total_mem - v.used_mem >= self.vm_mem]
+        if not hosts:
+            return False
         result = place([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,
                        self.sched_policy)
         for p in result.placements:
-            vm = self.vms[p.vm_id]
+            vm = self._requested.pop(p.vm_id)
             self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
             vm.host = p.host_id
             vm.placed_at = now
