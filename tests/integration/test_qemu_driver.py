@@ -230,3 +230,13 @@ def test_unknown_domain_is_missing(qemu_driver: QemuDriver) -> None:
     assert qemu_driver.poll(LOCAL, "vc-999").state == DomainState.MISSING
     with pytest.raises(DriverError, match="bad deploy id"):
         qemu_driver.poll(LOCAL, "../etc")
+
+
+def test_corrupt_qcow2_is_failed_with_qemus_reason(qemu_driver: QemuDriver, guest_image: GuestImage,
+                                                   tmp_path: Path) -> None:
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
+    info = qemu_driver.deploy(LOCAL, guest_spec(guest_image, 6, disks=(DiskSpec("vda", str(bad)),)))
+    assert info.state == DomainState.FAILED
+    assert "bad.qcow2" in info.detail, info.detail
+    assert not qemu_pids_under(qemu_driver.state_dir)

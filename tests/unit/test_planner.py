@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vocloud.batch.base import PendingJob, by_vo
+from vocloud.batch.base import BatchSystem, NodeState, PendingJob, VOMapper, WorkerNode, by_vo
 from vocloud.elastic.failures import record_failure
 from vocloud.elastic.planner import plan
 from vocloud.elastic.policy import (
@@ -380,6 +380,49 @@ def test_plan_is_deterministic_whatever_the_input_order() -> None:
         shuffled_pools = [replace(p, vms=tuple(rng.sample(p.vms, len(p.vms)))) for p in pools]
         rng.shuffle(shuffled_pools)
         assert run(shuffled_jobs, *shuffled_pools, site=site) == ref
+
+
+def test_tiny_vm_memory_still_packs_by_memory() -> None:
+    # A 32 MiB VM (a test guest): memory is still measured finely enough to pack 4 x 8 MiB.
+    p = run(jobs("atlas", 8, mem=8), Pool(pol(cores_per_vm=4, memory_mib_per_vm=32)))
+    assert p.boots("atlas") == 2
+
+
+# --- the batch interface the planner's callers use ----------------------------------------------
+
+
+def test_vo_mapper_rules() -> None:
+    slurm = VOMapper("account", table={"atlasprd": "atlas"})
+    assert slurm.vo_for({"account": "atlasprd"}) == "atlas"
+    assert slurm.vo_for({"account": "cms"}) == "cms"
+    assert slurm.vo_for({}) is None
+    strict = VOMapper("project", table={"p1": "lhcb"}, identity=False, default="ops")
+    assert strict.vo_for({"project": "other"}) == "ops"
+    condor = VOMapper("AccountingGroup", prefix_strip="group_", split=".")
+    assert condor.vo_for({"AccountingGroup": "group_atlas.prod.alice"}) == "atlas"
+
+
+def test_by_vo_and_the_protocol() -> None:
+    grouped = by_vo(jobs("a", 2) + jobs("b", 1) + jobs("a", 1, cores=2))
+    assert {vo: len(js) for vo, js in grouped.items()} == {"a": 3, "b": 1}
+
+    class Fake:
+        name = "fake"
+
+        def pending(self) -> list[PendingJob]:
+            return []
+
+        def nodes(self) -> list[WorkerNode]:
+            return [WorkerNode("vc-1", NodeState.DRAINED, 4, 8192, 0, "a", 10.0)]
+
+        def drain(self, node: str, reason: str) -> None: ...
+
+        def resume(self, node: str) -> None: ...
+
+        def remove(self, node: str) -> None: ...
+
+    assert isinstance(Fake(), BatchSystem)
+    assert not isinstance(object(), BatchSystem)
 
 
 # --- a tiny fake world: the planner in a loop ---------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vocloud.engine import scheduler
 from vocloud.engine.scheduler import (
     HostView,
     PendingVM,
@@ -324,16 +325,14 @@ def test_place_is_much_cheaper_than_the_naive_scan() -> None:
 
     hosts = [host(i, HYPERVISOR="qemu" if i % 2 else "kvm") for i in range(200)]
     pending = vms(400, requirements='HYPERVISOR = "qemu" & FREE_CPU > 0', rank="FREE_CPU")
-    import vocloud.engine.scheduler as mod
+    original = scheduler._Host.__init__
 
-    original = mod._Host.__init__
-
-    def counting_init(self: mod._Host, view: HostView) -> None:
+    def counting_init(self: scheduler._Host, view: HostView) -> None:
         original(self, view)
         self.attrs = CountingDict(self.attrs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(mod._Host, "__init__", counting_init)
+    mp.setattr(scheduler._Host, "__init__", counting_init)
     try:
         fast = place(pending, hosts, SchedPolicy())
         fast_calls, calls["get"] = calls["get"], 0
@@ -408,30 +407,37 @@ host_views = st.builds(
     gpu=st.sampled_from(["a100,t4", "t4", None]),
 )
 
-templates = st.tuples(
-    st.sampled_from([0.5, 1, 2, 4]),
-    st.sampled_from([256, 1024, 2048]),
-    st.sampled_from(REQUIREMENTS),
-    st.sampled_from(RANKS),
-)
-
 
 @st.composite
 def pending_vms(draw: st.DrawFn, max_size: int = 30) -> list[PendingVM]:
-    """VMs drawn from a few templates, as on a real site, so that signatures repeat and the
-    fast path's per-signature state is exercised across many VMs."""
-    shapes = draw(st.lists(templates, min_size=1, max_size=4))
-    picks = draw(st.lists(st.integers(0, len(shapes) - 1), max_size=max_size))
-    return [PendingVM(k, *shapes[j]) for k, j in enumerate(picks)]
+    """VMs drawn from a few (requirements, rank) families and a few shapes, as on a real site,
+    so that signatures repeat and share families: that is where the fast path keeps state."""
+    families = draw(
+        st.lists(st.tuples(st.sampled_from(REQUIREMENTS), st.sampled_from(RANKS)), min_size=1, max_size=2)
+    )
+    shapes = draw(
+        st.lists(
+            st.tuples(st.sampled_from([0.5, 1, 2, 4]), st.sampled_from([256, 1024, 2048])),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    picks = draw(
+        st.lists(
+            st.tuples(st.integers(0, len(families) - 1), st.integers(0, len(shapes) - 1)), max_size=max_size
+        )
+    )
+    return [PendingVM(k, *shapes[s], *families[f]) for k, (f, s) in enumerate(picks)]
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     hosts=st.lists(host_views, max_size=8, unique_by=lambda h: h.id),
     pending=pending_vms(),
     policy=st.sampled_from(POLICIES),
     max_dispatch=st.sampled_from([0, 0, 3, 10]),
     max_host_dispatch=st.sampled_from([0, 0, 1, 2]),
+    skip_limit=st.sampled_from([0, 1, 24]),
 )
 def test_place_equals_place_naive(
     hosts: list[HostView],
@@ -439,9 +445,13 @@ def test_place_equals_place_naive(
     policy: SchedPolicy,
     max_dispatch: int,
     max_host_dispatch: int,
+    skip_limit: int,
 ) -> None:
     policy = SchedPolicy(policy.kind, policy.rank, max_dispatch, max_host_dispatch)
-    assert place(pending, hosts, policy) == place_naive(pending, hosts, policy)
+    # small limits push signatures from the shared heap to private ones, as on big sites
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scheduler, "_SKIP_LIMIT", skip_limit)
+        assert place(pending, hosts, policy) == place_naive(pending, hosts, policy)
 
 
 @settings(max_examples=200, deadline=None)

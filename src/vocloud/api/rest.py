@@ -8,6 +8,7 @@ are serialised with orjson directly (no response-model validation), which is wha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,8 @@ from vocloud.errors import InvalidInput, VocloudError
 from vocloud.model.lifecycle import HOST_TABLE, VM_TABLE, VM_USER_ACTIONS
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
+
+log = logging.getLogger("vocloud.api")
 
 
 class JSONResponse(Response):
@@ -155,6 +158,12 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None) -> Fast
     @app.exception_handler(VocloudError)
     async def _vocloud_error(_req: Request, exc: VocloudError) -> Response:
         return _error(exc)
+
+    @app.exception_handler(Exception)
+    async def _bug(_req: Request, exc: Exception) -> Response:
+        log.error("internal error", exc_info=exc)
+        return JSONResponse({"error": "InternalError", "message": f"internal error: {exc.__class__.__name__} "
+                             "(see the daemon log)"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> Response:

@@ -50,6 +50,7 @@ How a pool is sized, in order:
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ MEMORY_QUANTUM_MIB = 64
 #: The window of ``max_boots_per_minute``.
 RATE_WINDOW_S = 60.0
 
-Shape = tuple[int, int]  # (cores, memory MiB)
+Shape = tuple[int, int]  # (cores, memory): MiB for the site, memory units when packing jobs
 
 
 # --- bin packing --------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ def _units(policy: PoolPolicy) -> int:
     Measuring memory relative to the VM keeps the fit test exact (a job fits iff its units are
     at most K) while rounding each job's memory up by less than ``MEMORY_QUANTUM_MIB``.
     """
-    return max(policy.memory_mib_per_vm // MEMORY_QUANTUM_MIB, 1)
+    mem = policy.memory_mib_per_vm
+    return max(mem // MEMORY_QUANTUM_MIB, min(mem, 64))  # small VMs: still 64 steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,12 @@ class _Demand:
     unfit_notes: tuple[str, ...]
 
 
+_NO_DEMAND = _Demand(0, 0, (), 0, 0, ())
+
+
 def _demand(jobs: Sequence[PendingJob], policy: PoolPolicy, now: float) -> _Demand:
+    if not jobs:
+        return _NO_DEMAND
     cutoff = now - policy.min_pending_s
     k, vm_mem, vm_cores = _units(policy), policy.memory_mib_per_vm, policy.cores_per_vm
     # The one pass over every job: everything after works per distinct shape.
@@ -247,14 +254,18 @@ class _Classified:
 
     failed: tuple[Shutdown, ...]
     starting: tuple[PoolVM, ...]  # REQUESTED or BOOTING, within the boot timeout
-    requested: int  # of ``starting``: not yet placed on a host
     idle: tuple[PoolVM, ...]
     busy: tuple[PoolVM, ...]
     expired_joined: tuple[PoolVM, ...]
     resumable: tuple[PoolVM, ...]  # preference order: drained first, then fewest jobs
     drained_empty: tuple[PoolVM, ...]
     held: int  # VMs holding site capacity (every state but GONE)
-    counts: Mapping[V, int]
+    # Raw counts by state (failed ones included), for the status row.
+    n_requested: int  # not yet placed on a host: not in the site's free figures
+    n_booting: int
+    n_idle: int
+    n_busy: int
+    n_draining: int  # DRAINING + DRAINED
     last_start: float | None
     starts_in_window: int
 
@@ -269,35 +280,50 @@ def _classify(pool: Pool, now: float) -> _Classified:
     expired: list[PoolVM] = []
     resumable: list[PoolVM] = []
     drained: list[PoolVM] = []
-    counts: Counter[V] = Counter()
-    window_lo, last, in_window = now - RATE_WINDOW_S, None, 0
+    window_lo, last, in_window = now - RATE_WINDOW_S, -math.inf, 0
+    n_req = n_boot = n_idle = n_busy = n_draining = n_gone = 0
     for vm in pool.vms:
         s, started = vm.state, vm.started_at
-        counts[s] += 1
-        if last is None or started > last:
+        if started > last:
             last = started
         if window_lo < started <= now:
             in_window += 1
+        # Plain counters and identity tests: this loop runs per VM per plan (see _REQUESTED).
+        if s is _IDLE or s is _BUSY:
+            if s is _IDLE:
+                n_idle += 1
+            else:
+                n_busy += 1
+            if lifetime is not None and now - started >= lifetime:
+                expired.append(vm)
+            else:
+                (idle if s is _IDLE else busy).append(vm)
+            continue
+        if s is _REQUESTED:
+            n_req += 1
+        elif s is _BOOTING:
+            n_boot += 1
+        elif s is _DRAINING or s is _DRAINED:
+            n_draining += 1
+        elif s is _GONE:
+            n_gone += 1
         if s in _MAY_FAIL and (verdict := failure_verdict(vm, p, now)) is not None:
             failed.append(Shutdown(p.vo, vm.vm_id, verdict.reason, vm.name, verdict.cause))
-            continue
-        expired_ = lifetime is not None and now - started >= lifetime
-        if s is _IDLE or s is _BUSY:
-            (expired if expired_ else idle if s is _IDLE else busy).append(vm)
         elif s is _REQUESTED or s is _BOOTING:
             starting.append(vm)
         elif s is _DRAINING or s is _DRAINED:
             if s is _DRAINED and vm.running_jobs == 0:
                 drained.append(vm)
-            if not expired_:
+            if lifetime is None or now - started < lifetime:
                 resumable.append(vm)
-    resumable.sort(key=lambda v: (v.state is not _DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
+    if len(resumable) > 1:
+        resumable.sort(key=lambda v: (v.state is not _DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
     return _Classified(
-        failed=tuple(failed), starting=tuple(starting), requested=counts[_REQUESTED],
-        idle=tuple(idle), busy=tuple(busy), expired_joined=tuple(expired),
-        resumable=tuple(resumable), drained_empty=tuple(drained),
-        held=len(pool.vms) - counts[_GONE], counts=counts, last_start=last,
-        starts_in_window=in_window,
+        failed=tuple(failed), starting=tuple(starting), idle=tuple(idle), busy=tuple(busy),
+        expired_joined=tuple(expired), resumable=tuple(resumable), drained_empty=tuple(drained),
+        held=len(pool.vms) - n_gone, n_requested=n_req, n_booting=n_boot, n_idle=n_idle,
+        n_busy=n_busy, n_draining=n_draining,
+        last_start=last if pool.vms else None, starts_in_window=in_window,
     )
 
 
@@ -494,10 +520,11 @@ class _Site:
         self.vm_room = site.max_vms - sum(d.vms.held for d in drafts)
         self.cores = site.free_cores
         self.memory = site.free_memory_mib
-        self.hosts = [list(h) for h in site.host_free]
+        self._host_free = site.host_free
+        self._hosts: list[list[int]] | None = None  # copied on first use: most plans boot nothing
         self.cursor: dict[Shape, int] = {}
         for d in drafts:  # requested VMs are not on a host yet: not in the free figures
-            for _ in range(d.vms.requested):
+            for _ in range(d.vms.n_requested):
                 self.take(d.shape, count_vm=False)
 
     def why_not(self, shape: Shape) -> str | None:
@@ -506,7 +533,7 @@ class _Site:
             return "site VM cap reached"
         if self.cores < shape[0] or self.memory < shape[1]:
             return f"site has {max(self.cores, 0)} free cores / {max(self.memory, 0)} MiB free"
-        if self.hosts and self._host_for(shape) is None:
+        if self._host_free and self._host_for(shape) is None:
             return f"no host has {shape[0]} cores and {shape[1]} MiB free"
         return None
 
@@ -515,19 +542,26 @@ class _Site:
         self.vm_room -= 1 if count_vm else 0
         self.cores -= shape[0]
         self.memory -= shape[1]
-        i = self._host_for(shape) if self.hosts else None
+        i = self._host_for(shape) if self._host_free else None
         if i is not None:
-            self.hosts[i][0] -= shape[0]
-            self.hosts[i][1] -= shape[1]
+            hosts = self._mutable_hosts()
+            hosts[i][0] -= shape[0]
+            hosts[i][1] -= shape[1]
+
+    def _mutable_hosts(self) -> list[list[int]]:
+        if self._hosts is None:
+            self._hosts = [list(h) for h in self._host_free]
+        return self._hosts
 
     def _host_for(self, shape: Shape) -> int | None:
         """First host that fits ``shape``. Free space only shrinks, so a per-shape cursor never
         needs to look back: the scan costs O(hosts) per shape for the whole plan."""
+        hosts = self._mutable_hosts()
         i = self.cursor.get(shape, 0)
-        while i < len(self.hosts) and (self.hosts[i][0] < shape[0] or self.hosts[i][1] < shape[1]):
+        while i < len(hosts) and (hosts[i][0] < shape[0] or hosts[i][1] < shape[1]):
             i += 1
         self.cursor[shape] = i
-        return i if i < len(self.hosts) else None
+        return i if i < len(hosts) else None
 
 
 def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
@@ -626,7 +660,7 @@ def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
 
 def _draining(d: _PoolDraft) -> int:
     """VMs of the pool already draining or drained: capacity on its way out."""
-    return d.vms.counts.get(_DRAINING, 0) + d.vms.counts.get(_DRAINED, 0)
+    return d.vms.n_draining
 
 
 def _cores_leaving(d: _PoolDraft) -> int:
@@ -714,15 +748,14 @@ def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
         held = f" of {d.want} wanted" if d.granted < d.want else ""
         actions.append(Boot(p.vo, d.granted, f"boot {d.granted}{held}: {d.boot_reason}", p.image))
     actions.sort(key=_action_order)
-    counts = d.vms.counts
+    c = d.vms
     status = PoolStatus(
         vo=p.vo, image=p.image, pending_jobs=d.demand.pending_jobs,
         pending_cores=d.demand.pending_cores, fitting_jobs=d.demand.fitting_jobs,
         unfit_jobs=d.demand.unfit_jobs,
         desired=max(d.base_active + len(d.resumes) + d.granted - _shrinks(actions), 0),
-        booting=counts[V.REQUESTED] + counts[V.BOOTING],
-        running=counts[V.JOINED_IDLE] + counts[V.JOINED_BUSY],
-        draining=counts[V.DRAINING] + counts[V.DRAINED], idle=counts[V.JOINED_IDLE],
+        booting=c.n_requested + c.n_booting, running=c.n_idle + c.n_busy,
+        draining=c.n_draining, idle=c.n_idle,
         min_vms=p.min_vms, max_vms=p.max_vms, boots=d.granted, notes=tuple(d.notes),
     )
     return actions, status

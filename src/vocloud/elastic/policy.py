@@ -246,7 +246,13 @@ class Drain:
 
 @dataclass(frozen=True, slots=True)
 class Shutdown:
-    """Shut down and remove VM ``vm_id`` (no job runs on it: drained and empty, or never joined)."""
+    """Shut down and remove VM ``vm_id`` (no job runs on it: drained and empty, or never joined).
+
+    In the pool-VM table (``failures.POOL_VM_TABLE``) this is event ``shutdown`` for a BOOTING,
+    DRAINED, DOWN or FAILED VM, and ``cancel`` for a REQUESTED one (never placed: nothing to
+    stop). The controller also removes the node from the batch system (``BatchSystem.remove``)
+    and, when ``cause.is_failure``, records a failure on the image's backoff.
+    """
 
     vo: str
     vm_id: int

@@ -25,7 +25,6 @@ import io
 import json
 import lzma
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -352,10 +351,25 @@ def build(dest: Path, inputs: dict[str, str]) -> GuestImage:
         manifest = {**inputs, "kernel_release": release, "modules_loaded": order,
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        out.rename(dest)
+        _install(out, dest, work)
     return GuestImage.load(dest)
+
+
+def _install(out: Path, dest: Path, work: Path) -> None:
+    """Move a finished build into place without ever exposing a half-deleted or half-built one.
+
+    Two test sessions may build the same key at once: whoever renames first wins and the other
+    keeps the winner's files (identical inputs). A forced rebuild swaps the old directory out
+    first, so guests booted from it keep their open files until the temp dir goes.
+    """
+    if dest.exists():
+        dest.rename(work / "replaced")
+    try:
+        out.rename(dest)
+    except OSError:
+        if not (dest / "manifest.json").exists():
+            raise
+        log(f"another build of {dest.name} finished first; using it")
 
 
 def _kernel_release(tree: Path) -> str:

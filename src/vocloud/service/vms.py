@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, case, cast, func, literal, select, update
+from sqlalchemy import Text, case, cast, func, literal, literal_column, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vocloud.errors import Conflict, IllegalAction, InvalidInput, NotFound, ParseError
@@ -382,8 +382,8 @@ class VMService:
                     inner = inner.where(cond | VM.id.in_(ids)) if ids else inner.where(cond)
             sq = inner.subquery()
             pairs: list[Any] = []
-            for col in sq.c:
-                pairs.extend((literal(col.name), col))
+            for col in sq.c:  # keys inlined: PostgreSQL cannot type a bare key parameter
+                pairs.extend((literal_column(f"'{col.name}'"), col))
             if self.db.is_sqlite:
                 agg: Any = func.json_group_array(func.json_object(*pairs))
             else:

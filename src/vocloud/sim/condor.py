@@ -61,7 +61,8 @@ class _Interner:
         return self.codes.setdefault(text, len(self.codes))
 
     def labels(self) -> dict[int, str]:
-        return {c: t for t, c in self.codes.items()}
+        # -1 (attribute absent) reads as empty text, so no rule mistakes it for a name
+        return {-1: "", **{c: t for t, c in self.codes.items()}}
 
     def table(self) -> list[str]:
         return list(self.codes)
@@ -134,13 +135,15 @@ def convert_record(rec: Mapping[str, Any]) -> tuple[list[float], dict[str, objec
     status = _num(rec, "JobStatus")
     if cpus < 1:
         raise ValueError(f"RequestCpus is {cpus:g}")
+    for key, v in (("RemoteWallClockTime", wall), ("QDate", qdate), ("JobStartDate", start),
+                   ("CompletionDate", done), ("RequestMemory", mem)):
+        if v is not None and v < 0:
+            raise ValueError(f"negative {key} {v:g}")
     runtime = -1.0
     if wall is not None and wall > 0:
         runtime = wall
     elif start and done and done >= start:
         runtime = done - start
-    if runtime < 0 and runtime != -1:
-        raise ValueError(f"negative run time {runtime:g}")
     started = bool(start) or runtime > 0
     wait = (start - qdate) if start and start >= qdate else -1.0
     values = [-1.0] * N_FIELDS

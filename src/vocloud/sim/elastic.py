@@ -148,6 +148,7 @@ class ElasticSite:
         self.host_vms = [0] * spec.hosts
         self._site_cap: SiteCapacity | None = None
         self._views: list[HostView | None] = [None] * spec.hosts
+        self._host_free = [(spec.cores_per_host, spec.mem_per_host)] * spec.hosts
         self._pool_vms: list[tuple[PoolVM, ...] | None] = [None] * len(w.vo_names)
         self._pending: dict[int, PendingJob] = {}
         self.recent_boots: list[list[float]] = [[] for _ in w.vo_names]
@@ -300,11 +301,12 @@ class ElasticSite:
 
     def _site(self) -> SiteCapacity:
         if self._site_cap is None:
-            host_free = tuple(
-                (self.spec.cores_per_host - u, self.spec.mem_per_host - m)
-                for u, m in zip(self.host_used_cpu, self.host_used_mem, strict=True)
+            self._site_cap = SiteCapacity(
+                max_vms=self.max_vms_site,
+                free_cores=self.spec.total_cores - sum(self.host_used_cpu),
+                free_memory_mib=self.spec.hosts * self.spec.mem_per_host - sum(self.host_used_mem),
+                host_free=tuple(self._host_free),
             )
-            self._site_cap = SiteCapacity.from_hosts(self.max_vms_site, host_free)
         return self._site_cap
 
     def _deadline(self, t: float, kind: int, vm_id: int = 0, stamp: float = 0.0) -> None:
@@ -484,6 +486,7 @@ class ElasticSite:
             self.host_vms[p.host_id] += 1
             self._site_cap = None
             self._views[p.host_id] = None
+            self._host_free[p.host_id] = self._free_of(p.host_id)
             t = self.boot.draw(self.rng)
             self.boots += 1
             self.boot_core_seconds += vm.cores * t
@@ -497,6 +500,11 @@ class ElasticSite:
         self.host_vms[host] -= 1
         self._site_cap = None
         self._views[host] = None
+        self._host_free[host] = self._free_of(host)
+
+    def _free_of(self, host: int) -> tuple[int, int]:
+        return (self.spec.cores_per_host - self.host_used_cpu[host],
+                self.spec.mem_per_host - self.host_used_mem[host])
 
     def finish(self, now: float) -> None:
         """Account the VMs still up when the replay ends."""

@@ -1,0 +1,141 @@
+"""The rest of the command tree against a live daemon: templates, networks, images, accounts,
+ACLs, ``--json`` on read commands, and the endpoint/token lookup order."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from vocloud.cli.credentials import ADMIN_TOKEN_FILE
+from vocloud.engine.daemon import TOKEN_FILE
+
+from .conftest import Daemon
+
+NETWORK = """NAME = "lan"
+BRIDGE = "br0"
+AR = [ TYPE = "IP4", IP = "10.1.0.10", SIZE = "4" ]
+"""
+
+
+def test_templates_json_toml_and_instantiate(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.ok("host", "create", "objhost", "--cpu", "4", "--memory", "4G")
+    (tmp_path / "w.json").write_text(json.dumps({"NAME": "worker", "CPU": 1, "MEMORY": 256}))
+    (tmp_path / "s.toml").write_text('NAME = "small"\nCPU = 0.5\nMEMORY = 128\n[CONTEXT]\nROLE = "wn"\n')
+    tid = int(daemon.ok("template", "create", str(tmp_path / "w.json")).out.split()[-1])
+    daemon.ok("template", "create", str(tmp_path / "s.toml"), "--public")
+    rows = daemon.ok("template", "list", "--json").json()
+    assert {r["name"] for r in rows} == {"worker", "small"}
+    assert 'ROLE="wn"' in daemon.ok("template", "show", "small").out.replace(" ", "")
+    assert daemon.ok("--json", "template", "show", str(tid)).json()["name"] == "worker"
+
+    ids = daemon.ok("template", "instantiate", "worker", "-m", "2", "--attr", "memory=512", "--json").json()
+    assert len(ids) == 2
+    vm = daemon.ok("vm", "show", str(ids[0]), "--json").json()
+    assert vm["memory"] == 512 and vm["name"] == "worker-0"
+    daemon.ok("vm", "terminate", "--hard", f"{ids[0]}..{ids[1]}")
+    daemon.ok("template", "delete", "small")
+    daemon.fails("template", "show", "small")
+
+
+def test_vnet_leases_table_hold_and_release(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "lan.net").write_text(NETWORK)
+    daemon.ok("vnet", "create", str(tmp_path / "lan.net"))
+    daemon.ok("vnet", "hold", "lan", "10.1.0.11")
+    (tmp_path / "vm.tmpl").write_text('CPU = 1\nMEMORY = 128\nNIC = [ NETWORK = "lan" ]\n')
+    vm_id = daemon.ok("vm", "create", str(tmp_path / "vm.tmpl"), "--hold", "--json").json()[0]
+
+    shown = daemon.ok("vnet", "show", "lan").out
+    leases = shown.split("\nLEASES\n", 1)[1].splitlines()
+    assert leases[0].split() == ["IP", "MAC", "VM", "HELD"]
+    assert leases[1].split() == ["10.1.0.10", "02:00:0a:01:00:0a", str(vm_id), "no"]
+    assert leases[2].split() == ["10.1.0.11", "02:00:0a:01:00:0b", "-", "yes"]
+    assert daemon.ok("vnet", "list", "--json").json()[0]["used_leases"] == 2
+    assert "10.1.0.10" in daemon.ok("vm", "show", str(vm_id)).out
+
+    daemon.fails("vnet", "hold", "lan", "10.1.0.10")  # leased to the VM
+    daemon.ok("vnet", "release", "lan", "10.1.0.11")
+    daemon.ok("vm", "terminate", str(vm_id))
+    daemon.ok("vm", "delete", str(vm_id))
+    assert daemon.ok("vnet", "show", "lan", "--json").json()["leases"] == []
+    daemon.ok("vnet", "delete", "lan")
+
+
+def test_images(daemon: Daemon, tmp_path: Path) -> None:
+    disk = tmp_path / "base.img"
+    disk.write_bytes(b"\0" * (3 << 20))
+    daemon.ok("image", "create", "base", "--path", str(disk))
+    row = daemon.ok("image", "list").out.splitlines()[1].split()
+    assert row[1:5] == ["base", "READY", "raw", "3M"]
+    daemon.ok("image", "persistent", "base")
+    daemon.ok("image", "disable", "base")
+    img = daemon.ok("image", "show", "base", "--json").json()
+    assert (img["state"], img["persistent"]) == ("DISABLED", True)
+    r = daemon.fails("image", "disable", "base")
+    assert "DISABLED" in r.err
+    daemon.ok("image", "delete", "base")
+
+
+def test_users_groups_acls(daemon: Daemon) -> None:
+    daemon.ok("group", "create", "lhcb", "--description", "LHCb VO")
+    created = daemon.ok("user", "create", "lena", "--group", "lhcb").out
+    token = re.search(r"^TOKEN: (\S+)$", created, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    me = daemon.ok("user", "me", "--json", token=token).json()
+    assert (me["name"], me["group"], me["is_admin"]) == ("lena", "lhcb", False)
+    assert [u["name"] for u in daemon.ok("user", "list", "--json", token=token).json()] == ["lena"]
+    assert "lena" in daemon.ok("group", "show", "lhcb").out
+
+    new = daemon.ok("user", "token", "lena", "--json").json()["token"]
+    daemon.fails("user", "me", token=token)  # the old token is gone
+    daemon.ok("user", "disable", "lena")
+    daemon.fails("user", "me", token=new)
+    daemon.ok("user", "enable", "lena")
+    daemon.ok("user", "me", token=new)
+
+    acl = daemon.ok("acl", "create", "@1", "VM", "*", "USE", "--json").json()
+    assert acl["id"] in [a["id"] for a in daemon.ok("acl", "list", "--json").json()]
+    daemon.ok("acl", "delete", str(acl["id"]))
+    daemon.fails("acl", "create", "someone", "VM", "*", "USE")
+    daemon.ok("user", "delete", "lena")
+    daemon.ok("group", "delete", "lhcb")
+
+
+READ_COMMANDS = [
+    ("host", "list"), ("vm", "list"), ("template", "list"), ("image", "list"), ("vnet", "list"),
+    ("user", "list"), ("group", "list"), ("acl", "list"), ("user", "me"), ("group", "show", "admin"),
+    ("quota", "show", "group", "admin"), ("user", "show", "admin"),
+]
+
+
+def test_every_read_command_has_json(daemon: Daemon) -> None:
+    for args in READ_COMMANDS:
+        doc = daemon.ok(*args, "--json").json()
+        assert isinstance(doc, list | dict), args
+    # the global flag means the same (volatile fields such as monitored_at aside)
+    for args in (("host", "list"), ("user", "me"), ("quota", "show", "group", "admin")):
+        per_command, global_ = daemon.ok(*args, "--json").json(), daemon.ok("--json", *args).json()
+        if isinstance(per_command, list):
+            assert [x["id"] for x in per_command] == [x["id"] for x in global_]
+        else:
+            assert per_command == global_
+
+
+def test_token_and_endpoint_lookup_order(daemon: Daemon) -> None:
+    assert ADMIN_TOKEN_FILE == TOKEN_FILE
+    # no VOCLOUD_TOKEN: the daemon's admin.token in VOCLOUD_HOME is used (front-end admin)
+    env = daemon.env()
+    del env["VOCLOUD_TOKEN"]
+    env["VOCLOUD_HOME"] = str(daemon.data_dir)
+    assert daemon.ok("user", "me", "--json", env=env).json()["name"] == "admin"
+    # ~/.config/vocloud/token wins over admin.token ...
+    cfg = daemon.home / ".config" / "vocloud"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "token").write_text("vc_wrong\n")
+    r = daemon.fails("user", "me", env=env)
+    assert str(cfg / "token") in r.err
+    # ... VOCLOUD_TOKEN wins over the file, --token over everything
+    assert daemon.ok("user", "me", env={**env, "VOCLOUD_TOKEN": daemon.token}).code == 0
+    assert daemon.ok("--token", daemon.token, "user", "me", env=env).code == 0
+    (cfg / "token").unlink()
+    # --url wins over VOCLOUD_URL
+    assert daemon.ok("--url", daemon.url, "vm", "list", env={**env, "VOCLOUD_URL": "http://127.0.0.1:1"})

@@ -1,0 +1,227 @@
+"""The real daemon over real HTTP: auth and errors, concurrent clients, SIGTERM, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+FAST = {
+    "VOCLOUD_SCHEDULER_INTERVAL": "0.2", "VOCLOUD_LIFECYCLE_INTERVAL": "0.2",
+    "VOCLOUD_MONITOR_INTERVAL": "0.5", "VOCLOUD_SIM_BOOT_DELAY": "0.5",
+    "VOCLOUD_SIM_SHUTDOWN_DELAY": "0.2", "VOCLOUD_LOG_LEVEL": "warning",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    data_dir: Path
+    db_url: str
+    port: int
+    extra_env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> None:
+        env = {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
+               "VOCLOUD_PORT": str(self.port), "VOCLOUD_DB_URL": self.db_url}
+        log = (self.data_dir / "daemon.log").open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.data_dir / "daemon.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("daemon did not come up")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        return self.proc.returncode
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {token or self.token}"})
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, db_url, _free_port(), {})
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait(10)
+
+
+def _wait(fn: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(c: httpx.Client) -> Counter[str]:
+    return Counter(v["state"] for v in c.get("/vms", params={"all": True}).json())
+
+
+def test_auth_errors_and_openapi(daemon: Daemon) -> None:
+    doc = httpx.get(daemon.url.removesuffix("/api/v1") + "/openapi.json").json()
+    assert "/api/v1/vms" in doc["paths"] and "/api/v1/hosts/{ref}/action" in doc["paths"]
+    r = httpx.get(f"{daemon.url}/vms")
+    assert r.status_code == 401 and r.json()["error"] == "Unauthorized"
+    r = httpx.get(f"{daemon.url}/vms", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["message"] == "invalid token"
+    with daemon.client() as c:
+        r = c.post("/vms", json={"template": "CPU=1\nNAME=\"x\n"})
+        assert r.status_code == 400 and r.json()["error"] == "ParseError"
+        assert r.json()["details"]["line"] == 2
+        r = c.post("/vms", json={"template": "CPU=1", "colour": "red"})
+        assert r.status_code == 400 and "colour" in r.json()["message"]
+        r = c.post("/vms", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        r = c.get("/hosts/nope")
+        assert r.status_code == 404 and r.json()["message"] == "host nope does not exist"
+        r = c.post("/vms/12345/action", json={"action": "terminate"})
+        assert r.status_code == 404
+        r = c.get("/vms", params={"state": "SLEEPING"})
+        assert r.status_code == 400
+        assert c.get("/vms").json() == []
+
+
+def test_concurrent_http_clients_respect_quota(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        c.post("/groups", json={"name": "atlas"}).raise_for_status()
+        token = c.post("/users", json={"name": "alice", "group": "atlas"}).json()["token"]
+        c.put("/quotas/group/atlas", json={"vms": 25}).raise_for_status()
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with daemon.client(token) as uc:
+            for _ in range(5):
+                r = uc.post("/vms", json={"template": "CPU=1\nMEMORY=128", "count": 1})
+                with lock:
+                    codes.append(r.status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert Counter(codes) == Counter({201: 25, 409: 15})
+    with daemon.client(token) as uc:
+        assert len(uc.get("/vms").json()) == 25
+        q = uc.get("/quotas/group/atlas").json()
+        assert q["vms"] == {"used": 25, "limit": 25}
+
+
+def test_sigterm_is_clean(daemon: Daemon) -> None:
+    t = time.time()
+    assert daemon.stop() == 0
+    assert time.time() - t < 15
+    daemon.start()  # the lock was released: a new daemon starts on the same data dir
+    assert daemon.stop() == 0
+
+
+def test_second_daemon_on_same_data_dir_is_refused(daemon: Daemon) -> None:
+    env = {**os.environ, "VOCLOUD_HOME": str(daemon.data_dir), "VOCLOUD_PORT": str(_free_port()),
+           "VOCLOUD_DB_URL": daemon.db_url}
+    r = subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=env, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert b"another vocloud daemon" in r.stderr
+
+
+def _domains(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in (data_dir / "sim").glob("*/*.json"):
+        out.setdefault(p.stem, []).append(json.loads(p.read_text()))
+    return out
+
+
+def test_acceptance_pack_terminate_and_kill9_restart(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        for i in (1, 2, 3):
+            c.post("/hosts", json={"name": f"h{i}", "cpu": 8, "memory": 16384}).raise_for_status()
+        ids = c.post("/vms", json={"template": "CPU=1\nMEMORY=512", "count": 30}).json()["ids"]
+        _wait(lambda: _states(c)["RUNNING"] == 24, what="24 RUNNING")
+        hosts = {h["name"]: h for h in c.get("/hosts").json()}
+        assert all(h["alloc_cpu"] <= 8 and h["running_vms"] == 8 for h in hosts.values())
+        rows = {v["id"]: v for v in c.get("/vms").json()}
+        assert [rows[i]["host"] for i in ids[:24]] == ["h1"] * 8 + ["h2"] * 8 + ["h3"] * 8
+        for i in ids:
+            assert c.post(f"/vms/{i}/action", json={"action": "terminate"}).status_code == 200
+        _wait(lambda: _states(c) == Counter({"DONE": 30}), what="30 DONE")
+
+        # second batch; kill -9 in the middle of booting and terminating
+        batch = c.post("/vms", json={"template": "CPU=1\nMEMORY=512", "count": 20}).json()["ids"]
+        _wait(lambda: _states(c)["BOOT"] + _states(c)["RUNNING"] >= 10, what="boots started")
+        doomed = batch[:5]
+        for i in doomed:
+            r = c.post(f"/vms/{i}/action", json={"action": "terminate-hard"})
+            assert r.status_code in (200, 409), r.text
+            if r.status_code == 409:  # still PENDING/PROLOG: terminate after it moves on
+                _wait(lambda i=i: c.get(f"/vms/{i}").json()["state"] in ("RUNNING", "BOOT", "PENDING"))
+                c.post(f"/vms/{i}/action", json={"action": "terminate-hard"}).raise_for_status()
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as c:
+        keep = [i for i in batch if i not in doomed]
+
+        def settled() -> bool:
+            rows = {v["id"]: v["state"] for v in c.get("/vms", params={"all": True}).json()}
+            return all(rows[i] == "RUNNING" for i in keep) and all(rows[i] == "DONE" for i in doomed)
+
+        _wait(settled, what="second batch RUNNING/DONE after restart")
+        assert _states(c) == Counter({"DONE": 35, "RUNNING": 15})
+        hosts = c.get("/hosts").json()
+        assert sum(h["running_vms"] for h in hosts) == 15
+        assert all(h["alloc_cpu"] <= h["total_cpu"] for h in hosts)
+        # none lost, none twice: exactly one guest per RUNNING VM, each started once
+        doms = _domains(daemon.data_dir)
+        assert sorted(doms) == sorted(f"vc-{i}" for i in keep)
+        assert all(len(v) == 1 and v[0]["boots"] == 1 for v in doms.values())
+        rows = {v["id"]: v for v in c.get("/vms").json()}
+        for i in keep:
+            assert (daemon.data_dir / "sim" / rows[i]["host"] / f"vc-{i}.json").exists()
+    assert daemon.stop() == 0
