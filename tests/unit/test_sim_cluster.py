@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 
@@ -12,7 +13,7 @@ from vocloud.sim.cluster import Cluster
 
 
 def replay(
-    cores: list[int], jobs: list[tuple[float, int, float, float]], *, span: bool = True
+    cores: list[int], jobs: Sequence[tuple[float, int, float, float]], *, span: bool = True
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Run (submit, procs, runtime, estimate) jobs on one partition; returns start times and
     the first reservation (shadow time) each job got as the blocked head of the queue."""

@@ -522,7 +522,7 @@ class _Group:
         for i in set(batch) if len(batch) > 1 else batch:
             if passed[i]:
                 old, new = self._update(i, state[i])
-                if push and new == _READY and old != _READY:
+                if push and new == _READY and (old != _READY or fam.rank_dynamic):
                     self.stamp[i] += 1
                     heapq.heappush(self.heap, (-score[i], i, self.stamp[i]))
 

@@ -1,0 +1,98 @@
+"""``vocloud simulate`` as a user runs it: report directory, JSON output, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vocloud.cli.main import run
+from vocloud.sim.synth import bursty, swf_line, swf_text
+
+LPC = Path(__file__).resolve().parents[3] / "shared" / "traces" / "LPC-EGEE-2004-1.2-cln.swf.gz"
+
+
+def vocloud(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vocloud.cli.main", *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_report_dir_with_metrics_summary_and_plots(tmp_path: Path) -> None:
+    trace = tmp_path / "burst.swf.gz"
+    trace.write_bytes(gzip.compress(bursty(11, n=300, vos=3).encode()))
+    out = tmp_path / "report"
+    proc = vocloud("simulate", str(trace), "--report", str(out), "--hosts", "4", "--seed", "3",
+                   "--boot-time", "uniform:30,90", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "| physical |" in proc.stdout and "| elastic |" in proc.stdout
+    for name in ("metrics.json", "summary.md", "queue_vs_pool.png", "utilization.png", "wait_cdf.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "queue_vs_pool.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((out / "metrics.json").read_text())
+    assert set(doc["scenarios"]) == {"physical", "static", "elastic"}
+    assert all(s["conservation_ok"] for s in doc["scenarios"].values())
+    first = (out / "metrics.json").read_bytes()
+    again = vocloud("simulate", str(trace), "--report", str(out), "--hosts", "4", "--seed", "3",
+                    "--boot-time", "uniform:30,90", "--no-progress")
+    assert again.returncode == 0
+    assert (out / "metrics.json").read_bytes() == first  # same seed: byte-identical
+
+
+def test_json_output_and_scenario_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.swf"
+    trace.write_text(swf_text([swf_line(i, i * 10, 30, group=1 + i % 2) for i in range(1, 40)]))
+    assert run(["simulate", str(trace), "-s", "physical", "-s", "elastic", "--json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(doc["scenarios"]) == ["elastic", "physical"]
+    assert doc["config"]["hosts"] == 4  # MaxProcs 8 from the header, 2 cores per host
+    assert doc["trace"]["jobs_per_vo"] == {"g1": 19, "g2": 20}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "cloudy"], "unknown scenario"),
+        (["--strict"], ":12: expected 18 fields, found 3"),
+        (["--boot-time", "gamma:1"], "--boot-time"),
+        (["--hosts", "0"], "--hosts must be >= 1"),
+        (["--vo-map", "nonsense"], "not a shorthand"),
+        (["--static-split", "g1=x"], "not a whole number"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    trace = tmp_path / "t.swf"
+    trace.write_text(swf_text([swf_line(1, 0, 5), "1 2 3"]))
+    assert run(["simulate", str(trace), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_truncated_gzip_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = gzip.compress(bursty(1, n=3000).encode())
+    cut = tmp_path / "cut.swf.gz"
+    cut.write_bytes(data[: len(data) // 3])
+    assert run(["simulate", str(cut), "--no-progress"]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert run(["simulate", str(tmp_path / "none.swf"), "--no-progress"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not LPC.exists(), reason="LPC-EGEE trace not present")
+def test_lpc_egee_slice_replays_in_all_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    """The one real-trace test: the first 3,000 jobs of LPC-EGEE, group -> VO, default site."""
+    assert run(["simulate", str(LPC), "--limit", "3000", "--json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["hosts"] == 70 and doc["config"]["cores_per_host"] == 2
+    assert doc["trace"]["read"]["skipped_total"] == 0
+    for name, s in doc["scenarios"].items():
+        assert s["conservation_ok"], name
+        assert s["jobs_submitted"] == 3000
+        assert s["utilization"] <= 1
+    assert doc["scenarios"]["elastic"]["refused_shutdowns"] == 0
