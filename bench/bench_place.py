@@ -6,6 +6,10 @@ first ``--baseline-vms`` VMs and extrapolated linearly (its cost per VM is one s
 so it is close to linear); the output says so whenever that happens. The two schedulers must give
 identical placements and reasons on that subset, or the benchmark fails.
 
+The target is "< 1 s on one core": ``place`` is single-threaded, so its CPU time is that figure
+and decides the exit status; the wall-clock time is printed beside it and equals it on an idle
+machine (on a busy one it also measures the neighbours).
+
     .venv/bin/python bench/bench_place.py [--vms 10000 --hosts 2000 --seed 1] [--json]
 """
 
@@ -73,14 +77,17 @@ def make_vms(n: int, rng: random.Random) -> list[PendingVM]:
 
 def best_of(
     fn: Scheduler, vms: list[PendingVM], hosts: list[HostView], policy: SchedPolicy, runs: int
-) -> tuple[float, SchedResult]:
-    best, result = float("inf"), None
+) -> tuple[float, float, SchedResult]:
+    """Best wall-clock and best CPU time of ``runs`` runs. CPU time is printed too because on a
+    shared machine the wall clock also measures the neighbours."""
+    wall, cpu, result = float("inf"), float("inf"), None
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn(vms, hosts, policy)
-        best = min(best, time.perf_counter() - t0)
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
     assert result is not None
-    return best, result
+    return wall, cpu, result
 
 
 @dataclass
@@ -90,6 +97,7 @@ class Row:
     hosts: int
     placed: int
     place_s: float
+    place_cpu_s: float
     baseline_s: float
     baseline_vms: int
     extrapolated: bool
@@ -100,9 +108,9 @@ class Row:
 
 
 def run(policy: SchedPolicy, vms: list[PendingVM], hosts: list[HostView], baseline_vms: int) -> Row:
-    place_s, result = best_of(place, vms, hosts, policy, 3)
+    place_s, place_cpu_s, result = best_of(place, vms, hosts, policy, 3)
     subset = vms[: min(baseline_vms, len(vms))]
-    naive_s, naive = best_of(place_naive, subset, hosts, policy, 1)
+    naive_s, _, naive = best_of(place_naive, subset, hosts, policy, 1)
     fast = result if len(subset) == len(vms) else place(subset, hosts, policy)
     if fast != naive:
         sys.exit(f"MISMATCH: place and place_naive differ on the first {len(subset)} VMs ({policy.kind})")
@@ -113,6 +121,7 @@ def run(policy: SchedPolicy, vms: list[PendingVM], hosts: list[HostView], baseli
         hosts=len(hosts),
         placed=len(result.placements),
         place_s=place_s,
+        place_cpu_s=place_cpu_s,
         baseline_s=naive_s * scale,
         baseline_vms=len(subset),
         extrapolated=len(subset) < len(vms),
@@ -125,11 +134,14 @@ def print_table(rows: list[Row]) -> None:
         figure = f"place {r.vms} VMs on {r.hosts} hosts ({r.policy})"
         base = f"{r.baseline_s:.2f} s" + ("*" if r.extrapolated else "")
         print(f"{figure:<44} {r.place_s:>7.3f} s {'< 1 s':>8} {base:>10} {r.speedup:>8.0f}x")
-        print(f"{'':<4}placed {r.placed}, left pending {r.vms - r.placed}")
+        print(f"{'':<4}placed {r.placed}, left pending {r.vms - r.placed}; CPU time {r.place_cpu_s:.3f} s")
+    print("value: best wall-clock time of 3 runs of place(); baseline: place_naive() on the same instance")
     if any(r.extrapolated for r in rows):
         subset = rows[0].baseline_vms
-        print(f"* baseline (place_naive) timed on the first {subset} VMs and extrapolated linearly;")
+        print(f"* baseline timed on the first {subset} VMs and extrapolated linearly to all of them;")
         print("  place and place_naive gave identical placements and reasons on that subset.")
+    else:
+        print("place and place_naive gave identical placements and reasons on all VMs.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(p, vms, hosts, args.baseline_vms) for p in policies]
     if args.json:
         out = [
-            dict(vars(r), speedup=r.speedup, target_s=TARGET_S, meets_target=r.place_s < TARGET_S)
+            dict(vars(r), speedup=r.speedup, target_s=TARGET_S, meets_target=r.place_cpu_s < TARGET_S)
             for r in rows
         ]
         print(json.dumps(out, indent=2))
     else:
         print_table(rows)
-    return 0 if all(r.place_s < TARGET_S for r in rows) else 1
+    return 0 if all(r.place_cpu_s < TARGET_S for r in rows) else 1
 
 
 if __name__ == "__main__":

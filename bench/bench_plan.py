@@ -8,8 +8,8 @@ size/weight, scanning all pools and then all hosts from the first for each VM. B
 close to the same number of VMs (they differ only in best- vs first-fit and in the planner's
 256 MiB memory rounding); the benchmark prints both totals and fails if they differ by > 2 %.
 
-A second figure is the planner's cost on a small site (3 VOs, 60 jobs, 140 hosts): what the
-simulator pays per poll over a whole trace replay.
+A second figure is the planner's cost on an LPC-EGEE-sized site (140 one-core VMs of 3 VOs on 70
+hosts, a short queue): what the simulator pays per poll over a whole trace replay.
 
     .venv/bin/python bench/bench_plan.py [--jobs 100000 --vos 20 --hosts 2000 --seed 1] [--json]
 """
@@ -143,12 +143,26 @@ def best_of(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 
 def small_site_us(rng: random.Random) -> float:
-    """Microseconds per plan() on an LPC-EGEE-sized site, averaged over many calls."""
+    """Microseconds per plan() on an LPC-EGEE-sized site (70 hosts x 2 cores, 3 VOs of 1-core
+    VMs, a full site: mostly busy workers, a few idle, booting and draining, a short queue),
+    averaged over many calls: what the simulator pays per poll over a whole trace replay."""
     now = 1e6
-    pools = make_pools(3, rng, now)
-    demand = by_vo(make_jobs(60, 3, rng, now))
-    site = make_site(140, rng, 1000)
-    calls = 2000
+    states = (V.JOINED_BUSY,) * 16 + (V.JOINED_IDLE, V.JOINED_IDLE, V.BOOTING, V.DRAINING)
+    pools, vid = [], 0
+    for i, share in enumerate((70, 45, 25)):
+        vms = []
+        for _ in range(share):
+            st = rng.choice(states)
+            age = rng.uniform(0, 60) if st is V.BOOTING else rng.uniform(0, 3000)
+            vms.append(PoolVM(vid, f"vc-{vid}", st, now - age,
+                              idle_since=now - rng.uniform(0, 400) if st is V.JOINED_IDLE else None,
+                              running_jobs=1 if st in (V.JOINED_BUSY, V.DRAINING) else 0))
+            vid += 1
+        pools.append(Pool(PoolPolicy(f"vo{i}", "img", 1, 2048, max_vms=140,
+                                     max_boots_per_minute=30), tuple(vms)))
+    demand = by_vo(make_jobs(12, 3, rng, now))
+    site = SiteCapacity.from_hosts(140, tuple((0, 0) for _ in range(70)))
+    calls = 5000
     t0 = time.perf_counter()
     for _ in range(calls):
         plan(demand, pools, site, now)

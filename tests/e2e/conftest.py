@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ class Daemon:
             env=env if env is not None else self.env(token),
         )
         return Result(args, proc.returncode, proc.stdout, proc.stderr)
+
+    def cli_many(self, commands: list[tuple[str, ...]], token: str | None = None) -> list[Result]:
+        """Independent commands at once (each still its own process): the suite's time is
+        mostly interpreter start-up, which overlaps well."""
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(lambda args: self.cli(*args, token=token), commands))
 
     def ok(self, *args: str, **kw: Any) -> Result:
         r = self.cli(*args, **kw)

@@ -429,3 +429,18 @@ def test_generated_requirements_follow_c_precedence(
         groups[-1].append(truth[k])
     expected = any(all(g) for g in groups)
     assert compile_requirements(" ".join(text_parts)).matches(env) is expected
+
+
+def test_errors_in_multi_line_expressions_name_the_line() -> None:
+    with pytest.raises(ParseError) as info:
+        compile_requirements('FREE_CPU > 1 &\n  HYPERVISOR = "kvm" &\n  NAME # "x"')
+    assert (info.value.line, info.value.column) == (3, 8)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(" * 3000 + "A = 1" + ")" * 3000, " + ".join(["A"] * 5000) + " > 1", "!" * 5000 + "A = 1"],
+)
+def test_pathological_nesting_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError, match="nested too deeply"):
+        compile_requirements(text)

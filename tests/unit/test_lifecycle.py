@@ -72,7 +72,7 @@ def test_pending_and_hold_terminate_directly() -> None:
 
 @pytest.mark.parametrize(("state", "action"), [
     ("RUNNING", "resume"), ("PENDING", "suspend"), ("DONE", "terminate"), ("HOLD", "hold"),
-    ("POWEROFF", "reboot"), ("STOPPED", "migrate"), ("BOOT", "terminate"),
+    ("POWEROFF", "reboot"), ("STOPPED", "migrate"), ("BOOT", "suspend"), ("PROLOG", "poweroff"),
 ])
 def test_illegal_action_names_state_and_action(state: str, action: str) -> None:
     with pytest.raises(IllegalAction) as exc:
@@ -81,6 +81,15 @@ def test_illegal_action_names_state_and_action(state: str, action: str) -> None:
     assert exc.value.action == action
     assert f"cannot {action} VM 42: it is {state}" == exc.value.message
     assert exc.value.status == 409
+
+
+def test_terminate_works_in_every_state_but_shutdowns_and_done() -> None:
+    """A user terminating "everything" must not trip over VMs that are just booting."""
+    for st in (VMState.PENDING, VMState.HOLD, VMState.PROLOG, VMState.BOOT, VMState.RUNNING,
+               VMState.POWEROFF, VMState.SUSPENDED, VMState.STOPPED, VMState.UNDEPLOYED,
+               VMState.UNKNOWN, VMState.BOOT_FAILURE, VMState.PROLOG_FAILURE):
+        assert (st, "terminate") in VM_TABLE, st
+    assert vm_next(1, "BOOT", "terminate") == VMState.SHUTDOWN_HARD
 
 
 def test_holding_states_cover_everything_on_a_host() -> None:

@@ -109,3 +109,15 @@ def test_stockout_waits_for_capacity(tmp_path: Path) -> None:
     assert f["jobs_completed"] == 6
     assert site.peak_vms == 1  # the planner never asks for a VM no host can hold
     assert f["vm_allocation"] <= 1 and f["utilization"] <= 1
+
+
+def test_a_job_no_pool_can_ever_run_is_reported_not_lost(tmp_path: Path) -> None:
+    # two 1-core hosts, three VOs each with min_vms=1: the two first pools hold the site forever
+    lines = [swf_line(1, 0, 100, group=1), swf_line(2, 10, 100, group=2), swf_line(3, 20, 100, group=3)]
+    w = workload(tmp_path, swf_text(lines))
+    _, f, sim = run(w, spec=SiteSpec(2, 1, 1024), knobs=ElasticKnobs(min_vms=1))
+    assert f["jobs_completed"] == 2 and f["conservation_ok"]
+    (reason,) = f["never_ran_reasons"]
+    assert reason.startswith("still queued at end: no VM of its VO became available")
+    assert "site VM cap reached" in reason
+    assert sim.state.stalled.startswith("no progress for")

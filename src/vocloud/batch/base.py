@@ -69,7 +69,10 @@ class WorkerNode:
     ``vo`` is the pool the node belongs to when the adapter can tell (a node feature, partition or
     the ``vc-`` naming convention), else ``None``. ``idle_since`` is when the node last became idle
     (``None`` while it runs jobs or when the batch system does not say); ``reason`` is the batch
-    system's own drain/down reason, shown to operators verbatim.
+    system's own drain/down reason, shown to operators verbatim. ``free_cores`` and
+    ``free_memory_mib``: what a BUSY or DRAINING node still has unallocated (Slurm
+    ``alloc_cpus``/``alloc_memory``, SGE slots used), so the planner counts a half-empty node as
+    capacity; ``0`` when the batch system does not say, and a busy node is then taken as full.
     """
 
     name: str
@@ -80,6 +83,8 @@ class WorkerNode:
     vo: str | None
     idle_since: float | None
     reason: str = ""
+    free_cores: int = 0
+    free_memory_mib: int = 0
 
 
 @runtime_checkable

@@ -5,9 +5,8 @@ multi-line (and, with Rich, boxed) error panels; a site's scripts and admins get
 stderr instead, for a bad option as for a refused request, and never a traceback.
 """
 
-from __future__ import annotations
-
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -106,8 +105,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `vocloud vm list | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `vocloud vm list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     return rv if isinstance(rv, int) else 0
 

@@ -74,4 +74,4 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """``KEY        : value`` lines with aligned colons, as ``onevm show`` prints them."""
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
-        echo(f"{key.ljust(width)} : {_cell(value).plain}")
+        echo(f"{key.ljust(width)} : {_cell(value).plain}".rstrip())

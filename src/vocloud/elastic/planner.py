@@ -18,9 +18,10 @@ How a pool is sized, in order:
    The leftover jobs are then packed onto new VM shapes. Packing is *best-fit decreasing* on
    bins grouped by remaining capacity: jobs are taken largest first, and each shape's jobs fill
    the tightest bins that hold them, a whole group of identical bins at a time. Memory is
-   counted in 1/K-ths of the VM's memory (K = VM MiB // 64): a job's memory is rounded up by
-   less than 64 MiB, which keeps the number of distinct shapes small, keeps the fit test exact
-   (a job that fits a VM is never called unfit), and can only over-count demand slightly.
+   counted in 1/K-ths of the VM's memory (K = VM MiB // 64, at least 64 steps): a job's memory
+   is rounded up by less than 64 MiB, which keeps the number of distinct shapes small, keeps the
+   fit test exact (a job that fits a VM is never called unfit), and can only over-count demand
+   slightly.
 4. **Resume before boot**: VMs draining or drained (and not past their lifetime) are resumed
    for the new demand before any new VM is booted: cheaper, instant, and it is what stops a
    boot/drain/boot cycle when demand dips and returns.
@@ -50,10 +51,10 @@ How a pool is sized, in order:
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from vocloud.batch.base import PendingJob
 from vocloud.elastic.failures import failure_verdict, is_probing, may_boot
@@ -130,6 +131,8 @@ def _open_bins(jobs: Sequence[tuple[Shape, int]], vm: Shape, limit: int) -> tupl
     Returns (VMs needed, capped at ``limit``; whether the demand needs more than ``limit``).
     Stopping at the limit bounds the work when a queue is far deeper than the pool's max.
     """
+    if not jobs:
+        return 0, False
     bins: Counter[Shape] = Counter()
     opened = 0
     for job, n in jobs:
@@ -188,8 +191,13 @@ def _demand(jobs: Sequence[PendingJob], policy: PoolPolicy, now: float) -> _Dema
         return _NO_DEMAND
     cutoff = now - policy.min_pending_s
     k, vm_mem, vm_cores = _units(policy), policy.memory_mib_per_vm, policy.cores_per_vm
-    # The one pass over every job: everything after works per distinct shape.
-    shapes = Counter((j.cores, -(-j.memory_mib * k // vm_mem)) for j in jobs if j.submit_time <= cutoff)
+    # The one pass over every job: everything after works per distinct shape. Without a minimum
+    # wait every job counts, even one stamped a little in the future by a batch server whose
+    # clock runs ahead of ours.
+    if policy.min_pending_s > 0:
+        shapes = Counter((j.cores, -(-j.memory_mib * k // vm_mem)) for j in jobs if j.submit_time <= cutoff)
+    else:
+        shapes = Counter((j.cores, -(-j.memory_mib * k // vm_mem)) for j in jobs)
     fitting: Counter[Shape] = Counter()
     too_many_cores: Counter[int] = Counter()
     too_much_memory = 0
@@ -203,7 +211,8 @@ def _demand(jobs: Sequence[PendingJob], policy: PoolPolicy, now: float) -> _Dema
             fitting[(cores, max(units, 0))] += n
     unfit_notes = _core_notes(too_many_cores, policy)
     if too_much_memory:
-        top = max(j.memory_mib for j in jobs if j.submit_time <= cutoff and j.cores <= vm_cores)
+        top = max(j.memory_mib for j in jobs
+                  if j.cores <= vm_cores and (policy.min_pending_s <= 0 or j.submit_time <= cutoff))
         unfit_notes.append(f"{_plural(too_much_memory, 'job')} need up to {top} MiB, more than a "
                            f"{vm_mem} MiB VM: not booted for")
     return _Demand(
@@ -246,6 +255,7 @@ _MAY_FAIL: frozenset[V] = frozenset({V.FAILED, V.BOOTING, V.DOWN})
 # _classify runs once per VM per plan; the simulator calls plan() hundreds of thousands of times.
 _REQUESTED, _BOOTING, _IDLE, _BUSY = V.REQUESTED, V.BOOTING, V.JOINED_IDLE, V.JOINED_BUSY
 _DRAINING, _DRAINED, _GONE = V.DRAINING, V.DRAINED, V.GONE
+_STARTED_AT = attrgetter("started_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +276,6 @@ class _Classified:
     n_idle: int
     n_busy: int
     n_draining: int  # DRAINING + DRAINED
-    last_start: float | None
-    starts_in_window: int
 
 
 def _classify(pool: Pool, now: float) -> _Classified:
@@ -280,24 +288,18 @@ def _classify(pool: Pool, now: float) -> _Classified:
     expired: list[PoolVM] = []
     resumable: list[PoolVM] = []
     drained: list[PoolVM] = []
-    window_lo, last, in_window = now - RATE_WINDOW_S, -math.inf, 0
-    n_req = n_boot = n_idle = n_busy = n_draining = n_gone = 0
+    n_req = n_boot = n_draining = n_gone = 0
+    # Identity tests and no per-VM work beyond sorting: this loop runs per VM per plan, and the
+    # simulator calls plan() hundreds of thousands of times (see _REQUESTED).
     for vm in pool.vms:
-        s, started = vm.state, vm.started_at
-        if started > last:
-            last = started
-        if window_lo < started <= now:
-            in_window += 1
-        # Plain counters and identity tests: this loop runs per VM per plan (see _REQUESTED).
-        if s is _IDLE or s is _BUSY:
-            if s is _IDLE:
-                n_idle += 1
-            else:
-                n_busy += 1
-            if lifetime is not None and now - started >= lifetime:
+        s = vm.state
+        if s is _BUSY or s is _IDLE:
+            if lifetime is not None and now - vm.started_at >= lifetime:
                 expired.append(vm)
+            elif s is _BUSY:
+                busy.append(vm)
             else:
-                (idle if s is _IDLE else busy).append(vm)
+                idle.append(vm)
             continue
         if s is _REQUESTED:
             n_req += 1
@@ -314,16 +316,17 @@ def _classify(pool: Pool, now: float) -> _Classified:
         elif s is _DRAINING or s is _DRAINED:
             if s is _DRAINED and vm.running_jobs == 0:
                 drained.append(vm)
-            if lifetime is None or now - started < lifetime:
+            if lifetime is None or now - vm.started_at < lifetime:
                 resumable.append(vm)
+    expired_idle = sum(1 for v in expired if v.state is _IDLE)
     if len(resumable) > 1:
         resumable.sort(key=lambda v: (v.state is not _DRAINED, v.running_jobs, -v.free_cores, v.vm_id))
     return _Classified(
         failed=tuple(failed), starting=tuple(starting), idle=tuple(idle), busy=tuple(busy),
         expired_joined=tuple(expired), resumable=tuple(resumable), drained_empty=tuple(drained),
-        held=len(pool.vms) - n_gone, n_requested=n_req, n_booting=n_boot, n_idle=n_idle,
-        n_busy=n_busy, n_draining=n_draining,
-        last_start=last if pool.vms else None, starts_in_window=in_window,
+        held=len(pool.vms) - n_gone, n_requested=n_req, n_booting=n_boot,
+        n_idle=len(idle) + expired_idle, n_busy=len(busy) + len(expired) - expired_idle,
+        n_draining=n_draining,
     )
 
 
@@ -332,18 +335,23 @@ def _idle_for(vm: PoolVM, now: float) -> float:
     return now - since
 
 
-def _recent_boots(pool: Pool, c: _Classified, now: float) -> int:
+def _recent_boots(pool: Pool, now: float) -> int:
     """Boot requests in the rate window: the given history, or the VMs' own start times if more.
 
     Taking the larger of the two keeps the rate limit even when a caller forgets the history.
     """
     lo = now - RATE_WINDOW_S
-    return max(sum(1 for t in pool.recent_boots if lo < t <= now), c.starts_in_window)
+    given = sum(1 for t in pool.recent_boots if lo < t <= now)
+    return max(given, sum(1 for vm in pool.vms if lo < vm.started_at <= now))
 
 
-def _last_boot(pool: Pool, c: _Classified) -> float | None:
-    times = [*pool.recent_boots, *([c.last_start] if c.last_start is not None else [])]
-    return max(times) if times else None
+def _last_boot(pool: Pool) -> float | None:
+    """The pool's latest boot request (history or VM start), ``None`` if it never booted."""
+    last = max(pool.recent_boots, default=None)
+    if pool.vms:
+        started = max(map(_STARTED_AT, pool.vms))
+        last = started if last is None else max(last, started)
+    return last
 
 
 # --- one pool, before the site split ------------------------------------------------------------
@@ -378,6 +386,8 @@ class _PoolDraft:
 
 def _absorb(c: _Classified, d: _Demand, p: PoolPolicy) -> tuple[list[tuple[Shape, int]], int]:
     """Pack demand into capacity present or on the way; (leftover jobs, full VMs left unused)."""
+    if not d.fitting:
+        return [], len(c.idle) + len(c.starting)
     k = _units(p)
     full = (p.cores_per_vm, k)
     bins: Counter[Shape] = Counter()
@@ -488,7 +498,7 @@ def _boot_allowance(pool: Pool, c: _Classified, now: float) -> tuple[int, str]:
         return 0, why
     if is_probing(pool.backoff):
         return max(1 - len(c.starting), 0), why
-    recent = _recent_boots(pool, c, now)
+    recent = _recent_boots(pool, now)
     left = max(p.max_boots_per_minute - recent, 0)
     return left, (f"rate limit: {recent} boots in the last {RATE_WINDOW_S:.0f} s, "
                   f"max {p.max_boots_per_minute}/min")
@@ -521,7 +531,7 @@ class _Site:
         self.cores = site.free_cores
         self.memory = site.free_memory_mib
         self._host_free = site.host_free
-        self._hosts: list[list[int]] | None = None  # copied on first use: most plans boot nothing
+        self._taken: dict[int, tuple[int, int]] = {}  # copy-on-write: hosts this plan fills
         self.cursor: dict[Shape, int] = {}
         for d in drafts:  # requested VMs are not on a host yet: not in the free figures
             for _ in range(d.vms.n_requested):
@@ -544,24 +554,21 @@ class _Site:
         self.memory -= shape[1]
         i = self._host_for(shape) if self._host_free else None
         if i is not None:
-            hosts = self._mutable_hosts()
-            hosts[i][0] -= shape[0]
-            hosts[i][1] -= shape[1]
-
-    def _mutable_hosts(self) -> list[list[int]]:
-        if self._hosts is None:
-            self._hosts = [list(h) for h in self._host_free]
-        return self._hosts
+            cores, mem = self._taken.get(i) or self._host_free[i]
+            self._taken[i] = (cores - shape[0], mem - shape[1])
 
     def _host_for(self, shape: Shape) -> int | None:
         """First host that fits ``shape``. Free space only shrinks, so a per-shape cursor never
         needs to look back: the scan costs O(hosts) per shape for the whole plan."""
-        hosts = self._mutable_hosts()
+        hosts, taken, n = self._host_free, self._taken, len(self._host_free)
         i = self.cursor.get(shape, 0)
-        while i < len(hosts) and (hosts[i][0] < shape[0] or hosts[i][1] < shape[1]):
+        while i < n:
+            cores, mem = taken.get(i) or hosts[i]
+            if cores >= shape[0] and mem >= shape[1]:
+                break
             i += 1
         self.cursor[shape] = i
-        return i if i < len(hosts) else None
+        return i if i < n else None
 
 
 def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
@@ -713,19 +720,22 @@ def _drain_candidate(d: _PoolDraft) -> PoolVM | None:
 def _idle_drains(d: _PoolDraft, c: _Classified, now: float) -> list[Action]:
     """Drain idle VMs past their timeout that nothing needs; see step 7 of the module docstring."""
     p = d.policy
-    if d.granted or d.want or d.base_active > p.max_vms:
+    if not c.idle or d.granted or d.want or d.base_active > p.max_vms:
         return []
-    last = _last_boot(d.pool, c)
+    room = min(d.base_active + len(d.resumes) - p.min_vms, d.unused_idle)
+    idle = [(_idle_for(v, now), v) for v in c.idle]
+    idle = [iv for iv in idle if iv[0] >= p.idle_timeout_s]
+    if room <= 0 or not idle:
+        return []
+    last = _last_boot(d.pool)
     if last is not None and now - last < p.scale_down_delay_s:
         return []
-    room = d.base_active + len(d.resumes) - p.min_vms
-    idle = sorted((v for v in c.idle if _idle_for(v, now) >= p.idle_timeout_s),
-                  key=lambda v: (-_idle_for(v, now), v.vm_id))
+    idle.sort(key=lambda iv: (-iv[0], iv[1].vm_id))
     return [
         Drain(p.vo, vm.vm_id,
-              f"drain vm {vm.vm_id}: idle {_idle_for(vm, now):.0f} s > idle timeout "
+              f"drain vm {vm.vm_id}: idle {for_s:.0f} s > idle timeout "
               f"{p.idle_timeout_s:.0f} s, {d.demand.fitting_jobs} pending jobs", vm.name)
-        for vm in idle[:max(min(room, d.unused_idle), 0)]
+        for for_s, vm in idle[:room]
     ]
 
 
@@ -747,7 +757,8 @@ def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
     if d.granted:
         held = f" of {d.want} wanted" if d.granted < d.want else ""
         actions.append(Boot(p.vo, d.granted, f"boot {d.granted}{held}: {d.boot_reason}", p.image))
-    actions.sort(key=_action_order)
+    if len(actions) > 1:
+        actions.sort(key=_action_order)
     c = d.vms
     status = PoolStatus(
         vo=p.vo, image=p.image, pending_jobs=d.demand.pending_jobs,

@@ -10,27 +10,35 @@ requirements, have room and are under the per-host dispatch limit, pick the high
 lowest host id); then charge the VM to that host, so later VMs see the updated host.
 
 That scan costs VMs x hosts expression evaluations (20 million for 10,000 VMs on 2,000 hosts).
-:func:`place` gives the identical result far faster by exploiting three facts:
+:func:`place` gives the identical result far faster by exploiting four facts:
 
-* VMs share a few shapes: all VMs with the same (requirements, rank, cpu, memory) *signature*
-  rank hosts identically, so each signature keeps one max-heap of its eligible hosts and a VM is
-  placed by popping the top instead of scanning;
-* a placement changes exactly one host, so a signature only has to re-examine the hosts changed
-  since it last ran (read lazily from a change log, each host once however often it changed);
-  entries pushed before a change are recognised as stale by a per-host stamp and dropped on pop;
-* requirement conjuncts that read only static attributes (HYPERVISOR, CLUSTER, NAME, ...) are
-  evaluated once per host per cycle, and hosts failing them are never looked at again.
+* VMs share a few templates. VMs with the same (requirements, rank) form a *family*, which
+  evaluates each host once per host change, whatever the VM shapes; VMs that also share
+  (cpu, memory) form a *signature*. Hosts are kept in max-heaps keyed by (rank, host id), so
+  a VM is placed by looking at the top of a heap instead of scanning.
+* A placement changes exactly one host, and only by adding load. Heap entries carry the host's
+  version; an entry made before a change is stale. Where placements can only lower a rank and
+  only turn requirements false (striping, load-aware, FREE_MEM-style or static ranks; decided
+  by :func:`vocloud.model.expr.trend`), a stale entry overrates its host, so it is enough to
+  re-evaluate it when it reaches the top (*lazy*). Where a rank can grow (packing's
+  RUNNING_VMS), each signature re-evaluates the hosts changed since its last use, once each,
+  from a change log (*eager*).
+* Requirement conjuncts that read only static attributes (HYPERVISOR, CLUSTER, NAME, ...) are
+  evaluated once per host per cycle; hosts failing them are never looked at again.
+* Whether a host fits a shape, or has reached the per-host limit, only ever changes from yes to
+  no within a cycle, so a host dropped from a signature's heap for that reason stays dropped.
 
-Counters of matching hosts and hosts with room are maintained alongside the heaps, so even a VM
-that cannot be placed gets its specific reason without a scan.
+Per-signature counters of matching hosts and hosts with room, brought up to date only when a VM
+cannot be placed, give every pending VM its specific reason without a scan.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from vocloud.errors import ParseError
 from vocloud.model.expr import Expr, compile_rank, compile_requirements, trend
@@ -210,6 +218,14 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _bad_size(vm: PendingVM) -> str | None:
+    """Negative sizes would let a placement free capacity, which the fast path (rightly) assumes
+    never happens; such a VM is refused rather than scheduled."""
+    if vm.cpu >= 0 and vm.memory >= 0:
+        return None
+    return f"invalid size: {_fmt(vm.cpu)} CPU / {vm.memory} MiB"
+
+
 def _limit_reason(limit: int) -> str:
     return f"dispatch limit of {limit} VMs per cycle reached"
 
@@ -278,8 +294,9 @@ def place_naive(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy:
             unplaced[vm.id] = _limit_reason(policy.max_dispatch)
             continue
         spec = _spec(vm.requirements, vm.rank, policy.rank_text)
-        if spec.error is not None:
-            unplaced[vm.id] = spec.error
+        error = _bad_size(vm) or spec.error
+        if error is not None:
+            unplaced[vm.id] = error
             continue
         best = _naive_best(vm, spec, state, policy.max_host_dispatch)
         if isinstance(best, _Host):
@@ -477,30 +494,11 @@ class _Group:
         self.cursor = 0
         self.synced = False
         self.heap: list[Entry] = []
-        self.mode = "shared" if family.lazy else "eager"
+        self.mode: Literal["shared", "private", "eager"] = "shared" if family.lazy else "eager"
         if not family.lazy:
             self.sync(cycle)
             self.heap = [(-family.score[i], i, 0) for i in family.static.indices if self.status[i] == _READY]
             heapq.heapify(self.heap)
-
-    def _room(self, h: _Host) -> int:
-        if not (h.used_cpu + self.cpu <= h.total_cpu and h.used_mem + self.mem <= h.total_mem):
-            return _MATCH
-        if self.host_limit and h.dispatched >= self.host_limit:
-            return _MATCH | _FIT
-        return _READY
-
-    def _update(self, i: int, h: _Host) -> tuple[int, int]:
-        fam = self.family
-        if fam.seen[i] != fam.version[i]:
-            fam.refresh(i, h)
-        old = self.status[i]
-        new = self._room(h) if fam.ok[i] else 0
-        if new != old:
-            self.matched += (new & _MATCH) - (old & _MATCH)
-            self.roomy += ((new & _FIT) - (old & _FIT)) >> 1
-            self.status[i] = new
-        return old, new
 
     def sync(self, cycle: _Cycle) -> None:
         """Brings ``status`` and the counters up to date: a full pass the first time, then only
@@ -509,22 +507,42 @@ class _Group:
         if not self.synced:
             self.synced = True
             self.cursor = len(changes)
-            for i in self.family.static.indices:
-                self._update(i, cycle.state[i])
-            return
-        if self.cursor == len(changes):
-            return
-        batch = changes[self.cursor :]
-        self.cursor = len(changes)
+            self._scan(self.family.static.indices, cycle, push=False)
+        elif self.cursor != len(changes):
+            batch = changes[self.cursor :]
+            self.cursor = len(changes)
+            self._scan(set(batch) if len(batch) > 1 else batch, cycle, push=self.mode == "eager")
+
+    def _scan(self, indices: Iterable[int], cycle: _Cycle, push: bool) -> None:
+        """Re-evaluates the given hosts; written out flat because packing runs it constantly."""
         fam, state = self.family, cycle.state
-        passed, score = fam.static.passed, fam.score
-        push = self.mode == "eager"
-        for i in set(batch) if len(batch) > 1 else batch:
-            if passed[i]:
-                old, new = self._update(i, state[i])
-                if push and new == _READY and (old != _READY or fam.rank_dynamic):
-                    self.stamp[i] += 1
-                    heapq.heappush(self.heap, (-score[i], i, self.stamp[i]))
+        passed, seen, ok, score, version = fam.static.passed, fam.seen, fam.ok, fam.score, fam.version
+        status, stamp, heap = self.status, self.stamp, self.heap
+        cpu, mem, limit, rank_dynamic = self.cpu, self.mem, self.host_limit, fam.rank_dynamic
+        matched, roomy = self.matched, self.roomy
+        for i in indices:
+            if not passed[i]:
+                continue
+            h = state[i]
+            if seen[i] != version[i]:
+                fam.refresh(i, h)
+            if not ok[i]:
+                new = 0
+            elif not (h.used_cpu + cpu <= h.total_cpu and h.used_mem + mem <= h.total_mem):
+                new = _MATCH
+            elif limit and h.dispatched >= limit:
+                new = _MATCH | _FIT
+            else:
+                new = _READY
+            old = status[i]
+            if new != old:
+                matched += (new & _MATCH) - (old & _MATCH)
+                roomy += ((new & _FIT) - (old & _FIT)) >> 1
+                status[i] = new
+            if push and new == _READY and (old != _READY or rank_dynamic):
+                stamp[i] += 1
+                heapq.heappush(heap, (-score[i], i, stamp[i]))
+        self.matched, self.roomy = matched, roomy
 
     def best(self, cycle: _Cycle) -> int | None:
         """The index of the host the next VM of this group goes to, or None."""
@@ -634,8 +652,9 @@ class _Cycle:
         found = self.groups.get(key)
         if found is None:
             spec = _spec(vm.requirements, vm.rank, self.policy_rank)
-            if spec.error is not None:
-                found = spec.error
+            error = _bad_size(vm) or spec.error
+            if error is not None:
+                found = error
             else:
                 found = _Group(vm, self._family(spec), self)
             self.groups[key] = found

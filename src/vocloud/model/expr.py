@@ -23,7 +23,8 @@ from __future__ import annotations
 import fnmatch
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, reduce
 from typing import Any, Literal
@@ -82,12 +83,19 @@ def _tokenize(text: str, source: str) -> list[_Token]:
         else:
             op = next((o for o in _OPERATORS if text.startswith(o, pos)), None)
             if op is None:
-                raise ParseError(f"unexpected character {ch!r}", 1, pos + 1, source)
+                raise _error(f"unexpected character {ch!r}", text, pos, source)
             tokens.append(_Token("op", _CANONICAL.get(op, op), pos, pos + len(op)))
             pos += len(op)
     end = len(text.rstrip())
     tokens.append(_Token("end", "", end, end))
     return tokens
+
+
+def _error(message: str, text: str, pos: int, source: str) -> ParseError:
+    """Locates offset ``pos`` as a 1-based line and column: templates may wrap long expressions."""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return ParseError(message, line, column, source)
 
 
 def _read_string(text: str, start: int, source: str) -> tuple[str, int]:
@@ -103,7 +111,7 @@ def _read_string(text: str, start: int, source: str) -> tuple[str, int]:
             ch = text[pos]
         out.append(ch)
         pos += 1
-    raise ParseError("unterminated string", 1, start + 1, source)
+    raise _error("unterminated string", text, start, source)
 
 
 # ------------------------------------------------------------------------------------------ AST
@@ -134,7 +142,7 @@ class _Parser:
         self.i = 0
 
     def error(self, message: str, pos: int) -> ParseError:
-        return ParseError(message, 1, pos + 1, self.source)
+        return _error(message, self.text, pos, self.source)
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -256,15 +264,15 @@ def _as_float(value: object) -> float:
 # -------------------------------------------------------------------------------- type checking
 
 
-def _check(node: _Node, want_bool: bool, source: str) -> None:
+def _check(node: _Node, want_bool: bool, text: str, source: str) -> None:
     """Rejects a condition used as a number and vice versa, before any host is looked at."""
     if want_bool and not node.is_bool:
-        raise ParseError("expected a comparison (e.g. FREE_CPU > 1)", 1, node.start + 1, source)
+        raise _error("expected a comparison (e.g. FREE_CPU > 1)", text, node.start, source)
     if not want_bool and node.is_bool:
-        raise ParseError("expected a number, not a condition", 1, node.start + 1, source)
+        raise _error("expected a number, not a condition", text, node.start, source)
     operands_bool = node.kind in ("not", "and", "or")
     for arg in node.args:
-        _check(arg, operands_bool, source)
+        _check(arg, operands_bool, text, source)
 
 
 def _names(node: _Node) -> frozenset[str]:
@@ -601,20 +609,32 @@ def _requirements_expr(text: str, source: str, node: _Node) -> Expr:
     )
 
 
+@contextmanager
+def _depth_guard(source: str) -> Iterator[None]:
+    """Parsing and compiling recurse once per nesting level; a pathological expression (a
+    thousand parentheses or terms) is a user error, not a crash."""
+    try:
+        yield
+    except RecursionError:
+        raise ParseError("expression is nested too deeply", 1, 1, source) from None
+
+
 @lru_cache(maxsize=1024)
 def compile_requirements(text: str) -> Expr:
     """Compiles a boolean SCHED_REQUIREMENTS expression; raises ParseError on bad syntax."""
-    node = _Parser(text, REQUIREMENTS).parse()
-    _check(node, True, REQUIREMENTS)
-    return _requirements_expr(text.strip(), text, node)
+    with _depth_guard(REQUIREMENTS):
+        node = _Parser(text, REQUIREMENTS).parse()
+        _check(node, True, text, REQUIREMENTS)
+        return _requirements_expr(text.strip(), text, node)
 
 
 @lru_cache(maxsize=1024)
 def compile_rank(text: str) -> Expr:
     """Compiles a numeric SCHED_RANK expression; raises ParseError on bad syntax."""
-    node = _Parser(text, RANK).parse()
-    _check(node, False, RANK)
-    fn = _finite_rank(_compile_num(node))
+    with _depth_guard(RANK):
+        node = _Parser(text, RANK).parse()
+        _check(node, False, text, RANK)
+        fn = _finite_rank(_compile_num(node))
     return Expr(
         text=text.strip(),
         names=_names(node),

@@ -97,6 +97,11 @@ VM_TABLE: dict[tuple[VMState, str], VMState] = {
     **{(st, "terminate"): nxt for st, nxt in _TERMINATE_FROM_STOPPED.items()},
     **{(st, "terminate"): nxt for st, nxt in _TERMINATE_NEEDS_EPILOG.items()},
     (S.RUNNING, "terminate"): S.SHUTDOWN,
+    # No guest is up to answer an ACPI request yet (or its host is gone): stop it hard.
+    (S.BOOT, "terminate"): S.SHUTDOWN_HARD,
+    (S.UNKNOWN, "terminate"): S.SHUTDOWN_HARD,
+    (S.PROLOG, "terminate"): S.EPILOG,
+    (S.PROLOG, "terminate-hard"): S.EPILOG,
     **{(st, "terminate-hard"): nxt for st, nxt in _TERMINATE_FROM_STOPPED.items()},
     **{(st, "terminate-hard"): nxt for st, nxt in _TERMINATE_NEEDS_EPILOG.items()},
     **{

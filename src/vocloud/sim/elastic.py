@@ -74,7 +74,7 @@ _ALWAYS, _RATE, _BOOT_TIMEOUT, _IDLE = range(4)
 class SimVM:
     """One pool VM of the simulated site (mutable shell state; the planner sees ``PoolVM``)."""
 
-    __slots__ = ("cores", "host", "joined_at", "memory", "placed_at", "pv", "started_at", "state",
+    __slots__ = ("cores", "host", "joined_at", "memory", "placed_at", "started_at", "state",
                  "state_since", "vm_id", "vo")
 
     def __init__(self, vm_id: int, vo: int, cores: int, memory: int, now: float) -> None:
@@ -88,7 +88,6 @@ class SimVM:
         self.joined_at: float | None = None
         self.host: int | None = None
         self.placed_at = now
-        self.pv: PoolVM | None = None
 
 
 class ElasticSite:
@@ -141,6 +140,10 @@ class ElasticSite:
             for vo in w.vo_names
         ]
         self.vms: dict[int, SimVM] = {}
+        self.vo_vms: list[dict[int, SimVM]] = [{} for _ in w.vo_names]
+        # PoolVM values per VO, rebuilt only for VMs marked stale (state or node changed)
+        self._pvs: list[dict[int, PoolVM]] = [{} for _ in w.vo_names]
+        self._stale: list[set[int]] = [set() for _ in w.vo_names]
         self._requested: dict[int, SimVM] = {}  # REQUESTED, not yet on a host
         self._next_vm = 1
         self.host_used_cpu = [0] * spec.hosts
@@ -167,6 +170,7 @@ class ElasticSite:
         self.always_plan = always_plan
         self._changed = True
         self._arrivals = 0
+        self._routed = 0  # jobs handed to a pool partition so far
         self._deadlines: list[tuple[float, int, int, float]] = []
         self._last_boot_stamp = -1.0
         self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
@@ -183,6 +187,7 @@ class ElasticSite:
             return f"never runnable: needs {mem} MiB, more than a {self.vm_mem} MiB VM"
         if self.max_vms_site == 0:
             return "never runnable: no host can hold a VM of the pool's shape"
+        self._routed += 1
         return self.parts[self.w.vo[job]]
 
     def busy(self) -> bool:
@@ -222,6 +227,7 @@ class ElasticSite:
                 self.vm_core_seconds += vm.cores * (now - vm.placed_at)
                 self._release(vm.host, vm)
             del self.vms[vm.vm_id]
+            del self.vo_vms[vm.vo][vm.vm_id]
             # freed capacity matters to VMs waiting for a host, held boots, pools below min
             if self._requested or self.policies[vm.vo].min_vms or any(c.queue for c in self.parts):
                 self._changed = True
@@ -232,7 +238,7 @@ class ElasticSite:
         if state is not vm.state:
             vm.state = state
             vm.state_since = now
-        vm.pv = None
+        self._stale[vm.vo].add(vm.vm_id)
         self._pool_vms[vm.vo] = None
 
     # ---------------------------------------------------------------- planner input
@@ -255,24 +261,25 @@ class ElasticSite:
         )
 
     def _pools(self, now: float) -> list[Pool]:
-        by_vo: list[list[SimVM]] = [[] for _ in self.policies]
-        rebuild = [self._pool_vms[i] is None for i in range(len(self.policies))]
-        if any(rebuild):
-            for vm in self.vms.values():
-                if rebuild[vm.vo]:
-                    by_vo[vm.vo].append(vm)
+        """One ``Pool`` per VO that has VMs, a minimum or queued jobs (others cannot act)."""
         pools = []
         for i, policy in enumerate(self.policies):
+            vms = self.vo_vms[i]
+            if not (vms or policy.min_vms or self.parts[i].queue):
+                continue
             cached = self._pool_vms[i]
             if cached is None:
-                items = []
-                for vm in by_vo[i]:
-                    if vm.pv is None:
-                        vm.pv = self._pool_vm(vm)
-                    items.append(vm.pv)
-                cached = self._pool_vms[i] = tuple(items)
+                pvs = self._pvs[i]
+                for vm_id in self._stale[i]:
+                    vm = vms.get(vm_id)
+                    if vm is None:
+                        pvs.pop(vm_id, None)
+                    else:
+                        pvs[vm_id] = self._pool_vm(vm)
+                self._stale[i].clear()
+                cached = self._pool_vms[i] = tuple(map(pvs.__getitem__, vms))  # creation order
             boots = self.recent_boots[i]
-            while boots and boots[0] < now - 60.0:
+            while boots and boots[0] < now - RATE_WINDOW_S:
                 boots.pop(0)
             pools.append(Pool(policy, cached, tuple(boots), self.backoff[i]))
         return pools
@@ -366,7 +373,7 @@ class ElasticSite:
                 node = nodes.get(node_id)
                 vm = self.vms.get(node_id)
                 if vm is not None:
-                    vm.pv = None
+                    self._stale[vo].add(node_id)
                 if node is None or node.draining:
                     significant = True
                 elif node.idle_since is not None and node.jobs == 0:
@@ -380,7 +387,7 @@ class ElasticSite:
     def poll(self, now: float, sim: Simulation) -> bool:
         self.polls += 1
         significant = self._observe()
-        arrivals = sum(c.arrivals for c in self.parts)
+        arrivals = self._routed
         if arrivals != self._arrivals and any(c.queue for c in self.parts):
             significant = True
         self._arrivals = arrivals
@@ -392,11 +399,7 @@ class ElasticSite:
         if not (significant or self.always_plan):
             return False
         self.plans += 1
-        pools = self._pools(now)
-        active = [
-            pl for pl in pools if pl.vms or pl.policy.min_vms or self.parts[self._index[pl.policy.vo]].queue
-        ]
-        result = plan(self._demand(), active, self._site(), now)
+        result = plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
         acted = False
         for action in result.actions:
@@ -407,6 +410,8 @@ class ElasticSite:
                     vm = SimVM(self._next_vm, vo, self.vm_cores, self.vm_mem, now)
                     self._next_vm += 1
                     self.vms[vm.vm_id] = vm
+                    self.vo_vms[vo][vm.vm_id] = vm
+                    self._stale[vo].add(vm.vm_id)
                     self._requested[vm.vm_id] = vm
                     self.recent_boots[vo].append(now)
                     self._pool_vms[vo] = None
@@ -436,6 +441,7 @@ class ElasticSite:
             if state is V.REQUESTED:
                 self._set(vm, pool_vm_next(state, E.CANCEL, vm.vm_id), now)
                 del self.vms[vm.vm_id]
+                del self.vo_vms[vm.vo][vm.vm_id]
                 del self._requested[vm.vm_id]
                 return
             try:
@@ -451,7 +457,7 @@ class ElasticSite:
             self._set(vm, nxt, now)
             self._in_flight += 1
             sim.push(now + self.shutdown.draw(self.rng), GONE, vm.vm_id)
-        vm.pv = None
+        self._stale[vm.vo].add(vm.vm_id)
         self._pool_vms[vm.vo] = None
 
     def _place(self, now: float, sim: Simulation) -> bool:

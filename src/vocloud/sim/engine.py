@@ -142,7 +142,8 @@ class Simulation:
 
     def _schedule_dirty(self, now: float) -> None:
         while self._dirty:
-            dirty = sorted(self._dirty, key=lambda c: c.name)
+            # sets of objects iterate in address order: sort by name to stay deterministic
+            dirty = list(self._dirty) if len(self._dirty) == 1 else sorted(self._dirty, key=lambda c: c.name)
             self._dirty.clear()
             for cluster in dirty:
                 for job, end in cluster.schedule(now):
@@ -197,7 +198,8 @@ class Simulation:
                 self._arrive(i)
                 st.events += 1
                 i += 1
-            self._schedule_dirty(now)
+            if self._dirty:
+                self._schedule_dirty(now)
             if poll_due:
                 acted = site.poll(now, self)
                 self._schedule_dirty(now)
@@ -207,7 +209,7 @@ class Simulation:
                     stall_since = now
             if sample_due:
                 self._sample(now)
-            more = self._pending_work(i)
+            more = (poll_due or sample_due) and self._pending_work(i)
             if poll_due and more:
                 if stall_since is not None and now - stall_since >= self.stall_limit and i >= n:
                     st.stalled = f"no progress for {self.stall_limit:g} s of virtual time"

@@ -102,6 +102,18 @@ def compute(
         "events": st.events,
         "stalled": st.stalled,
     }
+    vo = np.asarray(w.vo, dtype=np.int64)
+    nvo = len(w.vo_names)
+    done_per_vo = np.bincount(vo[done], minlength=nvo) if n else np.zeros(nvo, dtype=np.int64)
+    started_per_vo = np.bincount(vo[started], minlength=nvo) if n else np.zeros(nvo, dtype=np.int64)
+    wait_sum = np.bincount(vo[started], weights=waits, minlength=nvo) if n else np.zeros(nvo)
+    figures["per_vo"] = {
+        name: {
+            "completed": int(done_per_vo[i]),
+            "wait_mean_s": float(wait_sum[i] / started_per_vo[i]) if started_per_vo[i] else 0.0,
+        }
+        for i, name in enumerate(w.vo_names)
+    }
     if vm_core_seconds is not None:
         alloc = vm_core_seconds / available if available > 0 else 0.0
         if alloc > 1 + EPS:

@@ -94,6 +94,21 @@ def scenario_table(results: Sequence[ScenarioResult]) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def per_vo_table(results: Sequence[ScenarioResult]) -> list[str]:
+    """Rows of a VO x scenario table of mean waits, busiest VOs first."""
+    if not results:
+        return []
+    first = results[0].figures.get("per_vo", {})
+    vos = sorted(first, key=lambda v: (-first[v]["completed"], v))
+    rows = ["| VO | jobs completed | " + " | ".join(r.name for r in results) + " |",
+            "|---|---|" + "|".join("---" for _ in results) + "|"]
+    for vo in vos:
+        waits = [_fmt(float(r.figures.get("per_vo", {}).get(vo, {}).get("wait_mean_s", 0.0)))
+                 for r in results]
+        rows.append(f"| {vo} | {first[vo]['completed']:,} | " + " | ".join(waits) + " |")
+    return rows
+
+
 def summary_markdown(doc: dict[str, Any], results: Sequence[ScenarioResult], plots: Sequence[str]) -> str:
     trace, config = doc["trace"], doc["config"]
     lines = [
@@ -107,6 +122,10 @@ def summary_markdown(doc: dict[str, Any], results: Sequence[ScenarioResult], plo
         f"boot {config['boot_time']}; penalty {config['penalty']}.",
         "",
         scenario_table(results),
+        "",
+        "## Mean wait per VO (s)",
+        "",
+        *per_vo_table(results),
         "",
         "## Jobs that never ran",
         "",

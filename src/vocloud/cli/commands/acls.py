@@ -1,7 +1,5 @@
 """``vocloud acl``: rules that grant rights beyond a group's own objects (oneacl)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

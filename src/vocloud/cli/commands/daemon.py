@@ -4,8 +4,6 @@ Why imports are inside the functions: the daemon pulls in uvicorn, FastAPI and S
 other ``vocloud`` command only talks HTTP and should start in a fraction of a second.
 """
 
-from __future__ import annotations
-
 import signal
 from enum import StrEnum
 from pathlib import Path
@@ -42,7 +40,7 @@ DbUrlOpt = Annotated[str | None, typer.Option(
     "--db-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/vocloud (default: SQLite).")]
 
 
-def _settings(data_dir: Path | None, **overrides: object) -> Settings:
+def _settings(data_dir: Path | None, **overrides: object) -> "Settings":
     from vocloud.config import load_settings
     from vocloud.errors import VocloudError
 
@@ -55,7 +53,7 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
 def serve(
     data_dir: DataDirOpt = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port (default 2633).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="TCP port (default 2633).")] = None,
     db_url: DbUrlOpt = None,
     policy: Annotated[Policy | None, typer.Option(help="Scheduling policy (default packing).")] = None,
     rank: Annotated[str | None, typer.Option(help="Rank expression for --policy custom.")] = None,
@@ -87,7 +85,7 @@ def serve(
 db_app = typer.Typer(help="Store schema migrations.", no_args_is_help=True)
 
 
-def _database(data_dir: Path | None, db_url: str | None) -> Database:
+def _database(data_dir: Path | None, db_url: str | None) -> "Database":
     from vocloud.errors import VocloudError
     from vocloud.store.db import Database
 

@@ -1,7 +1,5 @@
 """``vocloud group``: groups, one per Virtual Organization (onegroup)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``vocloud host``: register hypervisors and take them in and out of service (onehost)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

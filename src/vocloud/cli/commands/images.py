@@ -1,7 +1,5 @@
 """``vocloud image``: the image repository (oneimage)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """``vocloud quota``: per-user and per-group limits on VMs, CPU and memory (onequota)."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """``vocloud template``: stored VM templates, instantiated by name (onetemplate)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``vocloud user``: accounts and their tokens (oneuser)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

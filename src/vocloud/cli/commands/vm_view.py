@@ -4,8 +4,6 @@ Why the scheduling message comes right after the state: the first question about
 "why is it not running?", and the scheduler has already written the answer.
 """
 
-from __future__ import annotations
-
 import time
 from datetime import datetime
 from typing import Any

@@ -1,13 +1,12 @@
 """``vocloud vm``: create, list, inspect and drive virtual machines (onevm)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer
 
 from vocloud.cli import output as out
 from vocloud.cli.batch import for_each
+from vocloud.cli.client import Client
 from vocloud.cli.commands.vm_view import age, render
 from vocloud.cli.errors import ApiError, CliError
 from vocloud.cli.files import read_template, relabel
@@ -82,14 +81,31 @@ def show(ctx: typer.Context, vm_id: Annotated[int, typer.Argument(metavar="ID", 
         render(vm)
 
 
+_UNPLACED = frozenset({"PENDING", "HOLD"})
+
+
+def _unplaced_first(client: Client, vm_ids: list[int]) -> list[int]:
+    """Order a multi-VM terminate so VMs not yet on a host go first.
+
+    Why: terminating running VMs frees capacity, and the scheduler would hand it to the PENDING
+    VMs of the same batch, which then sit in PROLOG, where terminate is refused. Done first, they
+    go straight to DONE and ``vm terminate 1..30`` ends everything it was asked to.
+    """
+    states = {row["id"]: row["state"] for row in client.get("/vms")}
+    return sorted(vm_ids, key=lambda vm_id: states.get(vm_id) not in _UNPLACED)
+
+
 def _act(ctx: typer.Context, ids: list[str], action: str, **extra: Any) -> None:
     client = api(ctx)
+    vm_ids = parse_ids(ids)
+    if action.startswith("terminate") and len(vm_ids) > 1:
+        vm_ids = _unplaced_first(client, vm_ids)
 
     def one(vm_id: int) -> str:
         row = client.post(f"/vms/{vm_id}/action", {"action": action, **extra})
         return f"{action}: now {row['state']}"
 
-    for_each(parse_ids(ids), "VM", one)
+    for_each(vm_ids, "VM", one)
 
 
 HardFlag = Annotated[bool, typer.Option("--hard", help="Do not ask the guest: destroy it / pull the plug.")]

@@ -1,7 +1,5 @@
 """``vocloud vnet``: virtual networks, their address ranges and leases (onevnet)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

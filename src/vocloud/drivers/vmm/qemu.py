@@ -28,13 +28,16 @@ Save/restore uses migration to a file (``migrate exec:cat > state.sav`` after ``
 context ISO and without kernel-booted guests having a qcow2 to hold the snapshot, and it leaves
 the overlay disks untouched (the guest is stopped while saving, so disk and RAM agree).
 
-Filesystem and process access goes through :class:`HostOps`; :class:`LocalOps` implements it for
-``transport="local"``; an SSH implementation slots in without touching the driver logic.
+Filesystem and process access goes through :class:`HostOps`: :class:`LocalOps` for
+``transport="local"``, :class:`~vocloud.drivers.transport.ops.SshOps` (commands over the host's
+transport) for ``ssh://`` hosts. Each public method binds the right one for its host
+(:func:`_on_host`), so the driver logic is the same for both.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -42,11 +45,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from vocloud.drivers.accel import AccelProbe, AccelResult
 from vocloud.drivers.base import (
@@ -57,8 +61,10 @@ from vocloud.drivers.base import (
     HostInfo,
     HostRef,
     NicSpec,
+    Transport,
 )
 from vocloud.drivers.context import build_seed_iso
+from vocloud.drivers.transport.ops import SshOps
 from vocloud.drivers.vmm.qmp import QMPError, qmp_execute
 from vocloud.errors import DriverError
 
@@ -91,6 +97,8 @@ class HostOps(Protocol):
 
 
     def remove_tree(self, path: Path) -> None: ...
+
+    def put_file(self, local: Path, path: Path) -> None: ...
 
     def list_dir(self, path: Path) -> list[str]: ...
 
@@ -142,6 +150,10 @@ class LocalOps:
 
     def remove_tree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+    def put_file(self, local: Path, path: Path) -> None:
+        if local.resolve() != path.resolve():
+            shutil.copyfile(local, path)
 
     def list_dir(self, path: Path) -> list[str]:
         try:
@@ -283,11 +295,46 @@ def spec_from_json(text: str) -> DomainSpec:
     return DomainSpec(**doc)
 
 
+# ---------------------------------------------------------------- which host a call is about
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: (id of the driver, ops of the host) for the public call in progress on this thread.
+_BOUND_OPS: contextvars.ContextVar[tuple[int, HostOps] | None] = contextvars.ContextVar(
+    "vocloud_qemu_bound_ops", default=None)
+
+
+def _on_host(method: Callable[Concatenate[QemuDriver, HostRef, P], R]
+             ) -> Callable[Concatenate[QemuDriver, HostRef, P], R]:
+    """Bind ``self.ops`` to the host a public method was called for, for the whole call.
+
+    The driver logic is written against one ``self.ops``; binding it per call (in a context
+    variable, so concurrent calls from the daemon's threads each see their own host) lets the same
+    code drive a local host and SSH hosts without threading the host through every helper.
+    """
+
+    @functools.wraps(method)
+    def bound(self: QemuDriver, host: HostRef, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        token = _BOUND_OPS.set((id(self), self.ops_for(host)))
+        try:
+            return method(self, host, *args, **kwargs)
+        finally:
+            _BOUND_OPS.reset(token)
+
+    return bound
+
+
 # ---------------------------------------------------------------- the driver
 
 
 class QemuDriver:
-    """:class:`~vocloud.drivers.base.VMMDriver` for qemu on the local host."""
+    """:class:`~vocloud.drivers.base.VMMDriver` for qemu on local and SSH hosts.
+
+    SSH hosts need ``transports`` (normally :func:`~vocloud.drivers.transport.transport_for`): the
+    wiring that creates the driver opts in to remote hosts explicitly, so a driver built for local
+    use never opens a connection to an address that happens to be in the store.
+    """
 
     name = "qemu"
 
@@ -300,21 +347,39 @@ class QemuDriver:
         accel_probe: AccelProbe | None = None,
         probe_guest: Callable[[], tuple[Path, Path, str]] | None = None,
         start_timeout: float = 30.0,
+        transports: Callable[[HostRef], Transport] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.binary = binary
         self.default_cmdline = default_cmdline
-        self.ops: HostOps = ops or LocalOps()
+        self.local_ops: HostOps = ops or LocalOps()
+        self.transports = transports
+        self._remote_ops: dict[tuple[str, str], HostOps] = {}
         self.accel_probe = accel_probe or AccelProbe(self.state_dir)
         self.probe_guest = probe_guest or _default_probe_guest
         self.start_timeout = start_timeout
 
     # ------------------------------------------------------------ paths and small helpers
 
-    def _local(self, host: HostRef) -> None:
-        if host.transport != "local":
-            raise DriverError(f"host {host.name}: the qemu driver supports only local hosts so far "
-                              f"(transport {host.transport!r})")
+    def ops_for(self, host: HostRef) -> HostOps:
+        """LocalOps for ``transport="local"``, else an :class:`SshOps` over the host's transport."""
+        if host.transport == "local":
+            return self.local_ops
+        if self.transports is None:
+            raise DriverError(f"host {host.name}: this qemu driver was built without remote "
+                              f"transports, so it supports only local hosts (transport "
+                              f"{host.transport!r}); pass transports=transport_for")
+        key = (host.name, host.transport)
+        ops = self._remote_ops.get(key)
+        if ops is None:
+            ops = self._remote_ops[key] = SshOps(self.transports(host), host)
+        return ops
+
+    @property
+    def ops(self) -> HostOps:
+        """The ops of the host the current call is about (see :func:`_on_host`)."""
+        bound = _BOUND_OPS.get()
+        return bound[1] if bound is not None and bound[0] == id(self) else self.local_ops
 
     def run_dir(self, deploy_id: str) -> Path:
         if not deploy_id or not set(deploy_id) <= _SAFE_ID or deploy_id.startswith("."):
@@ -381,12 +446,19 @@ class QemuDriver:
 
     # ------------------------------------------------------------ accel
 
+    @_on_host
     def accel(self, host: HostRef) -> AccelResult:
         """KVM only where a probe guest really boots under it; cached per host (see accel.py)."""
-        self._local(host)
         forced = host.attrs.get("ACCEL", "").lower()
         if forced in ("kvm", "tcg"):
             return AccelResult(forced, "set by the host attribute ACCEL")
+        if host.transport != "local":
+            env = os.environ.get("VOCLOUD_ACCEL", "").strip().lower()
+            if env in ("kvm", "tcg"):
+                return AccelResult(env, "forced by VOCLOUD_ACCEL")
+            # The probe boots a guest on this machine, which says nothing about a remote one.
+            return AccelResult("tcg", "no KVM probe over SSH yet: set the host attribute ACCEL=kvm "
+                                      "where KVM is known to run guests")
         return self.accel_probe.get(host.name, self.probe_guest)
 
     # ------------------------------------------------------------ checks before starting
@@ -409,9 +481,9 @@ class QemuDriver:
 
     # ------------------------------------------------------------ VMMDriver
 
+    @_on_host
     def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
         """Start the guest, or return the running one: a second call never starts a second qemu."""
-        self._local(host)
         run = self.run_dir(spec.deploy_id)
         if self._pid(run) is not None:
             return self.poll(host, spec.deploy_id)
@@ -420,10 +492,19 @@ class QemuDriver:
         self._check_inputs(spec)
         accel = spec.attrs.get("ACCEL") or self.accel(host).accel
         self._prepare_run_dir(run, spec)
-        iso = build_seed_iso(spec, run / "context.iso") if spec.context else None
+        iso = self._seed_iso(host, spec, run) if spec.context else None
         argv = build_argv(spec, run, accel, self.binary, self.default_cmdline, iso)
         self.ops.write_text(run / "argv.json", json.dumps(argv, indent=1) + "\n")
         return self._launch(host, run, spec.deploy_id, argv)
+
+    def _seed_iso(self, host: HostRef, spec: DomainSpec, run: Path) -> Path:
+        """The NoCloud seed in the run dir; built here and copied when the host is remote."""
+        dest = run / "context.iso"
+        if host.transport == "local":
+            return build_seed_iso(spec, dest)
+        with tempfile.TemporaryDirectory(prefix="vocloud-seed-") as tmp:
+            self.ops.put_file(build_seed_iso(spec, Path(tmp) / "context.iso"), dest)
+        return dest
 
     def _prepare_run_dir(self, run: Path, spec: DomainSpec) -> None:
         """A fresh boot: keep the previous console as console.prev.log, forget old state."""
@@ -444,8 +525,8 @@ class QemuDriver:
             return DomainInfo(deploy_id, DomainState.FAILED, detail)
         return self.poll(host, deploy_id)
 
+    @_on_host
     def poll(self, host: HostRef, deploy_id: str) -> DomainInfo:
-        self._local(host)
         run = self.run_dir(deploy_id)
         if not self.ops.exists(run / "spec.json"):
             return DomainInfo(deploy_id, DomainState.MISSING)
@@ -500,9 +581,9 @@ class QemuDriver:
                               self._failure_detail(run, f"the guest failed: {panic}"), pid)
         return self._info(run, deploy_id, DomainState.BOOTING, pid=pid)
 
+    @_on_host
     def shutdown(self, host: HostRef, deploy_id: str, hard: bool) -> None:
         """Graceful: ACPI power button, the guest powers off. Hard: ``quit``, then SIGKILL."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         pid = self._pid(run)
         if pid is None:
@@ -559,9 +640,9 @@ class QemuDriver:
             time.sleep(0.05)
         return self._pid(run) is None
 
+    @_on_host
     def reboot(self, host: HostRef, deploy_id: str) -> None:
         """Hard reset; the guest is BOOTING until it prints its marker again."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         pid = self._require_alive(run, deploy_id, "reboot")
         del pid
@@ -569,25 +650,25 @@ class QemuDriver:
         self.ops.remove(run / "ready")
         self._qmp(run, deploy_id, "system_reset")
 
+    @_on_host
     def suspend(self, host: HostRef, deploy_id: str) -> None:
         """Pause the vCPUs (``stop``); memory stays allocated. Not in VMMDriver yet (see docs)."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         self._require_alive(run, deploy_id, "suspend")
         self._set_intent(run, "suspend")
         self._qmp(run, deploy_id, "stop")
 
+    @_on_host
     def resume(self, host: HostRef, deploy_id: str) -> None:
         """Undo :meth:`suspend` (``cont``)."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         self._require_alive(run, deploy_id, "resume")
         self._qmp(run, deploy_id, "cont")
         self._set_intent(run, "")
 
+    @_on_host
     def save(self, host: HostRef, deploy_id: str) -> None:
         """Stop the guest, migrate its state to ``state.sav``, quit qemu: SAVED, no process."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         pid = self._require_alive(run, deploy_id, "save")
         self._set_intent(run, "save")
@@ -637,9 +718,9 @@ class QemuDriver:
             time.sleep(0.05)
         raise DriverError(f"{deploy_id}: saving state did not finish within {timeout:g} s")
 
+    @_on_host
     def restore(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
         """Start qemu with the saved command line and ``-incoming``, then continue the guest."""
-        self._local(host)
         run = self.run_dir(spec.deploy_id)
         if self._pid(run) is not None:
             return self.poll(host, spec.deploy_id)
@@ -670,28 +751,29 @@ class QemuDriver:
             time.sleep(0.05)
         raise DriverError(f"{deploy_id}: restoring state did not finish within {timeout:g} s")
 
+    @_on_host
     def migrate(self, src: HostRef, dst: HostRef, spec: DomainSpec) -> DomainInfo:
         if src == dst:
             return self.poll(src, spec.deploy_id)
-        raise DriverError(f"{spec.deploy_id}: migration from {src.name} to {dst.name} needs the SSH "
-                          "transport, which the qemu driver does not have yet")
+        raise DriverError(f"{spec.deploy_id}: migration from {src.name} to {dst.name} is not "
+                          "implemented yet (save, then restore on the other host)")
 
+    @_on_host
     def cleanup(self, host: HostRef, deploy_id: str) -> None:
         """Kill the guest if it still runs and remove its run dir (disks belong to storage)."""
-        self._local(host)
         run = self.run_dir(deploy_id)
         pid = self._pid(run)
         if pid is not None:
             self._kill(run, pid)
         self.ops.remove_tree(run)
 
+    @_on_host
     def monitor(self, host: HostRef) -> HostInfo:
         """Capacity from /proc plus every guest found in the state dir (survives restarts).
 
         ``used_*`` sum our guests (CPUs busy on average, RSS), as the sim driver does; what the
         rest of the machine uses shows in the ``FREE_MEM_MIB`` attribute.
         """
-        self._local(host)
         ncpu, total_mib, avail_mib = self.ops.resources()
         domains: dict[str, DomainInfo] = {}
         for name in self.ops.list_dir(self.state_dir):

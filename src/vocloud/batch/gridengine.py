@@ -1,0 +1,235 @@
+"""Grid Engine (Son of Grid Engine 8.1, Debian ``gridengine-*``) adapter: ``qstat -xml``, ``qmod``, ``qconf``.
+
+Demand comes from ``qstat -u '*' -s p -r -ext -xml``: the pending ``job_list`` entries with
+``-r`` (requested resources: ``hard_request``, ``requested_PE``) and ``-ext`` (``JB_project``,
+``JB_department``). Only state ``qw`` is demand: ``hqw`` is held (a user/operator hold *or* a
+``-hold_jid`` dependency, which Grid Engine implements as a hold) and ``Eqw`` is in error.
+Cores are the job's slots (its parallel environment request); memory is ``h_vmem`` (else
+``mem_free``, ``s_vmem``, ``virtual_free``) which Grid Engine counts *per slot*, so it is
+multiplied by the slots; wall time is ``h_rt`` (else ``s_rt``). An array job's pending tasks
+(``tasks`` like ``3-10:1``) are one job of demand each.
+
+Nodes come from ``qstat -f -u '*' -xml``: the queue instances (``queue@host``) of each host are
+folded into one node. A queue instance in state ``d`` is disabled — what ``drain`` does with
+``qmod -d '*@host'`` — and ``u`` means the execd does not answer. ``remove`` disables the host's
+queues and deletes the execution host (``qconf -de``) after taking it out of the configured
+host group; "not there" answers are success.
+
+The XML is parsed with the standard library: it comes from the local ``qstat`` binary, not
+from the network.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from vocloud.batch.base import NodeState, PendingJob, VOMapper, WorkerNode
+from vocloud.batch.runner import CommandFailed, CommandRunner, Runner
+from vocloud.errors import DriverError
+
+_MEMORY_REQUESTS = ("h_vmem", "mem_free", "s_vmem", "virtual_free", "h_data")
+_TIME_REQUESTS = ("h_rt", "s_rt")
+_MEM = re.compile(r"^\s*([\d.]+)\s*([kKmMgGtT]?)\s*$")
+_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
+_NOT_THERE = ("does not exist", "is not an execution host", "is not a member", "doesn't exist")
+
+
+def _root(text: str, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise DriverError(f"{what}: output is not valid XML ({exc}): {text.strip()[:80]!r}") from None
+
+
+def parse_memory_mib(value: str, what: str = "memory") -> int:
+    """A Grid Engine memory value (``2G``, ``512M``, ``1.5g``, bytes) in MiB, rounded up.
+
+    Upper-case suffixes are powers of 1024, lower-case of 1000, as in ``sge_types(1)``.
+    """
+    m = _MEM.match(value)
+    if m is None:
+        raise DriverError(f"gridengine: {what} is not a memory value: {value!r}")
+    number, suffix = float(m.group(1)), m.group(2)
+    if suffix.isupper() or not suffix:
+        size = number * 2 ** _SHIFT[suffix.lower()]
+    else:
+        size = number * 1000 ** (_SHIFT[suffix] // 10)
+    return int(-(-size // 2**20))
+
+
+def parse_time_s(value: str, what: str = "h_rt") -> int:
+    """A Grid Engine time (``3600``, ``1:00:00``, ``INFINITY``) in seconds; infinity is 0."""
+    text = value.strip()
+    if text.upper() == "INFINITY":
+        return 0
+    parts = text.split(":")
+    if len(parts) > 3 or not all(p.isdigit() for p in parts):
+        raise DriverError(f"gridengine: {what} is not a time: {value!r}")
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+def _tasks(spec: str, what: str) -> list[str]:
+    """Pending array tasks: ``1-10:1`` or ``3,5,7-9:1``."""
+    out: list[str] = []
+    for item in filter(None, spec.split(",")):
+        rng, _, step = item.partition(":")
+        lo, _, hi = rng.partition("-")
+        try:
+            out.extend(str(i) for i in range(int(lo), int(hi or lo) + 1, int(step or 1)))
+        except ValueError:
+            raise DriverError(f"gridengine: bad task range {spec!r} for {what}") from None
+    return out
+
+
+def _text(el: ET.Element, tag: str) -> str:
+    found = el.find(tag)
+    return (found.text or "").strip() if found is not None else ""
+
+
+def parse_pending(text: str, mapper: VOMapper) -> list[PendingJob]:
+    """Pending demand from ``qstat -u '*' -s p -r -ext -xml``."""
+    what = "qstat -xml"
+    root = _root(text, what)
+    out: list[PendingJob] = []
+    for job in root.iter("job_list"):
+        number = _text(job, "JB_job_number")
+        state = _text(job, "state")
+        if not number or not state:
+            raise DriverError(f"{what}: job_list entry without JB_job_number/state")
+        if state != "qw":
+            continue
+        requests = {r.get("name", ""): (r.text or "").strip() for r in job.iter("hard_request")}
+        attrs = {
+            "project": _text(job, "JB_project"), "department": _text(job, "JB_department"),
+            "user": _text(job, "JB_owner"), "queue": _text(job, "hard_req_queue").split("@")[0],
+        }
+        vo = mapper.vo_for({k: v for k, v in attrs.items() if v})
+        if vo is None:
+            continue
+        slots_text = _text(job, "slots") or "1"
+        if not slots_text.isdigit():
+            raise DriverError(f"{what}: slots of job {number} is not a number: {slots_text!r}")
+        slots = int(slots_text)
+        mem_name = next((n for n in _MEMORY_REQUESTS if n in requests), None)
+        memory = parse_memory_mib(requests[mem_name], f"{mem_name} of job {number}") * slots \
+            if mem_name else 0
+        time_name = next((n for n in _TIME_REQUESTS if n in requests), None)
+        walltime = parse_time_s(requests[time_name], f"{time_name} of job {number}") if time_name else 0
+        submitted = _text(job, "JB_submission_time")
+        if not submitted:
+            raise DriverError(f"{what}: job {number} has no JB_submission_time")
+        try:
+            submit = datetime.fromisoformat(submitted).timestamp()  # local time, like qstat
+        except ValueError:
+            raise DriverError(f"{what}: JB_submission_time of job {number}: {submitted!r}") from None
+        tasks = _text(job, "tasks")
+        ids = [f"{number}.{t}" for t in _tasks(tasks, f"job {number}")] if tasks else [number]
+        out.extend(PendingJob(id=i, vo=vo, cores=slots, memory_mib=memory, walltime_s=walltime,
+                              submit_time=submit) for i in ids)
+    return out
+
+
+def classify(states: set[str], used: int) -> NodeState:
+    """Queue-instance state letters of one host (union) to :class:`NodeState`."""
+    if states & {"u", "E"}:
+        return NodeState.DOWN
+    if "d" in states or "D" in states:
+        return NodeState.DRAINING if used else NodeState.DRAINED
+    if used:
+        return NodeState.BUSY
+    if not states - {"a"}:  # alarm (load threshold) alone still takes jobs
+        return NodeState.IDLE
+    return NodeState.UNKNOWN  # suspended (s, S), calendar (c, C), orphaned (o)...
+
+
+def parse_hosts(text: str, vo_queue_prefix: str = "") -> list[WorkerNode]:
+    """Worker nodes from ``qstat -f -u '*' -xml``, one per host over its queue instances.
+
+    When a site runs one queue per VO named ``<prefix><vo>`` (``vo-atlas``), passing that
+    prefix as ``vo_queue_prefix`` names the host's pool; ``""`` (default) leaves ``vo`` unset.
+    """
+    what = "qstat -f -xml"
+    root = _root(text, what)
+    hosts: dict[str, dict[str, Any]] = {}
+    for queue in root.iter("Queue-List"):
+        name = _text(queue, "name")
+        if "@" not in name:
+            raise DriverError(f"{what}: queue instance without queue@host name: {name!r}")
+        qname, host = name.split("@", 1)
+        entry = hosts.setdefault(host, {"states": set(), "used": 0, "total": 0, "resv": 0,
+                                        "jobs": set(), "queues": []})
+        try:
+            entry["used"] += int(_text(queue, "slots_used") or 0)
+            entry["resv"] += int(_text(queue, "slots_resv") or 0)
+            entry["total"] += int(_text(queue, "slots_total") or 0)
+        except ValueError:
+            raise DriverError(f"{what}: slot counts of {name} are not numbers") from None
+        entry["states"].update(_text(queue, "state"))  # "au" -> {"a", "u"}
+        entry["jobs"].update(_text(j, "JB_job_number") for j in queue.iter("job_list"))
+        entry["queues"].append(qname)
+    out: list[WorkerNode] = []
+    for host, e in sorted(hosts.items()):
+        vo = None
+        if vo_queue_prefix:
+            vo = next((q[len(vo_queue_prefix):] for q in e["queues"] if q.startswith(vo_queue_prefix)), None)
+        out.append(WorkerNode(
+            name=host, state=classify(e["states"], e["used"]), cores=e["total"], memory_mib=0,
+            running_jobs=len(e["jobs"]), vo=vo, idle_since=None,
+            reason="disabled" if "d" in e["states"] else "",
+            free_cores=max(e["total"] - e["used"] - e["resv"], 0),
+        ))
+    return out
+
+
+class GridEngineBatch:
+    """The :class:`~vocloud.batch.base.BatchSystem` for (Son of) Grid Engine.
+
+    ``hostgroup`` is the host group elastic hosts are added to (``@allhosts`` by default);
+    ``remove`` takes the host out of it before deleting the execution host, which Grid Engine
+    otherwise refuses.
+    """
+
+    name = "gridengine"
+
+    def __init__(self, mapper: VOMapper, runner: Runner | None = None, hostgroup: str = "@allhosts",
+                 vo_queue_prefix: str = "") -> None:
+        self.mapper = mapper
+        self.runner: Runner = runner if runner is not None else CommandRunner()
+        self.hostgroup = hostgroup
+        self.vo_queue_prefix = vo_queue_prefix
+
+    def pending(self) -> list[PendingJob]:
+        text = self.runner.run(["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-xml"])
+        return parse_pending(text, self.mapper)
+
+    def nodes(self) -> list[WorkerNode]:
+        return parse_hosts(self.runner.run(["qstat", "-f", "-u", "*", "-xml"]), self.vo_queue_prefix)
+
+    def drain(self, node: str, reason: str) -> None:
+        # Grid Engine has no drain reason; disabling an already disabled queue is accepted.
+        self.runner.run(["qmod", "-d", f"*@{node}"])
+
+    def resume(self, node: str) -> None:
+        self.runner.run(["qmod", "-e", f"*@{node}"])
+
+    def _tolerant(self, argv: Sequence[str]) -> None:
+        try:
+            self.runner.run(argv)
+        except CommandFailed as exc:
+            text = f"{exc.stderr} {exc.message}".lower()
+            if not any(marker in text for marker in _NOT_THERE):
+                raise
+
+    def remove(self, node: str) -> None:
+        # both steps run every time (a crash may have left the host half removed); each one
+        # treats "not there" as done
+        self._tolerant(["qconf", "-dattr", "hostgroup", "hostlist", node, self.hostgroup])
+        self._tolerant(["qconf", "-de", node])
+

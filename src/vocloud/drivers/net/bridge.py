@@ -1,0 +1,142 @@
+"""The ``bridge`` network driver: one tap per guest NIC, enslaved to a Linux bridge on the host.
+
+This is OpenNebula's bridged model. vocloud creates the tap itself (``ip tuntap add``) before qemu
+starts, and qemu only opens it by name (``-netdev tap,ifname=...,script=no``); so qemu needs no
+helper scripts or capabilities, and a tap left by a crashed guest is found and removed by name.
+
+* Tap for NIC ``n`` of deploy id ``vc-7`` is ``vc-7-n``, the name the qemu driver opens. Linux
+  limits names to 15 bytes; a longer name is an error, never silently truncated (two VMs could
+  collide).
+* A missing bridge is created, marked with the link alias ``vocloud`` and brought up. On detach a
+  bridge vocloud created is removed once no port is left (``keep_empty_bridges=False``);
+  bridges an admin made are never touched.
+* Every call reads the host's links once and applies only what is missing in one ``ip -batch``,
+  so ``attach`` and ``detach`` are idempotent and cost two round trips over SSH.
+* All commands go through the host's transport, so a namespace host reached over SSH gets its
+  devices in its own namespace.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+
+from vocloud.drivers.base import DomainSpec, HostRef, Transport
+from vocloud.drivers.net.links import Link, list_links
+from vocloud.drivers.transport import transport_for
+from vocloud.errors import DriverError
+
+IFNAMSIZ = 15  # usable bytes of a Linux interface name
+MANAGED_ALIAS = "vocloud"
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def tap_name(deploy_id: str, index: int) -> str:
+    """``<deploy_id>-<index>``; raises if the kernel could not hold the name."""
+    name = f"{deploy_id}-{index}"
+    if len(name.encode()) > IFNAMSIZ:
+        raise DriverError(f"{deploy_id}: tap name {name!r} is longer than {IFNAMSIZ} characters "
+                          "(Linux's limit); use a shorter deploy id")
+    if not _NAME_OK.match(name):
+        raise DriverError(f"{deploy_id}: {name!r} is not a valid interface name")
+    return name
+
+
+def _check_bridge_name(name: str, deploy_id: str) -> None:
+    if not name or len(name.encode()) > IFNAMSIZ or not _NAME_OK.match(name):
+        raise DriverError(f"{deploy_id}: bridge name {name!r} is not a valid interface name "
+                          f"(1-{IFNAMSIZ} of A-Z a-z 0-9 _ . -)")
+
+
+class BridgeDriver:
+    """:class:`~vocloud.drivers.base.NetworkDriver` for Linux bridges and tap devices."""
+
+    name = "bridge"
+
+    def __init__(self, transports: Callable[[HostRef], Transport] = transport_for,
+                 default_bridge: str = "vcbr0", keep_empty_bridges: bool = False) -> None:
+        """``default_bridge`` serves NICs whose network names no bridge."""
+        self.transports = transports
+        self.default_bridge = default_bridge
+        self.keep_empty_bridges = keep_empty_bridges
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, host: HostRef) -> threading.Lock:
+        """Attach and detach on one host are serialized: detach may remove a bridge attach needs."""
+        with self._locks_guard:
+            return self._locks.setdefault(host.transport + "|" + host.name, threading.Lock())
+
+    def plan_attach(self, spec: DomainSpec, links: dict[str, Link]) -> list[str]:
+        """The ``ip -batch`` lines that bring ``links`` to what ``spec`` needs (pure)."""
+        lines: list[str] = []
+        made: set[str] = set()
+        for index, nic in enumerate(spec.nics):
+            tap = tap_name(spec.deploy_id, index)
+            bridge = nic.bridge or self.default_bridge
+            _check_bridge_name(bridge, spec.deploy_id)
+            br = links.get(bridge)
+            if br is None and bridge not in made:
+                lines += [f"link add name {bridge} type bridge",
+                          f"link set dev {bridge} alias {MANAGED_ALIAS}",
+                          f"link set dev {bridge} up"]
+                made.add(bridge)
+            elif br is not None and br.kind != "bridge":
+                raise DriverError(f"{spec.deploy_id}: {bridge} exists on the host but is a "
+                                  f"{br.kind or 'plain'} device, not a bridge")
+            elif br is not None and not br.up:
+                lines.append(f"link set dev {bridge} up")
+            t = links.get(tap)
+            if t is not None and t.kind != "tun":
+                raise DriverError(f"{spec.deploy_id}: {tap} exists on the host but is a "
+                                  f"{t.kind or 'plain'} device, not a tap")
+            if t is None:
+                lines.append(f"tuntap add dev {tap} mode tap")
+            if t is None or t.master != bridge:
+                lines.append(f"link set dev {tap} master {bridge}")
+            if t is None or not t.up:
+                lines.append(f"link set dev {tap} up")
+        return lines
+
+    def plan_detach(self, deploy_id: str, links: dict[str, Link]) -> list[str]:
+        """Delete the VM's taps, then vocloud's bridges that are left without ports (pure)."""
+        mine = re.compile(rf"^{re.escape(deploy_id)}-\d+$")
+        taps = sorted(n for n, link in links.items() if mine.match(n) and link.kind == "tun")
+        lines = [f"link del dev {t}" for t in taps]
+        if not self.keep_empty_bridges:
+            gone = set(taps)
+            for name, link in sorted(links.items()):
+                if link.kind != "bridge" or link.alias != MANAGED_ALIAS:
+                    continue
+                ports = [p for p in links.values() if p.master == name and p.name not in gone]
+                if not ports and any(links[t].master == name for t in taps):
+                    lines.append(f"link del dev {name}")
+        return lines
+
+    def attach(self, host: HostRef, spec: DomainSpec) -> None:
+        """Create what is missing (bridges, taps) for every NIC of ``spec``; idempotent."""
+        if not spec.nics:
+            return
+        transport = self.transports(host)
+        with self._lock(host):
+            self._apply(transport, host, self.plan_attach(spec, list_links(transport, host)),
+                        f"attach the NICs of {spec.deploy_id}")
+
+    def detach(self, host: HostRef, deploy_id: str) -> None:
+        """Remove the VM's taps (none left is success) and bridges vocloud made that are empty."""
+        tap_name(deploy_id, 0)  # a deploy id no tap could have is a caller bug; say so
+        transport = self.transports(host)
+        with self._lock(host):
+            self._apply(transport, host, self.plan_detach(deploy_id, list_links(transport, host)),
+                        f"detach the NICs of {deploy_id}")
+
+    @staticmethod
+    def _apply(transport: Transport, host: HostRef, lines: list[str], what: str) -> None:
+        if not lines:
+            return
+        script = "".join(line + "\n" for line in lines)
+        res = transport.run(host, ["ip", "-batch", "-"], input=script.encode(), timeout=30)
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace").strip()
+            raise DriverError(f"host {host.name}: cannot {what}: {err or f'ip exited {res.returncode}'}")
