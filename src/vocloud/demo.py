@@ -102,7 +102,8 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False) -> int:
         api("POST", "/hosts", json={"name": name, "vmm": "sim", "cpu": cores, "memory": mem})
         console.print(f"registered this machine as host [bold]{name}[/]: {cores} cores, {mem} MiB")
         t0 = time.time()
-        ids = api("POST", "/vms", json={"template": 'NAME="demo"\nCPU=1\nMEMORY=256\n', "count": count})["ids"]
+        template = 'NAME="demo"\nCPU=1\nMEMORY=256\n'
+        ids = api("POST", "/vms", json={"template": template, "count": count})["ids"]
         console.print(f"created {len(ids)} VMs of 1 CPU / 256 MiB (more than {cores} cores can hold)")
         with Live(console=console, refresh_per_second=4) as live:
             while True:

@@ -93,7 +93,7 @@ def test_pidfile_of_a_foreign_process_is_not_our_guest(tmp_path: Path) -> None:
 def test_ssh_hosts_are_refused_clearly(tmp_path: Path) -> None:
     drv = QemuDriver(tmp_path, accel_probe=AccelProbe(tmp_path))
     with pytest.raises(DriverError, match="only local hosts"):
-        drv.poll(HostRef(1, "h1", "qemu", "ssh://root@10.0.0.2"), "vc-1")
+        drv.poll(HostRef(1, "h1", "qemu", "ssh://root@127.0.0.1:1"), "vc-1")
 
 
 # ---------------------------------------------------------------- accel cache

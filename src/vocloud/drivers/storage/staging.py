@@ -61,8 +61,7 @@ class StagingDriver:
                 what = f"{spec.deploy_id}: disk {disk.target}"
                 if disk.persistent:
                     inspect(run, disk.source, disk.format, what)
-                    staged.append(disk)
-                    continue
+                    pass
                 base = self._base(host, run, disk, what)
                 staged.append(self.clone(run, base, disk, vm_dir, what, existing, created))
         except BaseException:
