@@ -79,7 +79,6 @@ def test_thirty_vms_on_three_hosts(daemon: Daemon) -> None:
     assert running_vm["state"] == "RUNNING" and running_vm["sched_message"] == ""
     assert "NOT PLACED" not in daemon.ok("vm", "show", str(ids[0])).out
 
-    # terminate all (a range), everything ends DONE and the hosts are empty again
     # terminate all, as one range: the CLI ends the PENDING ones first, so the capacity the
     # running ones free is not handed to VMs that are about to be terminated anyway
     done = daemon.ok("vm", "terminate", f"{ids[0]}..{ids[-1]}")

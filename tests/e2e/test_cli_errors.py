@@ -102,9 +102,11 @@ def test_action_in_wrong_state_names_state_and_action(daemon: Daemon, host: str)
     r = daemon.fails("vm", "release", str(vm_id), str(vm_id + 1000))
     assert r.out.strip() == f"VM {vm_id}: release: now PENDING"
     assert f"VM {vm_id + 1000}" in _one_line(r.err) and "does not exist" in r.err
-    daemon.ok("vm", "terminate", str(vm_id))
-    r = daemon.fails("vm", "resume", str(vm_id))
-    assert "resume" in r.err and "DONE" in r.err
+    # a VM still on HOLD goes straight to DONE, where resume is refused and says so
+    done_id = int(daemon.ok("vm", "create", "--cpu", "1", "--memory", "128", "--hold", "--json").json()[0])
+    daemon.ok("vm", "terminate", str(done_id))
+    r = daemon.fails("vm", "resume", str(done_id))
+    assert "resume" in _one_line(r.err) and "DONE" in r.err
 
 
 def test_over_quota_creates_nothing(daemon: Daemon, vos: dict[str, str]) -> None:

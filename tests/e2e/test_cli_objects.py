@@ -29,10 +29,11 @@ def test_templates_json_toml_and_instantiate(daemon: Daemon, tmp_path: Path) -> 
     assert 'ROLE="wn"' in daemon.ok("template", "show", "small").out.replace(" ", "")
     assert daemon.ok("--json", "template", "show", str(tid)).json()["name"] == "worker"
 
-    ids = daemon.ok("template", "instantiate", "worker", "-m", "2", "--attr", "memory=512", "--json").json()
+    ids = daemon.ok("template", "instantiate", "worker", "-m", "2", "--attr", "memory=512", "--hold",
+                    "--json").json()
     assert len(ids) == 2
     vm = daemon.ok("vm", "show", str(ids[0]), "--json").json()
-    assert vm["memory"] == 512 and vm["name"] == "worker-0"
+    assert (vm["memory"], vm["name"], vm["state"]) == (512, "worker-0", "HOLD")
     daemon.ok("vm", "terminate", "--hard", f"{ids[0]}..{ids[1]}")
     daemon.ok("template", "delete", "small")
     daemon.fails("template", "show", "small")

@@ -150,7 +150,8 @@ def _actor(request: Request, authorization: Annotated[str | None, Header()] = No
 Who = Annotated[Actor, Depends(_actor)]
 
 
-def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None) -> FastAPI:
+def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
+               console: Callable[[int], str] | None = None) -> FastAPI:
     app = FastAPI(title="vocloud", version=__version__, lifespan=lifespan,
                   description="vocloud REST API: hosts, VMs, images, networks, users, VO groups.")
     app.state.cloud = cloud
@@ -208,6 +209,13 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None) -> Fast
     @r.get("/vms/{vm_id}")
     def vm_show(who: Who, vm_id: int) -> JSONResponse:
         return JSONResponse(cloud.vms.show(who, vm_id))
+
+    @r.get("/vms/{vm_id}/log")
+    def vm_log(who: Who, vm_id: int) -> JSONResponse:
+        info = cloud.vms.show(who, vm_id)  # access check, and a 404 for unknown VMs
+        text = console(vm_id) if console is not None else ""
+        return JSONResponse({"id": vm_id, "state": info["state"], "log": text,
+                             "note": "" if text else "no console log (guest not started or cleaned up)"})
 
     @r.post("/vms/{vm_id}/action")
     def vm_action(who: Who, vm_id: int, body: VMAction) -> JSONResponse:

@@ -126,6 +126,8 @@ class VMMDriver(Protocol):
 
     def monitor(self, host: HostRef) -> HostInfo: ...
 
+    def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str: ...
+
 
 class StorageDriver(Protocol):
     """Stage a VM's disks on a host (overlay, full copy, LVM snapshot) and remove them."""

@@ -150,7 +150,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
             loops.join()
             cloud.db.dispose()
 
-    return create_app(cloud, lifespan=lifespan), loops, cloud
+    return create_app(cloud, lifespan=lifespan, console=reconciler.console), loops, cloud
 
 
 def _exit_cleanly(_sig: int, _frame: Any) -> None:

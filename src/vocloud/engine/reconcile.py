@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
-from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostRef, VMMDriver
+from vocloud.drivers.base import (
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    HostRef,
+    NetworkDriver,
+    StorageDriver,
+    VMMDriver,
+)
 from vocloud.engine.domain import build_spec
 from vocloud.engine.scheduler import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.errors import DriverError, NoCapacity, VocloudError
@@ -61,12 +69,56 @@ def host_ref(h: Host) -> HostRef:
 
 class Reconciler:
     def __init__(self, cloud: Cloud, drivers: Mapping[str, VMMDriver], settings: LoopSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 storage: Mapping[str, StorageDriver] | None = None,
+                 networks: Mapping[str, NetworkDriver] | None = None) -> None:
         self.cloud = cloud
         self.db = cloud.db
         self.drivers = drivers
         self.settings = settings
         self.clock = clock
+        self.storage = dict(storage or {})
+        self.networks = dict(networks or {})
+
+    def _storage_for(self, host: Host) -> StorageDriver | None:
+        """The host's storage driver: attribute STORAGE, else qcow2 overlays for qemu hosts.
+        Sim hosts stage nothing."""
+        name = str((host.attrs or {}).get("STORAGE", "qcow2" if host.vmm == "qemu" else ""))
+        if not name or name == "none":
+            return None
+        try:
+            return self.storage[name]
+        except KeyError:
+            raise DriverError(f"host {host.name}: no '{name}' storage driver is loaded") from None
+
+    def _network_for(self, host: Host, spec: DomainSpec) -> NetworkDriver | None:
+        if not spec.nics:
+            return None
+        name = str((host.attrs or {}).get("NETWORK", "bridge" if host.vmm == "qemu" else ""))
+        if not name or name == "none":
+            return None
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise DriverError(f"host {host.name}: no '{name}' network driver is loaded") from None
+
+    def _staged(self, host: Host, ref: HostRef, spec: DomainSpec) -> DomainSpec:
+        """Stage (idempotently) the VM's disks and NICs; returns the spec with local disk paths."""
+        storage = self._storage_for(host)
+        if storage is not None:
+            spec = storage.stage(ref, spec)
+        net = self._network_for(host, spec)
+        if net is not None:
+            net.attach(ref, spec)
+        return spec
+
+    def _unstage(self, host: Host, ref: HostRef, vm: VM, spec: DomainSpec, disks: bool) -> None:
+        net = self._network_for(host, spec)
+        if net is not None:
+            net.detach(ref, vm.deploy_id)
+        storage = self._storage_for(host)
+        if disks and storage is not None:
+            storage.unstage(ref, vm.deploy_id)
 
     def _driver(self, vmm: str) -> VMMDriver:
         try:
@@ -161,9 +213,18 @@ class Reconciler:
         ref = host_ref(host)
         spec = build_spec(vm, user, group)
         if st == S.PROLOG:
-            # Disk staging is the storage driver's job (qemu issue); sim hosts need none.
+            try:
+                self._staged(host, ref, spec)
+            except DriverError as exc:
+                report(vm.id, st, "prolog_fail", exc.message)
+                return
             report(vm.id, st, "prolog_ok", f"staged on {host.name}")
         elif st == S.BOOT:
+            try:
+                spec = self._staged(host, ref, spec)
+            except DriverError as exc:
+                report(vm.id, st, "boot_fail", exc.message)
+                return
             self._boot(vm, drv, ref, spec, elapsed)
         elif st == S.REBOOT:
             try:
@@ -194,6 +255,7 @@ class Reconciler:
             try:
                 if st == S.EPILOG:
                     drv.cleanup(ref, vm.deploy_id)
+                self._unstage(host, ref, vm, spec, disks=st == S.EPILOG)
                 report(vm.id, st, "epilog_ok", "cleaned up")
             except DriverError as exc:
                 report(vm.id, st, "epilog_fail", exc.message)
@@ -242,6 +304,15 @@ class Reconciler:
                 self.cloud.vms.report(vm.id, st, "shutdown_fail", exc.message)
             else:
                 log.warning("VM %s shutdown: %s (will retry)", vm.id, exc.message)
+
+    def console(self, vm_id: int) -> str:
+        """The guest's console log from its host's driver (caller has checked access)."""
+        with self.db.read() as s:
+            vm = s.get(VM, vm_id)
+            host = s.get(Host, vm.host_id) if vm is not None and vm.host_id else None
+        if vm is None or host is None:
+            return ""
+        return self._driver(host.vmm).console(host_ref(host), vm.deploy_id)
 
     # ================================================================= monitor
     def monitor_once(self, force: bool = False) -> None:

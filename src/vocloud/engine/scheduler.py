@@ -697,6 +697,8 @@ class _Cycle:
 
 def place(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy: SchedPolicy) -> SchedResult:
     """Places pending VMs on hosts; same result as :func:`place_naive`, without its full scans."""
+    if not pending:  # the simulator calls every tick; most ticks have nothing to place
+        return SchedResult([], {})
     cycle = _Cycle(hosts, policy)
     placements: list[Placement] = []
     unplaced: dict[int, str] = {}

@@ -68,7 +68,7 @@ class ElasticKnobs:
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
-_ALWAYS, _RATE, _BOOT_TIMEOUT, _IDLE = range(4)
+_ALWAYS, _RATE, _SCALE, _BOOT_TIMEOUT, _IDLE = range(5)
 
 
 class SimVM:
@@ -163,6 +163,7 @@ class ElasticSite:
         self.vm_core_seconds = 0.0
         self.refused_shutdowns = 0
         self.polls = 0
+        self.plan_reasons: dict[str, int] = {}  # why the planner was called (see poll)
         self.plans = 0
         self.peak_vms = 0
         self.last_notes: tuple[str, ...] = ()
@@ -172,7 +173,7 @@ class ElasticSite:
         self._arrivals = 0
         self._routed = 0  # jobs handed to a pool partition so far
         self._deadlines: list[tuple[float, int, int, float]] = []
-        self._last_boot_stamp = -1.0
+        self._last_boot_stamp = (-1.0, -1)
         self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
 
     # ---------------------------------------------------------------- Site protocol
@@ -322,10 +323,10 @@ class ElasticSite:
     def _stamp_boot(self, vm: SimVM, now: float) -> None:
         """Deadlines that a boot request (or placement) starts: rate window, delay, timeout."""
         p = self.policies[vm.vo]
-        if now != self._last_boot_stamp:
-            self._last_boot_stamp = now
-            self._deadline(now + RATE_WINDOW_S, _RATE)
-            self._deadline(now + p.scale_down_delay_s, _ALWAYS)
+        if (now, vm.vo) != self._last_boot_stamp:
+            self._last_boot_stamp = (now, vm.vo)
+            self._deadline(now + RATE_WINDOW_S, _RATE, vm.vo)
+            self._deadline(now + p.scale_down_delay_s, _SCALE, vm.vo)
         self._deadline(now + p.boot_timeout_s, _BOOT_TIMEOUT, vm.vm_id)
         if p.max_lifetime_s is not None:
             self._deadline(vm.started_at + p.max_lifetime_s, _ALWAYS)
@@ -346,8 +347,10 @@ class ElasticSite:
             _, kind, vm_id, stamp = heapq.heappop(heap)
             if due or kind == _ALWAYS:
                 due = True
-            elif kind == _RATE:
-                due = any(c.queue for c in self.parts)
+            elif kind == _RATE:  # a held boot may go now: only if the VO still has queued jobs
+                due = bool(self.parts[vm_id].queue)
+            elif kind == _SCALE:  # an idle VM may now be drained: only if the VO has an idle VM
+                due = any(n.jobs == 0 and not n.draining for n in self.parts[vm_id].nodes.values())
             elif kind == _BOOT_TIMEOUT:
                 vm = self.vms.get(vm_id)
                 due = vm is not None and vm.state in (V.REQUESTED, V.BOOTING)
@@ -386,18 +389,23 @@ class ElasticSite:
     # ---------------------------------------------------------------- the poll
     def poll(self, now: float, sim: Simulation) -> bool:
         self.polls += 1
-        significant = self._observe()
+        why = ""
+        if self._observe():
+            why = "node drained or gone"
         arrivals = self._routed
         if arrivals != self._arrivals and any(c.queue for c in self.parts):
-            significant = True
+            why = why or "new queued jobs"
         self._arrivals = arrivals
         if self._changed:
-            significant = True
+            why = why or "VM event or follow-up"
             self._changed = False
         if self._due(now) or (self._min_pending and any(c.queue for c in self.parts)):
-            significant = True
-        if not (significant or self.always_plan):
-            return False
+            why = why or "timer"
+        if not why:
+            if not self.always_plan:
+                return False
+            why = "every poll"
+        self.plan_reasons[why] = self.plan_reasons.get(why, 0) + 1
         self.plans += 1
         result = plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes

@@ -172,6 +172,7 @@ def run_scenario(
         extra={
             "polls": esite.polls,
             "planner_calls": esite.plans,
+            "planner_calls_by_reason": dict(sorted(esite.plan_reasons.items())),
             "peak_vms": esite.peak_vms,
             "jobs_killed": 0,
             "refused_shutdowns": esite.refused_shutdowns,

@@ -61,7 +61,8 @@ class StagingDriver:
                 what = f"{spec.deploy_id}: disk {disk.target}"
                 if disk.persistent:
                     inspect(run, disk.source, disk.format, what)
-                    pass
+                    staged.append(disk)
+                    continue
                 base = self._base(host, run, disk, what)
                 staged.append(self.clone(run, base, disk, vm_dir, what, existing, created))
         except BaseException:

@@ -759,6 +759,16 @@ class QemuDriver:
                           "implemented yet (save, then restore on the other host)")
 
     @_on_host
+    def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str:
+        """The tail of the guest's serial console (``vocloud vm log``), kept after a failure."""
+        run = self.run_dir(deploy_id)
+        size = self.ops.size(run / "console.log")
+        if not size and not self.ops.exists(run / "console.log"):
+            return ""
+        raw = self.ops.read_bytes(run / "console.log", max(0, size - max_bytes)) or b""
+        return raw.decode(errors="replace")
+
+    @_on_host
     def cleanup(self, host: HostRef, deploy_id: str) -> None:
         """Kill the guest if it still runs and remove its run dir (disks belong to storage)."""
         run = self.run_dir(deploy_id)

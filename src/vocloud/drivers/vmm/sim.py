@@ -171,6 +171,15 @@ class SimDriver:
         spath.unlink(missing_ok=True)
         return self._info(dst, spec.deploy_id, doc)
 
+    def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str:
+        """A sim guest has no console; this reports its recorded life instead."""
+        doc = self._load(self._path(host, deploy_id))
+        if doc is None:
+            return ""
+        text = (f"sim guest {deploy_id} ({doc.get('name', '')}): state {doc['state']} since "
+                f"{doc['since']:.3f}, boots {doc.get('boots', 1)}, mode {doc.get('mode', 'ok')}\n")
+        return text[-max_bytes:]
+
     def cleanup(self, host: HostRef, deploy_id: str) -> None:
         self._path(host, deploy_id).unlink(missing_ok=True)
 
