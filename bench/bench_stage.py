@@ -49,9 +49,10 @@ def make_base(workdir: Path, size_mib: int) -> tuple[Path, str]:
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)], check=True)
     raw.unlink()
     digest = hashlib.sha256()
-    with base.open("rb") as fh:
+    with base.open("rb+") as fh:
         while chunk := fh.read(8 * MIB):
             digest.update(chunk)
+        os.fsync(fh.fileno())  # its writeback must not be billed to the cache fill timed next
     return base, digest.hexdigest()
 
 

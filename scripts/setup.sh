@@ -17,6 +17,8 @@ APT_PACKAGES=(
   iproute2              # network namespaces for SSH test hosts
   openssh-server        # sshd inside test namespaces
   openssh-client
+  slurm-wlm             # batch system: slurmctld/slurmd for VO-cluster tests
+  munge                 # Slurm authentication
 )
 
 missing=()

@@ -3,7 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The real components are required, not skipped: a skip here would hide a missing install step.
 export VOCLOUD_REQUIRE_POSTGRES=${VOCLOUD_REQUIRE_POSTGRES:-1}
+export VOCLOUD_REQUIRE_QEMU=${VOCLOUD_REQUIRE_QEMU:-1}
+export VOCLOUD_REQUIRE_SLURM=${VOCLOUD_REQUIRE_SLURM:-1}
+if [ "$(id -u)" = 0 ]; then export VOCLOUD_REQUIRE_NETNS=${VOCLOUD_REQUIRE_NETNS:-1}; fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -16,6 +16,7 @@ Topology (what runs, all as root, all inside one temp dir under /tmp):
   power-up requires), the SuspendProgram kills that slurmd. That is the elastic-cloud life cycle
   in miniature, without VMs.
 * Partitions ``batch`` (default) and ``grid`` over ``n1,n2``, ``cloud`` over ``c1,c2``.
+* ``MaxNodeCount`` leaves room for a dynamic node (``slurmd -Z``, :meth:`add_dynamic_node`).
 
 Cleanup does not trust pid files: every process the harness starts (and everything those start,
 down to ``slurmstepd`` and job scripts, which outlive a killed slurmd) carries the environment
@@ -190,6 +191,7 @@ class SlurmCluster:
             "SelectTypeParameters=CR_Core_Memory",
             "SlurmdParameters=config_overrides",
             "ReturnToService=2",
+            "MaxNodeCount=8",  # room for dynamic nodes (slurmd -Z)
             "MpiDefault=none",
             "MailProg=/bin/true",
             "JobAcctGatherType=jobacct_gather/none",
@@ -233,6 +235,22 @@ class SlurmCluster:
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             cwd=self.root))
         log.close()
+
+    def add_dynamic_node(self, name: str, cpus: int = NODE_CPUS, mem_mib: int = 500) -> None:
+        """Start a dynamic node (22.05 ``slurmd -Z``): it registers itself, no slurm.conf entry.
+
+        Dynamic slurmd listen on the global ``SlurmdPort`` (``--conf`` refuses ``Port=``), so
+        only one can run per machine next to the static ones.
+        """
+        (self.root / "spool" / name).mkdir(exist_ok=True)
+        self._spawn(f"slurmd-{name}", ["slurmd", "-D", "-Z", "--conf",
+                                       f"CPUs={cpus} RealMemory={mem_mib}", "-N", name])
+
+    def kill_slurmd(self, node: str) -> None:
+        """SIGKILL one node's slurmd, as if its VM died (jobs' slurmstepd are left alone)."""
+        pid = int((self.root / "run" / f"slurmd-{node}.pid").read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def _static_nodes_idle(self) -> bool:
         out = self._try("sinfo", "-h", "-N", "-o", "%N %t", "-n", ",".join(STATIC_NODES))

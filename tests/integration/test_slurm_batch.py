@@ -183,6 +183,19 @@ def test_remove_static_and_cloud_nodes(clean: SlurmCluster) -> None:
     assert state_flags.strip()[-1] in "!%~"
 
 
+def test_remove_deletes_a_dynamic_node(clean: SlurmCluster) -> None:
+    slurm = clean
+    sb = batch(slurm)
+    slurm.add_dynamic_node("dyn1")
+    dyn = slurm.wait_for(lambda: next((n for n in sb.nodes() if n.name == "dyn1"), None), 30,
+                         "dyn1 to register")
+    assert (dyn.state, dyn.cores, dyn.memory_mib) == (NodeState.IDLE, 2, 500)
+    slurm.kill_slurmd("dyn1")  # the VM is gone; then vocloud removes the node
+    sb.remove("dyn1")  # scontrol delete: gone from Slurm altogether
+    assert "dyn1" not in {n.name for n in sb.nodes()}
+    sb.remove("dyn1")  # already gone: no-op
+
+
 def test_controller_down_is_a_driver_error(slurm: SlurmCluster) -> None:
     """A missing slurm.conf (or a controller that never answers) is a DriverError naming squeue."""
     broken = SlurmBatch(ACCOUNTS, runner=CommandRunner(env={"SLURM_CONF": "/nonexistent/slurm.conf"},

@@ -166,3 +166,14 @@ def test_elastic_knobs_reach_the_planner(tmp_path: Path) -> None:
     (slow,) = run_all(w, config(scenarios=("elastic",), knobs=ElasticKnobs(max_boots_per_minute=1)))
     (fast,) = run_all(w, config(scenarios=("elastic",), knobs=ElasticKnobs(max_boots_per_minute=50)))
     assert slow.figures["wait_mean_s"] > fast.figures["wait_mean_s"]
+
+
+def test_parallel_scenarios_give_the_same_bytes(tmp_path: Path) -> None:
+    w = load_trace(trace(tmp_path, bursty(6, n=200, vos=2))).workload
+    cfg = config(boot=parse_duration("uniform:20,80"))
+    seen: list[str] = []
+    one = dumps(metrics_document(run_all(w, cfg), cfg.to_dict(), {}))
+    parallel = run_all(w, cfg, lambda n, t: seen.append(n), workers=3)
+    three = dumps(metrics_document(parallel, cfg.to_dict(), {}))
+    assert one == three
+    assert set(seen) <= {"physical", "static", "elastic"}

@@ -14,6 +14,7 @@ cluster. ``--scale-hosts N`` replays on N hosts and scales the trace to match (s
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ import typer
 
 from vocloud.errors import InvalidInput, VocloudError
 
+DEFAULT_WORKERS = min(3, os.cpu_count() or 1)
 SCENARIO_HELP = "Scenario to run: physical, static or elastic (repeat the option; default: all three)."
 
 
@@ -72,6 +74,8 @@ def simulate(
     tolerance: Annotated[float, typer.Option(
         help="Seconds a submit time may go backwards before the line counts as time travel.")] = 0.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    workers: Annotated[int, typer.Option(
+        help="Run the scenarios in this many parallel processes (same results).")] = DEFAULT_WORKERS,
 ) -> None:
     """Replay a workload trace through bare hosts, static VO partitions and elastic VO pools."""
     try:
@@ -98,6 +102,8 @@ def _run(**o: Any) -> None:
                         ("limit", o["limit"])):
         if value is not None and value < 1:
             raise InvalidInput(f"--{name} must be >= 1, got {value}")
+    if o["workers"] < 1:
+        raise InvalidInput("--workers must be >= 1")
     if o["vm_cores"] < 1:
         raise InvalidInput("--vm-cores must be >= 1")
     if o["max_boots_per_minute"] < 1:
@@ -136,7 +142,7 @@ def _run(**o: Any) -> None:
         def tick(name: str, t: float) -> None:
             bar.update(tasks[name], completed=min(t - t0, span))
 
-        results = run_all(w, config, tick)
+        results = run_all(w, config, tick, workers=o["workers"])
         for task in tasks.values():
             bar.update(task, completed=span)
     trace_info = {

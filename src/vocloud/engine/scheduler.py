@@ -379,17 +379,23 @@ _SKIP_LIMIT = 24
 
 class _Family:
     """What all signatures with one (requirements, rank) pair share: per host, whether the
-    requirements hold and the rank, cached per host version. VM shapes differ only in whether
-    they fit, so a host changed by a placement is evaluated once for the family, not per shape.
+    requirements hold and the rank, cached per host version, and one heap of the hosts that
+    match and are under the per-host dispatch limit, whatever the VM shape. VM shapes differ
+    only in whether they fit, so a placement costs one re-evaluation per family, not per shape.
 
-    A *lazy* family (its rank can only fall and its requirements only turn false as hosts fill
-    up: striping, load-aware, FREE_MEM-style ranks, static ranks) also keeps one heap for all its
-    shapes. Its entries are tagged with the host's version: a stale entry can only overrate its
-    host, so it is re-evaluated when it reaches the top, and hosts that never get there are never
-    looked at again.
+    The heap is kept honest in one of two ways:
+
+    * *lazy*, when placements can only lower the rank and only turn the requirements false
+      (striping, load-aware, FREE_MEM-style or static ranks): entries are tagged with the host's
+      version; a stale entry can only overrate its host, so it is re-evaluated when it reaches
+      the top, and hosts that never get there are never looked at again;
+    * *eager* otherwise (packing's RUNNING_VMS grows): before each use the family re-evaluates
+      the hosts changed since its last use, once each, from the change log, and pushes fresh
+      entries tagged with a per-host stamp; entries with an older stamp are dropped on sight.
     """
 
     __slots__ = (
+        "cursor",
         "dynamic",
         "heap",
         "lazy",
@@ -399,6 +405,7 @@ class _Family:
         "req",
         "score",
         "seen",
+        "stamp",
         "static",
         "version",
     )
@@ -416,11 +423,9 @@ class _Family:
         self.seen = [-1] * n
         self.ok = bytearray(n)
         self.score = [0.0] * n
-        for i in static.indices:
-            self.refresh(i, cycle.state[i])
-        self.heap: list[Entry] = []
-        if self.lazy:
-            self.heap = self.entries(cycle, 0.0, 0)
+        self.stamp = [0] * n
+        self.cursor = len(cycle.changes)
+        self.heap = self.entries(cycle, 0.0, 0, cycle.version if self.lazy else self.stamp)
 
     def refresh(self, i: int, h: _Host) -> None:
         """Brings host i's cached verdict and rank up to the host's current version."""
@@ -430,7 +435,7 @@ class _Family:
         if ok:
             self.score[i] = self.rank(h.attrs)
 
-    def entries(self, cycle: _Cycle, cpu: float, mem: int) -> list[Entry]:
+    def entries(self, cycle: _Cycle, cpu: float, mem: int, tags: list[int]) -> list[Entry]:
         """A heap of the hosts that match, are under the dispatch limit and fit (cpu, mem)."""
         state, version, seen, ok, score = cycle.state, self.version, self.seen, self.ok, self.score
         limit = cycle.host_limit
@@ -445,27 +450,60 @@ class _Family:
                 and h.used_mem + mem <= h.total_mem
                 and not (limit and h.dispatched >= limit)
             ):
-                heap.append((-score[i], i, version[i]))
+                heap.append((-score[i], i, tags[i]))
         heapq.heapify(heap)
         return heap
+
+    def top(self, cycle: _Cycle) -> int | None:
+        """The index of the best host for a VM of any shape (the caller checks the fit)."""
+        if self.lazy:
+            return _best_lazy(self.heap, self, cycle, 0.0, 0)
+        self._catch_up(cycle)
+        heap, stamp = self.heap, self.stamp
+        while heap:
+            _, i, s = heap[0]
+            if stamp[i] == s:
+                return i
+            heapq.heappop(heap)
+        return None
+
+    def _catch_up(self, cycle: _Cycle) -> None:
+        changes = cycle.changes
+        if self.cursor == len(changes):
+            return
+        batch = changes[self.cursor :]
+        self.cursor = len(changes)
+        state, passed, seen, version = cycle.state, self.static.passed, self.seen, self.version
+        ok, score, stamp, heap, limit = self.ok, self.score, self.stamp, self.heap, cycle.host_limit
+        for i in set(batch) if len(batch) > 1 else batch:
+            if not passed[i]:
+                continue
+            h = state[i]
+            if seen[i] != version[i]:
+                self.refresh(i, h)
+            pass  # whatever happens next, the host's previous entry is out of date
+            if (
+                ok[i]
+                and h.used_cpu <= h.total_cpu
+                and h.used_mem <= h.total_mem
+                and not (limit and h.dispatched >= limit)
+            ):
+                heapq.heappush(heap, (-score[i], i, stamp[i]))
 
 
 class _Group:
     """All pending VMs with one signature (requirements, rank, cpu, memory).
 
-    It finds hosts in one of three ways:
-
-    * *shared*: a lazy family's heap, skipping hosts too small for this shape; those are put back
-      for the other shapes. If a search has to skip more than ``_SKIP_LIMIT`` hosts (big VMs on
-      a filling site), the group switches to
-    * *private*: the same lazy heap, but holding only hosts that fit this shape, so hosts that
-      no longer fit are dropped for good;
-    * *eager* (families whose rank can grow, e.g. packing's RUNNING_VMS): before each use the
-      group re-evaluates the hosts changed since its last use and pushes fresh entries tagged
-      with a per-group stamp; older entries for those hosts are dropped when they surface.
+    A group starts *shared*: it takes the top of its family's heap, skipping (and then putting
+    back) hosts too small for its shape. If one search has to skip more than ``_SKIP_LIMIT``
+    hosts (big VMs on a filling site), the group gets a heap of its own that holds only hosts
+    that fit its shape, so hosts that no longer fit are dropped for good: *private* (lazy
+    families, same tagging) or *eager* (eager families: the group re-evaluates hosts changed
+    since its last use and pushes entries tagged with its own stamps).
 
     ``status`` and the two counters describe each host as last evaluated, so a VM that cannot be
-    placed gets its reason without a scan; lazy groups only compute them when that happens.
+    placed gets its reason without a scan; they are only brought up to date when that happens
+    (or continuously in eager mode, which needs them anyway).
     """
 
     __slots__ = (
@@ -494,11 +532,7 @@ class _Group:
         self.cursor = 0
         self.synced = False
         self.heap: list[Entry] = []
-        self.mode: Literal["shared", "private", "eager"] = "shared" if family.lazy else "eager"
-        if not family.lazy:
-            self.sync(cycle)
-            self.heap = [(-family.score[i], i, 0) for i in family.static.indices if self.status[i] == _READY]
-            heapq.heapify(self.heap)
+        self.mode: Literal["shared", "private", "eager"] = "shared"
 
     def sync(self, cycle: _Cycle) -> None:
         """Brings ``status`` and the counters up to date: a full pass the first time, then only
@@ -563,12 +597,12 @@ class _Group:
         return None
 
     def _best_shared(self, cycle: _Cycle) -> int | None:
-        heap, state = self.family.heap, cycle.state
-        cpu, mem = self.cpu, self.mem
+        fam, state = self.family, cycle.state
+        heap, cpu, mem = fam.heap, self.cpu, self.mem
         skipped: list[Entry] = []
         found = None
-        while True:
-            i = _best_lazy(heap, self.family, cycle, 0.0, 0)
+        while len(skipped) <= _SKIP_LIMIT:
+            i = fam.top(cycle)
             if i is None:
                 break
             h = state[i]
@@ -576,15 +610,24 @@ class _Group:
                 found = i
                 break
             skipped.append(heapq.heappop(heap))
-            if len(skipped) > _SKIP_LIMIT:
-                break
         for entry in skipped:
             heapq.heappush(heap, entry)
-        if len(skipped) > _SKIP_LIMIT:
+        if len(skipped) <= _SKIP_LIMIT:
+            return found
+        self._go_private(cycle)
+        return self.best(cycle)
+
+    def _go_private(self, cycle: _Cycle) -> None:
+        fam = self.family
+        if fam.lazy:
             self.mode = "private"
-            self.heap = self.family.entries(cycle, cpu, mem)
-            return _best_lazy(self.heap, self.family, cycle, cpu, mem)
-        return found
+            self.heap = fam.entries(cycle, self.cpu, self.mem, cycle.version)
+            return
+        self.mode = "eager"
+        self.sync(cycle)
+        status, stamp, score = self.status, self.stamp, fam.score
+        self.heap = [(-score[i], i, stamp[i]) for i in fam.static.indices if status[i] == _READY]
+        heapq.heapify(self.heap)
 
 
 def _best_lazy(heap: list[Entry], fam: _Family, cycle: _Cycle, cpu: float, mem: int) -> int | None:

@@ -7,10 +7,13 @@ others' results, and the same seed always gives the same figures.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import random
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from vocloud.errors import InvalidInput
@@ -184,18 +187,61 @@ def run_all(
     w: Workload,
     config: SimConfig,
     progress: Callable[[str, float], None] | None = None,
+    workers: int = 1,
 ) -> list[ScenarioResult]:
-    """Run every configured scenario in the fixed order physical, static, elastic."""
-    out = []
-    for name in SCENARIOS:
-        if name not in config.scenarios:
-            continue
-        cb: Callable[[float], None] | None = None
-        if progress is not None:
-            def cb(t: float, _name: str = name) -> None:
-                progress(_name, t)
-        out.append(run_scenario(name, w, config, cb))
-    return out
+    """Run every configured scenario; results in the fixed order physical, static, elastic.
+
+    Scenarios share nothing but the read-only workload, so ``workers > 1`` runs them in forked
+    processes at once: the wall time becomes the slowest scenario's instead of the sum, and the
+    results are identical (each scenario has its own random stream). Progress reports from the
+    children come back through a queue.
+    """
+    names = [n for n in SCENARIOS if n in config.scenarios]
+    if workers <= 1 or len(names) == 1:
+        out = []
+        for name in names:
+            cb: Callable[[float], None] | None = None
+            if progress is not None:
+                def cb(t: float, _name: str = name) -> None:
+                    progress(_name, t)
+            out.append(run_scenario(name, w, config, cb))
+        return out
+    return _run_parallel(w, config, names, progress, workers)
+
+
+_SHARED: tuple[Workload, SimConfig, Any] | None = None  # inherited by forked workers
+
+
+def _child(name: str) -> ScenarioResult:
+    assert _SHARED is not None
+    w, config, queue = _SHARED
+
+    def report(t: float) -> None:
+        queue.put((name, t))
+
+    return run_scenario(name, w, config, report if queue is not None else None)
+
+
+def _run_parallel(
+    w: Workload, config: SimConfig, names: list[str], progress: Callable[[str, float], None] | None,
+    workers: int,
+) -> list[ScenarioResult]:
+    global _SHARED
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue() if progress is not None else None  # inherited by the forked workers
+    _SHARED = (w, config, queue)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(names)), mp_context=ctx) as pool:
+            futures = {name: pool.submit(_child, name) for name in names}
+            while queue is not None and progress is not None and not all(f.done() for f in futures.values()):
+                try:
+                    name, t = queue.get(timeout=0.2)
+                except Empty:
+                    continue
+                progress(name, t)
+            return [futures[name].result() for name in names]
+    finally:
+        _SHARED = None
 
 
 def trace_summary(w: Workload) -> dict[str, Any]:

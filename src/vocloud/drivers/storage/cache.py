@@ -150,7 +150,8 @@ class ImageCache:
         if result.returncode == _NO_SOURCE:
             raise DriverError(f"host {host.name}: {stderr_text(result)}")
         if result.returncode == _MISMATCH:
-            raise DriverError(f"image {source_path}: sha256 is {words[-1]}, the repository recorded "
+            raise DriverError(f"image {source_path}: sha256 is {words[-1] if words else '?'}, "
+                              f"the repository recorded "
                               f"{want}; the image changed or is damaged, not staging it")
         if result.returncode == LOCK_TIMEOUT_RC:
             raise DriverError(f"host {host.name}: {final} is locked by another staging for more "

@@ -16,10 +16,13 @@ from vocloud.drivers.storage.runner import Runner, check
 from vocloud.drivers.storage.staging import StagingDriver
 from vocloud.errors import DriverError
 
-# $1 cached base, $2 destination, $3 format, $4 new size in bytes or "". Synced before the rename:
+# $1 cached base, $2 destination, $3 format, $4 new size in bytes or "", $5 "keep" to leave an
+# existing destination alone (prints EXISTS; the caller checks it). Synced before the rename:
 # an existing destination is taken as a finished copy, so it must survive a power cut whole.
 _COPY = r"""
-src=$1 dest=$2 fmt=$3 size=$4 tmp="$2.part"
+src=$1 dest=$2 fmt=$3 size=$4 keep=$5 tmp="$2.part" d=${2%/*}
+{ [ -d "$d" ] || mkdir -p -- "$d"; } || exit 1
+if [ "$keep" = keep ] && [ -e "$dest" ]; then echo EXISTS; exit 0; fi
 rm -f -- "$tmp"
 if cp --reflink=never -- "$src" "$tmp" \
     && { [ -z "$size" ] || qemu-img resize -q -f "$fmt" "$tmp" "$size"; } \
@@ -35,14 +38,17 @@ class FullCopyDriver(StagingDriver):
     name = "copy"
 
     def clone(self, run: Runner, base: ImageInfo, disk: DiskSpec, vm_dir: str, what: str,
-              existing: set[str], created: list[str]) -> DiskSpec:
+              created: list[str]) -> DiskSpec:
         dest = f"{vm_dir}/{disk.target}.{disk.format}"
         size = overlay_size(base, disk.size_mib, what)
-        if dest not in existing or not self._is_copy(run, dest, disk.format, size or base.virtual_size,
-                                                     what):
-            created += [f"{dest}.part", dest]
-            check(run, ["sh", "-c", _COPY, "vocloud", base.path, dest, disk.format,
-                        "" if size is None else str(size)], f"{what}: cannot copy {base.path}")
+        argv = ["sh", "-c", _COPY, "vocloud", base.path, dest, disk.format, "" if size is None else str(size)]
+        created += [f"{dest}.part", dest]
+        result = check(run, [*argv, "keep"], f"{what}: cannot copy {base.path}")
+        if result.stdout.strip() == b"EXISTS":
+            created.remove(dest)  # there before this call: not ours to roll back
+            if not self._is_copy(run, dest, disk.format, size or base.virtual_size, what):
+                created.append(dest)
+                check(run, [*argv, ""], f"{what}: cannot copy {base.path}")
         return DiskSpec(target=disk.target, source=dest, format=disk.format, persistent=False,
                         size_mib=disk.size_mib, image_id=disk.image_id)
 

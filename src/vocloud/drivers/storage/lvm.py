@@ -82,7 +82,7 @@ class LvmSnapshotDriver(StagingDriver):
         self.cow_percent = cow_percent
 
     def clone(self, run: Runner, base: ImageInfo, disk: DiskSpec, vm_dir: str, what: str,
-              existing: set[str], created: list[str]) -> DiskSpec:
+              created: list[str]) -> DiskSpec:
         if not _TARGET.fullmatch(disk.target):
             raise DriverError(f"{what}: the lvm driver needs a target of letters and digits")
         if disk.size_mib is not None and disk.size_mib * MIB != base.virtual_size:

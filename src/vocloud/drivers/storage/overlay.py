@@ -21,13 +21,15 @@ class Qcow2OverlayDriver(StagingDriver):
     name = "qcow2"
 
     def clone(self, run: Runner, base: ImageInfo, disk: DiskSpec, vm_dir: str, what: str,
-              existing: set[str], created: list[str]) -> DiskSpec:
+              created: list[str]) -> DiskSpec:
         dest = f"{vm_dir}/{disk.target}.qcow2"
         size = overlay_size(base, disk.size_mib, what)
-        if dest not in existing or not self._is_overlay_of(run, dest, base, size or base.virtual_size,
-                                                           disk.format, what):
-            created.append(dest)
-            create_overlay(run, base.path, disk.format, dest, size, what)
+        created.append(dest)
+        if not create_overlay(run, base.path, disk.format, dest, size, what, keep_existing=True):
+            created.remove(dest)  # it was there before this call: not ours to roll back
+            if not self._is_overlay_of(run, dest, base, size or base.virtual_size, disk.format, what):
+                created.append(dest)
+                create_overlay(run, base.path, disk.format, dest, size, what)
         return DiskSpec(target=disk.target, source=dest, format="qcow2", persistent=False,
                         size_mib=disk.size_mib, image_id=disk.image_id)
 

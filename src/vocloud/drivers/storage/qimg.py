@@ -75,13 +75,22 @@ def overlay_size(base: ImageInfo, size_mib: int | None, what: str) -> int | None
     return size_mib * MIB if size_mib * MIB != base.virtual_size else None
 
 
-def create_overlay(run: Runner, base: str, base_fmt: str, dest: str, size: int | None,
-                   what: str) -> None:
-    """One ``qemu-img create``, straight to ``dest``: no ``.part``, rename or sync, because an
-    overlay is never trusted by its name. Re-staging probes it (format, backing file, size) and
-    replaces a torn or stray one, and the caller deletes it if the stage fails. That keeps a
-    clone at one process, which is the whole point of the overlay driver."""
-    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_fmt, "-b", base, dest]
-    if size is not None:
-        argv.append(str(size))
-    check(run, argv, f"{what}: cannot create overlay {dest}", timeout=120)
+# $1 overlay, $2 size or "", $3 "keep" to leave an existing file alone; then qemu-img's -F/-b args.
+_CREATE = ('dest=$1 size=$2 keep=$3; shift 3; d=${dest%/*}; { [ -d "$d" ] || mkdir -p -- "$d"; } || exit 1; '
+           'if [ "$keep" = keep ] && [ -e "$dest" ]; then echo EXISTS; exit 0; fi; '
+           'exec qemu-img create -q -f qcow2 "$@" "$dest" $size')
+
+
+def create_overlay(run: Runner, base: str, base_fmt: str, dest: str, size: int | None, what: str,
+                   keep_existing: bool = False) -> bool:
+    """Create ``dest`` (and its directory) as an overlay on ``base``; False if ``keep_existing``
+    and a file was already there (the caller then checks it).
+
+    One ``qemu-img create`` straight to ``dest``, in the same command as the directory check: no
+    ``.part``, rename or sync, because an overlay is never trusted by its name. Re-staging probes
+    it (format, backing file, size) and replaces a torn or stray one, and the caller deletes it if
+    the stage fails. That keeps a clone at one host command, the whole point of this driver."""
+    argv = ["sh", "-c", _CREATE, "vocloud", dest, "" if size is None else str(size),
+            "keep" if keep_existing else "", "-F", base_fmt, "-b", base]
+    result = check(run, argv, f"{what}: cannot create overlay {dest}", timeout=120)
+    return result.stdout.strip() != b"EXISTS"

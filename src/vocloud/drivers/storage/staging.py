@@ -9,6 +9,7 @@ non-persistent disk becomes a file (:meth:`StagingDriver.clone`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -20,10 +21,6 @@ from vocloud.errors import DriverError
 
 ChecksumLookup = Callable[[DiskSpec], str | None]
 
-# Make the VM directory and list it with shell builtins: staging is a handful of processes.
-_MKDIR_LIST = ('{ [ -d "$1" ] || mkdir -p -- "$1"; } || exit 1; '
-               'for f in "$1"/* "$1"/.[!.]*; do [ -e "$f" ] && echo "${f##*/}"; done; exit 0')
-
 
 def recorded_sha256(disk: DiskSpec) -> str | None:
     """The image's recorded sum, once DiskSpec carries one (proposed ``sha256`` field)."""
@@ -32,7 +29,7 @@ def recorded_sha256(disk: DiskSpec) -> str | None:
 
 
 class StagingDriver:
-    """Base of the ``qcow2`` and ``copy`` drivers; see the module docstring."""
+    """Base of the ``qcow2``, ``copy`` and ``lvm`` drivers; see the module docstring."""
 
     name = "abstract"
 
@@ -51,9 +48,6 @@ class StagingDriver:
         self._validate(spec)
         run = self.runner_for(host)
         vm_dir = self.vm_dir(host, spec.deploy_id)
-        listing = check(run, ["sh", "-c", _MKDIR_LIST, "vocloud", vm_dir],
-                        f"{spec.deploy_id}: cannot create {vm_dir}")
-        existing = {f"{vm_dir}/{name}" for name in listing.stdout.decode(errors="replace").split("\n")}
         created: list[str] = []
         staged: list[DiskSpec] = []
         try:
@@ -64,11 +58,13 @@ class StagingDriver:
                     staged.append(disk)
                     continue
                 base = self._base(host, run, disk, what)
-                staged.append(self.clone(run, base, disk, vm_dir, what, existing, created))
+                staged.append(self.clone(run, base, disk, vm_dir, what, created))
         except BaseException:
-            if created:
-                run(["rm", "-f", "--", *created])
-            run(["rmdir", "--ignore-fail-on-non-empty", "--", vm_dir])
+            # best effort: the error that stopped the stage is the one the admin must see
+            with contextlib.suppress(Exception):
+                if created:
+                    run(["rm", "-f", "--", *created])
+                run(["rmdir", "--ignore-fail-on-non-empty", "--", vm_dir])
             raise
         return dataclasses.replace(spec, disks=tuple(staged))
 
@@ -79,11 +75,10 @@ class StagingDriver:
         check(run, ["rm", "-rf", "--", vm_dir], f"{deploy_id}: cannot remove {vm_dir}")
 
     def clone(self, run: Runner, base: ImageInfo, disk: DiskSpec, vm_dir: str, what: str,
-              existing: set[str], created: list[str]) -> DiskSpec:
-        """Turn the cached ``base`` into this VM's disk; append every file made to ``created``.
-
-        ``existing`` holds the paths already in the VM directory, so a first staging spends no
-        command on probing files that cannot be there."""
+              created: list[str]) -> DiskSpec:
+        """Turn the cached ``base`` into this VM's disk in ``vm_dir`` (creating the directory in
+        the same host command, to keep staging at the fewest round trips); append every file this
+        call made to ``created``, so a failed stage can remove exactly those."""
         raise NotImplementedError
 
     def _base(self, host: HostRef, run: Runner, disk: DiskSpec, what: str) -> ImageInfo:
