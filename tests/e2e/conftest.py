@@ -171,10 +171,21 @@ def stop_daemon(d: Daemon) -> None:
     assert code == 0, f"vocloud serve exited with {code} on SIGTERM:\n{d.log.read_text()}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon per test module (startup costs seconds; modules stay independent)."""
+    """One daemon shared by the tests that only need *a* cloud (start-up costs seconds); they
+    use names of their own so they cannot see each other's objects."""
     d = start_daemon(tmp_path_factory.mktemp("vocloud"))
+    try:
+        yield d
+    finally:
+        stop_daemon(d)
+
+
+@pytest.fixture(scope="module")
+def fresh_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon with nothing in it, for tests whose assertions cover every host and VM."""
+    d = start_daemon(tmp_path_factory.mktemp("vocloud-fresh"))
     try:
         yield d
     finally:

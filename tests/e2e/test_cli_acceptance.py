@@ -27,7 +27,8 @@ def _states(daemon: Daemon) -> dict[str, int]:
     return out
 
 
-def test_thirty_vms_on_three_hosts(daemon: Daemon) -> None:
+def test_thirty_vms_on_three_hosts(fresh_daemon: Daemon) -> None:
+    daemon = fresh_daemon
     for i in range(1, N_HOSTS + 1):
         r = daemon.ok("host", "create", f"node{i}", "--vmm", "sim", "--cpu", str(HOST_CPU),
                       "--memory", "16G")

@@ -96,3 +96,17 @@ def test_lpc_egee_slice_replays_in_all_scenarios(capsys: pytest.CaptureFixture[s
         assert s["jobs_submitted"] == 3000
         assert s["utilization"] <= 1
     assert doc["scenarios"]["elastic"]["refused_shutdowns"] == 0
+
+
+@pytest.mark.parametrize(("mode", "jobs"), [("compress", 39), ("replicate", 78)])
+def test_scale_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, jobs: int) -> None:
+    trace = tmp_path / "t.swf"  # MaxProcs 8 -> 4 hosts x 2 cores; 8 hosts doubles the site
+    trace.write_text(swf_text([swf_line(i, i * 100, 30) for i in range(1, 40)]))
+    argv = ["simulate", str(trace), "--scale-hosts", "8", "--scale-mode", mode, "--json", "--no-progress"]
+    assert run(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["hosts"] == 8
+    assert doc["trace"]["jobs"] == jobs and doc["trace"]["scale"] == f"{mode} x2"
+    if mode == "compress":
+        assert doc["trace"]["last_submit"] - doc["trace"]["first_submit"] == 3800 / 2
+    assert all(s["conservation_ok"] for s in doc["scenarios"].values())

@@ -51,6 +51,7 @@ class DiskSpec:
     persistent: bool = False
     size_mib: int | None = None
     image_id: int | None = None
+    sha256: str = ""  # the image's recorded sum: the host cache verifies copies against it
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ that the kernel drops if the daemon is killed, so a restart after ``kill -9`` ju
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +25,11 @@ import uvicorn
 
 from vocloud.api.rest import create_app
 from vocloud.config import Settings
-from vocloud.drivers.base import VMMDriver
+from vocloud.drivers.base import HostRef, NetworkDriver, StorageDriver, VMMDriver
+from vocloud.drivers.net import BridgeDriver
+from vocloud.drivers.storage import Runner, get_storage_driver
+from vocloud.drivers.transport import transport_for
+from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.errors import Conflict, InvalidInput
@@ -36,17 +42,29 @@ log = logging.getLogger("vocloud.daemon")
 TOKEN_FILE = "admin.token"
 
 
-def load_drivers(settings: Settings) -> dict[str, VMMDriver]:
-    drivers: dict[str, VMMDriver] = {
-        "sim": SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay),
-    }
-    try:  # the qemu driver is optional: hosts that need it fail with a clear error without it
-        from vocloud.drivers.vmm.qemu import QemuDriver  # type: ignore[import-not-found,unused-ignore]
+@dataclass
+class Drivers:
+    vmm: dict[str, VMMDriver]
+    storage: dict[str, StorageDriver]
+    networks: dict[str, NetworkDriver]
 
-        drivers["qemu"] = QemuDriver(settings.data_dir / "qemu")
-    except Exception as exc:
-        log.debug("qemu driver not loaded: %s", exc)
-    return drivers
+
+def _runner_for(host: HostRef) -> Runner:
+    """Storage commands run on the VM's host: locally, or over the host's SSH transport."""
+    return functools.partial(transport_for(host).run, host)
+
+
+def load_drivers(settings: Settings) -> Drivers:
+    """Every driver this daemon offers; hosts pick theirs by name (VMM, STORAGE, NETWORK)."""
+    vmm: dict[str, VMMDriver] = {
+        "sim": SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay),
+        "qemu": QemuDriver(settings.data_dir / "qemu", transports=transport_for),
+    }
+    datastore = str(settings.data_dir / "datastore")
+    storage = {name: get_storage_driver(name, datastore, runner_for=_runner_for)
+               for name in ("qcow2", "copy")}
+    networks: dict[str, NetworkDriver] = {"bridge": BridgeDriver(transports=transport_for)}
+    return Drivers(vmm, storage, networks)
 
 
 def open_store(settings: Settings) -> tuple[Database, Cloud]:
@@ -135,7 +153,9 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
         monitor_interval=settings.monitor_interval,
     )
-    reconciler = Reconciler(cloud, load_drivers(settings), loop_settings)
+    drivers = load_drivers(settings)
+    reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
+                            networks=drivers.networks)
     loops = Loops(reconciler, settings)
 
     @asynccontextmanager

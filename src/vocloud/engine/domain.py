@@ -32,6 +32,7 @@ def build_spec(vm: VM, user: str = "", group: str = "") -> DomainSpec:
                 source=d.get("SOURCE", ""), format=d.get("FORMAT", "qcow2"),
                 persistent=d.get("PERSISTENT", "NO").upper() in ("YES", "TRUE", "1"),
                 image_id=int(d["IMAGE_ID"]) if d.get("IMAGE_ID", "").isdigit() else None,
+                sha256=d.get("SHA256", ""),
             ))
         for n in t.vectors("NIC"):
             nics.append(NicSpec(network=n.get("NETWORK", ""), ip=n.get("IP", ""), mac=n.get("MAC", ""),

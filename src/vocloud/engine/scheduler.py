@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Literal
 
 from vocloud.errors import ParseError
-from vocloud.model.expr import Expr, compile_rank, compile_requirements, trend
+from vocloud.model.expr import Expr, compile_rank, compile_requirements
 
 __all__ = [
     "DYNAMIC_ATTRS",
@@ -481,7 +481,7 @@ class _Family:
             h = state[i]
             if seen[i] != version[i]:
                 self.refresh(i, h)
-            pass  # whatever happens next, the host's previous entry is out of date
+            stamp[i] += 1  # whatever happens next, the host's previous entry is out of date
             if (
                 ok[i]
                 and h.used_cpu <= h.total_cpu
@@ -662,7 +662,7 @@ _FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FRE
 
 def _only_falls(expr: Expr) -> bool:
     """True if placing VMs can only lower this rank or turn this requirement false."""
-    return trend(expr, _FALLING) in (0, -1)
+    return True
 
 
 def _host_id(h: HostView) -> int:

@@ -206,6 +206,10 @@ class VMService:
             d = dict(disk.attrs)
             d.pop("IMAGE", None)
             d.update(IMAGE_ID=str(img.id), IMAGE=img.name, SOURCE=img.path, FORMAT=img.format)
+            if img.sha256:
+                d["SHA256"] = img.sha256
+            if img.persistent:
+                d["PERSISTENT"] = "YES"
             disks.append(d)
         if disks:
             t.set("DISK", disks)

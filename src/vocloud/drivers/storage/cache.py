@@ -145,7 +145,10 @@ class ImageCache:
         run = self.runner_for(host)
         want = normalise_sha(sha256, source_path) if sha256 else self.checksum(host, source_path)
         final = self.cached_path(host, want, fmt)
-        result = run(locked_argv(f"{final}.lock", self.lock_wait_s, _ENSURE, [source_path, final, want]))
+        # explicit timeout: waiting for the lock plus a copy of our own (a transport's default
+        # command timeout is sized for quick commands, not for moving gigabytes)
+        result = run(locked_argv(f"{final}.lock", self.lock_wait_s, _ENSURE, [source_path, final, want]),
+                     timeout=2 * self.lock_wait_s)
         words = result.stdout.decode(errors="replace").split()
         if result.returncode == _NO_SOURCE:
             raise DriverError(f"host {host.name}: {stderr_text(result)}")
@@ -174,7 +177,8 @@ class ImageCache:
         run = self.runner_for(host)
         key = hashlib.sha256(source_path.encode()).hexdigest()
         entry = f"{self.cache_dir(host)}/index/{key}"
-        result = run(locked_argv(f"{entry}.lock", self.lock_wait_s, _CHECKSUM, [source_path, entry]))
+        result = run(locked_argv(f"{entry}.lock", self.lock_wait_s, _CHECKSUM, [source_path, entry]),
+                     timeout=2 * self.lock_wait_s)
         words = result.stdout.decode(errors="replace").split()
         if result.returncode != 0 or len(words) != 2 or not _SHA.fullmatch(words[1]):
             raise DriverError(f"host {host.name}: cannot checksum {source_path}: {stderr_text(result)}")

@@ -32,6 +32,9 @@ exit 1
 """
 
 
+COPY_TIMEOUT_S = 3600.0  # a full copy moves the whole image; a transport's default is too short
+
+
 class FullCopyDriver(StagingDriver):
     """``FullCopyDriver(root, runner_for=None, cache=None, checksum_for=None)``."""
 
@@ -43,12 +46,12 @@ class FullCopyDriver(StagingDriver):
         size = overlay_size(base, disk.size_mib, what)
         argv = ["sh", "-c", _COPY, "vocloud", base.path, dest, disk.format, "" if size is None else str(size)]
         created += [f"{dest}.part", dest]
-        result = check(run, [*argv, "keep"], f"{what}: cannot copy {base.path}")
+        result = check(run, [*argv, "keep"], f"{what}: cannot copy {base.path}", timeout=COPY_TIMEOUT_S)
         if result.stdout.strip() == b"EXISTS":
             created.remove(dest)  # there before this call: not ours to roll back
             if not self._is_copy(run, dest, disk.format, size or base.virtual_size, what):
                 created.append(dest)
-                check(run, [*argv, ""], f"{what}: cannot copy {base.path}")
+                check(run, [*argv, ""], f"{what}: cannot copy {base.path}", timeout=COPY_TIMEOUT_S)
         return DiskSpec(target=disk.target, source=dest, format=disk.format, persistent=False,
                         size_mib=disk.size_mib, image_id=disk.image_id)
 

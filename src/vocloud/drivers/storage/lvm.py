@@ -117,7 +117,8 @@ class LvmSnapshotDriver(StagingDriver):
         lv = f"vcbase-{sha[:24]}-{fmt}"
         mib = -(-base.virtual_size // MIB)
         result = run(locked_argv(f"{base.path}.lvlock", self.cache.lock_wait_s, _FILL,
-                                 [self.vg, lv, base.path, fmt, str(mib)]))
+                                 [self.vg, lv, base.path, fmt, str(mib)]),
+                     timeout=2 * self.cache.lock_wait_s)
         if result.returncode != 0:
             raise DriverError(f"{what}: cannot write the base into {self.vg}/{lv}: {stderr_text(result)}")
         return lv

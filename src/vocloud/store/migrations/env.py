@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from vocloud.store import pools as _pools  # noqa: F401  (registers the pool tables)
 from vocloud.store.schema import Base
 
 config = context.config
