@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Literal
 
 from vocloud.errors import ParseError
-from vocloud.model.expr import Expr, compile_rank, compile_requirements
+from vocloud.model.expr import Expr, compile_rank, compile_requirements, trend
 
 __all__ = [
     "DYNAMIC_ATTRS",
@@ -649,7 +649,6 @@ def _best_lazy(heap: list[Entry], fam: _Family, cycle: _Cycle, cpu: float, mem: 
             ok[i]
             and h.used_cpu + cpu <= h.total_cpu
             and h.used_mem + mem <= h.total_mem
-            and not (limit and h.dispatched >= limit)
         ):
             heapq.heapreplace(heap, (-score[i], i, v))
         else:
@@ -662,7 +661,7 @@ _FALLING = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FRE
 
 def _only_falls(expr: Expr) -> bool:
     """True if placing VMs can only lower this rank or turn this requirement false."""
-    return True
+    return trend(expr, _FALLING) in (0, -1)
 
 
 def _host_id(h: HostView) -> int:

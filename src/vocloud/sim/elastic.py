@@ -164,6 +164,7 @@ class ElasticSite:
         self.refused_shutdowns = 0
         self.polls = 0
         self.plan_reasons: dict[str, int] = {}  # why the planner was called (see poll)
+        self.last_why = ""
         self.plans = 0
         self.peak_vms = 0
         self.last_notes: tuple[str, ...] = ()
@@ -406,6 +407,7 @@ class ElasticSite:
                 return False
             why = "every poll"
         self.plan_reasons[why] = self.plan_reasons.get(why, 0) + 1
+        self.last_why = why
         self.plans += 1
         result = plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
@@ -428,7 +430,9 @@ class ElasticSite:
                 self._apply(action, now, sim)
         acted = self._place(now, sim) or acted
         self.peak_vms = max(self.peak_vms, len(self.vms))
-        self._changed = self._observe()  # e.g. a drained VM: shut down at the next poll
+        # The plan's own drains, resumes and shutdowns change its next input (a drained VM is shut
+        # down next poll; a resumed busy VM may still leave jobs waiting): always look again.
+        self._changed = self._observe() or any(not isinstance(a, Boot) for a in result.actions)
         return acted
 
     def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:

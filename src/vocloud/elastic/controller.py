@@ -1,0 +1,526 @@
+"""The VO-pool controller: the imperative shell around :func:`vocloud.elastic.planner.plan`.
+
+``PoolController.reconcile_once()`` is one level-triggered pass, in the style of
+``engine/reconcile.py``:
+
+1. **Observe.** Read the pools and their workers from the store, the VMs' states from the IaaS
+   tables, and the nodes from the batch system (a worker's node name is its VM name). Each
+   worker's pool state moves through ``failures.POOL_VM_TABLE`` only (:func:`observed_event` is
+   the pure mapping from what is seen to the table's events), written with compare-and-set.
+2. **Plan.** Call the real, pure planner with the pending jobs, the pools and the free capacity
+   of the MONITORED hosts.
+3. **Persist, then act.** The plan's decisions are written in one transaction *before* anything
+   is done: a boot becomes REQUESTED rows (with their future VM names) and an event; a drain,
+   resume or shutdown moves the row's state. Only then are VMs created, nodes drained or
+   resumed, VMs terminated. A crash between the two is repaired by the next pass: REQUESTED rows
+   without a VM past ``bind_grace_s`` are bound again, looking the VM up by name first, so a boot
+   decided once is never carried out twice; STOPPING rows are terminated again; draining rows
+   whose node is not draining are drained again.
+
+Whose VMs: pool workers are created by the site's first administrator *acting for the VO's
+group* (``Actor(admin, group=VO)``): the VMs belong to the VO's group, count against the VO's
+group quota, and VO members see them as their own; no per-pool system account has to be kept in
+step with the VO. The controller never terminates a worker whose node runs a job: the pool state
+table has no shutdown edge from a joined state, and :meth:`PoolController._stop` drains the node
+and re-reads it from the batch system before it terminates anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from vocloud.batch.base import BatchSystem, NodeState, PendingJob, WorkerNode, by_vo
+from vocloud.elastic.failures import (
+    DEFAULT_BACKOFF,
+    BackoffPolicy,
+    PoolVMEvent,
+    pool_vm_next,
+    record_failure,
+    record_success,
+)
+from vocloud.elastic.planner import RATE_WINDOW_S, plan
+from vocloud.elastic.policy import (
+    BackoffState,
+    Boot,
+    Drain,
+    Plan,
+    Pool,
+    PoolVM,
+    Resume,
+    Shutdown,
+    SiteCapacity,
+)
+from vocloud.elastic.policy import PoolVMState as V
+from vocloud.errors import IllegalAction, InvalidInput, NotFound, VocloudError
+from vocloud.model.lifecycle import HostState, VMState
+from vocloud.service.auth import Actor
+from vocloud.service.cloud import Cloud
+from vocloud.service.pools import live_vms, policy_of, purge
+from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
+from vocloud.store.schema import VM, Host, User, VMTemplateRow
+
+log = logging.getLogger("vocloud.elastic")
+
+E = PoolVMEvent
+_FAILED_VM = frozenset({VMState.BOOT_FAILURE, VMState.PROLOG_FAILURE, VMState.EPILOG_FAILURE})
+_PLACED_VM = frozenset({VMState.PROLOG, VMState.BOOT, VMState.RUNNING, VMState.REBOOT,
+                        VMState.MIGRATE})
+_NODE_UP = frozenset({NodeState.IDLE, NodeState.BUSY, NodeState.DRAINING, NodeState.DRAINED})
+#: Observations worth a line in ``pool events`` (job starts and ends are not).
+_LOGGED = {E.JOINED: "joined", E.BOOT_FAILED: "boot-failed", E.LOST: "lost",
+           E.NODE_DOWN: "node-down", E.NODE_UP: "node-up", E.STOPPED: "stopped",
+           E.CANCEL: "cancelled"}
+
+
+# --- the pure part -----------------------------------------------------------------------------
+
+
+def observed_event(state: V, bound: bool, vm: VMState | None, node: WorkerNode | None) -> E | None:
+    """The next pool-VM event that what is observed implies, or ``None`` when nothing changed.
+
+    ``bound``: the row has a VM id; ``vm``: that VM's state (``None``: the VM no longer
+    exists); ``node``: the batch node of the same name (``None``: unknown to the batch system).
+    Called repeatedly until it returns ``None``, so one pass can move a worker REQUESTED ->
+    BOOTING -> JOINED_IDLE -> JOINED_BUSY when a whole boot happened between two passes.
+    """
+    gone = bound and (vm is None or vm is VMState.DONE)
+    up = node is not None and node.state in _NODE_UP
+    if state is V.STOPPING:
+        return E.STOPPED if gone or not bound else None
+    if state is V.REQUESTED:
+        if gone:
+            return E.CANCEL
+        if vm in _FAILED_VM:
+            return E.BOOT_FAILED
+        return E.PLACED if vm in _PLACED_VM else None
+    if state in (V.GONE, V.FAILED):
+        return None
+    if gone:
+        return E.LOST
+    if vm in _FAILED_VM:
+        return E.BOOT_FAILED if state is V.BOOTING else E.LOST
+    if state is V.BOOTING:
+        return E.JOINED if up else None
+    if state is V.DOWN:
+        return E.NODE_UP if up else None
+    if not up:
+        return E.NODE_DOWN
+    assert node is not None
+    if state is V.JOINED_IDLE:
+        return E.JOB_STARTED if node.running_jobs > 0 else None
+    if state in (V.JOINED_BUSY, V.DRAINING):
+        return E.JOBS_DONE if node.running_jobs == 0 else None
+    return None
+
+
+def vm_for_planner(row: PoolVMRow) -> PoolVM:
+    """The planner's view of a worker. Unbound rows get the negative row id as their VM id, so
+    every worker has a distinct id before its VM exists."""
+    return PoolVM(
+        vm_id=row.vm_id if row.vm_id is not None else -row.id, name=row.name, state=V(row.state),
+        started_at=row.requested_at, joined_at=row.joined_at, idle_since=row.idle_since,
+        running_jobs=row.running_jobs, free_cores=row.free_cores,
+        free_memory_mib=row.free_memory, state_since=row.state_since, host=row.host,
+    )
+
+
+def site_capacity(hosts: Sequence[Host], max_vms: int, rebalance: bool = True) -> SiteCapacity:
+    """Free cores/MiB of the MONITORED hosts, as the planner takes them."""
+    free = tuple(
+        (max((h.total_cpu_m - h.alloc_cpu_m) // 1000, 0), max(h.total_mem - h.alloc_mem, 0))
+        for h in hosts if h.state == HostState.MONITORED.value
+    )
+    return SiteCapacity.from_hosts(max_vms, free, rebalance)
+
+
+# --- the shell ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    pools: list[PoolRow]
+    rows: dict[int, list[PoolVMRow]]  # pool id -> rows not GONE, plus GONE ones in the rate window
+    vms: dict[int, tuple[VMState, str | None]]  # vm id -> (state, host name)
+    backoff: dict[tuple[int, str], BackoffState]
+    hosts: list[Host]
+
+
+@dataclass
+class _Todo:
+    drains: list[tuple[str, str]] = field(default_factory=list)
+    resumes: list[str] = field(default_factory=list)
+    cancels: list[int] = field(default_factory=list)  # VM ids of cancelled requests
+
+
+class PoolController:
+    """One controller per daemon: ``reconcile_once()`` is the loop body (module docstring)."""
+
+    def __init__(self, cloud: Cloud, batch: BatchSystem, clock: Callable[[], float] = time.time,
+                 site_max_vms: int = 1000, bind_grace_s: float = 60.0,
+                 backoff: BackoffPolicy = DEFAULT_BACKOFF, rebalance: bool = True) -> None:
+        self.cloud = cloud
+        self.db = cloud.db
+        self.batch = batch
+        self.clock = clock
+        self.site_max_vms = site_max_vms
+        self.bind_grace_s = bind_grace_s
+        self.backoff = backoff
+        self.rebalance = rebalance
+        self.last_plan: Plan | None = None
+
+    # ------------------------------------------------------------ one pass
+    def reconcile_once(self) -> Plan:
+        now = self.clock()
+        pending = self.batch.pending()
+        nodes = {n.name: n for n in self.batch.nodes()}
+        self._observe(self._snapshot(now), nodes, now)
+        snap = self._snapshot(now)
+        result = self._plan(snap, pending, now)
+        todo = self._persist(snap, result, now)
+        self._act(todo, nodes)
+        self._stop_all(now)
+        self._bind(now)
+        self._finish_deletes()
+        self.last_plan = result
+        return result
+
+    # ------------------------------------------------------------ read
+    def _snapshot(self, now: float) -> _Snapshot:
+        with self.db.read() as s:
+            pools = list(s.scalars(select(PoolRow).order_by(PoolRow.vo)))
+            rows: dict[int, list[PoolVMRow]] = {p.id: [] for p in pools}
+            lo = now - RATE_WINDOW_S
+            for r in s.scalars(select(PoolVMRow).where(
+                    (PoolVMRow.state != V.GONE.value) | (PoolVMRow.requested_at > lo))
+                    .order_by(PoolVMRow.id)):
+                rows.setdefault(r.pool_id, []).append(r)
+            ids = [r.vm_id for rs in rows.values() for r in rs if r.vm_id is not None]
+            vms: dict[int, tuple[VMState, str | None]] = {}
+            for i in range(0, len(ids), 500):
+                for vm_id, state, host in s.execute(
+                        select(VM.id, VM.state, Host.name).outerjoin(Host, Host.id == VM.host_id)
+                        .where(VM.id.in_(ids[i:i + 500]))):
+                    vms[vm_id] = (VMState(state), host)
+            backoff = {(b.pool_id, b.key): BackoffState(b.key, b.failures, b.retry_at, b.last_failure)
+                       for b in s.scalars(select(PoolBackoffRow))}
+            hosts = list(s.scalars(select(Host).order_by(Host.id)))
+        return _Snapshot(pools, rows, vms, backoff, hosts)
+
+    # ------------------------------------------------------------ observe
+    def _observe(self, snap: _Snapshot, nodes: Mapping[str, WorkerNode], now: float) -> None:
+        """Move each worker's pool state to what the IaaS and the batch system show."""
+        with self.db.write() as s:
+            for pool in snap.pools:
+                for seen in snap.rows.get(pool.id, []):
+                    if seen.state == V.GONE.value:
+                        continue
+                    row = s.get(PoolVMRow, seen.id, with_for_update=True)
+                    if row is None or row.state != seen.state or row.vm_id != seen.vm_id:
+                        continue  # changed since the snapshot: the next pass sees it
+                    vm_state, host = snap.vms.get(row.vm_id, (None, None)) if row.vm_id else (None, None)
+                    node = nodes.get(row.name)
+                    self._apply_observation(s, pool, row, vm_state, host, node, now)
+        self._redrain(snap, nodes)
+
+    def _apply_observation(self, s: Session, pool: PoolRow, row: PoolVMRow, vm_state: VMState | None,
+                           host: str | None, node: WorkerNode | None, now: float) -> None:
+        if host:
+            row.host = host
+        if node is not None:
+            row.running_jobs = node.running_jobs
+            row.free_cores, row.free_memory = node.free_cores, node.free_memory_mib
+        for _ in range(6):
+            event = observed_event(V(row.state), row.vm_id is not None, vm_state, node)
+            if event is None:
+                break
+            old = V(row.state)
+            new = pool_vm_next(old, event, row.name)
+            row.state, row.state_since = new.value, now
+            if event is E.JOINED:
+                row.joined_at = now
+                for key in (f"image:{pool.image}", f"host:{row.host}" if row.host else ""):
+                    if key:
+                        self._backoff_write(s, pool.id, key, None, now)
+            if event in _LOGGED:
+                why = {E.JOINED: f"node {row.name} joined the batch system",
+                       E.BOOT_FAILED: f"vm {row.vm_id} failed to boot",
+                       E.LOST: f"vm {row.vm_id} is gone ({vm_state.value if vm_state else 'deleted'})",
+                       E.NODE_DOWN: f"node {row.name} is down or gone from the batch system",
+                       E.NODE_UP: f"node {row.name} is back", E.STOPPED: f"vm {row.vm_id} removed",
+                       E.CANCEL: f"request {row.name} cancelled: its VM is gone"}[event]
+                row.reason = why
+                _event(s, pool.id, now, _LOGGED[event], 1, row.vm_id, why)
+        if row.state == V.JOINED_IDLE.value:
+            if row.idle_since is None:
+                row.idle_since = node.idle_since if node and node.idle_since is not None else now
+        elif row.state == V.JOINED_BUSY.value:
+            row.idle_since = None
+
+    def _redrain(self, snap: _Snapshot, nodes: Mapping[str, WorkerNode]) -> None:
+        """A drain decided but not carried out (crash, batch error) is carried out again."""
+        for rows in snap.rows.values():
+            for r in rows:
+                node = nodes.get(r.name)
+                if r.state in (V.DRAINING.value, V.DRAINED.value) and node is not None \
+                        and node.state in (NodeState.IDLE, NodeState.BUSY):
+                    self._batch_op(self.batch.drain, r.name, "vocloud: pool drain")
+
+    # ------------------------------------------------------------ plan
+    def _plan(self, snap: _Snapshot, pending: Sequence[PendingJob], now: float) -> Plan:
+        pools: list[Pool] = []
+        for p in snap.pools:
+            if not p.enabled and not p.deleting:
+                continue  # a disabled pool is frozen: observed, never planned
+            try:
+                policy = policy_of(p)
+            except InvalidInput as exc:
+                log.warning("pool %s: invalid policy, skipped: %s", p.vo, exc.message)
+                continue
+            rows = snap.rows.get(p.id, [])
+            live = tuple(vm_for_planner(r) for r in rows if r.state != V.GONE.value)
+            boots = tuple(r.requested_at for r in rows if r.requested_at > now - RATE_WINDOW_S)
+            backoff = snap.backoff.get((p.id, f"image:{p.image}"), BackoffState(f"image:{p.image}"))
+            pools.append(Pool(policy, live, boots, backoff))
+        demand = by_vo(pending)
+        site = site_capacity(snap.hosts, self.site_max_vms, self.rebalance)
+        return plan(demand, pools, site, now)
+
+    # ------------------------------------------------------------ persist
+    def _persist(self, snap: _Snapshot, result: Plan, now: float) -> _Todo:
+        """Write every decision of ``result`` in one transaction, before any is carried out."""
+        todo = _Todo()
+        by_vo_row = {p.vo: p for p in snap.pools}
+        with self.db.write() as s:
+            for action in result.actions:
+                pool = by_vo_row[action.vo]
+                if isinstance(action, Boot):
+                    self._persist_boot(s, pool, action, now)
+                    continue
+                row = self._row_for(s, pool.id, action.vm_id)
+                if row is None:
+                    continue
+                seen = next((r for r in snap.rows.get(pool.id, []) if r.id == row.id), None)
+                if seen is None or seen.state != row.state:
+                    continue  # stale decision: the next pass decides again
+                old = V(row.state)
+                try:
+                    if isinstance(action, Drain):
+                        new = pool_vm_next(old, E.DRAIN, row.name)
+                        todo.drains.append((row.name, action.reason))
+                        kind = "drain"
+                    elif isinstance(action, Resume):
+                        new = pool_vm_next(old, E.RESUME, row.name)
+                        todo.resumes.append(row.name)
+                        kind = "resume"
+                    else:
+                        assert isinstance(action, Shutdown)
+                        ev = E.CANCEL if old is V.REQUESTED else E.SHUTDOWN
+                        new = pool_vm_next(old, ev, row.name)
+                        if ev is E.CANCEL and row.vm_id is not None:
+                            todo.cancels.append(row.vm_id)
+                        kind = "shutdown"
+                        if action.cause.is_failure:
+                            self._backoff_write(s, pool.id, f"image:{pool.image}", now, now)
+                        if action.cause.blames_host and row.host:
+                            self._backoff_write(s, pool.id, f"host:{row.host}", now, now)
+                except IllegalAction as exc:
+                    # The table refuses (e.g. a shutdown of a joined worker): log, never act.
+                    _event(s, pool.id, now, "refused", 1, row.vm_id, exc.message)
+                    continue
+                row.state, row.state_since, row.reason = new.value, now, action.reason
+                if new is V.DRAINED or new is V.DRAINING:
+                    row.idle_since = None
+                _event(s, pool.id, now, kind, 1, row.vm_id, action.reason)
+            for status in result.pools:
+                pool = by_vo_row[status.vo]
+                s.execute(update(PoolRow).where(PoolRow.id == pool.id).values(
+                    status={**asdict(status), "notes": [*status.notes, *result.notes]},
+                    status_at=now))
+        return todo
+
+    def _persist_boot(self, s: Session, pool: PoolRow, action: Boot, now: float) -> None:
+        rows = [PoolVMRow(pool_id=pool.id, name=f"_new_{uuid.uuid4().hex}", state=V.REQUESTED.value,
+                          state_since=now, requested_at=now, running_jobs=0, free_cores=0,
+                          free_memory=0, reason=action.reason) for _ in range(action.count)]
+        s.add_all(rows)
+        s.flush()
+        for r in rows:
+            r.name = f"{pool.vo}-wn{r.id}"
+        _event(s, pool.id, now, "boot", action.count, None, action.reason)
+
+    @staticmethod
+    def _row_for(s: Session, pool_id: int, vm_id: int) -> PoolVMRow | None:
+        stmt = select(PoolVMRow).where(PoolVMRow.pool_id == pool_id)
+        stmt = stmt.where(PoolVMRow.id == -vm_id) if vm_id < 0 else stmt.where(PoolVMRow.vm_id == vm_id)
+        return s.scalars(stmt.with_for_update()).first()
+
+    def _backoff_write(self, s: Session, pool_id: int, key: str, failed_at: float | None,
+                       now: float) -> None:
+        """Record a failure (``failed_at``) or a success (``None``) on one backoff key."""
+        row = s.scalars(select(PoolBackoffRow).where(PoolBackoffRow.pool_id == pool_id)
+                        .where(PoolBackoffRow.key == key).with_for_update()).first()
+        if row is None:
+            if failed_at is None:
+                return
+            row = PoolBackoffRow(pool_id=pool_id, key=key, failures=0, retry_at=0.0)
+            s.add(row)
+        state = BackoffState(key, row.failures or 0, row.retry_at or 0.0, row.last_failure)
+        state = record_failure(state, now, self.backoff) if failed_at is not None else record_success(state)
+        row.failures, row.retry_at, row.last_failure = state.failures, state.retry_at, state.last_failure
+
+    # ------------------------------------------------------------ act
+    def _act(self, todo: _Todo, nodes: Mapping[str, WorkerNode]) -> None:
+        for name, reason in todo.drains:
+            if name in nodes:
+                self._batch_op(self.batch.drain, name, f"vocloud: {reason}"[:200])
+        for name in todo.resumes:
+            if name in nodes:
+                self._batch_op(self.batch.resume, name)
+        for vm_id in todo.cancels:
+            self._terminate(vm_id)
+
+    def _batch_op(self, fn: Callable[..., None], *args: str) -> None:
+        try:
+            fn(*args)
+        except VocloudError as exc:
+            log.warning("batch %s %s: %s (retried next pass)", fn.__name__, args[0], exc.message)
+
+    def _stop_all(self, now: float) -> None:
+        """Terminate the VMs of STOPPING workers (and of orphaned requests); level-triggered."""
+        with self.db.read() as s:
+            stopping = list(s.execute(
+                select(PoolVMRow.id, PoolVMRow.pool_id, PoolVMRow.name, PoolVMRow.vm_id, VM.state)
+                .outerjoin(VM, VM.id == PoolVMRow.vm_id)
+                .where(PoolVMRow.state == V.STOPPING.value)))
+            orphans = list(s.scalars(
+                select(PoolVMRow.vm_id).join(VM, VM.id == PoolVMRow.vm_id)
+                .where(PoolVMRow.state == V.GONE.value).where(VM.state == VMState.PENDING.value)))
+        for vm_id in orphans:
+            if vm_id is not None:
+                self._terminate(vm_id)
+        todo = [(rid, pid, name, vm_id) for rid, pid, name, vm_id, st in stopping
+                if vm_id is not None and st is not None and st != VMState.DONE.value]
+        if not todo:
+            for _rid, _pid, name, _vm, _st in stopping:
+                self._batch_op(self.batch.remove, name)
+            return
+        known = {n.name for n in self.batch.nodes()}
+        for _rid, _pid, name, _vm in todo:
+            if name in known:  # no job may start between our check and the terminate
+                self._batch_op(self.batch.drain, name, "vocloud: shutting down")
+        fresh = {n.name: n for n in self.batch.nodes()}
+        for rid, pid, name, vm_id in todo:
+            if not self._stop(rid, pid, name, vm_id, fresh.get(name), now):
+                continue
+        for _rid, _pid, name, _vm, _st in stopping:
+            if name not in fresh or fresh[name].running_jobs == 0:
+                self._batch_op(self.batch.remove, name)
+
+    def _stop(self, rid: int, pid: int, name: str, vm_id: int, node: WorkerNode | None,
+              now: float) -> bool:
+        """Terminate one worker's VM unless its node runs a job (then: refuse, retry later)."""
+        if node is not None and node.running_jobs > 0:
+            log.error("refusing to terminate vm %s: node %s runs %d jobs", vm_id, name,
+                      node.running_jobs)
+            with self.db.write() as s:
+                row = s.get(PoolVMRow, rid)
+                why = f"refused shutdown of vm {vm_id}: node {name} runs {node.running_jobs} jobs"
+                if row is not None and row.reason != why:
+                    row.reason = why
+                    _event(s, pid, now, "refused", 1, vm_id, why)
+            return False
+        self._terminate(vm_id)
+        return True
+
+    def _terminate(self, vm_id: int) -> None:
+        try:
+            actor = self._actor_for_vm(vm_id)
+            self.cloud.vms.action(actor, vm_id, "terminate")
+        except (IllegalAction, NotFound):
+            pass  # already shutting down, or gone: what we want
+        except VocloudError as exc:
+            log.warning("terminate vm %s: %s (retried next pass)", vm_id, exc.message)
+
+    # ------------------------------------------------------------ bind requests to VMs
+    def _bind(self, now: float) -> None:
+        """Create the VMs of REQUESTED rows that have none: new ones, and old ones past the grace
+        period (a previous controller died between deciding and creating)."""
+        with self.db.read() as s:
+            rows = list(s.execute(
+                select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
+                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, VMTemplateRow.body)
+                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .join(VMTemplateRow, VMTemplateRow.id == PoolRow.template_id)
+                .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
+                .order_by(PoolVMRow.id)))
+        for rid, name, requested_at, pid, group_id, cores, memory, body in rows:
+            if requested_at < now and now - requested_at < self.bind_grace_s:
+                continue  # another pass may be creating it right now
+            vm_id = self._existing_vm(name, group_id)
+            if vm_id is None:
+                try:
+                    [vm_id] = self.cloud.vms.create(
+                        self._actor(group_id), body, fmt="one", count=1, name=name,
+                        extra={"CPU": str(cores), "VCPU": str(cores), "MEMORY": str(memory)})
+                except VocloudError as exc:
+                    self._bind_failed(rid, pid, name, exc.message, now)
+                    continue
+            self._record_vm(rid, pid, vm_id, now)
+
+    def _existing_vm(self, name: str, group_id: int) -> int | None:
+        with self.db.read() as s:
+            return s.scalar(select(VM.id).where(VM.name == name).where(VM.group_id == group_id)
+                            .where(VM.state != VMState.DONE.value).order_by(VM.id).limit(1))
+
+    def _record_vm(self, rid: int, pid: int, vm_id: int, now: float) -> None:
+        with self.db.write() as s:
+            row = s.get(PoolVMRow, rid, with_for_update=True)
+            if row is not None and row.vm_id is None and row.state == V.REQUESTED.value:
+                row.vm_id = vm_id
+                _event(s, pid, now, "created", 1, vm_id, f"vm {vm_id} created for {row.name}")
+                return
+        self._terminate(vm_id)  # the request was withdrawn meanwhile: never leak the VM
+
+    def _bind_failed(self, rid: int, pid: int, name: str, why: str, now: float) -> None:
+        with self.db.write() as s:
+            row = s.get(PoolVMRow, rid, with_for_update=True)
+            if row is None or row.state != V.REQUESTED.value:
+                return
+            row.state = pool_vm_next(V.REQUESTED, E.BOOT_FAILED, name).value
+            row.state_since, row.reason = now, f"cannot create vm {name}: {why}"
+            _event(s, pid, now, "boot-failed", 1, None, row.reason)
+
+    def _actor(self, group_id: int) -> Actor:
+        """The site's first administrator acting for the VO's group (module docstring)."""
+        with self.db.read() as s:
+            admin = s.scalars(select(User).where(User.is_admin.is_(True)).order_by(User.id)).first()
+        if admin is None:
+            raise NotFound("no administrator exists to own pool VMs")
+        return Actor(admin.id, "pool-controller", group_id, True)
+
+    def _actor_for_vm(self, vm_id: int) -> Actor:
+        with self.db.read() as s:
+            group_id = s.scalar(select(VM.group_id).where(VM.id == vm_id))
+        if group_id is None:
+            raise NotFound(f"VM {vm_id} does not exist")
+        return self._actor(group_id)
+
+    # ------------------------------------------------------------ forced deletes
+    def _finish_deletes(self) -> None:
+        with self.db.write() as s:
+            for row in s.scalars(select(PoolRow).where(PoolRow.deleting.is_(True))):
+                if live_vms(s, row.id) == 0:
+                    purge(s, row)
+
+
+def _event(s: Session, pool_id: int, at: float, action: str, count: int, vm_id: int | None,
+           reason: str) -> None:
+    s.add(PoolEventRow(pool_id=pool_id, time=at, action=action, count=count, vm_id=vm_id,
+                       reason=reason[:2000]))

@@ -1,0 +1,172 @@
+"""Issue 3 acceptance through the real daemon: qemu guests on this machine and on an SSH host.
+
+Three guests on the local host and two on a network-namespace host reached over SSH, each from a
+qcow2 overlay on the host's cached base, each with its own lease and its context value echoed on
+its console; graceful terminate goes through ACPI, ``--hard`` kills; a ``kill -9`` of the daemon
+leaves the guests running and managed; nothing (qemu, tap) is left behind.
+"""
+
+# ruff: noqa: F811
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import kill_qemu_under, qemu_pids_under
+from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.integration.test_daemon import Daemon, _free_port
+from vocloud.guest.build import GuestImage
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _links(netns: str | None) -> set[str]:
+    argv = ["ip", "-json", "link", "show"]
+    if netns:
+        argv = ["ip", "-n", netns, "-json", "link", "show"]
+    return {i["ifname"] for i in json.loads(subprocess.run(argv, capture_output=True, text=True,
+                                                           check=True).stdout)}
+
+
+@pytest.fixture
+def qemu_daemon(tmp_path: Path, netns_lab: NetnsLab, guest_image: GuestImage) -> Iterator[Daemon]:
+    env = {"VOCLOUD_SSH_KNOWN_HOSTS": str(netns_lab.known_hosts),
+           "VOCLOUD_SSH_KEY": str(netns_lab.client_key), "VOCLOUD_ACCEL": "tcg",
+           "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
+           "VOCLOUD_MONITOR_INTERVAL": "2"}
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env)
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait(10)
+    kill_qemu_under(tmp_path)
+
+
+def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[int], list[NetnsHost]],
+                                   guest_image: GuestImage) -> None:
+    d = qemu_daemon
+    remote = netns_hosts(1)[0]
+    with d.client() as c:
+        def ok(r: Any) -> Any:
+            assert r.status_code < 400, r.text
+            return r.json() if r.content else None
+
+        ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
+        ok(c.post("/hosts", json={"name": "remote", "vmm": "qemu", "transport": remote.transport}))
+        _wait(lambda: all(h["state"] == "MONITORED" for h in ok(c.get("/hosts"))), 60, "hosts monitored")
+        hosts = {h["name"]: h for h in ok(c.get("/hosts"))}
+        assert hosts["remote"]["attrs"]["HYPERVISOR"] == "qemu" and hosts["local"]["total_cpu"] >= 1
+        ok(c.post("/images", json={"name": "tiny", "path": str(guest_image.base_disk)}))
+        lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\n'
+        ok(c.post("/vnets", json={"template": lan}))
+        base = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
+                f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\nDISK=[IMAGE="tiny", TARGET="vda"]\n'
+                'NIC=[NETWORK="lan"]\nCONTEXT=[VALUE="ctx-$VMID", HOSTNAME="$NAME"]\n')
+        local_ids = ok(c.post("/vms", json={"template": base + 'SCHED_REQUIREMENTS="NAME = \\"local\\""\n',
+                                            "count": 3, "name": "loc"}))["ids"]
+        remote_ids = ok(c.post("/vms", json={"template": base + 'SCHED_REQUIREMENTS="NAME = \\"remote\\""\n',
+                                             "count": 2, "name": "rem"}))["ids"]
+        ids = local_ids + remote_ids
+
+        def states() -> dict[int, str]:
+            return {v["id"]: v["state"] for v in ok(c.get("/vms", params={"all": True}))}
+
+        def all_running() -> bool:
+            st = states()
+            bad = [i for i in ids if "FAILURE" in st[i]]
+            assert not bad, [ok(c.get(f"/vms/{i}")) for i in bad]
+            return all(st[i] == "RUNNING" for i in ids)
+
+        _wait(all_running, 300, "5 guests RUNNING")
+        rows = {v["id"]: v for v in ok(c.get("/vms"))}
+        assert {rows[i]["host"] for i in local_ids} == {"local"}
+        assert {rows[i]["host"] for i in remote_ids} == {"remote"}
+        # distinct leases, and each guest echoed its own context value on its console
+        ips = set()
+        for i in ids:
+            info = ok(c.get(f"/vms/{i}"))
+            ips.add(info["leases"][0]["ip"])
+            log = ok(c.get(f"/vms/{i}/log"))["log"]
+            assert f"VOCLOUD-CONTEXT VALUE=ctx-{i}" in log, log[-2000:]
+        assert len(ips) == 5
+        # every disk is an overlay whose backing file is the host's cached base
+        for i in ids:
+            disk = d.data_dir / "datastore" / "vms" / f"vc-{i}" / "vda.qcow2"
+            meta = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)],
+                                             capture_output=True, text=True, check=True).stdout)
+            assert meta["format"] == "qcow2"
+            backing = meta.get("full-backing-filename") or meta["backing-filename"]
+            assert "/datastore/cache/" in backing, backing
+        assert len(list((d.data_dir / "datastore" / "cache").glob("*.qcow2"))) == 1  # copied once
+        pids_before = sorted(qemu_pids_under(d.data_dir))
+        assert len(pids_before) == 5
+        taps = {f"vc-{i}-0" for i in ids}
+        assert {f"vc-{i}-0" for i in local_ids} <= _links(None)
+        assert {f"vc-{i}-0" for i in remote_ids} <= _links(remote.netns)
+
+    # kill -9 the daemon while guests run: a new daemon finds them RUNNING, restarts none
+    d.kill9()
+    d.start()
+    with d.client() as c:
+        time.sleep(3)  # a few loop passes
+        assert all(v["state"] == "RUNNING" for v in ok(c.get("/vms")))
+        assert sorted(qemu_pids_under(d.data_dir)) == pids_before
+
+        # graceful terminate (ACPI) of four, --hard for the last
+        for i in ids[:-1]:
+            ok(c.post(f"/vms/{i}/action", json={"action": "terminate"}))
+        ok(c.post(f"/vms/{ids[-1]}/action", json={"action": "terminate-hard"}))
+        _wait(lambda: all(s == "DONE" for s in states().values()), 180, "all DONE")
+        for i in ids:
+            hist = [h["action"] for h in ok(c.get(f"/vms/{i}"))["history"]]
+            assert hist[-3:] == ["terminate-hard" if i == ids[-1] else "terminate", "shutdown_ok",
+                                 "epilog_ok"], hist
+            assert not any(h.startswith("hard stop") for h in
+                           [x["message"] for x in ok(c.get(f"/vms/{i}"))["history"]])
+        assert ok(c.get("/vnets/lan"))["used_leases"] == 0
+    assert qemu_pids_under(d.data_dir) == []
+    assert not taps & _links(None) and not taps & _links(remote.netns)
+    assert not list((d.data_dir / "datastore" / "vms").glob("vc-*"))
+    assert d.stop() == 0
+
+
+def test_bad_input_missing_image_corrupt_qcow2_and_unreachable_host(qemu_daemon: Daemon,
+                                                                    tmp_path: Path) -> None:
+    with qemu_daemon.client() as c:
+        r = c.post("/images", json={"name": "gone", "path": str(tmp_path / "nope.qcow2")})
+        assert r.status_code == 400 and "does not exist" in r.json()["message"]
+        bad = tmp_path / "corrupt.qcow2"
+        bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
+        assert c.post("/images", json={"name": "corrupt", "path": str(bad)}).status_code == 201
+        assert c.post("/hosts", json={"name": "local", "vmm": "qemu"}).status_code == 201
+        assert c.post("/hosts", json={"name": "ghost", "vmm": "qemu",
+                                      "transport": "ssh://root@127.0.0.1:1"}).status_code == 201
+        _wait(lambda: {h["name"]: h["state"] for h in c.get("/hosts").json()} ==
+              {"local": "MONITORED", "ghost": "ERROR"}, 60, "ghost host in ERROR")
+        ghost = c.get("/hosts/ghost").json()
+        assert "ssh://root@127.0.0.1:1" in ghost["error"] and "refused" in ghost["error"]
+        tmpl = 'CPU=0.5\nMEMORY=128\nDISK=[IMAGE="corrupt"]\n'
+        [vm] = c.post("/vms", json={"template": tmpl}).json()["ids"]
+        _wait(lambda: c.get(f"/vms/{vm}").json()["state"] == "PROLOG_FAILURE", 60, "PROLOG_FAILURE")
+        assert "qcow2" in c.get(f"/vms/{vm}").json()["error"]
+        assert c.post(f"/vms/{vm}/action", json={"action": "terminate"}).status_code == 200
+        _wait(lambda: c.get(f"/vms/{vm}").json()["state"] == "DONE", 60, "DONE")
+        assert not list((qemu_daemon.data_dir / "datastore" / "vms").glob("vc-*"))
+    assert qemu_pids_under(qemu_daemon.data_dir) == []
