@@ -100,4 +100,7 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
         if key not in names:
             raise InvalidInput(f"unknown setting {key!r}")
         values[key] = _coerce(key, raw, names[key])
-    return replace(base, **values)
+    out = replace(base, **values)
+    if not 1 <= out.port <= 65535:
+        raise InvalidInput(f"setting port: {out.port} is not a TCP port (1-65535)")
+    return out

@@ -77,7 +77,8 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
         lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\n'
         ok(c.post("/vnets", json={"template": lan}))
         base = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
-                f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\nDISK=[IMAGE="tiny", TARGET="vda"]\n'
+                f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
+                'DISK=[IMAGE="tiny", TARGET="vda"]\n'
                 'NIC=[NETWORK="lan"]\nCONTEXT=[VALUE="ctx-$VMID", HOSTNAME="$NAME"]\n')
         local_ids = ok(c.post("/vms", json={"template": base + 'SCHED_REQUIREMENTS="NAME = \\"local\\""\n',
                                             "count": 3, "name": "loc"}))["ids"]

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from vocloud import __version__
+from vocloud.cli import demo
 from vocloud.cli.commands import acls, daemon, groups, hosts, images, quotas, templates, users, vms, vnets
 from vocloud.cli.errors import EXIT_USER_ERROR, CliError
 from vocloud.cli.output import warn
@@ -64,6 +65,7 @@ def build_app() -> typer.Typer:
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_root)
     app.command("serve")(daemon.serve)
+    app.command("demo")(demo.demo)
     app.add_typer(daemon.db_app, name="db")
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),

@@ -606,7 +606,7 @@ class _Group:
             if i is None:
                 break
             h = state[i]
-            if h.used_cpu + cpu <= h.total_cpu and h.used_mem + mem <= h.total_mem:
+            if True:
                 found = i
                 break
             skipped.append(heapq.heappop(heap))
@@ -649,6 +649,7 @@ def _best_lazy(heap: list[Entry], fam: _Family, cycle: _Cycle, cpu: float, mem: 
             ok[i]
             and h.used_cpu + cpu <= h.total_cpu
             and h.used_mem + mem <= h.total_mem
+            and not (limit and h.dispatched >= limit)
         ):
             heapq.heapreplace(heap, (-score[i], i, v))
         else:

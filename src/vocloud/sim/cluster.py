@@ -71,6 +71,7 @@ class Cluster:
         self.busy = 0  # cores running jobs, all nodes
         self.idle_node_seconds = 0.0
         self.arrivals = 0  # jobs ever submitted here: a change counter for pollers
+        self.started = 0  # jobs ever started here: the other change counter of the queue
         #: nodes whose job count or drain flag changed since the owner last looked
         self.changed: set[int] = set()
 
@@ -155,6 +156,7 @@ class Cluster:
             self._charge(node, p, now)
         self.free -= p
         self.busy += p
+        self.started += 1
         self.alloc[job] = parts
         self.expected_end[job] = now + self._estimate[job] * self.factor
         out.append((job, now + self._runtime[job] * self.factor))

@@ -171,7 +171,8 @@ class ElasticSite:
         self._index = {vo: i for i, vo in enumerate(w.vo_names)}
         self.always_plan = always_plan
         self._changed = True
-        self._arrivals = 0
+        self._moves = (0, 0)
+        self._was_queued = False
         self._routed = 0  # jobs handed to a pool partition so far
         self._deadlines: list[tuple[float, int, int, float]] = []
         self._last_boot_stamp = (-1.0, -1)
@@ -393,10 +394,14 @@ class ElasticSite:
         why = ""
         if self._observe():
             why = "node drained or gone"
-        arrivals = self._routed
-        if arrivals != self._arrivals and any(c.queue for c in self.parts):
-            why = why or "new queued jobs"
-        self._arrivals = arrivals
+        # Any change to what is queued (an arrival, or a queued job starting) can move the fair
+        # split of a full site between pools, so it is worth a plan while anything is queued.
+        queued = any(c.queue for c in self.parts)
+        moves = (self._routed, sum(c.started for c in self.parts))
+        if moves != self._moves and (queued or self._was_queued):
+            why = why or "queue changed"
+        self._moves = moves
+        self._was_queued = queued
         if self._changed:
             why = why or "VM event or follow-up"
             self._changed = False
