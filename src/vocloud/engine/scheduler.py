@@ -344,7 +344,7 @@ class _Static:
 
     def __init__(self, req: Expr | None, state: list[_Host]) -> None:
         parts = req.parts() if req is not None else ()
-        static = [p.predicate for p in parts if not (p.names & DYNAMIC_ATTRS)]
+        static = [p.predicate for p in parts]
         dynamic = [p.predicate for p in parts if p.names & DYNAMIC_ATTRS]
         self.indices = [i for i, h in enumerate(state) if all(f(h.attrs) for f in static)]
         self.passed = bytearray(len(state))
@@ -606,7 +606,7 @@ class _Group:
             if i is None:
                 break
             h = state[i]
-            if True:
+            if h.used_cpu + cpu <= h.total_cpu and h.used_mem + mem <= h.total_mem:
                 found = i
                 break
             skipped.append(heapq.heappop(heap))
