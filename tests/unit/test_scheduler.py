@@ -467,14 +467,17 @@ def test_place_equals_place_naive(
     hosts=st.lists(host_views, max_size=6, unique_by=lambda h: h.id),
     pending=pending_vms(ranks=[None, "RUNNING_VMS", "FREE_CPU * RUNNING_VMS", "USED_MEM"]),
     max_host_dispatch=st.sampled_from([0, 0, 2]),
+    skip_limit=st.sampled_from([0, 1, 24]),
 )
 def test_place_equals_place_naive_when_ranks_grow(
-    hosts: list[HostView], pending: list[PendingVM], max_host_dispatch: int
+    hosts: list[HostView], pending: list[PendingVM], max_host_dispatch: int, skip_limit: int
 ) -> None:
     """Packing-like ranks grow as hosts fill, the case where stale heap entries underrate a
     host: concentrated here because it needs several signatures touching the same hosts."""
     policy = SchedPolicy(PolicyKind.PACKING, max_host_dispatch=max_host_dispatch)
-    assert place(pending, hosts, policy) == place_naive(pending, hosts, policy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scheduler, "_SKIP_LIMIT", skip_limit)
+        assert place(pending, hosts, policy) == place_naive(pending, hosts, policy)
 
 
 @settings(max_examples=200, deadline=None)

@@ -196,16 +196,15 @@ class SimBatch:
         """Make the registered nodes match the running workers ``{name: (vo, cores, MiB)}``.
 
         A node not in ``up`` goes DOWN (its VM is gone, and its jobs with it): exactly what a
-        real batch system sees when a worker is switched off under it.
+        real batch system sees when a worker is switched off under it. A node already DOWN
+        stays down (a dead batch daemon does not come back because its VM still runs; use
+        :meth:`node_up`).
         """
         with self._state() as st:
             now = self.clock()
             for name, (vo, cores, memory) in up.items():
-                node = st.nodes.get(name)
-                if node is None:
+                if name not in st.nodes:
                     st.nodes[name] = SimNode(name, vo, cores, memory, idle_since=now)
-                elif node.down:
-                    node.down, node.reason, node.idle_since = False, "", now
             for node in st.nodes.values():
                 if node.name not in up and not node.down:
                     self._kill(st, node)

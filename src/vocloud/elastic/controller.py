@@ -174,10 +174,12 @@ class PoolController:
         self.backoff = backoff
         self.rebalance = rebalance
         self.last_plan: Plan | None = None
+        self._failed: set[tuple[int, str]] = set()  # backoff keys already charged this pass
 
     # ------------------------------------------------------------ one pass
     def reconcile_once(self) -> Plan:
         now = self.clock()
+        self._failed.clear()
         pending = self.batch.pending()
         nodes = {n.name: n for n in self.batch.nodes()}
         self._observe(self._snapshot(now), nodes, now)
@@ -243,6 +245,10 @@ class PoolController:
             old = V(row.state)
             new = pool_vm_next(old, event, row.name)
             row.state, row.state_since = new.value, now
+            if event is E.BOOT_FAILED:
+                # Charged when seen, before planning, so this same pass already backs off
+                # instead of booting replacements into the failing image.
+                self._charge(s, pool.id, f"image:{pool.image}", now)
             if event is E.JOINED:
                 row.joined_at = now
                 for key in (f"image:{pool.image}", f"host:{row.host}" if row.host else ""):
@@ -326,10 +332,10 @@ class PoolController:
                         if ev is E.CANCEL and row.vm_id is not None:
                             todo.cancels.append(row.vm_id)
                         kind = "shutdown"
-                        if action.cause.is_failure:
-                            self._backoff_write(s, pool.id, f"image:{pool.image}", now, now)
+                        if action.cause.is_failure:  # FAILED was charged when observed
+                            self._charge(s, pool.id, f"image:{pool.image}", now)
                         if action.cause.blames_host and row.host:
-                            self._backoff_write(s, pool.id, f"host:{row.host}", now, now)
+                            self._charge(s, pool.id, f"host:{row.host}", now)
                 except IllegalAction as exc:
                     # The table refuses (e.g. a shutdown of a joined worker): log, never act.
                     _event(s, pool.id, now, "refused", 1, row.vm_id, exc.message)
@@ -360,6 +366,13 @@ class PoolController:
         stmt = select(PoolVMRow).where(PoolVMRow.pool_id == pool_id)
         stmt = stmt.where(PoolVMRow.id == -vm_id) if vm_id < 0 else stmt.where(PoolVMRow.vm_id == vm_id)
         return s.scalars(stmt.with_for_update()).first()
+
+    def _charge(self, s: Session, pool_id: int, key: str, now: float) -> None:
+        """One failure on ``key``, at most once per pass: workers of one image failing together
+        are one incident, and must not multiply the wait by 2**n at once."""
+        if (pool_id, key) not in self._failed:
+            self._failed.add((pool_id, key))
+            self._backoff_write(s, pool_id, key, now, now)
 
     def _backoff_write(self, s: Session, pool_id: int, key: str, failed_at: float | None,
                        now: float) -> None:

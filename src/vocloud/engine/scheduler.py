@@ -13,20 +13,21 @@ That scan costs VMs x hosts expression evaluations (20 million for 10,000 VMs on
 :func:`place` gives the identical result far faster by exploiting four facts:
 
 * VMs share a few templates. VMs with the same (requirements, rank) form a *family*, which
-  evaluates each host once per host change, whatever the VM shapes; VMs that also share
-  (cpu, memory) form a *signature*. Hosts are kept in max-heaps keyed by (rank, host id), so
-  a VM is placed by looking at the top of a heap instead of scanning.
-* A placement changes exactly one host, and only by adding load. Heap entries carry the host's
-  version; an entry made before a change is stale. Where placements can only lower a rank and
-  only turn requirements false (striping, load-aware, FREE_MEM-style or static ranks; decided
-  by :func:`vocloud.model.expr.trend`), a stale entry overrates its host, so it is enough to
+  evaluates each host once per host change and keeps one max-heap of its eligible hosts keyed
+  by (rank, host id), whatever the VM shapes; a VM takes the best host of its family's heap
+  that fits it instead of scanning. VMs that also share (cpu, memory) form a *signature*; a
+  signature whose VMs keep meeting hosts too small for them gets a heap of its own.
+* A placement changes exactly one host, and only by adding load. Heap entries carry a tag; an
+  entry made before a change is stale. Where placements can only lower a rank and only turn
+  requirements false (striping, load-aware, FREE_MEM-style or static ranks; decided by
+  :func:`vocloud.model.expr.trend`), a stale entry overrates its host, so it is enough to
   re-evaluate it when it reaches the top (*lazy*). Where a rank can grow (packing's
-  RUNNING_VMS), each signature re-evaluates the hosts changed since its last use, once each,
-  from a change log (*eager*).
+  RUNNING_VMS), the hosts changed since the heap's last use are re-evaluated, once each, from
+  a change log (*eager*).
 * Requirement conjuncts that read only static attributes (HYPERVISOR, CLUSTER, NAME, ...) are
   evaluated once per host per cycle; hosts failing them are never looked at again.
 * Whether a host fits a shape, or has reached the per-host limit, only ever changes from yes to
-  no within a cycle, so a host dropped from a signature's heap for that reason stays dropped.
+  no within a cycle, so a host dropped from a heap for that reason stays dropped.
 
 Per-signature counters of matching hosts and hosts with room, brought up to date only when a VM
 cannot be placed, give every pending VM its specific reason without a scan.
@@ -344,7 +345,7 @@ class _Static:
 
     def __init__(self, req: Expr | None, state: list[_Host]) -> None:
         parts = req.parts() if req is not None else ()
-        static = [p.predicate for p in parts]
+        static = [p.predicate for p in parts if not (p.names & DYNAMIC_ATTRS)]
         dynamic = [p.predicate for p in parts if p.names & DYNAMIC_ATTRS]
         self.indices = [i for i, h in enumerate(state) if all(f(h.attrs) for f in static)]
         self.passed = bytearray(len(state))

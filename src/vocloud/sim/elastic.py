@@ -435,9 +435,9 @@ class ElasticSite:
                 self._apply(action, now, sim)
         acted = self._place(now, sim) or acted
         self.peak_vms = max(self.peak_vms, len(self.vms))
-        # The plan's own drains, resumes and shutdowns change its next input (a drained VM is shut
-        # down next poll; a resumed busy VM may still leave jobs waiting): always look again.
-        self._changed = self._observe() or any(not isinstance(a, Boot) for a in result.actions)
+        # A drain shows up as a draining node (significant in _observe); a resume does not, yet a
+        # resumed busy VM may still leave jobs waiting, which the next plan boots for: look again.
+        self._changed = self._observe() or any(isinstance(a, Resume) for a in result.actions)
         return acted
 
     def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:

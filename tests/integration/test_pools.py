@@ -1,0 +1,371 @@
+"""A small elastic site for the pool tests: store + real IaaS loops (sim hosts) + SimBatch.
+
+The controller, the scheduler and the lifecycle loop are driven by hand (``Site.step``), the
+pool controller and the batch system share a virtual clock, and a worker's node registers in
+the batch system when its VM is RUNNING (as a real worker's batch daemon would), so a whole
+queue -> boot -> join -> run -> drain -> shutdown cycle takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.integration.helpers import admin, converge, reconciler, user_in
+from vocloud.batch.sim import SimBatch
+from vocloud.elastic.controller import PoolController
+from vocloud.elastic.policy import PoolVMState
+from vocloud.engine.reconcile import Reconciler
+from vocloud.errors import Conflict, NotFound
+from vocloud.model.lifecycle import VMState
+from vocloud.service.auth import Actor
+from vocloud.service.cloud import Cloud
+from vocloud.service.pools import PoolService
+from vocloud.store.pools import PoolRow, PoolVMRow
+from vocloud.store.schema import VM
+
+T0 = 1_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Site:
+    def __init__(self, cloud: Cloud, root: Path, hosts: int = 2, cpu: int = 8,
+                 memory: int = 16384, bind_grace_s: float = 60.0) -> None:
+        self.cloud = cloud
+        self.admin = admin(cloud)
+        self.clock = Clock()
+        self.sim = SimBatch(self.clock)
+        self.rec: Reconciler
+        self.rec, _ = reconciler(cloud, root / "sim")
+        self.pools = PoolService(cloud.db)
+        for i in range(1, hosts + 1):
+            cloud.hosts.create(self.admin, f"h{i}", cpu=cpu, memory=memory)
+        converge(self.rec, 1)
+        self.ctl = self.controller(bind_grace_s)
+        # A public standard worker template, and one VO (atlas) with its own.
+        cloud.templates.create(self.admin, "CPU=1\nMEMORY=512\n", name="std-worker", public=True)
+        self.users: dict[str, Actor] = {}
+
+    def controller(self, bind_grace_s: float = 60.0) -> PoolController:
+        return PoolController(self.cloud, self.sim, self.clock, bind_grace_s=bind_grace_s)
+
+    def vo(self, name: str, template_body: str | None = None) -> Actor:
+        """A VO group with one user; with ``template_body``, the VO's own template ``<vo>-wn``."""
+        user = user_in(self.cloud, f"{name}-user", name)
+        self.users[name] = user
+        if template_body is not None:
+            self.cloud.templates.create(user, template_body, name=f"{name}-wn")
+        return user
+
+    def step(self, passes: int = 1, ctl: PoolController | None = None) -> None:
+        """Controller pass, IaaS loops, then nodes register/vanish with their VMs."""
+        for _ in range(passes):
+            (ctl or self.ctl).reconcile_once()
+            converge(self.rec, 3)
+            self.sync_nodes()
+
+    def sync_nodes(self) -> None:
+        with self.cloud.db.read() as s:
+            rows = s.execute(
+                select(PoolVMRow.name, PoolRow.vo, PoolRow.cores, PoolRow.memory)
+                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .join(VM, VM.id == PoolVMRow.vm_id)
+                .where(VM.state == VMState.RUNNING.value)).all()
+        self.sim.sync_nodes({name: (vo, cores, mem) for name, vo, cores, mem in rows})
+
+    def advance(self, seconds: float) -> None:
+        self.clock.t += seconds
+
+    # ------------------------------------------------------------ observations
+    def live_vms(self, vo: str) -> int:
+        """IaaS VMs of the VO's pool that are not DONE."""
+        with self.cloud.db.read() as s:
+            return len(s.scalars(
+                select(VM.id).join(PoolVMRow, PoolVMRow.vm_id == VM.id)
+                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .where(PoolRow.vo == vo).where(VM.state != VMState.DONE.value)).all())
+
+    def all_vms(self) -> Counter[str]:
+        with self.cloud.db.read() as s:
+            return Counter(s.scalars(select(VM.state)))
+
+    def pool_states(self, vo: str) -> Counter[str]:
+        with self.cloud.db.read() as s:
+            return Counter(s.scalars(
+                select(PoolVMRow.state).join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .where(PoolRow.vo == vo).where(PoolVMRow.state != PoolVMState.GONE.value)))
+
+    def jobs_of(self, vo: str) -> list[str]:
+        return [j.id for j in self.sim.jobs() if j.vo == vo]
+
+
+# ================================================================================ scenarios
+OWN = "CPU=1\nMEMORY=512\n"  # atlas' own worker template
+
+
+def _two_vos(site: Site) -> None:
+    site.vo("atlas", OWN)
+    site.vo("cms")
+    site.pools.create(site.admin, "atlas", "atlas-wn", cores=1, memory=512, max=10,
+                      idle_timeout=60, scale_down_delay=0, boot_timeout=300)
+    site.pools.create(site.admin, "cms", "std-worker", cores=1, memory=512, min=1, max=10,
+                      idle_timeout=60, scale_down_delay=0, boot_timeout=300)
+
+
+def test_scale_up_run_scale_down(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    for _ in range(6):
+        site.sim.submit("atlas", runtime=100)
+    for _ in range(3):
+        site.sim.submit("cms", runtime=100)
+    site.step()
+    assert site.live_vms("atlas") == 6
+    assert site.live_vms("cms") == 3
+    site.step()
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 6})
+    assert site.pool_states("cms") == Counter({"JOINED_BUSY": 3})
+    assert site.sim.pending() == []
+    site.advance(100)
+    site.step()
+    assert len(site.sim.finished) == 9
+    assert site.pool_states("atlas") == Counter({"JOINED_IDLE": 6})
+    site.advance(61)
+    site.step(3)
+    assert site.live_vms("atlas") == 0
+    assert site.live_vms("cms") == 1
+    assert site.pool_states("cms") == Counter({"JOINED_IDLE": 1})
+    assert site.sim.killed == []
+    events = [e["action"] for e in site.pools.events(site.admin, "atlas")]
+    assert events.count("drain") == 6 and events.count("shutdown") == 6
+
+
+def test_lowering_max_while_jobs_run_kills_no_job(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    jobs = [site.sim.submit("atlas", runtime=100) for _ in range(6)]
+    site.step(2)
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 6})
+    site.pools.update(site.admin, "atlas", max=2)
+    site.step(2)
+    # four busy workers drain: their jobs go on running, none is killed, none is terminated
+    assert site.pool_states("atlas") == Counter({"DRAINING": 4, "JOINED_BUSY": 2})
+    assert site.live_vms("atlas") == 6
+    assert site.sim.killed == [] and site.sim.finished == []
+    site.advance(100)
+    site.step(3)
+    assert sorted(site.sim.finished, key=int) == jobs
+    assert site.sim.killed == []
+    assert site.live_vms("atlas") == 2
+    assert site.pool_states("atlas") == Counter({"JOINED_IDLE": 2})
+
+
+def test_weights_split_scarce_capacity(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path, hosts=1, cpu=8)
+    site.vo("atlas", OWN)
+    site.vo("cms")
+    site.pools.create(site.admin, "atlas", "atlas-wn", cores=1, memory=512, max=20, weight=3)
+    site.pools.create(site.admin, "cms", "std-worker", cores=1, memory=512, max=20, weight=1)
+    for _ in range(10):
+        site.sim.submit("atlas", runtime=1000)
+        site.sim.submit("cms", runtime=1000)
+    site.step()
+    assert (site.live_vms("atlas"), site.live_vms("cms")) == (6, 2)
+    notes = site.pools.show(site.admin, "cms")["notes"]
+    assert any("split by weight" in n for n in notes)
+
+
+def test_failing_image_backs_off_other_vo_unaffected(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    site.vo("atlas", OWN + "SIM_BOOT=fail\n")
+    site.vo("cms")
+    site.pools.create(site.admin, "atlas", "atlas-wn", cores=1, memory=512, max=10)
+    site.pools.create(site.admin, "cms", "std-worker", cores=1, memory=512, max=10)
+    for _ in range(3):
+        site.sim.submit("atlas", runtime=50)
+        site.sim.submit("cms", runtime=50)
+    site.step(3)
+    assert site.pool_states("cms") == Counter({"JOINED_BUSY": 3})
+    shown = site.pools.show(site.admin, "atlas")
+    assert _image_failures(site) == 1  # three VMs failing together are one incident
+    assert any("backing off" in n for n in shown["notes"])
+    booted = site.all_vms().total()
+    site.step(3)  # within the backoff: no new atlas boot
+    assert site.all_vms().total() == booted
+    assert site.live_vms("atlas") == 0  # failed VMs are removed, never leaked
+    site.advance(31)
+    site.step()  # after the wait: exactly one probe boot, which fails again
+    assert site.all_vms().total() == booted + 1
+    site.step(2)
+    assert _image_failures(site) == 2
+    site.advance(50)
+    site.step(2)
+    assert len(site.sim.finished) == 3 and site.sim.killed == []
+    assert all(j.node is None for j in site.sim.jobs() if j.vo == "atlas")
+    assert [e for e in site.pools.events(site.admin, "atlas") if e["action"] == "boot-failed"]
+
+
+def _image_failures(site: Site) -> int:
+    backoff = {b["key"]: b for b in site.pools.show(site.admin, "atlas")["backoff"]}
+    return int(backoff["image:atlas-wn"]["failures"])
+
+
+def test_restart_before_vms_are_created_never_doubles(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    for _ in range(6):
+        site.sim.submit("atlas", runtime=100)
+    crashing = site.controller()
+
+    def crash(*_a: object, **_k: object) -> list[int]:
+        raise SystemExit("controller killed")
+
+    # The decision is persisted, then the controller dies before creating any VM.
+    crashing.cloud = Cloud(cloud.db)
+    crashing.cloud.vms.create = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        crashing.reconcile_once()
+    assert site.pool_states("atlas") == Counter({"REQUESTED": 6})
+    assert site.live_vms("atlas") == 0
+    fresh = site.controller(bind_grace_s=30)
+    site.advance(5)
+    site.step(ctl=fresh)  # within the grace period: neither boots more nor creates yet
+    assert site.pool_states("atlas") == Counter({"REQUESTED": 6})
+    assert site.pool_states("cms") == Counter({"REQUESTED": 1})  # its minimum, decided once
+    assert site.all_vms().total() == 0
+    site.advance(30)
+    site.step(2, ctl=fresh)
+    assert site.live_vms("atlas") == 6
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 6})
+
+
+def test_restart_after_vms_are_created_adopts_them(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    for _ in range(4):
+        site.sim.submit("atlas", runtime=100)
+    crashing = site.controller()
+
+    def crash(*_a: object, **_k: object) -> None:
+        raise SystemExit("controller killed")
+
+    # VMs are created, then the controller dies before recording their ids.
+    crashing._record_vm = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        crashing.reconcile_once()
+    fresh = site.controller(bind_grace_s=0)
+    site.advance(1)
+    site.step(3, ctl=fresh)
+    with cloud.db.read() as s:
+        names = Counter(s.scalars(select(VM.name).where(VM.name.like("atlas-%"))))
+    assert len(names) == 4 and set(names.values()) == {1}  # four workers, each created once
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 4})
+
+
+def test_restart_with_workers_booting_boots_nothing_more(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    for _ in range(5):
+        site.sim.submit("atlas", runtime=100)
+    site.ctl.reconcile_once()  # decided and created; not yet placed or joined
+    before = site.all_vms().total()
+    for _ in range(3):
+        again = site.controller()
+        again.reconcile_once()
+    assert site.all_vms().total() == before
+    site.step(2, ctl=site.controller())
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 5})
+
+
+def test_never_terminates_a_worker_running_a_job(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    job = site.sim.submit("atlas", runtime=100)
+    site.step(2)
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 1})
+    # A corrupted store (or a bug) says the busy worker should stop: the controller refuses.
+    with cloud.db.write() as s:
+        row = s.scalars(select(PoolVMRow).where(PoolVMRow.name.like("atlas-%"))).one()
+        row.state = PoolVMState.STOPPING.value
+        vm_id = row.vm_id
+    assert vm_id is not None
+    site.step(2)
+    assert cloud.vms.show(site.admin, vm_id)["state"] == "RUNNING"
+    assert site.sim.killed == []
+    assert any(e["action"] == "refused" for e in site.pools.events(site.admin, "atlas"))
+    site.advance(100)
+    site.step(2)
+    assert site.sim.finished == [job] and site.sim.killed == []
+    assert site.live_vms("atlas") == 0  # once the job ended, the shutdown went ahead
+
+
+def test_forced_delete_drains_then_deletes(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    site.sim.submit("atlas", runtime=100)
+    site.step(2)
+    with pytest.raises(Conflict, match="still has 1 VMs"):
+        site.pools.delete(site.admin, "atlas")
+    assert site.pools.delete(site.admin, "atlas", force=True)["draining"] == 1
+    site.step(2)
+    assert site.live_vms("atlas") == 1 and site.sim.killed == []
+    site.advance(100)
+    site.step(3)
+    assert site.sim.killed == [] and len(site.sim.finished) == 1
+    assert [p["vo"] for p in site.pools.list(site.admin)] == ["cms"]
+    with pytest.raises(NotFound):
+        site.pools.show(site.admin, "atlas")
+
+
+def test_a_worker_marked_down_is_reaped_after_its_grace(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    site.sim.submit("atlas", runtime=1000)
+    site.step(2)
+    [name] = [n.name for n in site.sim.nodes() if n.vo == "atlas"]
+    site.sim.node_down(name)  # slurmd died: the batch system lost the job with it
+    site.step()
+    assert site.pool_states("atlas") == Counter({"DOWN": 1})
+    site.advance(60)
+    site.step()
+    assert site.pool_states("atlas") == Counter({"DOWN": 1})  # within the 120 s grace
+    site.advance(61)
+    site.step(3)
+    assert name not in {n.name for n in site.sim.nodes()}
+    assert site.live_vms("atlas") == 0  # its VM is terminated, not leaked
+    events = site.pools.events(site.admin, "atlas")
+    assert any(e["action"] == "shutdown" and "node down" in e["reason"] for e in events)
+
+
+def test_observed_event_is_pure_and_never_skips_the_table() -> None:
+    from vocloud.batch.base import NodeState, WorkerNode
+    from vocloud.elastic.controller import observed_event
+    from vocloud.elastic.failures import PoolVMEvent as Ev
+
+    V, S = PoolVMState, VMState
+
+    def node(jobs: int, state: NodeState = NodeState.BUSY) -> WorkerNode:
+        return WorkerNode("w", state, 1, 512, jobs, "atlas", None)
+
+    assert observed_event(V.REQUESTED, True, S.PENDING, None) is None  # a stockout waits
+    assert observed_event(V.REQUESTED, True, S.BOOT, None) is Ev.PLACED
+    assert observed_event(V.REQUESTED, True, S.BOOT_FAILURE, None) is Ev.BOOT_FAILED
+    assert observed_event(V.BOOTING, True, S.RUNNING, None) is None
+    assert observed_event(V.BOOTING, True, S.RUNNING, node(0, NodeState.IDLE)) is Ev.JOINED
+    assert observed_event(V.JOINED_IDLE, True, S.RUNNING, node(1)) is Ev.JOB_STARTED
+    assert observed_event(V.JOINED_BUSY, True, S.RUNNING, node(0, NodeState.IDLE)) is Ev.JOBS_DONE
+    assert observed_event(V.DRAINING, True, S.RUNNING, node(1, NodeState.DRAINING)) is None
+    assert observed_event(V.JOINED_BUSY, True, S.RUNNING, None) is Ev.NODE_DOWN
+    assert observed_event(V.JOINED_BUSY, True, None, node(1)) is Ev.LOST
+    assert observed_event(V.STOPPING, True, S.SHUTDOWN, None) is None
+    assert observed_event(V.STOPPING, True, S.DONE, None) is Ev.STOPPED
