@@ -19,7 +19,7 @@ from vocloud.batch.sim import SimBatch
 from vocloud.elastic.controller import PoolController
 from vocloud.elastic.policy import PoolVMState
 from vocloud.engine.reconcile import Reconciler
-from vocloud.errors import Conflict, NotFound
+from vocloud.errors import Conflict, InvalidInput, NotFound
 from vocloud.model.lifecycle import VMState
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
@@ -75,13 +75,7 @@ class Site:
             self.sync_nodes()
 
     def sync_nodes(self) -> None:
-        with self.cloud.db.read() as s:
-            rows = s.execute(
-                select(PoolVMRow.name, PoolRow.vo, PoolRow.cores, PoolRow.memory)
-                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
-                .join(VM, VM.id == PoolVMRow.vm_id)
-                .where(VM.state == VMState.RUNNING.value)).all()
-        self.sim.sync_nodes({name: (vo, cores, mem) for name, vo, cores, mem in rows})
+        self.sim.sync_nodes(self.ctl.running_workers())
 
     def advance(self, seconds: float) -> None:
         self.clock.t += seconds
@@ -369,3 +363,28 @@ def test_observed_event_is_pure_and_never_skips_the_table() -> None:
     assert observed_event(V.JOINED_BUSY, True, None, node(1)) is Ev.LOST
     assert observed_event(V.STOPPING, True, S.SHUTDOWN, None) is None
     assert observed_event(V.STOPPING, True, S.DONE, None) is Ev.STOPPED
+
+
+def test_make_batch_names_the_settings(tmp_path: Path) -> None:
+    from vocloud.batch.sim import SimBatch
+    from vocloud.batch.slurm import SlurmBatch
+    from vocloud.elastic.controller import make_batch
+
+    assert make_batch("", tmp_path) is None and make_batch("none", tmp_path) is None
+    sim = make_batch("sim", tmp_path)
+    assert isinstance(sim, SimBatch) and sim.path == tmp_path / "batch-sim.json"
+    assert isinstance(make_batch("Slurm", tmp_path, "partition"), SlurmBatch)
+    with pytest.raises(InvalidInput, match="unknown batch system 'pbs'"):
+        make_batch("pbs", tmp_path)
+
+
+def test_a_disabled_pool_is_frozen(cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    site.pools.update(site.admin, "atlas", enabled=False)
+    site.sim.submit("atlas", runtime=10)
+    site.step(2)
+    assert site.live_vms("atlas") == 0 and len(site.sim.pending()) == 1
+    site.pools.update(site.admin, "atlas", enabled=True)
+    site.step(2)
+    assert site.live_vms("atlas") == 1 and site.sim.pending() == []

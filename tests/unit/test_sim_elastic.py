@@ -54,6 +54,18 @@ def test_skipping_quiet_polls_changes_nothing(tmp_path: Path, seed: int, boot: s
     assert fast_site.plans < slow_site.plans  # and it did skip some
 
 
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_skipping_is_exact_on_a_full_site_shared_by_weight(tmp_path: Path, seed: int) -> None:
+    """A full site: pools compete, the planner drains and resumes to keep the fair split."""
+    w = workload(tmp_path, bursty(seed, n=500, vos=3, span=2 * 3600))
+    spec = SiteSpec(3, 2, 4096)
+    knobs = ElasticKnobs(idle_timeout_s=60, scale_down_delay_s=30, max_boots_per_minute=6)
+    fast_site, fast, _ = run(w, spec=spec, knobs=knobs, seed=seed)
+    slow_site, slow, _ = run(w, spec=spec, knobs=knobs, seed=seed, always=True)
+    assert fast == slow
+    assert fast_site.plans < slow_site.plans
+
+
 def test_shrinking_never_kills_a_running_job(tmp_path: Path) -> None:
     # idle timeout 0 and a pool cap: the planner shrinks as hard as it can while jobs run
     w = workload(tmp_path, bursty(9, n=300, vos=3, span=4 * 3600))

@@ -32,11 +32,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vocloud.batch.base import BatchSystem, NodeState, PendingJob, WorkerNode, by_vo
+from vocloud.batch.base import BatchSystem, NodeState, PendingJob, VOMapper, WorkerNode, by_vo
 from vocloud.elastic.failures import (
     DEFAULT_BACKOFF,
     BackoffPolicy,
@@ -72,6 +73,10 @@ E = PoolVMEvent
 _FAILED_VM = frozenset({VMState.BOOT_FAILURE, VMState.PROLOG_FAILURE, VMState.EPILOG_FAILURE})
 _PLACED_VM = frozenset({VMState.PROLOG, VMState.BOOT, VMState.RUNNING, VMState.REBOOT,
                         VMState.MIGRATE})
+#: VM states in which a terminate is done or under way: nothing more to ask.
+_STOPPING_VM = frozenset({VMState.DONE, VMState.SHUTDOWN, VMState.SHUTDOWN_HARD,
+                          VMState.SHUTDOWN_POWEROFF, VMState.SHUTDOWN_UNDEPLOY, VMState.EPILOG,
+                          VMState.EPILOG_STOP, VMState.EPILOG_UNDEPLOY})
 _NODE_UP = frozenset({NodeState.IDLE, NodeState.BUSY, NodeState.DRAINING, NodeState.DRAINED})
 #: Observations worth a line in ``pool events`` (job starts and ends are not).
 _LOGGED = {E.JOINED: "joined", E.BOOT_FAILED: "boot-failed", E.LOST: "lost",
@@ -140,6 +145,30 @@ def site_capacity(hosts: Sequence[Host], max_vms: int, rebalance: bool = True) -
     return SiteCapacity.from_hosts(max_vms, free, rebalance)
 
 
+def make_batch(kind: str, data_dir: Path, vo_attribute: str = "account",
+               partition: str | None = None) -> BatchSystem | None:
+    """The batch system a daemon setting names: ``""``/``"none"`` (no pools), ``"sim"`` (a
+    :class:`~vocloud.batch.sim.SimBatch` kept in ``<data_dir>/batch-sim.json``, for the demo),
+    ``"slurm"`` or ``"gridengine"`` (jobs map to VOs by ``vo_attribute``)."""
+    kind = kind.strip().lower()
+    if kind in ("", "none"):
+        return None
+    if kind == "sim":
+        from vocloud.batch.sim import SimBatch
+
+        return SimBatch(path=data_dir / "batch-sim.json")
+    mapper = VOMapper(attribute=vo_attribute)
+    if kind == "slurm":
+        from vocloud.batch.slurm import SlurmBatch
+
+        return SlurmBatch(mapper, partition=partition)
+    if kind == "gridengine":
+        from vocloud.batch.gridengine import GridEngineBatch
+
+        return GridEngineBatch(mapper)
+    raise InvalidInput(f"unknown batch system {kind!r}; one of: none, sim, slurm, gridengine")
+
+
 # --- the shell ---------------------------------------------------------------------------------
 
 
@@ -192,6 +221,21 @@ class PoolController:
         self._finish_deletes()
         self.last_plan = result
         return result
+
+    def running_workers(self) -> dict[str, tuple[str, int, int]]:
+        """``{node name: (VO, cores, MiB)}`` of pool workers whose VM is RUNNING.
+
+        For the ``sim`` batch system only, which has no batch daemon in the guest to register a
+        node: the daemon (and the tests) call ``SimBatch.sync_nodes(running_workers())`` before
+        each pass, which is what a real worker's slurmd does by itself.
+        """
+        with self.db.read() as s:
+            rows = s.execute(
+                select(PoolVMRow.name, PoolRow.vo, PoolRow.cores, PoolRow.memory)
+                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .join(VM, VM.id == PoolVMRow.vm_id)
+                .where(VM.state == VMState.RUNNING.value)).all()
+        return {name: (vo, cores, memory) for name, vo, cores, memory in rows}
 
     # ------------------------------------------------------------ read
     def _snapshot(self, now: float) -> _Snapshot:
@@ -346,9 +390,10 @@ class PoolController:
                 _event(s, pool.id, now, kind, 1, row.vm_id, action.reason)
             for status in result.pools:
                 pool = by_vo_row[status.vo]
-                s.execute(update(PoolRow).where(PoolRow.id == pool.id).values(
-                    status={**asdict(status), "notes": [*status.notes, *result.notes]},
-                    status_at=now))
+                doc = {**asdict(status), "notes": [*status.notes, *result.notes]}
+                if doc != pool.status:  # an unchanged picture costs no write
+                    s.execute(update(PoolRow).where(PoolRow.id == pool.id).values(
+                        status=doc, status_at=now))
         return todo
 
     def _persist_boot(self, s: Session, pool: PoolRow, action: Boot, now: float) -> None:
@@ -406,7 +451,11 @@ class PoolController:
             log.warning("batch %s %s: %s (retried next pass)", fn.__name__, args[0], exc.message)
 
     def _stop_all(self, now: float) -> None:
-        """Terminate the VMs of STOPPING workers (and of orphaned requests); level-triggered."""
+        """Terminate the VMs of STOPPING workers (and of withdrawn requests); level-triggered.
+
+        Every pass retries what is not done yet, so a crash or a failed call between the
+        shutdown decision and the VM reaching DONE only delays it.
+        """
         with self.db.read() as s:
             stopping = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.pool_id, PoolVMRow.name, PoolVMRow.vm_id, VM.state)
@@ -414,25 +463,24 @@ class PoolController:
                 .where(PoolVMRow.state == V.STOPPING.value)))
             orphans = list(s.scalars(
                 select(PoolVMRow.vm_id).join(VM, VM.id == PoolVMRow.vm_id)
-                .where(PoolVMRow.state == V.GONE.value).where(VM.state == VMState.PENDING.value)))
+                .where(PoolVMRow.state == V.GONE.value)
+                .where(VM.state.not_in([st.value for st in _STOPPING_VM]))))
         for vm_id in orphans:
             if vm_id is not None:
                 self._terminate(vm_id)
         todo = [(rid, pid, name, vm_id) for rid, pid, name, vm_id, st in stopping
-                if vm_id is not None and st is not None and st != VMState.DONE.value]
-        if not todo:
-            for _rid, _pid, name, _vm, _st in stopping:
-                self._batch_op(self.batch.remove, name)
-            return
-        known = {n.name for n in self.batch.nodes()}
-        for _rid, _pid, name, _vm in todo:
-            if name in known:  # no job may start between our check and the terminate
-                self._batch_op(self.batch.drain, name, "vocloud: shutting down")
-        fresh = {n.name: n for n in self.batch.nodes()}
-        for rid, pid, name, vm_id in todo:
-            if not self._stop(rid, pid, name, vm_id, fresh.get(name), now):
-                continue
-        for _rid, _pid, name, _vm, _st in stopping:
+                if vm_id is not None and st is not None and VMState(st) not in _STOPPING_VM]
+        fresh: dict[str, WorkerNode] = {}
+        if todo:
+            known = {n.name for n in self.batch.nodes()}
+            for _rid, _pid, name, _vm in todo:
+                if name in known:  # no job may start between the check below and the terminate
+                    self._batch_op(self.batch.drain, name, "vocloud: shutting down")
+            fresh = {n.name: n for n in self.batch.nodes()}
+            for rid, pid, name, vm_id in todo:
+                self._stop(rid, pid, name, vm_id, fresh.get(name), now)
+        for row in stopping:
+            name = row[2]
             if name not in fresh or fresh[name].running_jobs == 0:
                 self._batch_op(self.batch.remove, name)
 
