@@ -48,6 +48,12 @@ class Settings:
     sim_boot_delay: float = 1.0
     sim_shutdown_delay: float = 0.5
     log_level: str = "info"
+    # VO pools: the site's batch system ("" or "none": no pools; "sim", "slurm", "gridengine")
+    batch_system: str = ""
+    batch_vo_attribute: str = "account"
+    batch_partition: str = ""
+    pool_interval: float = 5.0
+    pool_site_max_vms: int = 1000
 
     @property
     def database_url(self) -> str:

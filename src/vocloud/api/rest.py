@@ -397,4 +397,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
         return Response(status_code=204)
 
     app.include_router(r)
+    from vocloud.api.pools import router as pools_router  # imports Who from this module
+
+    app.include_router(pools_router())
     return app

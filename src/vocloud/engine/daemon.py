@@ -24,6 +24,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api.rest import create_app
+from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
 from vocloud.drivers.base import HostRef, NetworkDriver, StorageDriver, VMMDriver
 from vocloud.drivers.net import BridgeDriver
@@ -31,6 +32,7 @@ from vocloud.drivers.storage import Runner, get_storage_driver
 from vocloud.drivers.transport import transport_for
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.sim import SimDriver
+from vocloud.elastic.controller import PoolController, make_batch
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.service.cloud import Cloud
@@ -84,11 +86,14 @@ def open_store(settings: Settings) -> tuple[Database, Cloud]:
 
 
 class Loops:
-    """The three reconcile loops as daemon threads sharing one stop event."""
+    """The reconcile loops (and the VO-pool controller, when a batch system is configured) as
+    daemon threads sharing one stop event."""
 
-    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
+    def __init__(self, reconciler: Reconciler, settings: Settings,
+                 pools: Callable[[], Any] | None = None) -> None:
         self.reconciler = reconciler
         self.settings = settings
+        self.pools = pools
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -108,6 +113,8 @@ class Loops:
             ("scheduler", self.reconciler.schedule_once, s.scheduler_interval),
             ("lifecycle", self.reconciler.lifecycle_once, s.lifecycle_interval),
         ]
+        if self.pools is not None:
+            plan.append(("pools", self.pools, s.pool_interval))
         for name, fn, interval in plan:
             t = threading.Thread(target=self._run, args=(name, fn, interval), name=f"vocloud-{name}",
                                  daemon=True)
@@ -145,6 +152,25 @@ def _check_port(host: str, port: int) -> None:
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def _pool_pass(cloud: Cloud, settings: Settings) -> Callable[[], Any] | None:
+    """One VO-pool controller pass, or None when no batch system is configured."""
+    batch = make_batch(settings.batch_system, settings.data_dir, settings.batch_vo_attribute,
+                       settings.batch_partition or None)
+    if batch is None:
+        return None
+    controller = PoolController(cloud, batch, site_max_vms=settings.pool_site_max_vms)
+    if isinstance(batch, SimBatch):
+        sim = batch
+
+        def sim_pass() -> Any:
+            # no batch daemon runs in a sim guest: register the running workers' nodes for it
+            sim.sync_nodes(controller.running_workers())
+            return controller.reconcile_once()
+
+        return sim_pass
+    return controller.reconcile_once
+
+
 def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     _, cloud = open_store(settings)
     loop_settings = LoopSettings(
@@ -156,7 +182,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     drivers = load_drivers(settings)
     reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
                             networks=drivers.networks)
-    loops = Loops(reconciler, settings)
+    loops = Loops(reconciler, settings, _pool_pass(cloud, settings))
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
 from vocloud.service.hosts import HostService
+from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
 
@@ -21,6 +22,7 @@ class Cloud:
         self.networks = NetworkService(db)
         self.templates = TemplateService(db)
         self.accounts = AccountService(db)
+        self.pools = PoolService(db)
 
     def authenticate(self, token: str | None) -> Actor:
         with self.db.read() as s:
