@@ -46,8 +46,12 @@ class Client:
     def put(self, path: str, body: dict[str, Any]) -> Any:
         return self._request("PUT", path, body=body)
 
-    def delete(self, path: str) -> Any:
-        return self._request("DELETE", path)
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("PATCH", path, body=body)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self._request("DELETE", path, params=query or None)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                  params: dict[str, Any] | None = None) -> Any:

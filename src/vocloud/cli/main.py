@@ -15,7 +15,19 @@ import typer
 
 from vocloud import __version__
 from vocloud.cli import demo
-from vocloud.cli.commands import acls, daemon, groups, hosts, images, quotas, templates, users, vms, vnets
+from vocloud.cli.commands import (
+    acls,
+    daemon,
+    groups,
+    hosts,
+    images,
+    pools,
+    quotas,
+    templates,
+    users,
+    vms,
+    vnets,
+)
 from vocloud.cli.errors import EXIT_USER_ERROR, CliError
 from vocloud.cli.output import warn
 from vocloud.cli.state import CliState
@@ -69,7 +81,8 @@ def build_app() -> typer.Typer:
     app.add_typer(daemon.db_app, name="db")
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),
-                      ("group", groups.app), ("quota", quotas.app), ("acl", acls.app)):
+                      ("group", groups.app), ("quota", quotas.app), ("acl", acls.app),
+                      ("pool", pools.app)):
         app.add_typer(sub, name=name)
     _register_simulator(app)
     return app
