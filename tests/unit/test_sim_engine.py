@@ -177,3 +177,19 @@ def test_parallel_scenarios_give_the_same_bytes(tmp_path: Path) -> None:
     three = dumps(metrics_document(parallel, cfg.to_dict(), {}))
     assert one == three
     assert set(seen) <= {"physical", "static", "elastic"}
+
+
+def test_physical_split_by_swf_partition(tmp_path: Path) -> None:
+    lines = [swf_line(i, i, 100, partition=1 + (i % 2)) for i in range(1, 21)]
+    lines.append(swf_line(21, 30, 100, procs=7, partition=2))  # fits the site, not its partition
+    text = swf_text(lines).replace("; Partition: 1 main\n", "; Partition: 1 ce01\n; Partition: 2 ce02\n")
+    w = load_trace(trace(tmp_path, text)).workload
+    assert w.partition_names == ["ce01", "ce02"]
+    (merged,) = run_all(w, config(scenarios=("physical",)))
+    (split,) = run_all(w, config(scenarios=("physical",), split_partitions=True))
+    assert "hosts_per_partition" not in merged.figures
+    assert split.figures["hosts_per_partition"] == {"ce01": 1, "ce02": 3}  # by core-seconds 1000:1700
+    assert merged.figures["jobs_never_ran"] == 0
+    reasons = split.figures["never_ran_reasons"]
+    assert reasons == {"never runnable: needs 7 processors, partition ce02 has 6": 1}
+    assert split.figures["conservation_ok"] and split.figures["wait_mean_s"] >= merged.figures["wait_mean_s"]

@@ -68,6 +68,8 @@ def simulate(
     max_vms: Annotated[int, typer.Option(help="Elastic: maximum VMs per pool (0: the site).")] = 0,
     static_split: Annotated[str | None, typer.Option(
         help="Static: hosts per VO, 'g1=10,g2=60' (default: by trace core-seconds).")] = None,
+    split_partitions: Annotated[bool, typer.Option(
+        help="Physical: one EASY queue per SWF partition, hosts split by core-seconds.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write metrics.json, summary.md and PNGs here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout.")] = False,
     limit: Annotated[int | None, typer.Option(help="Replay only the first N jobs.")] = None,
@@ -130,7 +132,8 @@ def _run(**o: Any) -> None:
         idle_timeout_s=o["idle_timeout"], max_boots_per_minute=o["max_boots_per_minute"],
     )
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
-                       penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split)
+                       penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,
+                       split_partitions=o["split_partitions"])
     w = loaded.workload
     err = Console(stderr=True)
     t0, t1 = w.submit[0], w.submit[-1]

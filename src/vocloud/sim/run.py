@@ -56,6 +56,7 @@ class SimConfig:
     knobs: ElasticKnobs = field(default_factory=ElasticKnobs)
     static_split: Mapping[str, int] = field(default_factory=dict)
     sample_interval: float = 0.0  # 0: the replay span / 1000, at least the poll interval
+    split_partitions: bool = False  # physical: one EASY queue per SWF partition
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
@@ -81,6 +82,7 @@ class SimConfig:
             "shutdown_time": str(self.shutdown),
             "elastic": {k: getattr(self.knobs, k) for k in self.knobs.__dataclass_fields__},
             "static_split": dict(sorted(self.static_split.items())),
+            "split_partitions": self.split_partitions,
         }
 
 
@@ -142,11 +144,14 @@ def run_scenario(
     rng = random.Random(f"{config.seed}:{name}")
     interval = sample_interval_for(w, config)
     if name == "physical":
-        site = physical_site(w, config.spec)
+        site = physical_site(w, config.spec, split_partitions=config.split_partitions)
         sim = Simulation(w, site, sample_interval=interval, progress=progress)
         site.start(sim)
         st = sim.run()
-        return compute(name, w, st, total_cores=site.total_cores, factor=1.0)
+        extra = None
+        if len(site.parts) > 1:
+            extra = {"hosts_per_partition": dict(zip(site.part_names, site.hosts_per_part, strict=True))}
+        return compute(name, w, st, total_cores=site.total_cores, factor=1.0, extra=extra)
     if name == "static":
         ssite = static_site(w, config.spec, penalty=config.penalty, boot=config.boot, rng=rng,
                             given=config.static_split)

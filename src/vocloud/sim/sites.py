@@ -180,8 +180,19 @@ class PartitionedSite:
         return total
 
 
-def physical_site(w: Workload, spec: SiteSpec) -> PartitionedSite:
-    """All hosts in one bare-metal partition."""
+def physical_site(w: Workload, spec: SiteSpec, *, split_partitions: bool = False) -> PartitionedSite:
+    """All hosts in one bare-metal partition, or (``split_partitions``) one per SWF partition.
+
+    Split, the hosts are divided between the trace's partitions by their core-seconds, as the
+    static scenario divides them between VOs; each partition runs its own EASY queue.
+    """
+    if split_partitions and w.partition_names:
+        n = len(w.partition_names)
+        hosts = apportion(w.core_seconds_by(w.partition, n), spec.hosts)
+        return PartitionedSite(
+            "physical", w, spec, hosts, w.partition_names, w.partition,
+            virtual=False, penalty=0.0, boot=Duration("fixed", 0.0), rng=random.Random(0),
+        )
     return PartitionedSite(
         "physical", w, spec, [spec.hosts], ["all"], [0] * len(w),
         virtual=False, penalty=0.0, boot=Duration("fixed", 0.0), rng=random.Random(0),

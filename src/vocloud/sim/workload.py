@@ -45,6 +45,9 @@ class Workload:
     #: job index -> reason, for jobs no scenario can run whatever the site (see module doc).
     excluded: dict[int, str] = field(default_factory=dict)
     scale_note: str = ""
+    #: SWF partition code per job (index into ``partition_names``), for ``--split-partitions``
+    partition: list[int] = field(default_factory=list)
+    partition_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.submit)
@@ -55,10 +58,14 @@ class Workload:
 
     def core_seconds_by_vo(self) -> list[float]:
         """Trace core-seconds per VO code: the share that sizes static partitions."""
-        out = [0.0] * len(self.vo_names)
+        return self.core_seconds_by(self.vo, len(self.vo_names))
+
+    def core_seconds_by(self, key: list[int], n: int) -> list[float]:
+        """Trace core-seconds per value of ``key`` (jobs the trace never ran excluded)."""
+        out = [0.0] * n
         for i in range(len(self.submit)):
             if i not in self.excluded:
-                out[self.vo[i]] += self.runtime[i] * self.procs[i]
+                out[key[i]] += self.runtime[i] * self.procs[i]
         return out
 
 
@@ -96,6 +103,8 @@ def build_workload(table: JobTable, vo_codes: np.ndarray, vo_names: list[str]) -
     req_mem = table.column(F.REQ_MEM)
     memory = np.where(req_mem > 0, np.ceil(req_mem * np.maximum(procs, 1) / 1024.0), 0.0)
     cancelled = (runtime < 0) | (alloc == 0) | (procs <= 0)
+    part_values, part_codes = np.unique(table.column(F.PARTITION).astype(np.int64), return_inverse=True)
+    part_labels = table.labels.get("partition", {})
     excluded = {int(i): CANCELLED for i in np.flatnonzero(cancelled)}
     return Workload(
         submit=table.column(F.SUBMIT).tolist(),
@@ -107,4 +116,6 @@ def build_workload(table: JobTable, vo_codes: np.ndarray, vo_names: list[str]) -
         vo_names=list(vo_names),
         job_ids=table.column(F.JOB).astype(np.int64).tolist(),
         excluded=excluded,
+        partition=np.asarray(part_codes, dtype=np.int64).reshape(-1).tolist(),
+        partition_names=[part_labels.get(int(v), f"p{int(v)}") for v in part_values],
     )
