@@ -147,6 +147,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
                 if time.time() - t0 > 300:
                     raise VocloudError("VMs did not reach RUNNING within 300 s")
                 time.sleep(0.5)
+        console.print()
         boot_s = time.time() - t0
         pending = [v for v in api("GET", "/vms") if v["state"] == "PENDING"]
         if pending:
@@ -171,6 +172,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
                 if time.time() - t1 > 300:
                     raise VocloudError("VMs did not reach DONE within 300 s")
                 time.sleep(0.5)
+        console.print()
         done = api("GET", "/vms", params={"all": True})
         console.rule("[bold]summary")
         console.print(f"VMs created {len(ids)}, ran {sum(1 for v in done if v['started_at'])}, "
