@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from vocloud.batch.base import NodeState, PendingJob, VOMapper, WorkerNode
-from vocloud.batch.runner import CommandFailed, CommandRunner, Runner
+from vocloud.batch.runner import CommandFailed, CommandRunner, Runner, expand_ranges
 from vocloud.errors import DriverError
 
 _MEMORY_REQUESTS = ("h_vmem", "mem_free", "s_vmem", "virtual_free", "h_data")
@@ -75,19 +75,6 @@ def parse_time_s(value: str, what: str = "h_rt") -> int:
     return seconds
 
 
-def _tasks(spec: str, what: str) -> list[str]:
-    """Pending array tasks: ``1-10:1`` or ``3,5,7-9:1``."""
-    out: list[str] = []
-    for item in filter(None, spec.split(",")):
-        rng, _, step = item.partition(":")
-        lo, _, hi = rng.partition("-")
-        try:
-            out.extend(str(i) for i in range(int(lo), int(hi or lo) + 1, int(step or 1)))
-        except ValueError:
-            raise DriverError(f"gridengine: bad task range {spec!r} for {what}") from None
-    return out
-
-
 def _text(el: ET.Element, tag: str) -> str:
     found = el.find(tag)
     return (found.text or "").strip() if found is not None else ""
@@ -130,7 +117,8 @@ def parse_pending(text: str, mapper: VOMapper) -> list[PendingJob]:
         except ValueError:
             raise DriverError(f"{what}: JB_submission_time of job {number}: {submitted!r}") from None
         tasks = _text(job, "tasks")
-        ids = [f"{number}.{t}" for t in _tasks(tasks, f"job {number}")] if tasks else [number]
+        bad = f"gridengine: bad task range {tasks!r} for job {number}"
+        ids = [f"{number}.{t}" for t in expand_ranges(tasks, bad)] if tasks else [number]
         out.extend(PendingJob(id=i, vo=vo, cores=slots, memory_mib=memory, walltime_s=walltime,
                               submit_time=submit) for i in ids)
     return out

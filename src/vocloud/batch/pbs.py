@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vocloud.batch.base import NodeState, PendingJob, VOMapper, WorkerNode
-from vocloud.batch.runner import CommandFailed, CommandRunner, Runner, parse_json_object
+from vocloud.batch.runner import CommandFailed, CommandRunner, Runner, expand_ranges, parse_json_object
 from vocloud.errors import DriverError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgtp]?)(b|w)?\s*$", re.I)
@@ -115,19 +115,6 @@ def _int(value: Any, what: str, field: str) -> int:
         raise DriverError(f"pbs: {field} of {what} is not a number: {value!r}") from None
 
 
-def _indices(spec: str, what: str) -> list[str]:
-    """``array_indices_remaining``: ``0-9``, ``1-10:2``, ``1,3,5-7``."""
-    out: list[str] = []
-    for item in filter(None, spec.split(",")):
-        rng, _, step = item.partition(":")
-        lo, _, hi = rng.partition("-")
-        try:
-            out.extend(str(i) for i in range(int(lo), int(hi or lo) + 1, int(step or 1)))
-        except ValueError:
-            raise DriverError(f"pbs: bad array indices {spec!r} in {what}") from None
-    return out
-
-
 def _attrs(job: Mapping[str, Any]) -> dict[str, str]:
     """Raw attributes plus the short names a :class:`VOMapper` is usually configured with."""
     attrs = {k: str(v) for k, v in job.items() if isinstance(v, str | int)}
@@ -178,7 +165,7 @@ def parse_jobs(payload: Mapping[str, Any], mapper: VOMapper) -> list[PendingJob]
             base, _, server = job_id.partition(".")
             prefix = base.removesuffix("[]")
             ids = [f"{prefix}[{i}].{server}" if server else f"{prefix}[{i}]"
-                   for i in _indices(str(remaining), what)]
+                   for i in expand_ranges(str(remaining), f"pbs: bad array indices {remaining!r} in {what}")]
         out.extend(PendingJob(id=i, vo=vo, cores=cores, memory_mib=memory, walltime_s=walltime,
                               submit_time=submit) for i in ids)
     return out

@@ -114,3 +114,17 @@ def parse_json_list(text: str, what: str) -> list[Any]:
     if not isinstance(data, list):
         raise DriverError(f"{what}: expected a JSON array, got {type(data).__name__}")
     return data
+
+
+def expand_ranges(spec: str, error: str) -> list[str]:
+    """Array-job index lists as batch systems print them (``1-10:2``, ``1,3,5-7``), expanded;
+    ``error`` is the DriverError message for a malformed list. Shared by Grid Engine and PBS."""
+    out: list[str] = []
+    for item in filter(None, spec.split(",")):
+        rng, _, step = item.partition(":")
+        lo, _, hi = rng.partition("-")
+        try:
+            out.extend(str(i) for i in range(int(lo), int(hi or lo) + 1, int(step or 1)))
+        except ValueError:
+            raise DriverError(error) from None
+    return out
