@@ -1,0 +1,160 @@
+#!/bin/busybox sh
+# PID 1 of the vocloud worker-node guest: a busybox initramfs on the Debian kernel that runs the
+# *host's* munged and slurmd from the host's root filesystem, shared read-only over virtio-9p
+# (the virtme approach; see docs/worker.md for why not a debootstrap image).
+#
+#   1. load the modules (virtio, 9p, overlay, isofs, ACPI button),
+#   2. read the context (NoCloud seed, context.sh) — node name, controller, munge key, address,
+#   3. mount the host root (9p tag "hostroot") on /newroot, read-only, and give it writable
+#      tmpfs-backed overlays on /etc /var /tmp /root and a fresh tmpfs on /run,
+#   4. configure eth0 from ETH0_IP/ETH0_MASK, set the hostname,
+#   5. write the munge key (never echoed), start munged, start slurmd (configless or with a
+#      delivered slurm.conf; dynamic node with -Z when SLURM_DYNAMIC_CONF is set),
+#   6. print VOCLOUD-READY and hand the power button to acpid (stop slurmd, power off).
+# Progress lines start with VOCLOUD-WORKER; a fatal step prints VOCLOUD-WORKER-FAILED <why>.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /run /tmp /mnt/context /newroot /ovl
+
+say() { echo "VOCLOUD-WORKER $*"; }
+fail() {
+    echo "VOCLOUD-WORKER-FAILED $*"
+    # Stay up (and power-button-able) so the failure is on the console for `vocloud vm log`.
+    setup_acpi
+    while :; do sleep 3600; done
+}
+
+setup_acpi() {
+    mkdir -p /etc/acpi/PWRF
+    cat > /etc/acpi/PWRF/00000080 <<'EOF'
+#!/bin/sh
+echo "VOCLOUD-POWEROFF"
+[ -f /newroot/run/slurmd.pid ] && kill -TERM "$(cat /newroot/run/slurmd.pid)" 2>/dev/null
+sleep 1
+sync
+poweroff -f
+EOF
+    chmod +x /etc/acpi/PWRF/00000080
+    cd /etc/acpi
+    acpid -f -c /etc/acpi -l /dev/console &
+    acpid_pid=$!
+    cd /
+    # acpid must hold the button's event device before READY, or an early press is lost.
+    i=0
+    while [ $i -lt 200 ] && ! ls -l /proc/$acpid_pid/fd 2>/dev/null | grep -q /dev/input/event; do
+        usleep 10000
+        i=$((i + 1))
+    done
+}
+
+while read -r mod; do
+    [ -n "$mod" ] && insmod "/lib/modules/$mod.ko" 2>/dev/null
+done < /etc/vocloud/modules
+
+# ---------------------------------------------------------------- context (NoCloud seed)
+i=0
+while [ $i -lt 40 ] && ! ls /sys/class/block/ 2>/dev/null | grep -q '^vd'; do
+    usleep 50000
+    i=$((i + 1))
+done
+seed=""
+for dev in /dev/vd?; do
+    [ -b "$dev" ] || continue
+    if mount -t iso9660 -o ro "$dev" /mnt/context 2>/dev/null; then
+        [ -f /mnt/context/context.sh ] && { seed=$dev; break; }
+        umount /mnt/context
+    fi
+done
+[ -n "$seed" ] || fail "no context seed (cidata ISO with context.sh) attached"
+# context.sh holds KEY='value' lines written (and validated) by vocloud.drivers.context.
+. /mnt/context/context.sh
+umount /mnt/context
+say "context from $seed node=${SLURM_NODENAME:-?} controller=${SLURM_CONF_SERVER:-${SLURM_CONTROLLER:-?}}"
+[ -n "$SLURM_NODENAME" ] || fail "context has no SLURM_NODENAME"
+[ -n "$MUNGE_KEY" ] || fail "context has no MUNGE_KEY"
+
+# ---------------------------------------------------------------- host root over 9p
+grep -q 9p /proc/filesystems || fail "kernel has no 9p filesystem (modules not loaded)"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /newroot \
+    || fail "cannot mount the host root (9p tag hostroot): is qemu started with the virtfs device?"
+mount -t tmpfs -o mode=0755 ovl /ovl
+for d in etc var tmp root; do
+    [ -d "/newroot/$d" ] || continue
+    mkdir -p "/ovl/$d/up" "/ovl/$d/wk"
+    mount -t overlay overlay -o "lowerdir=/newroot/$d,upperdir=/ovl/$d/up,workdir=/ovl/$d/wk" \
+        "/newroot/$d" || fail "overlay on /$d failed"
+done
+mount -t tmpfs -o mode=0755 run /newroot/run
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mount -o bind /dev /newroot/dev
+mkdir -p /newroot/dev/shm && mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
+
+# ---------------------------------------------------------------- network and name
+hostname "$SLURM_NODENAME"
+echo "$SLURM_NODENAME" > /newroot/etc/hostname
+ip link set lo up
+if [ -n "$ETH0_IP" ]; then
+    dev=eth0
+    if [ -n "$ETH0_MAC" ]; then
+        for n in /sys/class/net/*; do
+            [ "$(cat "$n/address" 2>/dev/null)" = "$(echo "$ETH0_MAC" | tr 'A-F' 'a-f')" ] && dev=${n##*/}
+        done
+    fi
+    case "${ETH0_MASK:-24}" in
+        *.*) prefix=$(ipcalc -p "$ETH0_IP" "$ETH0_MASK" | sed 's/PREFIX=//') ;;
+        *) prefix=${ETH0_MASK:-24} ;;
+    esac
+    ip link set "$dev" up
+    ip addr add "$ETH0_IP/$prefix" dev "$dev" || fail "cannot set $ETH0_IP/$prefix on $dev"
+    [ -n "$ETH0_GATEWAY" ] && ip route add default via "$ETH0_GATEWAY"
+    printf '127.0.0.1 localhost\n%s %s\n' "$ETH0_IP" "$SLURM_NODENAME" > /newroot/etc/hosts
+    say "net $dev $ETH0_IP/$prefix"
+fi
+
+# Commands in the host root run with a clean environment: the context (and its key) stays here.
+inroot() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot /newroot "$@"; }
+
+# ---------------------------------------------------------------- munge
+sock=${MUNGE_SOCKET:-/run/munge/munge.socket.2}
+mkdir -p /newroot/etc/munge "/newroot${sock%/*}" /newroot/run/munge
+chmod 0700 /newroot/etc/munge
+chmod 0755 "/newroot${sock%/*}"
+umask 077
+echo "$MUNGE_KEY" | base64 -d > /newroot/etc/munge/munge.key || fail "MUNGE_KEY is not base64"
+umask 022
+unset MUNGE_KEY
+chmod 0400 /newroot/etc/munge/munge.key
+inroot munged --force --key-file=/etc/munge/munge.key --socket="$sock" \
+    --pid-file=/run/munge/munged.pid --seed-file=/run/munge/seed \
+    --log-file=/run/munge/munged.log || fail "munged did not start: $(tail -3 /newroot/run/munge/munged.log)"
+say "munged up ($sock)"
+
+# ---------------------------------------------------------------- slurmd
+set -- -D -N "$SLURM_NODENAME"
+if [ -n "$SLURM_CONF_B64" ]; then
+    mkdir -p /newroot/etc/slurm
+    echo "$SLURM_CONF_B64" | base64 -d > /newroot/etc/slurm/slurm.conf || fail "SLURM_CONF_B64 is not base64"
+    set -- "$@" -f /etc/slurm/slurm.conf
+elif [ -n "$SLURM_CONF_SERVER" ]; then
+    set -- "$@" --conf-server "$SLURM_CONF_SERVER"
+else
+    fail "context has neither SLURM_CONF_SERVER (configless) nor SLURM_CONF_B64"
+fi
+[ -n "$SLURM_DYNAMIC_CONF" ] && set -- "$@" -Z --conf "$SLURM_DYNAMIC_CONF"
+[ -n "$SLURM_BOOTED" ] && set -- "$@" -b
+inroot sh -c 'slurmd "$@" > /run/slurmd.out 2>&1 & echo $! > /run/slurmd.pid' slurmd "$@"
+say "slurmd started: slurmd $*"
+
+setup_acpi
+echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+# Report slurmd's own output on the console: the first lines tell why a node never registers.
+tail -f /newroot/run/slurmd.out 2>/dev/null | while IFS= read -r line; do echo "VOCLOUD-SLURMD $line"; done &
+wait $acpid_pid
+while :; do sleep 3600; done

@@ -1,0 +1,213 @@
+"""The worker-node guest: the Debian kernel running the *host's* slurmd from a read-only 9p root.
+
+A VO cluster's worker must run the site's batch daemon (slurmd and munged here) at exactly the
+version the controller runs. Two ways were open (docs/worker.md): build a Debian root image with
+``debootstrap`` plus ``slurm-wlm``, or share the hypervisor's own root filesystem read-only over
+virtio-9p, as virtme does. This module does the second, because
+
+* the daemons are then the host's, byte for byte — no version skew with slurmctld, nothing to
+  rebuild when the site upgrades Slurm, and no multi-hundred-MiB image to stage per VM;
+* the guest is the same tiny initramfs as the test guest (seconds to boot under TCG) plus three
+  modules (``9pnet_virtio``, ``9p``, ``overlay``);
+* a per-VO image is still possible: a VO that brings its own image boots that instead; this is
+  the *standard* worker for VOs that bring none.
+
+The initramfs (``worker-init.sh`` as ``/init``) mounts the 9p share tagged ``hostroot`` on
+``/newroot``, gives it tmpfs-backed overlays on ``/etc /var /tmp /root`` and a tmpfs ``/run``,
+and runs ``munged`` and ``slurmd`` from it with ``chroot``. It needs the qemu arguments from
+:func:`virtfs_args`.
+
+What the batch daemon needs travels in the VM's context (:func:`worker_context`): node name
+(= VM name), controller address (configless ``--conf-server``) or a whole ``slurm.conf``, the munge
+key (base64), and the address of eth0. The context ISO is per VM and lives in the VM's run
+directory; see docs/worker.md for who can read it.
+
+Run ``python -m vocloud.guest.worker [--force]`` to build (cached like the test guest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vocloud.guest.build import (
+    GUEST_MODULES,
+    GuestImage,
+    _download,
+    cache_root,
+    ensure_image,
+    initramfs_entries,
+    load_order,
+    log,
+    module_index,
+    write_cpio,
+)
+
+WORKER_FORMAT = 1
+#: The 9p mount tag the guest's init looks for.
+HOSTROOT_TAG = "hostroot"
+#: Modules on top of the test guest's: the 9p transport and filesystem, and overlayfs for the
+#: writable /etc, /var, /tmp over the read-only host root.
+WORKER_MODULES = (*GUEST_MODULES, "9pnet_virtio", "9p", "overlay")
+INIT_SCRIPT = "worker-init.sh"
+DEFAULT_MUNGE_SOCKET = "/run/munge/munge.socket.2"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerImage:
+    """Kernel, initramfs and command line of the worker guest (the kernel is the test guest's)."""
+
+    root: Path
+    vmlinux: Path
+    initramfs: Path
+    cmdline: str
+
+    def spec_attrs(self) -> dict[str, str]:
+        """The DomainSpec attrs that boot this guest with the qemu driver."""
+        return {"KERNEL": str(self.vmlinux), "INITRD": str(self.initramfs), "KERNEL_CMD": self.cmdline}
+
+
+def _init_script() -> bytes:
+    return resources.files("vocloud.guest").joinpath(INIT_SCRIPT).read_bytes()
+
+
+def worker_cache_key(base: GuestImage) -> str:
+    """Named by the kernel build it reuses and a digest of this builder's own inputs."""
+    blob = json.dumps({"base": base.root.name, "modules": WORKER_MODULES, "format": WORKER_FORMAT,
+                       "init": hashlib.sha256(_init_script()).hexdigest()}, sort_keys=True).encode()
+    return f"worker-{base.root.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def build_worker(base: GuestImage, dest: Path) -> WorkerImage:
+    """Download the kernel package again for its modules and write the worker initramfs.
+
+    The base guest keeps only the modules it loads, so the 9p and overlay modules must come from
+    the package; the kernel itself (``vmlinux``) is shared with the base guest.
+    """
+    manifest = json.loads((base.root / "manifest.json").read_text())
+    kpkg, kver = manifest["kernel_package"], manifest["kernel_version"]
+    busybox_pkg = f"busybox-static={manifest['busybox_version']}"
+    release = str(manifest["kernel_release"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
+        work = Path(tmp)
+        log(f"worker: downloading {kpkg}={kver} for 9p/overlay modules")
+        trees = _download([f"{kpkg}={kver}", busybox_pkg], work)
+        index = module_index(trees[kpkg] / "lib" / "modules" / release)
+        order = load_order(WORKER_MODULES, index)
+        missing = [m for m in ("9p", "9pnet_virtio", "overlay") if m not in order]
+        if missing:
+            raise RuntimeError(f"kernel {release} has no module(s) {', '.join(missing)}")
+        log(f"worker: initramfs with {len(order)} modules: {' '.join(order)}")
+        busybox = (trees["busybox-static"] / "bin" / "busybox").read_bytes()
+        cpio = write_cpio(initramfs_entries(busybox, _init_script(),
+                                            [(n, index[n].read_bytes()) for n in order]))
+        out = work / "out"
+        out.mkdir()
+        (out / "initramfs.cpio.gz").write_bytes(gzip.compress(cpio, compresslevel=6, mtime=0))
+        (out / "manifest.json").write_text(json.dumps(
+            {"base": str(base.root), "modules_loaded": order, "cmdline": base.cmdline,
+             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+        try:
+            out.rename(dest)
+        except OSError:
+            if not (dest / "manifest.json").exists():
+                raise
+    return WorkerImage(dest, base.vmlinux, dest / "initramfs.cpio.gz", base.cmdline)
+
+
+def ensure_worker_image(force: bool = False, root: Path | None = None) -> WorkerImage:
+    """The cached worker guest for the current base guest, built if needed (idempotent)."""
+    base = ensure_image(root=root)
+    dest = (root or cache_root()) / worker_cache_key(base)
+    if not force and (dest / "manifest.json").exists():
+        return WorkerImage(dest, base.vmlinux, dest / "initramfs.cpio.gz", base.cmdline)
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    return build_worker(base, dest)
+
+
+def virtfs_args(machine: str, path: str = "/", tag: str = HOSTROOT_TAG) -> list[str]:
+    """qemu arguments exporting ``path`` read-only as 9p share ``tag``.
+
+    ``-fsdev`` + ``-device`` rather than ``-virtfs`` because microvm has no PCI bus (virtio-mmio
+    ``virtio-9p-device``); ``multidevs=remap`` because ``/`` spans several host filesystems whose
+    inode numbers would otherwise collide in the guest; ``security_model=none`` because the guest
+    only reads, as root, and must see the files' real owners and modes (munge checks them).
+    """
+    device = "virtio-9p-device" if machine.startswith("microvm") else "virtio-9p-pci"
+    return ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on,multidevs=remap",
+            "-device", f"{device},fsdev={tag},mount_tag={tag}"]
+
+
+def worker_context(
+    node_name: str,
+    munge_key: bytes,
+    *,
+    conf_server: str | None = None,
+    slurm_conf: str | None = None,
+    dynamic_conf: str | None = None,
+    munge_socket: str = DEFAULT_MUNGE_SOCKET,
+    ip: str | None = None,
+    mask: str = "24",
+    gateway: str | None = None,
+) -> dict[str, str]:
+    """Context variables that make the worker guest join Slurm as ``node_name``.
+
+    Exactly one of ``conf_server`` (``host[:port]`` of slurmctld, which must have
+    ``SlurmctldParameters=enable_configless``) or ``slurm_conf`` (the text the worker runs with).
+    ``dynamic_conf`` (e.g. ``"CPUs=1 RealMemory=400 Feature=vo_atlas"``) registers a dynamic node
+    (``slurmd -Z``) so slurm.conf needs no line per VM; without it the node must be defined there
+    (a ``State=CLOUD`` node for power saving). The key is base64 so that the context, which is
+    text, carries the binary key unchanged; the guest never prints it.
+    """
+    if (conf_server is None) == (slurm_conf is None):
+        raise ValueError("give exactly one of conf_server (configless) or slurm_conf")
+    if not munge_key:
+        raise ValueError("the munge key is empty")
+    ctx = {"SLURM_NODENAME": node_name, "MUNGE_KEY": base64.b64encode(munge_key).decode(),
+           "MUNGE_SOCKET": munge_socket, "HOSTNAME": node_name}
+    if conf_server is not None:
+        ctx["SLURM_CONF_SERVER"] = conf_server
+    if slurm_conf is not None:
+        ctx["SLURM_CONF_B64"] = base64.b64encode(slurm_conf.encode()).decode()
+    if dynamic_conf:
+        ctx["SLURM_DYNAMIC_CONF"] = dynamic_conf
+    if ip:
+        ctx["ETH0_IP"] = ip
+        ctx["ETH0_MASK"] = mask
+    if gateway:
+        ctx["ETH0_GATEWAY"] = gateway
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vocloud.guest.worker",
+                                     description="build the worker-node guest (cached)")
+    parser.add_argument("--force", action="store_true", help="rebuild the worker initramfs")
+    parser.add_argument("--cache", type=Path, default=None, help="cache directory")
+    args = parser.parse_args(argv)
+    try:
+        image = ensure_worker_image(force=args.force, root=args.cache)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"root": str(image.root), "vmlinux": str(image.vmlinux),
+                      "initramfs": str(image.initramfs), "cmdline": image.cmdline}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""A worker-node VM joins a real Slurm: context -> munged + slurmd in the guest -> node IDLE -> job.
+
+Topology, all on this machine and all made (and removed) by the test:
+
+* a Linux bridge ``vcwb<pid>`` with ``10.253.0.1/24`` (skipped if anything here already uses
+  10.253.0.0/24); no NAT, no forwarding, no route to anywhere else;
+* the harness's slurmctld + munged, with ``SlurmctldHost=localhost(10.253.0.1)`` so the guest
+  can reach the controller (slurmctld listens on every local address anyway) and
+  ``enable_configless`` so the guest needs only the address, not a copy of slurm.conf;
+* one qemu guest (the worker image: Debian kernel, busybox initramfs, the host's root read-only
+  over virtio-9p) whose NIC is a tap on that bridge, address ``10.253.0.10``; its context carries
+  node name, controller address, munge key and address; it registers as a *dynamic* node
+  (``slurmd -Z``) named like the VM, in partition ``vo`` through a feature nodeset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import LOCAL, make_driver
+from tests.integration.slurm_harness import SlurmCluster, missing_reason
+from vocloud.drivers.accel import AccelProbe
+from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostRef, NicSpec
+from vocloud.drivers.net.bridge import BridgeDriver
+from vocloud.drivers.vmm.qemu import QemuDriver, machine_for
+from vocloud.guest.build import GuestImage
+from vocloud.guest.worker import WorkerImage, ensure_worker_image, virtfs_args, worker_context
+
+pytestmark = pytest.mark.slow
+
+SUBNET = "10.253.0."
+BRIDGE_IP = SUBNET + "1"
+GUEST_IP = SUBNET + "10"
+GUEST_MAC = "02:00:0a:fd:00:0a"
+VM_NAME = "vow-1"
+DEPLOY_ID = "vcw-1"
+VO_FEATURE = "vo_test"
+BOOT_TIMEOUT = 120.0
+JOIN_TIMEOUT = 180.0
+
+
+def _skip(reason: str) -> None:
+    if os.environ.get("VOCLOUD_REQUIRE_QEMU") or os.environ.get("VOCLOUD_REQUIRE_SLURM"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+class WorkerSlurmCluster(SlurmCluster):
+    """The harness's cluster, reachable from the test bridge and serving configless slurmd."""
+
+    def _write_files(self) -> None:
+        super()._write_files()
+        text = self.conf.read_text()
+        text = re.sub(r"(?m)^SlurmctldHost=.*$", f"SlurmctldHost=localhost({BRIDGE_IP})", text)
+        text += (
+            "SlurmctldParameters=enable_configless\n"
+            f"NodeSet=vows Feature={VO_FEATURE}\n"
+            "PartitionName=vo Nodes=vows MaxTime=INFINITE State=UP\n"
+        )
+        self.conf.write_text(text)
+
+
+class WorkerQemuDriver(QemuDriver):
+    """The qemu driver plus the virtio-9p host-root share (a spec attr in qemu.py, proposed)."""
+
+    def _launch(self, host: HostRef, run: Path, deploy_id: str, argv: list[str]) -> DomainInfo:
+        spec = self._spec(run)
+        assert spec is not None
+        return super()._launch(host, run, deploy_id, [*argv, *virtfs_args(machine_for(spec))])
+
+
+@pytest.fixture(scope="module")
+def worker_image(guest_image: GuestImage) -> WorkerImage:
+    try:
+        return ensure_worker_image()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        _skip(f"cannot build the worker guest: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def test_bridge() -> Iterator[str]:
+    """A bridge with 10.253.0.1/24 made here and deleted afterwards, whatever happens."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        _skip("the worker test creates a bridge and taps: needs root and iproute2")
+    if SUBNET in _ip("-4", "-o", "addr").stdout or SUBNET in _ip("-4", "route").stdout:
+        _skip(f"{SUBNET}0/24 is already in use on this machine")
+    name = f"vcwb{os.getpid() % 100000}"
+    try:
+        _ip("link", "add", "name", name, "type", "bridge")
+        _ip("addr", "add", f"{BRIDGE_IP}/24", "dev", name)
+        _ip("link", "set", "dev", name, "up")
+        yield name
+    finally:
+        _ip("link", "del", "dev", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(test_bridge: str) -> Iterator[WorkerSlurmCluster]:
+    reason = missing_reason()
+    if reason is not None:
+        _skip(reason)
+    c = WorkerSlurmCluster()
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def worker_driver(qemu_reaper: Path, accel_probe: AccelProbe, guest_image: GuestImage) -> QemuDriver:
+    base = make_driver(qemu_reaper, accel_probe, guest_image)
+    qemu_reaper.chmod(0o700)  # run dirs hold the context ISO with the munge key
+    return WorkerQemuDriver(qemu_reaper, accel_probe=base.accel_probe, probe_guest=base.probe_guest)
+
+
+def wait_running(drv: QemuDriver, deploy_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    info = drv.poll(LOCAL, deploy_id)
+    while info.state != DomainState.RUNNING:
+        if info.state in (DomainState.FAILED, DomainState.MISSING, DomainState.OFF):
+            pytest.fail(f"{deploy_id} became {info.state}: {info.detail}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{deploy_id} still {info.state} after {timeout:g} s:\n"
+                        f"{drv.console(LOCAL, deploy_id)[-3000:]}")
+        time.sleep(0.2)
+        info = drv.poll(LOCAL, deploy_id)
+
+
+def node_field(cluster: SlurmCluster, node: str, field: str) -> str:
+    out = cluster._try("scontrol", "show", "node", node)
+    m = re.search(rf"\b{field}=(\S+)", out)
+    return m.group(1) if m else ""
+
+
+def test_worker_vm_registers_as_node_and_runs_a_job(
+        cluster: WorkerSlurmCluster, test_bridge: str, worker_image: WorkerImage,
+        worker_driver: QemuDriver) -> None:
+    key = (cluster.root / "munge" / "munge.key").read_bytes()
+    ctx = worker_context(VM_NAME, key, conf_server=f"{BRIDGE_IP}:{cluster.ctld_port}",
+                         dynamic_conf=f"CPUs=1 RealMemory=200 Feature={VO_FEATURE}",
+                         munge_socket=str(cluster.munge_socket), ip=GUEST_IP, mask="24")
+    spec = DomainSpec(vm_id=1, deploy_id=DEPLOY_ID, name=VM_NAME, cpu=1.0, vcpu=1, memory_mib=512,
+                      nics=(NicSpec(network="vo", ip=GUEST_IP, mac=GUEST_MAC, bridge=test_bridge),),
+                      context=ctx, attrs=worker_image.spec_attrs())
+    net = BridgeDriver(default_bridge=test_bridge)
+    run = worker_driver.run_dir(DEPLOY_ID)
+    run.mkdir(mode=0o700)
+    t0 = time.monotonic()
+    try:
+        net.attach(LOCAL, spec)
+        info = worker_driver.deploy(LOCAL, spec)
+        assert info.state in (DomainState.BOOTING, DomainState.RUNNING), info.detail
+        wait_running(worker_driver, DEPLOY_ID, BOOT_TIMEOUT)
+        t_ready = time.monotonic() - t0
+
+        # The key reaches this VM only: its ISO sits in a run dir no other user can enter,
+        # and the guest never prints it.
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700
+        assert stat.S_IMODE(worker_driver.state_dir.stat().st_mode) == 0o700
+        assert ctx["MUNGE_KEY"] not in worker_driver.console(LOCAL, DEPLOY_ID)
+
+        def joined() -> bool:
+            return cluster._try("sinfo", "-h", "-N", "-n", VM_NAME, "-o", "%t").strip() == "idle"
+
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while not joined():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{VM_NAME} did not register idle within {JOIN_TIMEOUT:g} s\n"
+                            f"scontrol: {cluster._try('scontrol', 'show', 'node', VM_NAME)}\n"
+                            f"console:\n{worker_driver.console(LOCAL, DEPLOY_ID)[-3000:]}\n"
+                            f"{cluster.log_tail()}")
+            time.sleep(0.5)
+        t_joined = time.monotonic() - t0
+        assert node_field(cluster, VM_NAME, "NodeAddr") == GUEST_IP
+        assert VO_FEATURE in node_field(cluster, VM_NAME, "AvailableFeatures")
+
+        job = cluster.sbatch("-p", "vo", "-w", VM_NAME, "-t", "5", command="hostname")
+
+        def finished() -> str:
+            out = cluster._try("scontrol", "show", "job", job)
+            state = re.search(r"JobState=(\S+)", out)
+            return out if state and state.group(1) not in ("PENDING", "RUNNING", "CONFIGURING",
+                                                           "COMPLETING") else ""
+
+        out = cluster.wait_for(finished, 120, f"job {job} to finish on {VM_NAME}")
+        t_job = time.monotonic() - t0
+        assert "JobState=COMPLETED" in out and "ExitCode=0:0" in out, out
+        assert f"BatchHost={VM_NAME}" in out, out
+        print(f"\nworker {VM_NAME}: READY {t_ready:.1f} s, node idle {t_joined:.1f} s, "
+              f"job {job} completed {t_job:.1f} s after deploy")
+
+        worker_driver.shutdown(LOCAL, DEPLOY_ID, hard=False)
+        deadline = time.monotonic() + 60
+        while worker_driver.poll(LOCAL, DEPLOY_ID).state not in (DomainState.OFF, DomainState.MISSING):
+            assert time.monotonic() < deadline, "the worker did not power off on the ACPI button"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(Exception):
+            worker_driver.cleanup(LOCAL, DEPLOY_ID)
+        net.detach(LOCAL, DEPLOY_ID)
+        cluster._try("scontrol", "delete", f"NodeName={VM_NAME}")
