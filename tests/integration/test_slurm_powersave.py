@@ -106,7 +106,9 @@ class FakeGuests:
                 self.stop.wait(0.2)
 
 
-def _skip_without_slurm() -> None:
+@pytest.fixture
+def slurm_available() -> None:
+    """Skip (or, with ``VOCLOUD_REQUIRE_SLURM=1``, fail) before anything is started."""
     reason = missing_reason()
     if reason is not None:
         if os.environ.get("VOCLOUD_REQUIRE_SLURM"):
@@ -154,7 +156,7 @@ def test_hooks_without_slurm_are_idempotent_and_fail_in_one_line(site: Daemon) -
     d = site
     r = _hook(d, "resume", "c[1-2]")
     assert r.returncode == 0, r.stderr
-    [c1], [c2] = _vms(d, "c1"), _vms(d, "c2")
+    [c1], [_c2] = _vms(d, "c1"), _vms(d, "c2")
     assert c1["cpu"] == 2 and c1["memory"] == 1000  # the pool's shape, not the template's
     again = _hook(d, "resume", "c1,c2")  # Slurm may resume twice: no second VM
     assert again.returncode == 0 and "is " in again.stdout
@@ -183,8 +185,8 @@ def test_hooks_without_slurm_are_idempotent_and_fail_in_one_line(site: Daemon) -
     assert r.returncode == 2 and "cannot read the vocloud token" in r.stderr
 
 
-def test_slurm_power_saving_boots_and_stops_vms(site: Daemon, tmp_path: Path) -> None:
-    _skip_without_slurm()
+def test_slurm_power_saving_boots_and_stops_vms(slurm_available: None, site: Daemon,
+                                                tmp_path: Path) -> None:
     d = site
     hooks = tmp_path / "hooks"
     out = subprocess.run([*HOOK_CLI, "wrappers", str(hooks), "--data-dir", str(d.data_dir)],
@@ -219,6 +221,10 @@ def test_slurm_power_saving_boots_and_stops_vms(site: Daemon, tmp_path: Path) ->
                              RESUME_TIMEOUT + 40, "c2's VM to be removed by ResumeFailProgram")
             cluster.run("scancel", job2)
             assert not guests.errors[-3:], guests.errors
+        # slurmctld runs its programs with stdout/stderr closed: a hook that crashed on printing
+        # after doing its work would show here as "program exit status of 1"
+        ctld = (cluster.root / "log" / "slurmctld.log").read_text()
+        assert "power_save: program exit status" not in ctld, ctld[-3000:]
         log = (d.data_dir / "slurm-powersave.log").read_text()
         assert re.search(rf"resume c1: vm {vm['id']} created", log), log
         assert re.search(rf"suspend c1: vm {vm['id']} terminate", log), log

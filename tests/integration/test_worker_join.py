@@ -15,6 +15,7 @@ Topology, all on this machine and all made (and removed) by the test:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -23,6 +24,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,11 @@ from tests.integration.conftest import LOCAL, make_driver
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostRef, NicSpec
+from vocloud.drivers.context import seed_files
 from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver, machine_for
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, ensure_worker_image, virtfs_args, worker_context
-
-pytestmark = pytest.mark.slow
 
 SUBNET = "10.253.0."
 BRIDGE_IP = SUBNET + "1"
@@ -93,7 +94,15 @@ def worker_image(guest_image: GuestImage) -> WorkerImage:
 
 
 @pytest.fixture(scope="module")
-def test_bridge() -> Iterator[str]:
+def slurm_installed() -> None:
+    """Skip (with the harness's reason) before any bridge is made when Slurm cannot run."""
+    reason = missing_reason()
+    if reason is not None:
+        _skip(reason)
+
+
+@pytest.fixture(scope="module")
+def test_bridge(slurm_installed: None) -> Iterator[str]:
     """A bridge with 10.253.0.1/24 made here and deleted afterwards, whatever happens."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         _skip("the worker test creates a bridge and taps: needs root and iproute2")
@@ -111,9 +120,6 @@ def test_bridge() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster(test_bridge: str) -> Iterator[WorkerSlurmCluster]:
-    reason = missing_reason()
-    if reason is not None:
-        _skip(reason)
     c = WorkerSlurmCluster()
     c.start()
     try:
@@ -127,6 +133,49 @@ def worker_driver(qemu_reaper: Path, accel_probe: AccelProbe, guest_image: Guest
     base = make_driver(qemu_reaper, accel_probe, guest_image)
     qemu_reaper.chmod(0o700)  # run dirs hold the context ISO with the munge key
     return WorkerQemuDriver(qemu_reaper, accel_probe=base.accel_probe, probe_guest=base.probe_guest)
+
+
+# ---------------------------------------------------------------- pure parts (no VM, no Slurm)
+
+
+def test_worker_context_carries_what_slurmd_needs_and_is_a_valid_context() -> None:
+    key = bytes(range(256)) * 4
+    ctx = worker_context("vo-atlas-3", key, conf_server="10.0.0.1:6817", ip="10.0.0.9",
+                         dynamic_conf="CPUs=2 RealMemory=900 Feature=vo_atlas")
+    assert ctx["SLURM_NODENAME"] == ctx["HOSTNAME"] == "vo-atlas-3"
+    assert base64.b64decode(ctx["MUNGE_KEY"]) == key
+    assert ctx["SLURM_CONF_SERVER"] == "10.0.0.1:6817" and "SLURM_CONF_B64" not in ctx
+    assert (ctx["ETH0_IP"], ctx["ETH0_MASK"]) == ("10.0.0.9", "24")
+    spec = DomainSpec(vm_id=3, deploy_id="vc-3", name="vo-atlas-3", cpu=1, vcpu=1, memory_mib=256,
+                      context=ctx)
+    assert "SLURM_NODENAME='vo-atlas-3'" in seed_files(spec)["context.sh"]  # validated, quoted
+
+    conf = worker_context("w", b"k", slurm_conf="ClusterName=x\n")
+    assert base64.b64decode(conf["SLURM_CONF_B64"]) == b"ClusterName=x\n"
+    with pytest.raises(ValueError, match="exactly one"):
+        worker_context("w", b"k")
+    with pytest.raises(ValueError, match="exactly one"):
+        worker_context("w", b"k", conf_server="a", slurm_conf="b")
+    with pytest.raises(ValueError, match="empty"):
+        worker_context("w", b"", conf_server="a")
+
+
+def test_virtfs_args_match_the_machine_and_are_read_only() -> None:
+    micro = virtfs_args("microvm")
+    assert micro[micro.index("-device") + 1].startswith("virtio-9p-device,")
+    assert "readonly=on" in micro[micro.index("-fsdev") + 1]
+    tree = virtfs_args("pc", path="/srv/worker-root")
+    assert tree[1].startswith("local,id=hostroot,path=/srv/worker-root,")
+    assert virtfs_args("pc")[3].startswith("virtio-9p-pci,")
+
+
+def test_the_guest_init_never_prints_the_munge_key() -> None:
+    script = resources.files("vocloud.guest").joinpath("worker-init.sh").read_text()
+    uses = [line for line in script.splitlines() if "$MUNGE_KEY" in line and "[ -n" not in line]
+    assert uses and all("| base64 -d >" in line for line in uses), uses
+
+
+# ---------------------------------------------------------------- a real worker VM
 
 
 def wait_running(drv: QemuDriver, deploy_id: str, timeout: float) -> None:
@@ -148,13 +197,19 @@ def node_field(cluster: SlurmCluster, node: str, field: str) -> str:
     return m.group(1) if m else ""
 
 
+@pytest.mark.slow
 def test_worker_vm_registers_as_node_and_runs_a_job(
-        cluster: WorkerSlurmCluster, test_bridge: str, worker_image: WorkerImage,
-        worker_driver: QemuDriver) -> None:
+        worker_image: WorkerImage, worker_driver: QemuDriver, cluster: WorkerSlurmCluster,
+        test_bridge: str) -> None:
+    """Deploy -> READY -> node IDLE at the guest's address -> job COMPLETED there -> power off.
+
+    Fixtures are ordered so that a missing qemu skips before any bridge or daemon starts.
+    """
     key = (cluster.root / "munge" / "munge.key").read_bytes()
     ctx = worker_context(VM_NAME, key, conf_server=f"{BRIDGE_IP}:{cluster.ctld_port}",
                          dynamic_conf=f"CPUs=1 RealMemory=200 Feature={VO_FEATURE}",
-                         munge_socket=str(cluster.munge_socket), ip=GUEST_IP, mask="24")
+                         munge_socket=str(cluster.munge_socket), ip=GUEST_IP, mask="24",
+                         mac=GUEST_MAC)
     spec = DomainSpec(vm_id=1, deploy_id=DEPLOY_ID, name=VM_NAME, cpu=1.0, vcpu=1, memory_mib=512,
                       nics=(NicSpec(network="vo", ip=GUEST_IP, mac=GUEST_MAC, bridge=test_bridge),),
                       context=ctx, attrs=worker_image.spec_attrs())
@@ -180,8 +235,10 @@ def test_worker_vm_registers_as_node_and_runs_a_job(
 
         deadline = time.monotonic() + JOIN_TIMEOUT
         while not joined():
-            if time.monotonic() > deadline:
-                pytest.fail(f"{VM_NAME} did not register idle within {JOIN_TIMEOUT:g} s\n"
+            gave_up = "slurmd initialization failed" in worker_driver.console(LOCAL, DEPLOY_ID)
+            if gave_up or time.monotonic() > deadline:
+                why = "slurmd gave up" if gave_up else f"not idle within {JOIN_TIMEOUT:g} s"
+                pytest.fail(f"{VM_NAME} did not register: {why}\n"
                             f"scontrol: {cluster._try('scontrol', 'show', 'node', VM_NAME)}\n"
                             f"console:\n{worker_driver.console(LOCAL, DEPLOY_ID)[-3000:]}\n"
                             f"{cluster.log_tail()}")

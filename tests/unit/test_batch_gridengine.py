@@ -1,4 +1,5 @@
-"""Grid Engine adapter on hand-made ``qstat -xml`` output (see data/batch/README.md)."""
+"""Grid Engine adapter on ``qstat -xml`` output: captured from a real SoGE 8.1.9 (``pending.xml``,
+``hosts_*.xml``) and hand-made (``qstat_pending.xml``, ``qstat_f.xml``); see data/batch/README.md."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def test_adapter_commands() -> None:
     ge.resume("vc-31.example.org")
     ge.remove("vc-31.example.org")
     assert runner.calls == [
-        ["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-xml"],
+        ["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-urg", "-xml"],
         ["qstat", "-f", "-u", "*", "-xml"],
         ["qmod", "-d", "*@vc-31.example.org"],
         ["qmod", "-e", "*@vc-31.example.org"],
@@ -117,11 +118,67 @@ def test_adapter_commands() -> None:
 
 
 def test_remove_tolerates_a_host_already_gone() -> None:
+    # what qconf 8.1.9 really prints (the -dattr one with exit code 0, the others with 1)
     runner = FakeRunner({
-        ("qconf", "-dattr"): failed(["qconf"], 'denied: "vc-9" is not a member of "@allhosts"'),
-        ("qconf", "-de"): failed(["qconf"], 'denied: "vc-9" is not an execution host'),
+        ("qconf", "-dattr"): '"vc-9" does not exist in "hostlist" of "hostgroup"\n',
+        ("qconf", "-de"): failed(["qconf"], 'denied: execution host "vc-9" does not exist'),
     })
     GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")
-    runner.answers[("qconf", "-de")] = failed(["qconf"], "denied: host vc-9 has running jobs")
-    with pytest.raises(DriverError, match="has running jobs"):
+    runner.answers[("qconf", "-de")] = failed(["qconf"], 'can\'t resolve hostname "vc-9"')
+    GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")  # VM and its DNS entry gone
+    runner.answers[("qconf", "-de")] = failed(
+        ["qconf"], 'Host object "vc-9" is still referenced in cluster queue "all.q".')
+    with pytest.raises(DriverError, match="still referenced"):
         GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")
+
+
+def test_remove_does_not_hide_a_wrong_host_group() -> None:
+    runner = FakeRunner({("qconf", "-dattr"): failed(["qconf"], 'denied: host group "@vms" does not exist')})
+    with pytest.raises(DriverError, match="host group"):
+        GridEngineBatch(BY_PROJECT, runner=runner, hostgroup="@vms").remove("vc-9")
+    runner.answers[("qconf", "-dattr")] = ""
+    runner.answers[("qconf", "-de")] = failed(["qconf"], 'denied: execution host "vc-10" does not exist')
+    with pytest.raises(DriverError, match="vc-10"):  # another host's "does not exist" is no answer
+        GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")
+
+
+# -- captured from a real Grid Engine 8.1.9 (tests/integration/sge_harness.py record) ----------
+
+PROJECTS = VOMapper("project", table={"atlas": "atlas", "cms": "cms", "lhcb": "lhcb"}, identity=False)
+
+
+def test_real_pending() -> None:
+    text = data("gridengine", "pending.xml")
+    jobs = {j.id: j for j in parse_pending(text, PROJECTS)}
+    # not: 1 Eqw (its -wd is missing), 6 held, 7 -hold_jid (hqw), 8 project alice, 9 no project;
+    # 2.1 and 2.2 run, so only tasks 3-5 of array 2 wait
+    assert {(j.id, j.vo, j.cores, j.memory_mib, j.walltime_s) for j in jobs.values()} == {
+        ("4", "atlas", 2, 2048, 7200),  # -pe smp 2 -l h_vmem=1G,h_rt=2:00:00
+        ("2.3", "lhcb", 1, 0, 0), ("2.4", "lhcb", 1, 0, 0), ("2.5", "lhcb", 1, 0, 0),
+        ("5", "cms", 1, 1500, 30),  # -q vo-cms -l mem_free=1500M,h_rt=30
+        ("10", "lhcb", 1, 512, 90),  # -l s_vmem=512M,s_rt=0:1:30: qstat prints seconds
+    }
+    stamp = text.split("<JB_submission_time>")[1].split("<")[0]
+    assert jobs["4"].submit_time == datetime.fromisoformat(stamp).timestamp()
+    by_queue = VOMapper("queue", table={"vo-cms": "cms", "all.q": "lhcb"}, identity=False)
+    assert {j.id for j in parse_pending(text, by_queue)} == {"2.3", "2.4", "2.5", "5"}
+    assert parse_pending(data("gridengine", "pending_empty.xml"), PROJECTS) == []
+
+
+def test_real_qstat_drops_the_submission_time_without_urg() -> None:
+    """Why ``pending`` asks for ``-urg``: the real ``-ext`` listing has no JB_submission_time."""
+    with pytest.raises(DriverError, match="without -urg"):
+        parse_pending(data("gridengine", "pending_ext_without_urg.xml"), PROJECTS)
+
+
+@pytest.mark.parametrize(("name", "state", "running", "free", "reason"), [
+    ("hosts_idle.xml", NodeState.IDLE, 0, 3, ""),
+    ("hosts_busy.xml", NodeState.BUSY, 3, 0, ""),  # array tasks 2.1 + 2.2 count as two jobs
+    ("hosts_draining.xml", NodeState.DRAINING, 3, 0, "disabled"),
+    ("hosts_drained.xml", NodeState.DRAINED, 0, 3, "disabled"),
+    ("hosts_down.xml", NodeState.DOWN, 0, 3, ""),  # execd shut down: both queues "u"
+])
+def test_real_hosts(name: str, state: NodeState, running: int, free: int, reason: str) -> None:
+    (node,) = parse_hosts(data("gridengine", name), vo_queue_prefix="vo-")
+    assert (node.state, node.cores, node.running_jobs, node.free_cores, node.reason, node.vo) == (
+        state, 3, running, free, reason, "cms")  # all.q (2 slots) + vo-cms (1 slot)

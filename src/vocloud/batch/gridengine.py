@@ -1,19 +1,29 @@
 """Grid Engine (Son of Grid Engine 8.1, Debian ``gridengine-*``) adapter: ``qstat -xml``, ``qmod``, ``qconf``.
 
-Demand comes from ``qstat -u '*' -s p -r -ext -xml``: the pending ``job_list`` entries with
-``-r`` (requested resources: ``hard_request``, ``requested_PE``) and ``-ext`` (``JB_project``,
-``JB_department``). Only state ``qw`` is demand: ``hqw`` is held (a user/operator hold *or* a
+Checked against a real SoGE 8.1.9 (``tests/integration/test_gridengine_batch.py``); the unit
+tests' XML was captured from it (``tests/unit/data/batch/README.md``).
+
+Demand comes from ``qstat -u '*' -s p -r -ext -urg -xml``: the pending ``job_list`` entries with
+``-r`` (requested resources: ``hard_request``, ``requested_pe``, ``hard_req_queue``) and ``-ext``
+(``JB_project``, ``JB_department``). ``-urg`` is there for ``JB_submission_time``: the real
+``qstat`` drops the submission time from ``-ext`` listings unless ``-urg`` (or ``-pri``) is
+given. Only state ``qw`` is demand: ``hqw`` is held (a user/operator hold *or* a
 ``-hold_jid`` dependency, which Grid Engine implements as a hold) and ``Eqw`` is in error.
+A job deferred with ``qsub -a`` also lists as ``qw`` (its start time is only in
+``qstat -j``), so it is counted as demand: a known limitation.
 Cores are the job's slots (its parallel environment request); memory is ``h_vmem`` (else
 ``mem_free``, ``s_vmem``, ``virtual_free``) which Grid Engine counts *per slot*, so it is
-multiplied by the slots; wall time is ``h_rt`` (else ``s_rt``). An array job's pending tasks
-(``tasks`` like ``3-10:1``) are one job of demand each.
+multiplied by the slots; wall time is ``h_rt`` (else ``s_rt``; ``qstat`` prints both in
+seconds). An array job's pending tasks (``tasks`` like ``3-10:1``) are one job of demand each.
 
 Nodes come from ``qstat -f -u '*' -xml``: the queue instances (``queue@host``) of each host are
-folded into one node. A queue instance in state ``d`` is disabled — what ``drain`` does with
-``qmod -d '*@host'`` — and ``u`` means the execd does not answer. ``remove`` disables the host's
-queues and deletes the execution host (``qconf -de``) after taking it out of the configured
-host group; "not there" answers are success.
+folded into one node; running jobs count each array task once. A queue instance in state ``d``
+is disabled — what ``drain`` does with ``qmod -d '*@host'`` — and ``u`` means the execd does not
+answer (shut down, or never started). ``remove`` takes the host out of the configured host group
+and then deletes the execution host (``qconf -de``), which Grid Engine refuses while any queue
+still references the host; "not a member", "no such execution host" and an unresolvable host
+name (the VM and its DNS entry are gone) count as success, anything else (an unknown host
+group, a host still referenced elsewhere) is an error.
 
 The XML is parsed with the standard library: it comes from the local ``qstat`` binary, not
 from the network.
@@ -35,7 +45,11 @@ _MEMORY_REQUESTS = ("h_vmem", "mem_free", "s_vmem", "virtual_free", "h_data")
 _TIME_REQUESTS = ("h_rt", "s_rt")
 _MEM = re.compile(r"^\s*([\d.]+)\s*([kKmMgGtT]?)\s*$")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
-_NOT_THERE = ("does not exist", "is not an execution host", "is not a member", "doesn't exist")
+# what qconf prints when the host is already out of the group / not an execution host (8.1.9:
+# 'denied: execution host "X" does not exist', '"X" does not exist in "hostlist" of
+# "hostgroup"'), or its name no longer resolves; "host group ... does not exist" is NOT one
+_NOT_THERE = ('execution host "{node}" does not exist', 'does not exist in "hostlist"',
+              "is not an execution host", "is not a member", 'can\'t resolve hostname "{node}"')
 
 
 def _root(text: str, what: str) -> ET.Element:
@@ -111,7 +125,8 @@ def parse_pending(text: str, mapper: VOMapper) -> list[PendingJob]:
         walltime = parse_time_s(requests[time_name], f"{time_name} of job {number}") if time_name else 0
         submitted = _text(job, "JB_submission_time")
         if not submitted:
-            raise DriverError(f"{what}: job {number} has no JB_submission_time")
+            raise DriverError(f"{what}: job {number} has no JB_submission_time "
+                              "(qstat drops it from -ext listings without -urg)")
         try:
             submit = datetime.fromisoformat(submitted).timestamp()  # local time, like qstat
         except ValueError:
@@ -160,7 +175,8 @@ def parse_hosts(text: str, vo_queue_prefix: str = "") -> list[WorkerNode]:
         except ValueError:
             raise DriverError(f"{what}: slot counts of {name} are not numbers") from None
         entry["states"].update(_text(queue, "state"))  # "au" -> {"a", "u"}
-        entry["jobs"].update(_text(j, "JB_job_number") for j in queue.iter("job_list"))
+        entry["jobs"].update((_text(j, "JB_job_number"), _text(j, "tasks"))
+                             for j in queue.iter("job_list"))
         entry["queues"].append(qname)
     out: list[WorkerNode] = []
     for host, e in sorted(hosts.items()):
@@ -194,7 +210,7 @@ class GridEngineBatch:
         self.vo_queue_prefix = vo_queue_prefix
 
     def pending(self) -> list[PendingJob]:
-        text = self.runner.run(["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-xml"])
+        text = self.runner.run(["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-urg", "-xml"])
         return parse_pending(text, self.mapper)
 
     def nodes(self) -> list[WorkerNode]:
@@ -207,17 +223,17 @@ class GridEngineBatch:
     def resume(self, node: str) -> None:
         self.runner.run(["qmod", "-e", f"*@{node}"])
 
-    def _tolerant(self, argv: Sequence[str]) -> None:
+    def _tolerant(self, argv: Sequence[str], node: str) -> None:
         try:
             self.runner.run(argv)
         except CommandFailed as exc:
             text = f"{exc.stderr} {exc.message}".lower()
-            if not any(marker in text for marker in _NOT_THERE):
+            if not any(m.format(node=node).lower() in text for m in _NOT_THERE):
                 raise
 
     def remove(self, node: str) -> None:
         # both steps run every time (a crash may have left the host half removed); each one
         # treats "not there" as done
-        self._tolerant(["qconf", "-dattr", "hostgroup", "hostlist", node, self.hostgroup])
-        self._tolerant(["qconf", "-de", node])
+        self._tolerant(["qconf", "-dattr", "hostgroup", "hostlist", node, self.hostgroup], node)
+        self._tolerant(["qconf", "-de", node], node)
 

@@ -29,13 +29,13 @@ itself.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from vocloud.batch import hostlist
 from vocloud.batch.base import NodeState, PendingJob, VOMapper, WorkerNode
 from vocloud.batch.runner import CommandFailed, CommandRunner, Runner, parse_json_object
-from vocloud.errors import DriverError
+from vocloud.errors import DriverError, InvalidInput
 
 #: Pending reasons that mean "would run if there were more nodes" (squeue's REASON column).
 #: The long 22.05 wording of "nodes DOWN/DRAINED" is included: on an elastic cluster whose nodes
@@ -117,61 +117,19 @@ def _required(record: Mapping[str, Any], field: str, what: str) -> Any:
     return record[field]
 
 
-_RANGE = re.compile(r"^([^\[\],]*)\[([^\]]+)\](.*)$")
 
 
 def expand_hostlist(expr: str) -> list[str]:
-    """Expand a Slurm hostlist (``n[1-3,05],gpu1``) into names; zero padding is kept.
+    """Expand a Slurm hostlist (``n[1-3,05],gpu1``, ``r[1-2]n[1-2]``) into names.
 
-    Running jobs list their nodes only in this compressed form, and nested or repeated brackets
-    (``r[1-2]n[1-2]``) expand as their cross product, as Slurm does.
+    Running jobs list their nodes only in this compressed form. One implementation serves the
+    adapter and the power-saving commands (:mod:`vocloud.batch.hostlist`); here a malformed list
+    is what slurmctld printed, so it is a DriverError rather than bad user input.
     """
-    names: list[str] = []
-    for part in _split_top(expr.strip()):
-        if part:
-            names.extend(_expand_one(part))
-    return names
-
-
-def _split_top(expr: str) -> list[str]:
-    """Split on commas outside brackets."""
-    parts: list[str] = []
-    cur: list[str] = []
-    depth = 0
-    for ch in expr:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
-        raise DriverError(f"slurm: malformed hostlist {expr!r}")
-    parts.append("".join(cur))
-    return parts
-
-
-def _expand_one(part: str) -> list[str]:
-    m = _RANGE.match(part)
-    if m is None:
-        if "[" in part or "]" in part:
-            raise DriverError(f"slurm: malformed hostlist {part!r}")
-        return [part]
-    prefix, ranges, rest = m.groups()
-    tails = _expand_one(rest) if rest else [""]
-    out: list[str] = []
-    for item in ranges.split(","):
-        lo, _, hi = item.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
-            raise DriverError(f"slurm: malformed hostlist range {item!r} in {part!r}")
-        width = len(lo)
-        for i in range(int(lo), int(hi or lo) + 1):
-            for tail in tails:
-                out.append(f"{prefix}{i:0{width}d}{tail}")
-    return out
+    try:
+        return hostlist.expand(expr)
+    except InvalidInput as exc:
+        raise DriverError(f"slurm: malformed hostlist {expr!r}: {exc.message}") from None
 
 
 def _array_task_ids(spec: str, limit: int | None) -> list[str]:

@@ -23,6 +23,7 @@ from vocloud.cli.commands import (
     images,
     pools,
     quotas,
+    slurm,
     templates,
     users,
     vms,
@@ -82,7 +83,7 @@ def build_app() -> typer.Typer:
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),
                       ("group", groups.app), ("quota", quotas.app), ("acl", acls.app),
-                      ("pool", pools.app)):
+                      ("pool", pools.app), ("slurm", slurm.app)):
         app.add_typer(sub, name=name)
     _register_simulator(app)
     return app

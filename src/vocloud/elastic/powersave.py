@@ -189,7 +189,10 @@ def parse_config(doc: Mapping[str, Any], source: str = CONFIG_FILE) -> PowerSave
         if nodes is not None:
             if not isinstance(nodes, str):
                 raise InvalidInput(f"{where}: 'nodes' must be a hostlist string like \"c[1-4]\"")
-            names = frozenset(expand(nodes))
+            try:
+                names = frozenset(expand(nodes))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc.message}") from None
             if not names:
                 raise InvalidInput(f"{where}: 'nodes' names no node")
         rules.append(NodeRule(vo=vo, prefix=prefix or "", nodes=names,

@@ -92,6 +92,16 @@ done
 mount -t tmpfs -o mode=0755 run /newroot/run
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
+# slurmd 22.05 initializes its cgroup plugin even with proctrack/linuxproc and task/none; its
+# cgroup/v2 plugin wants a systemd (dbus) to delegate a scope, which this guest has not, so the
+# guest offers the v1 layout (a tmpfs of per-controller hierarchies), which it autodetects.
+mount -t tmpfs -o mode=0755 cgroup /newroot/sys/fs/cgroup
+for c in cpuset cpu cpuacct memory devices freezer pids; do
+    mkdir -p "/newroot/sys/fs/cgroup/$c"
+    mount -t cgroup -o "$c" cgroup "/newroot/sys/fs/cgroup/$c" 2>/dev/null || rmdir "/newroot/sys/fs/cgroup/$c"
+done
+mkdir -p /newroot/sys/fs/cgroup/systemd
+mount -t cgroup -o none,name=systemd cgroup /newroot/sys/fs/cgroup/systemd
 mount -o bind /dev /newroot/dev
 mkdir -p /newroot/dev/shm && mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
 
@@ -133,6 +143,11 @@ chmod 0400 /newroot/etc/munge/munge.key
 inroot munged --force --key-file=/etc/munge/munge.key --socket="$sock" \
     --pid-file=/run/munge/munged.pid --seed-file=/run/munge/seed \
     --log-file=/run/munge/munged.log || fail "munged did not start: $(tail -3 /newroot/run/munge/munged.log)"
+# slurmd fetches its configuration (configless) with the default socket, then switches to the
+# AuthInfo socket slurm.conf names: both paths must reach this munged.
+if [ "$sock" != /run/munge/munge.socket.2 ]; then
+    ln -sf "$sock" /newroot/run/munge/munge.socket.2
+fi
 say "munged up ($sock)"
 
 # ---------------------------------------------------------------- slurmd

@@ -32,6 +32,7 @@ import base64
 import gzip
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,8 +134,6 @@ def ensure_worker_image(force: bool = False, root: Path | None = None) -> Worker
     if not force and (dest / "manifest.json").exists():
         return WorkerImage(dest, base.vmlinux, dest / "initramfs.cpio.gz", base.cmdline)
     if dest.exists():
-        import shutil
-
         shutil.rmtree(dest)
     return build_worker(base, dest)
 
@@ -163,6 +162,8 @@ def worker_context(
     ip: str | None = None,
     mask: str = "24",
     gateway: str | None = None,
+    mac: str | None = None,
+    booted: bool = False,
 ) -> dict[str, str]:
     """Context variables that make the worker guest join Slurm as ``node_name``.
 
@@ -171,7 +172,9 @@ def worker_context(
     ``dynamic_conf`` (e.g. ``"CPUs=1 RealMemory=400 Feature=vo_atlas"``) registers a dynamic node
     (``slurmd -Z``) so slurm.conf needs no line per VM; without it the node must be defined there
     (a ``State=CLOUD`` node for power saving). The key is base64 so that the context, which is
-    text, carries the binary key unchanged; the guest never prints it.
+    text, carries the binary key unchanged; the guest never prints it. ``mac`` picks the NIC
+    that gets ``ip`` when the VM has several; ``booted`` adds ``slurmd -b`` (a power-saving
+    ``State=CLOUD`` node must report a fresh boot to leave POWERING_UP).
     """
     if (conf_server is None) == (slurm_conf is None):
         raise ValueError("give exactly one of conf_server (configless) or slurm_conf")
@@ -190,6 +193,10 @@ def worker_context(
         ctx["ETH0_MASK"] = mask
     if gateway:
         ctx["ETH0_GATEWAY"] = gateway
+    if mac:
+        ctx["ETH0_MAC"] = mac
+    if booted:
+        ctx["SLURM_BOOTED"] = "1"
     return ctx
 
 

@@ -26,6 +26,7 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -174,7 +175,7 @@ def _shapes(client: Client, rules: Sequence[NodeRule]) -> dict[NodeRule, Shape |
     for rule in dict.fromkeys(rules):
         if rule.vo not in pools:
             try:
-                pools[rule.vo] = client.get(f"/pools/{rule.vo}")
+                pools[rule.vo] = client.get(f"/pools/{quote(rule.vo, safe='')}")
             except ApiError as exc:
                 pools[rule.vo] = None if exc.status == 404 else f"pool {rule.vo}: {exc.message}"
         pool = pools[rule.vo]
@@ -219,7 +220,7 @@ def _carry_out(client: Client, steps: Sequence[Step]) -> tuple[list[str], list[s
                     extra.update(CPU=str(step.shape.cores), VCPU=str(step.shape.cores))
                 if step.shape.memory is not None:
                     extra["MEMORY"] = str(step.shape.memory)
-                ids = client.post(f"/templates/{step.shape.template}/instantiate",
+                ids = client.post(f"/templates/{quote(step.shape.template, safe='')}/instantiate",
                                   {"count": 1, "name": step.node, "extra": extra})["ids"]
                 done.append(f"{step.node}: vm {ids[0]} created from template {step.shape.template} "
                             f"(VO {step.shape.vo})")
@@ -334,6 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from vocloud.cli import main as cli_main
 
+    # slurmctld starts its programs with stdout/stderr closed (Python then has no sys.stdout):
+    # what they print goes nowhere, but printing must not crash the hook after its work is done.
+    for name in ("stdin", "stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "r" if name == "stdin" else "w"))  # noqa: SIM115
     build = cli_main.build_app
 
     def with_slurm() -> typer.Typer:
