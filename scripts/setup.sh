@@ -19,6 +19,9 @@ APT_PACKAGES=(
   openssh-client
   slurm-wlm             # batch system: slurmctld/slurmd for VO-cluster tests
   munge                 # Slurm authentication
+  gridengine-master     # batch system: sge_qmaster for the Grid Engine tests (second real one)
+  gridengine-exec       # sge_execd
+  gridengine-client     # qstat, qconf, qmod, qsub
 )
 
 missing=()
@@ -29,6 +32,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Grid Engine's postinst asks for a cell and a master host: answer in advance. The tests
+    # run a cell of their own (tests/integration/sge_harness.py); this only keeps apt quiet.
+    debconf-set-selections <<EOF
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string $(hostname)
+EOF
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else

@@ -168,6 +168,22 @@ def test_vo_isolation_and_acl_grants(cloud: Cloud) -> None:
         cloud.accounts.create_acl(a, "bob", "VM", "*", "USE")
 
 
+def test_admin_creates_vms_for_a_vo(cloud: Cloud) -> None:
+    """Pool and power-save VMs belong to the VO: its quota, its members see them."""
+    a = admin(cloud)
+    alice = user_in(cloud, "alice", "atlas")
+    cloud.accounts.set_quota(a, "group", "atlas", vms=1)
+    [vm] = cloud.vms.create(a, SMALL, group="atlas")
+    assert cloud.vms.show(alice, vm)["group"] == "atlas"
+    assert _usage(cloud, "group", alice.group_id)[0] == 1
+    with pytest.raises(QuotaExceeded):
+        cloud.vms.create(a, SMALL, group="atlas")
+    with pytest.raises(Forbidden, match="only an administrator"):
+        cloud.vms.create(alice, SMALL, group="admin")
+    with pytest.raises(NotFound, match="group nope"):
+        cloud.vms.create(a, SMALL, group="nope")
+
+
 def test_tokens(cloud: Cloud) -> None:
     a = admin(cloud)
     cloud.accounts.create_group(a, "atlas")

@@ -51,6 +51,7 @@ class VMCreate(Strict):
     hold: bool = False
     cpu: float | None = Field(None, gt=0)
     memory: int | None = Field(None, gt=0, description="MiB")
+    group: int | str | None = Field(None, description="create in this group (administrators only)")
 
 
 class VMAction(Strict):
@@ -89,6 +90,7 @@ class Instantiate(Strict):
     name: str | None = None
     hold: bool = False
     extra: dict[str, str] = Field(default_factory=dict)
+    group: int | str | None = Field(None, description="create in this group (administrators only)")
 
 
 class ImageCreate(Strict):
@@ -203,7 +205,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
         if body.memory is not None:
             extra["MEMORY"] = str(body.memory)
         ids = cloud.vms.create(who, body.template, fmt=body.format, count=body.count, name=body.name,
-                               hold=body.hold, extra=extra)
+                               hold=body.hold, extra=extra, group=body.group)
         return JSONResponse({"ids": ids}, status_code=201)
 
     @r.get("/vms/{vm_id}")
@@ -269,7 +271,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.post("/templates/{ref}/instantiate", status_code=201)
     def template_instantiate(who: Who, ref: str, body: Instantiate) -> JSONResponse:
-        ids = cloud.instantiate(who, ref, body.count, body.name, body.hold, body.extra)
+        ids = cloud.instantiate(who, ref, body.count, body.name, body.hold, body.extra, body.group)
         return JSONResponse({"ids": ids}, status_code=201)
 
     @r.delete("/templates/{ref}", status_code=204)

@@ -29,8 +29,9 @@ class Cloud:
             return authenticate(s, token)
 
     def instantiate(self, actor: Actor, ref: int | str, count: int = 1, name: str | None = None,
-                    hold: bool = False, extra: dict[str, str] | None = None) -> list[int]:
+                    hold: bool = False, extra: dict[str, str] | None = None,
+                    group: int | str | None = None) -> list[int]:
         """``template instantiate``: the stored template (USE right needed) plus extra attributes."""
         tmpl: dict[str, Any] = self.templates.get(actor, ref)
         return self.vms.create(actor, tmpl["body"], fmt="one", count=count, name=name, hold=hold,
-                               extra=extra)
+                               extra=extra, group=group)

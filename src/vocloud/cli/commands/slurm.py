@@ -221,7 +221,8 @@ def _carry_out(client: Client, steps: Sequence[Step]) -> tuple[list[str], list[s
                 if step.shape.memory is not None:
                     extra["MEMORY"] = str(step.shape.memory)
                 ids = client.post(f"/templates/{quote(step.shape.template, safe='')}/instantiate",
-                                  {"count": 1, "name": step.node, "extra": extra})["ids"]
+                                  {"count": 1, "name": step.node, "extra": extra,
+                                   "group": step.shape.vo})["ids"]
                 done.append(f"{step.node}: vm {ids[0]} created from template {step.shape.template} "
                             f"(VO {step.shape.vo})")
         except ApiError as exc:
