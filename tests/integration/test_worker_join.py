@@ -32,10 +32,10 @@ import pytest
 from tests.integration.conftest import LOCAL, make_driver
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from vocloud.drivers.accel import AccelProbe
-from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostRef, NicSpec
+from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.context import seed_files
 from vocloud.drivers.net.bridge import BridgeDriver
-from vocloud.drivers.vmm.qemu import QemuDriver, machine_for
+from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, ensure_worker_image, virtfs_args, worker_context
 
@@ -73,15 +73,6 @@ class WorkerSlurmCluster(SlurmCluster):
             "PartitionName=vo Nodes=vows MaxTime=INFINITE State=UP\n"
         )
         self.conf.write_text(text)
-
-
-class WorkerQemuDriver(QemuDriver):
-    """The qemu driver plus the virtio-9p host-root share (a spec attr in qemu.py, proposed)."""
-
-    def _launch(self, host: HostRef, run: Path, deploy_id: str, argv: list[str]) -> DomainInfo:
-        spec = self._spec(run)
-        assert spec is not None
-        return super()._launch(host, run, deploy_id, [*argv, *virtfs_args(machine_for(spec))])
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +123,7 @@ def cluster(test_bridge: str) -> Iterator[WorkerSlurmCluster]:
 def worker_driver(qemu_reaper: Path, accel_probe: AccelProbe, guest_image: GuestImage) -> QemuDriver:
     base = make_driver(qemu_reaper, accel_probe, guest_image)
     qemu_reaper.chmod(0o700)  # run dirs hold the context ISO with the munge key
-    return WorkerQemuDriver(qemu_reaper, accel_probe=base.accel_probe, probe_guest=base.probe_guest)
+    return QemuDriver(qemu_reaper, accel_probe=base.accel_probe, probe_guest=base.probe_guest)
 
 
 # ---------------------------------------------------------------- pure parts (no VM, no Slurm)

@@ -166,6 +166,7 @@ def write_iso(files: Mapping[str, str], dest: Path) -> Path:
         if proc.returncode != 0:
             partial.unlink(missing_ok=True)
             raise DriverError(f"building the context ISO failed: {proc.stderr.strip()[-300:]}")
+        partial.chmod(0o600)  # the seed may carry secrets meant for this VM only
         partial.replace(dest)
     return dest
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vocloud.drivers.vmm.qemu import HOSTROOT_TAG, virtfs_args  # noqa: F401 - re-exported for callers
 from vocloud.guest.build import (
     GUEST_MODULES,
     GuestImage,
@@ -56,7 +57,6 @@ from vocloud.guest.build import (
 
 WORKER_FORMAT = 1
 #: The 9p mount tag the guest's init looks for.
-HOSTROOT_TAG = "hostroot"
 #: Modules on top of the test guest's: the 9p transport and filesystem, and overlayfs for the
 #: writable /etc, /var, /tmp over the read-only host root.
 WORKER_MODULES = (*GUEST_MODULES, "9pnet_virtio", "9p", "overlay")
@@ -75,7 +75,8 @@ class WorkerImage:
 
     def spec_attrs(self) -> dict[str, str]:
         """The DomainSpec attrs that boot this guest with the qemu driver."""
-        return {"KERNEL": str(self.vmlinux), "INITRD": str(self.initramfs), "KERNEL_CMD": self.cmdline}
+        return {"KERNEL": str(self.vmlinux), "INITRD": str(self.initramfs), "KERNEL_CMD": self.cmdline,
+                "VIRTFS": "/"}
 
 
 def _init_script() -> bytes:
@@ -136,19 +137,6 @@ def ensure_worker_image(force: bool = False, root: Path | None = None) -> Worker
     if dest.exists():
         shutil.rmtree(dest)
     return build_worker(base, dest)
-
-
-def virtfs_args(machine: str, path: str = "/", tag: str = HOSTROOT_TAG) -> list[str]:
-    """qemu arguments exporting ``path`` read-only as 9p share ``tag``.
-
-    ``-fsdev`` + ``-device`` rather than ``-virtfs`` because microvm has no PCI bus (virtio-mmio
-    ``virtio-9p-device``); ``multidevs=remap`` because ``/`` spans several host filesystems whose
-    inode numbers would otherwise collide in the guest; ``security_model=none`` because the guest
-    only reads, as root, and must see the files' real owners and modes (munge checks them).
-    """
-    device = "virtio-9p-device" if machine.startswith("microvm") else "virtio-9p-pci"
-    return ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on,multidevs=remap",
-            "-device", f"{device},fsdev={tag},mount_tag={tag}"]
 
 
 def worker_context(

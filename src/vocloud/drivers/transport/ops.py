@@ -116,7 +116,8 @@ class SshOps:
         return self._run(["test", "-e", str(path)]).returncode == 0
 
     def mkdir(self, path: Path) -> None:
-        _check(self._run(["mkdir", "-p", "--", str(path)]), f"mkdir {path}", self.host)
+        # 0700 on the leaf: a run dir holds the VM's context (e.g. a worker's munge key)
+        _check(self._run(["mkdir", "-p", "-m", "700", "--", str(path)]), f"mkdir {path}", self.host)
 
     def remove(self, path: Path) -> None:
         self._run(["rm", "-f", "--", str(path)])

@@ -142,7 +142,8 @@ class LocalOps:
         return path.exists()
 
     def mkdir(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        # 0700: a run dir holds the VM's context (e.g. a worker's munge key) in spec.json
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -253,6 +254,22 @@ def _escape(value: str) -> str:
     return value.replace(",", ",,")
 
 
+HOSTROOT_TAG = "hostroot"
+
+
+def virtfs_args(machine: str, path: str = "/", tag: str = HOSTROOT_TAG) -> list[str]:
+    """qemu arguments exporting ``path`` read-only as 9p share ``tag``.
+
+    ``-fsdev`` + ``-device`` rather than ``-virtfs`` because microvm has no PCI bus (virtio-mmio
+    ``virtio-9p-device``); ``multidevs=remap`` because ``/`` spans several host filesystems whose
+    inode numbers would otherwise collide in the guest; ``security_model=none`` because the guest
+    only reads, as root, and must see the files' real owners and modes (munge checks them).
+    """
+    device = "virtio-9p-device" if machine.startswith("microvm") else "virtio-9p-pci"
+    return ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on,multidevs=remap",
+            "-device", f"{device},fsdev={tag},mount_tag={tag}"]
+
+
 def build_argv(spec: DomainSpec, run: Path, accel: str, binary: str, default_cmdline: str,
                context_iso: Path | None) -> list[str]:
     """The whole qemu command line for ``spec``; pure, so it is unit-testable and stored as-is."""
@@ -281,6 +298,8 @@ def build_argv(spec: DomainSpec, run: Path, accel: str, binary: str, default_cmd
         disks = (*disks, DiskSpec(target=CONTEXT_TARGET, source=str(context_iso), format="raw"))
     argv += disk_args(disks, suffix, frozenset({CONTEXT_TARGET}))
     argv += nic_args(spec.deploy_id, spec.nics, suffix)
+    if spec.attrs.get("VIRTFS"):  # a directory shared read-only over 9p (worker guests' root)
+        argv += virtfs_args(machine, path=spec.attrs["VIRTFS"])
     return argv
 
 
