@@ -40,10 +40,14 @@ from vocloud.errors import DriverError, InvalidInput
 #: Pending reasons that mean "would run if there were more nodes" (squeue's REASON column).
 #: The long 22.05 wording of "nodes DOWN/DRAINED" is included: on an elastic cluster whose nodes
 #: are all drained or powered down, that is exactly the demand the pools must answer.
+#: ``PartitionConfig`` is what a job in a *feature nodeset* partition (``NodeSet=x Feature=vo_atlas``
+#: + ``PartitionName=atlas Nodes=x``) waits with while no dynamic worker is registered yet, or
+#: while the registered ones are too small in total: the scale-from-zero demand of a VO pool.
 DEMAND_REASONS: frozenset[str] = frozenset({
     "None",
     "Priority",
     "Resources",
+    "PartitionConfig",
     "PartitionNodeLimit",
     "ReqNodeNotAvail",
     "NodeDown",
