@@ -43,6 +43,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests.integration.procs import free_ports, processes_with_env
+
 MARKER = "VOCLOUD_SGE_HARNESS"
 PACKAGE_ROOT = Path("/var/lib/gridengine")
 UTIL = Path("/usr/lib/gridengine")
@@ -132,33 +134,9 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def processes_with_marker(value: str) -> list[int]:
     """Pids whose environment carries ``MARKER=value`` (our daemons, shepherds and jobs)."""
-    needle = f"{MARKER}={value}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
+    return processes_with_env(MARKER, value)
 
 
 def host_aliases(host: str) -> str:
@@ -179,7 +157,7 @@ class SgeCell:
         self.common = self.sge_root / "default" / "common"
         self.spool = self.root / "spool"
         self.host = socket.gethostname()
-        self.qmaster_port, self.execd_port = _free_ports(2)
+        self.qmaster_port, self.execd_port = free_ports(2)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SGE_", "JOB_"))}
         self.env.update({"SGE_ROOT": str(self.sge_root), "SGE_CELL": "default",
                          "SGE_QMASTER_PORT": str(self.qmaster_port),

@@ -34,7 +34,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from tests.integration.procs import free_ports, processes_with_env
 
 MARKER = "VOCLOUD_SLURM_HARNESS"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -64,33 +65,9 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def processes_with_marker(value: str) -> list[int]:
     """Pids whose environment carries ``MARKER=value`` (our daemons and all they spawned)."""
-    needle = f"{MARKER}={value}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
+    return processes_with_env(MARKER, value)
 
 
 class SlurmCluster:
@@ -99,7 +76,7 @@ class SlurmCluster:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="vocloud-slurm-"))
         self.conf = self.root / "slurm.conf"
-        ports = _free_ports(2 + len(STATIC_NODES) + len(CLOUD_NODES))
+        ports = free_ports(2 + len(STATIC_NODES) + len(CLOUD_NODES))
         self.ctld_port, self.slurmd_port = ports[0], ports[1]
         self.node_ports = dict(zip(STATIC_NODES + CLOUD_NODES, ports[2:], strict=True))
         self.munge_socket = self.root / "run" / "munge.socket"
