@@ -7,8 +7,12 @@ kills) its processes by that tag.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -40,3 +44,34 @@ def processes_with_env(name: str, value: str) -> list[int]:
         if needle in env.split(b"\0"):
             pids.append(int(entry.name))
     return pids
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs qemu/Slurm, unless CI said those are required (then fail)."""
+    import pytest
+
+    if os.environ.get("VOCLOUD_REQUIRE_QEMU") or os.environ.get("VOCLOUD_REQUIRE_SLURM"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+@contextlib.contextmanager
+def test_bridge(prefix: str, subnet: str) -> Iterator[str]:
+    """A bridge holding ``<subnet>1/24``, made for one test module and deleted whatever happens;
+    the test skips if the subnet is already in use on this machine (never a shared network)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        skip_or_fail("the test creates a bridge and taps: needs root and iproute2")
+    if subnet in ip("-4", "-o", "addr").stdout or subnet in ip("-4", "route").stdout:
+        skip_or_fail(f"{subnet}0/24 is already in use on this machine")
+    name = f"{prefix}{os.getpid() % 100000}"
+    try:
+        ip("link", "add", "name", name, "type", "bridge")
+        ip("addr", "add", f"{subnet}1/24", "dev", name)
+        ip("link", "set", "dev", name, "up")
+        yield name
+    finally:
+        ip("link", "del", "dev", name, check=False)

@@ -36,9 +36,7 @@ pools are back to 0 workers; no qemu, no tap is left.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +46,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration import procs
 from tests.integration.conftest import kill_qemu_under, qemu_pids_under
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from tests.integration.test_daemon import Daemon, _free_port
@@ -67,14 +66,10 @@ IDLE_TIMEOUT = 5
 TIMEOUT = 150.0  # for the whole scenario after the daemon is up
 
 
-def _skip(reason: str) -> None:
-    if os.environ.get("VOCLOUD_REQUIRE_QEMU") or os.environ.get("VOCLOUD_REQUIRE_SLURM"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+_skip = procs.skip_or_fail
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+_ip = procs.ip
 
 
 def _links() -> set[str]:
@@ -116,18 +111,8 @@ def vo_bridge(worker_image: WorkerImage) -> Iterator[str]:
     reason = missing_reason()
     if reason is not None:
         _skip(reason)
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        _skip("the VO cluster test creates a bridge and taps: needs root and iproute2")
-    if SUBNET in _ip("-4", "-o", "addr").stdout or SUBNET in _ip("-4", "route").stdout:
-        _skip(f"{SUBNET}0/24 is already in use on this machine")
-    name = f"vcvb{os.getpid() % 100000}"
-    try:
-        _ip("link", "add", "name", name, "type", "bridge")
-        _ip("addr", "add", f"{BRIDGE_IP}/24", "dev", name)
-        _ip("link", "set", "dev", name, "up")
-        yield name
-    finally:
-        _ip("link", "del", "dev", name, check=False)
+    with procs.test_bridge("vcvb", SUBNET) as bridge:
+        yield bridge
 
 
 @pytest.fixture(scope="module")

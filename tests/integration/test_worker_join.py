@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
-import shutil
 import stat
 import subprocess
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import procs
 from tests.integration.conftest import LOCAL, make_driver
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from vocloud.drivers.accel import AccelProbe
@@ -50,14 +49,10 @@ BOOT_TIMEOUT = 120.0
 JOIN_TIMEOUT = 180.0
 
 
-def _skip(reason: str) -> None:
-    if os.environ.get("VOCLOUD_REQUIRE_QEMU") or os.environ.get("VOCLOUD_REQUIRE_SLURM"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+_skip = procs.skip_or_fail
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+_ip = procs.ip
 
 
 class WorkerSlurmCluster(SlurmCluster):
@@ -95,18 +90,8 @@ def slurm_installed() -> None:
 @pytest.fixture(scope="module")
 def test_bridge(slurm_installed: None) -> Iterator[str]:
     """A bridge with 10.253.0.1/24 made here and deleted afterwards, whatever happens."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        _skip("the worker test creates a bridge and taps: needs root and iproute2")
-    if SUBNET in _ip("-4", "-o", "addr").stdout or SUBNET in _ip("-4", "route").stdout:
-        _skip(f"{SUBNET}0/24 is already in use on this machine")
-    name = f"vcwb{os.getpid() % 100000}"
-    try:
-        _ip("link", "add", "name", name, "type", "bridge")
-        _ip("addr", "add", f"{BRIDGE_IP}/24", "dev", name)
-        _ip("link", "set", "dev", name, "up")
-        yield name
-    finally:
-        _ip("link", "del", "dev", name, check=False)
+    with procs.test_bridge("vcwb", SUBNET) as bridge:
+        yield bridge
 
 
 @pytest.fixture(scope="module")
