@@ -134,3 +134,17 @@ def test_token_and_endpoint_lookup_order(daemon: Daemon) -> None:
     (cfg / "token").unlink()
     # --url wins over VOCLOUD_URL
     assert daemon.ok("--url", daemon.url, "vm", "list", env={**env, "VOCLOUD_URL": "http://127.0.0.1:1"})
+
+
+def test_host_update_reserves_and_overcommits(daemon: Daemon) -> None:
+    daemon.ok("host", "create", "rhost", "--cpu", "2", "--memory", "4G", "--attr", "RESERVED_MEM=1024")
+    assert daemon.ok("host", "show", "rhost", "--json").json()["total_mem"] == 3072
+    out = daemon.ok("host", "update", "rhost", "--attr", "RESERVED_CPU=-2").out
+    assert "4 CPU" in out, out
+    h = daemon.ok("host", "update", "rhost", "--attr", "reserved_mem=", "--json").json()
+    assert (h["total_cpu"], h["total_mem"], h["attrs"].get("RESERVED_CPU")) == (4.0, 4096, "-2"), h
+    bad = daemon.fails("host", "update", "rhost", "--attr", "RESERVED_CPU=many")
+    assert "RESERVED_CPU must be a number" in bad.err, bad.err
+    daemon.fails("host", "update", "rhost", "--attr", "no-equals-sign")
+    daemon.fails("host", "update", "nosuchhost", "--attr", "A=1")
+    assert daemon.ok("host", "show", "rhost", "--json").json()["total_cpu"] == 4.0

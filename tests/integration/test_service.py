@@ -438,3 +438,43 @@ def test_restart_mid_boot_creates_no_duplicates(cloud: Cloud, db_url: str, tmp_p
         assert s.scalar(select(func.sum(Host.running_vms))) == 10
     db2.dispose()
     assert len(ids) == 10
+
+
+def test_reserved_capacity_holds_back_or_overcommits(cloud: Cloud, tmp_path: Path) -> None:
+    """RESERVED_CPU/RESERVED_MEM take capacity from what is measured; negative values add to it."""
+    a = admin(cloud)
+    over = cloud.hosts.create(a, "over", cpu=2, memory=4096,
+                              attrs={"reserved_cpu": "-2", "RESERVED_MEM": "1024"})
+    assert (over["total_cpu"], over["total_mem"]) == (4.0, 3072)
+    rec, _drv = reconciler(cloud, tmp_path / "sim")
+    ids = cloud.vms.create(a, SMALL, count=5, name="o")
+    converge(rec)
+    # the monitor's probe (2 CPU, 4096 MiB declared) gets the same reservation, not the raw figure
+    h = cloud.hosts.show(a, "over")
+    assert (h["total_cpu"], h["total_mem"], h["running_vms"]) == (4.0, 3072, 4), h
+    assert states(cloud) == Counter({"RUNNING": 4, "PENDING": 1})
+    # taking the overcommit back shrinks the host at once; running VMs stay (alloc > total)
+    h = cloud.hosts.update_attrs(a, "over", {"RESERVED_CPU": ""})
+    assert h["total_cpu"] == 2.0 and h["alloc_cpu"] == 4.0 and "RESERVED_CPU" not in h["attrs"]
+    converge(rec)
+    assert cloud.hosts.show(a, "over")["total_cpu"] == 2.0
+    assert states(cloud) == Counter({"RUNNING": 4, "PENDING": 1})
+    cloud.vms.action(a, ids[0], "terminate-hard")
+    converge(rec)
+    assert states(cloud) == Counter({"RUNNING": 3, "PENDING": 1, "DONE": 1})  # still full: 3 > 2
+
+    for bad, why in (({"RESERVED_CPU": "lots"}, "must be a number"),
+                     ({"RESERVED_CPU": "5000"}, "between"),
+                     ({"RESERVED_MEM": "1.5"}, "whole MiB"),
+                     ({"RESERVED_MEM": "nan"}, "between")):
+        with pytest.raises(InvalidInput, match=why):
+            cloud.hosts.create(a, "bad", cpu=2, memory=4096, attrs=bad)
+        with pytest.raises(InvalidInput, match=why):
+            cloud.hosts.update_attrs(a, "over", bad)
+    assert cloud.hosts.show(a, "over")["total_cpu"] == 2.0  # a refused update changed nothing
+    assert [h["name"] for h in cloud.hosts.list(a)] == ["over"]
+    with pytest.raises(InvalidInput, match="at least one"):
+        cloud.hosts.update_attrs(a, "over", {})
+    user = user_in(cloud, "alice", "physics")
+    with pytest.raises(Forbidden):
+        cloud.hosts.update_attrs(user, "over", {"RESERVED_CPU": "-8"})

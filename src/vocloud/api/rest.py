@@ -78,6 +78,10 @@ class Action(Strict):
     action: str
 
 
+class AttrsUpdate(Strict):
+    attrs: dict[str, str] = Field(description="attributes to set; an empty value removes one")
+
+
 class TemplateCreate(Strict):
     template: str
     format: Literal["auto", "one", "json", "toml"] = "auto"
@@ -245,6 +249,10 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     @r.get("/hosts/{ref}")
     def host_show(who: Who, ref: str) -> JSONResponse:
         return JSONResponse(cloud.hosts.show(who, ref))
+
+    @r.patch("/hosts/{ref}")
+    def host_update(who: Who, ref: str, body: AttrsUpdate) -> JSONResponse:
+        return JSONResponse(cloud.hosts.update_attrs(who, ref, body.attrs))
 
     @r.post("/hosts/{ref}/action")
     def host_action(who: Who, ref: str, body: Action) -> JSONResponse:

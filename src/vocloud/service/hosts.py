@@ -27,6 +27,36 @@ def check_transport(transport: str) -> str:
     raise InvalidInput(f"transport must be 'local' or 'ssh://[user@]address[:port]', got {transport!r}")
 
 
+#: Host attributes that take capacity away from what the monitor measures (OpenNebula's names).
+#: Negative values add capacity: the site's way to overcommit a host on purpose.
+RESERVED_CPU, RESERVED_MEM = "RESERVED_CPU", "RESERVED_MEM"
+
+
+def reserved(attrs: dict[str, Any]) -> tuple[int, int]:
+    """``(milli-CPU, MiB)`` held back from a host's measured capacity by its attributes.
+
+    A host runs more than guests (the daemon, the batch system's own services, page cache), so
+    a site keeps some of it out of the scheduler's reach; a negative value overcommits instead
+    (many idle worker guests on few cores). Raises :class:`InvalidInput` naming the attribute.
+    """
+    out = []
+    for key, limit in ((RESERVED_CPU, 4096.0), (RESERVED_MEM, 64.0 * 1024 * 1024)):
+        raw = attrs.get(key)
+        if raw is None or str(raw).strip() == "":
+            out.append(0)
+            continue
+        try:
+            value = float(str(raw))
+        except ValueError:
+            raise InvalidInput(f"host attribute {key} must be a number, got {raw!r}") from None
+        if not -limit <= value <= limit or value != value:
+            raise InvalidInput(f"host attribute {key} must be between {-limit:g} and {limit:g}, got {raw!r}")
+        if key == RESERVED_MEM and value != int(value):
+            raise InvalidInput(f"host attribute {key} is in whole MiB, got {raw!r}")
+        out.append(capacity.milli(value) if key == RESERVED_CPU else int(value))
+    return out[0], out[1]
+
+
 def host_dict(h: Host) -> dict[str, Any]:
     return {
         "id": h.id, "name": h.name, "state": h.state, "vmm": h.vmm, "transport": h.transport,
@@ -60,6 +90,7 @@ class HostService:
         if vmm == "sim" and (cpu is None or memory is None):
             raise InvalidInput("a sim host needs --cpu and --memory (its declared capacity)")
         all_attrs = {k.upper(): str(v) for k, v in (attrs or {}).items()}
+        reserved_cpu_m, reserved_mem = reserved(all_attrs)
         if cpu is not None:
             all_attrs["TOTAL_CPU"] = f"{cpu:g}"
         if memory is not None:
@@ -69,7 +100,8 @@ class HostService:
                 raise Conflict(f"host {name} already exists")
             h = Host(name=name, vmm=vmm, transport=transport, cluster=check_name(cluster, "cluster"),
                      state=HostState.INIT.value, attrs=all_attrs,
-                     total_cpu_m=capacity.milli(cpu) if cpu else 0, total_mem=memory or 0)
+                     total_cpu_m=max(capacity.milli(cpu) - reserved_cpu_m, 0) if cpu else 0,
+                     total_mem=max(memory - reserved_mem, 0) if memory else 0)
             s.add(h)
             s.flush()
             record(s, "host", h.id, "create", "", h.state, f"by {actor.name}")
@@ -89,6 +121,29 @@ class HostService:
                 .where(VM.state.in_([st.value for st in HOLDS_HOST])).order_by(VM.id)
             ))
             return out
+
+    def update_attrs(self, actor: Actor, ref: int | str, attrs: dict[str, str]) -> dict[str, Any]:
+        """Merge attributes into a host (``onehost update``); an empty value removes one.
+
+        Capacity follows at once for reservations: the new total is applied to the last
+        measurement, so the scheduler need not wait for the next probe.
+        """
+        require_admin(actor, "update hosts")
+        changes = {k.strip().upper(): str(v) for k, v in attrs.items()}
+        if not changes or any(not k for k in changes):
+            raise InvalidInput("give at least one attribute KEY=VALUE (an empty VALUE removes it)")
+        with self.db.write() as s:
+            h = find(s, Host, "host", ref, lock=True)
+            old = dict(h.attrs or {})
+            new = {k: v for k, v in {**old, **changes}.items() if v != ""}
+            old_cpu_m, old_mem = reserved(old)
+            new_cpu_m, new_mem = reserved(new)
+            h.total_cpu_m = max(h.total_cpu_m + old_cpu_m - new_cpu_m, 0)
+            h.total_mem = max(h.total_mem + old_mem - new_mem, 0)
+            h.attrs = new
+            record(s, "host", h.id, "update", h.state, h.state,
+                   f"by {actor.name}: {', '.join(sorted(changes))}")
+            return host_dict(h)
 
     def action(self, actor: Actor, ref: int | str, action: str) -> dict[str, Any]:
         require_admin(actor, f"{action} hosts")
@@ -136,7 +191,9 @@ class HostService:
             if h is None or h.state == HostState.OFFLINE:
                 return None
             if ok:
-                h.total_cpu_m, h.total_mem = total_cpu_m, total_mem
+                # Attributes were validated when set, so a bad one cannot stop monitoring here.
+                cpu_m, mem = reserved(h.attrs or {})
+                h.total_cpu_m, h.total_mem = max(total_cpu_m - cpu_m, 0), max(total_mem - mem, 0)
                 h.used_cpu_m, h.used_mem = used_cpu_m, used_mem
                 h.attrs = {**(h.attrs or {}), **(attrs or {})}
                 h.error = ""

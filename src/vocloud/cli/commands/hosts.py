@@ -40,6 +40,23 @@ def create(
         out.echo(f"ID: {host['id']}")
 
 
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="Host name or ID.")],
+    attr: Annotated[list[str], typer.Option("--attr", help="KEY=VALUE to set; KEY= removes it. "
+                                            "RESERVED_CPU/RESERVED_MEM (MiB) hold capacity back; "
+                                            "negative values overcommit.")],
+    json_: JsonFlag = False,
+) -> None:
+    """Set or remove host attributes (like onehost update)."""
+    h = api(ctx).patch(f"/hosts/{host}", {"attrs": parse_attrs(attr)})
+    if want_json(ctx, json_):
+        out.emit_json(h)
+    else:
+        out.echo(f"host {h['name']}: {cores(h['total_cpu'])} CPU, {human_mib(h['total_mem'])} schedulable")
+
+
 @app.command("list")
 def list_(ctx: typer.Context, json_: JsonFlag = False) -> None:
     """All hosts with their allocated and free capacity."""
