@@ -54,10 +54,16 @@ class Settings:
     batch_partition: str = ""
     pool_interval: float = 5.0
     pool_site_max_vms: int = 1000
+    # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
+    secrets_dir: str = ""
 
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'vocloud.db'}"
+
+    @property
+    def secrets_path(self) -> Path:
+        return Path(self.secrets_dir).expanduser() if self.secrets_dir else self.data_dir / "secrets"
 
     @property
     def url(self) -> str:

@@ -192,6 +192,67 @@ def test_a_corrupt_overlay_is_recreated(base: tuple[str, str], sums: Sums, ds: P
     assert (doc["format"], doc["full-backing-filename"]) == ("qcow2", str(ds / "cache" / f"{base[1]}.qcow2"))
 
 
+@pytest.mark.parametrize(("fmt", "size_mib"), [("qcow2", None), ("qcow2", 16), ("raw", None)])
+def test_overlays_from_the_template_equal_what_qemu_img_writes(ds: Path, tmp_path: Path, fmt: str,
+                                                              size_mib: int | None) -> None:
+    """On a local host only the first overlay of a base runs qemu-img; the others are its bytes.
+    They must be exactly what ``qemu-img create`` writes for that backing file, and pass
+    ``qemu-img check``."""
+    src = tmp_path / f"base.{fmt}"
+    sha = make_base(src, fmt=fmt)
+    driver = Qcow2OverlayDriver(str(ds), checksum_for=lambda d: sha)
+    staged = [driver.stage(LOCAL, vm(f"vc-{i}", DiskSpec("vda", str(src), format=fmt, size_mib=size_mib)))
+              for i in range(1, 4)]
+    cached = str(ds / "cache" / f"{sha}.{fmt}")
+    reference = tmp_path / "reference.qcow2"
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", cached, str(reference)]
+    subprocess.run(argv + ([f"{size_mib}M"] if size_mib else []), check=True, capture_output=True)
+    for s in staged:
+        (disk,) = s.disks
+        assert Path(disk.source).read_bytes() == reference.read_bytes()
+        assert os.stat(disk.source).st_mode & 0o777 == os.stat(reference).st_mode & 0o777
+        subprocess.run(["qemu-img", "check", "-q", disk.source], check=True)
+        doc = info(disk.source)
+        assert (doc["full-backing-filename"], doc["backing-filename-format"]) == (cached, fmt)
+    assert len(driver._templates) == 1
+
+
+def test_template_path_keeps_replaces_and_rolls_back_like_qemu_img(base: tuple[str, str], sums: Sums,
+                                                                   ds: Path, tmp_path: Path) -> None:
+    driver = Qcow2OverlayDriver(str(ds), checksum_for=sums)
+    first = driver.stage(LOCAL, vm("vc-1", DiskSpec("vda", base[0])))  # makes the template
+    assert driver._templates
+    # re-stage keeps the file (same inode); a corrupt or stray one is replaced from the template
+    inode = os.stat(first.disks[0].source).st_ino
+    assert driver.stage(LOCAL, vm("vc-1", DiskSpec("vda", base[0]))) == first
+    assert os.stat(first.disks[0].source).st_ino == inode
+    target = ds / "vms" / "vc-2" / "vda.qcow2"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"garbage" * 100)
+    staged = driver.stage(LOCAL, vm("vc-2", DiskSpec("vda", base[0])))
+    assert Path(staged.disks[0].source).read_bytes() == Path(first.disks[0].source).read_bytes()
+    # a failing second disk removes the first disk this call made, and the empty VM directory
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.stage(LOCAL, vm("vc-3", DiskSpec("vda", base[0]), DiskSpec("vdb", str(tmp_path / "no.qcow2"))))
+    assert not (ds / "vms" / "vc-3").exists()
+
+
+def test_a_local_cache_hit_runs_no_process(base: tuple[str, str], sums: Sums, ds: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = Qcow2OverlayDriver(str(ds), checksum_for=sums)
+    driver.stage(LOCAL, vm("vc-1", DiskSpec("vda", base[0])))
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    staged = driver.stage(LOCAL, vm("vc-2", DiskSpec("vda", base[0])))
+    monkeypatch.undo()
+    assert driver.cache.stats.hits == 1
+    subprocess.run(["qemu-img", "check", "-q", staged.disks[0].source], check=True)
+
+
 def test_persistent_image_is_used_in_place(base: tuple[str, str], ds: Path) -> None:
     calls: list[list[str]] = []
 

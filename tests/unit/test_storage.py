@@ -266,3 +266,246 @@ def test_local_runner_reports_a_missing_program_and_a_timeout() -> None:
     assert slow.returncode == 124
     echoed = local_runner(["cat"], input=b"data")
     assert (echoed.returncode, echoed.stdout) == (0, b"data")
+
+
+# ------------------------------------------------------------------ local fast path, push
+
+
+def test_runs_here_recognises_only_the_local_runners() -> None:
+    import functools
+
+    from vocloud.drivers.storage.runner import runs_here
+    from vocloud.drivers.transport import LocalTransport, SshTransport
+
+    assert runs_here(local_runner)
+    assert runs_here(functools.partial(LocalTransport().run, LOCAL))
+    assert not runs_here(Recorder())
+    assert not runs_here(lambda argv, input=None, timeout=None: local_runner(argv, input, timeout))
+    assert not runs_here(functools.partial(SshTransport().run, LOCAL))
+
+
+def test_stamp_matches_what_the_host_scripts_write(tmp_path: Path) -> None:
+    import os
+
+    from vocloud.drivers.storage.cache import stamp_of
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 1234)
+    out = local_runner(["stat", "-c", "%s %.9Y %i", "--", str(f)])
+    assert out.stdout.decode().strip() == stamp_of(os.stat(f))
+
+
+@pytest.mark.parametrize(("value", "mode"), [(None, "AUTO"), ("", "AUTO"), ("yes", "YES"),
+                                             (" No ", "NO"), ("auto", "AUTO")])
+def test_image_path_shared_attribute(value: str | None, mode: str) -> None:
+    from vocloud.drivers.storage.cache import shared_mode
+
+    attrs = {} if value is None else {"IMAGE_PATH_SHARED": value}
+    assert shared_mode(HostRef(id=2, name="h2", attrs=attrs)) == mode
+
+
+def test_a_bad_image_path_shared_value_is_refused_before_any_command() -> None:
+    run = Recorder()
+    cache = ImageCache("/ds", runner_for=lambda h: run)
+    host = HostRef(id=2, name="h2", attrs={"IMAGE_PATH_SHARED": "sometimes"})
+    with pytest.raises(DriverError, match="IMAGE_PATH_SHARED='SOMETIMES' is not one of"):
+        cache.ensure(host, "/images/x.qcow2", SHA)
+    assert run.calls == []
+
+
+class CountingFeeder:
+    """The local transport's ``feed``, counting calls and bytes, optionally tampering or cutting."""
+
+    def __init__(self, tamper: bool = False, cut_after: int | None = None, delay: float = 0.0) -> None:
+        from vocloud.drivers.transport import LocalTransport
+
+        self.inner = LocalTransport()
+        self.tamper, self.cut_after, self.delay = tamper, cut_after, delay
+        self.calls = 0
+        self.sent = 0
+
+    def feed(self, host: HostRef, argv: list[str], chunks: object, ready: bytes = b"SEND",
+             timeout: float | None = None) -> tuple[CommandResult, int]:
+        import time
+        from collections.abc import Iterable, Iterator
+
+        assert isinstance(chunks, Iterable)
+
+        def altered() -> Iterator[bytes]:
+            total = 0
+            for i, chunk in enumerate(chunks):
+                if self.delay:
+                    time.sleep(self.delay)
+                if self.tamper and i == 0:
+                    chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+                if self.cut_after is not None and total + len(chunk) > self.cut_after:
+                    yield chunk[: self.cut_after - total]
+                    return
+                total += len(chunk)
+                yield chunk
+
+        self.calls += 1
+        result, sent = self.inner.feed(host, argv, altered(), ready=ready, timeout=timeout)
+        self.sent += sent
+        return result, sent
+
+
+def _image(tmp_path: Path, mib: int = 3) -> tuple[str, str]:
+    import hashlib
+
+    path = tmp_path / "repo" / "base.img"
+    path.parent.mkdir(exist_ok=True)
+    data = b"".join(hashlib.sha256(bytes([i])).digest() * (MIB // 32) for i in range(mib)) + b"tail"
+    path.write_bytes(data)
+    return str(path), hashlib.sha256(data).hexdigest()
+
+
+def _far(tmp_path: Path, mode: str = "NO") -> HostRef:
+    return HostRef(id=5, name="far", attrs={"IMAGE_PATH_SHARED": mode,
+                                             "DATASTORE_DIR": str(tmp_path / "far")})
+
+
+def _cache_files(tmp_path: Path) -> list[str]:
+    cache = tmp_path / "far" / "cache"
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.exists() else []
+
+
+def test_push_sends_the_base_once_per_host(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    src, sha = _image(tmp_path)
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    host = _far(tmp_path)
+    cached = cache.ensure(host, src, sha, "raw")
+    assert cached == str(tmp_path / "far" / "cache" / f"{sha}.raw")
+    assert hashlib.sha256(Path(cached).read_bytes()).hexdigest() == sha
+    assert (cache.stats.pushes, cache.stats.pushed_bytes, cache.stats.misses) == (1, os.path.getsize(src), 1)
+    assert _cache_files(tmp_path) == [f"{sha}.raw", f"{sha}.raw.ok"]  # no .part
+    # later VMs: a hit, nothing sent; another cache object (a second daemon) too
+    assert cache.ensure(host, src, sha, "raw") == cached
+    other = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    assert other.ensure(host, src, sha, "raw") == cached
+    assert feeder.sent == os.path.getsize(src)
+    assert (cache.stats.hits, other.stats.hits, other.stats.pushes) == (1, 1, 0)
+
+
+def test_push_of_a_damaged_cached_base_sends_it_again(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    cached = Path(cache.ensure(_far(tmp_path), src, sha, "raw"))
+    with cached.open("r+b") as fh:
+        fh.write(b"\xff" * 8)
+    cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert (cache.stats.pushes, cache.stats.refetches) == (2, 1)
+
+
+def test_push_corrupted_in_transit_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder(tamper=True))
+    with pytest.raises(DriverError, match=r"host far: pushed copy of image .* arrived with sha256 "
+                                          r"[0-9a-f]{64}, expected .*corrupted in transit"):
+        cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert _cache_files(tmp_path) == []
+    assert cache.stats.pushes == 0
+
+
+def test_push_of_an_image_not_matching_its_record_is_refused(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder())
+    with pytest.raises(DriverError, match=f"sha256 is {sha}, the repository recorded 0{{64}}"):
+        cache.ensure(_far(tmp_path), src, "0" * 64, "raw")
+    assert _cache_files(tmp_path) == []
+
+
+def test_a_push_cut_short_leaves_nothing(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder(cut_after=MIB + 7))
+    with pytest.raises(DriverError, match=r"cut short: the host received 1048583 of \d+ bytes"):
+        cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert _cache_files(tmp_path) == []
+
+
+def test_push_of_a_missing_image_says_so(tmp_path: Path) -> None:
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    with pytest.raises(DriverError, match="No such file or directory on the front-end"):
+        cache.ensure(_far(tmp_path), str(tmp_path / "gone.img"), SHA, "raw")
+    with pytest.raises(DriverError, match="No such file or directory on the front-end"):
+        cache.ensure(_far(tmp_path), str(tmp_path / "gone.img"), None, "raw")  # nothing to hash
+    assert feeder.calls == 0
+
+
+def test_push_without_a_recorded_sum_hashes_on_the_front_end_once(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder())
+    for _ in range(3):
+        assert cache.ensure(_far(tmp_path), src, None, "raw").endswith(f"/{sha}.raw")
+    assert (cache.stats.hashed, cache.stats.pushes, cache.stats.hits) == (1, 1, 2)
+
+
+def test_concurrent_pushes_to_one_host_send_the_base_once(tmp_path: Path) -> None:
+    import threading
+
+    src, sha = _image(tmp_path, mib=6)
+    feeder = CountingFeeder(delay=0.02)  # slow link: the others queue on the host's lock
+    caches = [ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder) for _ in range(2)]
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            barrier.wait()
+            caches[i % 2].ensure(_far(tmp_path), src, sha, "raw")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(c.stats.pushes for c in caches) == 1
+    assert sum(c.stats.hits for c in caches) == 5
+    assert feeder.sent == Path(src).stat().st_size
+
+
+def test_auto_pushes_only_when_the_host_lacks_the_path(tmp_path: Path) -> None:
+    """AUTO (the default) on a host reached by a non-local runner: the host script reports the
+    source missing, the front-end has it, so it is pushed; with YES the same host is an error."""
+    src, sha = _image(tmp_path)
+
+    def blind(argv: list[str], input: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        # this "remote" host sees the datastore but not the repository directory
+        return local_runner([a.replace(src, "/nonexistent/base.img") for a in argv], input, timeout)
+
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), runner_for=lambda h: blind, transports=lambda h: feeder)
+    with pytest.raises(DriverError, match="does not exist"):
+        cache.ensure(_far(tmp_path, "YES"), src, sha, "raw")
+    assert feeder.calls == 0
+    assert cache.ensure(_far(tmp_path, "AUTO"), src, sha, "raw").endswith(f"/{sha}.raw")
+    assert cache.ensure(_far(tmp_path, "AUTO"), src, None, "raw").endswith(f"/{sha}.raw")
+    assert (cache.stats.pushes, cache.stats.hits, feeder.calls) == (1, 1, 1)
+
+
+def test_local_feed_protocol(tmp_path: Path) -> None:
+    from vocloud.drivers.transport import LocalTransport
+
+    t = LocalTransport()
+    out = tmp_path / "got"
+    script = 'echo before; echo SEND; cat > "$1"; echo done'
+    result, sent = t.feed(LOCAL, ["sh", "-c", script, "x", str(out)], [b"ab", b"cd"])
+    assert (result.returncode, result.stdout, sent, out.read_bytes()) == (0, b"before\nSEND\ndone\n",
+                                                                          4, b"abcd")
+    never = t.feed(LOCAL, ["sh", "-c", "echo HIT; echo oops >&2; exit 0"], iter([b"x" * 10]))
+    assert never == (CommandResult(0, b"HIT\n", b"oops\n"), 0)
+    quits, sent = t.feed(LOCAL, ["sh", "-c", "echo SEND; head -c 3 >/dev/null; exit 4"],
+                         (b"y" * 65536 for _ in range(64)))
+    assert quits.returncode == 4 and sent < 64 * 65536
+    with pytest.raises(DriverError, match="timed out"):
+        t.feed(LOCAL, ["sleep", "5"], [], timeout=0.3)
+    assert t.feed(LOCAL, ["vocloud-no-such-program"], [])[0].returncode == 127

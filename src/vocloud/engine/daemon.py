@@ -34,6 +34,7 @@ from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.elastic.controller import PoolController, make_batch
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
+from vocloud.engine.secrets import SecretDir
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
@@ -63,7 +64,8 @@ def load_drivers(settings: Settings) -> Drivers:
         "qemu": QemuDriver(settings.data_dir / "qemu", transports=transport_for),
     }
     datastore = str(settings.data_dir / "datastore")
-    storage = {name: get_storage_driver(name, datastore, runner_for=_runner_for)
+    storage = {name: get_storage_driver(name, datastore, runner_for=_runner_for,
+                                        transports=transport_for)  # pushes bases (docs/storage.md)
                for name in ("qcow2", "copy")}
     networks: dict[str, NetworkDriver] = {"bridge": BridgeDriver(transports=transport_for)}
     return Drivers(vmm, storage, networks)
@@ -181,7 +183,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     )
     drivers = load_drivers(settings)
     reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
-                            networks=drivers.networks)
+                            networks=drivers.networks, secrets=SecretDir(settings.secrets_path))
     loops = Loops(reconciler, settings, _pool_pass(cloud, settings))
 
     @asynccontextmanager

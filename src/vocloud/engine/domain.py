@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from vocloud.drivers.base import DiskSpec, DomainSpec, NicSpec
+from vocloud.model.secret_refs import Resolver, substitute
 from vocloud.model.template import parse_template
 from vocloud.store.schema import VM
 
@@ -19,7 +20,9 @@ def _substitute(value: str, env: dict[str, str]) -> str:
     return value
 
 
-def build_spec(vm: VM, user: str = "", group: str = "") -> DomainSpec:
+def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None = None) -> DomainSpec:
+    """``secrets``: how ``$SECRET[name]`` in CONTEXT is resolved; ``None`` leaves it as written
+    (for the steps that never build a context seed)."""
     t = parse_template(vm.template, fmt="one", source=f"VM {vm.id} template") if vm.template else None
     disks: list[DiskSpec] = []
     nics: list[NicSpec] = []
@@ -42,6 +45,8 @@ def build_spec(vm: VM, user: str = "", group: str = "") -> DomainSpec:
             env.update(IP=nics[0].ip, MAC=nics[0].mac, NETWORK=nics[0].network)
         ctx = t.vector("CONTEXT") or {}
         context = {k: _substitute(v, env) for k, v in ctx.items()}
+        if secrets is not None:
+            context = {k: substitute(v, secrets) for k, v in context.items()}
         if ctx:
             context.setdefault("VMID", str(vm.id))
             context.setdefault("NAME", vm.name)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select, update
 
@@ -29,6 +30,7 @@ from vocloud.drivers.base import (
 )
 from vocloud.engine.domain import build_spec
 from vocloud.engine.scheduler import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
+from vocloud.engine.secrets import SecretDir, SecretError, refusing
 from vocloud.errors import DriverError, NoCapacity, VocloudError
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
 from vocloud.service import capacity
@@ -67,11 +69,17 @@ def host_ref(h: Host) -> HostRef:
                    attrs={k: str(v) for k, v in (h.attrs or {}).items()})
 
 
+#: The steps whose driver call may build a context seed, and the failure event of each: only
+#: these resolve ``$SECRET[...]`` (engine/secrets.py), so no other step ever reads a secret.
+_BUILDS_CONTEXT = {S.PROLOG: "prolog_fail", S.BOOT: "boot_fail", S.MIGRATE: "migrate_fail"}
+
+
 class Reconciler:
     def __init__(self, cloud: Cloud, drivers: Mapping[str, VMMDriver], settings: LoopSettings,
                  clock: Callable[[], float] = time.time,
                  storage: Mapping[str, StorageDriver] | None = None,
-                 networks: Mapping[str, NetworkDriver] | None = None) -> None:
+                 networks: Mapping[str, NetworkDriver] | None = None,
+                 secrets: SecretDir | None = None) -> None:
         self.cloud = cloud
         self.db = cloud.db
         self.drivers = drivers
@@ -79,6 +87,7 @@ class Reconciler:
         self.clock = clock
         self.storage = dict(storage or {})
         self.networks = dict(networks or {})
+        self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
 
     def _storage_for(self, host: Host) -> StorageDriver | None:
         """The host's storage driver: attribute STORAGE, else qcow2 overlays for qemu hosts.
@@ -184,7 +193,7 @@ class Reconciler:
         """One pass over every VM that owes a driver operation; returns how many were touched."""
         with self.db.read() as s:
             rows = s.execute(
-                select(VM, Host, User.name, Group.name)
+                select(VM, Host, User.name, Group.name, User.is_admin)
                 .join(Host, Host.id == VM.host_id, isouter=True)
                 .join(User, User.id == VM.owner_id)
                 .join(Group, Group.id == VM.group_id)
@@ -193,16 +202,17 @@ class Reconciler:
             ).all()
             targets = {h.id: h for h in s.scalars(select(Host).where(
                 Host.id.in_([r[0].target_host_id for r in rows if r[0].target_host_id])))}
-        for vm, host, user, group in rows:
+        for vm, host, user, group, is_admin in rows:
             try:
-                self._step(vm, host, targets.get(vm.target_host_id or -1), user, group)
+                self._step(vm, host, targets.get(vm.target_host_id or -1), user, group, bool(is_admin))
             except VocloudError as exc:
                 log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
             except Exception:  # a bug must not stop the loop for every other VM
                 log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
         return len(rows)
 
-    def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str) -> None:
+    def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str,
+              site_vm: bool = False) -> None:
         st = VMState(vm.state)
         elapsed = self.clock() - vm.state_changed_at
         report = self.cloud.vms.report
@@ -211,7 +221,15 @@ class Reconciler:
             return
         drv = self._driver(host.vmm)
         ref = host_ref(host)
-        spec = build_spec(vm, user, group)
+        if st in _BUILDS_CONTEXT:
+            resolver = self.secrets.read if site_vm else refusing(vm.id)
+            try:
+                spec = build_spec(vm, user, group, resolver)
+            except SecretError as exc:
+                report(vm.id, st, _BUILDS_CONTEXT[st], exc.message)
+                return
+        else:
+            spec = build_spec(vm, user, group)
         if st == S.PROLOG:
             try:
                 self._staged(host, ref, spec)

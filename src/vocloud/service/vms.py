@@ -31,6 +31,7 @@ from vocloud.model.lifecycle import (
     vm_allowed_actions,
     vm_next,
 )
+from vocloud.model.secret_refs import refuse_for_user
 from vocloud.model.template import Template, VMTemplate, parse_template
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
@@ -135,6 +136,7 @@ class VMService:
         if name is not None:
             tmpl.set("NAME", name)
         spec = VMTemplate.from_template(tmpl)
+        refuse_for_user(tmpl.vector("CONTEXT") or {}, actor.is_admin)
         for label, expr_text, compile_fn in (
             ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
             ("SCHED_RANK", spec.rank, compile_rank),

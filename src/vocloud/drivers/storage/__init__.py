@@ -29,7 +29,7 @@ __all__ = ["DRIVERS", "CacheStats", "FullCopyDriver", "ImageCache", "LvmSnapshot
 def get_storage_driver(name: str, root: str, **options: Any) -> StorageDriver:
     """The storage driver called ``name`` with its datastore at ``root``.
 
-    ``options`` go to the constructor (``runner_for``, ``cache``, ``checksum_for``; ``vg`` and
+    ``options`` go to the constructor (``runner_for``, ``cache``, ``checksum_for``, ``transports``; ``vg`` and
     ``cow_percent`` for ``lvm``), so a site's config can name a driver without importing it.
     """
     if name == "qcow2":

@@ -15,18 +15,34 @@ after a power cut) ever sees a half-copied or unverified base.
 
 A hit is decided by the ``.ok`` stamp, not by re-hashing (hashing 1 GiB per VM would cost more
 than the overlay saves): a cached file whose size, mtime or inode changed since it was verified is
-re-hashed, and one whose checksum is then wrong is discarded, re-fetched and reported.
+re-hashed, and one whose checksum is then wrong is discarded, re-fetched and reported. On a host
+that is this machine the stamp is compared in-process (``os.stat`` and one small read, no process
+and no lock: the stamp is only written after the checksum matched); anything but a clean hit
+takes the locked shell path.
+
+Where the base comes from is the host attribute ``IMAGE_PATH_SHARED``: ``YES``, the host reads the
+repository path itself (shared or NFS datastore); ``NO``, the front-end pushes it over the host's
+transport; ``AUTO`` (default), the host reads it if it has it and the front-end pushes it if the
+host reports the path missing. A push is one command under the same lock: the host answers HIT,
+or asks for the bytes, which stream over that command's stdin (:meth:`SshTransport.feed`) into
+``.part``; size and sha256 are checked on the host, then sync and rename. Stagers waiting on the
+lock meanwhile find a HIT, so a base crosses the network once per host.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
 import threading
+import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
-from vocloud.drivers.base import HostRef
+from vocloud.drivers.base import CommandResult, HostRef
 from vocloud.drivers.storage.qimg import ImageInfo, check_format, inspect
 from vocloud.drivers.storage.runner import (
     LOCK_TIMEOUT_RC,
@@ -34,15 +50,20 @@ from vocloud.drivers.storage.runner import (
     RunnerFactory,
     local_only,
     locked_argv,
+    runs_here,
     stderr_text,
 )
+from vocloud.drivers.transport.local import LocalTransport
 from vocloud.errors import DriverError
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 3600  # another stager may be copying a large image over a slow link
 _SHA = re.compile(r"[0-9a-f]{64}")
-_NO_SOURCE, _MISMATCH = 3, 5
+_NO_SOURCE, _MISMATCH, _SHORT = 3, 5, 6
+CHUNK = 1024 * 1024  # push granularity; SSH flow control keeps at most a window in flight
+SHARED_ATTR = "IMAGE_PATH_SHARED"  # YES: the host reads the repository path; NO: push; AUTO
+SHARED_MODES = ("YES", "NO", "AUTO")
 
 # $1 source, $2 cached file, $3 wanted sha256. Prints HIT | VERIFIED | [BAD <sum>] FETCHED.
 _ENSURE = r"""
@@ -84,6 +105,34 @@ echo "$now $sum" > "$entry.tmp" && mv -f -- "$entry.tmp" "$entry"
 echo "HASHED $sum"
 """
 
+# $1 cached file, $2 wanted sha256, $3 expected size. Runs under the entry's lock for the whole
+# transfer. Prints HIT | VERIFIED | [BAD <sum>] SEND ... PUSHED; after SEND it reads the base from
+# stdin into .part, checks size and sha256, syncs and renames. A failed or cut push removes .part
+# before saying anything (a dead reader's SIGPIPE cannot skip the cleanup).
+_PUSH = r"""
+set -u
+final=$1 want=$2 size=$3
+stamp="$final.ok" tmp="$final.part"
+state() { stat -c '%s %.9Y %i' -- "$1"; }
+if [ -e "$final" ]; then
+    seen=; [ -e "$stamp" ] && read -r seen < "$stamp"
+    if [ -n "$seen" ] && [ "$(state "$final")" = "$seen" ]; then echo HIT; exit 0; fi
+    got=$(sha256sum < "$final" | cut -d' ' -f1)
+    if [ "$got" = "$want" ]; then state "$final" > "$stamp"; echo VERIFIED; exit 0; fi
+    echo "BAD $got"
+    rm -f -- "$final" "$stamp"
+fi
+rm -f -- "$tmp"
+echo SEND
+cat > "$tmp" || { rm -f -- "$tmp"; exit 4; }
+got=$(stat -c %s -- "$tmp")
+if [ "$got" != "$size" ]; then rm -f -- "$tmp"; echo "SHORT $got"; exit 6; fi
+got=$(sha256sum < "$tmp" | cut -d' ' -f1)
+if [ "$got" != "$want" ]; then rm -f -- "$tmp"; echo "MISMATCH $got"; exit 5; fi
+sync -- "$tmp" && mv -f -- "$tmp" "$final" || { rm -f -- "$tmp"; exit 4; }
+state "$final" > "$stamp"
+echo PUSHED
+"""
 
 # $1 cache dir, $2 lock wait. Re-hashes every cached base under its lock; prints BAD <path> per removal.
 _SCRUB = r"""
@@ -109,6 +158,38 @@ class CacheStats:
     misses: int = 0  # base copied to the host
     refetches: int = 0  # a cached base failed its checksum and was replaced
     hashed: int = 0  # repository images hashed because no sha256 was recorded
+    pushes: int = 0  # bases sent from the front-end to a host that cannot see the repository
+    pushed_bytes: int = 0  # bytes those pushes sent
+
+
+class Feeder(Protocol):
+    """A transport that can stream data into a host command (``LocalTransport``, ``SshTransport``)."""
+
+    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+             timeout: float | None = None) -> tuple[CommandResult, int]: ...
+
+
+# The host's transport (``transport_for`` in the daemon); used only if it has a ``feed`` method.
+FeederFactory = Callable[[HostRef], object]
+
+
+class SourceMissing(DriverError):
+    """The repository image is not at its path on the host (push it, or report it)."""
+
+
+def shared_mode(host: HostRef) -> str:
+    """The host's ``IMAGE_PATH_SHARED`` attribute: ``YES``, ``NO`` or ``AUTO`` (the default)."""
+    value = (host.attrs.get(SHARED_ATTR) or "AUTO").strip().upper()
+    if value not in SHARED_MODES:
+        raise DriverError(f"host {host.name}: {SHARED_ATTR}={value!r} is not one of "
+                          f"{', '.join(SHARED_MODES)}")
+    return value
+
+
+def stamp_of(st: os.stat_result) -> str:
+    """What the host scripts' ``stat -c '%s %.9Y %i'`` prints for this file."""
+    ns = st.st_mtime_ns
+    return f"{st.st_size} {ns // 1_000_000_000}.{ns % 1_000_000_000:09d} {st.st_ino}"
 
 
 class ImageCache:
@@ -119,13 +200,15 @@ class ImageCache:
     """
 
     def __init__(self, root: str, runner_for: RunnerFactory | None = None,
-                 lock_wait_s: float = LOCK_WAIT_S) -> None:
+                 lock_wait_s: float = LOCK_WAIT_S, transports: FeederFactory | None = None) -> None:
         self.root = root
         self.runner_for = runner_for or local_only
         self.lock_wait_s = lock_wait_s
+        self.transports = transports
         self.stats = CacheStats()
         self._mutex = threading.Lock()
         self._info: dict[str, ImageInfo] = {}
+        self._local_sums: dict[tuple[str, int, int, int], str] = {}
 
     def cache_dir(self, host: HostRef) -> str:
         return f"{datastore_dir(host, self.root)}/cache"
@@ -142,15 +225,39 @@ class ImageCache:
         nothing is left in the cache.
         """
         check_format(fmt, f"image {source_path}")
+        mode = shared_mode(host)
         run = self.runner_for(host)
-        want = normalise_sha(sha256, source_path) if sha256 else self.checksum(host, source_path)
+        here = runs_here(run)
+        if sha256:
+            want = normalise_sha(sha256, source_path)
+        elif mode == "NO":
+            want = self.local_checksum(source_path)
+        else:
+            try:
+                want = self.checksum(host, source_path)
+            except SourceMissing:
+                if not self._pushable(host, run, mode, source_path):
+                    raise
+                want = self.local_checksum(source_path)
         final = self.cached_path(host, want, fmt)
+        if here and self._stamp_hit(final):
+            # the common case on a local host, decided in-process: no shell, no flock. The stamp
+            # is written after the checksum matched; a changed file fails it and goes the slow way
+            with self._mutex:
+                self.stats.hits += 1
+            return final
+        if mode == "NO":
+            return self._push(host, run, source_path, want, final)
         # explicit timeout: waiting for the lock plus a copy of our own (a transport's default
         # command timeout is sized for quick commands, not for moving gigabytes)
         result = run(locked_argv(f"{final}.lock", self.lock_wait_s, _ENSURE, [source_path, final, want]),
                      timeout=2 * self.lock_wait_s)
         words = result.stdout.decode(errors="replace").split()
         if result.returncode == _NO_SOURCE:
+            if self._pushable(host, run, mode, source_path):
+                log.info("host %s does not see %s (%s=AUTO): pushing it from the front-end",
+                         host.name, source_path, SHARED_ATTR)
+                return self._push(host, run, source_path, want, final)
             raise DriverError(f"host {host.name}: {stderr_text(result)}")
         if result.returncode == _MISMATCH:
             raise DriverError(f"image {source_path}: sha256 is {words[-1] if words else '?'}, "
@@ -180,12 +287,152 @@ class ImageCache:
         result = run(locked_argv(f"{entry}.lock", self.lock_wait_s, _CHECKSUM, [source_path, entry]),
                      timeout=2 * self.lock_wait_s)
         words = result.stdout.decode(errors="replace").split()
+        if result.returncode == _NO_SOURCE:
+            raise SourceMissing(f"host {host.name}: {stderr_text(result)}")
         if result.returncode != 0 or len(words) != 2 or not _SHA.fullmatch(words[1]):
             raise DriverError(f"host {host.name}: cannot checksum {source_path}: {stderr_text(result)}")
         if words[0] == "HASHED":
             with self._mutex:
                 self.stats.hashed += 1
         return words[1]
+
+    # ------------------------------------------------------------ in-process checks
+
+    @staticmethod
+    def _stamp_hit(final: str) -> bool:
+        """The host script's HIT test, without a process: the cached file exists and its size,
+        mtime and inode are those recorded in ``.ok`` when its checksum was verified."""
+        try:
+            st = os.stat(final)
+            with open(f"{final}.ok", encoding="ascii") as fh:
+                seen = fh.readline().strip()
+        except (OSError, ValueError):
+            return False
+        return stat.S_ISREG(st.st_mode) and bool(seen) and seen == stamp_of(st)
+
+    def local_checksum(self, source_path: str) -> str:
+        """sha256 of an image on the front-end (for a push), once per (path, size, mtime, inode)."""
+        try:
+            st = os.stat(source_path)
+        except OSError as exc:
+            raise DriverError(f"image {source_path}: {exc.strerror} on the front-end") from None
+        key = (source_path, st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._mutex:
+            known = self._local_sums.get(key)
+        if known is not None:
+            return known
+        digest = hashlib.sha256()
+        try:
+            with open(source_path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DriverError(f"image {source_path}: cannot read it: {exc.strerror}") from None
+        with self._mutex:
+            self._local_sums[key] = digest.hexdigest()
+            self.stats.hashed += 1
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------ push
+
+    def _feeder(self, host: HostRef, run: Runner) -> Feeder | None:
+        if self.transports is not None:
+            transport = self.transports(host)
+            return cast(Feeder, transport) if callable(getattr(transport, "feed", None)) else None
+        return LocalTransport() if runs_here(run) else None
+
+    def _pushable(self, host: HostRef, run: Runner, mode: str, source_path: str) -> bool:
+        """AUTO mode: the host lacks the path, the front-end has it, and we can stream to the host."""
+        return (mode == "AUTO" and not runs_here(run) and os.path.isfile(source_path)
+                and self._feeder(host, run) is not None)
+
+    def _push(self, host: HostRef, run: Runner, source_path: str, want: str, final: str) -> str:
+        """Send the base from the front-end into ``final`` on ``host``, once per host.
+
+        The host script takes the entry's lock, then either answers HIT (another stager, thread or
+        daemon, pushed it meanwhile: this one waited on the lock and sends nothing) or asks for the
+        bytes. They go into ``.part`` over the transport's stdin stream; the host checks size and
+        sha256, syncs and renames. A failure leaves nothing at the final name and no ``.part``."""
+        feeder = self._feeder(host, run)
+        if feeder is None:
+            raise DriverError(f"host {host.name}: cannot push {source_path}: no transport that can "
+                              f"stream to this host (pass transports= to the storage driver)")
+        try:
+            size = os.path.getsize(source_path)
+        except OSError as exc:
+            raise DriverError(f"image {source_path}: {exc.strerror} on the front-end; "
+                              f"cannot push it to host {host.name}") from None
+        digest = hashlib.sha256()
+        complete = [False]
+        started = time.monotonic()
+        argv = locked_argv(f"{final}.lock", self.lock_wait_s, _PUSH, [final, want, str(size)])
+        # lock wait + the transfer at no less than 1 MB/s
+        chunks = self._read_chunks(host, source_path, size, digest, complete)
+        try:
+            result, sent = feeder.feed(host, argv, chunks, ready=b"SEND",
+                                       timeout=2 * self.lock_wait_s + size / 1e6)
+        finally:
+            chunks.close()  # a push cut short must not keep the image open
+        words = result.stdout.decode(errors="replace").split()
+        rc = result.returncode
+        if rc == _MISMATCH:
+            got = words[-1] if words else "?"
+            if complete[0] and digest.hexdigest() == want:
+                raise DriverError(
+                    f"host {host.name}: pushed copy of image {source_path} arrived with sha256 "
+                    f"{got}, expected {want} (the front-end sent the right bytes: corrupted in "
+                    f"transit or on the host's disk); removed, not staging it")
+            raise DriverError(f"image {source_path}: sha256 is {digest.hexdigest()}, the repository "
+                              f"recorded {want}; the image changed or is damaged, not staging it")
+        if rc == _SHORT:
+            raise DriverError(f"host {host.name}: push of {source_path} cut short: the host received "
+                              f"{words[-1] if words else '?'} of {size} bytes; removed")
+        if rc == LOCK_TIMEOUT_RC:
+            raise DriverError(f"host {host.name}: {final} is locked by another staging for more "
+                              f"than {self.lock_wait_s:g} s")
+        if rc != 0 or not words or words[-1] not in ("HIT", "VERIFIED", "PUSHED"):
+            raise DriverError(f"host {host.name}: cannot push {source_path} into its cache: "
+                              f"{stderr_text(result)}")
+        with self._mutex:
+            if "BAD" in words:
+                self.stats.refetches += 1
+                log.warning("host %s: cached base %s had sha256 %s, expected %s: pushed again",
+                            host.name, final, words[words.index("BAD") + 1], want)
+            if words[-1] == "PUSHED":
+                self.stats.misses += 1
+                self.stats.pushes += 1
+                self.stats.pushed_bytes += sent
+            else:
+                self.stats.hits += 1
+        if words[-1] == "PUSHED":
+            took = max(time.monotonic() - started, 1e-6)
+            log.info("host %s: pushed %s (%d MiB) into %s in %.1f s (%.0f MiB/s), sha256 verified",
+                     host.name, source_path, size // (1024 * 1024), final, took,
+                     sent / took / (1024 * 1024))
+        return final
+
+    @staticmethod
+    def _read_chunks(host: HostRef, source_path: str, size: int, digest: hashlib._Hash,
+                     complete: list[bool]) -> Generator[bytes, None, None]:
+        """The image in CHUNK pieces, hashed as sent; progress logged every 10 %."""
+        sent, step = 0, max(size // 10, CHUNK)
+        next_log = step
+        try:
+            with open(source_path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    digest.update(chunk)
+                    sent += len(chunk)
+                    if sent >= next_log and sent < size:
+                        log.info("host %s: pushing %s: %d of %d MiB", host.name, source_path,
+                                 sent // (1024 * 1024), size // (1024 * 1024))
+                        next_log += step
+                    yield chunk
+        except OSError as exc:
+            raise DriverError(f"image {source_path}: read failed while pushing it to host "
+                              f"{host.name}: {exc.strerror}") from None
+        complete[0] = True
+
+    # ------------------------------------------------------------ maintenance
 
     def scrub(self, host: HostRef) -> list[str]:
         """Re-hash every cached base on ``host`` and drop those whose content no longer matches

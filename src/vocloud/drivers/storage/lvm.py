@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from vocloud.drivers.base import DiskSpec, HostRef
-from vocloud.drivers.storage.cache import ImageCache
+from vocloud.drivers.storage.cache import FeederFactory, ImageCache
 from vocloud.drivers.storage.qimg import MIB, ImageInfo
 from vocloud.drivers.storage.runner import (
     Runner,
@@ -72,12 +72,12 @@ class LvmSnapshotDriver(StagingDriver):
 
     def __init__(self, vg: str, root: str, runner_for: RunnerFactory | None = None,
                  cache: ImageCache | None = None, checksum_for: ChecksumLookup | None = None,
-                 cow_percent: int = 100) -> None:
+                 cow_percent: int = 100, transports: FeederFactory | None = None) -> None:
         if not _VG.fullmatch(vg):
             raise DriverError(f"invalid volume group name {vg!r}")
         if not 1 <= cow_percent <= 100:
             raise DriverError(f"cow_percent must be 1..100, not {cow_percent}")
-        super().__init__(root, runner_for, cache, checksum_for)
+        super().__init__(root, runner_for, cache, checksum_for, transports)
         self.vg = vg
         self.cow_percent = cow_percent
 

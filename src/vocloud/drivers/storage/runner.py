@@ -9,12 +9,14 @@ non-local hosts instead of silently staging a remote VM's disks on the front-end
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Protocol
 
 from vocloud.drivers.base import CommandResult, HostRef
+from vocloud.drivers.transport.local import LocalTransport
 from vocloud.errors import DriverError
 
 DEFAULT_TIMEOUT_S = 3600.0  # a multi-GiB copy over a slow link is legitimately long
@@ -100,3 +102,18 @@ def absolute(path: str, what: str) -> str:
         raise DriverError(f"{what}: image path {path!r} is not an absolute path")
     return path
 
+
+
+def runs_here(run: Runner) -> bool:
+    """True when ``run`` executes on this machine: :func:`local_runner`, or a
+    :class:`~vocloud.drivers.transport.local.LocalTransport`'s ``run`` bound to a host (what the
+    daemon hands in for local hosts). Such hosts get the in-process fast paths (a cache hit read
+    from the ``.ok`` stamp with ``stat``, an overlay written from a template) instead of a shell.
+    A wrapped or fake runner is never taken for local: tests that count commands still see them.
+    """
+    if run is local_runner:
+        return True
+    if isinstance(run, functools.partial) and not run.args[1:] and not run.keywords:
+        owner = getattr(run.func, "__self__", None)
+        return type(owner) is LocalTransport and getattr(run.func, "__name__", "") == "run"
+    return False

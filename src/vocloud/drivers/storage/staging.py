@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 
 from vocloud.drivers.base import DiskSpec, DomainSpec, HostRef
-from vocloud.drivers.storage.cache import ImageCache, datastore_dir
+from vocloud.drivers.storage.cache import FeederFactory, ImageCache, datastore_dir
 from vocloud.drivers.storage.qimg import ImageInfo, check_format, inspect
 from vocloud.drivers.storage.runner import Runner, RunnerFactory, absolute, check, local_only, safe_name
 from vocloud.errors import DriverError
@@ -34,10 +34,11 @@ class StagingDriver:
     name = "abstract"
 
     def __init__(self, root: str, runner_for: RunnerFactory | None = None,
-                 cache: ImageCache | None = None, checksum_for: ChecksumLookup | None = None) -> None:
+                 cache: ImageCache | None = None, checksum_for: ChecksumLookup | None = None,
+                 transports: FeederFactory | None = None) -> None:
         self.root = str(root)
         self.runner_for = runner_for or local_only
-        self.cache = cache or ImageCache(self.root, self.runner_for)
+        self.cache = cache or ImageCache(self.root, self.runner_for, transports=transports)
         self.checksum_for = checksum_for or recorded_sha256
 
     def vm_dir(self, host: HostRef, deploy_id: str) -> str:

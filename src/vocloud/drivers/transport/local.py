@@ -7,9 +7,13 @@ their tests can run without sshd.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable
 
 from vocloud.drivers.base import CommandResult, HostRef
 from vocloud.errors import DriverError
@@ -42,6 +46,60 @@ class LocalTransport:
         except OSError as exc:
             raise DriverError(f"host {host.name} (local): cannot copy {local_path} to "
                               f"{remote_path}: {exc}") from exc
+
+    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+             timeout: float | None = None) -> tuple[CommandResult, int]:
+        """Run ``argv``; when it prints a stdout line equal to ``ready``, stream ``chunks`` to its
+        stdin, then close it. Returns the result (stdout includes the lines up to ``ready``) and
+        the bytes written. A command that never prints ``ready`` is sent nothing; one that exits
+        while being fed just stops the stream (its exit status says why).
+
+        The same protocol as :meth:`SshTransport.feed`: the image cache uses it to push a base
+        under a lock the host holds for the whole transfer."""
+        sent = 0
+        with tempfile.TemporaryFile() as err:  # a file, so a chatty stderr cannot block the feed
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=err)
+            except FileNotFoundError:
+                return CommandResult(127, b"", f"{argv[0]}: command not found\n".encode()), 0
+            except OSError as exc:
+                return CommandResult(126, b"", f"{argv[0]}: {exc}\n".encode()), 0
+            fired = threading.Event()
+
+            def expire() -> None:
+                fired.set()
+                proc.kill()
+
+            timer = threading.Timer(timeout, expire) if timeout is not None else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            try:
+                assert proc.stdout is not None and proc.stdin is not None
+                head = b""
+                while line := proc.stdout.readline():
+                    head += line
+                    if line.rstrip(b"\r\n") == ready:
+                        with contextlib.suppress(BrokenPipeError):
+                            for chunk in chunks:
+                                proc.stdin.write(chunk)
+                                sent += len(chunk)
+                        break
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+                out = proc.stdout.read()
+                code = proc.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if fired.is_set():
+                raise DriverError(f"host {host.name} (local): {argv[0]} timed out after {timeout:g} s")
+            err.seek(0)
+            return CommandResult(code, head + out, err.read()), sent
 
     def close(self) -> None:
         """Nothing to release; present so every transport can be closed the same way."""

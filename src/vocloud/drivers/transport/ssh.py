@@ -31,7 +31,7 @@ import contextlib
 import os
 import shlex
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -234,6 +234,70 @@ class SshTransport:
             code = proc.returncode if proc.returncode is not None else 255
             return CommandResult(code, _as_bytes(proc.stdout), _as_bytes(proc.stderr))
         raise AssertionError("unreachable")
+
+    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+             timeout: float | None = None) -> tuple[CommandResult, int]:
+        """Run ``argv``; when it prints a stdout line equal to ``ready``, stream ``chunks`` to its
+        stdin (one channel, with SSH flow control: never more than the window in flight), then
+        send EOF. Returns the result (stdout includes the lines up to ``ready``) and the bytes
+        written. A command that never prints ``ready`` is sent nothing; one that exits while
+        being fed stops the stream, and its exit status says why.
+
+        The remote side decides *whether* it wants the data after taking a lock, so a base image
+        is pushed under a host-side lock held for the whole transfer (see the image cache). A
+        stale cached connection is retried on a fresh one only if nothing was sent yet."""
+        if not argv:
+            raise DriverError(f"{self._where(host)}: empty command")
+        addr = parse_ssh(host.transport)
+        limit = timeout if timeout is not None else self.command_timeout
+        return self._call(self._feed(host, addr, shlex.join(argv), chunks, ready, limit),
+                          limit + self.connect_timeout * 2 + 5)
+
+    async def _feed(self, host: HostRef, addr: SshAddress, command: str, chunks: Iterable[bytes],
+                    ready: bytes, timeout: float) -> tuple[CommandResult, int]:
+        where = self._where(host)
+        sent = [0]
+        for attempt in (1, 2):
+            entry, cached = await self._connection(host, addr)
+            try:
+                async with entry.slots:
+                    proc = await entry.conn.create_process(command, encoding=None)
+                    try:
+                        return await asyncio.wait_for(self._feed_proc(proc, chunks, ready, sent),
+                                                      timeout)
+                    finally:
+                        proc.close()
+            except TimeoutError:
+                raise DriverError(f"{where}: command timed out after {timeout:g} s "
+                                  f"({sent[0]} bytes sent): {command[:200]}") from None
+            except _STALE as exc:
+                await self._drop(addr)
+                if cached and attempt == 1 and sent[0] == 0:
+                    continue
+                raise DriverError(f"{where}: connection lost after {sent[0]} bytes sent: "
+                                  f"{_reason(exc)}") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _feed_proc(proc: asyncssh.SSHClientProcess[bytes], chunks: Iterable[bytes],
+                         ready: bytes, sent: list[int]) -> tuple[CommandResult, int]:
+        head = b""
+        while line := await proc.stdout.readline():
+            head += line
+            if line.rstrip(b"\r\n") == ready:
+                try:
+                    for chunk in chunks:
+                        proc.stdin.write(chunk)
+                        sent[0] += len(chunk)
+                        await proc.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the command stopped reading: its exit status below says why
+                break
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write_eof()
+        done = await proc.wait()
+        code = done.returncode if done.returncode is not None else 255
+        return CommandResult(code, head + _as_bytes(done.stdout), _as_bytes(done.stderr)), sent[0]
 
     def put(self, host: HostRef, local_path: str, remote_path: str) -> None:
         """Copy a file by SFTP to ``remote_path.part`` then rename it: readers never see half."""
