@@ -18,6 +18,14 @@ Topology (what runs, all as root, all inside one temp dir under /tmp):
   ``atlas``, ``cms``, ``lhcb``, ``alice``; queues ``all.q`` (2 slots per host) and ``vo-cms`` (1 slot, only
   project ``cms``: a queue per VO, for ``vo_queue_prefix="vo-"``), both on ``@allhosts``.
 
+Private name resolution (``SgeCell(hosts_file=...)``, for cells whose execution hosts are VMs on
+a test bridge): every daemon and client command then runs in its own mount namespace
+(``unshare -m``) with ``hosts_file`` bind-mounted over ``/etc/hosts``, so names the test (or the
+adapter under test) appends there resolve for the qmaster and the clients without touching the
+machine's /etc/hosts. Append or rewrite the file in place, never by rename: the bind mount pins
+its inode. :func:`private_hosts_wrapper` gives the same prefix for other processes (the vocloud
+daemon, whose ``qconf -Ae`` resolves on the client side).
+
 Cleanup does not trust pid files: every daemon carries ``VOCLOUD_SGE_HARNESS=<root>`` in its
 environment, and :meth:`SgeCell.qsub` passes it to the job (``-v``), because jobs get an
 environment of Grid Engine's making, not the execd's. Teardown SIGKILLs every process that has
@@ -134,6 +142,12 @@ def missing_reason() -> str | None:
     return None
 
 
+def private_hosts_wrapper(hosts_file: Path) -> list[str]:
+    """Argv prefix that runs a command in a mount namespace where ``hosts_file`` is /etc/hosts."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts_file)]
+
+
 def processes_with_marker(value: str) -> list[int]:
     """Pids whose environment carries ``MARKER=value`` (our daemons, shepherds and jobs)."""
     return processes_with_env(MARKER, value)
@@ -151,8 +165,10 @@ def host_aliases(host: str) -> str:
 class SgeCell:
     """One running Grid Engine cell; ``env`` is what a client command needs to reach it."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts_file: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="vocloud-sge-"))
+        #: argv prefix of every daemon and client (module docstring, private name resolution)
+        self.wrap = private_hosts_wrapper(hosts_file) if hosts_file is not None else []
         self.sge_root = self.root / "sge"
         self.common = self.sge_root / "default" / "common"
         self.spool = self.root / "spool"
@@ -230,8 +246,9 @@ class SgeCell:
     def _daemon(self, name: str) -> None:
         """Start a Grid Engine daemon; it forks into the background and the parent exits."""
         with (self.root / f"{name}.out").open("ab") as log:
-            subprocess.run([f"/usr/sbin/{name}"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, cwd=self.root, timeout=60, check=True)
+            subprocess.run([*self.wrap, f"/usr/sbin/{name}"], env=self.env, stdout=log,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root,
+                           timeout=60, check=True)
 
     def _configure(self) -> None:
         self.run("qconf", "-as", self.host)
@@ -282,7 +299,7 @@ class SgeCell:
     # -- helpers for tests ------------------------------------------------------------------
 
     def _proc(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=60,
+        return subprocess.run([*self.wrap, *argv], env=self.env, capture_output=True, text=True, timeout=60,
                               check=False, cwd=self.root, stdin=subprocess.DEVNULL)
 
     def _try(self, *argv: str) -> str:

@@ -24,8 +24,8 @@ from vocloud.model.lifecycle import VMState
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.pools import PoolService
-from vocloud.store.pools import PoolRow, PoolVMRow
-from vocloud.store.schema import VM
+from vocloud.store.pools import PoolBackoffRow, PoolRow, PoolVMRow
+from vocloud.store.schema import VM, Host
 
 T0 = 1_000_000.0
 
@@ -388,3 +388,32 @@ def test_a_disabled_pool_is_frozen(cloud: Cloud, tmp_path: Path) -> None:
     site.pools.update(site.admin, "atlas", enabled=True)
     site.step(2)
     assert site.live_vms("atlas") == 1 and site.sim.pending() == []
+
+
+def test_boots_steer_clear_of_a_host_in_backoff(cloud: Cloud, tmp_path: Path) -> None:
+    """A host that failed this pool's boots is not offered to its new VMs while it backs off;
+    when it is the only host left, boots go to it anyway (nothing waits for nothing)."""
+    site = Site(cloud, tmp_path)
+    site.vo("cms")
+    site.pools.create(site.admin, "cms", "std-worker", cores=1, memory=512, max=10)
+    pool_id = site.pools.show(site.admin, "cms")["id"]
+    with cloud.db.write() as s:
+        s.add(PoolBackoffRow(pool_id=pool_id, key="host:h1", failures=2,
+                             retry_at=site.clock.t + 3600, last_failure=site.clock.t))
+    for _ in range(3):
+        site.sim.submit("cms", runtime=50)
+    site.step(2)
+    with cloud.db.read() as s:
+        placed = Counter(s.scalars(select(Host.name).join(VM, VM.host_id == Host.id)
+                                   .where(VM.state != VMState.DONE.value)))
+        reqs = list(s.scalars(select(VM.template).where(VM.state != VMState.DONE.value)))
+    assert placed == Counter({"h2": 3}), placed  # packing would have filled h1 first
+    assert all('SCHED_REQUIREMENTS="NAME != ' in t and 'h1' in t for t in reqs), reqs
+    cloud.hosts.action(site.admin, "h2", "disable")
+    for _ in range(2):
+        site.sim.submit("cms", runtime=50)
+    site.step(2)
+    with cloud.db.read() as s:
+        on_h1 = list(s.scalars(select(VM.template).join(Host, Host.id == VM.host_id)
+                               .where(Host.name == "h1")))
+    assert len(on_h1) == 2 and not any("NAME !=" in t for t in on_h1), on_h1

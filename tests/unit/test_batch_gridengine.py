@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from tests.unit.test_batch_runner import FakeRunner, data, failed
-from vocloud.batch.base import BatchSystem, NodeState, VOMapper
+from vocloud.batch.base import BatchSystem, NodeState, RegistersNodes, VOMapper
 from vocloud.batch.gridengine import (
     GridEngineBatch,
     classify,
+    drop_host_entry,
     parse_hosts,
     parse_memory_mib,
     parse_pending,
     parse_time_s,
+    set_host_entry,
 )
 from vocloud.errors import DriverError
 
@@ -182,3 +186,94 @@ def test_real_hosts(name: str, state: NodeState, running: int, free: int, reason
     (node,) = parse_hosts(data("gridengine", name), vo_queue_prefix="vo-")
     assert (node.state, node.cores, node.running_jobs, node.free_cores, node.reason, node.vo) == (
         state, 3, running, free, reason, "cms")  # all.q (2 slots) + vo-cms (1 slot)
+
+
+# -- elastic workers: register / remove an execution host (docs/batch.md, Grid Engine workers) --
+
+
+class ExecHostRunner(FakeRunner):
+    """Also keeps the exec host template ``qconf -Ae`` was given (its file is gone afterwards)."""
+
+    def __init__(self, answers: dict[tuple[str, ...], str | Exception]) -> None:
+        super().__init__(answers)
+        self.templates: list[str] = []
+
+    def run(self, argv: Sequence[str]) -> str:
+        if list(argv[:2]) == ["qconf", "-Ae"]:
+            self.templates.append(Path(argv[2]).read_text())
+        return super().run(argv)
+
+
+def test_register_adds_exec_host_of_the_vo_then_joins_the_host_group(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.5 stale-name\n10.0.0.6 atlas-wn3 # old lease\n")
+    runner = ExecHostRunner({("qconf", "-Ae"): "added", ("qconf", "-aattr"): "modified"})
+    ge = GridEngineBatch(BY_PROJECT, runner=runner, hostgroup="@vms", hosts_file=hosts)
+    assert isinstance(ge, RegistersNodes) and isinstance(ge, BatchSystem)
+    ge.register("atlas-wn3", "10.0.0.5", "atlas")
+    # the address's old name and the name's old address are both replaced
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.5 atlas-wn3\n"
+    assert runner.calls[0][:2] == ["qconf", "-Ae"]
+    assert runner.calls[1] == ["qconf", "-aattr", "hostgroup", "hostlist", "atlas-wn3", "@vms"]
+    template = dict(line.split(None, 1) for line in runner.templates[0].splitlines())
+    assert template["hostname"] == "atlas-wn3" and template["projects"] == "atlas"
+    # again (a retried pass): "already exists" (exit 1) and the no-op -aattr (exit 0) are fine
+    runner.answers[("qconf", "-Ae")] = failed(["qconf"], 'exechost "atlas-wn3" already exists')
+    runner.answers[("qconf", "-aattr")] = ('No modification because "atlas-wn3" already exists in '
+                                           '"hostlist" of "hostgroup"\n')
+    ge.register("atlas-wn3", "10.0.0.5", "atlas")
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.5 atlas-wn3\n"
+
+
+def test_register_restricts_to_the_vo_only_when_vos_are_projects() -> None:
+    runner = ExecHostRunner({("qconf",): ""})
+    GridEngineBatch(VOMapper("queue"), runner=runner, hosts_file="").register("wn1", "10.0.0.7", "cms")
+    assert "projects NONE\n" in runner.templates[0]
+
+
+def test_register_refuses_what_is_not_a_host_name_or_address_and_reports_errors(tmp_path: Path) -> None:
+    runner = FakeRunner({("qconf",): ""})
+    ge = GridEngineBatch(BY_PROJECT, runner=runner, hosts_file="")
+    for node, address in (("a b", "10.0.0.1"), ("-x", "10.0.0.1"), ("wn1", "10.0.0.1\n1.2.3.4 evil")):
+        with pytest.raises(DriverError, match="cannot register"):
+            ge.register(node, address, "atlas")
+    assert runner.calls == []
+    runner.answers[("qconf", "-Ae")] = failed(["qconf"], 'can\'t resolve hostname "wn1"')
+    with pytest.raises(DriverError, match="resolve"):  # no DNS entry: the site must fix it
+        ge.register("wn1", "10.0.0.1", "atlas")
+    blocked = GridEngineBatch(BY_PROJECT, runner=runner, hosts_file=tmp_path / "no" / "hosts")
+    with pytest.raises(DriverError, match="cannot write"):
+        blocked.register("wn1", "10.0.0.1", "atlas")
+
+
+def test_hosts_file_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VOCLOUD_SGE_HOSTS_FILE", str(tmp_path / "h"))
+    assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file == tmp_path / "h"
+    monkeypatch.delenv("VOCLOUD_SGE_HOSTS_FILE")
+    assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file is None
+
+
+def test_remove_drops_the_hosts_line_in_place(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.5 atlas-wn3\n10.0.0.6 cms-wn4\n")
+    inode = hosts.stat().st_ino
+    runner = FakeRunner({("qconf",): ""})
+    ge = GridEngineBatch(BY_PROJECT, runner=runner, hosts_file=hosts)
+    ge.remove("atlas-wn3")
+    ge.remove("atlas-wn3")  # idempotent
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.6 cms-wn4\n"
+    assert hosts.stat().st_ino == inode  # rewritten in place: a bind mount over /etc/hosts holds
+    assert runner.calls[:2] == [["qconf", "-dattr", "hostgroup", "hostlist", "atlas-wn3", "@allhosts"],
+                                ["qconf", "-de", "atlas-wn3"]]
+
+
+def test_host_entries_keep_other_lines_and_a_missing_newline(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    set_host_entry(hosts, "10.0.0.1", "wn1")  # created
+    assert hosts.read_text() == "10.0.0.1 wn1\n"
+    hosts.write_text("# comment\n\n10.0.0.9 wn9 wn9.example")  # no final newline
+    set_host_entry(hosts, "10.0.0.1", "wn1")
+    assert hosts.read_text() == "# comment\n\n10.0.0.9 wn9 wn9.example\n10.0.0.1 wn1\n"
+    drop_host_entry(hosts, "wn9.example")
+    assert hosts.read_text() == "# comment\n\n10.0.0.1 wn1\n"
+    drop_host_entry(tmp_path / "absent", "wn1")  # nothing to do

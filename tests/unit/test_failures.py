@@ -169,3 +169,17 @@ def test_which_shutdowns_blame_image_and_host() -> None:
                                                           ShutdownCause.FAILED}
     assert {c for c in ShutdownCause if c.blames_host} == {ShutdownCause.BOOT_TIMEOUT,
                                                            ShutdownCause.FAILED, ShutdownCause.DOWN}
+
+
+def test_avoid_hosts_keeps_the_templates_own_requirement() -> None:
+    from vocloud.elastic.failures import avoid_hosts
+    from vocloud.model.expr import compile_requirements
+
+    req = avoid_hosts('CLUSTER = "grid"', ["h2", "h1", "h1"], ["h1", "h2", "h3"])
+    assert req == '(CLUSTER = "grid") & NAME != "h1" & NAME != "h2"'
+    ok = compile_requirements(req).matches
+    assert ok({"CLUSTER": "grid", "NAME": "h3"}) and not ok({"CLUSTER": "grid", "NAME": "h1"})
+    assert not ok({"CLUSTER": "other", "NAME": "h3"})
+    assert avoid_hosts("", ["h1"], ["h1", "h2"]) == 'NAME != "h1"'
+    assert avoid_hosts("X > 1", [], ["h1"]) == "X > 1"
+    assert avoid_hosts("X > 1", ["h1", "h2"], ["h1", "h2"]) == "X > 1"  # nothing else to use

@@ -114,6 +114,21 @@ class BatchSystem(Protocol):
         ...
 
 
+@runtime_checkable
+class RegistersNodes(Protocol):
+    """Optional: a batch system that must be told about a worker before its daemon can join.
+
+    Slurm dynamic nodes register themselves; Grid Engine accepts an execd only from a host that
+    is already an execution host (and checks its name against its address). The pool controller
+    calls ``register`` for every worker whose VM has an address and whose node the batch system
+    does not list yet, every pass until it does; ``remove`` (above) undoes it. Idempotent.
+    """
+
+    def register(self, node: str, address: str, vo: str) -> None:
+        """Let ``node`` (the VM name), reachable at ``address``, join as a worker of ``vo``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class VOMapper:
     """How a job's batch-system attributes map to a VO; configured per batch system.

@@ -25,17 +25,41 @@ still references the host; "not a member", "no such execution host" and an unres
 name (the VM and its DNS entry are gone) count as success, anything else (an unknown host
 group, a host still referenced elsewhere) is an error.
 
+**Elastic workers** (VMs whose guest runs ``sge_execd``, docs/worker.md) need two things a
+Slurm dynamic node does not: Grid Engine only accepts an execd from a host it already knows as an
+*execution host*, and it checks host names both ways (the qmaster reverse-resolves the execd's
+address and compares it with the name the execd announces). So this adapter implements
+:class:`~vocloud.batch.base.RegistersNodes`: the pool controller calls ``register(node, address,
+vo)`` once the worker's VM has its lease (before the guest's execd can start), and ``register``
+
+1. when ``hosts_file`` is set (``VOCLOUD_SGE_HOSTS_FILE``), writes ``<address> <node>`` into that
+   hosts-format file (replacing any older line for the address or the name) — for sites whose
+   qmaster resolves through a file vocloud may keep, rather than a DNS that already names every
+   lease (then leave it unset);
+2. adds the execution host (``qconf -Ae``; with ``projects <vo>`` when jobs map to VOs by
+   project, so only that VO's jobs run there), "already exists" being success;
+3. adds it to ``hostgroup`` (``qconf -aattr hostgroup hostlist``), whose queues then get an
+   instance on it (state ``u`` until the execd reports).
+
+``remove`` undoes all three. ``qconf -Ae`` resolves the name *on the client*, so the daemon's
+machine must resolve worker names the same way the qmaster does.
+
 The XML is parsed with the standard library: it comes from the local ``qstat`` binary, not
 from the network.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
+import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from vocloud.batch.base import NodeState, PendingJob, VOMapper, WorkerNode
 from vocloud.batch.runner import CommandFailed, CommandRunner, Runner, expand_ranges
@@ -50,6 +74,20 @@ _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 # "hostgroup"'), or its name no longer resolves; "host group ... does not exist" is NOT one
 _NOT_THERE = ('execution host "{node}" does not exist', 'does not exist in "hostlist"',
               "is not an execution host", "is not a member", 'can\'t resolve hostname "{node}"')
+
+
+_EXEC_HOST = """hostname {host}
+load_scaling NONE
+complex_values NONE
+user_lists NONE
+xuser_lists NONE
+projects {projects}
+xprojects NONE
+usage_scaling NONE
+report_variables NONE
+"""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+_ADDRESS = re.compile(r"^[0-9A-Fa-f.:]+$")
 
 
 def _root(text: str, what: str) -> ET.Element:
@@ -192,22 +230,72 @@ def parse_hosts(text: str, vo_queue_prefix: str = "") -> list[WorkerNode]:
     return out
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[IO[str]]:
+    """``path`` opened for update under an exclusive ``flock`` (created if missing)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield f
+
+
+def _rewrite(f: IO[str], lines: list[str]) -> None:
+    # In place (no rename): the file may be bind-mounted over /etc/hosts, which pins its inode.
+    f.seek(0)
+    f.write("".join(lines))
+    f.truncate()
+    f.flush()
+
+
+def _names(line: str) -> list[str]:
+    return line.split("#", 1)[0].split()
+
+
+def set_host_entry(path: Path, address: str, name: str) -> None:
+    """Make ``<address> <name>`` the only hosts-file line for that address and that name."""
+    with _locked(path) as f:
+        old = f.read().splitlines(keepends=True)
+        keep = [ln for ln in old if not (fields := _names(ln)) or
+                (fields[0] != address and name not in fields[1:])]
+        if keep and not keep[-1].endswith("\n"):
+            keep[-1] += "\n"
+        new = [*keep, f"{address} {name}\n"]
+        if new != old:
+            _rewrite(f, new)
+
+
+def drop_host_entry(path: Path, name: str) -> None:
+    """Remove the hosts-file lines that name ``name`` (a missing file or line is success)."""
+    if not path.exists():
+        return
+    with _locked(path) as f:
+        old = f.read().splitlines(keepends=True)
+        keep = [ln for ln in old if name not in _names(ln)[1:]]
+        if keep != old:
+            _rewrite(f, keep)
+
+
 class GridEngineBatch:
     """The :class:`~vocloud.batch.base.BatchSystem` for (Son of) Grid Engine.
 
     ``hostgroup`` is the host group elastic hosts are added to (``@allhosts`` by default);
     ``remove`` takes the host out of it before deleting the execution host, which Grid Engine
-    otherwise refuses.
+    otherwise refuses. ``hosts_file``: the hosts-format file ``register`` keeps worker names in
+    (module docstring); ``None`` reads ``VOCLOUD_SGE_HOSTS_FILE`` from the environment, like
+    ``SGE_ROOT``, and ``""`` (or an unset variable) means DNS already names the workers.
     """
 
     name = "gridengine"
 
     def __init__(self, mapper: VOMapper, runner: Runner | None = None, hostgroup: str = "@allhosts",
-                 vo_queue_prefix: str = "") -> None:
+                 vo_queue_prefix: str = "", hosts_file: Path | str | None = None) -> None:
         self.mapper = mapper
         self.runner: Runner = runner if runner is not None else CommandRunner()
         self.hostgroup = hostgroup
         self.vo_queue_prefix = vo_queue_prefix
+        if hosts_file is None:
+            hosts_file = os.environ.get("VOCLOUD_SGE_HOSTS_FILE", "")
+        self.hosts_file = Path(hosts_file) if hosts_file else None
 
     def pending(self) -> list[PendingJob]:
         text = self.runner.run(["qstat", "-u", "*", "-s", "p", "-r", "-ext", "-urg", "-xml"])
@@ -231,9 +319,39 @@ class GridEngineBatch:
             if not any(m.format(node=node).lower() in text for m in _NOT_THERE):
                 raise
 
+    def register(self, node: str, address: str, vo: str) -> None:
+        """Make ``node`` (at ``address``) an execution host of ``vo`` before its execd starts.
+
+        Idempotent: every step treats "already there" as done, so the controller may call it
+        again after a crash. The name and address are checked (they end up in qconf input).
+        """
+        if not _NAME.match(node) or not _ADDRESS.match(address):
+            raise DriverError(f"gridengine: cannot register host {node!r} at {address!r}")
+        if self.hosts_file is not None:
+            try:
+                set_host_entry(self.hosts_file, address, node)
+            except OSError as exc:
+                raise DriverError(f"gridengine: cannot write {self.hosts_file}: {exc}") from None
+        projects = vo if self.mapper.attribute == "project" and _NAME.match(vo) else "NONE"
+        with tempfile.NamedTemporaryFile("w", prefix="vocloud-exechost-", suffix=".txt") as f:
+            f.write(_EXEC_HOST.format(host=node, projects=projects))
+            f.flush()
+            try:
+                self.runner.run(["qconf", "-Ae", f.name])
+            except CommandFailed as exc:
+                if "already exists" not in f"{exc.stderr} {exc.message}":
+                    raise
+        # "No modification because ... already exists in hostlist" exits 0
+        self.runner.run(["qconf", "-aattr", "hostgroup", "hostlist", node, self.hostgroup])
+
     def remove(self, node: str) -> None:
-        # both steps run every time (a crash may have left the host half removed); each one
+        # every step runs every time (a crash may have left the host half removed); each one
         # treats "not there" as done
         self._tolerant(["qconf", "-dattr", "hostgroup", "hostlist", node, self.hostgroup], node)
         self._tolerant(["qconf", "-de", node], node)
+        if self.hosts_file is not None:
+            try:
+                drop_host_entry(self.hosts_file, node)
+            except OSError as exc:
+                raise DriverError(f"gridengine: cannot write {self.hosts_file}: {exc}") from None
 

@@ -37,11 +37,21 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vocloud.batch.base import BatchSystem, NodeState, PendingJob, VOMapper, WorkerNode, by_vo
+from vocloud.batch.base import (
+    BatchSystem,
+    NodeState,
+    PendingJob,
+    RegistersNodes,
+    VOMapper,
+    WorkerNode,
+    by_vo,
+)
 from vocloud.elastic.failures import (
     DEFAULT_BACKOFF,
     BackoffPolicy,
     PoolVMEvent,
+    avoid_hosts,
+    blocked,
     pool_vm_next,
     record_failure,
     record_success,
@@ -61,11 +71,13 @@ from vocloud.elastic.policy import (
 from vocloud.elastic.policy import PoolVMState as V
 from vocloud.errors import IllegalAction, InvalidInput, NotFound, VocloudError
 from vocloud.model.lifecycle import HostState, VMState
+from vocloud.model.template import parse_template
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
+from vocloud.service.ipam import int_to_ip
 from vocloud.service.pools import live_vms, policy_of, purge
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
-from vocloud.store.schema import VM, Host, User, VMTemplateRow
+from vocloud.store.schema import VM, Host, Lease, User, VMTemplateRow
 
 log = logging.getLogger("vocloud.elastic")
 
@@ -218,6 +230,7 @@ class PoolController:
         self._act(todo, nodes)
         self._stop_all(now)
         self._bind(now)
+        self._register(nodes)
         self._finish_deletes()
         self.last_plan = result
         return result
@@ -526,14 +539,28 @@ class PoolController:
                 continue  # another pass may be creating it right now
             vm_id = self._existing_vm(name, group_id)
             if vm_id is None:
+                extra = {"CPU": str(cores), "VCPU": str(cores), "MEMORY": str(memory)}
                 try:
+                    own = str(parse_template(body, fmt="one").attrs.get("SCHED_REQUIREMENTS", ""))
+                    steer = avoid_hosts(own, *self._hosts_in_backoff(pid, now))
+                    if steer != own:
+                        extra["SCHED_REQUIREMENTS"] = steer
                     [vm_id] = self.cloud.vms.create(
-                        self._actor(group_id), body, fmt="one", count=1, name=name,
-                        extra={"CPU": str(cores), "VCPU": str(cores), "MEMORY": str(memory)})
+                        self._actor(group_id), body, fmt="one", count=1, name=name, extra=extra)
                 except VocloudError as exc:
                     self._bind_failed(rid, pid, name, exc.message, now)
                     continue
             self._record_vm(rid, pid, vm_id, now)
+
+    def _hosts_in_backoff(self, pool_id: int, now: float) -> tuple[list[str], list[str]]:
+        """(hosts this pool's boots failed on and that still back off, hosts usable now)."""
+        with self.db.read() as s:
+            rows = s.scalars(select(PoolBackoffRow).where(PoolBackoffRow.pool_id == pool_id)
+                             .where(PoolBackoffRow.key.like("host:%"))).all()
+            states = {r.key: BackoffState(r.key, r.failures or 0, r.retry_at or 0.0, r.last_failure)
+                      for r in rows}
+            usable = list(s.scalars(select(Host.name).where(Host.state == HostState.MONITORED.value)))
+        return [k.removeprefix("host:") for k in blocked(states, now)], usable
 
     def _existing_vm(self, name: str, group_id: int) -> int | None:
         with self.db.read() as s:
@@ -572,6 +599,28 @@ class PoolController:
         if group_id is None:
             raise NotFound(f"VM {vm_id} does not exist")
         return self._actor(group_id)
+
+    # ------------------------------------------------------------ register (Grid Engine)
+    def _register(self, nodes: Mapping[str, WorkerNode]) -> None:
+        """Tell a batch system that must know a worker before its daemon joins
+        (:class:`~vocloud.batch.base.RegistersNodes`: Grid Engine) about every booting worker
+        whose VM has an address and whose node it does not list yet. Level-triggered (retried
+        every pass until the node is listed) and idempotent in the adapter."""
+        batch = self.batch
+        if not isinstance(batch, RegistersNodes):
+            return
+        with self.db.read() as s:
+            rows = list(s.execute(
+                select(PoolVMRow.name, PoolRow.vo, Lease.ip)
+                .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
+                .join(Lease, Lease.vm_id == PoolVMRow.vm_id)
+                .where(PoolVMRow.state.in_([V.REQUESTED.value, V.BOOTING.value]))
+                .order_by(PoolVMRow.id, Lease.id)))
+        done: set[str] = set()
+        for name, vo, ip in rows:
+            if name not in nodes and name not in done:  # first NIC's address
+                done.add(name)
+                self._batch_op(batch.register, name, int_to_ip(ip), vo)
 
     # ------------------------------------------------------------ forced deletes
     def _finish_deletes(self) -> None:

@@ -20,7 +20,7 @@ replays byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -155,6 +155,20 @@ def blocked(states: Mapping[str, BackoffState], now: float) -> frozenset[str]:
     take the boots and no pool is held back by one bad host.
     """
     return frozenset(k for k, st in states.items() if not may_boot(st, now)[0])
+
+
+def avoid_hosts(requirements: str, avoid: Iterable[str], usable: Iterable[str]) -> str:
+    """SCHED_REQUIREMENTS for a new pool VM that keeps it off the hosts in backoff.
+
+    ``usable``: the hosts that could take VMs now. When every one of them is in backoff the
+    requirement is left as it is: a VM pinned away from every host would wait for nothing, so
+    the site's hosts are tried again (the pool's own boot timeout still guards the VM).
+    """
+    names = sorted(set(avoid))
+    if not names or set(usable) <= set(names):
+        return requirements
+    clause = " & ".join(f'NAME != "{n}"' for n in names)
+    return f"({requirements}) & {clause}" if requirements.strip() else clause
 
 
 def is_probing(state: BackoffState) -> bool:

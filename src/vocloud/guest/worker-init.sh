@@ -11,6 +11,8 @@
 #   5. write the munge key (never echoed), start munged, start slurmd (configless or with a
 #      delivered slurm.conf; dynamic node with -Z when SLURM_DYNAMIC_CONF is set),
 #   6. print VOCLOUD-READY and hand the power button to acpid (stop slurmd, power off).
+# Grid Engine mode (the context carries SGE_ROOT): steps 5-6 start the host's sge_execd instead
+# of munged + slurmd, with the qmaster's name in /etc/hosts (docs/worker.md, "Grid Engine").
 # Progress lines start with VOCLOUD-WORKER; a fatal step prints VOCLOUD-WORKER-FAILED <why>.
 
 /bin/busybox --install -s /bin
@@ -35,6 +37,7 @@ setup_acpi() {
 #!/bin/sh
 echo "VOCLOUD-POWEROFF"
 [ -f /newroot/run/slurmd.pid ] && kill -TERM "$(cat /newroot/run/slurmd.pid)" 2>/dev/null
+[ -f /newroot/run/sge_execd.pid ] && kill -TERM "$(cat /newroot/run/sge_execd.pid)" 2>/dev/null
 sleep 1
 sync
 poweroff -f
@@ -74,9 +77,16 @@ done
 # context.sh holds KEY='value' lines written (and validated) by vocloud.drivers.context.
 . /mnt/context/context.sh
 umount /mnt/context
+if [ -n "$SGE_ROOT" ]; then
+    # Grid Engine worker: no munge, no slurmd; the node name is SGE_NODENAME.
+    SLURM_NODENAME=${SGE_NODENAME:-$HOSTNAME}
+    say "context from $seed node=${SLURM_NODENAME:-?} qmaster=${SGE_QMASTER_HOST:-?}(${SGE_QMASTER_IP:-dns}) gridengine"
+    [ -n "$SLURM_NODENAME" ] || fail "context has no SGE_NODENAME"
+else
 say "context from $seed node=${SLURM_NODENAME:-?} controller=${SLURM_CONF_SERVER:-${SLURM_CONTROLLER:-?}}"
 [ -n "$SLURM_NODENAME" ] || fail "context has no SLURM_NODENAME"
 [ -n "$MUNGE_KEY" ] || fail "context has no MUNGE_KEY"
+fi
 
 # ---------------------------------------------------------------- host root over 9p
 grep -q 9p /proc/filesystems || fail "kernel has no 9p filesystem (modules not loaded)"
@@ -126,9 +136,57 @@ if [ -n "$ETH0_IP" ]; then
     printf '127.0.0.1 localhost\n%s %s\n' "$ETH0_IP" "$SLURM_NODENAME" > /newroot/etc/hosts
     say "net $dev $ETH0_IP/$prefix"
 fi
+# Grid Engine resolves the qmaster by name (act_qmaster) and checks names both ways: without a
+# site DNS that knows it, the context names its address.
+if [ -n "$SGE_ROOT" ] && [ -n "$SGE_QMASTER_IP" ] && [ -n "$SGE_QMASTER_HOST" ]; then
+    [ -f /newroot/etc/hosts ] || echo '127.0.0.1 localhost' > /newroot/etc/hosts
+    echo "$SGE_QMASTER_IP $SGE_QMASTER_HOST" >> /newroot/etc/hosts
+fi
 
 # Commands in the host root run with a clean environment: the context (and its key) stays here.
 inroot() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot /newroot "$@"; }
+
+# ---------------------------------------------------------------- Grid Engine execd
+# The execd is the host's (9p root), run like slurmd with chroot and a clean environment, and
+# joins the cell named by SGE_ROOT/SGE_CELL (the cell's common/ directory must be in the shared
+# tree). The qmaster accepts it only once the site registered this host as an execution host
+# (vocloud's Grid Engine adapter does so when the VM gets its lease): until then sge_execd exits,
+# and this loop starts it again.
+if [ -n "$SGE_ROOT" ]; then
+    cell=${SGE_CELL:-default}
+    [ -f "/newroot$SGE_ROOT/$cell/common/act_qmaster" ] \
+        || fail "no Grid Engine cell $SGE_ROOT/$cell in the shared root"
+    set -- SGE_ROOT="$SGE_ROOT" SGE_CELL="$cell"
+    [ -n "$SGE_QMASTER_PORT" ] && set -- "$@" SGE_QMASTER_PORT="$SGE_QMASTER_PORT"
+    [ -n "$SGE_EXECD_PORT" ] && set -- "$@" SGE_EXECD_PORT="$SGE_EXECD_PORT"
+    execd_pid() {
+        for c in /proc/[0-9]*/comm; do
+            [ "$(cat "$c" 2>/dev/null)" = sge_execd ] && { p=${c#/proc/}; echo "${p%/comm}"; return; }
+        done
+    }
+    tries=0
+    while :; do
+        inroot env "$@" sh -c 'sge_execd >> /run/sge_execd.out 2>&1'
+        sleep 3
+        pid=$(execd_pid)
+        [ -n "$pid" ] && break
+        tries=$((tries + 1))
+        [ $tries -eq 1 ] && say "sge_execd not accepted yet: $(tail -2 /newroot/run/sge_execd.out | tr '\n' ' ') $(tail -2 /newroot/tmp/execd_messages.* 2>/dev/null | tr '\n' ' ')"
+        [ $tries -ge 100 ] && fail "sge_execd did not stay up: $(tail -3 /newroot/run/sge_execd.out) $(tail -3 /newroot/tmp/execd_messages.* 2>/dev/null)"
+        sleep 2
+    done
+    echo "$pid" > /newroot/run/sge_execd.pid
+    say "sge_execd started (pid $pid, $tries retries): $*"
+    setup_acpi
+    echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
+    if [ -n "$SGE_EXECD_SPOOL" ]; then
+        log="/newroot$SGE_EXECD_SPOOL/$SLURM_NODENAME/messages"
+        ( i=0; while [ ! -f "$log" ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+          tail -f "$log" 2>/dev/null | while IFS= read -r line; do echo "VOCLOUD-SGE $line"; done ) &
+    fi
+    wait $acpid_pid
+    while :; do sleep 3600; done
+fi
 
 # ---------------------------------------------------------------- munge
 sock=${MUNGE_SOCKET:-/run/munge/munge.socket.2}

@@ -1,4 +1,4 @@
-"""The worker-node guest: the Debian kernel running the *host's* slurmd from a read-only 9p root.
+"""The worker-node guest: the Debian kernel running the *host's* slurmd (or sge_execd) from a 9p root.
 
 A VO cluster's worker must run the site's batch daemon (slurmd and munged here) at exactly the
 version the controller runs. Two ways were open (docs/worker.md): build a Debian root image with
@@ -21,6 +21,9 @@ What the batch daemon needs travels in the VM's context (:func:`worker_context`)
 (= VM name), controller address (configless ``--conf-server``) or a whole ``slurm.conf``, the munge
 key (base64), and the address of eth0. The context ISO is per VM and lives in the VM's run
 directory; see docs/worker.md for who can read it.
+
+A Grid Engine worker is the same guest with another context (:func:`sge_worker_context`): the
+init then starts the host's ``sge_execd`` instead of munged and slurmd.
 
 Run ``python -m vocloud.guest.worker [--force]`` to build (cached like the test guest).
 """
@@ -185,6 +188,59 @@ def worker_context(
         ctx["ETH0_MAC"] = mac
     if booted:
         ctx["SLURM_BOOTED"] = "1"
+    return ctx
+
+
+def sge_worker_context(
+    node_name: str,
+    sge_root: str,
+    *,
+    cell: str = "default",
+    qmaster_port: int | str | None = None,
+    execd_port: int | str | None = None,
+    qmaster_host: str | None = None,
+    qmaster_ip: str | None = None,
+    execd_spool: str | None = None,
+    ip: str | None = None,
+    mask: str = "24",
+    gateway: str | None = None,
+    mac: str | None = None,
+) -> dict[str, str]:
+    """Context variables that make the worker guest run the host's ``sge_execd`` as ``node_name``.
+
+    The guest joins the Grid Engine cell ``sge_root``/``cell`` (its ``common/`` directory must be
+    in the shared root tree, as ``$SGE_ROOT`` is on the qmaster host); ``qmaster_port`` and
+    ``execd_port`` are ``SGE_QMASTER_PORT``/``SGE_EXECD_PORT`` when the cell does not use
+    ``/etc/services``. ``qmaster_host`` + ``qmaster_ip`` put the qmaster (the name in
+    ``act_qmaster``) into the guest's ``/etc/hosts``, for sites whose DNS the guest cannot ask.
+    ``execd_spool`` (the cell's ``execd_spool_dir``) only copies the execd's messages to the
+    console. No secret is involved: Grid Engine trusts hosts, not keys (``security_mode none``),
+    which is why the qmaster must know the worker as an execution host *before* its execd
+    starts, and why a worker's name must resolve to its address on the qmaster
+    (docs/worker.md, *Grid Engine workers*).
+    """
+    if not node_name or not sge_root:
+        raise ValueError("a Grid Engine worker needs a node name and SGE_ROOT")
+    if (qmaster_host is None) != (qmaster_ip is None):
+        raise ValueError("give both qmaster_host and qmaster_ip, or neither (DNS)")
+    ctx = {"SGE_NODENAME": node_name, "HOSTNAME": node_name, "SGE_ROOT": sge_root,
+           "SGE_CELL": cell}
+    if qmaster_port is not None:
+        ctx["SGE_QMASTER_PORT"] = str(qmaster_port)
+    if execd_port is not None:
+        ctx["SGE_EXECD_PORT"] = str(execd_port)
+    if qmaster_host is not None and qmaster_ip is not None:
+        ctx["SGE_QMASTER_HOST"] = qmaster_host
+        ctx["SGE_QMASTER_IP"] = qmaster_ip
+    if execd_spool:
+        ctx["SGE_EXECD_SPOOL"] = execd_spool
+    if ip:
+        ctx["ETH0_IP"] = ip
+        ctx["ETH0_MASK"] = mask
+    if gateway:
+        ctx["ETH0_GATEWAY"] = gateway
+    if mac:
+        ctx["ETH0_MAC"] = mac
     return ctx
 
 
