@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -37,20 +37,28 @@ POWERSAVE_TOML = '[[node]]\nprefix = "c"\nvo = "lhcb"\n'
 
 
 class PowerSaveCluster(SlurmCluster):
-    """The harness's cluster, its power-saving programs pointing at vocloud's wrappers."""
+    """The harness's cluster, its power-saving programs pointing at vocloud's wrappers.
 
-    def __init__(self, hooks: Path) -> None:
+    ``parameters`` are added to ``SlurmctldParameters`` (e.g. ``enable_configless`` for guests
+    that fetch their configuration, ``cloud_reg_addrs`` for nodes whose address is learnt when
+    their slurmd registers).
+    """
+
+    def __init__(self, hooks: Path, resume_timeout: int = RESUME_TIMEOUT,
+                 parameters: Sequence[str] = ()) -> None:
         super().__init__()
         self.hooks = hooks
+        self.resume_timeout = resume_timeout
+        self.parameters = tuple(parameters)
 
     def _write_files(self) -> None:
         super()._write_files()
         programs = {"ResumeProgram": "resume.sh", "SuspendProgram": "suspend.sh",
                     "ResumeFailProgram": "resume-fail.sh"}
+        params = ",".join(("power_save_interval=1", "power_save_min_interval=0", *self.parameters))
         settings = {**{k: str(self.hooks / v) for k, v in programs.items()},
-                    "SuspendTime": str(SUSPEND_TIME), "ResumeTimeout": str(RESUME_TIMEOUT),
-                    "SuspendTimeout": "5",
-                    "SlurmctldParameters": "power_save_interval=1,power_save_min_interval=0"}
+                    "SuspendTime": str(SUSPEND_TIME), "ResumeTimeout": str(self.resume_timeout),
+                    "SuspendTimeout": "5", "SlurmctldParameters": params}
         lines = [ln for ln in self.conf.read_text().splitlines()
                  if ln.split("=", 1)[0] not in settings]
         lines += [f"{k}={v}" for k, v in settings.items()]
@@ -116,28 +124,59 @@ def slurm_available() -> None:
         pytest.skip(reason)
 
 
+def configure_site(d: Daemon, host: Sequence[str], template: str, cores: int = 2,
+                   memory: int = 1000, powersave: str = POWERSAVE_TOML) -> None:
+    """Host ``host`` (``vocloud host create`` arguments), VO ``lhcb`` with the public template
+    ``template`` and its pool (the workers' shape), ``powersave.toml``, and the ``vocloud.toml``
+    the hooks find the daemon's port in."""
+    d.ok("host", "create", *host)
+    d.ok("group", "create", "lhcb")
+    tmpl = d.data_dir.parent / "lhcb.tmpl"
+    tmpl.write_text(template)
+    d.ok("template", "create", str(tmpl), "--public")
+    d.ok("pool", "create", "lhcb", "--template", "lhcb-worker", "--cores", str(cores), "--memory",
+         str(memory), "--min", "0", "--max", "2")
+    (d.data_dir / "powersave.toml").write_text(powersave)
+    # the daemon got its port on the command line; a site's daemon reads it from here, and
+    # so do the hooks (they see nothing but the data directory)
+    (d.data_dir / "vocloud.toml").write_text(f"port = {d.url.rsplit(':', 1)[1]}\n")
+    d.wait_for(f"host {host[0]} monitored",
+               lambda: d.api("GET", f"/hosts/{host[0]}")["state"] == "MONITORED", timeout=30)
+
+
+def write_wrappers(d: Daemon, hooks: Path) -> Path:
+    """``vocloud slurm wrappers HOOKS --data-dir <the daemon's>``; returns the resolved directory."""
+    out = subprocess.run([*HOOK_CLI, "wrappers", str(hooks), "--data-dir", str(d.data_dir)],
+                         env=clean_env(d.home), capture_output=True, text=True, timeout=60, check=True)
+    assert f"ResumeProgram={hooks.resolve()}/resume.sh" in out.stdout
+    return hooks.resolve()
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Daemon]:
     """A daemon (no batch system: power saving alone decides) with one sim host, VO ``lhcb``,
     its pool (template and shape for the workers) and ``powersave.toml`` mapping ``c*``."""
     d = start_daemon(tmp_path)
     try:
-        d.ok("host", "create", "sim1", "--vmm", "sim", "--cpu", "8", "--memory", "16G")
-        d.ok("group", "create", "lhcb")
-        tmpl = tmp_path / "lhcb.tmpl"
-        tmpl.write_text('NAME="lhcb-worker"\nCPU=1\nMEMORY=512\n')
-        d.ok("template", "create", str(tmpl), "--public")
-        d.ok("pool", "create", "lhcb", "--template", "lhcb-worker", "--cores", "2", "--memory",
-             "1000", "--min", "0", "--max", "2")
-        (d.data_dir / "powersave.toml").write_text(POWERSAVE_TOML)
-        # the daemon got its port on the command line; a site's daemon reads it from here, and
-        # so do the hooks (they see nothing but the data directory)
-        (d.data_dir / "vocloud.toml").write_text(f"port = {d.url.rsplit(':', 1)[1]}\n")
-        d.wait_for("host sim1 monitored",
-                   lambda: d.api("GET", "/hosts/sim1")["state"] == "MONITORED", timeout=30)
+        configure_site(d, ("sim1", "--vmm", "sim", "--cpu", "8", "--memory", "16G"),
+                       'NAME="lhcb-worker"\nCPU=1\nMEMORY=512\n')
         yield d
     finally:
         stop_daemon(d)
+
+
+def assert_hooks_ran(cluster: SlurmCluster, d: Daemon, c1: object, c2: object = None) -> str:
+    """slurmctld ran every hook cleanly, and the hooks logged: resume + suspend of c1's VM ``c1``,
+    resume-fail of c2's VM (id ``c2``, or any). Returns the power-saving log."""
+    # slurmctld runs its programs with stdout/stderr closed: a hook that crashed on printing
+    # after doing its work would show here as "program exit status of 1"
+    ctld = (cluster.root / "log" / "slurmctld.log").read_text()
+    assert "power_save: program exit status" not in ctld, ctld[-3000:]
+    log = (d.data_dir / "slurm-powersave.log").read_text()
+    assert re.search(rf"resume c1: vm {c1} created", log), log
+    assert re.search(rf"suspend c1: vm {c1} terminate ", log), log
+    assert re.search(rf"resume-fail c2: vm {c2 or '[0-9]+'} terminate-hard", log), log
+    return log
 
 
 def _hook(d: Daemon, verb: str, hostlist: str) -> subprocess.CompletedProcess[str]:
@@ -188,11 +227,7 @@ def test_hooks_without_slurm_are_idempotent_and_fail_in_one_line(site: Daemon) -
 def test_slurm_power_saving_boots_and_stops_vms(slurm_available: None, site: Daemon,
                                                 tmp_path: Path) -> None:
     d = site
-    hooks = tmp_path / "hooks"
-    out = subprocess.run([*HOOK_CLI, "wrappers", str(hooks), "--data-dir", str(d.data_dir)],
-                         env=clean_env(d.home), capture_output=True, text=True, timeout=60, check=True)
-    assert f"ResumeProgram={hooks.resolve()}/resume.sh" in out.stdout
-    cluster = PowerSaveCluster(hooks.resolve())
+    cluster = PowerSaveCluster(write_wrappers(d, tmp_path / "hooks"))
     cluster.start()
     try:
         with FakeGuests(cluster, d, refuse=frozenset({"c2"})) as guests:
@@ -221,14 +256,7 @@ def test_slurm_power_saving_boots_and_stops_vms(slurm_available: None, site: Dae
                              RESUME_TIMEOUT + 40, "c2's VM to be removed by ResumeFailProgram")
             cluster.run("scancel", job2)
             assert not guests.errors[-3:], guests.errors
-        # slurmctld runs its programs with stdout/stderr closed: a hook that crashed on printing
-        # after doing its work would show here as "program exit status of 1"
-        ctld = (cluster.root / "log" / "slurmctld.log").read_text()
-        assert "power_save: program exit status" not in ctld, ctld[-3000:]
-        log = (d.data_dir / "slurm-powersave.log").read_text()
-        assert re.search(rf"resume c1: vm {vm['id']} created", log), log
-        assert re.search(rf"suspend c1: vm {vm['id']} terminate", log), log
-        assert re.search(r"resume-fail c2: vm \d+ terminate-hard", log), log
+        log = assert_hooks_ran(cluster, d, vm["id"])
         print(f"\nsbatch -> VM c1 seen {created:.1f} s, guest slurmd started "
               f"{guests.started_at['c1'] - t0:.1f} s, job COMPLETED {completed:.1f} s, "
               f"VM DONE {done:.1f} s (SuspendTime {SUSPEND_TIME} s)\nslurm-powersave.log:\n{log}")
