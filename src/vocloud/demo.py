@@ -215,8 +215,8 @@ def private_network() -> str | None:
     """Move this process (and so everything it starts) into a network namespace of its own;
     ``None`` on success, else why not.
 
-    Why: the demo's bridge, the workers' taps (named ``vc-<vm id>-<nic>`` by every daemon) and
-    slurmctld's port then cannot collide with a daemon already running on this machine, nor its
+    Why: the demo's bridge and slurmctld's port then cannot collide with a daemon already running
+    on this machine (tap names differ anyway: deploy ids carry each store's tag), nor its
     guests reach any network but the demo's bridge; and when the demo's last process exits, the
     kernel deletes whatever network devices are left. Python 3.11 has no ``os.unshare``: libc's.
     """

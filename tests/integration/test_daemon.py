@@ -219,9 +219,10 @@ def test_acceptance_pack_terminate_and_kill9_restart(daemon: Daemon) -> None:
         assert all(h["alloc_cpu"] <= h["total_cpu"] for h in hosts)
         # none lost, none twice: exactly one guest per RUNNING VM, each started once
         doms = _domains(daemon.data_dir)
-        assert sorted(doms) == sorted(f"vc-{i}" for i in keep)
-        assert all(len(v) == 1 and v[0]["boots"] == 1 for v in doms.values())
         rows = {v["id"]: v for v in c.get("/vms").json()}
+        deploy = {i: c.get(f"/vms/{i}").json()["deploy_id"] for i in keep}
+        assert sorted(doms) == sorted(deploy.values())
+        assert all(len(v) == 1 and v[0]["boots"] == 1 for v in doms.values())
         for i in keep:
-            assert (daemon.data_dir / "sim" / rows[i]["host"] / f"vc-{i}.json").exists()
+            assert (daemon.data_dir / "sim" / rows[i]["host"] / f"{deploy[i]}.json").exists()
     assert daemon.stop() == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -108,8 +109,10 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
             assert f"VOCLOUD-CONTEXT VALUE=ctx-{i}" in log, log[-2000:]
         assert len(ips) == 5
         # every disk is an overlay whose backing file is the host's cached base
+        deploy = {i: ok(c.get(f"/vms/{i}"))["deploy_id"] for i in ids}
+        assert all(re.fullmatch(r"vc[a-z0-9]{3}-\d+", v) for v in deploy.values()), deploy
         for i in ids:
-            disk = d.data_dir / "datastore" / "vms" / f"vc-{i}" / "vda.qcow2"
+            disk = d.data_dir / "datastore" / "vms" / deploy[i] / "vda.qcow2"
             meta = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)],
                                              capture_output=True, text=True, check=True).stdout)
             assert meta["format"] == "qcow2"
@@ -118,9 +121,9 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
         assert len(list((d.data_dir / "datastore" / "cache").glob("*.qcow2"))) == 1  # copied once
         pids_before = sorted(qemu_pids_under(d.data_dir))
         assert len(pids_before) == 5
-        taps = {f"vc-{i}-0" for i in ids}
-        assert {f"vc-{i}-0" for i in local_ids} <= _links(None)
-        assert {f"vc-{i}-0" for i in remote_ids} <= _links(remote.netns)
+        taps = {f"{deploy[i]}-0" for i in ids}
+        assert {f"{deploy[i]}-0" for i in local_ids} <= _links(None)
+        assert {f"{deploy[i]}-0" for i in remote_ids} <= _links(remote.netns)
 
     # kill -9 the daemon while guests run: a new daemon finds them RUNNING, restarts none
     d.kill9()

@@ -62,7 +62,7 @@ def test_thirty_vms_pack_three_hosts_then_terminate(cloud: Cloud, tmp_path: Path
     # exactly one guest per running VM, on the host the store says
     for i in ids[:24]:
         host = rows[i]["host"]
-        assert (tmp_path / "sim" / host / f"vc-{i}.json").exists()
+        assert (tmp_path / "sim" / host / f"{cloud.vms.show(a, i)['deploy_id']}.json").exists()
     for i in ids:
         cloud.vms.action(a, i, "terminate")
     converge(rec)
@@ -242,8 +242,8 @@ def test_full_lifecycle_actions(cloud: Cloud, tmp_path: Path) -> None:
     assert info["state"] == "RUNNING" and info["host"] == dst
     hosts = {h["name"]: h for h in cloud.hosts.list(a)}
     assert hosts[src]["running_vms"] == 0 and hosts[dst]["running_vms"] == 1
-    assert (tmp_path / "sim" / dst / f"vc-{vm}.json").exists()
-    assert not (tmp_path / "sim" / src / f"vc-{vm}.json").exists()
+    assert (tmp_path / "sim" / dst / f"{info['deploy_id']}.json").exists()
+    assert not (tmp_path / "sim" / src / f"{info['deploy_id']}.json").exists()
     with pytest.raises(InvalidInput, match="already runs"):
         cloud.vms.action(a, vm, "migrate", host=dst)
     cloud.vms.action(a, vm, "terminate-hard")
@@ -296,7 +296,7 @@ def test_host_error_unknown_and_back(cloud: Cloud, tmp_path: Path) -> None:
     assert cloud.hosts.show(a, "h1")["state"] == "MONITORED"
     assert cloud.vms.show(a, vm)["state"] == "RUNNING"
     # a guest that vanishes behind our back is seen as powered off
-    (tmp_path / "sim" / "h1" / f"vc-{vm}.json").unlink()
+    (tmp_path / "sim" / "h1" / f"{cloud.vms.show(a, vm)['deploy_id']}.json").unlink()
     converge(rec, 1)
     assert cloud.vms.show(a, vm)["state"] == "POWEROFF"
 

@@ -33,14 +33,12 @@ Finally no qemu, tap, lease or Slurm process is left.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import Daemon, start_daemon, stop_daemon
@@ -99,7 +97,6 @@ def qemu_site(tmp_path: Path, ps_bridge: str) -> Iterator[Daemon]:
     tmp_path.chmod(0o700)  # the store and the VMs' run dirs hold the munge key
     d = start_daemon(tmp_path, DAEMON_ENV)
     try:
-        _skip_vm_ids(d)
         yield d
     finally:
         try:
@@ -108,22 +105,6 @@ def qemu_site(tmp_path: Path, ps_bridge: str) -> Iterator[Daemon]:
             kill_qemu_under(d.data_dir)
             for tap in _bridge_ports(ps_bridge):
                 procs.ip("link", "del", "dev", tap, check=False)
-
-
-def _skip_vm_ids(d: Daemon) -> None:
-    """Make this daemon's next VM ids unlike other daemons' on this machine.
-
-    Why: a qemu VM's tap is ``vc-<VM id>-<nic>`` (its deploy id), and other test daemons run
-    here at the same time, each numbering its VMs from 1: two ``vc-1-0`` collide ("could not
-    configure /dev/net/tun (vc-1-0): Device or resource busy"). Held VMs are never placed; they
-    are created in one call and terminated (HOLD -> DONE) at once.
-    """
-    ids = d.api("POST", "/vms", json={"template": 'NAME="pad"\nCPU=0.1\nMEMORY=16\n',
-                                      "count": 200 + os.getpid() % 500, "hold": True})["ids"]
-    with httpx.Client(base_url=f"{d.url}/api/v1", timeout=30,
-                      headers={"Authorization": f"Bearer {d.token}"}) as c:
-        for vm_id in ids:
-            c.post(f"/vms/{vm_id}/action", json={"action": "terminate"}).raise_for_status()
 
 
 def _bridge_ports(bridge: str) -> list[str]:

@@ -335,7 +335,7 @@ def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterato
             d.proc.kill()
             d.proc.wait(10)
         kill_qemu_under(tmp_path)
-        for tap in [t for t in _links() if re.fullmatch(r"vc-\d+-\d+", t)]:
+        for tap in [t for t in _links() if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", t)]:
             if (tmp_path / "qemu" / tap.rsplit("-", 1)[0]).exists():
                 procs.ip("link", "del", "dev", tap, check=False)
 
@@ -449,7 +449,7 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     assert "NONE" in cell.run("qconf", "-shgrp", "@allhosts")
     assert not any(n in hosts_file.read_text() for n in names), hosts_file.read_text()
     assert _ok(c.get("/vnets/vo"))["used_leases"] == 0
-    taps = {f"vc-{v['id']}-0" for v in final}
+    taps = {_ok(c.get(f"/vms/{v['id']}"))["deploy_id"] + "-0" for v in final}
     c.close()
     assert qemu_pids_under(d.data_dir) == []
     assert not taps & _links(), taps & _links()

@@ -154,7 +154,7 @@ def pool_daemon(tmp_path: Path, vo_cluster: VOSlurmCluster) -> Iterator[Daemon]:
             d.proc.kill()
             d.proc.wait(10)
         kill_qemu_under(tmp_path)
-        for tap in [t for t in _links() if re.fullmatch(r"vc-\d+-\d+", t)]:
+        for tap in [t for t in _links() if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", t)]:
             if (tmp_path / "qemu" / tap.rsplit("-", 1)[0]).exists():
                 _ip("link", "del", "dev", tap, check=False)
 
@@ -403,7 +403,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
     assert all(addr.startswith(SUBNET) for addr in watch.node_addr.values()), watch.node_addr
     shown = {p["vo"]: p for p in _ok(c.get("/pools"))}
     assert shown["atlas"]["image"] == "atlas-img" and shown["cms"]["image"] == "std-worker", shown
-    taps = {f"vc-{v['id']}-0" for v in final}
+    taps = {_ok(c.get(f"/vms/{v['id']}"))["deploy_id"] + "-0" for v in final}
     assert _ok(c.get("/vnets/vo"))["used_leases"] == 0
     c.close()
 

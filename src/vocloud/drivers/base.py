@@ -7,7 +7,8 @@ Rules every driver keeps, because the reconcile loops depend on them:
 * **Non-blocking where it matters.** ``deploy`` and ``shutdown`` *start* an operation; ``poll``
   tells where it is. The lifecycle loop owns timeouts (it stores when a step started), so a
   daemon restart in the middle of a boot neither loses nor repeats the guest.
-* **Named by deploy id.** A domain is found again by its deploy id (``vc-<vm id>``), never by an
+* **Named by deploy id.** A domain is found again by its deploy id (``vc<instance tag>-<vm id>``,
+  e.g. ``vcq7x-12``: unique per installation, see store.schema.SiteSetting), never by an
   in-memory handle, so a restarted daemon re-attaches to the guests that kept running.
 * Drivers raise :class:`~vocloud.errors.DriverError` with a message a site admin can act on.
 """
@@ -97,10 +98,6 @@ class HostInfo:
     used_mem_mib: int = 0
     domains: dict[str, DomainInfo] = field(default_factory=dict)
     attrs: dict[str, str] = field(default_factory=dict)
-
-
-def deploy_id_for(vm_id: int) -> str:
-    return f"vc-{vm_id}"
 
 
 @runtime_checkable

@@ -38,7 +38,7 @@ from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import find, load_rules, now, record, require
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, User
+from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, SiteSetting, User
 
 MAX_COUNT = 10_000
 
@@ -118,6 +118,15 @@ def transition(session: Session, vm: VM, action: str, message: str = "", at: flo
 class VMService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._deploy_prefix: str | None = None
+
+    def _prefix(self, s: Session) -> str:
+        """``vc<instance tag>``: deploy ids (and so tap names, qemu process names and remote run
+        directories) of two installations sharing a hypervisor never collide. Read once."""
+        if self._deploy_prefix is None:
+            tag = s.scalar(select(SiteSetting.value).where(SiteSetting.key == "instance_tag"))
+            self._deploy_prefix = f"vc{tag or ''}"
+        return self._deploy_prefix
 
     # ---------------------------------------------------------------- create
     def create(self, actor: Actor, text: str, fmt: str = "auto", count: int = 1,
@@ -175,7 +184,7 @@ class VMService:
                 )
                 s.add(vm)
                 s.flush()
-                vm.deploy_id = f"vc-{vm.id}"
+                vm.deploy_id = f"{self._prefix(s)}-{vm.id}"
                 vm.template = self._finish_template(s, vm, tmpl, images, networks, spec).to_one()
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)

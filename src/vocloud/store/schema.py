@@ -221,3 +221,16 @@ class Lease(Base):
     mac: Mapped[str] = mapped_column(String(17))
     vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id"), nullable=True, index=True)
     held: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SiteSetting(Base):
+    """Facts about this installation that every daemon on the store must agree on.
+
+    ``instance_tag``: three random base-36 characters, drawn once by migration 0003, that make
+    this installation's deploy ids (``vc<tag>-<vm id>``) — and so its tap devices, qemu process
+    names and remote run directories — distinct from another installation's on a shared host.
+    """
+
+    __tablename__ = "site_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")

@@ -4,7 +4,7 @@ This is OpenNebula's bridged model. vocloud creates the tap itself (``ip tuntap 
 starts, and qemu only opens it by name (``-netdev tap,ifname=...,script=no``); so qemu needs no
 helper scripts or capabilities, and a tap left by a crashed guest is found and removed by name.
 
-* Tap for NIC ``n`` of deploy id ``vc-7`` is ``vc-7-n``, the name the qemu driver opens. Linux
+* Tap for NIC ``n`` of deploy id ``vcq7x-7`` is ``vcq7x-7-n``, the name the qemu driver opens. Linux
   limits names to 15 bytes; a longer name is an error, never silently truncated (two VMs could
   collide).
 * A missing bridge is created, marked with the link alias ``vocloud`` and brought up. On detach a
