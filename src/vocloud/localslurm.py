@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from vocloud.localprocs import poll_until, processes_with_env, tail_files
+
 MARKER = "VOCLOUD_LOCALSLURM"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 _JOB_FIELD = re.compile(r"\b(JobId|JobState|Account|Partition|SubmitTime|StartTime|EndTime|"
@@ -50,22 +52,6 @@ def missing_reason() -> str | None:
     if os.geteuid() != 0:
         return "a local slurmctld/munged (and qemu taps) need root"
     return None
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids (other than ours) whose environment carries ``name=value``."""
-    needle = f"{name}={value}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _free_port() -> int:
@@ -240,20 +226,7 @@ class LocalSlurm:
 
     def wait_for(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
         """Poll ``check`` until it returns something truthy; return that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}\n"
-                                   f"{self.log_tail()}")
-            time.sleep(0.25)
+        return poll_until(check, timeout, what, self.log_tail)
 
     def log_tail(self, lines: int = 10) -> str:
-        out = []
-        for log in sorted((self.root / "log").glob("*")):
-            with contextlib.suppress(OSError):
-                tail = log.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(out)
+        return tail_files(sorted((self.root / "log").glob("*")), lines)

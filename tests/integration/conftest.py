@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image
+from vocloud.guest.worker import WorkerImage, ensure_worker_image
 
 LOCAL = HostRef(id=0, name="local", vmm="qemu", transport="local")
 
@@ -60,6 +63,21 @@ def kill_qemu_under(path: Path) -> list[int]:
     return pids
 
 
+def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
+    """After a test's daemon, whatever happened: kill it, its guests and the taps of its guests
+    (a tap is the daemon's when its VM's run dir is under ``data_dir/qemu``)."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    kill_qemu_under(data_dir)
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
+                (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
+            subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def qemu_available() -> None:
     for tool in ("qemu-system-x86_64", "qemu-img"):
@@ -74,6 +92,16 @@ def guest_image(qemu_available: None) -> GuestImage:
         return ensure_image()
     except (RuntimeError, OSError) as exc:
         _skip_or_fail(f"cannot build the guest image from Debian packages: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def worker_image(guest_image: GuestImage) -> WorkerImage:
+    """The worker guest (the test guest's kernel, the host's root over 9p; vocloud.guest.worker)."""
+    try:
+        return ensure_worker_image()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        _skip_or_fail(f"cannot build the worker guest: {exc}")
         raise
 
 

@@ -13,7 +13,10 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
+
+from vocloud.localprocs import processes_with_env
+
+__all__ = ["free_ports", "ip", "processes_with_env", "skip_or_fail", "test_bridge"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -28,22 +31,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids (other than ours) whose environment carries ``name=value``."""
-    needle = f"{name}={value}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def skip_or_fail(reason: str) -> None:

@@ -44,6 +44,7 @@ from typing import TypeVar
 import pytest
 
 from tests.integration.procs import free_ports, processes_with_env
+from vocloud.localprocs import poll_until, tail_files
 
 MARKER = "VOCLOUD_SLURM_HARNESS"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -262,23 +263,10 @@ class SlurmCluster:
 
     def wait_for(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
         """Poll ``check`` until it returns something truthy; return that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n"
-                                     f"{self.log_tail()}")
-            time.sleep(0.25)
+        return poll_until(check, timeout, what, self.log_tail)
 
     def log_tail(self, lines: int = 15) -> str:
-        out = []
-        for log in sorted((self.root / "log").glob("*")):
-            with contextlib.suppress(OSError):
-                tail = log.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(out)
+        return tail_files(sorted((self.root / "log").glob("*")), lines)
 
 
 def slurm_cluster_fixture() -> Iterator[SlurmCluster]:

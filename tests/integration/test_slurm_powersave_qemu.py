@@ -29,7 +29,7 @@ registers -> after ``ResumeTimeout`` ``resume-fail.sh c2`` destroys it (DONE), t
 Finally no qemu, tap, lease or Slurm process is left.
 """
 
-# ruff: noqa: F811  (fixtures imported from other test modules come back as arguments)
+
 
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ from tests.integration.test_slurm_powersave import (
     configure_site,
     write_wrappers,
 )
-from tests.integration.test_vo_cluster_slurm import worker_image  # noqa: F401
 from vocloud.guest.worker import WorkerImage, worker_context
 
 pytestmark = pytest.mark.slow
@@ -181,7 +180,7 @@ def test_power_saving_boots_and_stops_real_worker_guests(
             """The harness's wait, with the VMs' consoles and the daemon's log on a timeout."""
             try:
                 return cluster.wait_for(check, timeout, what)
-            except AssertionError as exc:
+            except TimeoutError as exc:
                 raise AssertionError(f"{exc}{why()}") from None
 
         # -- resume: sbatch -> resume.sh -> VMs named c1 and c2 -> c1's slurmd registers

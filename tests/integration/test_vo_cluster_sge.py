@@ -49,7 +49,7 @@ import httpx
 import pytest
 
 from tests.integration import procs
-from tests.integration.conftest import LOCAL, kill_qemu_under, make_driver, qemu_pids_under
+from tests.integration.conftest import LOCAL, make_driver, qemu_pids_under, reap_daemon
 from tests.integration.sge_harness import (
     _PE,
     _QUEUE,
@@ -67,7 +67,7 @@ from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
-from vocloud.guest.worker import WorkerImage, ensure_worker_image, sge_worker_context
+from vocloud.guest.worker import WorkerImage, sge_worker_context
 
 pytestmark = pytest.mark.slow
 
@@ -191,15 +191,6 @@ class WrappedDaemon(Daemon):
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def worker_image(guest_image: GuestImage) -> WorkerImage:
-    try:
-        return ensure_worker_image()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        _skip(f"cannot build the worker guest: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")
@@ -331,13 +322,7 @@ def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterato
         d.start()
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait(10)
-        kill_qemu_under(tmp_path)
-        for tap in [t for t in _links() if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", t)]:
-            if (tmp_path / "qemu" / tap.rsplit("-", 1)[0]).exists():
-                procs.ip("link", "del", "dev", tap, check=False)
+        reap_daemon(d.proc, tmp_path)
 
 
 def _ok(r: httpx.Response) -> Any:

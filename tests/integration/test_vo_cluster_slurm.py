@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,11 +58,11 @@ import httpx
 import pytest
 
 from tests.integration import procs
-from tests.integration.conftest import kill_qemu_under, qemu_pids_under
+from tests.integration.conftest import qemu_pids_under, reap_daemon
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from tests.integration.test_daemon import Daemon, _free_port
 from vocloud.guest.build import GuestImage
-from vocloud.guest.worker import WorkerImage, ensure_worker_image, worker_context
+from vocloud.guest.worker import WorkerImage, worker_context
 
 pytestmark = pytest.mark.slow
 
@@ -110,15 +109,6 @@ class VOSlurmCluster(SlurmCluster):
 
 
 @pytest.fixture(scope="module")
-def worker_image(guest_image: GuestImage) -> WorkerImage:
-    try:
-        return ensure_worker_image()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        _skip(f"cannot build the worker guest: {exc}")
-        raise
-
-
-@pytest.fixture(scope="module")
 def vo_bridge(worker_image: WorkerImage) -> Iterator[str]:
     """A bridge with 10.254.0.1/24, made here and deleted afterwards whatever happens."""
     reason = missing_reason()
@@ -150,13 +140,7 @@ def pool_daemon(tmp_path: Path, vo_cluster: VOSlurmCluster) -> Iterator[Daemon]:
         d.start()
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait(10)
-        kill_qemu_under(tmp_path)
-        for tap in [t for t in _links() if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", t)]:
-            if (tmp_path / "qemu" / tap.rsplit("-", 1)[0]).exists():
-                _ip("link", "del", "dev", tap, check=False)
+        reap_daemon(d.proc, tmp_path)
 
 
 def _ok(r: httpx.Response) -> Any:

@@ -19,7 +19,6 @@ import base64
 import contextlib
 import re
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -36,7 +35,7 @@ from vocloud.drivers.context import seed_files
 from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
-from vocloud.guest.worker import WorkerImage, ensure_worker_image, virtfs_args, worker_context
+from vocloud.guest.worker import WorkerImage, virtfs_args, worker_context
 
 SUBNET = "10.253.0."
 BRIDGE_IP = SUBNET + "1"
@@ -68,15 +67,6 @@ class WorkerSlurmCluster(SlurmCluster):
             "PartitionName=vo Nodes=vows MaxTime=INFINITE State=UP\n"
         )
         self.conf.write_text(text)
-
-
-@pytest.fixture(scope="module")
-def worker_image(guest_image: GuestImage) -> WorkerImage:
-    try:
-        return ensure_worker_image()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        _skip(f"cannot build the worker guest: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")
