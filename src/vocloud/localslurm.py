@@ -44,6 +44,36 @@ _JOB_FIELD = re.compile(r"\b(JobId|JobState|Account|Partition|SubmitTime|StartTi
 T = TypeVar("T")
 
 
+def private_conf(root: Path, munge_socket: Path) -> list[str]:
+    """The slurm.conf lines of a cluster kept entirely under ``root``: root daemons, its own
+    munge socket, state/spool/pid/log files in ``root``, no accounting, linuxproc tracking
+    (no cgroup delegation needed), a 2 s backfill pass. Shared with the test harnesses."""
+    return [
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={munge_socket}",
+        f"StateSaveLocation={root}/state",
+        f"SlurmdSpoolDir={root}/spool/%n",
+        f"SlurmctldPidFile={root}/run/slurmctld.pid",
+        f"SlurmdPidFile={root}/run/slurmd-%n.pid",
+        f"SlurmctldLogFile={root}/log/slurmctld.log",
+        f"SlurmdLogFile={root}/log/slurmd-%n.log",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "ReturnToService=2",
+        "MpiDefault=none",
+        "MailProg=/bin/true",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=2",
+    ]
+
+
 def missing_reason() -> str | None:
     """Why this machine cannot run a local Slurm, or ``None`` if it can."""
     absent = [b for b in BINARIES if shutil.which(b) is None]
@@ -149,29 +179,8 @@ class LocalSlurm:
             f"SlurmctldPort={self.ctld_port}",
             f"SlurmdPort={self.slurmd_port}",
             "SlurmctldParameters=enable_configless",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket}",
-            f"StateSaveLocation={self.root}/state",
-            f"SlurmdSpoolDir={self.root}/spool/%n",
-            f"SlurmctldPidFile={self.root}/run/slurmctld.pid",
-            f"SlurmdPidFile={self.root}/run/slurmd-%n.pid",
-            f"SlurmctldLogFile={self.root}/log/slurmctld.log",
-            f"SlurmdLogFile={self.root}/log/slurmd-%n.log",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core_Memory",
-            "ReturnToService=2",
+            *private_conf(self.root, self.munge_socket),
             "MaxNodeCount=64",  # room for the workers' dynamic nodes (slurmd -Z)
-            "MpiDefault=none",
-            "MailProg=/bin/true",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "SchedulerType=sched/backfill",
-            "SchedulerParameters=sched_interval=2",
             f"MinJobAge={self.min_job_age}",  # finished jobs stay visible for the summary
             "SlurmdTimeout=30",
         ]

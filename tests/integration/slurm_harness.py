@@ -45,6 +45,7 @@ import pytest
 
 from tests.integration.procs import free_ports, processes_with_env
 from vocloud.localprocs import poll_until, tail_files
+from vocloud.localslurm import private_conf
 
 MARKER = "VOCLOUD_SLURM_HARNESS"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -152,30 +153,9 @@ class SlurmCluster:
             "SlurmctldHost=localhost",
             f"SlurmctldPort={self.ctld_port}",
             f"SlurmdPort={self.slurmd_port}",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket}",
-            f"StateSaveLocation={self.root}/state",
-            f"SlurmdSpoolDir={self.root}/spool/%n",
-            f"SlurmctldPidFile={self.root}/run/slurmctld.pid",
-            f"SlurmdPidFile={self.root}/run/slurmd-%n.pid",
-            f"SlurmctldLogFile={self.root}/log/slurmctld.log",
-            f"SlurmdLogFile={self.root}/log/slurmd-%n.log",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core_Memory",
+            *private_conf(self.root, self.munge_socket),
             "SlurmdParameters=config_overrides",
-            "ReturnToService=2",
             "MaxNodeCount=8",  # room for dynamic nodes (slurmd -Z)
-            "MpiDefault=none",
-            "MailProg=/bin/true",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "SchedulerType=sched/backfill",
-            "SchedulerParameters=sched_interval=2",
             "SlurmdTimeout=30",
             # power saving, for the CLOUD nodes only
             f"ResumeProgram={resume}",

@@ -65,11 +65,9 @@ CHUNK = 1024 * 1024  # push granularity; SSH flow control keeps at most a window
 SHARED_ATTR = "IMAGE_PATH_SHARED"  # YES: the host reads the repository path; NO: push; AUTO
 SHARED_MODES = ("YES", "NO", "AUTO")
 
-# $1 source, $2 cached file, $3 wanted sha256. Prints HIT | VERIFIED | [BAD <sum>] FETCHED.
-_ENSURE = r"""
-set -u
-src=$1 final=$2 want=$3
-stamp="$final.ok" tmp="$final.part"
+# Both host-side scripts start alike: with $final and $want set, answer HIT (stamp matches the
+# file), VERIFIED (sha256 matches; stamp rewritten) or drop a bad entry (BAD <sum>) and go on.
+_CACHED = r"""stamp="$final.ok" tmp="$final.part"
 state() { stat -c '%s %.9Y %i' -- "$1"; }
 if [ -e "$final" ]; then
     seen=; [ -e "$stamp" ] && read -r seen < "$stamp"
@@ -79,7 +77,13 @@ if [ -e "$final" ]; then
     echo "BAD $got"
     rm -f -- "$final" "$stamp"
 fi
-if [ ! -f "$src" ]; then echo "image file $src does not exist" >&2; exit 3; fi
+"""
+
+# $1 source, $2 cached file, $3 wanted sha256. Prints HIT | VERIFIED | [BAD <sum>] FETCHED.
+_ENSURE = r"""
+set -u
+src=$1 final=$2 want=$3
+""" + _CACHED + r"""if [ ! -f "$src" ]; then echo "image file $src does not exist" >&2; exit 3; fi
 rm -f -- "$tmp"
 cp --reflink=never -- "$src" "$tmp" || { rm -f -- "$tmp"; exit 4; }
 got=$(sha256sum < "$tmp" | cut -d' ' -f1)
@@ -112,17 +116,7 @@ echo "HASHED $sum"
 _PUSH = r"""
 set -u
 final=$1 want=$2 size=$3
-stamp="$final.ok" tmp="$final.part"
-state() { stat -c '%s %.9Y %i' -- "$1"; }
-if [ -e "$final" ]; then
-    seen=; [ -e "$stamp" ] && read -r seen < "$stamp"
-    if [ -n "$seen" ] && [ "$(state "$final")" = "$seen" ]; then echo HIT; exit 0; fi
-    got=$(sha256sum < "$final" | cut -d' ' -f1)
-    if [ "$got" = "$want" ]; then state "$final" > "$stamp"; echo VERIFIED; exit 0; fi
-    echo "BAD $got"
-    rm -f -- "$final" "$stamp"
-fi
-rm -f -- "$tmp"
+""" + _CACHED + r"""rm -f -- "$tmp"
 echo SEND
 cat > "$tmp" || { rm -f -- "$tmp"; exit 4; }
 got=$(stat -c %s -- "$tmp")
