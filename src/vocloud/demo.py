@@ -53,6 +53,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vocloud.errors import VocloudError
+from vocloud.localprocs import qemu_pids_under
 
 if TYPE_CHECKING:
     from vocloud.localslurm import LocalSlurm
@@ -131,22 +132,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def qemu_pids_under(path: Path) -> list[int]:
-    """Live qemu processes whose command line names ``path`` (the demo data dir's guests)."""
-    needle = str(path).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"qemu-system" in argv.split(b"\0", 1)[0] and needle in argv:
-            pids.append(int(entry.name))
-    return pids
 
 
 @contextlib.contextmanager

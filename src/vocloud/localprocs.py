@@ -57,3 +57,19 @@ def tail_files(paths: Iterable[Path], lines: int, root: Path | None = None) -> s
             name = path.relative_to(root) if root is not None else path.name
             out.append(f"--- {name}\n" + "\n".join(tail))
     return "\n".join(out)
+
+
+def qemu_pids_under(path: Path) -> list[int]:
+    """Live qemu processes whose command line names ``path`` (a data or state dir's guests)."""
+    needle = str(path).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in argv.split(b"\0", 1)[0] and needle in argv:
+            pids.append(int(entry.name))
+    return pids

@@ -26,6 +26,7 @@ from vocloud.drivers.base import HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image
 from vocloud.guest.worker import WorkerImage, ensure_worker_image
+from vocloud.localprocs import qemu_pids_under
 
 LOCAL = HostRef(id=0, name="local", vmm="qemu", transport="local")
 
@@ -34,22 +35,6 @@ def _skip_or_fail(reason: str) -> None:
     if os.environ.get("VOCLOUD_REQUIRE_QEMU"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def qemu_pids_under(path: Path) -> list[int]:
-    """Every live qemu process whose command line mentions ``path`` (our state dirs)."""
-    pids = []
-    needle = str(path).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"qemu-system" in argv.split(b"\0", 1)[0] and needle in argv:
-            pids.append(int(entry.name))
-    return pids
 
 
 def kill_qemu_under(path: Path) -> list[int]:

@@ -142,6 +142,19 @@ def ensure_worker_image(force: bool = False, root: Path | None = None) -> Worker
     return build_worker(base, dest)
 
 
+def _eth0_context(ip: str | None, mask: str, gateway: str | None, mac: str | None) -> dict[str, str]:
+    """The ETH0_* variables both worker inits read to configure the NIC (``mac`` picks it)."""
+    ctx: dict[str, str] = {}
+    if ip:
+        ctx["ETH0_IP"] = ip
+        ctx["ETH0_MASK"] = mask
+    if gateway:
+        ctx["ETH0_GATEWAY"] = gateway
+    if mac:
+        ctx["ETH0_MAC"] = mac
+    return ctx
+
+
 def worker_context(
     node_name: str,
     munge_key: bytes,
@@ -179,13 +192,7 @@ def worker_context(
         ctx["SLURM_CONF_B64"] = base64.b64encode(slurm_conf.encode()).decode()
     if dynamic_conf:
         ctx["SLURM_DYNAMIC_CONF"] = dynamic_conf
-    if ip:
-        ctx["ETH0_IP"] = ip
-        ctx["ETH0_MASK"] = mask
-    if gateway:
-        ctx["ETH0_GATEWAY"] = gateway
-    if mac:
-        ctx["ETH0_MAC"] = mac
+    ctx.update(_eth0_context(ip, mask, gateway, mac))
     if booted:
         ctx["SLURM_BOOTED"] = "1"
     return ctx
@@ -234,13 +241,7 @@ def sge_worker_context(
         ctx["SGE_QMASTER_IP"] = qmaster_ip
     if execd_spool:
         ctx["SGE_EXECD_SPOOL"] = execd_spool
-    if ip:
-        ctx["ETH0_IP"] = ip
-        ctx["ETH0_MASK"] = mask
-    if gateway:
-        ctx["ETH0_GATEWAY"] = gateway
-    if mac:
-        ctx["ETH0_MAC"] = mac
+    ctx.update(_eth0_context(ip, mask, gateway, mac))
     return ctx
 
 
