@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.errors import VocloudError
 from vocloud.localprocs import qemu_pids_under
 
@@ -234,7 +235,8 @@ def _bridge(subnet: str) -> Iterator[str]:
     """A bridge holding ``<subnet>1/24`` with no NAT and no forwarding, removed with its taps."""
     name = f"vcdemo{os.getpid() % 100000}"
     try:
-        _ip("link", "add", "name", name, "type", "bridge")
+        # a fixed address: an unset one follows the lowest port (vocloud.drivers.net.bridge)
+        _ip("link", "add", "name", name, "address", bridge_mac(name), "type", "bridge")
         _ip("addr", "add", f"{subnet}1/24", "dev", name)
         _ip("link", "set", "dev", name, "up")
         yield name

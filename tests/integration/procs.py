@@ -14,6 +14,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 
+from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.localprocs import processes_with_env
 
 __all__ = ["free_ports", "ip", "processes_with_env", "skip_or_fail", "test_bridge"]
@@ -56,7 +57,8 @@ def test_bridge(prefix: str, subnet: str) -> Iterator[str]:
         skip_or_fail(f"{subnet}0/24 is already in use on this machine")
     name = f"{prefix}{os.getpid() % 100000}"
     try:
-        ip("link", "add", "name", name, "type", "bridge")
+        # a fixed address: an unset one follows the lowest port (vocloud.drivers.net.bridge)
+        ip("link", "add", "name", name, "address", bridge_mac(name), "type", "bridge")
         ip("addr", "add", f"{subnet}1/24", "dev", name)
         ip("link", "set", "dev", name, "up")
         yield name

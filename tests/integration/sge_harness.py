@@ -203,6 +203,9 @@ class SgeCell:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+        if os.environ.get("VOCLOUD_KEEP_SGE_CELL"):  # for debugging: the qmaster/execd logs
+            print(f"Grid Engine cell kept in {self.root}")
+            return
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _make_cell(self) -> None:

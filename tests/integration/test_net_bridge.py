@@ -20,6 +20,7 @@ from tests.integration.netns import (  # noqa: F401
 )
 from vocloud.drivers.base import DomainSpec, HostRef, NicSpec, Transport
 from vocloud.drivers.net import BridgeDriver, tap_name
+from vocloud.drivers.net.bridge import bridge_mac, host_tap_mac
 from vocloud.drivers.net.links import Link
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.drivers.vmm import qemu
@@ -137,6 +138,49 @@ def test_a_half_done_attach_is_completed(target: tuple[NetnsHost, HostRef, Trans
     drv.detach(ref, "vc-51")
 
 
+def test_bridge_addresses_stay_put_when_guests_come_and_go(
+        target: tuple[NetnsHost, HostRef, Transport]) -> None:
+    """Linux moves an unset bridge address to its lowest port; guests' ARP entries for the host
+    then go stale and their connections to it stall (docs/hosts.md). vocloud's own bridge has a
+    fixed address, and its taps' ``fe:`` addresses never undercut a NIC on an admin's bridge."""
+    host, ref, transport = target
+    drv = BridgeDriver(lambda h: transport)
+    drv.attach(ref, spec(61, "vcbr-m"))
+    drv.attach(ref, spec(62, "vcbr-m"))
+    now = links(host)
+    assert now["vcbr-m"]["address"] == bridge_mac("vcbr-m")
+    assert now["vc-61-0"]["address"] == "fe:00:0a:63:00:02" == host_tap_mac("02:00:0a:63:00:02", "x")
+    drv.detach(ref, "vc-61")
+    assert links(host)["vcbr-m"]["address"] == bridge_mac("vcbr-m")
+    drv.detach(ref, "vc-62")
+
+    # an admin's bridge with a NIC (a veth here) whose address the kernel chose: it keeps the
+    # NIC's address while guests' taps join and leave
+    host.exec("ip", "link", "add", "name", "adminbr2", "type", "bridge")
+    host.exec("ip", "link", "add", "name", "uplink0", "address", "fc:ff:ff:ff:ff:fe",
+              "type", "veth", "peer", "name", "uplink0-p")
+    try:
+        host.exec("ip", "link", "set", "dev", "uplink0", "master", "adminbr2")
+        assert links(host)["adminbr2"]["address"] == "fc:ff:ff:ff:ff:fe"
+        drv.attach(ref, spec(63, "adminbr2"))
+        drv.attach(ref, spec(64, "adminbr2"))
+        assert links(host)["adminbr2"]["address"] == "fc:ff:ff:ff:ff:fe"
+        drv.detach(ref, "vc-63")
+        drv.detach(ref, "vc-64")
+        assert links(host)["adminbr2"]["address"] == "fc:ff:ff:ff:ff:fe"
+    finally:
+        host.exec("ip", "link", "del", "uplink0", check=False)
+        host.exec("ip", "link", "del", "adminbr2", check=False)
+
+
+def test_host_tap_addresses() -> None:
+    assert host_tap_mac("02:00:0A:63:00:07", "vc-1-0") == "fe:00:0a:63:00:07"
+    made = host_tap_mac("not-a-mac", "vc-1-0")  # derived from the tap name instead
+    assert made.startswith("fe:") and len(made.split(":")) == 6 and made == host_tap_mac("", "vc-1-0")
+    assert made != host_tap_mac("", "vc-2-0")
+    assert bridge_mac("vcbr0") != bridge_mac("vcbr1") and bridge_mac("vcbr0").startswith("06:")
+
+
 # ---------------------------------------------------------------- names (no host needed)
 
 
@@ -172,8 +216,16 @@ def test_long_names_fail_before_anything_is_created() -> None:
 def test_plans_are_minimal() -> None:
     drv = BridgeDriver()
     ready = {"br0": Link("br0", "bridge", "", True, "vocloud"),
-             "vc-1-0": Link("vc-1-0", "tun", "br0", True, "")}
+             "vc-1-0": Link("vc-1-0", "tun", "br0", True, "", "fe:00:0a:63:00:02")}
     assert drv.plan_attach(spec(1, "br0"), ready) == []
+    # a tap left with the kernel's random address (an older vocloud, a crash) is re-addressed
+    odd = {**ready, "vc-1-0": Link("vc-1-0", "tun", "br0", True, "", "02:11:22:33:44:55")}
+    assert drv.plan_attach(spec(1, "br0"), odd) == ["link set dev vc-1-0 address fe:00:0a:63:00:02"]
+    assert drv.plan_attach(spec(1, "br1"), {}) == [
+        f"link add name br1 address {bridge_mac('br1')} type bridge", "link set dev br1 alias vocloud",
+        "link set dev br1 up", "tuntap add dev vc-1-0 mode tap",
+        "link set dev vc-1-0 address fe:00:0a:63:00:02", "link set dev vc-1-0 master br1",
+        "link set dev vc-1-0 up"]
     assert drv.plan_detach("vc-1", ready) == ["link del dev vc-1-0", "link del dev br0"]
     assert drv.plan_detach("vc-2", ready) == []
     assert BridgeDriver(keep_empty_bridges=True).plan_detach("vc-1", ready) == ["link del dev vc-1-0"]

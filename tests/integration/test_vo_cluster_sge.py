@@ -404,6 +404,8 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     t_jobs = time.monotonic()
     for job, vo in jobs.items():
         acct = cell.accounting(job)
+        print(f"job {job} {vo} on {acct.get('hostname')}: start {acct.get('start_time')}, "
+              f"end {acct.get('end_time')}, wallclock {acct.get('ru_wallclock')}")
         assert acct["exit_status"] == "0" and acct["failed"] == "0", acct
         assert acct["project"] == vo and acct["hostname"].startswith(f"{vo}-wn"), acct
 
@@ -418,11 +420,13 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
 
     _wait(scaled_in, deadline, "workers drained, removed, VMs DONE and pools back to 0", why)
     t_done = time.monotonic()
-    events = {vo: [e["action"] for e in _ok(c.get(f"/pools/{vo}/events"))] for vo in VOS}
+    logged = {vo: _ok(c.get(f"/pools/{vo}/events")) for vo in VOS}
+    events = {vo: [e["action"] for e in logged[vo]] for vo in VOS}
     for vo in VOS:
-        assert "boot" in events[vo] and "joined" in events[vo], events
-        assert "drain" in events[vo] and "stopped" in events[vo], events
-        assert "refused" not in events[vo] and "boot-failed" not in events[vo], events
+        told = "\n".join(f"{e['action']} vm={e.get('vm_id')} {e['reason']}" for e in logged[vo])
+        assert "boot" in events[vo] and "joined" in events[vo], told
+        assert "drain" in events[vo] and "stopped" in events[vo], told
+        assert "refused" not in events[vo] and "boot-failed" not in events[vo], told
     for p in _ok(c.get("/pools")):
         assert (p["min"], p["booting"], p["running"], p["draining"], p["idle"]) == (0,) * 5, p
     final = _ok(c.get("/vms", params={"all": True}))

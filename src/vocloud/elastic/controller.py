@@ -189,6 +189,7 @@ class _Snapshot:
     pools: list[PoolRow]
     rows: dict[int, list[PoolVMRow]]  # pool id -> rows not GONE, plus GONE ones in the rate window
     vms: dict[int, tuple[VMState, str | None]]  # vm id -> (state, host name)
+    errors: dict[int, str]  # vm id -> the VM's last error, for VMs in a failure state
     backoff: dict[tuple[int, str], BackoffState]
     hosts: list[Host]
 
@@ -262,15 +263,19 @@ class PoolController:
                 rows.setdefault(r.pool_id, []).append(r)
             ids = [r.vm_id for rs in rows.values() for r in rs if r.vm_id is not None]
             vms: dict[int, tuple[VMState, str | None]] = {}
+            errors: dict[int, str] = {}
             for i in range(0, len(ids), 500):
-                for vm_id, state, host in s.execute(
-                        select(VM.id, VM.state, Host.name).outerjoin(Host, Host.id == VM.host_id)
+                for vm_id, state, host, error in s.execute(
+                        select(VM.id, VM.state, Host.name, VM.error)
+                        .outerjoin(Host, Host.id == VM.host_id)
                         .where(VM.id.in_(ids[i:i + 500]))):
                     vms[vm_id] = (VMState(state), host)
+                    if VMState(state) in _FAILED_VM and error:
+                        errors[vm_id] = error
             backoff = {(b.pool_id, b.key): BackoffState(b.key, b.failures, b.retry_at, b.last_failure)
                        for b in s.scalars(select(PoolBackoffRow))}
             hosts = list(s.scalars(select(Host).order_by(Host.id)))
-        return _Snapshot(pools, rows, vms, backoff, hosts)
+        return _Snapshot(pools, rows, vms, errors, backoff, hosts)
 
     # ------------------------------------------------------------ observe
     def _observe(self, snap: _Snapshot, nodes: Mapping[str, WorkerNode], now: float) -> None:
@@ -285,11 +290,13 @@ class PoolController:
                         continue  # changed since the snapshot: the next pass sees it
                     vm_state, host = snap.vms.get(row.vm_id, (None, None)) if row.vm_id else (None, None)
                     node = nodes.get(row.name)
-                    self._apply_observation(s, pool, row, vm_state, host, node, now)
+                    error = snap.errors.get(row.vm_id, "") if row.vm_id else ""
+                    self._apply_observation(s, pool, row, vm_state, host, node, now, error)
         self._redrain(snap, nodes)
 
     def _apply_observation(self, s: Session, pool: PoolRow, row: PoolVMRow, vm_state: VMState | None,
-                           host: str | None, node: WorkerNode | None, now: float) -> None:
+                           host: str | None, node: WorkerNode | None, now: float,
+                           vm_error: str = "") -> None:
         if host:
             row.host = host
         if node is not None:
@@ -313,7 +320,8 @@ class PoolController:
                         self._backoff_write(s, pool.id, key, None, now)
             if event in _LOGGED:
                 why = {E.JOINED: f"node {row.name} joined the batch system",
-                       E.BOOT_FAILED: f"vm {row.vm_id} failed to boot",
+                       E.BOOT_FAILED: f"vm {row.vm_id} failed to boot"
+                                      + (f": {vm_error}" if vm_error else ""),
                        E.LOST: f"vm {row.vm_id} is gone ({vm_state.value if vm_state else 'deleted'})",
                        E.NODE_DOWN: f"node {row.name} is down or gone from the batch system",
                        E.NODE_UP: f"node {row.name} is back", E.STOPPED: f"vm {row.vm_id} removed",

@@ -295,9 +295,21 @@ class Reconciler:
             self._kill_quietly(drv, ref, vm.deploy_id)
             self.cloud.vms.report(vm.id, st, "boot_fail", info.detail or "guest failed to boot")
         elif elapsed > self.settings.boot_timeout:
+            tail = self._console_tail(drv, ref, vm.deploy_id)  # read before the kill
             self._kill_quietly(drv, ref, vm.deploy_id)
             self.cloud.vms.report(vm.id, st, "boot_fail",
-                                  f"guest did not come up within {self.settings.boot_timeout:g} s")
+                                  f"guest did not come up within {self.settings.boot_timeout:g} s; "
+                                  + (f"console ends:\n{tail}" if tail else "console: (empty)"))
+
+    @staticmethod
+    def _console_tail(drv: VMMDriver, ref: HostRef, deploy_id: str, lines: int = 8) -> str:
+        """The last console lines, so a boot timeout says where the guest stopped (the run dir,
+        and with it the whole console, goes when the VM is cleaned up)."""
+        try:
+            text = drv.console(ref, deploy_id, max_bytes=4096)
+        except DriverError as exc:
+            return f"(console unreadable: {exc.message})"
+        return "\n".join(text.replace("\r", "").strip().splitlines()[-lines:])
 
     @staticmethod
     def _kill_quietly(drv: VMMDriver, ref: HostRef, deploy_id: str) -> None:

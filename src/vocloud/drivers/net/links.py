@@ -21,6 +21,7 @@ class Link:
     master: str  # the bridge it is enslaved to, or ""
     up: bool  # administratively up (IFF_UP), whatever the carrier says
     alias: str
+    address: str = ""  # the link-layer address, lower case
 
 
 def list_links(transport: Transport, host: HostRef) -> dict[str, Link]:
@@ -39,5 +40,6 @@ def list_links(transport: Transport, host: HostRef) -> dict[str, Link]:
         info = item.get("linkinfo") or {}
         links[name] = Link(name=name, kind=str(info.get("info_kind", "")),
                            master=str(item.get("master", "")),
-                           up="UP" in item.get("flags", []), alias=str(item.get("ifalias", "")))
+                           up="UP" in item.get("flags", []), alias=str(item.get("ifalias", "")),
+                           address=str(item.get("address", "")).lower())
     return links
