@@ -270,6 +270,8 @@ def test_boot_failure_and_timeout(cloud: Cloud, tmp_path: Path) -> None:
     converge(rec, 2)
     info = cloud.vms.show(a, hang)
     assert info["state"] == "BOOT_FAILURE" and "did not come up within" in info["error"]
+    # the console's last lines are kept in the error: the run dir goes at cleanup
+    assert "console ends:" in info["error"] and "mode hang" in info["error"], info["error"]
     # both still hold their host until terminated; terminating frees it and leaves no guest
     for vm in (bad, hang):
         cloud.vms.action(a, vm, "terminate")
