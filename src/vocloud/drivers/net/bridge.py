@@ -59,15 +59,18 @@ def host_tap_mac(guest_mac: str, tap: str) -> str:
     parts = guest_mac.lower().split(":")
     if len(parts) == 6 and all(_HEX2.match(p) for p in parts):
         return ":".join(["fe", *parts[1:]])
-    digest = hashlib.sha256(tap.encode()).hexdigest()
-    return ":".join(["fe", *(digest[i:i + 2] for i in range(0, 10, 2))])
+    return _mac("fe", tap)
 
 
 def bridge_mac(bridge: str) -> str:
     """A fixed, locally administered unicast address for a bridge vocloud creates (``06:`` +
     five bytes of the name's sha256): the same after every re-creation, never a port's."""
-    digest = hashlib.sha256(bridge.encode()).hexdigest()
-    return ":".join(["06", *(digest[i:i + 2] for i in range(0, 10, 2))])
+    return _mac("06", bridge)
+
+
+def _mac(first: str, name: str) -> str:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return ":".join([first, *(digest[i:i + 2] for i in range(0, 10, 2))])
 
 
 def _check_bridge_name(name: str, deploy_id: str) -> None:
