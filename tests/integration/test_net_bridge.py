@@ -154,6 +154,20 @@ def test_bridge_addresses_stay_put_when_guests_come_and_go(
     assert links(host)["vcbr-m"]["address"] == bridge_mac("vcbr-m")
     drv.detach(ref, "vc-62")
 
+    # a host-only bridge an admin made without an address: pinned to the one it has before the
+    # first tap joins, so it keeps it (unpinned, it would take the first tap's fe: address)
+    host.exec("ip", "link", "add", "name", "hostonly", "type", "bridge")
+    try:
+        own = links(host)["hostonly"]["address"]
+        drv.attach(ref, spec(65, "hostonly"))
+        drv.attach(ref, spec(66, "hostonly"))
+        assert links(host)["hostonly"]["address"] == own
+        drv.detach(ref, "vc-65")
+        assert links(host)["hostonly"]["address"] == own and "hostonly" in links(host)
+        drv.detach(ref, "vc-66")
+    finally:
+        host.exec("ip", "link", "del", "hostonly", check=False)
+
     # an admin's bridge with a NIC (a veth here) whose address the kernel chose: it keeps the
     # NIC's address while guests' taps join and leave
     host.exec("ip", "link", "add", "name", "adminbr2", "type", "bridge")
@@ -218,6 +232,8 @@ def test_plans_are_minimal() -> None:
     ready = {"br0": Link("br0", "bridge", "", True, "vocloud"),
              "vc-1-0": Link("vc-1-0", "tun", "br0", True, "", "fe:00:0a:63:00:02")}
     assert drv.plan_attach(spec(1, "br0"), ready) == []
+    empty = {"br0": Link("br0", "bridge", "", True, "", "aa:bb:cc:00:00:01")}
+    assert drv.plan_attach(spec(1, "br0"), empty)[0] == "link set dev br0 address aa:bb:cc:00:00:01"
     # a tap left with the kernel's random address (an older vocloud, a crash) is re-addressed
     odd = {**ready, "vc-1-0": Link("vc-1-0", "tun", "br0", True, "", "02:11:22:33:44:55")}
     assert drv.plan_attach(spec(1, "br0"), odd) == ["link set dev vc-1-0 address fe:00:0a:63:00:02"]

@@ -17,7 +17,9 @@ helper scripts or capabilities, and a tap left by a crashed guest is found and r
   joining). So a bridge vocloud creates gets a fixed address derived from its name, and each
   tap gets ``fe:`` + the guest MAC's last five bytes (libvirt's convention): ``fe`` is above any
   vendor or ``02:00`` address, so a tap never becomes the lowest port of a bridge with a physical
-  NIC. A host-only bridge an admin makes should be given a fixed address too (docs/hosts.md).
+  NIC. A bridge without ports (vocloud's from an older release, or a host-only one an admin
+  made) gets the address it has pinned (``ip link set ... address <its own>``) before its first
+  tap joins: the address does not change, it only stops following the ports.
 * Every call reads the host's links once and applies only what is missing in one ``ip -batch``,
   so ``attach`` and ``detach`` are idempotent and cost two round trips over SSH.
 * All commands go through the host's transport, so a namespace host reached over SSH gets its
@@ -115,8 +117,15 @@ class BridgeDriver:
             elif br is not None and br.kind != "bridge":
                 raise DriverError(f"{spec.deploy_id}: {bridge} exists on the host but is a "
                                   f"{br.kind or 'plain'} device, not a bridge")
-            elif br is not None and not br.up:
-                lines.append(f"link set dev {bridge} up")
+            elif br is not None:
+                if (bridge not in made and br.address
+                        and not any(link.master == bridge for link in links.values())):
+                    # an empty bridge: pin the address it has now, or the first tap would
+                    # become it (module docstring); a no-op for one pinned already
+                    lines.append(f"link set dev {bridge} address {br.address}")
+                    made.add(bridge)
+                if not br.up:
+                    lines.append(f"link set dev {bridge} up")
             t = links.get(tap)
             if t is not None and t.kind != "tun":
                 raise DriverError(f"{spec.deploy_id}: {tap} exists on the host but is a "
