@@ -12,12 +12,14 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from vocloud.drivers.net.bridge import bridge_mac
-from vocloud.localprocs import processes_with_env
+from vocloud.localprocs import poll_until, processes_with_env
 
-__all__ = ["free_ports", "ip", "processes_with_env", "skip_or_fail", "test_bridge"]
+__all__ = ["free_ports", "ip", "processes_with_env", "skip_or_fail", "test_bridge", "wait_until"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -64,3 +66,10 @@ def test_bridge(prefix: str, subnet: str) -> Iterator[str]:
         yield name
     finally:
         ip("link", "del", "dev", name, check=False)
+
+
+def wait_until(check: Callable[[], Any], deadline: float, what: str,
+               detail: Callable[[], str] = str) -> Any:
+    """:func:`~vocloud.localprocs.poll_until` against an absolute ``time.monotonic()`` deadline:
+    a scenario's steps share one time budget."""
+    return poll_until(check, max(0.0, deadline - time.monotonic()), what, detail, interval=0.5)

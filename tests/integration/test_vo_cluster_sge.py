@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +222,6 @@ def vo_cell(sge_bridge: str, hosts_file: Path) -> Iterator[VOSgeCell]:
         c.stop()
 
 
-def _wait(fn: Callable[[], Any], deadline: float, what: str, why: Callable[[], str] = str) -> Any:
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{why()}")
-        time.sleep(0.5)
-
-
 def _batch(cell: VOSgeCell, hosts_file: Path) -> GridEngineBatch:
     return GridEngineBatch(VOMapper("project"), runner=WrappedRunner(cell.env, cell.wrap),
                            hosts_file=hosts_file)
@@ -274,13 +264,13 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
         def up() -> bool:
             return any(n.name == name and n.state == NodeState.IDLE for n in batch.nodes())
 
-        _wait(up, deadline, f"{name}'s execd to report", why)
+        procs.wait_until(up, deadline, f"{name}'s execd to report", why)
         t_joined = time.monotonic() - t0
         first = vo_cell.qsub("-P", "atlas", command="sleep 2")
         job = vo_cell.qsub("-P", "atlas", command="sleep 2")  # one slot: runs after the first
         other = vo_cell.qsub("-P", "cms", command="sleep 1")  # not this host's project
         for j in (first, job):
-            acct = _wait(lambda j=j: vo_cell.accounting(j), deadline, f"job {j} to finish", why)
+            acct = procs.wait_until(lambda j=j: vo_cell.accounting(j), deadline, f"job {j} to finish", why)
             assert acct["hostname"] == name and acct["exit_status"] == "0" and acct["failed"] == "0", acct
         assert any(j.id == other and j.vo == "cms" for j in batch.pending()), batch.pending()
         vo_cell.run("qdel", other)
@@ -289,7 +279,7 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
         batch.drain(name, "test")
         assert {n.name: n.state for n in batch.nodes()}[name] == NodeState.DRAINED
         drv.shutdown(LOCAL, deploy_id, hard=False)
-        _wait(lambda: drv.poll(LOCAL, deploy_id).state in (DomainState.OFF, DomainState.MISSING),
+        procs.wait_until(lambda: drv.poll(LOCAL, deploy_id).state in (DomainState.OFF, DomainState.MISSING),
               deadline, "the worker to power off on the ACPI button", why)
         batch.remove(name)
         batch.remove(name)  # idempotent
@@ -393,14 +383,14 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     t_submit = time.monotonic()
     _ok(c.post("/hosts", json={"name": "local", "vmm": "qemu",
                                "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}}))
-    _wait(lambda: all(h["state"] == "MONITORED" for h in _ok(c.get("/hosts"))), deadline,
+    procs.wait_until(lambda: all(h["state"] == "MONITORED" for h in _ok(c.get("/hosts"))), deadline,
           "the qemu host to be MONITORED", why)
 
     def all_done() -> bool:
         sample()
         return all(cell.accounting(j) for j in jobs)
 
-    _wait(all_done, min(deadline, time.monotonic() + 300), "every job to finish", why)
+    procs.wait_until(all_done, min(deadline, time.monotonic() + 300), "every job to finish", why)
     t_jobs = time.monotonic()
     for job, vo in jobs.items():
         acct = cell.accounting(job)
@@ -418,7 +408,7 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
             return False
         return all(not _ok(c.get(f"/pools/{vo}"))["vms"] for vo in VOS)
 
-    _wait(scaled_in, deadline, "workers drained, removed, VMs DONE and pools back to 0", why)
+    procs.wait_until(scaled_in, deadline, "workers drained, removed, VMs DONE and pools back to 0", why)
     t_done = time.monotonic()
     logged = {vo: _ok(c.get(f"/pools/{vo}/events")) for vo in VOS}
     events = {vo: [e["action"] for e in logged[vo]] for vo in VOS}

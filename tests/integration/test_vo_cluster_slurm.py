@@ -50,7 +50,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,16 +146,6 @@ def pool_daemon(tmp_path: Path, vo_cluster: VOSlurmCluster) -> Iterator[Daemon]:
 def _ok(r: httpx.Response) -> Any:
     assert r.status_code < 400, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
     return r.json() if r.content else None
-
-
-def _wait(fn: Callable[[], Any], deadline: float, what: str, why: Callable[[], str] = str) -> Any:
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{why()}")
-        time.sleep(0.5)
 
 
 def _template(name: str, worker: WorkerImage, vo: str, key: bytes, conf_server: str,
@@ -290,7 +280,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
     # that want 4 + 3 + 1: capacity is scarce and the weights (3:1:1) decide.
     _ok(c.post("/hosts", json={"name": "local", "vmm": "qemu",
                                "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}}))
-    _wait(lambda: all(h["state"] == "MONITORED" and h["total_cpu"] == SITE_CORES
+    procs.wait_until(lambda: all(h["state"] == "MONITORED" and h["total_cpu"] == SITE_CORES
                       for h in _ok(c.get("/hosts"))), deadline, "the qemu host to be MONITORED", why)
 
     # -- first plan: boots split by weight
@@ -300,7 +290,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
                  for vo in VOS}
         return {vo: b[0] for vo, b in boots.items()} if all(boots.values()) else None
 
-    first = _wait(first_boots, deadline, "the first boots of every pool", why)
+    first = procs.wait_until(first_boots, deadline, "the first boots of every pool", why)
     assert first == {"atlas": 2, "cms": 1, "alice": 1}, (first, watch.notes)
     # the persisted decisions say that capacity was short (the plan's notes, "capacity scarce,
     # boots split by weight", last only until the next pass, so a sample may miss them)
@@ -325,7 +315,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
         running = [j for j, vo in jobs.items() if vo == "atlas" and job_info(j).get("JobState") == "RUNNING"]
         return len(running) >= 2
 
-    _wait(atlas_busy, deadline, "two atlas jobs running at once", why)
+    procs.wait_until(atlas_busy, deadline, "two atlas jobs running at once", why)
     _ok(c.patch("/pools/atlas", json={"max": 1}))
     lowered_at = time.time()
 
@@ -338,7 +328,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
         assert not bad, f"jobs failed: {bad}\n{why()}"
         return all(i.get("JobState") == "COMPLETED" for i in infos.values())
 
-    _wait(all_done, deadline, "every atlas and cms job to complete", why)
+    procs.wait_until(all_done, deadline, "every atlas and cms job to complete", why)
     t_jobs = time.monotonic()
     for job, vo in jobs.items():
         info = job_info(job)
@@ -370,7 +360,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
             return False
         return all(not _ok(c.get(f"/pools/{vo}"))["vms"] for vo in VOS)
 
-    _wait(scaled_in, deadline, "workers drained, VMs DONE and pools back to 0", why)
+    procs.wait_until(scaled_in, deadline, "workers drained, VMs DONE and pools back to 0", why)
     t_done = time.monotonic()
     events = {vo: [e["action"] for e in _ok(c.get(f"/pools/{vo}/events"))] for vo in VOS}
     for vo in ("atlas", "cms"):
