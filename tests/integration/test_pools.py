@@ -24,7 +24,7 @@ from vocloud.model.lifecycle import VMState
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.pools import PoolService
-from vocloud.store.pools import PoolBackoffRow, PoolRow, PoolVMRow
+from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import VM, Host
 
 T0 = 1_000_000.0
@@ -234,16 +234,43 @@ def test_restart_before_vms_are_created_never_doubles(cloud: Cloud, tmp_path: Pa
         crashing.reconcile_once()
     assert site.pool_states("atlas") == Counter({"REQUESTED": 6})
     assert site.live_vms("atlas") == 0
+    site.advance(2)  # the restarted daemon's controller
     fresh = site.controller(bind_grace_s=30)
-    site.advance(5)
-    site.step(ctl=fresh)  # within the grace period: neither boots more nor creates yet
-    assert site.pool_states("atlas") == Counter({"REQUESTED": 6})
-    assert site.pool_states("cms") == Counter({"REQUESTED": 1})  # its minimum, decided once
-    assert site.all_vms().total() == 0
-    site.advance(30)
+    site.step(ctl=fresh)  # the dead controller's decisions are carried out at once, and once
+    assert site.live_vms("atlas") == 6 and site.live_vms("cms") == 1  # cms: its minimum
     site.step(2, ctl=fresh)
-    assert site.live_vms("atlas") == 6
     assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 6})
+    with cloud.db.read() as s:
+        names = Counter(s.scalars(select(VM.name)))
+        boots = list(s.scalars(select(PoolEventRow.count).where(PoolEventRow.action == "boot")))
+    assert len(names) == 7 and set(names.values()) == {1}, names
+    assert sorted(boots) == [1, 6], boots  # decided by the dead controller, never again
+
+
+def test_a_failed_pass_of_the_live_controller_is_retried_after_the_grace(
+        cloud: Cloud, tmp_path: Path) -> None:
+    site = Site(cloud, tmp_path)
+    _two_vos(site)
+    site.advance(1)
+    for _ in range(2):
+        site.sim.submit("atlas", runtime=100)
+
+    def broken(*_a: object, **_k: object) -> list[int]:
+        raise RuntimeError("database went away")
+
+    site.ctl.cloud = Cloud(cloud.db)
+    site.ctl.cloud.vms.create = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        site.ctl.reconcile_once()
+    site.ctl.cloud = cloud
+    site.advance(5)
+    site.step(ctl=site.ctl)  # its own rows: no retry within the grace, and nothing booted again
+    assert site.pool_states("atlas") == Counter({"REQUESTED": 2})
+    assert site.all_vms().total() == 0
+    site.advance(60)
+    site.step(2, ctl=site.ctl)
+    assert site.live_vms("atlas") == 2 and site.live_vms("cms") == 1
+    assert site.pool_states("atlas") == Counter({"JOINED_BUSY": 2})
 
 
 def test_restart_after_vms_are_created_adopts_them(cloud: Cloud, tmp_path: Path) -> None:

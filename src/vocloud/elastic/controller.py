@@ -12,10 +12,11 @@
 3. **Persist, then act.** The plan's decisions are written in one transaction *before* anything
    is done: a boot becomes REQUESTED rows (with their future VM names) and an event; a drain,
    resume or shutdown moves the row's state. Only then are VMs created, nodes drained or
-   resumed, VMs terminated. A crash between the two is repaired by the next pass: REQUESTED rows
-   without a VM past ``bind_grace_s`` are bound again, looking the VM up by name first, so a boot
-   decided once is never carried out twice; STOPPING rows are terminated again; draining rows
-   whose node is not draining are drained again.
+   resumed, VMs terminated. A crash between the two is repaired by the next controller: REQUESTED
+   rows without a VM that were decided before it started (by the dead one: one daemon per store)
+   are bound on its first pass, rows of a later pass it did not finish after ``bind_grace_s``,
+   each looking the VM up by name first, so a boot decided once is never carried out twice;
+   STOPPING rows are terminated again; draining rows whose node is not draining are drained again.
 
 Whose VMs: pool workers are created by the site's first administrator *acting for the VO's
 group* (``Actor(admin, group=VO)``): the VMs belong to the VO's group, count against the VO's
@@ -216,6 +217,7 @@ class PoolController:
         self.backoff = backoff
         self.rebalance = rebalance
         self.last_plan: Plan | None = None
+        self.started_at = clock()  # requests older than this were made by a controller now dead
         self._failed: set[tuple[int, str]] = set()  # backoff keys already charged this pass
 
     # ------------------------------------------------------------ one pass
@@ -532,8 +534,15 @@ class PoolController:
 
     # ------------------------------------------------------------ bind requests to VMs
     def _bind(self, now: float) -> None:
-        """Create the VMs of REQUESTED rows that have none: new ones, and old ones past the grace
-        period (a previous controller died between deciding and creating)."""
+        """Create the VMs of REQUESTED rows that have none: this pass's, those a dead controller
+        decided before this one started, and any other past the grace period.
+
+        Waiting out a grace for a dead controller's rows would leave its boots undone for a
+        minute after every restart (a daemon killed between deciding and creating). A row decided
+        after this controller started and still unbound is left by one of its own passes that
+        failed unexpectedly: retrying it only after the grace keeps a persistent fault from
+        being hammered every pass.
+        """
         with self.db.read() as s:
             rows = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
@@ -543,8 +552,8 @@ class PoolController:
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
                 .order_by(PoolVMRow.id)))
         for rid, name, requested_at, pid, group_id, cores, memory, body in rows:
-            if requested_at < now and now - requested_at < self.bind_grace_s:
-                continue  # another pass may be creating it right now
+            if self.started_at < requested_at < now and now - requested_at < self.bind_grace_s:
+                continue  # left by a failed pass of ours: retried after the grace
             vm_id = self._existing_vm(name, group_id)
             if vm_id is None:
                 extra = {"CPU": str(cores), "VCPU": str(cores), "MEMORY": str(memory)}
