@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -89,6 +90,10 @@ def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
     if d.proc is not None and d.proc.poll() is None:
         d.proc.kill()
         d.proc.wait(10)
+
+
+def _state_in(c: httpx.Client, vm_id: int, states: tuple[str, ...]) -> bool:
+    return bool(c.get(f"/vms/{vm_id}").json()["state"] in states)
 
 
 def _wait(fn: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
@@ -201,7 +206,7 @@ def test_acceptance_pack_terminate_and_kill9_restart(daemon: Daemon) -> None:
             r = c.post(f"/vms/{i}/action", json={"action": "terminate-hard"})
             assert r.status_code in (200, 409), r.text
             if r.status_code == 409:  # still PENDING/PROLOG: terminate after it moves on
-                _wait(lambda i=i: c.get(f"/vms/{i}").json()["state"] in ("RUNNING", "BOOT", "PENDING"))
+                _wait(functools.partial(_state_in, c, i, ("RUNNING", "BOOT", "PENDING")))
                 c.post(f"/vms/{i}/action", json={"action": "terminate-hard"}).raise_for_status()
     daemon.kill9()
     daemon.start()

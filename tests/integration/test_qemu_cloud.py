@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import kill_qemu_under, qemu_pids_under
+from tests.integration.conftest import kill_qemu_under
 from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
 from tests.integration.test_daemon import Daemon, _free_port
 from vocloud.guest.build import GuestImage
+from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 

@@ -43,7 +43,7 @@ import pytest
 
 from tests.e2e.conftest import Daemon, start_daemon, stop_daemon
 from tests.integration import procs
-from tests.integration.conftest import kill_qemu_under, qemu_pids_under
+from tests.integration.conftest import kill_qemu_under
 from tests.integration.slurm_harness import missing_reason, processes_with_marker
 from tests.integration.test_slurm_powersave import (
     SUSPEND_TIME,
@@ -53,6 +53,7 @@ from tests.integration.test_slurm_powersave import (
     write_wrappers,
 )
 from vocloud.guest.worker import WorkerImage, worker_context
+from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import kill_qemu_under, qemu_pids_under
+from tests.integration.conftest import kill_qemu_under
 from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef, NicSpec, Transport
@@ -27,6 +27,7 @@ from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.qmp import QMPError
 from vocloud.errors import DriverError
 from vocloud.guest.build import GuestImage
+from vocloud.localprocs import qemu_pids_under
 
 Hosts = Callable[[int], list[NetnsHost]]
 BOOT_TIMEOUT = 120.0

@@ -38,7 +38,7 @@ class Far:
         self.host, self.src, self.sha, self.ds = host, src, sha, ds
 
     def ref(self, **attrs: str) -> HostRef:
-        return self.host.ref(DATASTORE_DIR=str(self.ds), **attrs)
+        return self.host.ref(None, "qemu", DATASTORE_DIR=str(self.ds), **attrs)
 
     @property
     def cached(self) -> Path:
@@ -73,7 +73,7 @@ def far(netns_hosts: Hosts, lab_ssh: SshTransport, tmp_path: Path) -> Iterator[F
 def driver_for(lab_ssh: SshTransport, far: Far, transport: object | None = None,
                root: str = "/nonexistent-front-end-datastore") -> Qcow2OverlayDriver:
     return Qcow2OverlayDriver(root, runner_for=lambda h: functools.partial(lab_ssh.run, h),
-                              transports=lambda h: transport or lab_ssh,  # type: ignore[return-value]
+                              transports=lambda h: transport or lab_ssh,
                               checksum_for=lambda d: far.sha)
 
 

@@ -36,6 +36,7 @@ the VMs reach DONE, pools are back to 0; no qemu, no tap is left.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ import httpx
 import pytest
 
 from tests.integration import procs
-from tests.integration.conftest import LOCAL, make_driver, qemu_pids_under, reap_daemon
+from tests.integration.conftest import LOCAL, make_driver, reap_daemon
 from tests.integration.sge_harness import (
     _PE,
     _QUEUE,
@@ -68,6 +69,7 @@ from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, sge_worker_context
+from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 
@@ -270,7 +272,8 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
         job = vo_cell.qsub("-P", "atlas", command="sleep 2")  # one slot: runs after the first
         other = vo_cell.qsub("-P", "cms", command="sleep 1")  # not this host's project
         for j in (first, job):
-            acct = procs.wait_until(lambda j=j: vo_cell.accounting(j), deadline, f"job {j} to finish", why)
+            acct = procs.wait_until(functools.partial(vo_cell.accounting, j), deadline,
+                                    f"job {j} to finish", why)
             assert acct["hostname"] == name and acct["exit_status"] == "0" and acct["failed"] == "0", acct
         assert any(j.id == other and j.vo == "cms" for j in batch.pending()), batch.pending()
         vo_cell.run("qdel", other)

@@ -58,11 +58,12 @@ import httpx
 import pytest
 
 from tests.integration import procs
-from tests.integration.conftest import qemu_pids_under, reap_daemon
+from tests.integration.conftest import reap_daemon
 from tests.integration.slurm_harness import SlurmCluster, missing_reason
 from tests.integration.test_daemon import Daemon, _free_port
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, worker_context
+from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 

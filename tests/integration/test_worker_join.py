@@ -33,9 +33,9 @@ from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.context import seed_files
 from vocloud.drivers.net.bridge import BridgeDriver
-from vocloud.drivers.vmm.qemu import QemuDriver
+from vocloud.drivers.vmm.qemu import QemuDriver, virtfs_args
 from vocloud.guest.build import GuestImage
-from vocloud.guest.worker import WorkerImage, virtfs_args, worker_context
+from vocloud.guest.worker import WorkerImage, worker_context
 
 SUBNET = "10.253.0."
 BRIDGE_IP = SUBNET + "1"
