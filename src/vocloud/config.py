@@ -54,6 +54,8 @@ class Settings:
     batch_partition: str = ""
     pool_interval: float = 5.0
     pool_site_max_vms: int = 1000
+    # one daemon per store: a daemon silent this long loses it (it beats every third of it)
+    store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
     secrets_dir: str = ""
 
@@ -115,4 +117,7 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     out = replace(base, **values)
     if not 1 <= out.port <= 65535:
         raise InvalidInput(f"setting port: {out.port} is not a TCP port (1-65535)")
+    if not out.store_lease_ttl >= 1:
+        raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
+                           "(at least 1 s; the default is 30)")
     return out

@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from vocloud.store.db import Database
+from vocloud.store.schema import SiteSetting
+
 FAST = {
     "VOCLOUD_SCHEDULER_INTERVAL": "0.2", "VOCLOUD_LIFECYCLE_INTERVAL": "0.2",
     "VOCLOUD_MONITOR_INTERVAL": "0.5", "VOCLOUD_SIM_BOOT_DELAY": "0.5",
@@ -175,6 +178,65 @@ def test_second_daemon_on_same_data_dir_is_refused(daemon: Daemon) -> None:
                        timeout=60)
     assert r.returncode == 2
     assert b"another vocloud daemon" in r.stderr
+
+
+def _serve_once(d: Daemon) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, **FAST, "VOCLOUD_HOME": str(d.data_dir), "VOCLOUD_PORT": str(d.port),
+           "VOCLOUD_DB_URL": d.db_url}
+    return subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+                          capture_output=True, timeout=60)
+
+
+def _holder(d: Daemon) -> str:
+    assert d.proc is not None
+    return f"pid {d.proc.pid} on {socket.gethostname()}, data dir {d.data_dir.resolve()}"
+
+
+def test_a_second_daemon_on_the_same_store_is_refused(
+        daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two data dirs, one database: only one daemon may deploy from it (store_lease.py)."""
+    other = Daemon(tmp_path_factory.mktemp("other"), daemon.db_url, _free_port(), {})
+    with daemon.client() as c:
+        c.post("/hosts", json={"name": "h1", "cpu": 8, "memory": 16384}).raise_for_status()
+        c.post("/vms", json={"template": "CPU=1\nMEMORY=64\n", "count": 2}).raise_for_status()
+        _wait(lambda: _states(c)["RUNNING"] == 2, what="2 RUNNING")
+        r = _serve_once(other)
+        assert r.returncode == 2, r
+        assert f"another vocloud daemon ({_holder(daemon)}) uses this store" in r.stderr.decode()
+        assert _states(c) == Counter({"RUNNING": 2})  # the refused daemon touched nothing
+    assert daemon.stop() == 0  # a clean stop lets go of the store: the other starts at once
+    other.start()
+    try:
+        other.kill9()  # a killed daemon keeps the store until its lease runs out ...
+        r = _serve_once(daemon)
+        assert r.returncode == 2 and _holder(other) in r.stderr.decode(), r
+        other.start()  # ... except for a restart in its own data dir (its flock proves it dead)
+        with other.client(daemon.token) as c:  # the same store, served by the other daemon
+            assert len(c.get("/vms", params={"all": True}).json()) == 2
+    finally:
+        other.stop()
+
+
+def test_a_daemon_that_loses_its_store_stops(tmp_path: Path, db_url: str) -> None:
+    d = Daemon(tmp_path, db_url, _free_port(), {"VOCLOUD_STORE_LEASE_TTL": "3"})
+    d.start()
+    assert d.proc is not None
+    db = Database(db_url)
+    try:
+        with db.write() as s:  # what a daemon elsewhere does once this one was silent too long
+            row = s.get(SiteSetting, "daemon")
+            assert row is not None and json.loads(row.value)["pid"] == d.proc.pid
+            row.value = json.dumps({"host": "node9", "data_dir": "/srv/vocloud", "pid": 9,
+                                    "beat": time.time()})
+        assert d.proc.wait(20) == 0
+        log = (d.data_dir / "daemon.log").read_text()
+        assert "another daemon took this store" in log, log
+        with db.read() as s:  # and it did not release the new holder's lease on its way out
+            assert json.loads(s.get(SiteSetting, "daemon").value)["pid"] == 9  # type: ignore[union-attr]
+    finally:
+        db.dispose()
+        if d.proc.poll() is None:
+            d.proc.kill()
 
 
 def _domains(data_dir: Path) -> dict[str, list[dict[str, Any]]]:

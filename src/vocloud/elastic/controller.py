@@ -13,10 +13,11 @@
    is done: a boot becomes REQUESTED rows (with their future VM names) and an event; a drain,
    resume or shutdown moves the row's state. Only then are VMs created, nodes drained or
    resumed, VMs terminated. A crash between the two is repaired by the next controller: REQUESTED
-   rows without a VM that were decided before it started (by the dead one: one daemon per store)
-   are bound on its first pass, rows of a later pass it did not finish after ``bind_grace_s``,
-   each looking the VM up by name first, so a boot decided once is never carried out twice;
-   STOPPING rows are terminated again; draining rows whose node is not draining are drained again.
+   rows without a VM that were decided before it started (by the dead one: one daemon per store,
+   ``engine/store_lease.py``) are bound on its first pass, rows of a later pass it did not
+   finish after ``bind_grace_s``, each looking the VM up by name first, so a boot decided once
+   is never carried out twice; STOPPING rows are terminated again; draining rows whose node is
+   not draining are drained again.
 
 Whose VMs: pool workers are created by the site's first administrator *acting for the VO's
 group* (``Actor(admin, group=VO)``): the VMs belong to the VO's group, count against the VO's

@@ -2,7 +2,9 @@
 
 The loops run in threads beside uvicorn and stop when the API shuts down (uvicorn turns SIGTERM
 and SIGINT into a graceful shutdown). One daemon per data directory is enforced with an flock
-that the kernel drops if the daemon is killed, so a restart after ``kill -9`` just works.
+that the kernel drops if the daemon is killed, so a restart after ``kill -9`` just works; one
+daemon per store (a PostgreSQL database other daemons could reach) with a heartbeat lease
+(``store_lease.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.elastic.controller import PoolController, make_batch
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
+from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
@@ -92,10 +95,11 @@ class Loops:
     daemon threads sharing one stop event."""
 
     def __init__(self, reconciler: Reconciler, settings: Settings,
-                 pools: Callable[[], Any] | None = None) -> None:
+                 pools: Callable[[], Any] | None = None, lease: StoreLease | None = None) -> None:
         self.reconciler = reconciler
         self.settings = settings
         self.pools = pools
+        self.lease = lease
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -117,11 +121,21 @@ class Loops:
         ]
         if self.pools is not None:
             plan.append(("pools", self.pools, s.pool_interval))
+        if self.lease is not None:
+            plan.append(("lease", self._beat, self.lease.ttl / 3))
         for name, fn, interval in plan:
             t = threading.Thread(target=self._run, args=(name, fn, interval), name=f"vocloud-{name}",
                                  daemon=True)
             t.start()
             self.threads.append(t)
+
+    def _beat(self) -> None:
+        """Renew the store lease; a daemon that lost it stops at once (store_lease.py)."""
+        assert self.lease is not None
+        if not self.lease.renew():
+            log.critical("another daemon took this store while this one was silent: stopping")
+            self.stop.set()
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def join(self, timeout: float = 30.0) -> None:
         self.stop.set()
@@ -175,6 +189,8 @@ def _pool_pass(cloud: Cloud, settings: Settings) -> Callable[[], Any] | None:
 
 def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     _, cloud = open_store(settings)
+    lease = StoreLease(cloud.db, settings.data_dir, ttl=settings.store_lease_ttl)
+    lease.acquire()  # before any loop runs: one daemon per store
     loop_settings = LoopSettings(
         policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
                            settings.max_host_dispatch),
@@ -184,7 +200,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     drivers = load_drivers(settings)
     reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
                             networks=drivers.networks, secrets=SecretDir(settings.secrets_path))
-    loops = Loops(reconciler, settings, _pool_pass(cloud, settings))
+    loops = Loops(reconciler, settings, _pool_pass(cloud, settings), lease)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -196,6 +212,10 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
         finally:
             log.info("stopping loops")
             loops.join()
+            try:
+                lease.release()
+            except Exception:  # the store may be gone; the lease then expires by itself
+                log.exception("could not release the store lease")
             cloud.db.dispose()
 
     return create_app(cloud, lifespan=lifespan, console=reconciler.console), loops, cloud
