@@ -4,8 +4,9 @@ The namespace host's sshd runs in its own mount namespace; each test mounts an e
 the repository directory *in that namespace only*, so over SSH the image path does not exist while
 the front-end (this process) still reads it. The host's datastore is a directory of its own
 (``DATASTORE_DIR``). What must hold: the first VM on the host pushes the base (bytes counted),
-later VMs (and other daemons) do not, a push corrupted in transit or cut short is refused by the
-host's sha256/size check with a clear error, and nothing half-written is left in the cache.
+later VMs (and other daemons) do not, a push corrupted in transit is refused by the host's
+sha256 check with a clear error and leaves nothing in the cache, and a push cut short leaves only
+its ``.part``, which the next push completes by sending just the rest.
 """
 
 # ruff: noqa: F811  (the harness's fixtures are imported here, and pytest passes them back as arguments)
@@ -15,7 +16,7 @@ import functools
 import logging
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, n
 from tests.integration.test_storage import make_base, vm
 from vocloud.drivers.base import CommandResult, DiskSpec, HostRef
 from vocloud.drivers.storage import Qcow2OverlayDriver
+from vocloud.drivers.transport.feed import Source
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.errors import DriverError
 
@@ -151,11 +153,11 @@ class Meddling:
     def __init__(self, inner: SshTransport, cut: int | None = None) -> None:
         self.inner, self.cut = inner, cut
 
-    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+    def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]:
-        def altered() -> Iterator[bytes]:
+        def altered(arg: bytes) -> Iterator[bytes]:
             total = 0
-            for i, chunk in enumerate(chunks):
+            for i, chunk in enumerate(source(arg)):
                 if self.cut is None and i == 0:
                     chunk = chunk[:4096] + bytes([chunk[4096] ^ 0x10]) + chunk[4097:]
                 if self.cut is not None and total + len(chunk) > self.cut:
@@ -164,7 +166,7 @@ class Meddling:
                 total += len(chunk)
                 yield chunk
 
-        return self.inner.feed(host, argv, altered(), ready=ready, timeout=timeout)
+        return self.inner.feed(host, argv, altered, ready=ready, timeout=timeout)
 
 
 def test_a_push_corrupted_in_transit_is_refused_and_leaves_nothing(far: Far,
@@ -182,13 +184,20 @@ def test_a_push_corrupted_in_transit_is_refused_and_leaves_nothing(far: Far,
     assert good.cache.stats.pushes == 1
 
 
-def test_a_push_cut_short_is_refused_and_leaves_nothing(far: Far, lab_ssh: SshTransport) -> None:
+def test_a_push_cut_short_is_resumed_by_the_next_stage(far: Far, lab_ssh: SshTransport) -> None:
+    size = far.src.stat().st_size
     driver = driver_for(lab_ssh, far, Meddling(lab_ssh, cut=5 * MIB + 3))
-    with pytest.raises(DriverError, match=rf"cut short: the host received {5 * MIB + 3} of "
-                                          rf"{far.src.stat().st_size} bytes"):
+    with pytest.raises(DriverError, match=rf"cut short: the host has {5 * MIB + 3} of {size} bytes; "
+                                          r"kept, the next push sends the rest"):
         driver.stage(far.ref(IMAGE_PATH_SHARED="NO"), vm("vc-1", DiskSpec("vda", str(far.src))))
-    assert far.cache_files() == []
+    assert far.cache_files() == [f"{far.sha}.qcow2.part"]  # kept, never at the final name
     assert not (far.ds / "vms" / "vc-1").exists()
+    # the connection is back (or the daemon restarted): only the rest crosses the network
+    good = driver_for(lab_ssh, far)
+    good.stage(far.ref(IMAGE_PATH_SHARED="NO"), vm("vc-1", DiskSpec("vda", str(far.src))))
+    assert (good.cache.stats.pushes, good.cache.stats.resumed) == (1, 1)
+    assert good.cache.stats.pushed_bytes == size - (5 * MIB + 3)
+    assert far.cache_files() == [f"{far.sha}.qcow2", f"{far.sha}.qcow2.ok"]
 
 
 def test_an_image_changed_in_the_repository_is_refused(far: Far, lab_ssh: SshTransport) -> None:

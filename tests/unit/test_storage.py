@@ -6,6 +6,7 @@ a recording runner and assert it was never called.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from vocloud.drivers.storage import (
 from vocloud.drivers.storage.cache import ImageCache, datastore_dir, normalise_sha
 from vocloud.drivers.storage.qimg import MIB, ImageInfo, overlay_size
 from vocloud.drivers.storage.runner import locked_argv, safe_name
+from vocloud.drivers.transport.feed import Source
 from vocloud.errors import DriverError
 
 LOCAL = HostRef(id=1, name="h1")
@@ -323,17 +325,17 @@ class CountingFeeder:
         self.tamper, self.cut_after, self.delay = tamper, cut_after, delay
         self.calls = 0
         self.sent = 0
+        self.offsets: list[int] = []  # where the host asked each push to start
 
-    def feed(self, host: HostRef, argv: list[str], chunks: object, ready: bytes = b"SEND",
+    def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]:
         import time
-        from collections.abc import Iterable, Iterator
+        from collections.abc import Iterator
 
-        assert isinstance(chunks, Iterable)
-
-        def altered() -> Iterator[bytes]:
+        def altered(arg: bytes) -> Iterator[bytes]:
+            self.offsets.append(int(arg))
             total = 0
-            for i, chunk in enumerate(chunks):
+            for i, chunk in enumerate(source(arg)):
                 if self.delay:
                     time.sleep(self.delay)
                 if self.tamper and i == 0:
@@ -345,7 +347,7 @@ class CountingFeeder:
                 yield chunk
 
         self.calls += 1
-        result, sent = self.inner.feed(host, argv, altered(), ready=ready, timeout=timeout)
+        result, sent = self.inner.feed(host, argv, altered, ready=ready, timeout=timeout)
         self.sent += sent
         return result, sent
 
@@ -420,12 +422,57 @@ def test_push_of_an_image_not_matching_its_record_is_refused(tmp_path: Path) -> 
     assert _cache_files(tmp_path) == []
 
 
-def test_a_push_cut_short_leaves_nothing(tmp_path: Path) -> None:
+def test_a_push_cut_short_is_resumed_where_it_stopped(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
     src, sha = _image(tmp_path)
+    size = os.path.getsize(src)
     cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder(cut_after=MIB + 7))
-    with pytest.raises(DriverError, match=r"cut short: the host received 1048583 of \d+ bytes"):
+    with pytest.raises(DriverError, match=rf"cut short: the host has 1048583 of {size} bytes; kept, "
+                                          r"the next push sends the rest"):
         cache.ensure(_far(tmp_path), src, sha, "raw")
-    assert _cache_files(tmp_path) == []
+    assert _cache_files(tmp_path) == [f"{sha}.raw.part"]  # never at the final name
+    assert (tmp_path / "far" / "cache" / f"{sha}.raw.part").stat().st_size == MIB + 7
+    assert cache.stats.pushes == 0
+    feeder = CountingFeeder()
+    again = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)  # e.g. after a restart
+    cached = again.ensure(_far(tmp_path), src, sha, "raw")
+    assert hashlib.sha256(Path(cached).read_bytes()).hexdigest() == sha
+    assert feeder.offsets == [MIB + 7] and feeder.sent == size - (MIB + 7)
+    assert (again.stats.pushes, again.stats.resumed, again.stats.pushed_bytes) == (1, 1, size - MIB - 7)
+    assert _cache_files(tmp_path) == [f"{sha}.raw", f"{sha}.raw.ok"]
+
+
+def test_a_damaged_kept_part_costs_one_full_push_never_a_bad_base(tmp_path: Path) -> None:
+    src, sha = _image(tmp_path)
+    cut = ImageCache(str(tmp_path / "ds"), transports=lambda h: CountingFeeder(cut_after=2 * MIB))
+    with pytest.raises(DriverError, match="cut short"):
+        cut.ensure(_far(tmp_path), src, sha, "raw")
+    part = tmp_path / "far" / "cache" / f"{sha}.raw.part"
+    with part.open("r+b") as fh:
+        fh.write(b"\x00" * 16)  # the kept prefix went bad on the host's disk
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    with pytest.raises(DriverError, match=r"the front-end sent the right bytes: corrupted in transit, "
+                                          rf"on the host's disk or in the {2 * MIB} bytes kept"):
+        cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert _cache_files(tmp_path) == []  # the damaged part is gone with the failed check
+    cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert feeder.offsets == [2 * MIB, 0] and cache.stats.resumed == 0
+
+
+def test_a_kept_part_longer_than_the_image_is_dropped(tmp_path: Path) -> None:
+    import os
+
+    src, sha = _image(tmp_path)
+    cache_dir = tmp_path / "far" / "cache"
+    cache_dir.mkdir(parents=True)
+    (cache_dir / f"{sha}.raw.part").write_bytes(b"x" * (os.path.getsize(src) + 1))
+    feeder = CountingFeeder()
+    cache = ImageCache(str(tmp_path / "ds"), transports=lambda h: feeder)
+    cache.ensure(_far(tmp_path), src, sha, "raw")
+    assert feeder.offsets == [0] and feeder.sent == os.path.getsize(src)
 
 
 def test_push_of_a_missing_image_says_so(tmp_path: Path) -> None:
@@ -498,14 +545,25 @@ def test_local_feed_protocol(tmp_path: Path) -> None:
     t = LocalTransport()
     out = tmp_path / "got"
     script = 'echo before; echo SEND; cat > "$1"; echo done'
-    result, sent = t.feed(LOCAL, ["sh", "-c", script, "x", str(out)], [b"ab", b"cd"])
+    asked: list[bytes] = []
+
+    def source(arg: bytes) -> list[bytes]:
+        asked.append(arg)
+        return [b"ab", b"cd"][int(arg or 0):]
+
+    result, sent = t.feed(LOCAL, ["sh", "-c", script, "x", str(out)], source)
     assert (result.returncode, result.stdout, sent, out.read_bytes()) == (0, b"before\nSEND\ndone\n",
                                                                           4, b"abcd")
-    never = t.feed(LOCAL, ["sh", "-c", "echo HIT; echo oops >&2; exit 0"], iter([b"x" * 10]))
+    result, sent = t.feed(LOCAL, ["sh", "-c", 'echo SENDER; echo "SEND 1"; cat > "$1"', "x", str(out)],
+                          source)  # "SENDER" is not the ready line; "SEND 1" is, with argument 1
+    assert (result.returncode, sent, out.read_bytes(), asked) == (0, 2, b"cd", [b"", b"1"])
+    never = t.feed(LOCAL, ["sh", "-c", "echo HIT; echo oops >&2; exit 0"], lambda _: iter([b"x" * 10]))
     assert never == (CommandResult(0, b"HIT\n", b"oops\n"), 0)
-    quits, sent = t.feed(LOCAL, ["sh", "-c", "echo SEND; head -c 3 >/dev/null; exit 4"],
-                         (b"y" * 65536 for _ in range(64)))
+    stream = (b"y" * 65536 for _ in range(64))
+    quits, sent = t.feed(LOCAL, ["sh", "-c", "echo SEND; head -c 3 >/dev/null; exit 4"], lambda _: stream)
     assert quits.returncode == 4 and sent < 64 * 65536
+    # closed by the transport: an image file is not kept open
+    assert inspect.getgeneratorstate(stream) == inspect.GEN_CLOSED
     with pytest.raises(DriverError, match="timed out"):
-        t.feed(LOCAL, ["sleep", "5"], [], timeout=0.3)
-    assert t.feed(LOCAL, ["vocloud-no-such-program"], [])[0].returncode == 127
+        t.feed(LOCAL, ["sleep", "5"], lambda _: [], timeout=0.3)
+    assert t.feed(LOCAL, ["vocloud-no-such-program"], lambda _: [])[0].returncode == 127

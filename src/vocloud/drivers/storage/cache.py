@@ -24,9 +24,10 @@ Where the base comes from is the host attribute ``IMAGE_PATH_SHARED``: ``YES``, 
 repository path itself (shared or NFS datastore); ``NO``, the front-end pushes it over the host's
 transport; ``AUTO`` (default), the host reads it if it has it and the front-end pushes it if the
 host reports the path missing. A push is one command under the same lock: the host answers HIT,
-or asks for the bytes, which stream over that command's stdin (:meth:`SshTransport.feed`) into
-``.part``; size and sha256 are checked on the host, then sync and rename. Stagers waiting on the
-lock meanwhile find a HIT, so a base crosses the network once per host.
+or asks for the bytes (from where a push cut short stopped), which stream over that command's
+stdin (:meth:`SshTransport.feed`) onto ``.part``; size and sha256 are checked on the host, then
+sync and rename. Stagers waiting on the lock meanwhile find a HIT, so a base crosses the network
+once per host.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from vocloud.drivers.base import CommandResult, HostRef
-from vocloud.drivers.storage.qimg import ImageInfo, check_format, inspect
+from vocloud.drivers.storage.qimg import MIB, ImageInfo, check_format, inspect
 from vocloud.drivers.storage.runner import (
     LOCK_TIMEOUT_RC,
     Runner,
@@ -53,6 +54,7 @@ from vocloud.drivers.storage.runner import (
     runs_here,
     stderr_text,
 )
+from vocloud.drivers.transport.feed import Source
 from vocloud.drivers.transport.local import LocalTransport
 from vocloud.errors import DriverError
 
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 LOCK_WAIT_S = 3600  # another stager may be copying a large image over a slow link
 _SHA = re.compile(r"[0-9a-f]{64}")
 _NO_SOURCE, _MISMATCH, _SHORT = 3, 5, 6
-CHUNK = 1024 * 1024  # push granularity; SSH flow control keeps at most a window in flight
+CHUNK = MIB  # push granularity; SSH flow control keeps at most a window in flight
 SHARED_ATTR = "IMAGE_PATH_SHARED"  # YES: the host reads the repository path; NO: push; AUTO
 SHARED_MODES = ("YES", "NO", "AUTO")
 
@@ -110,22 +112,26 @@ echo "HASHED $sum"
 """
 
 # $1 cached file, $2 wanted sha256, $3 expected size. Runs under the entry's lock for the whole
-# transfer. Prints HIT | VERIFIED | [BAD <sum>] SEND ... PUSHED; after SEND it reads the base from
-# stdin into .part, checks size and sha256, syncs and renames. A failed or cut push removes .part
-# before saying anything (a dead reader's SIGPIPE cannot skip the cleanup).
+# transfer. Prints HIT | VERIFIED | [BAD <sum>] SEND <offset> ... PUSHED; after SEND it appends
+# the base from byte <offset> on, read from stdin, to .part, checks size and sha256, syncs and
+# renames. A push cut short keeps .part (named by the wanted sha256, so it can only hold a prefix
+# of that content) and the next push asks for the rest; a .part that fails the checksum is
+# removed, so a damaged prefix costs one more full push, never a bad cache entry.
 _PUSH = r"""
 set -u
 final=$1 want=$2 size=$3
-""" + _CACHED + r"""rm -f -- "$tmp"
-echo SEND
-cat > "$tmp" || { rm -f -- "$tmp"; exit 4; }
+""" + _CACHED + r"""have=0
+[ -f "$tmp" ] && have=$(stat -c %s -- "$tmp")
+if [ "$have" -gt "$size" ]; then rm -f -- "$tmp"; have=0; fi
+echo "SEND $have"
+cat >> "$tmp" || exit 4
 got=$(stat -c %s -- "$tmp")
-if [ "$got" != "$size" ]; then rm -f -- "$tmp"; echo "SHORT $got"; exit 6; fi
+if [ "$got" != "$size" ]; then echo "SHORT $got $have"; exit 6; fi
 got=$(sha256sum < "$tmp" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then rm -f -- "$tmp"; echo "MISMATCH $got"; exit 5; fi
+if [ "$got" != "$want" ]; then rm -f -- "$tmp"; echo "MISMATCH $got $have"; exit 5; fi
 sync -- "$tmp" && mv -f -- "$tmp" "$final" || { rm -f -- "$tmp"; exit 4; }
 state "$final" > "$stamp"
-echo PUSHED
+echo "PUSHED $have"
 """
 
 # $1 cache dir, $2 lock wait. Re-hashes every cached base under its lock; prints BAD <path> per removal.
@@ -154,12 +160,13 @@ class CacheStats:
     hashed: int = 0  # repository images hashed because no sha256 was recorded
     pushes: int = 0  # bases sent from the front-end to a host that cannot see the repository
     pushed_bytes: int = 0  # bytes those pushes sent
+    resumed: int = 0  # pushes that went on from the part a cut push had left on the host
 
 
 class Feeder(Protocol):
     """A transport that can stream data into a host command (``LocalTransport``, ``SshTransport``)."""
 
-    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+    def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]: ...
 
 
@@ -345,8 +352,10 @@ class ImageCache:
 
         The host script takes the entry's lock, then either answers HIT (another stager, thread or
         daemon, pushed it meanwhile: this one waited on the lock and sends nothing) or asks for the
-        bytes. They go into ``.part`` over the transport's stdin stream; the host checks size and
-        sha256, syncs and renames. A failure leaves nothing at the final name and no ``.part``."""
+        bytes from an offset: 0, or the size of the ``.part`` a push cut short left behind. They
+        are appended to ``.part`` over the transport's stdin stream; the host checks size and
+        sha256, syncs and renames. A failure leaves nothing at the final name; a checksum failure
+        leaves no ``.part`` either."""
         feeder = self._feeder(host, run)
         if feeder is None:
             raise DriverError(f"host {host.name}: cannot push {source_path}: no transport that can "
@@ -360,65 +369,86 @@ class ImageCache:
         complete = [False]
         started = time.monotonic()
         argv = locked_argv(f"{final}.lock", self.lock_wait_s, _PUSH, [final, want, str(size)])
+
+        def source(arg: bytes) -> Iterable[bytes]:
+            offset = int(arg) if arg.isdigit() else -1
+            if not 0 <= offset <= size:
+                raise DriverError(f"host {host.name}: asked for image {source_path} from byte "
+                                  f"{arg.decode(errors='replace')!r}; it has {size} bytes")
+            if offset:
+                log.info("host %s: resuming the push of %s at %d of %d MiB (kept from a push "
+                         "cut short)", host.name, source_path, offset // MIB, size // MIB)
+            return self._read_chunks(host, source_path, size, digest, complete, offset)
+
         # lock wait + the transfer at no less than 1 MB/s
-        chunks = self._read_chunks(host, source_path, size, digest, complete)
-        try:
-            result, sent = feeder.feed(host, argv, chunks, ready=b"SEND",
-                                       timeout=2 * self.lock_wait_s + size / 1e6)
-        finally:
-            chunks.close()  # a push cut short must not keep the image open
-        words = result.stdout.decode(errors="replace").split()
-        rc = result.returncode
+        result, sent = feeder.feed(host, argv, source, ready=b"SEND",
+                                   timeout=2 * self.lock_wait_s + size / 1e6)
+        lines = result.stdout.decode(errors="replace").splitlines()
+        last = lines[-1].split() if lines else []
+        verdict, rc = (last[0] if last else ""), result.returncode
         if rc == _MISMATCH:
-            got = words[-1] if words else "?"
+            got = last[1] if len(last) > 1 else "?"
+            kept = int(last[2]) if len(last) > 2 and last[2].isdigit() else 0
             if complete[0] and digest.hexdigest() == want:
+                where = (f"in transit, on the host's disk or in the {kept} bytes kept from an "
+                         f"earlier push" if kept else "in transit or on the host's disk")
                 raise DriverError(
                     f"host {host.name}: pushed copy of image {source_path} arrived with sha256 "
-                    f"{got}, expected {want} (the front-end sent the right bytes: corrupted in "
-                    f"transit or on the host's disk); removed, not staging it")
+                    f"{got}, expected {want} (the front-end sent the right bytes: corrupted "
+                    f"{where}); removed, not staging it")
             raise DriverError(f"image {source_path}: sha256 is {digest.hexdigest()}, the repository "
                               f"recorded {want}; the image changed or is damaged, not staging it")
         if rc == _SHORT:
-            raise DriverError(f"host {host.name}: push of {source_path} cut short: the host received "
-                              f"{words[-1] if words else '?'} of {size} bytes; removed")
+            raise DriverError(f"host {host.name}: push of {source_path} cut short: the host has "
+                              f"{last[1] if len(last) > 1 else '?'} of {size} bytes; kept, the "
+                              f"next push sends the rest")
         if rc == LOCK_TIMEOUT_RC:
             raise DriverError(f"host {host.name}: {final} is locked by another staging for more "
                               f"than {self.lock_wait_s:g} s")
-        if rc != 0 or not words or words[-1] not in ("HIT", "VERIFIED", "PUSHED"):
+        if rc != 0 or verdict not in ("HIT", "VERIFIED", "PUSHED"):
             raise DriverError(f"host {host.name}: cannot push {source_path} into its cache: "
                               f"{stderr_text(result)}")
+        resumed = verdict == "PUSHED" and len(last) > 1 and last[1] not in ("", "0")
         with self._mutex:
-            if "BAD" in words:
+            bad = next((line.split() for line in lines if line.startswith("BAD ")), None)
+            if bad is not None:
                 self.stats.refetches += 1
                 log.warning("host %s: cached base %s had sha256 %s, expected %s: pushed again",
-                            host.name, final, words[words.index("BAD") + 1], want)
-            if words[-1] == "PUSHED":
+                            host.name, final, bad[1] if len(bad) > 1 else "?", want)
+            if verdict == "PUSHED":
                 self.stats.misses += 1
                 self.stats.pushes += 1
                 self.stats.pushed_bytes += sent
+                self.stats.resumed += resumed
             else:
                 self.stats.hits += 1
-        if words[-1] == "PUSHED":
+        if verdict == "PUSHED":
             took = max(time.monotonic() - started, 1e-6)
-            log.info("host %s: pushed %s (%d MiB) into %s in %.1f s (%.0f MiB/s), sha256 verified",
-                     host.name, source_path, size // (1024 * 1024), final, took,
-                     sent / took / (1024 * 1024))
+            log.info("host %s: pushed %s (%d MiB%s) into %s in %.1f s (%.0f MiB/s), sha256 verified",
+                     host.name, source_path, size // MIB,
+                     f", {sent // MIB} MiB of it now" if resumed else "", final, took,
+                     sent / took / MIB)
         return final
 
     @staticmethod
     def _read_chunks(host: HostRef, source_path: str, size: int, digest: hashlib._Hash,
-                     complete: list[bool]) -> Generator[bytes, None, None]:
-        """The image in CHUNK pieces, hashed as sent; progress logged every 10 %."""
-        sent, step = 0, max(size // 10, CHUNK)
-        next_log = step
+                     complete: list[bool], offset: int = 0) -> Generator[bytes, None, None]:
+        """The image from ``offset`` on in CHUNK pieces, all of it hashed (the part before
+        ``offset`` too, read but not sent); progress logged every 10 %."""
+        sent, step = offset, max(size // 10, CHUNK)
+        next_log = offset + step
         try:
             with open(source_path, "rb") as fh:
+                left = offset
+                while left and (chunk := fh.read(min(CHUNK, left))):
+                    digest.update(chunk)
+                    left -= len(chunk)
                 while chunk := fh.read(CHUNK):
                     digest.update(chunk)
                     sent += len(chunk)
                     if sent >= next_log and sent < size:
                         log.info("host %s: pushing %s: %d of %d MiB", host.name, source_path,
-                                 sent // (1024 * 1024), size // (1024 * 1024))
+                                 sent // MIB, size // MIB)
                         next_log += step
                     yield chunk
         except OSError as exc:

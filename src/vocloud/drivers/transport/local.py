@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
 
 from vocloud.drivers.base import CommandResult, HostRef
+from vocloud.drivers.transport.feed import Source, close_quietly, ready_argument
 from vocloud.errors import DriverError
 
 
@@ -47,12 +47,12 @@ class LocalTransport:
             raise DriverError(f"host {host.name} (local): cannot copy {local_path} to "
                               f"{remote_path}: {exc}") from exc
 
-    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+    def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]:
-        """Run ``argv``; when it prints a stdout line equal to ``ready``, stream ``chunks`` to its
-        stdin, then close it. Returns the result (stdout includes the lines up to ``ready``) and
-        the bytes written. A command that never prints ``ready`` is sent nothing; one that exits
-        while being fed just stops the stream (its exit status says why).
+        """Run ``argv``; when it prints a stdout line ``ready`` (or ``ready <arg>``), stream
+        ``source(arg)`` to its stdin, then close it. Returns the result (stdout includes the lines
+        up to ``ready``) and the bytes written. A command that never prints ``ready`` is sent
+        nothing; one that exits while being fed just stops the stream (its exit status says why).
 
         The same protocol as :meth:`SshTransport.feed`: the image cache uses it to push a base
         under a lock the host holds for the whole transfer."""
@@ -80,11 +80,16 @@ class LocalTransport:
                 head = b""
                 while line := proc.stdout.readline():
                     head += line
-                    if line.rstrip(b"\r\n") == ready:
-                        with contextlib.suppress(BrokenPipeError):
-                            for chunk in chunks:
-                                proc.stdin.write(chunk)
-                                sent += len(chunk)
+                    arg = ready_argument(line, ready)
+                    if arg is not None:
+                        chunks = source(arg)
+                        try:
+                            with contextlib.suppress(BrokenPipeError):
+                                for chunk in chunks:
+                                    proc.stdin.write(chunk)
+                                    sent += len(chunk)
+                        finally:
+                            close_quietly(chunks)
                         break
                 with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()

@@ -31,7 +31,7 @@ import contextlib
 import os
 import shlex
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ import asyncssh
 
 from vocloud.drivers.base import CommandResult, HostRef
 from vocloud.drivers.transport.address import SshAddress, parse_ssh
+from vocloud.drivers.transport.feed import Source, close_quietly, ready_argument
 from vocloud.errors import DriverError
 
 T = TypeVar("T")
@@ -235,13 +236,13 @@ class SshTransport:
             return CommandResult(code, _as_bytes(proc.stdout), _as_bytes(proc.stderr))
         raise AssertionError("unreachable")
 
-    def feed(self, host: HostRef, argv: list[str], chunks: Iterable[bytes], ready: bytes = b"SEND",
+    def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]:
-        """Run ``argv``; when it prints a stdout line equal to ``ready``, stream ``chunks`` to its
-        stdin (one channel, with SSH flow control: never more than the window in flight), then
-        send EOF. Returns the result (stdout includes the lines up to ``ready``) and the bytes
-        written. A command that never prints ``ready`` is sent nothing; one that exits while
-        being fed stops the stream, and its exit status says why.
+        """Run ``argv``; when it prints a stdout line ``ready`` (or ``ready <arg>``), stream
+        ``source(arg)`` to its stdin (one channel, with SSH flow control: never more than the
+        window in flight), then send EOF. Returns the result (stdout includes the lines up to
+        ``ready``) and the bytes written. A command that never prints ``ready`` is sent nothing;
+        one that exits while being fed stops the stream, and its exit status says why.
 
         The remote side decides *whether* it wants the data after taking a lock, so a base image
         is pushed under a host-side lock held for the whole transfer (see the image cache). A
@@ -250,10 +251,10 @@ class SshTransport:
             raise DriverError(f"{self._where(host)}: empty command")
         addr = parse_ssh(host.transport)
         limit = timeout if timeout is not None else self.command_timeout
-        return self._call(self._feed(host, addr, shlex.join(argv), chunks, ready, limit),
+        return self._call(self._feed(host, addr, shlex.join(argv), source, ready, limit),
                           limit + self.connect_timeout * 2 + 5)
 
-    async def _feed(self, host: HostRef, addr: SshAddress, command: str, chunks: Iterable[bytes],
+    async def _feed(self, host: HostRef, addr: SshAddress, command: str, source: Source,
                     ready: bytes, timeout: float) -> tuple[CommandResult, int]:
         where = self._where(host)
         sent = [0]
@@ -263,7 +264,7 @@ class SshTransport:
                 async with entry.slots:
                     proc = await entry.conn.create_process(command, encoding=None)
                     try:
-                        return await asyncio.wait_for(self._feed_proc(proc, chunks, ready, sent),
+                        return await asyncio.wait_for(self._feed_proc(proc, source, ready, sent),
                                                       timeout)
                     finally:
                         proc.close()
@@ -279,12 +280,14 @@ class SshTransport:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _feed_proc(proc: asyncssh.SSHClientProcess[bytes], chunks: Iterable[bytes],
+    async def _feed_proc(proc: asyncssh.SSHClientProcess[bytes], source: Source,
                          ready: bytes, sent: list[int]) -> tuple[CommandResult, int]:
         head = b""
         while line := await proc.stdout.readline():
             head += line
-            if line.rstrip(b"\r\n") == ready:
+            arg = ready_argument(line, ready)
+            if arg is not None:
+                chunks = source(arg)
                 try:
                     for chunk in chunks:
                         proc.stdin.write(chunk)
@@ -292,6 +295,8 @@ class SshTransport:
                         await proc.stdin.drain()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the command stopped reading: its exit status below says why
+                finally:
+                    close_quietly(chunks)
                 break
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.write_eof()
