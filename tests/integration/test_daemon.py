@@ -171,20 +171,18 @@ def test_sigterm_is_clean(daemon: Daemon) -> None:
     assert daemon.stop() == 0
 
 
-def test_second_daemon_on_same_data_dir_is_refused(daemon: Daemon) -> None:
-    env = {**os.environ, "VOCLOUD_HOME": str(daemon.data_dir), "VOCLOUD_PORT": str(_free_port()),
-           "VOCLOUD_DB_URL": daemon.db_url}
-    r = subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=env, capture_output=True,
-                       timeout=60)
-    assert r.returncode == 2
-    assert b"another vocloud daemon" in r.stderr
-
-
 def _serve_once(d: Daemon) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, **FAST, "VOCLOUD_HOME": str(d.data_dir), "VOCLOUD_PORT": str(d.port),
            "VOCLOUD_DB_URL": d.db_url}
     return subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
                           capture_output=True, timeout=60)
+
+
+def test_second_daemon_on_same_data_dir_is_refused(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    r = _serve_once(Daemon(daemon.data_dir, daemon.db_url, _free_port(), {}))
+    assert r.returncode == 2
+    assert f"another vocloud daemon (pid {daemon.proc.pid}) is using {daemon.data_dir}" in r.stderr.decode()
 
 
 def _holder(d: Daemon) -> str:
