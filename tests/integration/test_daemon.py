@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +43,20 @@ class Daemon:
     port: int
     extra_env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    wrap: list[str] = field(default_factory=list)  # a command prefix, e.g. a mount namespace
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
+                "VOCLOUD_PORT": str(self.port), "VOCLOUD_DB_URL": self.db_url}
+
     def start(self) -> None:
-        env = {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
-               "VOCLOUD_PORT": str(self.port), "VOCLOUD_DB_URL": self.db_url}
         log = (self.data_dir / "daemon.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "vocloud.engine.serve_main"],
+                                     env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
             assert self.proc.poll() is None, (self.data_dir / "daemon.log").read_text()
@@ -172,9 +175,8 @@ def test_sigterm_is_clean(daemon: Daemon) -> None:
 
 
 def _serve_once(d: Daemon) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, **FAST, "VOCLOUD_HOME": str(d.data_dir), "VOCLOUD_PORT": str(d.port),
-           "VOCLOUD_DB_URL": d.db_url}
-    return subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    """Start a daemon in the foreground and wait for it to exit (a refused start)."""
+    return subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=d.env(),
                           capture_output=True, timeout=60)
 
 

@@ -39,8 +39,6 @@ import contextlib
 import functools
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -59,7 +57,7 @@ from tests.integration.sge_harness import (
     missing_reason,
     private_hosts_wrapper,
 )
-from tests.integration.test_daemon import FAST, Daemon, _free_port
+from tests.integration.test_daemon import Daemon, _free_port
 from vocloud.batch.base import NodeState, RegistersNodes, VOMapper
 from vocloud.batch.gridengine import GridEngineBatch
 from vocloud.batch.runner import CommandRunner
@@ -166,30 +164,6 @@ class WrappedRunner(CommandRunner):
 
     def run(self, argv: Sequence[str]) -> str:
         return super().run([*self.wrap, *argv])
-
-
-class WrappedDaemon(Daemon):
-    """``vocloud serve`` in a mount namespace with the private hosts file as /etc/hosts."""
-
-    wrap: list[str] = []
-
-    def start(self) -> None:
-        import os
-
-        env = {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
-               "VOCLOUD_PORT": str(self.port), "VOCLOUD_DB_URL": self.db_url}
-        log = (self.data_dir / "daemon.log").open("ab")
-        self.proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "vocloud.engine.serve_main"],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert self.proc.poll() is None, (self.data_dir / "daemon.log").read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not come up")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -302,15 +276,15 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
 
 
 @pytest.fixture
-def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterator[WrappedDaemon]:
+def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterator[Daemon]:
     tmp_path.chmod(0o700)
     env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BATCH_SYSTEM": "gridengine",
            "VOCLOUD_BATCH_VO_ATTRIBUTE": "project", "VOCLOUD_POOL_INTERVAL": "1",
            **vo_cell.client_env, "VOCLOUD_SGE_HOSTS_FILE": str(hosts_file),
            "VOCLOUD_BOOT_TIMEOUT": "120", "VOCLOUD_SHUTDOWN_TIMEOUT": "30",
            "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_LOG_LEVEL": "info"}
-    d = WrappedDaemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env)
-    d.wrap = private_hosts_wrapper(hosts_file)
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env,
+               wrap=private_hosts_wrapper(hosts_file))  # serve with the private /etc/hosts
     try:
         d.start()
         yield d
@@ -335,7 +309,7 @@ def _template(name: str, worker: WorkerImage, cell: VOSgeCell) -> str:
 @pytest.mark.timeout(TIMEOUT + 180)
 @pytest.mark.timeout(600)
 def test_vo_pools_follow_a_real_grid_engine_queue(
-        pool_daemon: WrappedDaemon, vo_cell: VOSgeCell, sge_bridge: str, hosts_file: Path,
+        pool_daemon: Daemon, vo_cell: VOSgeCell, sge_bridge: str, hosts_file: Path,
         worker_image: WorkerImage) -> None:
     d, cell = pool_daemon, vo_cell
     t0 = time.monotonic()

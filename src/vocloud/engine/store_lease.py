@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict
 from vocloud.store.db import Database
@@ -110,36 +111,44 @@ class StoreLease:
 
     def _take(self) -> None:
         now = self.clock()
-        me = self._me(now)
         with self.db.write() as s:
-            row = s.scalars(select(SiteSetting).where(SiteSetting.key == KEY).with_for_update()).first()
-            why = refusal(parse(row.value) if row else None, me, now, self.ttl)
+            row = self._row(s)
+            why = refusal(parse(row.value) if row else None, self._me(now), now, self.ttl)
             if why is not None:
                 raise Conflict(why)
-            if row is None:
-                s.add(SiteSetting(key=KEY, value=json.dumps(asdict(me))))
-            else:
-                row.value = json.dumps(asdict(me))
+            self._write(s, row, now)
 
     def renew(self) -> bool:
         """Beat; False when another daemon holds the store now (this one was silent too long)."""
         now = self.clock()
         with self.db.write() as s:
-            row = s.scalars(select(SiteSetting).where(SiteSetting.key == KEY).with_for_update()).first()
+            row = self._row(s)
             held = parse(row.value) if row else None
-            if held is not None and (not held.same_place(self._me(now)) or held.pid != self.pid):
+            if held is not None and not self._mine(held):
                 log.error("the store was taken over by another daemon (%s)", held.describe())
                 return False
-            if row is None:
-                s.add(SiteSetting(key=KEY, value=json.dumps(asdict(self._me(now)))))
-            else:
-                row.value = json.dumps(asdict(self._me(now)))
+            self._write(s, row, now)
         return True
 
     def release(self) -> None:
         """Let go of the store if this daemon still holds it."""
         with self.db.write() as s:
-            row = s.scalars(select(SiteSetting).where(SiteSetting.key == KEY).with_for_update()).first()
+            row = self._row(s)
             held = parse(row.value) if row else None
-            if held is not None and held.same_place(self._me(0.0)) and held.pid == self.pid:
-                s.execute(delete(SiteSetting).where(SiteSetting.key == KEY))
+            if held is not None and self._mine(held):
+                s.delete(row)
+
+    def _mine(self, held: Holder) -> bool:
+        return held.same_place(self._me(0.0)) and held.pid == self.pid
+
+    @staticmethod
+    def _row(s: Session) -> SiteSetting | None:
+        """The lease record, locked for this transaction (PostgreSQL; SQLite writers are serial)."""
+        return s.scalars(select(SiteSetting).where(SiteSetting.key == KEY).with_for_update()).first()
+
+    def _write(self, s: Session, row: SiteSetting | None, now: float) -> None:
+        value = json.dumps(asdict(self._me(now)))
+        if row is None:
+            s.add(SiteSetting(key=KEY, value=value))
+        else:
+            row.value = value
