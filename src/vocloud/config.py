@@ -58,6 +58,12 @@ class Settings:
     store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
     secrets_dir: str = ""
+    # the trust boundary (docs/security.md): attribute paths restricted to administrators on top
+    # of the built-in list, e.g. "CONTEXT/SSH_PUBLIC_KEY,NIC/IP"; and request limits
+    restricted_attrs: str = ""
+    max_vms_per_request: int = 100  # for non-administrators; administrators up to 10,000
+    max_template_bytes: int = 64 * 1024
+    max_template_depth: int = 8  # nesting of [ ] and { } in JSON/TOML templates
 
     @property
     def database_url(self) -> str:

@@ -10,6 +10,7 @@ import json
 import lzma
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,12 @@ from vocloud.guest.build import (
 LOCAL = HostRef(id=0, name="local", vmm="qemu")
 
 
-def spec(**attrs: str) -> DomainSpec:
+def spec(**fields: Any) -> DomainSpec:
     return DomainSpec(
         vm_id=9, deploy_id="vc-9", name="n", cpu=1, vcpu=2, memory_mib=256,
         disks=(DiskSpec("vdb", "/data/b.qcow2"), DiskSpec("vda", "/data/a,odd.qcow2")),
         nics=(NicSpec("pub", "10.0.0.9", "02:00:0a:00:00:09"),),
-        context={"VALUE": "1"}, attrs=attrs,
+        context={"VALUE": "1"}, **fields,
     )
 
 
@@ -43,7 +44,7 @@ def opts(argv: list[str], flag: str) -> list[str]:
 
 
 def test_argv_for_kernel_boot_uses_microvm_and_virtio_mmio(tmp_path: Path) -> None:
-    argv = build_argv(spec(KERNEL="/k", INITRD="/i"), tmp_path, "tcg", "qemu-system-x86_64",
+    argv = build_argv(spec(kernel="/k", initrd="/i"), tmp_path, "tcg", "qemu-system-x86_64",
                       "console=ttyS0", tmp_path / "context.iso")
     assert opts(argv, "-M") == ["microvm"] and opts(argv, "-accel") == ["tcg"]
     assert opts(argv, "-kernel") == ["/k"] and opts(argv, "-initrd") == ["/i"]
@@ -71,7 +72,7 @@ def test_tap_names_fit_ifnamsiz() -> None:
 
 
 def test_spec_json_round_trip() -> None:
-    s = spec(KERNEL="/k")
+    s = spec(kernel="/k")
     assert spec_from_json(spec_to_json(s)) == s
 
 

@@ -40,6 +40,7 @@ from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.service.cloud import Cloud
+from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
 from vocloud.store.db import Database
 
@@ -76,10 +77,12 @@ def load_drivers(settings: Settings) -> Drivers:
 
 def open_store(settings: Settings) -> tuple[Database, Cloud]:
     """Open (and migrate) the store; create the admin user on first start."""
+    policy = VMPolicy.from_settings(settings.restricted_attrs, settings.max_vms_per_request,
+                                    settings.max_template_bytes, settings.max_template_depth)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     migrate.upgrade(db)
-    cloud = Cloud(db)
+    cloud = Cloud(db, policy)
     token = cloud.accounts.bootstrap()
     if token is not None:
         path = settings.data_dir / TOKEN_FILE

@@ -16,12 +16,14 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict, InvalidInput
+from vocloud.model.attributes import check_template
 from vocloud.model.lifecycle import ImageState, image_next
 from vocloud.model.template import Template, VMTemplate, parse_template
 from vocloud.service import ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, load_rules, record, require
+from vocloud.service.policy import VMPolicy
 from vocloud.store.db import Database
 from vocloud.store.schema import AddressRange, Image, Lease, Network, VMTemplateRow
 
@@ -259,14 +261,18 @@ class NetworkService:
 
 
 class TemplateService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
         self.db = db
+        self.policy = policy or VMPolicy()
 
     def create(self, actor: Actor, text: str, fmt: str = "auto", name: str | None = None,
                public: bool = False) -> dict[str, Any]:
-        t = parse_template(text, fmt=fmt)
+        t = parse_template(text, fmt=fmt, max_bytes=self.policy.max_template_bytes,
+                           max_depth=self.policy.max_template_depth)
         if name:
             t.set("NAME", name)
+        # the checks VM creation makes, now: a template its owner could never instantiate is refused
+        check_template(t, actor.is_admin, self.policy.restricted)
         VMTemplate.from_template(t)  # refuse a template that could never make a VM
         tname = check_name(t.get("NAME") or "", "template")
         with self.db.write() as s:

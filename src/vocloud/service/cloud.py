@@ -8,19 +8,22 @@ from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
 from vocloud.service.hosts import HostService
+from vocloud.service.policy import VMPolicy
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
+        """``policy``: the site's restricted attributes and limits; safe defaults without one."""
         self.db = db
-        self.vms = VMService(db)
+        self.policy = policy or VMPolicy()
+        self.vms = VMService(db, self.policy)
         self.hosts = HostService(db)
         self.images = ImageService(db)
         self.networks = NetworkService(db)
-        self.templates = TemplateService(db)
+        self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)
 
