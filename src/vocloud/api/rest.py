@@ -194,6 +194,11 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
             "host": [{"state": s.value, "action": a, "next": n.value} for (s, a), n in HOST_TABLE.items()],
         })
 
+    @r.get("/attributes")
+    def attributes(who: Who) -> JSONResponse:
+        """The VM template attributes vocloud understands, and who may set each (security.md)."""
+        return JSONResponse(cloud.attributes(who))
+
     # ---- VMs
     @r.get("/vms")
     def vm_list(who: Who, all: bool = False, state: str | None = None,
@@ -205,7 +210,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     def vm_create(who: Who, body: VMCreate) -> JSONResponse:
         extra: dict[str, str] = {}
         if body.cpu is not None:
-            extra["CPU"] = f"{body.cpu:g}"
+            extra["CPU"] = repr(body.cpu)  # every digit: the service rounds up to hundredths
         if body.memory is not None:
             extra["MEMORY"] = str(body.memory)
         ids = cloud.vms.create(who, body.template, fmt=body.format, count=body.count, name=body.name,

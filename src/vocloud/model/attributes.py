@@ -30,6 +30,7 @@ __all__ = [
     "CATALOGUE",
     "FREE_VECTORS",
     "Attribute",
+    "catalogue_rows",
     "check_template",
     "internal_attributes",
     "parse_restricted_setting",
@@ -196,8 +197,8 @@ def _suggest(path: str) -> str:
         pool = [a.name for a in CATALOGUE if a.scope == vector and not a.internal]
     else:
         pool = [a.name for a in CATALOGUE if a.scope == "VM" and not a.internal]
-    close = difflib.get_close_matches(path, pool, n=2, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
+    close = difflib.get_close_matches(path, pool, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def check_template(t: Template, is_admin: bool, extra: frozenset[str] = frozenset()) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vocloud.model.attributes import catalogue_rows
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
@@ -26,6 +27,16 @@ class Cloud:
         self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)
+
+    def attributes(self, actor: Actor) -> dict[str, Any]:
+        """The attribute catalogue with this site's extra restrictions applied (any user)."""
+        del actor  # any authenticated user may read it: it is the documentation of the boundary
+        extra = self.policy.restricted
+        rows = catalogue_rows()
+        for row in rows:
+            if row["name"] in extra and row["access"] == "user":
+                row.update(access="admin", restricted=True, site=True)
+        return {"attributes": rows, "site_restricted": sorted(extra)}
 
     def authenticate(self, token: str | None) -> Actor:
         with self.db.read() as s:
