@@ -211,7 +211,7 @@ def test_cpu_is_exact_hundredths_rounded_up(cloud: Cloud, cpu: str, stored_m: in
 def test_cpu_below_a_hundredth_is_refused(cloud: Cloud, cpu: str) -> None:
     alice = user_in(cloud, "alice", "atlas")
     before = _snapshot(cloud)
-    with pytest.raises(InvalidInput, match="CPU must be at least 0.01") as info:
+    with pytest.raises(InvalidInput, match=r"CPU must be at least 0\.01") as info:
         cloud.vms.create(alice, f"CPU={cpu}\nMEMORY=64\n")
     assert info.value.details["attribute"] == "CPU"
     assert _snapshot(cloud) == before

@@ -119,9 +119,9 @@ CATALOGUE: tuple[Attribute, ...] = (
     _a("NIC/IP", USER, "ask for this address of the network", "IPAM"),
     _a("NIC/MODEL", USER, "NIC model; only virtio is offered", "qemu driver"),
     _a("NIC/BRIDGE", ADMIN, "host bridge, overriding the network's", "network driver"),
-    _a("NIC/MAC", ADMIN, "MAC address, overriding the lease's", "network driver, IPAM"),
-    _a("NIC/VLAN_ID", ADMIN, "802.1Q VLAN id on the host", "network driver"),
-    _a("NIC/PHYDEV", ADMIN, "host physical device", "network driver"),
+    _a("NIC/MAC", ADMIN, "MAC address (today the lease's MAC is stored)", "network driver, IPAM"),
+    _a("NIC/VLAN_ID", ADMIN, "802.1Q VLAN id on the host", "network driver (reserved)"),
+    _a("NIC/PHYDEV", ADMIN, "host physical device", "network driver (reserved)"),
     _a("NIC/NIC_ID", ADMIN, "the NIC's index", "service", internal=True),
 )
 
