@@ -265,6 +265,10 @@ def test_big_templates_are_refused_before_parsing(cloud: Cloud) -> None:
         cloud.templates.create(alice, huge, name="big")
     with pytest.raises(InvalidInput, match="unknown attribute RAW"):
         cloud.templates.create(alice, SMALL + 'RAW="-device x"\n', name="raw")
+    # just under the limit as written, over it once stored canonically (every quote escaped)
+    quotes = SMALL + "DESCRIPTION='" + '"' * 33_000 + "'\n"
+    with pytest.raises(InvalidInput, match="larger than 65536 bytes"):
+        cloud.templates.create(alice, quotes, name="quotes")
     assert time.monotonic() - started < 2
     assert _snapshot(cloud)[0] == 0
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.attributes import check_template
 from vocloud.model.lifecycle import ImageState, image_next
-from vocloud.model.template import Template, VMTemplate, parse_template
+from vocloud.model.template import Template, VMTemplate, check_size, parse_template
 from vocloud.service import ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
@@ -277,6 +277,8 @@ class TemplateService:
         # additions, a VO's pool template still carries the worker's kernel (docs/security.md).
         check_template(t, is_admin=True)
         VMTemplate.from_template(t)  # refuse a template that could never make a VM
+        # the stored (canonical) text must fit too, or instantiating it would be refused later
+        check_size(t.to_one(), self.policy.max_template_bytes)
         tname = check_name(t.get("NAME") or "", "template")
         with self.db.write() as s:
             if s.scalar(select(VMTemplateRow.id).where(VMTemplateRow.name == tname)) is not None:
