@@ -9,7 +9,7 @@ is gone. On one machine, with nothing configured beforehand:
 * this machine as its ``qemu`` host; worker VMs boot the worker guest (``vocloud.guest.worker``:
   the host's own munged + slurmd over a read-only 9p root) on a bridge made for the demo
   (``10.253.0.1/24`` or the next free ``10.x`` /24; no NAT, no route anywhere else);
-* a throwaway Slurm controller (:mod:`vocloud.localslurm`), configless, with one feature-NodeSet
+* a throwaway Slurm controller (:mod:`vocloud.devtools.localslurm`), configless, with one feature-NodeSet
   partition per VO: the workers' slurmd register as dynamic nodes named like their VMs;
 * two VOs: ``atlas`` brings its own image and template, ``cms`` uses the site's public standard
   worker template; one pool each (min 0, max 2, short idle timeout);
@@ -52,12 +52,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.errors import VocloudError
-from vocloud.localprocs import qemu_pids_under
 
 if TYPE_CHECKING:
-    from vocloud.localslurm import LocalSlurm
+    from vocloud.devtools.localslurm import LocalSlurm
 
 VOS = ("atlas", "cms")
 SUBNETS = tuple(f"10.{n}.0." for n in range(253, 240, -1))  # never the tests' 10.254.0.0/24
@@ -149,7 +149,7 @@ def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iter
                 "VOCLOUD_LOG_LEVEL": "info", "VOCLOUD_MONITOR_INTERVAL": "2",
                 "VOCLOUD_SCHEDULER_INTERVAL": "0.5", **env_extra})
     log = (data_dir / "daemon.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -540,7 +540,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
 
 def real_parts_missing(opts: Options) -> str | None:
     """Why the real VO cluster cannot run here (then the demo simulates), or ``None``."""
-    from vocloud.localslurm import missing_reason
+    from vocloud.devtools.localslurm import missing_reason
 
     if opts.sim:
         return "--sim was given"
@@ -565,9 +565,9 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
               stack: contextlib.ExitStack) -> tuple[dict[str, Any] | None, str | None]:
     """The VO cluster on real parts; ``(None, reason)`` if a prerequisite turned out missing
     before anything was started (then the caller simulates)."""
+    from vocloud.devtools.localslurm import LocalSlurm
     from vocloud.guest.build import ensure_image
     from vocloud.guest.worker import ensure_worker_image, worker_context
-    from vocloud.localslurm import LocalSlurm
 
     console.print("worker guest: building or reusing (cached) — the first build downloads the "
                   "Debian kernel and busybox and takes a few minutes ...")

@@ -107,7 +107,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
     if log is None:
         data_dir.mkdir(parents=True)
         log = (data_dir / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -7,10 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from tests.support.cli import Daemon
+from vocloud.app.daemon import TOKEN_FILE
 from vocloud.cli.credentials import ADMIN_TOKEN_FILE
-from vocloud.engine.daemon import TOKEN_FILE
-
-from .conftest import Daemon
 
 NETWORK = """NAME = "lan"
 BRIDGE = "br0"

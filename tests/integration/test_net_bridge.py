@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.netns import (  # noqa: F401
+from tests.support.netns import (  # noqa: F401
     NetnsHost,
     NsenterTransport,
     lab_ssh,

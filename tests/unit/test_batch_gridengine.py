@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_batch_runner import FakeRunner, data, failed
+from tests.support.batch_fakes import FakeRunner, data, failed
 from vocloud.batch.base import BatchSystem, NodeState, RegistersNodes, VOMapper
 from vocloud.batch.gridengine import (
     GridEngineBatch,
@@ -146,7 +146,7 @@ def test_remove_does_not_hide_a_wrong_host_group() -> None:
         GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")
 
 
-# -- captured from a real Grid Engine 8.1.9 (tests/integration/sge_harness.py record) ----------
+# -- captured from a real Grid Engine 8.1.9 (tests/support/sge_harness.py record) ----------
 
 PROJECTS = VOMapper("project", table={"atlas": "atlas", "cms": "cms", "lhcb": "lhcb"}, identity=False)
 

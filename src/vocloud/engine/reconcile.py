@@ -6,7 +6,7 @@ store (``state``, ``state_changed_at``, ``step_attempts``), so killing the daemo
 and running the loops again repairs everything: a VM in BOOT whose guest already runs is simply
 found RUNNING (deploy is idempotent, keyed by the deploy id), never started twice.
 
-Decisions are pure (``engine.scheduler.place``, the lifecycle table); this module is the shell.
+Decisions are pure (``core.placement.place``, the lifecycle table); this module is the shell.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from vocloud.core.placement import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.drivers.base import (
     DomainInfo,
     DomainSpec,
@@ -29,7 +30,6 @@ from vocloud.drivers.base import (
     VMMDriver,
 )
 from vocloud.engine.domain import build_spec
-from vocloud.engine.scheduler import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.engine.secrets import SecretDir, SecretError, refusing
 from vocloud.errors import DriverError, NoCapacity, VocloudError
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState

@@ -19,6 +19,7 @@ new build while an unchanged one costs a single ``apt-cache`` call. Run it as
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
@@ -428,3 +429,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@functools.cache
+def probe_guest() -> tuple[Path, Path, str]:
+    """The cached test guest (built on first use) as the qemu driver's KVM-probe guest."""
+    image = ensure_image()
+    return image.vmlinux, image.initramfs, image.cmdline
+

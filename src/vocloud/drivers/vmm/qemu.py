@@ -64,8 +64,8 @@ from vocloud.drivers.base import (
     Transport,
 )
 from vocloud.drivers.context import build_seed_iso
+from vocloud.drivers.qmp import QMPError, qmp_execute
 from vocloud.drivers.transport.ops import SshOps
-from vocloud.drivers.vmm.qmp import QMPError, qmp_execute
 from vocloud.errors import DriverError
 
 READY_MARKER = "VOCLOUD-READY"
@@ -375,7 +375,7 @@ class QemuDriver:
         self.transports = transports
         self._remote_ops: dict[tuple[str, str], HostOps] = {}
         self.accel_probe = accel_probe or AccelProbe(self.state_dir)
-        self.probe_guest = probe_guest or _default_probe_guest
+        self.probe_guest = probe_guest or _no_probe_guest
         self.start_timeout = start_timeout
 
     # ------------------------------------------------------------ paths and small helpers
@@ -851,10 +851,7 @@ def _first_line_with(text: str, needles: tuple[str, ...]) -> str:
     return ""
 
 
-@functools.cache
-def _default_probe_guest() -> tuple[Path, Path, str]:
-    """The cached test guest (built on first use) is the accel probe's guest."""
-    from vocloud.guest.build import ensure_image
-
-    image = ensure_image()
-    return image.vmlinux, image.initramfs, image.cmdline
+def _no_probe_guest() -> tuple[Path, Path, str]:
+    """Drivers do not build guests: the composition root (or a test) passes ``probe_guest``."""
+    raise DriverError("the KVM probe needs a probe guest and none was configured "
+                      "(set VOCLOUD_ACCEL=tcg or kvm to skip the probe)")

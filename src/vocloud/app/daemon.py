@@ -34,11 +34,12 @@ from vocloud.drivers.storage import Runner, get_storage_driver
 from vocloud.drivers.transport import transport_for
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.sim import SimDriver
-from vocloud.elastic.controller import PoolController, make_batch
+from vocloud.engine.pools import PoolController, make_batch
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
+from vocloud.guest.build import probe_guest
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
 from vocloud.store.db import Database
@@ -64,7 +65,7 @@ def load_drivers(settings: Settings) -> Drivers:
     """Every driver this daemon offers; hosts pick theirs by name (VMM, STORAGE, NETWORK)."""
     vmm: dict[str, VMMDriver] = {
         "sim": SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay),
-        "qemu": QemuDriver(settings.data_dir / "qemu", transports=transport_for),
+        "qemu": QemuDriver(settings.data_dir / "qemu", transports=transport_for, probe_guest=probe_guest),
     }
     datastore = str(settings.data_dir / "datastore")
     storage = {name: get_storage_driver(name, datastore, runner_for=_runner_for,
