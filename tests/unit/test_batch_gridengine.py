@@ -246,9 +246,14 @@ def test_register_refuses_what_is_not_a_host_name_or_address_and_reports_errors(
         blocked.register("wn1", "10.0.0.1", "atlas")
 
 
-def test_hosts_file_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hosts_file_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vocloud.app.drivers import batch_from, build_registry
+    from vocloud.config import load_settings
+
     monkeypatch.setenv("VOCLOUD_SGE_HOSTS_FILE", str(tmp_path / "h"))
-    assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file == tmp_path / "h"
+    settings = load_settings(tmp_path, batch_system="gridengine")
+    batch = batch_from(build_registry(settings), settings)
+    assert isinstance(batch, GridEngineBatch) and batch.hosts_file == tmp_path / "h"
     monkeypatch.delenv("VOCLOUD_SGE_HOSTS_FILE")
     assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file is None
 

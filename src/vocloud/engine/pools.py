@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -44,7 +43,6 @@ from vocloud.batch.base import (
     NodeState,
     PendingJob,
     RegistersNodes,
-    VOMapper,
     WorkerNode,
     by_vo,
 )
@@ -157,30 +155,6 @@ def site_capacity(hosts: Sequence[Host], max_vms: int, rebalance: bool = True) -
         for h in hosts if h.state == HostState.MONITORED.value
     )
     return SiteCapacity.from_hosts(max_vms, free, rebalance)
-
-
-def make_batch(kind: str, data_dir: Path, vo_attribute: str = "account",
-               partition: str | None = None) -> BatchSystem | None:
-    """The batch system a daemon setting names: ``""``/``"none"`` (no pools), ``"sim"`` (a
-    :class:`~vocloud.batch.sim.SimBatch` kept in ``<data_dir>/batch-sim.json``, for the demo),
-    ``"slurm"`` or ``"gridengine"`` (jobs map to VOs by ``vo_attribute``)."""
-    kind = kind.strip().lower()
-    if kind in ("", "none"):
-        return None
-    if kind == "sim":
-        from vocloud.batch.sim import SimBatch
-
-        return SimBatch(path=data_dir / "batch-sim.json")
-    mapper = VOMapper(attribute=vo_attribute)
-    if kind == "slurm":
-        from vocloud.batch.slurm import SlurmBatch
-
-        return SlurmBatch(mapper, partition=partition)
-    if kind == "gridengine":
-        from vocloud.batch.gridengine import GridEngineBatch
-
-        return GridEngineBatch(mapper)
-    raise InvalidInput(f"unknown batch system {kind!r}; one of: none, sim, slurm, gridengine")
 
 
 # --- the shell ---------------------------------------------------------------------------------

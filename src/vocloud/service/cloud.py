@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vocloud.drivers.registry import DriverCatalog
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
@@ -14,10 +15,12 @@ from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, catalog: DriverCatalog | None = None) -> None:
+        """``catalog``: what the daemon's drivers declare (the composition root passes its
+        registry's); the built-in declarations otherwise."""
         self.db = db
         self.vms = VMService(db)
-        self.hosts = HostService(db)
+        self.hosts = HostService(db, catalog)
         self.images = ImageService(db)
         self.networks = NetworkService(db)
         self.templates = TemplateService(db)

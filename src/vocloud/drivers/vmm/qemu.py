@@ -472,9 +472,8 @@ class QemuDriver:
         if forced in ("kvm", "tcg"):
             return AccelResult(forced, "set by the host attribute ACCEL")
         if host.transport != "local":
-            env = os.environ.get("VOCLOUD_ACCEL", "").strip().lower()
-            if env in ("kvm", "tcg"):
-                return AccelResult(env, "forced by VOCLOUD_ACCEL")
+            if self.accel_probe.forced in ("kvm", "tcg"):
+                return AccelResult(self.accel_probe.forced, "forced by the accel setting (VOCLOUD_ACCEL)")
             # The probe boots a guest on this machine, which says nothing about a remote one.
             return AccelResult("tcg", "no KVM probe over SSH yet: set the host attribute ACCEL=kvm "
                                       "where KVM is known to run guests")
