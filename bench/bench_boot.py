@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vocloud.drivers.accel import AccelProbe
+from vocloud.drivers.accel import READY_MARKER, AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef
-from vocloud.drivers.vmm.qemu import READY_MARKER, QemuDriver
+from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image, probe_guest
 
 TARGET_RATIO = 1.2

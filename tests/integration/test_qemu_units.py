@@ -15,7 +15,8 @@ import pytest
 
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, HostRef, NicSpec
-from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_from_json, spec_to_json, tap_name
+from vocloud.drivers.net.bridge import tap_name
+from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_from_json, spec_to_json
 from vocloud.errors import DriverError
 from vocloud.guest.build import (
     CpioEntry,

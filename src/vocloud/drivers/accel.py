@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROBE_TIMEOUT = 10.0
+#: The console line a vocloud guest prints once it is up (guest/build.py writes it into the
+#: guest's init): the probe's and the qemu driver's sign of a running guest.
 READY_MARKER = "VOCLOUD-READY"
 
 

@@ -38,7 +38,6 @@ from pathlib import Path
 
 #: Bumped when the image layout changes in a way the inputs below do not capture.
 BUILD_FORMAT = 1
-READY_MARKER = "VOCLOUD-READY"
 CONTEXT_MARKER = "VOCLOUD-CONTEXT"
 DISK_ID = "vocloud-base-disk"
 BASE_DISK_MIB = 64

@@ -52,7 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from vocloud.drivers.accel import AccelProbe, AccelResult
+from vocloud.drivers.accel import READY_MARKER, AccelProbe, AccelResult
 from vocloud.drivers.base import (
     DiskSpec,
     DomainInfo,
@@ -64,11 +64,11 @@ from vocloud.drivers.base import (
     Transport,
 )
 from vocloud.drivers.context import build_seed_iso
+from vocloud.drivers.net.bridge import tap_name
 from vocloud.drivers.qmp import QMPError, qmp_execute
 from vocloud.drivers.transport.ops import SshOps
 from vocloud.errors import DriverError
 
-READY_MARKER = "VOCLOUD-READY"
 PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
 POWERED_OFF_MARKERS = ("reboot: Power down", "reboot: System halted")
 DETAIL_LINES = 15
@@ -222,11 +222,6 @@ def machine_for(spec: DomainSpec) -> str:
 
 def virtio_suffix(machine: str) -> str:
     return "device" if machine.startswith("microvm") else "pci"
-
-
-def tap_name(deploy_id: str, index: int) -> str:
-    """Tap device name for NIC ``index``; the network driver creates it, qemu only opens it."""
-    return f"{deploy_id}-{index}"[:15]
 
 
 def disk_args(disks: tuple[DiskSpec, ...], suffix: str, readonly: frozenset[str] = frozenset()) -> list[str]:
