@@ -47,12 +47,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vocloud.devtools.localprocs import qemu_pids_under
+from vocloud.client import Client, ClientError, wait_healthy
+from vocloud.devtools.localprocs import free_port, qemu_pids_under
 from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.errors import VocloudError
 
@@ -110,29 +110,21 @@ class DemoError(VocloudError):
 
 
 class _Api:
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.client = httpx.Client(base_url=url + "/api/v1", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})
+    """The shared REST client (vocloud/client.py) as the demo calls it: ``api(method, path,
+    json=..., params=...)``, every refusal a :class:`DemoError` naming the request."""
 
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.client.request(method, path, **kw)
-        if r.status_code >= 400:
-            try:
-                message = r.json().get("message", r.text)
-            except ValueError:
-                message = r.text
-            raise DemoError(f"{method} {path}: {message}")
-        return r.json() if r.content else None
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __call__(self, method: str, path: str, json: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.client.request(method, path, body=json, params=params)
+        except ClientError as exc:
+            raise DemoError(f"{method} {path}: {exc.message}") from None
 
     def as_user(self, token: str) -> _Api:
-        return _Api(self.url, token)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return _Api(self.client.as_user(token))
 
 
 @contextlib.contextmanager
@@ -140,7 +132,7 @@ def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iter
     """``vocloud serve`` as a subprocess on a fresh SQLite store; SIGTERM on the way out, as an
     init system would, then SIGKILL of any qemu it left (a daemon keeps guests across restarts,
     but the demo's guests must not outlive the demo)."""
-    port = _free_port()
+    port = free_port()
     # The machine's own VOCLOUD_* settings (a PostgreSQL URL, a port) must not leak in; the
     # accelerator choice and the guest cache are about this machine and may.
     env = {k: v for k, v in os.environ.items()
@@ -153,20 +145,12 @@ def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iter
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        if not wait_healthy(url, lambda: proc.poll() is None, 60):
             if proc.poll() is not None:
                 raise DemoError(f"the daemon exited ({proc.returncode}); see {data_dir}/daemon.log")
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise DemoError(f"the daemon did not answer within 60 s; see {data_dir}/daemon.log")
-            time.sleep(0.1)
+            raise DemoError(f"the daemon did not answer within 60 s; see {data_dir}/daemon.log")
         console.print(f"daemon up: API on {url}, SQLite store in {data_dir}")
-        yield _Api(url, (data_dir / "admin.token").read_text().strip())
+        yield _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30))
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -692,7 +676,7 @@ def run(opts: Options | None = None) -> int:
             if summary is None:
                 summary = _run_sim(console, opts, data_dir, t0, why or "", stack)
         ok = True
-    except (DemoError, RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
+    except (DemoError, RuntimeError, OSError, subprocess.SubprocessError, ClientError) as exc:
         console.print(f"[red]demo failed: {exc.message if isinstance(exc, DemoError) else exc}")
         console.print(f"everything it started is stopped; daemon log kept: {data_dir}/daemon.log")
         return 1
