@@ -374,7 +374,7 @@ def test_a_worker_marked_down_is_reaped_after_its_grace(cloud: Cloud, tmp_path: 
 def test_observed_event_is_pure_and_never_skips_the_table() -> None:
     from vocloud.batch.base import NodeState, WorkerNode
     from vocloud.elastic.failures import PoolVMEvent as Ev
-    from vocloud.engine.pools import observed_event
+    from vocloud.elastic.observe import observed_event
 
     V, S = PoolVMState, VMState
 
