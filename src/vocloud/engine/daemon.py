@@ -79,7 +79,7 @@ def open_store(settings: Settings) -> tuple[Database, Cloud]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     migrate.upgrade(db)
-    cloud = Cloud(db)
+    cloud = Cloud(db, max_reservation_size=settings.max_reservation_size)
     token = cloud.accounts.bootstrap()
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
