@@ -81,7 +81,8 @@ def test_admin_creates_in_a_group_and_vos_use_what_is_shared(cloud: Cloud) -> No
     a, alice, carl = _vos(cloud)
     net = cloud.networks.create(a, 'NAME="atl"\nBRIDGE="br1"\nVLAN_ID="12"\nPHYDEV="eth1"\n'
                                    'AR=[IP="10.1.0.1", SIZE="4"]\n', group="atlas")
-    assert (net["group_id"], net["bridge"], net["vlan_id"], net["phydev"]) == (alice.group_id, "br1", 12, "eth1")
+    assert (net["group_id"], net["bridge"], net["vlan_id"], net["phydev"]) == (
+        alice.group_id, "br1", 12, "eth1")
     by_template = cloud.networks.create(a, 'NAME="atl2"\nGROUP="atlas"\nAR=[IP="10.2.0.1", SIZE="2"]\n')
     assert by_template["group_id"] == alice.group_id
     pub = cloud.networks.create(a, 'NAME="pub"\nPUBLIC="YES"\nAR=[IP="10.3.0.1", SIZE="4"]\n')
@@ -180,7 +181,7 @@ def test_reservations_never_overlap(cloud: Cloud) -> None:
     assert first["ranges"][0]["ip"] == "10.0.0.10"
     with pytest.raises(Conflict, match=r"from 10.0.0.8: 10.0.0.10 is already leased, held or reserved"):
         cloud.networks.reserve(alice, "pub", 4, ip="10.0.0.8")
-    with pytest.raises(Conflict, match="10.0.0.3 is already"):
+    with pytest.raises(Conflict, match=r"10.0.0.3 is already"):
         cloud.networks.reserve(alice, "pub", 2, ip="10.0.0.2")
     with pytest.raises(InvalidInput, match="not inside one address range"):
         cloud.networks.reserve(alice, "pub", 4, ip="10.0.0.19")  # would cross into nothing
@@ -238,7 +239,8 @@ def test_overlapping_ranges_on_one_segment_are_refused(cloud: Cloud) -> None:
     assert "address 10.0.0.9 is already in network n1 on bridge br0" in exc.value.message
     assert exc.value.details == {"attribute": "AR", "value": "10.0.0.9", "network": "n1"}
     with pytest.raises(Conflict, match="MAC 02:00:0a:00:00:03 is already given by network n1"):
-        cloud.networks.create(a, 'NAME="n3"\nBRIDGE="br0"\nLEASES=[IP="192.168.0.1", MAC="02:00:0a:00:00:03"]\n')
+        cloud.networks.create(a, 'NAME="n3"\nBRIDGE="br0"\n'
+                                 'LEASES=[IP="192.168.0.1", MAC="02:00:0a:00:00:03"]\n')
     assert _network_names(cloud) == ["n1"]
     # other bridges, another VLAN of the same bridge, and the default bridge are other segments
     cloud.networks.create(a, 'NAME="n4"\nBRIDGE="br1"\nAR=[IP="10.0.0.1", SIZE="16"]\n')

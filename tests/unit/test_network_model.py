@@ -36,7 +36,8 @@ def test_parse_network_typed_attributes() -> None:
     assert spec.ranges == (Range(IP("10.0.0.10"), 4), Range(IP("10.0.1.1"), 1, "02:aa:00:00:00:01"))
     assert spec.wiring() == ["BRIDGE", "VLAN_ID", "PHYDEV"]
     plain = parse_network(parse_template('NAME="x"\nAR=[IP="10.0.0.1", SIZE="1"]\n', fmt="one"))
-    assert (plain.bridge, plain.vlan_id, plain.phydev, plain.public, plain.wiring()) == ("", None, "", False, [])
+    assert (plain.bridge, plain.vlan_id, plain.phydev, plain.public, plain.wiring()) == (
+        "", None, "", False, [])
 
 
 @pytest.mark.parametrize(("line", "attribute"), [
@@ -69,9 +70,9 @@ def test_parse_network_refuses_bad_attributes(line: str, attribute: str) -> None
 
 
 def test_ranges_of_one_template_never_overlap_nor_share_a_mac() -> None:
-    with pytest.raises(InvalidInput, match="overlap at 10.0.0.5"):
+    with pytest.raises(InvalidInput, match=r"overlap at 10.0.0.5"):
         _net('NAME="x"\nAR=[IP="10.0.0.1",SIZE="10"]\nAR=[IP="10.0.0.5",SIZE="2"]\n')
-    with pytest.raises(InvalidInput, match="overlap at 10.0.0.3"):
+    with pytest.raises(InvalidInput, match=r"overlap at 10.0.0.3"):
         _net('NAME="x"\nAR=[IP="10.0.0.1",SIZE="10"]\nLEASES=[IP="10.0.0.3"]\n')
     # a FIXED lease whose MAC is the one another address of the network derives
     with pytest.raises(InvalidInput, match="MAC 02:00:0a:00:00:02"):
@@ -154,4 +155,5 @@ def test_free_block_agrees_with_brute_force() -> None:
         taken = [(lo, lo + rnd.randrange(1, 5)) for lo in rnd.sample(range(0, 70), rnd.randrange(0, 8))]
         size = rnd.randrange(1, 12)
         start = rnd.choice([None, rnd.randrange(0, 70)])
-        assert free_block(ars, taken, size, start) == _naive_block(ars, taken, size, start), (taken, size, start)
+        want = _naive_block(ars, taken, size, start)
+        assert free_block(ars, taken, size, start) == want, (taken, size, start)
