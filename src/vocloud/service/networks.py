@@ -212,8 +212,9 @@ class NetworkService:
         inside = [r for r in ranges if r.mac is None and r.start <= start and start + size <= r.end]
         if not inside:
             return InvalidInput(f"{text}-{int_to_ip(min(start + size - 1, 2**32 - 1))} is not inside one "
-                                f"address range of network {parent.name}", attribute="ip", value=text)
-        busy = min(max(lo, start) for lo, hi in taken if lo < start + size and hi > start)
+                                f"address range of network {parent.name} (FIXED leases are never "
+                                "reserved)", attribute="ip", value=text)
+        busy = min((max(lo, start) for lo, hi in taken if lo < start + size and hi > start), default=start)
         return Conflict(f"network {parent.name} cannot reserve {size} addresses from {text}: "
                         f"{int_to_ip(busy)} is already leased, held or reserved", attribute="ip", value=text)
 
