@@ -47,7 +47,7 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
-    cloud = Cloud(db, catalog)
+    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size)
     token = cloud.accounts.bootstrap()
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
