@@ -8,9 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.cli import Daemon, start_daemon, stop_daemon
 from vocloud.model.attributes import CATALOGUE
-
-from .conftest import Daemon, start_daemon, stop_daemon
 
 
 def _user(daemon: Daemon, name: str, group: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.integration.helpers import admin, user_in
+from tests.support.helpers import admin, user_in
 from vocloud.drivers.base import HostRef
 from vocloud.drivers.storage import FullCopyDriver, Qcow2OverlayDriver
 from vocloud.engine.domain import build_spec

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.helpers import admin, user_in
+from tests.support.helpers import admin, user_in
 from vocloud.errors import Conflict, Forbidden, InvalidInput
 from vocloud.model.attributes import CATALOGUE
 from vocloud.model.template import parse_template
@@ -277,7 +277,7 @@ def test_big_templates_are_refused_before_parsing(cloud: Cloud) -> None:
 def test_deep_nesting_is_a_clear_error_quickly(cloud: Cloud, levels: int) -> None:
     """Finding 8: a JSON template nested thousands deep was a RecursionError, a 500."""
     alice = user_in(cloud, "alice", "atlas")
-    cloud = Cloud(cloud.db, VMPolicy(max_template_bytes=1 << 20))  # let 100,000 levels in
+    cloud = Cloud(cloud.db, policy=VMPolicy(max_template_bytes=1 << 20))  # let 100,000 levels in
     deep = '{"CPU": 1, "X": ' + "[" * levels + "]" * levels + "}"
     started = time.monotonic()
     for fmt in ("json", "auto"):
@@ -304,7 +304,7 @@ def test_count_limit_per_request(cloud: Cloud) -> None:
 
 
 def test_site_policy_extends_the_restricted_list(cloud: Cloud) -> None:
-    strict = Cloud(cloud.db, VMPolicy(restricted=frozenset({"CONTEXT/SSH_PUBLIC_KEY", "NIC/IP"}),
+    strict = Cloud(cloud.db, policy=VMPolicy(restricted=frozenset({"CONTEXT/SSH_PUBLIC_KEY", "NIC/IP"}),
                                       max_vms_per_request=2))
     _lan(cloud)
     alice = user_in(cloud, "alice", "atlas")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from vocloud.drivers.registry import DriverCatalog
 from vocloud.model.attributes import catalogue_rows
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
-from vocloud.service.catalog import ImageService, NetworkService, TemplateService
+from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.hosts import HostService
+from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.policy import VMPolicy
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
@@ -16,14 +18,18 @@ from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
-        """``policy``: the site's restricted attributes and limits; safe defaults without one."""
+    def __init__(self, db: Database, catalog: DriverCatalog | None = None,
+                 max_reservation_size: int = DEFAULT_MAX_RESERVATION,
+                 policy: VMPolicy | None = None) -> None:
+        """``catalog``: what the daemon's drivers declare (the composition root passes its
+        registry's); the built-in declarations otherwise. ``policy``: the site's restricted
+        attributes and request limits (docs/security.md); safe defaults without one."""
         self.db = db
         self.policy = policy or VMPolicy()
         self.vms = VMService(db, self.policy)
-        self.hosts = HostService(db)
+        self.hosts = HostService(db, catalog)
         self.images = ImageService(db)
-        self.networks = NetworkService(db)
+        self.networks = NetworkService(db, max_reservation_size)
         self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)

@@ -235,7 +235,8 @@ class VMService:
                 s.add(vm)
                 s.flush()
                 vm.deploy_id = f"{self._prefix(s)}-{vm.id}"
-                vm.template = self._finish_template(s, vm, tmpl, images, boot, networks, spec).to_one()
+                vm.template = self._finish_template(s, vm, tmpl, images, boot, networks, spec,
+                                                    actor.is_admin or "NIC" in site_keys).to_one()
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)
             return ids
@@ -278,7 +279,8 @@ class VMService:
         return out
 
     def _finish_template(self, s: Session, vm: VM, tmpl: Template, images: list[Image],
-                         boot: dict[str, Image], networks: list[Network], spec: VMTemplate) -> Template:
+                         boot: dict[str, Image], networks: list[Network], spec: VMTemplate,
+                         admin: bool) -> Template:
         """The stored template: written only here, so the loops and drivers may trust it."""
         t = tmpl.copy()
         disks = []
@@ -300,14 +302,7 @@ class VMService:
                 t.set(path_key, boot[key].path)
         nics = []
         for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True)):
-            lease = ipam.allocate(s, net, vm.id, nic.ip)
-            n = dict(nic.attrs)
-            n.pop("NETWORK", None)
-            n.update(NETWORK_ID=str(net.id), NETWORK=net.name, IP=ipam.int_to_ip(lease.ip),
-                     MAC=lease.mac, NIC_ID=str(idx))
-            if net.bridge:
-                n["BRIDGE"] = net.bridge
-            nics.append(n)
+            nics.append(ipam.lease_nic(s, net, vm.id, nic.attrs, idx, admin))
         if nics:
             t.set("NIC", nics)
         t.set("VMID", str(vm.id))
