@@ -52,6 +52,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vocloud.client import Client, ClientError, wait_healthy
+from vocloud.demo.api import Api as _Api
 from vocloud.devtools.localprocs import free_port, qemu_pids_under
 from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.errors import VocloudError
@@ -109,24 +110,6 @@ class DemoError(VocloudError):
 # -- the daemon, through its REST API ----------------------------------------------------------
 
 
-class _Api:
-    """The shared REST client (vocloud/client.py) as the demo calls it: ``api(method, path,
-    json=..., params=...)``, every refusal a :class:`DemoError` naming the request."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def __call__(self, method: str, path: str, json: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None) -> Any:
-        try:
-            return self.client.request(method, path, body=json, params=params)
-        except ClientError as exc:
-            raise DemoError(f"{method} {path}: {exc.message}") from None
-
-    def as_user(self, token: str) -> _Api:
-        return _Api(self.client.as_user(token))
-
-
 @contextlib.contextmanager
 def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iterator[_Api]:
     """``vocloud serve`` as a subprocess on a fresh SQLite store; SIGTERM on the way out, as an
@@ -150,7 +133,7 @@ def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iter
                 raise DemoError(f"the daemon exited ({proc.returncode}); see {data_dir}/daemon.log")
             raise DemoError(f"the daemon did not answer within 60 s; see {data_dir}/daemon.log")
         console.print(f"daemon up: API on {url}, SQLite store in {data_dir}")
-        yield _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30))
+        yield _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30), DemoError)
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vocloud.client import Client, ClientError, wait_healthy
+from vocloud.client import Client, wait_healthy
+from vocloud.demo.api import Api as _Api
 from vocloud.devtools.localprocs import free_port
 from vocloud.errors import VocloudError
 
@@ -38,20 +39,6 @@ def _machine() -> tuple[int, int]:
     cores = os.cpu_count() or 1
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     return cores, int(mem)
-
-
-class _Api:
-    """The shared REST client as this demo calls it; a refusal is a :class:`VocloudError`."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def __call__(self, method: str, path: str, json: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None) -> Any:
-        try:
-            return self.client.request(method, path, body=json, params=params)
-        except ClientError as exc:
-            raise VocloudError(exc.message) from None
 
 
 def _table(hosts: list[dict[str, Any]], vms: list[dict[str, Any]], title: str) -> Table:
@@ -111,7 +98,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
         if not wait_healthy(url, lambda: daemon.poll() is None, 30):
             console.print(f"[red]the daemon did not come up; see {data_dir}/daemon.log")
             return 1
-        api = _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30))
+        api = _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30), VocloudError)
         name = socket.gethostname().split(".")[0] or "localhost"
         name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
         template = None if sim else _qemu_setup(console, api, name)

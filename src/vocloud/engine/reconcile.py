@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select, update
 
@@ -40,6 +41,7 @@ from vocloud.service.vms import transition
 from vocloud.store.schema import VM, Group, Host, User
 
 log = logging.getLogger("vocloud.engine")
+D = TypeVar("D")
 
 S = VMState
 
@@ -75,6 +77,16 @@ def host_ref(h: Host) -> HostRef:
 _BUILDS_CONTEXT = {S.PROLOG: "prolog_fail", S.BOOT: "boot_fail", S.MIGRATE: "migrate_fail"}
 
 
+def _loaded(host: Host, role: str, name: str | None, drivers: Mapping[str, D]) -> D | None:
+    """The driver ``name`` of ``role`` for ``host`` (None: the step is off for this host)."""
+    if name is None:
+        return None
+    try:
+        return drivers[name]
+    except KeyError:
+        raise DriverError(f"host {host.name}: no '{name}' {role} driver is loaded") from None
+
+
 class Reconciler:
     def __init__(self, cloud: Cloud, drivers: Mapping[str, VMMDriver], settings: LoopSettings,
                  clock: Callable[[], float] = time.time,
@@ -101,24 +113,12 @@ class Reconciler:
             raise DriverError(exc.message) from None
 
     def _storage_for(self, host: Host) -> StorageDriver | None:
-        name = self._host_drivers(host).storage
-        if name is None:
-            return None
-        try:
-            return self.storage[name]
-        except KeyError:
-            raise DriverError(f"host {host.name}: no '{name}' storage driver is loaded") from None
+        return _loaded(host, "storage", self._host_drivers(host).storage, self.storage)
 
     def _network_for(self, host: Host, spec: DomainSpec) -> NetworkDriver | None:
         if not spec.nics:
             return None
-        name = self._host_drivers(host).network
-        if name is None:
-            return None
-        try:
-            return self.networks[name]
-        except KeyError:
-            raise DriverError(f"host {host.name}: no '{name}' network driver is loaded") from None
+        return _loaded(host, "network", self._host_drivers(host).network, self.networks)
 
     def _staged(self, host: Host, ref: HostRef, spec: DomainSpec) -> DomainSpec:
         """Stage (idempotently) the VM's disks and NICs; returns the spec with local disk paths."""
