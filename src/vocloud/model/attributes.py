@@ -118,10 +118,10 @@ CATALOGUE: tuple[Attribute, ...] = (
     _a("NIC/NETWORK_ID", USER, "network id (USE right needed)", "service, IPAM"),
     _a("NIC/IP", USER, "ask for this address of the network", "IPAM"),
     _a("NIC/MODEL", USER, "NIC model; only virtio is offered", "qemu driver"),
-    _a("NIC/BRIDGE", ADMIN, "host bridge, overriding the network's", "network driver"),
-    _a("NIC/MAC", ADMIN, "MAC address (today the lease's MAC is stored)", "network driver, IPAM"),
-    _a("NIC/VLAN_ID", ADMIN, "802.1Q VLAN id on the host", "network driver (reserved)"),
-    _a("NIC/PHYDEV", ADMIN, "host physical device", "network driver (reserved)"),
+    _a("NIC/BRIDGE", ADMIN, "host bridge, when the network names none", "network driver"),
+    _a("NIC/MAC", ADMIN, "MAC address, if free on the segment (else the lease's)", "IPAM, network driver"),
+    _a("NIC/VLAN_ID", ADMIN, "802.1Q VLAN id (set from the network)", "network driver"),
+    _a("NIC/PHYDEV", ADMIN, "host physical device (set from the network)", "network driver"),
     _a("NIC/NIC_ID", ADMIN, "the NIC's index", "service", internal=True),
 )
 
