@@ -58,6 +58,9 @@ class Settings:
     store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
     secrets_dir: str = ""
+    # the REST API: largest request body accepted (413 beyond it); image uploads stream and
+    # are exempt (they have their own size quota)
+    max_request_bytes: int = 1 << 20
 
     @property
     def database_url(self) -> str:
@@ -120,4 +123,7 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not out.store_lease_ttl >= 1:
         raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
                            "(at least 1 s; the default is 30)")
+    if not 1024 <= out.max_request_bytes <= 1 << 30:
+        raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
+                           "(1024 to 1073741824 bytes; the default is 1048576)")
     return out
