@@ -270,12 +270,11 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _allowed_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method some route serves on this path (for the ``Allow`` header of a 405: the
+    route that raised it knows only its own)."""
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**scope, "method": m})[0] == Match.FULL
+                   for route in app.router.routes)]
 
 
 def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
@@ -308,6 +307,12 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
             parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
         return _error(InvalidInput("; ".join(parts)[:2000] or "invalid request"))
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_req: Request, _exc: RecursionError) -> Response:
+        # narrow guard: a template nested thousands deep exhausts the parsers' recursion (the
+        # template parser's own depth limit belongs to model/template.py)
+        return _error(InvalidInput("input is nested too deeply"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(req: Request, exc: StarletteHTTPException) -> Response:

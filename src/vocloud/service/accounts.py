@@ -11,12 +11,14 @@ from vocloud.errors import Conflict, InvalidInput, NotFound
 from vocloud.service import capacity
 from vocloud.service.acl import ObjRef, parse_rule
 from vocloud.service.auth import Actor, hash_token, new_token
-from vocloud.service.base import check_name, find, record, require, require_admin
+from vocloud.service.base import MAX_ID, check_name, find, record, require, require_admin
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Acl, Group, Image, Network, Quota, User, VMTemplateRow
 
 ADMIN_GROUP = "admin"
 ADMIN_USER = "admin"
+#: Largest memory quota (MiB): 1 EiB, far beyond any site and inside the BIGINT column.
+MAX_QUOTA_MIB = 1 << 40
 
 
 def _user_dict(u: User, group: str | None = None) -> dict[str, Any]:
@@ -201,9 +203,11 @@ class AccountService:
         """Set limits (-1 = unlimited). A limit below current usage is allowed, as in
         OpenNebula: it stops new VMs without touching running ones."""
         require_admin(actor, "set quotas")
-        for label, value in (("vms", vms), ("cpu", cpu), ("memory", memory)):
-            if value is not None and value < 0 and value != -1:
-                raise InvalidInput(f"quota {label} must be >= 0 or -1 (unlimited), got {value}")
+        for label, value, top in (("vms", vms, MAX_ID), ("cpu", cpu, capacity.MAX_CORES),
+                                  ("memory", memory, MAX_QUOTA_MIB)):
+            if value is not None and not (value == -1 or 0 <= value <= top):
+                raise InvalidInput(f"quota {label} must be between 0 and {top} or -1 (unlimited), "
+                                   f"got {value}")
         with self.db.write() as s:
             sid = self._scope_id(s, scope, ref)
             capacity.ensure_quota(s, scope, sid)
