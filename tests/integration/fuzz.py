@@ -44,7 +44,7 @@ def _describe(case: Any, response: Any, check: str, message: str) -> str:
     if response is not None:
         try:
             body = response.content[:300].decode(errors="replace")
-        except Exception:  # noqa: BLE001 - only a diagnostic
+        except Exception:
             body = ""
     return (f"[{check}] {req} query={case.query!r} body={str(case.body)[:200]!r} -> {status} "
             f"{body} :: {message[:300]}")

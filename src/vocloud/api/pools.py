@@ -18,7 +18,6 @@ from vocloud.api.rest import MAX_MIB, JSONResponse, Name, RefValue, Strict, Who,
 from vocloud.service.cloud import Cloud
 from vocloud.service.pools import PoolService
 
-
 #: Bounds of the pool attributes (the planner refuses what makes no sense inside them).
 MAX_VMS = 100_000
 MAX_SECONDS = 10.0**9

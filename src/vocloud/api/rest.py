@@ -13,6 +13,7 @@ See docs/api.md.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,6 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from vocloud import __version__
 from vocloud.api import schemas as out
@@ -269,12 +269,19 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _allowed_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
-    """Every method some route serves on this path (for the ``Allow`` header of a 405: the
-    route that raised it knows only its own)."""
-    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-            if any(route.matches({**scope, "method": m})[0] == Match.FULL
-                   for route in app.router.routes)]
+def _allowed_methods(doc: dict[str, Any], path: str) -> list[str]:
+    """The methods the OpenAPI document lists for ``path`` (the ``Allow`` header of a 405; the
+    route that raised it knows only its own). A literal path (``/users/me``) wins over a
+    template that also matches it (``/users/{ref}``), as in routing."""
+    paths: dict[str, Any] = doc.get("paths", {})
+    ops = paths.get(path)
+    if ops is None:
+        for template, candidate in paths.items():
+            if "{" in template and re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+                ops = candidate
+                break
+    order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    return [m for m in order if m.lower() in (ops or {})]
 
 
 def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
@@ -321,7 +328,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
         headers = dict(exc.headers or {})
         message = str(exc.detail)
         if exc.status_code == 405:
-            allowed = _allowed_methods(app, dict(req.scope))
+            allowed = _allowed_methods(app.openapi(), req.url.path)
             headers["Allow"] = ", ".join(allowed)
             message = f"{req.method} is not allowed on {req.url.path}; use {', '.join(allowed)}"
         elif exc.status_code == 404:

@@ -7,7 +7,7 @@ from typing import Any
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
-from vocloud.service.console import ConsoleService, ConsoleReader
+from vocloud.service.console import ConsoleReader, ConsoleService
 from vocloud.service.hosts import HostService
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
