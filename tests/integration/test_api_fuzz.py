@@ -32,7 +32,7 @@ from vocloud.store import migrate
 from vocloud.store.db import Database
 
 #: examples per operation and phase; CI keeps the whole module well under 2 minutes per database
-MAX_EXAMPLES = int(os.environ.get("VOCLOUD_FUZZ_EXAMPLES", "6"))
+MAX_EXAMPLES = int(os.environ.get("VOCLOUD_FUZZ_EXAMPLES", "10"))
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from vocloud import __version__
 from vocloud.api import schemas as out
 from vocloud.api.http import GuardMiddleware, JSONResponse
 from vocloud.errors import InvalidInput, VocloudError
-from vocloud.model.lifecycle import HOST_TABLE, VM_TABLE, VM_USER_ACTIONS
+from vocloud.model.lifecycle import HOST_TABLE, HOST_USER_ACTIONS, VM_TABLE, VM_USER_ACTIONS, VMState
 from vocloud.service.auth import Actor, Credentials
 from vocloud.service.base import MAX_ID
 from vocloud.service.cloud import Cloud
@@ -105,7 +105,7 @@ class VMCreate(Strict):
 
 
 class VMAction(Strict):
-    action: Short
+    action: Short = Field(json_schema_extra={"enum": sorted(VM_USER_ACTIONS)})
     host: RefValue | None = None
     enforce: StrictBool = True
 
@@ -126,6 +126,10 @@ class HostCreate(Strict):
 
 class Action(Strict):
     action: Short
+
+
+class HostAction(Strict):
+    action: Short = Field(json_schema_extra={"enum": sorted(HOST_USER_ACTIONS)})
 
 
 class AttrsUpdate(Strict):
@@ -362,7 +366,8 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     # ---- VMs
     @r.get("/vms", responses=ok(list[out.VMRow]))
     def vm_list(who: Who, all: bool = False,
-                state: Annotated[str | None, Query(max_length=32)] = None,
+                state: Annotated[str | None, Query(
+                    max_length=32, json_schema_extra={"enum": [st.value for st in VMState]})] = None,
                 limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> Response:
         body = cloud.vms.list_json(who, include_done=all, state=state, limit=limit)
         return Response(body, media_type="application/json")
@@ -418,7 +423,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
         return JSONResponse(cloud.hosts.update_attrs(who, ref, body.attrs))
 
     @r.post("/hosts/{ref}/action", responses=ok(out.Host))
-    def host_action(who: Who, ref: RefPath, body: Action) -> JSONResponse:
+    def host_action(who: Who, ref: RefPath, body: HostAction) -> JSONResponse:
         return JSONResponse(cloud.hosts.action(who, ref, body.action))
 
     @r.delete("/hosts/{ref}", status_code=204)
