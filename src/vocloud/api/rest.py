@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StringConstraints, model_validator
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -66,6 +66,12 @@ IdPath = Annotated[int, Path(ge=0, le=MAX_ID, description="object id")]
 RefPath = Annotated[str, Path(min_length=1, max_length=128, description="id or name")]
 
 
+def _enum(values: Iterable[str]) -> dict[str, JsonValue]:
+    """A documented enum for a string the service checks itself (its message lists the values)."""
+    items: list[JsonValue] = [v for v in sorted(values)]
+    return {"enum": items}
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -105,7 +111,7 @@ class VMCreate(Strict):
 
 
 class VMAction(Strict):
-    action: Short = Field(json_schema_extra={"enum": sorted(VM_USER_ACTIONS)})
+    action: Short = Field(json_schema_extra=_enum(VM_USER_ACTIONS))
     host: RefValue | None = None
     enforce: StrictBool = True
 
@@ -129,7 +135,7 @@ class Action(Strict):
 
 
 class HostAction(Strict):
-    action: Short = Field(json_schema_extra={"enum": sorted(HOST_USER_ACTIONS)})
+    action: Short = Field(json_schema_extra=_enum(HOST_USER_ACTIONS))
 
 
 class AttrsUpdate(Strict):
@@ -367,7 +373,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     @r.get("/vms", responses=ok(list[out.VMRow]))
     def vm_list(who: Who, all: bool = False,
                 state: Annotated[str | None, Query(
-                    max_length=32, json_schema_extra={"enum": [st.value for st in VMState]})] = None,
+                    max_length=32, json_schema_extra=_enum(st.value for st in VMState))] = None,
                 limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> Response:
         body = cloud.vms.list_json(who, include_done=all, state=state, limit=limit)
         return Response(body, media_type="application/json")
