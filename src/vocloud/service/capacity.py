@@ -36,7 +36,7 @@ def milli(cpu: float) -> int:
 
 MAX_QUOTA_VMS = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 MAX_QUOTA_CPU = 10**12  # cores; thousandths of it still fit a 64-bit column
-MAX_QUOTA_MEM = 2**62  # MiB
+MAX_QUOTA_MEM = 1 << 40  # MiB (1 EiB): far beyond any site, and sums of it fit 64 bits
 
 
 def quota_cpu_m(cpu: float) -> int:
