@@ -134,6 +134,7 @@ class QuotaSet(Strict):
     vms: int | None = None
     cpu: float | None = None
     memory: int | None = None
+    images: int | None = Field(None, description="MiB of image files (-1 = unlimited)")
 
 
 class AclCreate(Strict):
@@ -390,7 +391,8 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.put("/quotas/{scope}/{ref}")
     def quota_set(who: Who, scope: str, ref: str, body: QuotaSet) -> JSONResponse:
-        return JSONResponse(cloud.accounts.set_quota(who, scope, ref, body.vms, body.cpu, body.memory))
+        return JSONResponse(cloud.accounts.set_quota(who, scope, ref, body.vms, body.cpu, body.memory,
+                                                         body.images))
 
     @r.get("/acls")
     def acl_list(who: Who) -> JSONResponse:
@@ -410,4 +412,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     from vocloud.api.pools import router as pools_router  # imports Who from this module
 
     app.include_router(pools_router())
+    from vocloud.api.images import router as images_router  # datastores, image upload
+
+    app.include_router(images_router())
     return app

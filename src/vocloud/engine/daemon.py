@@ -79,8 +79,9 @@ def open_store(settings: Settings) -> tuple[Database, Cloud]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     migrate.upgrade(db)
-    cloud = Cloud(db)
+    cloud = Cloud(db, data_dir=settings.data_dir, protected=[settings.secrets_path])
     token = cloud.accounts.bootstrap()
+    cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

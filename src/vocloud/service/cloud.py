@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
 from vocloud.service.catalog import ImageService, NetworkService, TemplateService
+from vocloud.service.datastores import DatastoreService
 from vocloud.service.hosts import HostService
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
@@ -14,11 +17,14 @@ from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, data_dir: Path | None = None, protected: Sequence[Path] = ()) -> None:
+        """``data_dir`` and ``protected`` (e.g. the secrets directory): paths no datastore may
+        contain; the daemon passes them, tests that need no default datastore may not."""
         self.db = db
         self.vms = VMService(db)
         self.hosts = HostService(db)
-        self.images = ImageService(db)
+        self.datastores = DatastoreService(db, data_dir, protected)
+        self.images = ImageService(db, self.datastores)
         self.networks = NetworkService(db)
         self.templates = TemplateService(db)
         self.accounts = AccountService(db)
