@@ -120,7 +120,7 @@ def test_admin_path_backing_file_refused(site: tuple[Cloud, Actor, Actor, Path])
     cloud, a, _u, store = site
     bad = store / "overlay.qcow2"
     qemu_img("create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(bad), "1M")
-    with pytest.raises(InvalidInput, match="backing file .*/etc/passwd"):
+    with pytest.raises(InvalidInput, match=r"backing file .*/etc/passwd"):
         cloud.images.create(a, "ov", str(bad))
 
 
@@ -171,7 +171,7 @@ def test_datastore_rules(cloud: Cloud, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ upload
 def test_upload_qcow2_and_raw(site: tuple[Cloud, Actor, Actor, Path], qcow2: Path, tmp_path: Path) -> None:
-    cloud, a, u, store = site
+    cloud, _a, u, store = site
     img = cloud.images.upload(u, "mine", chunks(qcow2), fmt="qcow2", length=qcow2.stat().st_size,
                               description="from my laptop")
     assert img["owner_id"] == u.user_id and img["uploaded"] and img["format"] == "qcow2"
@@ -198,7 +198,8 @@ def test_upload_refusals_leave_nothing(site: tuple[Cloud, Actor, Actor, Path], q
     qemu_img("create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(backed), "1M")
     with pytest.raises(InvalidInput, match=r"backing file \('/etc/passwd'\)"):
         cloud.images.upload(u, "backed", chunks(backed))
-    with pytest.raises(InvalidInput, match="^format: image wrong was declared raw but qemu-img reads it as qcow2"):
+    with pytest.raises(InvalidInput, match=r"^format: image wrong was declared raw but qemu-img reads "
+                                           "it as qcow2"):
         cloud.images.upload(u, "wrong", chunks(qcow2), fmt="raw")
     raw = tmp_path / "r.raw"
     raw.write_bytes(b"\7" * 4096)

@@ -13,6 +13,7 @@ any write transaction (a 3 GiB checksum once stalled every other write for 5.9 s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -171,12 +172,8 @@ class Sink:
 
     def abort(self) -> None:
         if self._file is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._file.close()
-            except OSError:
-                pass
             self._file = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass
