@@ -147,8 +147,9 @@ class DatastoreService:
         """Every user may see the datastores: they choose one to upload into."""
         del actor
         with self.db.read() as s:
-            counts = dict(s.execute(select(Image.datastore_id, func.count()).group_by(Image.datastore_id))
-                          .tuples().all())
+            counts: dict[int | None, int] = {
+                ds_id: n for ds_id, n in s.execute(select(Image.datastore_id, func.count())
+                                                   .group_by(Image.datastore_id))}
             return [_dict(ds, int(counts.get(ds.id, 0)))
                     for ds in s.scalars(select(Datastore).order_by(Datastore.id))]
 
