@@ -128,7 +128,7 @@ def main() -> None:
                "VOCLOUD_LIFECYCLE_INTERVAL": "3600", "VOCLOUD_MONITOR_INTERVAL": "3600"}
         env.pop("VOCLOUD_DB_URL", None)
         log = (Path(tmp) / "daemon.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/api/v1"
         try:

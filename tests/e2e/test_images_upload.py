@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Daemon
+from tests.support.cli import Daemon
 
 MIB = 1 << 20
 

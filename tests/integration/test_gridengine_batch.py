@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.sge_harness import (
+from tests.support.sge_harness import (
     SLOTS,
     VO_SLOTS,
     SgeCell,

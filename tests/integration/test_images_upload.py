@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.integration.helpers import admin, user_in
+from tests.support.helpers import admin, user_in
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud

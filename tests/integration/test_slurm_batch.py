@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.slurm_harness import (
+from tests.support.slurm_harness import (
     NODE_CPUS,
     NODE_MEM_MIB,
     SlurmCluster,

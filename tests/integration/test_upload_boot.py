@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import kill_qemu_under
-from tests.integration.test_daemon import Daemon, _free_port
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
+from tests.support.qemu import kill_qemu_under
 from vocloud.guest.build import GuestImage
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
 def boot_daemon(tmp_path: Path, guest_image: GuestImage) -> Iterator[Daemon]:
     env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
            "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'vocloud.db'}", _free_port(), env)
+    d = Daemon(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'vocloud.db'}", free_port(), env)
     d.data_dir.mkdir()
     d.start()
     yield d

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from vocloud.api.rest import JSONResponse, Strict, Who
 from vocloud.errors import InvalidInput
+from vocloud.service.auth import Actor
 from vocloud.service.catalog import ImageUpload
 from vocloud.service.cloud import Cloud
 
@@ -27,7 +28,16 @@ UPLOAD_PATH = "/api/v1/images/upload"
 BATCH = 1 << 20  # bytes handed to the writer thread at once
 
 
-class DatastoreCreate(Strict):
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class DatastoreCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+
     name: str = Field(description="unique name")
     path: str = Field(description="an existing directory on the front-end (absolute)")
 
@@ -103,8 +113,10 @@ async def _pump(request: Request, up: ImageUpload) -> None:
         await run_in_threadpool(up.write, bytes(buf))
 
 
-def router() -> APIRouter:
-    """The datastore and upload routes, included by ``api.rest.create_app``."""
+def router(auth: Any) -> APIRouter:
+    """The datastore and upload routes, included by ``api.rest.create_app``, which passes its
+    authentication dependency (``Depends(...)`` giving the :class:`Actor`): this module does not
+    import ``api.rest``, so the two form no import cycle."""
     r = APIRouter(prefix="/api/v1")
 
     def cloud_of(request: Request) -> Cloud:
@@ -112,19 +124,19 @@ def router() -> APIRouter:
         return c
 
     @r.get("/datastores")
-    def datastore_list(who: Who, request: Request) -> JSONResponse:
+    def datastore_list(request: Request, who: Actor = auth) -> JSONResponse:
         return JSONResponse(cloud_of(request).datastores.list(who))
 
     @r.post("/datastores", status_code=201)
-    def datastore_create(who: Who, request: Request, body: DatastoreCreate) -> JSONResponse:
+    def datastore_create(request: Request, body: DatastoreCreate, who: Actor = auth) -> JSONResponse:
         return JSONResponse(cloud_of(request).datastores.create(who, body.name, body.path), status_code=201)
 
     @r.get("/datastores/{ref}")
-    def datastore_show(who: Who, request: Request, ref: str) -> JSONResponse:
+    def datastore_show(request: Request, ref: str, who: Actor = auth) -> JSONResponse:
         return JSONResponse(cloud_of(request).datastores.show(who, ref))
 
     @r.delete("/datastores/{ref}", status_code=204)
-    def datastore_delete(who: Who, request: Request, ref: str) -> Response:
+    def datastore_delete(request: Request, ref: str, who: Actor = auth) -> Response:
         cloud_of(request).datastores.delete(who, ref)
         return Response(status_code=204)
 
@@ -132,8 +144,8 @@ def router() -> APIRouter:
             responses={201: {"model": ImageOut, "description": "the image, registered"}, **_ERRORS},
             summary="Upload an image's bytes into a datastore")
     async def image_upload(
-        who: Who,
         request: Request,
+        who: Actor = auth,
         name: str = Query(description="image name (unique; letters, digits, '.', '_', '-')"),
         format: Literal["qcow2", "raw"] | None = Query(
             None, description="declared format; must be what qemu-img reads (default: what it reads)"),

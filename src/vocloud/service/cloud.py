@@ -6,26 +6,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vocloud.drivers.registry import DriverCatalog
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
-from vocloud.service.catalog import ImageService, NetworkService, TemplateService
+from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.datastores import DatastoreService
 from vocloud.service.hosts import HostService
+from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database, data_dir: Path | None = None, protected: Sequence[Path] = ()) -> None:
-        """``data_dir`` and ``protected`` (e.g. the secrets directory): paths no datastore may
-        contain; the daemon passes them, tests that need no default datastore may not."""
+    def __init__(self, db: Database, catalog: DriverCatalog | None = None,
+                 max_reservation_size: int = DEFAULT_MAX_RESERVATION, data_dir: Path | None = None,
+                 protected: Sequence[Path] = ()) -> None:
+        """``catalog``: what the daemon's drivers declare (the composition root passes its
+        registry's); the built-in declarations otherwise. ``data_dir`` and ``protected`` (e.g.
+        the secrets directory): paths no datastore may contain; the daemon passes them."""
         self.db = db
         self.vms = VMService(db)
-        self.hosts = HostService(db)
+        self.hosts = HostService(db, catalog)
         self.datastores = DatastoreService(db, data_dir, protected)
         self.images = ImageService(db, self.datastores)
-        self.networks = NetworkService(db)
+        self.networks = NetworkService(db, max_reservation_size)
         self.templates = TemplateService(db)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)

@@ -9,7 +9,6 @@ layer uses conditional updates and row locks, which are correct on both database
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +48,7 @@ def _sqlite_setup(engine: Engine) -> None:
 class Database:
     """An engine plus the two transaction kinds the service layer uses."""
 
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -63,7 +62,7 @@ class Database:
             kwargs["pool_size"] = 16
             kwargs["max_overflow"] = 32
         else:
-            kwargs["pool_size"] = int(os.environ.get("VOCLOUD_DB_POOL", "10"))
+            kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 20
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)

@@ -1,7 +1,7 @@
 """datastores; image-size quota; images know their datastore and whether vocloud owns the file
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005 (re-chained after nets' 0005, already on main)
 Create Date: 2026-12-02 00:10:00
 
 The quota's ``image_mib_used`` is filled from the images already registered, so deleting one of
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

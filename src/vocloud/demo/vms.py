@@ -25,18 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vocloud.client import Client, ClientError, wait_healthy
+from vocloud.devtools.localprocs import free_port
 from vocloud.errors import VocloudError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _machine() -> tuple[int, int]:
@@ -46,15 +41,26 @@ def _machine() -> tuple[int, int]:
 
 
 class _Api:
-    def __init__(self, url: str, token: str) -> None:
-        self.client = httpx.Client(base_url=url + "/api/v1", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})
+    """The shared REST client as this demo calls it; a refusal is a :class:`VocloudError`."""
 
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.client.request(method, path, **kw)
-        if r.status_code >= 400:
-            raise VocloudError(r.json().get("message", r.text))
-        return r.json() if r.content else None
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __call__(self, method: str, path: str, json: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.client.request(method, path, body=json, params=params)
+        except ClientError as exc:
+            raise VocloudError(exc.message) from None
+
+    def upload(self, name: str, image: Path, fmt: str) -> Any:
+        """Upload an image's bytes into the default datastore (docs/images.md)."""
+        try:
+            with image.open("rb") as f:
+                return self.client.upload("/images/upload", f, image.stat().st_size,
+                                          {"name": name, "format": fmt})
+        except ClientError as exc:
+            raise VocloudError(exc.message) from None
 
 
 def _table(hosts: list[dict[str, Any]], vms: list[dict[str, Any]], title: str) -> Table:
@@ -87,9 +93,7 @@ def _qemu_setup(console: Console, api: _Api, name: str) -> str | None:
         console.print(f"[yellow]cannot build the guest image ({exc}): simulating guests")
         return None
     api("POST", "/hosts", json={"name": name, "vmm": "qemu"})
-    with guest.base_disk.open("rb") as f:  # into the default datastore (docs/images.md)
-        api("POST", "/images/upload", params={"name": "tiny", "format": "qcow2"}, content=f,
-            headers={"Content-Type": "application/octet-stream"})
+    api.upload("tiny", guest.base_disk, "qcow2")
     return (f'NAME="demo"\nCPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest.vmlinux}"\n'
             f'INITRD="{guest.initramfs}"\nKERNEL_CMD="{guest.cmdline}"\n'
             'DISK=[IMAGE="tiny", TARGET="vda"]\nCONTEXT=[VALUE="hello-from-$NAME"]\n')
@@ -99,7 +103,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
     console = Console()
     cores, mem = _machine()
     data_dir = Path(os.environ.get("VOCLOUD_HOME") or tempfile.mkdtemp(prefix="vocloud-demo-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
            "VOCLOUD_SIM_BOOT_DELAY": str(boot_delay), "VOCLOUD_SIM_SHUTDOWN_DELAY": "1",
            "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_MONITOR_INTERVAL": "2"}
@@ -109,20 +113,14 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
     if log is None:
         data_dir.mkdir(parents=True)
         log = (data_dir / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            if daemon.poll() is not None:
-                console.print(f"[red]the daemon exited ({daemon.returncode}); see {data_dir}/daemon.log")
-                return 1
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        api = _Api(url, (data_dir / "admin.token").read_text().strip())
+        if not wait_healthy(url, lambda: daemon.poll() is None, 30):
+            console.print(f"[red]the daemon did not come up; see {data_dir}/daemon.log")
+            return 1
+        api = _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30))
         name = socket.gethostname().split(".")[0] or "localhost"
         name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
         template = None if sim else _qemu_setup(console, api, name)
