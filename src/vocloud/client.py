@@ -9,8 +9,8 @@ show them (the CLI: one line and exit code 2; the demo: a failed step).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
@@ -98,13 +98,31 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return self.request("DELETE", path, params=query or None)
 
+    def upload(self, path: str, stream: BinaryIO, size: int, params: dict[str, Any],
+               progress: Callable[[int], None] | None = None, chunk: int = 1 << 20,
+               timeout: float = 3600.0) -> Any:
+        """POST a file's bytes as ``application/octet-stream`` (``vocloud image upload``), read
+        and sent a chunk at a time, never whole in memory; ``progress`` gets each chunk's length."""
+        def body() -> Iterator[bytes]:
+            while data := stream.read(chunk):
+                if progress is not None:
+                    progress(len(data))
+                yield data
+
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("POST", path, params=query, content=body(), timeout=timeout,
+                            headers={"Content-Type": "application/octet-stream",
+                                     "Content-Length": str(size)})
+
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                params: dict[str, Any] | None = None) -> Any:
+                params: dict[str, Any] | None = None, content: Iterator[bytes] | None = None,
+                headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:
         try:
             resp = self._http.request(
                 method, path, params=params,
-                content=orjson.dumps(body) if body is not None else None,
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                content=orjson.dumps(body) if body is not None else content,
+                headers={"Content-Type": "application/json"} if body is not None else headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.ConnectError:
             raise ClientError(f"cannot reach vocloud at {self.url}: is `vocloud serve` running?") from None

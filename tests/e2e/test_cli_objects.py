@@ -130,8 +130,9 @@ def test_vnets_belong_to_groups_and_reservations(daemon: Daemon, tmp_path: Path)
 
 
 def test_images(daemon: Daemon, tmp_path: Path) -> None:
-    disk = tmp_path / "base.img"
+    disk = daemon.data_dir / "datastores" / "default" / "base.img"  # by path: inside a datastore
     disk.write_bytes(b"\0" * (3 << 20))
+    daemon.fails("image", "create", "outside", "--path", str(tmp_path))
     daemon.ok("image", "create", "base", "--path", str(disk))
     row = daemon.ok("image", "list").out.splitlines()[1].split()
     assert row[1:5] == ["base", "READY", "raw", "3M"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -76,7 +77,9 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
         _wait(lambda: all(h["state"] == "MONITORED" for h in ok(c.get("/hosts"))), 60, "hosts monitored")
         hosts = {h["name"]: h for h in ok(c.get("/hosts"))}
         assert hosts["remote"]["attrs"]["HYPERVISOR"] == "qemu" and hosts["local"]["total_cpu"] >= 1
-        ok(c.post("/images", json={"name": "tiny", "path": str(guest_image.base_disk)}))
+        default = d.data_dir / "datastores" / "default"  # by path: inside a datastore (issue 9)
+        shutil.copyfile(guest_image.base_disk, default / "tiny.qcow2")
+        ok(c.post("/images", json={"name": "tiny", "path": str(default / "tiny.qcow2")}))
         lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\n'
         ok(c.post("/vnets", json={"template": lan}))
         base = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
@@ -156,11 +159,18 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
 def test_bad_input_missing_image_corrupt_qcow2_and_unreachable_host(qemu_daemon: Daemon,
                                                                     tmp_path: Path) -> None:
     with qemu_daemon.client() as c:
-        r = c.post("/images", json={"name": "gone", "path": str(tmp_path / "nope.qcow2")})
+        default = qemu_daemon.data_dir / "datastores" / "default"
+        r = c.post("/images", json={"name": "gone", "path": str(default / "nope.qcow2")})
         assert r.status_code == 400 and "does not exist" in r.json()["message"]
-        bad = tmp_path / "corrupt.qcow2"
+        # registration refuses a corrupt qcow2 (qemu-img judges it); one damaged afterwards
+        # fails at staging
+        bad = default / "corrupt.qcow2"
         bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
+        r = c.post("/images", json={"name": "corrupt", "path": str(bad)})
+        assert r.status_code == 400 and "not a readable image" in r.json()["message"], r.text
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(bad), "1M"], check=True)
         assert c.post("/images", json={"name": "corrupt", "path": str(bad)}).status_code == 201
+        bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
         assert c.post("/hosts", json={"name": "local", "vmm": "qemu"}).status_code == 201
         assert c.post("/hosts", json={"name": "ghost", "vmm": "qemu",
                                       "transport": "ssh://root@127.0.0.1:1"}).status_code == 201

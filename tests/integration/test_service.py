@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -378,16 +379,19 @@ def test_leases_distinct_and_returned(cloud: Cloud, tmp_path: Path) -> None:
 def test_images_and_templates(cloud: Cloud, tmp_path: Path) -> None:
     a = admin(cloud)
     u = user_in(cloud, "alice", "atlas")
-    img_file = tmp_path / "base.qcow2"
-    img_file.write_bytes(b"QFI\xfb" + b"\0" * 1000)
+    store = tmp_path / "ds"  # registration by path: administrators, inside a datastore only
+    store.mkdir()
+    cloud.datastores.create(a, "ds", str(store))
+    img_file = store / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img_file), "1M"], check=True)
     img = cloud.images.create(a, "base", str(img_file), public=True)
     assert img["format"] == "qcow2" and len(img["sha256"]) == 64
-    raw = tmp_path / "disk.raw"
+    raw = store / "disk.raw"
     raw.write_bytes(b"\0" * 10)
-    with pytest.raises(InvalidInput, match="not a qcow2"):
+    with pytest.raises(InvalidInput, match="declared qcow2 but qemu-img reads it as raw"):
         cloud.images.create(a, "x", str(raw), fmt="qcow2")
     with pytest.raises(InvalidInput, match="does not exist"):
-        cloud.images.create(a, "x", str(tmp_path / "missing.img"))
+        cloud.images.create(a, "x", str(store / "missing.img"))
     cloud.images.create(a, "pers", str(raw), persistent=True)
     t = cloud.templates.create(u, SMALL + 'NAME="worker"\nDISK=[IMAGE="base", TARGET="vda"]\n')
     ids = cloud.instantiate(u, "worker", count=2)

@@ -239,7 +239,9 @@ def test_vo_pools_follow_a_real_slurm_queue(
         "std-worker", worker_image, "cms", key, conf_server, sock, None)}))
     # atlas brings its own image and template; alice brings an image that never boots
     with d.client(users["atlas"]) as a:
-        _ok(a.post("/images", json={"name": "atlas-img", "path": str(guest_image.base_disk)}))
+        _ok(a.post("/images/upload", params={"name": "atlas-img", "format": "qcow2"},
+                   content=guest_image.base_disk.read_bytes(),
+                   headers={"Content-Type": "application/octet-stream"}))  # a VO uploads (issue 9)
         _ok(a.post("/templates", json={"name": "atlas-wn", "template": _template(
             "atlas-wn", worker_image, "atlas", key, conf_server, sock, "atlas-img")}))
     with d.client(users["alice"]) as a:

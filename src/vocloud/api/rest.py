@@ -44,6 +44,7 @@ from vocloud.api.common import (
     ok,
 )
 from vocloud.api.http import GuardMiddleware, JSONResponse
+from vocloud.api.images import router as images_router
 from vocloud.api.pools import router as pools_router
 from vocloud.errors import InvalidInput, VocloudError
 from vocloud.model.lifecycle import HOST_TABLE, HOST_USER_ACTIONS, VM_TABLE, VM_USER_ACTIONS, VMState
@@ -164,6 +165,7 @@ class QuotaSet(Strict):
     vms: int | None = Field(None, ge=-1, le=MAX_ID, description="-1: unlimited")
     cpu: float | None = Field(None, ge=-1, le=1_000_000, description="cores; -1: unlimited")
     memory: int | None = Field(None, ge=-1, le=1 << 40, description="MiB; -1: unlimited")
+    images: int | None = Field(None, ge=-1, le=1 << 40, description="MiB of image files; -1: unlimited")
 
 
 class AclCreate(Strict):
@@ -520,7 +522,8 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.put("/quotas/{scope}/{ref}", responses=ok(out.QuotaOut))
     def quota_set(who: Who, scope: Literal["user", "group"], ref: RefPath, body: QuotaSet) -> JSONResponse:
-        return JSONResponse(cloud.accounts.set_quota(who, scope, ref, body.vms, body.cpu, body.memory))
+        return JSONResponse(cloud.accounts.set_quota(who, scope, ref, body.vms, body.cpu, body.memory,
+                                                     body.images))
 
     @r.get("/acls", responses=ok(list[out.AclOut]))
     def acl_list(who: Who) -> JSONResponse:
@@ -539,4 +542,5 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     app.include_router(r)
 
     app.include_router(pools_router())
+    app.include_router(images_router())  # datastores, image upload
     return app

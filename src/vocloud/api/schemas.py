@@ -194,6 +194,14 @@ class ImageOut(BaseModel):
     description: str
 
 
+class DatastoreOut(BaseModel):
+    id: int
+    name: str
+    path: str
+    images: int = Field(description="images registered in it")
+    created_at: float
+
+
 class AddressRangeOut(BaseModel):
     ip: str
     size: int

@@ -50,8 +50,10 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
-    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy)
+    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy,
+                  data_dir=settings.data_dir, protected=[settings.secrets_path])
     token = cloud.accounts.bootstrap()
+    cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

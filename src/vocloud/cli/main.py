@@ -18,6 +18,7 @@ from vocloud.cli import demo
 from vocloud.cli.commands import (
     acls,
     daemon,
+    datastores,
     groups,
     hosts,
     images,
@@ -83,7 +84,8 @@ def build_app() -> typer.Typer:
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),
                       ("group", groups.app), ("quota", quotas.app), ("acl", acls.app),
-                      ("pool", pools.app), ("slurm", slurm.app)):
+                      ("pool", pools.app), ("slurm", slurm.app),
+                      ("datastore", datastores.app)):
         app.add_typer(sub, name=name)
     _register_simulator(app)
     return app

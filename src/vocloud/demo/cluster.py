@@ -433,7 +433,7 @@ def setup_site(console: Console, api: _Api, host: dict[str, Any], site: Site,
         "std-worker", site.attrs("cms"), None, site.nic, site.context("cms"))})
     # atlas brings its own: an image and a template owned by the VO
     atlas = api.as_user(users["atlas"])
-    atlas("POST", "/images", json={"name": "atlas-img", "path": str(site.atlas_image)})
+    atlas.upload("atlas-img", site.atlas_image)  # a VO brings its image by uploading its bytes
     atlas("POST", "/templates", json={"name": "atlas-wn", "template": _template_text(
         "atlas-wn", site.attrs("atlas"), "atlas-img", site.nic, site.context("atlas"))})
     console.print("VOs [bold]atlas[/] (own image atlas-img, template atlas-wn) and [bold]cms[/] "

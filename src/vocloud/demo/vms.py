@@ -71,7 +71,7 @@ def _qemu_setup(console: Console, api: _Api, name: str) -> str | None:
         console.print(f"[yellow]cannot build the guest image ({exc}): simulating guests")
         return None
     api("POST", "/hosts", json={"name": name, "vmm": "qemu"})
-    api("POST", "/images", json={"name": "tiny", "path": str(guest.base_disk)})
+    api.upload("tiny", guest.base_disk, "qcow2")
     return (f'NAME="demo"\nCPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest.vmlinux}"\n'
             f'INITRD="{guest.initramfs}"\nKERNEL_CMD="{guest.cmdline}"\n'
             'DISK=[IMAGE="tiny", TARGET="vda"]\nCONTEXT=[VALUE="hello-from-$NAME"]\n')

@@ -27,13 +27,14 @@ def _user_dict(u: User, group: str | None = None) -> dict[str, Any]:
 def _quota_dict(q: Quota | None, scope: str, scope_id: int) -> dict[str, Any]:
     if q is None:
         q = Quota(scope=scope, scope_id=scope_id, vms_limit=-1, cpu_m_limit=-1, mem_limit=-1,
-                  vms_used=0, cpu_m_used=0, mem_used=0)
+                  vms_used=0, cpu_m_used=0, mem_used=0, image_mib_limit=-1, image_mib_used=0)
     return {
         "scope": scope, "id": scope_id,
         "vms": {"used": q.vms_used, "limit": q.vms_limit},
         "cpu": {"used": capacity.cores(q.cpu_m_used),
                 "limit": -1 if q.cpu_m_limit < 0 else capacity.cores(q.cpu_m_limit)},
         "memory": {"used": q.mem_used, "limit": q.mem_limit},
+        "images": {"used": q.image_mib_used, "limit": q.image_mib_limit},  # MiB of image files
     }
 
 
@@ -197,13 +198,15 @@ class AccountService:
             return _quota_dict(q, scope, sid)
 
     def set_quota(self, actor: Actor, scope: str, ref: int | str, vms: int | None = None,
-                  cpu: float | None = None, memory: int | None = None) -> dict[str, Any]:
-        """Set limits (-1 = unlimited). A limit below current usage is allowed, as in
-        OpenNebula: it stops new VMs without touching running ones."""
+                  cpu: float | None = None, memory: int | None = None,
+                  images: int | None = None) -> dict[str, Any]:
+        """Set limits (-1 = unlimited; ``images`` in MiB). A limit below current usage is
+        allowed, as in OpenNebula: it stops new VMs (or images) without touching existing ones."""
         require_admin(actor, "set quotas")
         vms = None if vms is None else capacity.quota_int("vms", vms, capacity.MAX_QUOTA_VMS)
         memory = None if memory is None else capacity.quota_int("memory", memory, capacity.MAX_QUOTA_MEM)
         cpu_m = None if cpu is None else capacity.quota_cpu_m(cpu)
+        images = None if images is None else capacity.quota_int("images", images, capacity.MAX_QUOTA_MEM)
         with self.db.write() as s:
             sid = self._scope_id(s, scope, ref)
             capacity.ensure_quota(s, scope, sid)
@@ -215,6 +218,8 @@ class AccountService:
                 q.cpu_m_limit = cpu_m
             if memory is not None:
                 q.mem_limit = memory
+            if images is not None:
+                q.image_mib_limit = images
             return _quota_dict(q, scope, sid)
 
     # ------------------------------------------------------------ ACLs

@@ -164,3 +164,43 @@ def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: i
         )
         .execution_options(synchronize_session=False)
     )
+
+
+# ---------------------------------------------------------------- image repository bytes (0004)
+def image_room(session: Session, scope: str, scope_id: int) -> int | None:
+    """MiB still free under a user's or group's image quota; None when unlimited."""
+    q = session.scalars(select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)).first()
+    if q is None or q.image_mib_limit < 0:
+        return None
+    return max(0, q.image_mib_limit - q.image_mib_used)
+
+
+def charge_images(session: Session, scope: str, scope_id: int, name: str, mib: int) -> None:
+    """Add ``mib`` of image files if it stays within the limit, else QuotaExceeded (conditional
+    UPDATE, as for VMs: two uploads racing for the last GiB cannot both win)."""
+    ensure_quota(session, scope, scope_id)
+    stmt = (
+        update(Quota)
+        .where(Quota.scope == scope)
+        .where(Quota.scope_id == scope_id)
+        .where((Quota.image_mib_limit < 0) | (Quota.image_mib_used + mib <= Quota.image_mib_limit))
+        .values(image_mib_used=Quota.image_mib_used + mib)
+        .execution_options(synchronize_session=False)
+    )
+    res: CursorResult[tuple[()]] = session.execute(stmt)  # type: ignore[assignment]
+    if res.rowcount == 1:
+        return
+    q = session.scalars(select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)).one()
+    session.refresh(q)
+    raise QuotaExceeded(f"{scope} {name} quota exceeded: IMAGES {q.image_mib_used}+{mib} > "
+                        f"{q.image_mib_limit} MiB", scope=scope, scope_id=scope_id)
+
+
+def refund_images(session: Session, scope: str, scope_id: int, mib: int) -> None:
+    session.execute(
+        update(Quota)
+        .where(Quota.scope == scope)
+        .where(Quota.scope_id == scope_id)
+        .values(image_mib_used=Quota.image_mib_used - mib)
+        .execution_options(synchronize_session=False)
+    )

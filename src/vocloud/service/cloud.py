@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vocloud.drivers.registry import DriverCatalog
@@ -10,6 +12,7 @@ from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.console import ConsoleReader, ConsoleService
+from vocloud.service.datastores import DatastoreService
 from vocloud.service.hosts import HostService
 from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.policy import VMPolicy
@@ -21,15 +24,19 @@ from vocloud.store.db import Database
 class Cloud:
     def __init__(self, db: Database, catalog: DriverCatalog | None = None,
                  max_reservation_size: int = DEFAULT_MAX_RESERVATION,
-                 policy: VMPolicy | None = None) -> None:
+                 policy: VMPolicy | None = None, data_dir: Path | None = None,
+                 protected: Sequence[Path] = ()) -> None:
         """``catalog``: what the daemon's drivers declare (the composition root passes its
         registry's); the built-in declarations otherwise. ``policy``: the site's restricted
-        attributes and request limits (docs/security.md); safe defaults without one."""
+        attributes and request limits (docs/security.md); safe defaults without one.
+        ``data_dir`` and ``protected`` (e.g. the secrets directory): paths no datastore may
+        contain; the daemon passes them."""
         self.db = db
         self.policy = policy or VMPolicy()
         self.vms = VMService(db, self.policy)
         self.hosts = HostService(db, catalog)
-        self.images = ImageService(db)
+        self.datastores = DatastoreService(db, data_dir, protected)
+        self.images = ImageService(db, self.datastores)
         self.networks = NetworkService(db, max_reservation_size)
         self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)

@@ -91,6 +91,9 @@ class Quota(Base):
     vms_used: Mapped[int] = mapped_column(Integer, default=0)
     cpu_m_used: Mapped[int] = mapped_column(BigInteger, default=0)
     mem_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    # image repository bytes (MiB, rounded up per image), charged at registration (0004)
+    image_mib_limit: Mapped[int] = mapped_column(BigInteger, default=-1)
+    image_mib_used: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Host(Base):
@@ -185,6 +188,20 @@ class Image(Base):
     running_vms: Mapped[int] = mapped_column(Integer, default=0)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+    # the datastore holding the file (None: registered before datastores existed, 0004); an
+    # uploaded file belongs to vocloud and is removed with the image
+    datastore_id: Mapped[int | None] = mapped_column(ForeignKey("datastores.id"), nullable=True)
+    uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Datastore(Base):
+    """A directory on the front-end that the administrator declared for image files (0004)."""
+
+    __tablename__ = "datastores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, default=utcnow)
 
 

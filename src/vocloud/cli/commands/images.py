@@ -1,12 +1,24 @@
 """``vocloud image``: the image repository (oneimage)."""
 
+import os
+import stat
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from vocloud.cli import output as out
 from vocloud.cli.batch import for_each
+from vocloud.cli.errors import CliError
 from vocloud.cli.state import JsonFlag, api, want_json
 from vocloud.cli.units import human_mib
 
@@ -24,7 +36,9 @@ def create(
     description: Annotated[str, typer.Option(help="Free text.")] = "",
     json_: JsonFlag = False,
 ) -> None:
-    """Register an image file; prints its ID."""
+    """Register an image file already inside a datastore (administrators); prints its ID.
+
+    Everyone else uploads: `vocloud image upload NAME FILE`."""
     body = {"name": name, "path": str(Path(path).expanduser().absolute()), "format": format_,
             "persistent": persistent, "public": public, "description": description}
     img = api(ctx).post("/images", body)
@@ -32,6 +46,48 @@ def create(
         out.emit_json(img)
     else:
         out.echo(f"ID: {img['id']}")
+
+
+@app.command("upload")
+def upload(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Image name (unique).")],
+    file: Annotated[Path, typer.Argument(help="Local qcow2 or raw file to upload.")],
+    format_: Annotated[str | None, typer.Option(
+        "--format", help="qcow2 or raw; must be what qemu-img reads (default: what it reads).")] = None,
+    persistent: Annotated[bool, typer.Option(help="Used by one VM at a time, changes kept.")] = False,
+    public: Annotated[bool, typer.Option(help="Let every group use it.")] = False,
+    datastore: Annotated[str, typer.Option(help="Datastore name or ID.")] = "default",
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    json_: JsonFlag = False,
+) -> None:
+    """Upload an image's bytes to the daemon (streamed, with a progress bar); prints its ID."""
+    try:
+        f = file.expanduser().open("rb")
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror}") from None
+    with f:
+        size = os_size(f.fileno())
+        params = {"name": name, "format": format_, "persistent": str(persistent).lower(),
+                  "public": str(public).lower(), "datastore": datastore, "description": description}
+        err = Console(stderr=True)  # the bar goes to stderr; stdout stays the answer
+        with Progress(TextColumn(f"uploading {name}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                      disable=not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("upload", total=size)
+            img = api(ctx).upload("/images/upload", f, size, params,
+                                  progress=lambda n: bar.advance(task, n))
+    if want_json(ctx, json_):
+        out.emit_json(img)
+    else:
+        out.echo(f"ID: {img['id']}")
+
+
+def os_size(fd: int) -> int:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CliError("the image to upload must be a regular file")
+    return st.st_size
 
 
 @app.command("list")
@@ -59,7 +115,9 @@ def show(ctx: typer.Context, image: Annotated[str, typer.Argument(help="Image na
     out.fields([("ID", i["id"]), ("NAME", i["name"]), ("STATE", i["state"]), ("PATH", i["path"]),
                 ("FORMAT", i["format"]), ("SIZE", human_mib(i["size_mib"])), ("SHA256", i["sha256"]),
                 ("PERSISTENT", i["persistent"]), ("PUBLIC", i["public"]), ("RUNNING VMS", i["running_vms"]),
-                ("OWNER", i["owner_id"]), ("GROUP", i["group_id"]), ("DESCRIPTION", i["description"])])
+                ("OWNER", i["owner_id"]), ("GROUP", i["group_id"]),
+                ("DATASTORE", i.get("datastore_id")), ("UPLOADED", i.get("uploaded")),
+                ("DESCRIPTION", i["description"])])
 
 
 def _action(name: str, doc: str) -> None:
@@ -86,7 +144,7 @@ _action("nonpersistent", "Make images non-persistent (copy-on-write clones per V
 @app.command("delete")
 def delete(ctx: typer.Context,
            images: Annotated[list[str], typer.Argument(help="Image names or IDs.")]) -> None:
-    """Forget images no VM uses (the file itself is left alone)."""
+    """Forget images no VM uses: an uploaded file is removed, a file registered by path is left."""
     client = api(ctx)
 
     def one(ref: str) -> str:

@@ -1,4 +1,4 @@
-"""``vocloud quota``: per-user and per-group limits on VMs, CPU and memory (onequota)."""
+"""``vocloud quota``: per-user and per-group limits on VMs, CPU, memory and image bytes (onequota)."""
 
 from enum import StrEnum
 from typing import Annotated, Any
@@ -31,7 +31,9 @@ def render_quota(q: dict[str, Any]) -> None:
         ["RESOURCE", "USED", "LIMIT"],
         [["VMS", q["vms"]["used"], _limit(q["vms"]["limit"], str)],
          ["CPU", cores(q["cpu"]["used"]), _limit(q["cpu"]["limit"], cores)],
-         ["MEMORY", human_mib(q["memory"]["used"]), _limit(q["memory"]["limit"], human_mib)]],
+         ["MEMORY", human_mib(q["memory"]["used"]), _limit(q["memory"]["limit"], human_mib)],
+         *([["IMAGES", human_mib(q["images"]["used"]), _limit(q["images"]["limit"], human_mib)]]
+           if "images" in q else [])],
         right=["USED", "LIMIT"],
     )
 
@@ -54,13 +56,16 @@ def set_(
     vms: Annotated[int | None, typer.Option(help="Most VMs at once (-1 = unlimited).")] = None,
     cpu: Annotated[float | None, typer.Option(help="Most CPU cores (-1 = unlimited).")] = None,
     memory: Annotated[str | None, typer.Option(help="Most memory, e.g. 64G (-1 = unlimited).")] = None,
+    images: Annotated[str | None, typer.Option(
+        help="Most image file bytes (uploads and registrations), e.g. 10G (-1 = unlimited).")] = None,
     json_: JsonFlag = False,
 ) -> None:
     """Set limits; the ones not given stay as they are."""
-    if vms is None and cpu is None and memory is None:
-        raise CliError("give at least one of --vms, --cpu, --memory")
+    if vms is None and cpu is None and memory is None and images is None:
+        raise CliError("give at least one of --vms, --cpu, --memory, --images")
     body = {"vms": vms, "cpu": cpu,
-            "memory": parse_size(memory, "memory", allow_unlimited=True) if memory is not None else None}
+            "memory": parse_size(memory, "memory", allow_unlimited=True) if memory is not None else None,
+            "images": parse_size(images, "images", allow_unlimited=True) if images is not None else None}
     q = api(ctx).put(f"/quotas/{scope.value}/{ref}", body)
     if want_json(ctx, json_):
         out.emit_json(q)

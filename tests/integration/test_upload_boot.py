@@ -1,0 +1,97 @@
+"""Issue 9 acceptance: an image uploaded by a plain VO user boots on a real qemu host.
+
+The VO user uploads an ext4 qcow2 of its own (bytes over the API, no host path) and makes it
+public; the administrator boots a VM from it (the kernel attributes are administrators-only);
+the guest reaches RUNNING and prints the id file it read from that disk on its console.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
+from tests.support.qemu import kill_qemu_under
+from vocloud.guest.build import GuestImage
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture
+def boot_daemon(tmp_path: Path, guest_image: GuestImage) -> Iterator[Daemon]:
+    env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
+           "VOCLOUD_MONITOR_INTERVAL": "2"}
+    d = Daemon(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'vocloud.db'}", free_port(), env)
+    d.data_dir.mkdir()
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait(10)
+    kill_qemu_under(d.data_dir)
+
+
+def _disk(tmp_path: Path, disk_id: str) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "vocloud-disk-id").write_text(disk_id + "\n")
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as fh:
+        fh.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw)], check=True, capture_output=True)
+    out = tmp_path / "vo.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)], check=True)
+    return out
+
+
+def test_uploaded_image_boots(boot_daemon: Daemon, guest_image: GuestImage, tmp_path: Path) -> None:
+    d = boot_daemon
+    disk_id = f"vo-upload-{secrets.token_hex(4)}"
+    disk = _disk(tmp_path, disk_id)
+
+    def ok(r: Any) -> Any:
+        assert r.status_code < 400, r.text
+        return r.json() if r.content else None
+
+    with d.client() as c:
+        ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
+        ok(c.post("/groups", json={"name": "atlas"}))
+        tok = ok(c.post("/users", json={"name": "alice", "group": "atlas"}))["token"]
+        with d.client(tok) as u, disk.open("rb") as f:
+            img = ok(u.post("/images/upload", params={"name": "alice-os", "format": "qcow2"}, content=f,
+                            headers={"Content-Type": "application/octet-stream"}))
+            assert img["uploaded"] and img["path"].startswith(str(d.data_dir / "datastores" / "default"))
+            ok(u.post("/images/alice-os/action", json={"action": "public"}))
+        _wait(lambda: ok(c.get("/hosts/local"))["state"] == "MONITORED", 60, "host monitored")
+        tmpl = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
+                f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
+                'DISK=[IMAGE="alice-os", TARGET="vda"]\n')
+        [vm] = ok(c.post("/vms", json={"template": tmpl, "name": "from-upload"}))["ids"]
+
+        def running() -> bool:
+            st = ok(c.get(f"/vms/{vm}"))
+            assert "FAILURE" not in st["state"], st
+            return bool(st["state"] == "RUNNING")
+
+        _wait(running, 300, "the VM on the uploaded image RUNNING")
+        _wait(lambda: f"VOCLOUD-DISK vda={disk_id}" in ok(c.get(f"/vms/{vm}/log"))["log"], 60,
+              "the guest reading the uploaded disk")
+        ok(c.post(f"/vms/{vm}/action", json={"action": "terminate-hard"}))
+        _wait(lambda: ok(c.get(f"/vms/{vm}"))["state"] == "DONE", 120, "DONE")
+    assert d.stop() == 0
