@@ -165,8 +165,8 @@ def test_openapi_describes_upload(fresh_daemon: Daemon) -> None:
     assert ok.endswith("/ImageOut")
     for code in ("400", "401", "403", "404", "409"):
         ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
-        assert ref.endswith("/ErrorOut"), code
-    err = doc["components"]["schemas"]["ErrorOut"]
+        assert ref.endswith("/Error"), code  # the one error schema of the whole API
+    err = doc["components"]["schemas"]["Error"]
     assert set(err["required"]) == {"error", "message"}
 
 

@@ -68,8 +68,11 @@ def test_argv_without_kernel_boots_firmware_on_pc_with_kvm(tmp_path: Path) -> No
     assert all(d.endswith("-pci") or "-pci," in d for d in opts(argv, "-device"))
 
 
-def test_tap_names_fit_ifnamsiz() -> None:
-    assert len(tap_name("vc-123456789012", 3)) <= 15
+def test_tap_names_fit_ifnamsiz_or_are_refused() -> None:
+    """Never truncated (two VMs would share a tap): a name the kernel cannot hold is an error."""
+    assert tap_name("vcq7x-1234567", 3) == "vcq7x-1234567-3"
+    with pytest.raises(DriverError, match="longer than 15"):
+        tap_name("vc-123456789012", 3)
 
 
 def test_spec_json_round_trip() -> None:

@@ -34,11 +34,6 @@ class DatastoreCreate(Strict):
     path: str = Field(max_length=4096, description="an existing directory on the front-end (absolute)")
 
 
-class ImageOut(out.ImageOut):
-    datastore_id: int | None
-    uploaded: bool = Field(description="the file belongs to vocloud and is removed with the image")
-
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": out.Error, "description": "bad parameter, not a qcow2/raw image, a backing file, "
                                            "a format that differs from the one declared"},
@@ -112,7 +107,7 @@ def router() -> APIRouter:
         return Response(status_code=204)
 
     @r.post("/images/upload", status_code=201, response_model=None, openapi_extra=_UPLOAD_BODY,
-            responses={201: {"model": ImageOut, "description": "the image, registered"}, **_ERRORS},
+            responses={201: {"model": out.ImageOut, "description": "the image, registered"}, **_ERRORS},
             summary="Upload an image's bytes into a datastore")
     async def image_upload(
         request: Request,

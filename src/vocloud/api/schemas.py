@@ -192,6 +192,8 @@ class ImageOut(BaseModel):
     owner_id: int
     group_id: int
     description: str
+    datastore_id: int | None
+    uploaded: bool = Field(description="the file belongs to vocloud and is removed with the image")
 
 
 class DatastoreOut(BaseModel):
