@@ -78,6 +78,9 @@ class Settings:
     max_vms_per_request: int = 100  # for non-administrators; administrators up to 10,000
     max_template_bytes: int = 64 * 1024
     max_template_depth: int = 8  # nesting of [ ] and { } in JSON/TOML templates
+    # the REST API: largest request body accepted (413 beyond it); image uploads stream and
+    # are exempt (they have their own size quota)
+    max_request_bytes: int = 1 << 20
 
     @property
     def database_url(self) -> str:
@@ -145,4 +148,7 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not out.store_lease_ttl >= 1:
         raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
                            "(at least 1 s; the default is 30)")
+    if not 1024 <= out.max_request_bytes <= 1 << 30:
+        raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
+                           "(1024 to 1073741824 bytes; the default is 1048576)")
     return out

@@ -189,7 +189,9 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
                 log.exception("could not release the store lease")
             cloud.db.dispose()
 
-    return create_app(cloud, lifespan=lifespan, console=reconciler.console), loops, cloud
+    cloud.set_console_reader(reconciler.console)
+    app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    return app, loops, cloud
 
 
 def _exit_cleanly(_sig: int, _frame: Any) -> None:

@@ -17,6 +17,8 @@ from vocloud.store.schema import VM, Acl, Group, Image, Network, Quota, User, VM
 
 ADMIN_GROUP = "admin"
 ADMIN_USER = "admin"
+#: Largest memory quota (MiB): 1 EiB, far beyond any site and inside the BIGINT column.
+MAX_QUOTA_MIB = 1 << 40
 
 
 def _user_dict(u: User, group: str | None = None) -> dict[str, Any]:

@@ -21,7 +21,16 @@ def cores(milli: int) -> float:
     return milli / 1000.0
 
 
+#: The most CPU any quantity may hold, in cores (a BIGINT of milli-cores holds far more; this
+#: keeps sums of many such values inside it too).
+MAX_CORES = 1_000_000_000
+
+
 def milli(cpu: float) -> int:
+    """Cores to milli-cores. NaN, infinities and absurd sizes are refused (``round`` would raise
+    on the first two, and the store cannot hold the last)."""
+    if cpu != cpu or not -MAX_CORES <= cpu <= MAX_CORES:
+        raise InvalidInput(f"CPU must be a finite number of at most {MAX_CORES} cores, got {cpu!r}")
     return round(cpu * 1000)
 
 

@@ -7,8 +7,9 @@ from typing import Any
 from vocloud.drivers.registry import DriverCatalog
 from vocloud.model.attributes import catalogue_rows
 from vocloud.service.accounts import AccountService
-from vocloud.service.auth import Actor, authenticate
+from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
+from vocloud.service.console import ConsoleReader, ConsoleService
 from vocloud.service.hosts import HostService
 from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.policy import VMPolicy
@@ -33,6 +34,9 @@ class Cloud:
         self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)
+        self.console = ConsoleService(db)
+        #: the authentication schemes front-ends may use (see ``service/auth.py``)
+        self.authenticators = default_authenticators()
 
     def attributes(self, actor: Actor) -> dict[str, Any]:
         """The attribute catalogue with this site's extra restrictions applied (any user)."""
@@ -45,8 +49,17 @@ class Cloud:
         return {"attributes": rows, "site_restricted": sorted(extra)}
 
     def authenticate(self, token: str | None) -> Actor:
+        """A bearer token -> its Actor."""
+        return self.authenticate_with(Credentials("bearer", token or ""))
+
+    def authenticate_with(self, credentials: Credentials | None) -> Actor:
+        """Credentials of any registered scheme -> the Actor, or ``Unauthorized``."""
         with self.db.read() as s:
-            return authenticate(s, token)
+            return self.authenticators.authenticate(s, credentials)
+
+    def set_console_reader(self, reader: ConsoleReader) -> None:
+        """Where guest consoles are read from (the daemon's reconciler, which knows the drivers)."""
+        self.console.reader = reader
 
     def instantiate(self, actor: Actor, ref: int | str, count: int = 1, name: str | None = None,
                     hold: bool = False, extra: dict[str, str] | None = None,

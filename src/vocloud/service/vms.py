@@ -29,6 +29,7 @@ from vocloud.model.lifecycle import (
     HostState,
     ImageState,
     VMState,
+    image_next,
     vm_allowed_actions,
     vm_next,
 )
@@ -86,7 +87,7 @@ def _release_images(session: Session, vm: VM) -> None:
             continue
         img.running_vms = max(0, img.running_vms - 1)
         if img.running_vms == 0 and img.state == ImageState.USED:
-            img.state = ImageState.READY
+            img.state = image_next(img.name, img.state, "free").value
 
 
 def _effects(session: Session, vm: VM, old: VMState, new: VMState, action: str, at: float) -> None:
@@ -250,13 +251,12 @@ class VMService:
                 require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
             except Forbidden as exc:
                 raise Forbidden(f"{what}: {exc.message}", attribute=what) from None
-        if img.state not in (ImageState.READY, ImageState.USED):
-            raise IllegalAction("image", img.name, img.state, "use")
+        new_state = image_next(img.name, img.state, "use")  # READY or USED, else IllegalAction
         if img.persistent and (img.running_vms > 0 or count > 1):
             raise Conflict(f"image {img.name} is persistent and already used by a VM "
                            f"(or requested by {count} VMs); persistent images serve one VM")
         img.running_vms += count
-        img.state = ImageState.USED.value
+        img.state = new_state.value
         return img
 
     def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int,
@@ -359,27 +359,11 @@ class VMService:
             elif op == "delete":
                 if st in FINAL:
                     raise IllegalAction("VM", vm.id, st.value, "recover --delete")
-                self._force_done(s, vm, f"recover --delete by {actor.name}")
+                # driver cleanup is the admin's call: this is for VMs whose host is gone
+                transition(s, vm, "recover_delete", f"recover --delete by {actor.name}")
             else:
                 raise InvalidInput("recover needs one of: success, failure, retry, delete")
             return self._row(s, vm)
-
-    def _force_done(self, s: Session, vm: VM, message: str) -> None:
-        """Drop a VM to DONE from any state, releasing what it holds (driver cleanup is the
-        admin's call: ``recover --delete`` is for VMs whose host is gone)."""
-        old = VMState(vm.state)
-        if old == VMState.MIGRATE and vm.target_host_id is not None:
-            capacity.release_host(s, vm.target_host_id, vm.cpu_m, vm.memory)
-            vm.target_host_id = None
-        if old in HOLDS_HOST and vm.host_id is not None:
-            capacity.release_host(s, vm.host_id, vm.cpu_m, vm.memory)
-        at = now()
-        ipam.release_vm(s, vm.id)
-        for scope, scope_id in (("user", vm.owner_id), ("group", vm.group_id)):
-            capacity.refund_quota(s, scope, scope_id, 1, vm.cpu_m, vm.memory)
-        _release_images(s, vm)
-        vm.state, vm.ended_at, vm.state_changed_at = VMState.DONE.value, at, at
-        record(s, "vm", vm.id, "recover-delete", old.value, VMState.DONE.value, message, at)
 
     def delete(self, actor: Actor, vm_id: int) -> None:
         """Purge a VM record: allowed when DONE, or when it never left PENDING/HOLD."""
