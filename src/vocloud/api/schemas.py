@@ -49,10 +49,14 @@ class Ids(BaseModel):
 
 
 class AttributeRow(BaseModel):
-    name: str
+    name: str = Field(description="NAME, or VECTOR/NAME inside DISK, NIC")
+    scope: str = Field(description="VM (top level), DISK or NIC")
     access: str = Field(description="user, admin (restricted) or internal (set by vocloud)")
     restricted: bool
+    internal: bool
     description: str
+    consumer: str = Field(description="the part of vocloud that reads it")
+    site: bool = Field(False, description="restricted by this site's restricted_attrs setting")
 
 
 class Attributes(BaseModel):
