@@ -195,7 +195,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
         policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
                            settings.max_host_dispatch),
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
-        monitor_interval=settings.monitor_interval,
+        monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
     )
     drivers = load_drivers(settings)
     reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
