@@ -35,6 +35,7 @@ from vocloud.drivers.transport import transport_for
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.elastic.controller import PoolController, make_batch
+from vocloud.engine import filemodes
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
@@ -76,7 +77,7 @@ def load_drivers(settings: Settings) -> Drivers:
 
 def open_store(settings: Settings) -> tuple[Database, Cloud]:
     """Open (and migrate) the store; create the admin user on first start."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url)
     migrate.upgrade(db)
     cloud = Cloud(db)
@@ -226,9 +227,11 @@ def _exit_cleanly(_sig: int, _frame: Any) -> None:
 
 
 def serve(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # everything the daemon creates is its user's alone (engine/filemodes.py)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    filemodes.secure(settings)  # fixes looser modes, logs them; FileModeError: exit 2
     lock = _lock(settings.data_dir)
     try:
         _check_port(settings.host, settings.port)
