@@ -6,6 +6,6 @@ test:
 demo:
 	bash scripts/demo.sh
 lint:
-	.venv/bin/ruff check . && .venv/bin/mypy
+	.venv/bin/ruff check . && .venv/bin/mypy && .venv/bin/lint-imports
 bench:
 	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from vocloud.drivers.accel import AccelProbe
+from vocloud.drivers.accel import READY_MARKER, AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef
-from vocloud.drivers.vmm.qemu import READY_MARKER, QemuDriver
-from vocloud.guest.build import GuestImage, cache_root, ensure_image
+from vocloud.drivers.vmm.qemu import QemuDriver
+from vocloud.guest.build import GuestImage, cache_root, ensure_image, probe_guest
 
 TARGET_RATIO = 1.2
 POLL_S = 0.02
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-boot-") as tmp:
         work = Path(tmp)
         # the probe's answer is cached beside the guest image, as the tests do: one probe per machine
-        drv = QemuDriver(work / "state", accel_probe=AccelProbe(cache_root() / "accel"))
+        drv = QemuDriver(work / "state", accel_probe=AccelProbe(cache_root() / "accel"),
+                         probe_guest=probe_guest)
         accel = drv.accel(LOCAL)
         bare: list[float] = []
         driven: list[float] = []

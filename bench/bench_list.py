@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from tests.support.ports import free_port
 
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
@@ -32,12 +32,6 @@ from vocloud.store.schema import VM, Group, Host, User
 
 TARGET_S = 0.25
 ANCHOR = "OpenNebula 5.12 vmpool.info: 2.39 s at 20K VMs"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fill(data_dir: Path, n: int) -> None:
@@ -89,10 +83,10 @@ def main() -> None:
         t0 = time.perf_counter()
         _fill(data_dir, args.vms)
         fill_s = time.perf_counter() - t0
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
                "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600"}
-        code = "from vocloud.config import load_settings; from vocloud.engine.daemon import serve; " \
+        code = "from vocloud.config import load_settings; from vocloud.app.daemon import serve; " \
                "serve(load_settings())"
         proc = subprocess.Popen([sys.executable, "-c", code], env=env)
         try:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vocloud.engine.scheduler import (
+from vocloud.core.placement import (
     HostView,
     PendingVM,
     PolicyKind,

@@ -1,6 +1,6 @@
 """Benchmark: elastic reaction time, ``sbatch`` -> the pool controller requests a VM boot.
 
-A real Slurm (``tests/integration/slurm_harness.py``: slurmctld, slurmd, munge on loopback) and a
+A real Slurm (``tests/support/slurm_harness.py``: slurmctld, slurmd, munge on loopback) and a
 real ``vocloud serve`` with ``batch_system=slurm``, one VO pool (``lhcb``) and a sim host. The
 static nodes are drained, so a job submitted with ``-A lhcb`` stays pending as demand. Each
 repetition waits a random fraction of the poll interval (submissions land anywhere in the
@@ -37,8 +37,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness lives in tests/
 
-from tests.e2e.conftest import Daemon, start_daemon, stop_daemon
-from tests.integration.slurm_harness import STATIC_NODES, SlurmCluster, missing_reason
+from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.slurm_harness import STATIC_NODES, SlurmCluster, missing_reason
 
 ANCHOR = "cloudscheduler, elastiq: tens of seconds to minutes"
 VO = "lhcb"

@@ -11,4 +11,5 @@ export VOCLOUD_REQUIRE_SGE=${VOCLOUD_REQUIRE_SGE:-1}
 if [ "$(id -u)" = 0 ]; then export VOCLOUD_REQUIRE_NETNS=${VOCLOUD_REQUIRE_NETNS:-1}; fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
+echo "== lint-imports"; .venv/bin/lint-imports
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

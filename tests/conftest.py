@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pgserver import PgServer, find_bindir
+from tests.support.pgserver import PgServer, find_bindir
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
 from vocloud.store.db import Database

@@ -60,6 +60,20 @@ class Settings:
     store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
     secrets_dir: str = ""
+    # qemu accelerator: "" probes each local host once (KVM only where a guest really runs),
+    # "kvm" or "tcg" skips the probe (docs/qemu.md)
+    accel: str = ""
+    # SSH hosts: the daemon's client keys (":"-separated paths) and its known_hosts file
+    ssh_key: str = ""
+    ssh_known_hosts: str = ""
+    # PostgreSQL connection pool size per daemon
+    db_pool: int = 10
+    # Grid Engine: the hosts-format file worker names are written to ("" = DNS names them)
+    sge_hosts_file: str = ""
+    # lvm storage driver: the volume group ("" = the lvm driver is not offered)
+    lvm_vg: str = ""
+    # the most addresses one ``vnet reserve`` may take out of a shared network (docs/networks.md)
+    max_reservation_size: int = 256
 
     @property
     def database_url(self) -> str:
@@ -119,6 +133,11 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     out = replace(base, **values)
     if not 1 <= out.port <= 65535:
         raise InvalidInput(f"setting port: {out.port} is not a TCP port (1-65535)")
+    if out.accel not in ("", "kvm", "tcg"):
+        raise InvalidInput(f"setting accel: {out.accel!r} is not one of kvm, tcg or empty (probe)")
+    if not 1 <= out.max_reservation_size <= 65536:
+        raise InvalidInput(f"setting max_reservation_size: {out.max_reservation_size} is not "
+                           "between 1 and 65536 addresses (the default is 256)")
     if not out.store_lease_ttl >= 1:
         raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
                            "(at least 1 s; the default is 30)")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import typer
 
+from tests.support.cli import Daemon, clean_env, vocloud_command
+from tests.support.ports import free_port
 from vocloud.cli import main as cli_main
-
-from .conftest import Daemon, clean_env, free_port, vocloud_command
 
 
 def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import Daemon, free_port
+from tests.support.cli import Daemon
+from tests.support.ports import free_port
 
 
 def _one_line(text: str) -> str:

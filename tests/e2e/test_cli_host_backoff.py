@@ -6,7 +6,7 @@ import math
 import re
 import time
 
-from tests.e2e.conftest import Daemon
+from tests.support.cli import Daemon
 
 
 def test_failing_host_backs_off_and_host_show_says_so(daemon: Daemon) -> None:
@@ -37,6 +37,6 @@ def test_failing_host_backs_off_and_host_show_says_so(daemon: Daemon) -> None:
     daemon.wait_for("the host to answer", lambda: daemon.api("GET", "/hosts/backoffhost")["state"]
                     == "MONITORED", timeout=5)
     assert daemon.ok("host", "show", "backoffhost", "--json").json()["monitoring"]["failures"] == 0
-    shown = daemon.ok("host", "show", "backoffhost").out.splitlines()
-    assert not any(ln.startswith("MONITORING ") and "failing" in ln for ln in shown)
+    lines = daemon.ok("host", "show", "backoffhost").out.splitlines()
+    assert not any(ln.startswith("MONITORING ") and "failing" in ln for ln in lines)
     daemon.ok("host", "delete", "backoffhost")

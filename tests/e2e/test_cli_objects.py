@@ -7,10 +7,11 @@ import json
 import re
 from pathlib import Path
 
-from vocloud.cli.credentials import ADMIN_TOKEN_FILE
-from vocloud.engine.daemon import TOKEN_FILE
+import httpx
 
-from .conftest import Daemon
+from tests.support.cli import Daemon
+from vocloud.app.daemon import TOKEN_FILE
+from vocloud.cli.credentials import ADMIN_TOKEN_FILE
 
 NETWORK = """NAME = "lan"
 BRIDGE = "br0"
@@ -60,6 +61,72 @@ def test_vnet_leases_table_hold_and_release(daemon: Daemon, tmp_path: Path) -> N
     daemon.ok("vm", "delete", str(vm_id))
     assert daemon.ok("vnet", "show", "lan", "--json").json()["leases"] == []
     daemon.ok("vnet", "delete", "lan")
+
+
+def test_vnets_belong_to_groups_and_reservations(daemon: Daemon, tmp_path: Path) -> None:
+    """Issue 9 finding 5 through the CLI and REST: a VO user cannot wire a network, reserves a
+    block of one shared with it, and an administrator cannot overlap ranges on one bridge."""
+    daemon.ok("group", "create", "netvo")
+    daemon.ok("group", "create", "othervo")
+    tokens = {}
+    for user, vo in (("nina", "netvo"), ("otto", "othervo")):
+        out = daemon.ok("user", "create", user, "--group", vo).out
+        tokens[user] = re.search(r"^TOKEN: (\S+)$", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    nina, otto = tokens["nina"], tokens["otto"]
+    (tmp_path / "shared.net").write_text('NAME="shared"\nBRIDGE="vcbrnets"\nAR=[IP="10.77.0.1", SIZE="8"]\n')
+    r = daemon.fails("vnet", "create", str(tmp_path / "shared.net"), token=nina)
+    assert "only an administrator may create a network" in r.err and "BRIDGE" in r.err
+    resp = httpx.post(f"{daemon.url}/api/v1/vnets", headers={"Authorization": f"Bearer {nina}"},
+                      json={"template": (tmp_path / "shared.net").read_text()}, timeout=30)
+    assert resp.status_code == 403 and resp.json()["error"] == "Forbidden"
+    assert "shared" not in [n["name"] for n in daemon.api("GET", "/vnets")]
+
+    net = daemon.ok("vnet", "create", str(tmp_path / "shared.net"), "--group", "netvo", "--json").json()
+    assert net["bridge"] == "vcbrnets" and net["group_id"] == daemon.api("GET", "/groups/netvo")["id"]
+    (tmp_path / "copy.net").write_text('NAME="copy"\nBRIDGE="vcbrnets"\nAR=[IP="10.77.0.8", SIZE="4"]\n')
+    r = daemon.fails("vnet", "create", str(tmp_path / "copy.net"))
+    assert "address 10.77.0.8 is already in network shared on bridge vcbrnets" in r.err
+
+    res = daemon.ok("vnet", "reserve", "shared", "--size", "3", "--name", "nina-r", "--ip", "10.77.0.4",
+                    "--json", token=nina).json()
+    assert (res["name"], res["parent"], res["bridge"], res["ranges"][0]["ip"], res["size"]) == (
+        "nina-r", "shared", "vcbrnets", "10.77.0.4", 3)
+    text = daemon.ok("vnet", "reserve", "shared", "--size", "2", token=nina).out
+    assert "reserved 2 addresses from 10.77.0.1 of shared as shared-netvo-10-77-0-1" in text
+    r = daemon.fails("vnet", "reserve", "shared", "--size", "4", token=nina)
+    assert "no free block of 4" in r.err
+    r = daemon.fails("vnet", "reserve", "shared", "--size", "1", token=otto)
+    assert "may not USE" in r.err
+    for body, status in (({"size": 0}, 400), ({"size": 10**40}, 400), ({"size": 1, "bogus": 1}, 400),
+                         ({"size": 300}, 400), ({"size": 1, "ip": "10.77.0.5"}, 409)):
+        resp = httpx.post(f"{daemon.url}/api/v1/vnets/shared/reserve", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {nina}"})
+        assert resp.status_code == status, (body, resp.text)
+    shown = daemon.ok("vnet", "show", "shared").out
+    rows = shown.split("\nRESERVATIONS\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [row.split()[1:] for row in rows[1:]] == [
+        ["nina-r", str(net["group_id"]), "10.77.0.4", "3"],
+        ["shared-netvo-10-77-0-1", str(net["group_id"]), "10.77.0.1", "2"]]
+    child = daemon.ok("vnet", "show", "nina-r", token=nina).out
+    assert re.search(r"^PARENT\s+: shared$", child, re.MULTILINE)
+    assert daemon.ok("vnet", "show", "shared", "--json", token=nina).json()["reserved"] == 5
+
+    (tmp_path / "vm.tmpl").write_text('CPU = 0.1\nMEMORY = 64\nNIC = [ NETWORK = "nina-r" ]\n')
+    vm_id = daemon.ok("vm", "create", str(tmp_path / "vm.tmpl"), "--hold", "--json", token=nina).json()[0]
+    assert daemon.ok("vm", "show", str(vm_id), "--json", token=nina).json()["leases"][0]["ip"] == "10.77.0.4"
+    (tmp_path / "bridge.tmpl").write_text('CPU = 0.1\nMEMORY = 64\n'
+                                          'NIC = [ NETWORK = "nina-r", BRIDGE = "br0" ]\n')
+    assert "BRIDGE" in daemon.fails("vm", "create", str(tmp_path / "bridge.tmpl"), token=nina).err
+    assert "in use" in daemon.fails("vnet", "delete", "nina-r", token=nina).err
+    assert "only an administrator" in daemon.fails("vnet", "delete", "shared", token=nina).err
+    daemon.ok("vm", "terminate", str(vm_id), token=nina)
+    daemon.ok("vm", "delete", str(vm_id), token=nina)
+    daemon.ok("vnet", "delete", "nina-r", "shared-netvo-10-77-0-1", token=nina)
+    daemon.ok("vnet", "delete", "shared")
+    for user in tokens:
+        daemon.ok("user", "delete", user)
+    daemon.ok("group", "delete", "netvo")
+    daemon.ok("group", "delete", "othervo")
 
 
 def test_images(daemon: Daemon, tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import clean_env, vocloud_command
-from tests.integration import procs
+from tests.support import procs
+from tests.support.cli import clean_env, vocloud_command
 from vocloud.guest.build import cache_root
 
 
@@ -133,7 +133,7 @@ def test_demo_plain_vms_still_works(short_tmp: Path) -> None:
 @pytest.mark.slow
 def test_demo_real_vo_cluster(short_tmp: Path) -> None:
     """The README's first command on real parts: qemu workers join a local Slurm and run it all."""
-    from vocloud.localslurm import missing_reason
+    from vocloud.devtools.localslurm import missing_reason
 
     for tool in ("qemu-system-x86_64", "qemu-img", "ip"):
         if shutil.which(tool) is None:

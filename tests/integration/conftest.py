@@ -9,65 +9,25 @@ Set ``VOCLOUD_REQUIRE_QEMU=1`` (CI) to turn "qemu missing" skips into failures.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.qemu import kill_qemu_under, make_driver, skip_or_fail
 from vocloud.drivers.accel import AccelProbe
-from vocloud.drivers.base import HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image
 from vocloud.guest.worker import WorkerImage, ensure_worker_image
-from vocloud.localprocs import qemu_pids_under
-
-LOCAL = HostRef(id=0, name="local", vmm="qemu", transport="local")
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("VOCLOUD_REQUIRE_QEMU"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def kill_qemu_under(path: Path) -> list[int]:
-    pids = qemu_pids_under(path)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while qemu_pids_under(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pids
-
-
-def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
-    """After a test's daemon, whatever happened: kill it, its guests and the taps of its guests
-    (a tap is the daemon's when its VM's run dir is under ``data_dir/qemu``)."""
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
-    kill_qemu_under(data_dir)
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
-        if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
-                (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
-            subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def qemu_available() -> None:
     for tool in ("qemu-system-x86_64", "qemu-img"):
         if shutil.which(tool) is None:
-            _skip_or_fail(f"{tool} not found: apt-get install qemu-system-x86 qemu-utils")
+            skip_or_fail(f"{tool} not found: apt-get install qemu-system-x86 qemu-utils")
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +36,7 @@ def guest_image(qemu_available: None) -> GuestImage:
     try:
         return ensure_image()
     except (RuntimeError, OSError) as exc:
-        _skip_or_fail(f"cannot build the guest image from Debian packages: {exc}")
+        skip_or_fail(f"cannot build the guest image from Debian packages: {exc}")
         raise
 
 
@@ -86,7 +46,7 @@ def worker_image(guest_image: GuestImage) -> WorkerImage:
     try:
         return ensure_worker_image()
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        _skip_or_fail(f"cannot build the worker guest: {exc}")
+        skip_or_fail(f"cannot build the worker guest: {exc}")
         raise
 
 
@@ -111,12 +71,6 @@ def qemu_reaper(qemu_session_root: Path, request: pytest.FixtureRequest) -> Iter
     state.mkdir()
     yield state
     kill_qemu_under(state)
-
-
-def make_driver(state: Path, probe: AccelProbe, image: GuestImage) -> QemuDriver:
-    """A driver on ``state`` sharing the session's accel probe (no second probe boot)."""
-    return QemuDriver(state, accel_probe=probe,
-                      probe_guest=lambda: (image.vmlinux, image.initramfs, image.cmdline))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tests.integration.helpers import admin, reconciler, user_in
+from tests.support.helpers import admin, reconciler, user_in
 from vocloud.errors import NoCapacity, QuotaExceeded
 from vocloud.service import capacity
 from vocloud.service.cloud import Cloud

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,84 +12,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
 from vocloud.store.db import Database
 from vocloud.store.schema import SiteSetting
-
-FAST = {
-    "VOCLOUD_SCHEDULER_INTERVAL": "0.2", "VOCLOUD_LIFECYCLE_INTERVAL": "0.2",
-    "VOCLOUD_MONITOR_INTERVAL": "0.5", "VOCLOUD_SIM_BOOT_DELAY": "0.5",
-    "VOCLOUD_SIM_SHUTDOWN_DELAY": "0.2", "VOCLOUD_LOG_LEVEL": "warning",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Daemon:
-    data_dir: Path
-    db_url: str
-    port: int
-    extra_env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-    wrap: list[str] = field(default_factory=list)  # a command prefix, e.g. a mount namespace
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
-                "VOCLOUD_PORT": str(self.port), "VOCLOUD_DB_URL": self.db_url}
-
-    def start(self) -> None:
-        log = (self.data_dir / "daemon.log").open("ab")
-        self.proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "vocloud.engine.serve_main"],
-                                     env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert self.proc.poll() is None, (self.data_dir / "daemon.log").read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not come up")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        return self.proc.returncode
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "admin.token").read_text().strip()
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30,
-                            headers={"Authorization": f"Bearer {token or self.token}"})
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, db_url, _free_port(), {})
+    d = Daemon(tmp_path, db_url, free_port(), {})
     d.start()
     yield d
     if d.proc is not None and d.proc.poll() is None:
@@ -176,13 +112,13 @@ def test_sigterm_is_clean(daemon: Daemon) -> None:
 
 def _serve_once(d: Daemon) -> subprocess.CompletedProcess[bytes]:
     """Start a daemon in the foreground and wait for it to exit (a refused start)."""
-    return subprocess.run([sys.executable, "-m", "vocloud.engine.serve_main"], env=d.env(),
+    return subprocess.run([sys.executable, "-m", "vocloud.app.serve_main"], env=d.env(),
                           capture_output=True, timeout=60)
 
 
 def test_second_daemon_on_same_data_dir_is_refused(daemon: Daemon) -> None:
     assert daemon.proc is not None
-    r = _serve_once(Daemon(daemon.data_dir, daemon.db_url, _free_port(), {}))
+    r = _serve_once(Daemon(daemon.data_dir, daemon.db_url, free_port(), {}))
     assert r.returncode == 2
     assert f"another vocloud daemon (pid {daemon.proc.pid}) is using {daemon.data_dir}" in r.stderr.decode()
 
@@ -195,7 +131,7 @@ def _holder(d: Daemon) -> str:
 def test_a_second_daemon_on_the_same_store_is_refused(
         daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Two data dirs, one database: only one daemon may deploy from it (store_lease.py)."""
-    other = Daemon(tmp_path_factory.mktemp("other"), daemon.db_url, _free_port(), {})
+    other = Daemon(tmp_path_factory.mktemp("other"), daemon.db_url, free_port(), {})
     with daemon.client() as c:
         c.post("/hosts", json={"name": "h1", "cpu": 8, "memory": 16384}).raise_for_status()
         c.post("/vms", json={"template": "CPU=1\nMEMORY=64\n", "count": 2}).raise_for_status()
@@ -218,7 +154,7 @@ def test_a_second_daemon_on_the_same_store_is_refused(
 
 
 def test_a_daemon_that_loses_its_store_stops(tmp_path: Path, db_url: str) -> None:
-    d = Daemon(tmp_path, db_url, _free_port(), {"VOCLOUD_STORE_LEASE_TTL": "3"})
+    d = Daemon(tmp_path, db_url, free_port(), {"VOCLOUD_STORE_LEASE_TTL": "3"})
     d.start()
     assert d.proc is not None
     db = Database(db_url)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.sge_harness import (
+from tests.support.batch_contract import check_drain_resume_are_idempotent, check_reads
+from tests.support.sge_harness import (
     SLOTS,
     VO_SLOTS,
     SgeCell,
@@ -63,6 +64,18 @@ def _fill(sge: SgeCell) -> list[str]:
            sge.qsub("-P", "cms", "-q", "vo-cms")]
     sge.wait_for(lambda: sge.running() == set(ids), 30, "the filler jobs to run")
     return ids
+
+
+def test_the_adapter_keeps_the_batch_contract_on_a_real_grid_engine(clean: SgeCell) -> None:
+    """The conformance suite every adapter passes (tests/support/batch_contract.py), on a real
+    qmaster and execd: a full host, pending demand, drain/resume twice."""
+    _fill(clean)
+    clean.qsub("-P", "cms", "-q", "vo-cms")
+    gb = batch(clean)
+    clean.wait_for(lambda: len(gb.pending()) == 1, 30, "the cms job to wait")
+    jobs, nodes = check_reads(gb)
+    assert [j.vo for j in jobs] == ["cms"] and clean.host in {n.name for n in nodes}
+    check_drain_resume_are_idempotent(gb, clean.host)
 
 
 def test_adapter_satisfies_the_protocol(sge: SgeCell) -> None:

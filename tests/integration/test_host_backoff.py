@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.helpers import admin
+from tests.support.helpers import admin
 from vocloud.drivers.base import HostInfo, HostRef
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.integration.helpers import admin, converge, reconciler, user_in
+from tests.support.helpers import admin, converge, reconciler, user_in
 from vocloud.batch.sim import SimBatch
-from vocloud.elastic.controller import PoolController
 from vocloud.elastic.policy import PoolVMState
+from vocloud.engine.pools import PoolController
 from vocloud.engine.reconcile import Reconciler
-from vocloud.errors import Conflict, InvalidInput, NotFound
+from vocloud.errors import Conflict, NotFound
 from vocloud.model.lifecycle import VMState
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
@@ -373,8 +373,8 @@ def test_a_worker_marked_down_is_reaped_after_its_grace(cloud: Cloud, tmp_path: 
 
 def test_observed_event_is_pure_and_never_skips_the_table() -> None:
     from vocloud.batch.base import NodeState, WorkerNode
-    from vocloud.elastic.controller import observed_event
     from vocloud.elastic.failures import PoolVMEvent as Ev
+    from vocloud.elastic.observe import observed_event
 
     V, S = PoolVMState, VMState
 
@@ -393,19 +393,6 @@ def test_observed_event_is_pure_and_never_skips_the_table() -> None:
     assert observed_event(V.JOINED_BUSY, True, None, node(1)) is Ev.LOST
     assert observed_event(V.STOPPING, True, S.SHUTDOWN, None) is None
     assert observed_event(V.STOPPING, True, S.DONE, None) is Ev.STOPPED
-
-
-def test_make_batch_names_the_settings(tmp_path: Path) -> None:
-    from vocloud.batch.sim import SimBatch
-    from vocloud.batch.slurm import SlurmBatch
-    from vocloud.elastic.controller import make_batch
-
-    assert make_batch("", tmp_path) is None and make_batch("none", tmp_path) is None
-    sim = make_batch("sim", tmp_path)
-    assert isinstance(sim, SimBatch) and sim.path == tmp_path / "batch-sim.json"
-    assert isinstance(make_batch("Slurm", tmp_path, "partition"), SlurmBatch)
-    with pytest.raises(InvalidInput, match="unknown batch system 'pbs'"):
-        make_batch("pbs", tmp_path)
 
 
 def test_a_disabled_pool_is_frozen(cloud: Cloud, tmp_path: Path) -> None:

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import kill_qemu_under
-from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
-from tests.integration.test_daemon import Daemon, _free_port
+from tests.support.daemon import Daemon
+from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.ports import free_port
+from tests.support.qemu import kill_qemu_under
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
-from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def qemu_daemon(tmp_path: Path, netns_lab: NetnsLab, guest_image: GuestImage) ->
            "VOCLOUD_SSH_KEY": str(netns_lab.client_key), "VOCLOUD_ACCEL": "tcg",
            "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
            "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env)
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
     d.start()
     yield d
     if d.proc is not None and d.proc.poll() is None:

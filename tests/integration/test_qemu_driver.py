@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import LOCAL, kill_qemu_under, make_driver
+from tests.support.qemu import LOCAL, kill_qemu_under, make_driver
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, VMMDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.errors import DriverError
 from vocloud.guest.build import DISK_ID, GuestImage
-from vocloud.localprocs import qemu_pids_under
 
 BOOT_TIMEOUT = 90.0
 pytestmark = pytest.mark.slow

@@ -15,7 +15,8 @@ import pytest
 
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, HostRef, NicSpec
-from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_from_json, spec_to_json, tap_name
+from vocloud.drivers.net.bridge import tap_name
+from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_from_json, spec_to_json
 from vocloud.errors import DriverError
 from vocloud.guest.build import (
     CpioEntry,
@@ -100,14 +101,14 @@ def test_ssh_hosts_are_refused_clearly(tmp_path: Path) -> None:
 
 
 def test_forced_accel_skips_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VOCLOUD_ACCEL", "tcg")
-    probe = AccelProbe(tmp_path)
+    monkeypatch.setenv("VOCLOUD_ACCEL", "kvm")  # drivers read no environment: the setting decides
+    probe = AccelProbe(tmp_path, forced="tcg")
     assert probe.get("local", _no_guest).accel == "tcg"
+    assert "accel setting" in probe.get("local", _no_guest).reason
 
 
 def test_missing_kvm_device_means_tcg_without_booting(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VOCLOUD_ACCEL", raising=False)
     monkeypatch.setattr("vocloud.drivers.accel.kvm_usable_device", lambda: "/dev/kvm does not exist")
     result = AccelProbe(tmp_path).get("local", _no_guest)
     assert result.accel == "tcg" and "does not exist" in result.reason
@@ -118,7 +119,6 @@ def test_missing_kvm_device_means_tcg_without_booting(tmp_path: Path,
 
 
 def test_failed_kvm_boot_falls_back_to_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VOCLOUD_ACCEL", raising=False)
     monkeypatch.setattr("vocloud.drivers.accel.kvm_usable_device", lambda: None)
     monkeypatch.setattr("vocloud.drivers.accel.boot_under_kvm",
                         lambda *a, **k: (False, "KVM internal error"))

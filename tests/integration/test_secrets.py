@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import admin, converge, reconciler, states, user_in
+from tests.support.helpers import admin, converge, reconciler, states, user_in
 from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import Reconciler

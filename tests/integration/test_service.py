@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.helpers import admin, converge, reconciler, states, user_in
+from tests.support.helpers import admin, converge, reconciler, states, user_in
+from vocloud.core.placement import PolicyKind, SchedPolicy
 from vocloud.drivers.base import HostRef
-from vocloud.engine.scheduler import PolicyKind, SchedPolicy
 from vocloud.errors import (
     Conflict,
     Forbidden,

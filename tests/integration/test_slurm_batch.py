@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.slurm_harness import (
+from tests.support.batch_contract import check_drain_resume_are_idempotent, check_reads
+from tests.support.slurm_harness import (
     NODE_CPUS,
     NODE_MEM_MIB,
     SlurmCluster,
@@ -76,6 +77,18 @@ def _settled(slurm: SlurmCluster) -> bool:
 
 def _node(nodes: list[WorkerNode], name: str) -> WorkerNode:
     return next(n for n in nodes if n.name == name)
+
+
+def test_the_adapter_keeps_the_batch_contract_on_a_real_slurm(clean: SlurmCluster) -> None:
+    """The conformance suite every adapter passes (tests/support/batch_contract.py), on real
+    slurmctld: busy nodes, pending demand, drain/resume twice."""
+    _fill(clean)
+    clean.sbatch("-A", "cms", "-n1")
+    sb = batch(clean)
+    clean.wait_for(lambda: len(sb.pending()) == 1, 30, "the cms job to wait")
+    jobs, nodes = check_reads(sb)
+    assert [j.vo for j in jobs] == ["cms"] and {"n1", "n2"} <= {n.name for n in nodes}
+    check_drain_resume_are_idempotent(sb, "n1")
 
 
 def test_adapter_satisfies_the_protocol(slurm: SlurmCluster) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Daemon, clean_env, start_daemon, stop_daemon
-from tests.integration.slurm_harness import CLOUD_NODES, SlurmCluster, missing_reason
+from tests.support.cli import Daemon, clean_env, start_daemon, stop_daemon
+from tests.support.slurm_harness import CLOUD_NODES, SlurmCluster, missing_reason
 
 SUSPEND_TIME = 4
 RESUME_TIMEOUT = 12
-HOOK_CLI = [sys.executable, "-m", "vocloud.cli.commands.slurm"]
+HOOK_CLI = [sys.executable, "-m", "vocloud.cli.slurm_hook"]
 POWERSAVE_TOML = '[[node]]\nprefix = "c"\nvo = "lhcb"\n'
 
 

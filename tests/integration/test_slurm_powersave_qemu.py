@@ -41,10 +41,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.e2e.conftest import Daemon, start_daemon, stop_daemon
-from tests.integration import procs
-from tests.integration.conftest import kill_qemu_under
-from tests.integration.slurm_harness import missing_reason, processes_with_marker
 from tests.integration.test_slurm_powersave import (
     SUSPEND_TIME,
     PowerSaveCluster,
@@ -52,8 +48,12 @@ from tests.integration.test_slurm_powersave import (
     configure_site,
     write_wrappers,
 )
+from tests.support import procs
+from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.qemu import kill_qemu_under
+from tests.support.slurm_harness import missing_reason, processes_with_marker
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.worker import WorkerImage, worker_context
-from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import kill_qemu_under
-from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.qemu import kill_qemu_under
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef, NicSpec, Transport
 from vocloud.drivers.net import BridgeDriver
+from vocloud.drivers.qmp import QMPError
 from vocloud.drivers.transport import LocalTransport
 from vocloud.drivers.transport.ops import SshOps
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.drivers.vmm.qemu import QemuDriver
-from vocloud.drivers.vmm.qmp import QMPError
 from vocloud.errors import DriverError
 from vocloud.guest.build import GuestImage
-from vocloud.localprocs import qemu_pids_under
 
 Hosts = Callable[[int], list[NetnsHost]]
 BOOT_TIMEOUT = 120.0

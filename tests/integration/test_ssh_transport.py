@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
 from vocloud.drivers.base import HostRef
 from vocloud.drivers.transport import LocalTransport, SshTransport, parse_ssh, transport_for
 from vocloud.drivers.transport.address import SshAddress

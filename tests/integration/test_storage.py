@@ -8,7 +8,6 @@ trusting what the driver says it did.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -17,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from vocloud.drivers.base import CommandResult, DiskSpec, DomainSpec, HostRef
+from tests.support.storage import MIB, info, make_base, vm
+from vocloud.drivers.base import CommandResult, DiskSpec, HostRef
 from vocloud.drivers.storage import FullCopyDriver, ImageCache, Qcow2OverlayDriver, local_runner
 from vocloud.drivers.storage.lvm import LvmSnapshotDriver, lvm_unavailable
 from vocloud.errors import DriverError
 
 LOCAL = HostRef(id=1, name="h1")
-MIB = 1024 * 1024
 
 
 def _require(tool: str) -> None:
@@ -38,33 +37,6 @@ def _require(tool: str) -> None:
 def _tools() -> None:
     for tool in ("qemu-img", "flock", "sha256sum"):
         _require(tool)
-
-
-def make_base(path: Path, mib: int = 4, fmt: str = "qcow2", seed: int = 1) -> str:
-    """A base image holding ``mib`` MiB of real (pseudo-random) data; returns its sha256."""
-    raw = path.with_suffix(".src.raw")
-    block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
-    with raw.open("wb") as fh:
-        for i in range(mib):
-            fh.write(block[i % 32:] + block[: i % 32])
-    if fmt == "raw":
-        raw.rename(path)
-    else:
-        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(path)], check=True)
-        raw.unlink()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def info(path: str) -> dict[str, object]:
-    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", path], check=True,
-                         capture_output=True).stdout
-    doc: dict[str, object] = json.loads(out)
-    return doc
-
-
-def vm(deploy_id: str, *disks: DiskSpec) -> DomainSpec:
-    return DomainSpec(vm_id=int(deploy_id.rsplit("-", 1)[1]), deploy_id=deploy_id, name=deploy_id,
-                      cpu=1, vcpu=1, memory_mib=64, disks=disks)
 
 
 class Sums:

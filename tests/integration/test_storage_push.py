@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
-from tests.integration.test_storage import make_base, vm
+from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.storage import make_base, vm
 from vocloud.drivers.base import CommandResult, DiskSpec, HostRef
 from vocloud.drivers.storage import Qcow2OverlayDriver
 from vocloud.drivers.transport.feed import Source

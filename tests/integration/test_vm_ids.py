@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.integration.helpers import admin, user_in
+from tests.support.helpers import admin, user_in
 from vocloud.service.cloud import Cloud
 from vocloud.store import sqlite_ids
 from vocloud.store.schema import Base

@@ -47,9 +47,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration import procs
-from tests.integration.conftest import LOCAL, make_driver, reap_daemon
-from tests.integration.sge_harness import (
+from tests.support import procs
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
+from tests.support.qemu import LOCAL, make_driver, reap_daemon
+from tests.support.sge_harness import (
     _PE,
     _QUEUE,
     MARKER,
@@ -57,17 +59,16 @@ from tests.integration.sge_harness import (
     missing_reason,
     private_hosts_wrapper,
 )
-from tests.integration.test_daemon import Daemon, _free_port
 from vocloud.batch.base import NodeState, RegistersNodes, VOMapper
 from vocloud.batch.gridengine import GridEngineBatch
 from vocloud.batch.runner import CommandRunner
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, sge_worker_context
-from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 
@@ -283,7 +284,7 @@ def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterato
            **vo_cell.client_env, "VOCLOUD_SGE_HOSTS_FILE": str(hosts_file),
            "VOCLOUD_BOOT_TIMEOUT": "120", "VOCLOUD_SHUTDOWN_TIMEOUT": "30",
            "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_LOG_LEVEL": "info"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env,
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env,
                wrap=private_hosts_wrapper(hosts_file))  # serve with the private /etc/hosts
     try:
         d.start()

@@ -59,13 +59,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration import procs
-from tests.integration.conftest import reap_daemon
-from tests.integration.slurm_harness import SlurmCluster, missing_reason
-from tests.integration.test_daemon import Daemon, _free_port
+from tests.support import procs
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
+from tests.support.qemu import reap_daemon
+from tests.support.slurm_harness import SlurmCluster, missing_reason
+from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, worker_context
-from vocloud.localprocs import qemu_pids_under
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,7 @@ def pool_daemon(tmp_path: Path, vo_cluster: VOSlurmCluster) -> Iterator[Daemon]:
            "SLURM_CONF": str(vo_cluster.conf), "VOCLOUD_BOOT_TIMEOUT": "120",
            "VOCLOUD_SHUTDOWN_TIMEOUT": "30", "VOCLOUD_MONITOR_INTERVAL": "2",
            "VOCLOUD_LOG_LEVEL": "info"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", _free_port(), env)
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
     try:
         d.start()
         yield d

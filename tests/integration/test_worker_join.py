@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import procs
-from tests.integration.conftest import LOCAL, make_driver
-from tests.integration.slurm_harness import SlurmCluster, missing_reason
+from tests.support import procs
+from tests.support.qemu import LOCAL, make_driver
+from tests.support.slurm_harness import SlurmCluster, missing_reason
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.context import seed_files

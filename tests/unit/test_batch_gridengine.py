@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_batch_runner import FakeRunner, data, failed
+from tests.support.batch_fakes import FakeRunner, data, failed
 from vocloud.batch.base import BatchSystem, NodeState, RegistersNodes, VOMapper
 from vocloud.batch.gridengine import (
     GridEngineBatch,
@@ -146,7 +146,7 @@ def test_remove_does_not_hide_a_wrong_host_group() -> None:
         GridEngineBatch(BY_PROJECT, runner=runner).remove("vc-9")
 
 
-# -- captured from a real Grid Engine 8.1.9 (tests/integration/sge_harness.py record) ----------
+# -- captured from a real Grid Engine 8.1.9 (tests/support/sge_harness.py record) ----------
 
 PROJECTS = VOMapper("project", table={"atlas": "atlas", "cms": "cms", "lhcb": "lhcb"}, identity=False)
 
@@ -246,9 +246,14 @@ def test_register_refuses_what_is_not_a_host_name_or_address_and_reports_errors(
         blocked.register("wn1", "10.0.0.1", "atlas")
 
 
-def test_hosts_file_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hosts_file_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vocloud.app.drivers import batch_from, build_registry
+    from vocloud.config import load_settings
+
     monkeypatch.setenv("VOCLOUD_SGE_HOSTS_FILE", str(tmp_path / "h"))
-    assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file == tmp_path / "h"
+    settings = load_settings(tmp_path, batch_system="gridengine")
+    batch = batch_from(build_registry(settings), settings)
+    assert isinstance(batch, GridEngineBatch) and batch.hosts_file == tmp_path / "h"
     monkeypatch.delenv("VOCLOUD_SGE_HOSTS_FILE")
     assert GridEngineBatch(BY_PROJECT, runner=FakeRunner()).hosts_file is None
 

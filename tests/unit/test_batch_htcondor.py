@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_batch_runner import FakeRunner, data, failed
+from tests.support.batch_fakes import FakeRunner, data, failed
 from vocloud.batch.base import BatchSystem, NodeState, VOMapper
 from vocloud.batch.htcondor import CondorBatch, parse_jobs, parse_slots
 from vocloud.batch.runner import CommandRunner

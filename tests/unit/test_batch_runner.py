@@ -3,46 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import pytest
 
+from tests.support.batch_fakes import FakeRunner, data, failed  # noqa: F401 - tested here too
 from vocloud.batch.runner import CommandFailed, CommandRunner, parse_json_list, parse_json_object
 from vocloud.errors import DriverError
-
-DATA = Path(__file__).parent / "data" / "batch"
-
-
-def data(system: str, name: str) -> str:
-    return (DATA / system / name).read_text()
-
-
-class FakeRunner:
-    """Answers commands from a table keyed by argv prefix; records every call.
-
-    The adapter under test runs its real code: only the subprocess is replaced. A value that is
-    an exception is raised, the way :class:`CommandRunner` raises on a failing command.
-    """
-
-    def __init__(self, answers: Mapping[tuple[str, ...], str | Exception] | None = None) -> None:
-        self.answers: dict[tuple[str, ...], str | Exception] = dict(answers or {})
-        self.calls: list[list[str]] = []
-
-    def run(self, argv: Sequence[str]) -> str:
-        self.calls.append(list(argv))
-        best = max((k for k in self.answers if tuple(argv[: len(k)]) == k), key=len, default=None)
-        if best is None:
-            raise AssertionError(f"unexpected command {list(argv)}")
-        answer = self.answers[best]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-def failed(argv: Sequence[str], stderr: str, rc: int = 1) -> CommandFailed:
-    return CommandFailed(argv, f"{' '.join(argv)} exited with {rc}: {stderr}", returncode=rc,
-                         stderr=stderr)
 
 
 def test_runs_and_returns_stdout() -> None:

@@ -1,7 +1,7 @@
 """Slurm parsers on outputs recorded from a real Slurm 22.05, and SlurmBatch with a fake runner.
 
 The ``*.json`` files in data/batch/slurm were printed by Debian 12's Slurm 22.05.8 under the
-integration harness (``python -m tests.integration.slurm_harness record DIR``): see its docstring
+integration harness (``python -m tests.support.slurm_harness record DIR``): see its docstring
 for the scenario. The v0.0.39-style payloads below are built by hand from Slurm's OpenAPI schema.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_batch_runner import FakeRunner, data, failed
+from tests.support.batch_fakes import FakeRunner, data, failed
 from vocloud.batch.base import BatchSystem, NodeState, VOMapper
 from vocloud.batch.slurm import (
     SlurmBatch,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocloud.engine import scheduler
-from vocloud.engine.scheduler import (
+from vocloud.core import placement as scheduler
+from vocloud.core.placement import (
     HostView,
     PendingVM,
     Placement,

@@ -109,6 +109,14 @@ class ImageCreate(Strict):
 class NetworkCreate(Strict):
     template: str
     format: Literal["auto", "one", "json", "toml"] = "auto"
+    group: int | str | None = Field(None, description="owning group (administrators create networks)")
+
+
+class NetworkReserve(Strict):
+    size: int = Field(ge=1, le=65536, description="addresses to reserve (at most max_reservation_size)")
+    name: str | None = Field(None, max_length=128, description="the new network; default: derived")
+    ip: str | None = Field(None, max_length=64, description="first address; default: lowest free block")
+    group: int | str | None = Field(None, description="reserve for this group (administrators only)")
 
 
 class LeaseOp(Strict):
@@ -317,7 +325,13 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.post("/vnets", status_code=201)
     def vnet_create(who: Who, body: NetworkCreate) -> JSONResponse:
-        return JSONResponse(cloud.networks.create(who, body.template, body.format), status_code=201)
+        return JSONResponse(cloud.networks.create(who, body.template, body.format, group=body.group),
+                            status_code=201)
+
+    @r.post("/vnets/{ref}/reserve", status_code=201)
+    def vnet_reserve(who: Who, ref: str, body: NetworkReserve) -> JSONResponse:
+        return JSONResponse(cloud.networks.reserve(who, ref, body.size, name=body.name, ip=body.ip,
+                                                   group=body.group), status_code=201)
 
     @r.get("/vnets/{ref}")
     def vnet_show(who: Who, ref: str) -> JSONResponse:

@@ -281,8 +281,8 @@ class GridEngineBatch:
     ``hostgroup`` is the host group elastic hosts are added to (``@allhosts`` by default);
     ``remove`` takes the host out of it before deleting the execution host, which Grid Engine
     otherwise refuses. ``hosts_file``: the hosts-format file ``register`` keeps worker names in
-    (module docstring); ``None`` reads ``VOCLOUD_SGE_HOSTS_FILE`` from the environment, like
-    ``SGE_ROOT``, and ``""`` (or an unset variable) means DNS already names the workers.
+    (module docstring; the daemon's ``sge_hosts_file`` setting, ``VOCLOUD_SGE_HOSTS_FILE``);
+    ``None`` or ``""`` means DNS already names the workers.
     """
 
     name = "gridengine"
@@ -293,8 +293,6 @@ class GridEngineBatch:
         self.runner: Runner = runner if runner is not None else CommandRunner()
         self.hostgroup = hostgroup
         self.vo_queue_prefix = vo_queue_prefix
-        if hosts_file is None:
-            hosts_file = os.environ.get("VOCLOUD_SGE_HOSTS_FILE", "")
         self.hosts_file = Path(hosts_file) if hosts_file else None
 
     def pending(self) -> list[PendingJob]:

@@ -82,17 +82,21 @@ class CommandRunner:
         return proc.stdout
 
 
+def _decode_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        snippet = text.strip()[:80]
+        raise DriverError(f"{what}: output is not valid JSON ({exc.msg} at line {exc.lineno} "
+                          f"column {exc.colno}): {snippet!r}") from None
+
+
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
     """Decode a tool's JSON output, insisting on an object at the top.
 
     ``what`` names the command in the error, so "garbled JSON" says *which* tool produced it.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        snippet = text.strip()[:80]
-        raise DriverError(f"{what}: output is not valid JSON ({exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}): {snippet!r}") from None
+    data = _decode_json(text, what)
     if not isinstance(data, dict):
         raise DriverError(f"{what}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -105,12 +109,7 @@ def parse_json_list(text: str, what: str) -> list[Any]:
     """
     if not text.strip():
         return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        snippet = text.strip()[:80]
-        raise DriverError(f"{what}: output is not valid JSON ({exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}): {snippet!r}") from None
+    data = _decode_json(text, what)
     if not isinstance(data, list):
         raise DriverError(f"{what}: expected a JSON array, got {type(data).__name__}")
     return data

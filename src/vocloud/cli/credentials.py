@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vocloud.cli.errors import CliError
 
-#: Same name as ``vocloud.engine.daemon.TOKEN_FILE``; repeated here so the client does not import
+#: Same name as ``vocloud.app.daemon.TOKEN_FILE``; repeated here so the client does not import
 #: the daemon (uvicorn, FastAPI, SQLAlchemy) just to find a file. A test keeps the two equal.
 ADMIN_TOKEN_FILE = "admin.token"
 

@@ -1,6 +1,6 @@
 """``vocloud demo``: the README's first command, a VO cluster on this machine (see vocloud.demo).
 
-``--vms N`` runs the older plain-VM demo instead (vocloud.demo_vms): the cloud manager alone.
+``--vms N`` runs the older plain-VM demo instead (vocloud.demo.vms): the cloud manager alone.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def demo(
     """Run the main job: a daemon on SQLite, this machine as qemu host, a local Slurm, two VO
     pools and a burst of jobs; the pools grow and shrink live; a summary at the end."""
     if vms:
-        from vocloud.demo_vms import run as run_vms
+        from vocloud.demo.vms import run as run_vms
 
         raise typer.Exit(run_vms(vms=vms, boot_delay=boot_delay, sim=sim))
     if atlas_jobs + cms_jobs == 0:

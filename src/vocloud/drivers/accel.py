@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROBE_TIMEOUT = 10.0
+#: The console line a vocloud guest prints once it is up (guest/build.py writes it into the
+#: guest's init): the probe's and the qemu driver's sign of a running guest.
 READY_MARKER = "VOCLOUD-READY"
 
 
@@ -101,8 +103,10 @@ class AccelProbe:
     """Per-host cache around :func:`boot_under_kvm`; local host only for now."""
 
     def __init__(self, state_dir: Path, binary: str = "qemu-system-x86_64",
-                 timeout: float = PROBE_TIMEOUT) -> None:
+                 timeout: float = PROBE_TIMEOUT, forced: str = "") -> None:
+        """``forced``: ``kvm`` or ``tcg`` skips the probe (the daemon's ``accel`` setting)."""
         self.state_dir = state_dir
+        self.forced = forced.strip().lower()
         self.binary = binary
         self.timeout = timeout
         self._memo: dict[str, AccelResult] = {}
@@ -132,9 +136,8 @@ class AccelProbe:
         ``guest`` returns (kernel, initrd, cmdline) of the probe guest; it is called only when a
         probe really runs, because finding (or building) the guest image is itself not free.
         """
-        forced = os.environ.get("VOCLOUD_ACCEL", "").strip().lower()
-        if forced in ("kvm", "tcg"):
-            return AccelResult(forced, "forced by VOCLOUD_ACCEL")
+        if self.forced in ("kvm", "tcg"):
+            return AccelResult(self.forced, "forced by the accel setting (VOCLOUD_ACCEL)")
         if host_name in self._memo:
             return self._memo[host_name]
         device_problem = kvm_usable_device()

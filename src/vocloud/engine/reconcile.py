@@ -6,7 +6,7 @@ store (``state``, ``state_changed_at``, ``step_attempts``), so killing the daemo
 and running the loops again repairs everything: a VM in BOOT whose guest already runs is simply
 found RUNNING (deploy is idempotent, keyed by the deploy id), never started twice.
 
-Decisions are pure (``engine.scheduler.place``, the lifecycle table); this module is the shell.
+Decisions are pure (``core.placement.place``, the lifecycle table); this module is the shell.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select, update
 
+from vocloud.core.placement import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.drivers.base import (
     DomainInfo,
     DomainSpec,
@@ -28,10 +30,10 @@ from vocloud.drivers.base import (
     StorageDriver,
     VMMDriver,
 )
+from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
-from vocloud.engine.scheduler import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.engine.secrets import SecretDir, SecretError, refusing
-from vocloud.errors import DriverError, NoCapacity, VocloudError
+from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
 from vocloud.service import capacity
@@ -40,6 +42,7 @@ from vocloud.service.vms import transition
 from vocloud.store.schema import VM, Group, Host, User
 
 log = logging.getLogger("vocloud.engine")
+D = TypeVar("D")
 
 S = VMState
 
@@ -79,42 +82,48 @@ def host_ref(h: Host) -> HostRef:
 _BUILDS_CONTEXT = {S.PROLOG: "prolog_fail", S.BOOT: "boot_fail", S.MIGRATE: "migrate_fail"}
 
 
+def _loaded(host: Host, role: str, name: str | None, drivers: Mapping[str, D]) -> D | None:
+    """The driver ``name`` of ``role`` for ``host`` (None: the step is off for this host)."""
+    if name is None:
+        return None
+    try:
+        return drivers[name]
+    except KeyError:
+        raise DriverError(f"host {host.name}: no '{name}' {role} driver is loaded") from None
+
+
 class Reconciler:
     def __init__(self, cloud: Cloud, drivers: Mapping[str, VMMDriver], settings: LoopSettings,
                  clock: Callable[[], float] = time.time,
                  storage: Mapping[str, StorageDriver] | None = None,
                  networks: Mapping[str, NetworkDriver] | None = None,
-                 secrets: SecretDir | None = None) -> None:
+                 secrets: SecretDir | None = None, catalog: DriverCatalog | None = None) -> None:
         self.cloud = cloud
         self.db = cloud.db
         self.drivers = drivers
         self.settings = settings
         self.clock = clock
-        self.storage = dict(storage or {})
-        self.networks = dict(networks or {})
+        self.storage: Mapping[str, StorageDriver] = storage or {}
+        self.networks: Mapping[str, NetworkDriver] = networks or {}
+        self.catalog = catalog or builtin_catalog()
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
 
-    def _storage_for(self, host: Host) -> StorageDriver | None:
-        """The host's storage driver: attribute STORAGE, else qcow2 overlays for qemu hosts.
-        Sim hosts stage nothing."""
-        name = str((host.attrs or {}).get("STORAGE", "qcow2" if host.vmm == "qemu" else ""))
-        if not name or name == "none":
-            return None
+    def _host_drivers(self, host: Host) -> HostDrivers:
+        """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
+        VMM declares (drivers/registry.py); ``none`` skips the step."""
         try:
-            return self.storage[name]
-        except KeyError:
-            raise DriverError(f"host {host.name}: no '{name}' storage driver is loaded") from None
+            attrs = {k: str(v) for k, v in (host.attrs or {}).items()}
+            return self.catalog.for_host(host.name, host.vmm, attrs)
+        except InvalidInput as exc:
+            raise DriverError(exc.message) from None
+
+    def _storage_for(self, host: Host) -> StorageDriver | None:
+        return _loaded(host, "storage", self._host_drivers(host).storage, self.storage)
 
     def _network_for(self, host: Host, spec: DomainSpec) -> NetworkDriver | None:
         if not spec.nics:
             return None
-        name = str((host.attrs or {}).get("NETWORK", "bridge" if host.vmm == "qemu" else ""))
-        if not name or name == "none":
-            return None
-        try:
-            return self.networks[name]
-        except KeyError:
-            raise DriverError(f"host {host.name}: no '{name}' network driver is loaded") from None
+        return _loaded(host, "network", self._host_drivers(host).network, self.networks)
 
     def _staged(self, host: Host, ref: HostRef, spec: DomainSpec) -> DomainSpec:
         """Stage (idempotently) the VM's disks and NICs; returns the spec with local disk paths."""

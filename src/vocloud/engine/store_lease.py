@@ -4,7 +4,7 @@ Why: the data directory's flock keeps a second daemon off one directory, but two
 different directories (or machines) pointed at one PostgreSQL database would both deploy every
 PENDING VM and both boot workers for the same queue. The pool controller's crash repair relies
 on the same fact: boot requests older than its start were made by a daemon that is now dead
-(``elastic/controller.py``).
+(``engine/pools.py``).
 
 The record names its holder (host and data directory), its pid and its last heartbeat. A daemon
 may take the store when there is no record, when the record's heartbeat is older than the TTL

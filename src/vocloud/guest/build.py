@@ -19,6 +19,7 @@ new build while an unchanged one costs a single ``apt-cache`` call. Run it as
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
@@ -37,7 +38,6 @@ from pathlib import Path
 
 #: Bumped when the image layout changes in a way the inputs below do not capture.
 BUILD_FORMAT = 1
-READY_MARKER = "VOCLOUD-READY"
 CONTEXT_MARKER = "VOCLOUD-CONTEXT"
 DISK_ID = "vocloud-base-disk"
 BASE_DISK_MIB = 64
@@ -428,3 +428,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@functools.cache
+def probe_guest() -> tuple[Path, Path, str]:
+    """The cached test guest (built on first use) as the qemu driver's KVM-probe guest."""
+    image = ensure_image()
+    return image.vmlinux, image.initramfs, image.cmdline
+

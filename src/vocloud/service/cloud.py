@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from vocloud.drivers.registry import DriverCatalog
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, authenticate
-from vocloud.service.catalog import ImageService, NetworkService, TemplateService
+from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.hosts import HostService
+from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
 
 
 class Cloud:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, catalog: DriverCatalog | None = None,
+                 max_reservation_size: int = DEFAULT_MAX_RESERVATION) -> None:
+        """``catalog``: what the daemon's drivers declare (the composition root passes its
+        registry's); the built-in declarations otherwise."""
         self.db = db
         self.vms = VMService(db)
-        self.hosts = HostService(db)
+        self.hosts = HostService(db, catalog)
         self.images = ImageService(db)
-        self.networks = NetworkService(db)
+        self.networks = NetworkService(db, max_reservation_size)
         self.templates = TemplateService(db)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from vocloud.drivers.registry import Cap, DriverCatalog, Role, builtin_catalog
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.lifecycle import HOLDS_HOST, HOST_USER_ACTIONS, HostState, VMState, host_next
 from vocloud.service import capacity
@@ -16,8 +17,6 @@ from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, now, record, require, require_admin
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Host
-
-KNOWN_VMM = ("sim", "qemu")
 
 
 def check_transport(transport: str) -> str:
@@ -84,8 +83,11 @@ def monitoring_dict(h: Host, at: float) -> dict[str, Any]:
 
 
 class HostService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, catalog: DriverCatalog | None = None) -> None:
         self.db = db
+        #: what the daemon's drivers declare (drivers/registry.py): valid VMM names, and which
+        #: of them need their capacity declared
+        self.catalog = catalog or builtin_catalog()
 
     def create(self, actor: Actor, name: str, vmm: str = "sim", transport: str = "local",
                cluster: str = "default", cpu: float | None = None, memory: int | None = None,
@@ -94,16 +96,16 @@ class HostService:
         measured by the monitor)."""
         require_admin(actor, "register hosts")
         name = check_name(name, "host")
-        if vmm not in KNOWN_VMM:
-            raise InvalidInput(f"unknown virtualization driver {vmm!r}; one of: {', '.join(KNOWN_VMM)}")
+        vmm_info = self.catalog.info(Role.VMM, vmm)
         check_transport(transport)
         if cpu is not None and not 0 < cpu <= 4096:
             raise InvalidInput(f"host CPU must be between 0 and 4096 cores, got {cpu}")
         if memory is not None and not 0 < memory <= 64 * 1024 * 1024:
             raise InvalidInput(f"host memory must be between 1 MiB and 64 TiB, got {memory} MiB")
-        if vmm == "sim" and (cpu is None or memory is None):
-            raise InvalidInput("a sim host needs --cpu and --memory (its declared capacity)")
+        if vmm_info.can(Cap.DECLARED_CAPACITY) and (cpu is None or memory is None):
+            raise InvalidInput(f"a {vmm} host needs --cpu and --memory (its declared capacity)")
         all_attrs = {k.upper(): str(v) for k, v in (attrs or {}).items()}
+        self.catalog.for_host(name, vmm, all_attrs)  # STORAGE / NETWORK must name known drivers
         reserved_cpu_m, reserved_mem = reserved(all_attrs)
         if cpu is not None:
             all_attrs["TOTAL_CPU"] = f"{cpu:g}"
@@ -150,6 +152,7 @@ class HostService:
             h = find(s, Host, "host", ref, lock=True)
             old = dict(h.attrs or {})
             new = {k: v for k, v in {**old, **changes}.items() if v != ""}
+            self.catalog.for_host(h.name, h.vmm, new)  # STORAGE / NETWORK must name known drivers
             old_cpu_m, old_mem = reserved(old)
             new_cpu_m, new_mem = reserved(new)
             h.total_cpu_m = max(h.total_cpu_m + old_cpu_m - new_cpu_m, 0)

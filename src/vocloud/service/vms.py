@@ -185,7 +185,8 @@ class VMService:
                 s.add(vm)
                 s.flush()
                 vm.deploy_id = f"{self._prefix(s)}-{vm.id}"
-                vm.template = self._finish_template(s, vm, tmpl, images, networks, spec).to_one()
+                vm.template = self._finish_template(s, vm, tmpl, images, networks, spec,
+                                                 actor.is_admin).to_one()
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)
             return ids
@@ -216,7 +217,7 @@ class VMService:
         return out
 
     def _finish_template(self, s: Session, vm: VM, tmpl: Template, images: list[Image],
-                         networks: list[Network], spec: VMTemplate) -> Template:
+                         networks: list[Network], spec: VMTemplate, admin: bool) -> Template:
         t = tmpl.copy()
         disks = []
         for disk, img in zip(spec.disks, images, strict=True):
@@ -232,14 +233,7 @@ class VMService:
             t.set("DISK", disks)
         nics = []
         for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True)):
-            lease = ipam.allocate(s, net, vm.id, nic.ip)
-            n = dict(nic.attrs)
-            n.pop("NETWORK", None)
-            n.update(NETWORK_ID=str(net.id), NETWORK=net.name, IP=ipam.int_to_ip(lease.ip),
-                     MAC=lease.mac, NIC_ID=str(idx))
-            if net.bridge:
-                n["BRIDGE"] = net.bridge
-            nics.append(n)
+            nics.append(ipam.lease_nic(s, net, vm.id, nic.attrs, idx, admin))
         if nics:
             t.set("NIC", nics)
         t.set("VMID", str(vm.id))

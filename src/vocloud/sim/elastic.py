@@ -3,7 +3,7 @@
 This module is the simulator's *shell* around the production decision code. Every poll it builds
 exactly the inputs the daemon's controller builds (``PendingJob`` demand per VO, a ``Pool`` of
 ``PoolVM`` per VO, the ``SiteCapacity``), calls :func:`vocloud.elastic.planner.plan`, and carries
-out the actions; VMs the plan boots are placed on hosts by :func:`vocloud.engine.scheduler.place`.
+out the actions; VMs the plan boots are placed on hosts by :func:`vocloud.core.placement.place`.
 Every VM state change goes through the production lifecycle table
 (:func:`vocloud.elastic.failures.pool_vm_next`), which has no SHUTDOWN edge from a busy or draining
 worker: a plan that tried to shut down a VM under a running job would raise, and is counted as a
@@ -27,6 +27,7 @@ import random
 from dataclasses import dataclass
 
 from vocloud.batch.base import PendingJob
+from vocloud.core.placement import HostView, PendingVM, SchedPolicy, place
 from vocloud.elastic.failures import PoolVMEvent as E
 from vocloud.elastic.failures import pool_vm_next, record_failure, record_success
 from vocloud.elastic.planner import RATE_WINDOW_S, plan
@@ -42,7 +43,6 @@ from vocloud.elastic.policy import (
     SiteCapacity,
 )
 from vocloud.elastic.policy import PoolVMState as V
-from vocloud.engine.scheduler import HostView, PendingVM, SchedPolicy, place
 from vocloud.errors import IllegalAction
 from vocloud.sim.cluster import Cluster, Node
 from vocloud.sim.dist import Duration

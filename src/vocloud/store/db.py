@@ -57,7 +57,7 @@ def _sqlite_setup(engine: Engine) -> None:
 class Database:
     """An engine plus the two transaction kinds the service layer uses."""
 
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -72,7 +72,7 @@ class Database:
             kwargs["pool_size"] = 16
             kwargs["max_overflow"] = 32
         else:
-            kwargs["pool_size"] = int(os.environ.get("VOCLOUD_DB_POOL", "10"))
+            kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 20
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)

@@ -210,6 +210,22 @@ class Network(Base):
     template: Mapped[str] = mapped_column(Text, default="")
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+    # set by administrators only (docs/networks.md); None: untagged
+    vlan_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    phydev: Mapped[str] = mapped_column(String(64), default="")
+    # a reservation (``vnet reserve``) is a child whose ranges lie inside its parent's ranges
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), nullable=True, index=True)
+
+
+class NetSegment(Base):
+    """One L2 segment (bridge + VLAN, 0 untagged): the row network creates lock so that two
+    concurrent creates on one segment cannot both pass the no-overlap check."""
+
+    __tablename__ = "net_segments"
+    __table_args__ = (UniqueConstraint("bridge", "vlan_id", name="uq_net_segments_bridge_vlan_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bridge: Mapped[str] = mapped_column(String(64))
+    vlan_id: Mapped[int] = mapped_column(Integer)
 
 
 class AddressRange(Base):

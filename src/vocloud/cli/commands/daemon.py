@@ -71,7 +71,7 @@ def serve(
     # this one turns that into exit code 0, so supervisors and scripts see a clean, asked-for stop.
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        from vocloud.engine.daemon import serve as run
+        from vocloud.app.daemon import serve as run
 
         run(settings)
     except _Terminated:

@@ -297,7 +297,7 @@ def _command_prefix() -> list[str]:
 
     Why not ``vocloud`` from PATH: slurmctld's PATH is minimal and the venv is not on it.
     """
-    return [sys.executable, "-m", "vocloud.cli.commands.slurm"]
+    return [sys.executable, "-m", "vocloud.cli.slurm_hook"]
 
 
 def wrapper_text(verb: str, data_dir: Path, config: Path | None = None) -> str:
@@ -326,35 +326,3 @@ def wrappers(dest: Annotated[Path, typer.Argument(help="Directory for the three 
             out.echo(f"{program}={path}")
     except OSError as exc:
         raise CliError(f"cannot write the wrappers in {dest}: {exc.strerror}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vocloud.cli.commands.slurm VERB ...`` == ``vocloud slurm VERB ...``.
-
-    What the wrappers run: the main CLI (its error handling, one line and exit 2) with this
-    sub-app mounted, whether or not ``cli/main.py`` registers it already.
-    """
-    from vocloud.cli import main as cli_main
-
-    # slurmctld starts its programs with stdout/stderr closed (Python then has no sys.stdout):
-    # what they print goes nowhere, but printing must not crash the hook after its work is done.
-    for name in ("stdin", "stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "r" if name == "stdin" else "w"))  # noqa: SIM115
-    build = cli_main.build_app
-
-    def with_slurm() -> typer.Typer:
-        root = build()
-        if not any(g.name == "slurm" for g in root.registered_groups):
-            root.add_typer(app, name="slurm")
-        return root
-
-    setattr(cli_main, "build_app", with_slurm)  # noqa: B010 (only in this entry point)
-    try:
-        return cli_main.run(["slurm", *(sys.argv[1:] if argv is None else argv)])
-    finally:
-        setattr(cli_main, "build_app", build)  # noqa: B010
-
-
-if __name__ == "__main__":
-    sys.exit(main())

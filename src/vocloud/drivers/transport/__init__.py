@@ -1,7 +1,9 @@
 """How vocloud reaches a host: ``local`` (subprocess) or ``ssh://[user@]address[:port]``.
 
-:func:`transport_for` maps a :class:`~vocloud.drivers.base.HostRef` to a shared transport, so
-every driver talking to the same host shares one SSH connection.
+A :class:`Transports` maps a :class:`~vocloud.drivers.base.HostRef` to its transport; every driver
+of one daemon shares one (the composition root builds it from the settings ``ssh_key`` and
+``ssh_known_hosts``), so all drivers talking to the same host share one SSH connection.
+:data:`transport_for` is a default for tools and tests: local, and SSH with the user's own keys.
 """
 
 from __future__ import annotations
@@ -14,37 +16,35 @@ from vocloud.drivers.transport.local import LocalTransport
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.errors import DriverError
 
-__all__ = ["LocalTransport", "SshAddress", "SshTransport", "parse_ssh", "set_default_ssh",
-           "transport_for"]
-
-_LOCAL = LocalTransport()
-_ssh: SshTransport | None = None
-_ssh_lock = threading.Lock()
+__all__ = ["LocalTransport", "SshAddress", "SshTransport", "Transports", "parse_ssh", "transport_for"]
 
 
-def set_default_ssh(transport: SshTransport | None) -> SshTransport | None:
-    """Replace the shared SSH transport (the daemon's keys, a test's known_hosts); returns the old."""
-    global _ssh
-    with _ssh_lock:
-        old, _ssh = _ssh, transport
-    return old
+class Transports:
+    """The transports of one daemon: local, and one shared SSH transport built on first use."""
+
+    def __init__(self, ssh_key: str = "", ssh_known_hosts: str = "") -> None:
+        self.local = LocalTransport()
+        self._ssh_key = ssh_key
+        self._known_hosts = ssh_known_hosts
+        self._ssh: SshTransport | None = None
+        self._lock = threading.Lock()
+
+    def ssh(self) -> SshTransport:
+        with self._lock:
+            if self._ssh is None:
+                self._ssh = SshTransport.from_settings(self._ssh_key, self._known_hosts)
+            return self._ssh
+
+    def __call__(self, host: HostRef) -> Transport:
+        """The transport for ``host.transport``; an unknown scheme is a clear DriverError."""
+        if host.transport == "local":
+            return self.local
+        if host.transport.startswith("ssh://"):
+            parse_ssh(host.transport)  # reject a malformed address before any connection attempt
+            return self.ssh()
+        raise DriverError(f"host {host.name}: unknown transport {host.transport!r} "
+                          "(local or ssh://[user@]address[:port])")
 
 
-def default_ssh() -> SshTransport:
-    """The shared SSH transport, configured from the environment on first use."""
-    global _ssh
-    with _ssh_lock:
-        if _ssh is None:
-            _ssh = SshTransport.from_env()
-        return _ssh
-
-
-def transport_for(host: HostRef) -> Transport:
-    """The transport for ``host.transport``; an unknown scheme is a clear DriverError."""
-    if host.transport == "local":
-        return _LOCAL
-    if host.transport.startswith("ssh://"):
-        parse_ssh(host.transport)  # reject a malformed address before any connection attempt
-        return default_ssh()
-    raise DriverError(f"host {host.name}: unknown transport {host.transport!r} "
-                      "(local or ssh://[user@]address[:port])")
+#: For tools and tests without a composition root (the daemon builds its own from its settings).
+transport_for = Transports()

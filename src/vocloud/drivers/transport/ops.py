@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vocloud.drivers.base import CommandResult, HostRef, Transport
-from vocloud.drivers.vmm.qmp import QMPError
+from vocloud.drivers.qmp import QMPError
 from vocloud.errors import DriverError
 
 #: Connects to the QMP socket, negotiates, runs one command, prints one JSON document:

@@ -87,11 +87,10 @@ class SshTransport:
         self._start_lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> SshTransport:
-        """The daemon's transport: ``$VOCLOUD_SSH_KNOWN_HOSTS``, ``$VOCLOUD_SSH_KEY`` (``:``-separated)."""
-        keys = [k for k in os.environ.get("VOCLOUD_SSH_KEY", "").split(":") if k]
-        return cls(known_hosts=os.environ.get("VOCLOUD_SSH_KNOWN_HOSTS") or None,
-                   client_keys=keys or None)
+    def from_settings(cls, ssh_key: str, known_hosts: str) -> SshTransport:
+        """The daemon's transport: settings ``ssh_known_hosts`` and ``ssh_key`` (``:``-separated)."""
+        keys = [k for k in ssh_key.split(":") if k]
+        return cls(known_hosts=known_hosts or None, client_keys=keys or None)
 
     # ------------------------------------------------------------ the loop thread
 

@@ -52,7 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from vocloud.drivers.accel import AccelProbe, AccelResult
+from vocloud.drivers.accel import READY_MARKER, AccelProbe, AccelResult
 from vocloud.drivers.base import (
     DiskSpec,
     DomainInfo,
@@ -64,11 +64,11 @@ from vocloud.drivers.base import (
     Transport,
 )
 from vocloud.drivers.context import build_seed_iso
+from vocloud.drivers.net.bridge import tap_name
+from vocloud.drivers.qmp import QMPError, qmp_execute
 from vocloud.drivers.transport.ops import SshOps
-from vocloud.drivers.vmm.qmp import QMPError, qmp_execute
 from vocloud.errors import DriverError
 
-READY_MARKER = "VOCLOUD-READY"
 PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
 POWERED_OFF_MARKERS = ("reboot: Power down", "reboot: System halted")
 DETAIL_LINES = 15
@@ -224,11 +224,6 @@ def virtio_suffix(machine: str) -> str:
     return "device" if machine.startswith("microvm") else "pci"
 
 
-def tap_name(deploy_id: str, index: int) -> str:
-    """Tap device name for NIC ``index``; the network driver creates it, qemu only opens it."""
-    return f"{deploy_id}-{index}"[:15]
-
-
 def disk_args(disks: tuple[DiskSpec, ...], suffix: str, readonly: frozenset[str] = frozenset()) -> list[str]:
     """virtio-blk for every disk, in target order so the guest sees vda, vdb, ... as named."""
     args: list[str] = []
@@ -375,7 +370,7 @@ class QemuDriver:
         self.transports = transports
         self._remote_ops: dict[tuple[str, str], HostOps] = {}
         self.accel_probe = accel_probe or AccelProbe(self.state_dir)
-        self.probe_guest = probe_guest or _default_probe_guest
+        self.probe_guest = probe_guest or _no_probe_guest
         self.start_timeout = start_timeout
 
     # ------------------------------------------------------------ paths and small helpers
@@ -472,9 +467,8 @@ class QemuDriver:
         if forced in ("kvm", "tcg"):
             return AccelResult(forced, "set by the host attribute ACCEL")
         if host.transport != "local":
-            env = os.environ.get("VOCLOUD_ACCEL", "").strip().lower()
-            if env in ("kvm", "tcg"):
-                return AccelResult(env, "forced by VOCLOUD_ACCEL")
+            if self.accel_probe.forced in ("kvm", "tcg"):
+                return AccelResult(self.accel_probe.forced, "forced by the accel setting (VOCLOUD_ACCEL)")
             # The probe boots a guest on this machine, which says nothing about a remote one.
             return AccelResult("tcg", "no KVM probe over SSH yet: set the host attribute ACCEL=kvm "
                                       "where KVM is known to run guests")
@@ -851,10 +845,7 @@ def _first_line_with(text: str, needles: tuple[str, ...]) -> str:
     return ""
 
 
-@functools.cache
-def _default_probe_guest() -> tuple[Path, Path, str]:
-    """The cached test guest (built on first use) is the accel probe's guest."""
-    from vocloud.guest.build import ensure_image
-
-    image = ensure_image()
-    return image.vmlinux, image.initramfs, image.cmdline
+def _no_probe_guest() -> tuple[Path, Path, str]:
+    """Drivers do not build guests: the composition root (or a test) passes ``probe_guest``."""
+    raise DriverError("the KVM probe needs a probe guest and none was configured "
+                      "(set VOCLOUD_ACCEL=tcg or kvm to skip the probe)")

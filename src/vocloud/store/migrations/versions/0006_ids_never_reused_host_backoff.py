@@ -1,7 +1,7 @@
 """object ids never reused (SQLite AUTOINCREMENT), host monitoring backoff columns
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-02 00:20:00
 
 On SQLite every table whose ids users see is recreated with AUTOINCREMENT; its high-water mark
@@ -16,7 +16,7 @@ from vocloud.store.sqlite_ids import NEVER_REUSED, batch_keeping_ids, is_sqlite
 
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -51,8 +51,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.integration.procs import free_ports, processes_with_env
-from vocloud.localprocs import poll_until, tail_files
+from tests.support.ports import free_ports
+from tests.support.procs import processes_with_env
+from vocloud.devtools.localprocs import poll_until, tail_files
 
 MARKER = "VOCLOUD_SGE_HARNESS"
 PACKAGE_ROOT = Path("/var/lib/gridengine")
@@ -367,7 +368,7 @@ def sge_cell_fixture() -> Iterator[SgeCell]:
 def record(dest: Path) -> None:
     """Capture real ``qstat -xml`` into ``dest`` for the unit tests' parsers.
 
-    Run as ``python -m tests.integration.sge_harness record tests/unit/data/batch/gridengine``.
+    Run as ``python -m tests.support.sge_harness record tests/unit/data/batch/gridengine``.
     Scenario on a fresh cell (so job numbers are stable): job 1 (``-wd`` a missing directory)
     fails to start and sits in ``Eqw``; 2 is a 5-task lhcb array on ``all.q`` (tasks 1-2 run,
     3-5 wait); 3 a cms job running in ``vo-cms``; then pending: 4 atlas ``-pe smp 2 -l
@@ -418,7 +419,7 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 3 or sys.argv[1] != "record":
-        sys.exit("usage: python -m tests.integration.sge_harness record DEST_DIR")
+        sys.exit("usage: python -m tests.support.sge_harness record DEST_DIR")
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     record(out)

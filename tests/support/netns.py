@@ -13,7 +13,7 @@ A lab also removes leftovers of labs whose pytest process died (names carry the 
 
 Use the session fixture ``netns_hosts``: ``hosts = netns_hosts(2)`` returns two :class:`NetnsHost`
 (created once per session, shared by every test that asks). Import it into a test module or a
-conftest with ``from tests.integration.netns import netns_hosts  # noqa: F401``.
+conftest with ``from tests.support.netns import netns_hosts  # noqa: F401``.
 Set ``VOCLOUD_REQUIRE_NETNS=1`` (CI) to turn "cannot make namespaces" skips into failures.
 """
 

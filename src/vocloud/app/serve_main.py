@@ -1,4 +1,4 @@
-"""``python -m vocloud.engine.serve_main``: the daemon on settings from the environment only.
+"""``python -m vocloud.app.serve_main``: the daemon on settings from the environment only.
 
 Used by the demo, benchmarks and tests to start a daemon without going through the CLI.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from vocloud.app.daemon import serve
 from vocloud.config import load_settings
-from vocloud.engine.daemon import serve
 from vocloud.errors import VocloudError
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from vocloud.core.placement import SchedPolicy
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler
-from vocloud.engine.scheduler import SchedPolicy
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.store.schema import VM, User

@@ -10,7 +10,6 @@ daemon per store (a PostgreSQL database other daemons could reach) with a heartb
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import signal
@@ -19,23 +18,18 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
 
 from vocloud.api.rest import create_app
+from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
-from vocloud.drivers.base import HostRef, NetworkDriver, StorageDriver, VMMDriver
-from vocloud.drivers.net import BridgeDriver
-from vocloud.drivers.storage import Runner, get_storage_driver
-from vocloud.drivers.transport import transport_for
-from vocloud.drivers.vmm.qemu import QemuDriver
-from vocloud.drivers.vmm.sim import SimDriver
-from vocloud.elastic.controller import PoolController, make_batch
+from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
 from vocloud.engine import filemodes
+from vocloud.engine.pools import PoolController
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
@@ -49,38 +43,12 @@ log = logging.getLogger("vocloud.daemon")
 TOKEN_FILE = "admin.token"
 
 
-@dataclass
-class Drivers:
-    vmm: dict[str, VMMDriver]
-    storage: dict[str, StorageDriver]
-    networks: dict[str, NetworkDriver]
-
-
-def _runner_for(host: HostRef) -> Runner:
-    """Storage commands run on the VM's host: locally, or over the host's SSH transport."""
-    return functools.partial(transport_for(host).run, host)
-
-
-def load_drivers(settings: Settings) -> Drivers:
-    """Every driver this daemon offers; hosts pick theirs by name (VMM, STORAGE, NETWORK)."""
-    vmm: dict[str, VMMDriver] = {
-        "sim": SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay),
-        "qemu": QemuDriver(settings.data_dir / "qemu", transports=transport_for),
-    }
-    datastore = str(settings.data_dir / "datastore")
-    storage = {name: get_storage_driver(name, datastore, runner_for=_runner_for,
-                                        transports=transport_for)  # pushes bases (docs/storage.md)
-               for name in ("qcow2", "copy")}
-    networks: dict[str, NetworkDriver] = {"bridge": BridgeDriver(transports=transport_for)}
-    return Drivers(vmm, storage, networks)
-
-
-def open_store(settings: Settings) -> tuple[Database, Cloud]:
+def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
     """Open (and migrate) the store; create the admin user on first start."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
-    cloud = Cloud(db)
+    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size)
     token = cloud.accounts.bootstrap()
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
@@ -169,10 +137,9 @@ def _check_port(host: str, port: int) -> None:
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _pool_pass(cloud: Cloud, settings: Settings) -> Callable[[], Any] | None:
+def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry) -> Callable[[], Any] | None:
     """One VO-pool controller pass, or None when no batch system is configured."""
-    batch = make_batch(settings.batch_system, settings.data_dir, settings.batch_vo_attribute,
-                       settings.batch_partition or None)
+    batch = batch_from(registry, settings)
     if batch is None:
         return None
     controller = PoolController(cloud, batch, site_max_vms=settings.pool_site_max_vms)
@@ -189,7 +156,8 @@ def _pool_pass(cloud: Cloud, settings: Settings) -> Callable[[], Any] | None:
 
 
 def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
-    _, cloud = open_store(settings)
+    registry = build_registry(settings)
+    _, cloud = open_store(settings, registry.catalog())
     lease = StoreLease(cloud.db, settings.data_dir, ttl=settings.store_lease_ttl)
     lease.acquire()  # before any loop runs: one daemon per store
     loop_settings = LoopSettings(
@@ -198,10 +166,10 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
         monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
     )
-    drivers = load_drivers(settings)
-    reconciler = Reconciler(cloud, drivers.vmm, loop_settings, storage=drivers.storage,
-                            networks=drivers.networks, secrets=SecretDir(settings.secrets_path))
-    loops = Loops(reconciler, settings, _pool_pass(cloud, settings), lease)
+    reconciler = Reconciler(cloud, registry.lazy(Role.VMM), loop_settings,
+                            storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
+                            secrets=SecretDir(settings.secrets_path), catalog=registry.catalog())
+    loops = Loops(reconciler, settings, _pool_pass(cloud, settings, registry), lease)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ is gone. On one machine, with nothing configured beforehand:
 * this machine as its ``qemu`` host; worker VMs boot the worker guest (``vocloud.guest.worker``:
   the host's own munged + slurmd over a read-only 9p root) on a bridge made for the demo
   (``10.253.0.1/24`` or the next free ``10.x`` /24; no NAT, no route anywhere else);
-* a throwaway Slurm controller (:mod:`vocloud.localslurm`), configless, with one feature-NodeSet
+* a throwaway Slurm controller (:mod:`vocloud.devtools.localslurm`), configless, with one feature-NodeSet
   partition per VO: the workers' slurmd register as dynamic nodes named like their VMs;
 * two VOs: ``atlas`` brings its own image and template, ``cms`` uses the site's public standard
   worker template; one pool each (min 0, max 2, short idle timeout);
@@ -47,17 +47,18 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vocloud.client import Client, ClientError, wait_healthy
+from vocloud.demo.api import Api as _Api
+from vocloud.devtools.localprocs import free_port, qemu_pids_under
 from vocloud.drivers.net.bridge import bridge_mac
 from vocloud.errors import VocloudError
-from vocloud.localprocs import qemu_pids_under
 
 if TYPE_CHECKING:
-    from vocloud.localslurm import LocalSlurm
+    from vocloud.devtools.localslurm import LocalSlurm
 
 VOS = ("atlas", "cms")
 SUBNETS = tuple(f"10.{n}.0." for n in range(253, 240, -1))  # never the tests' 10.254.0.0/24
@@ -109,38 +110,12 @@ class DemoError(VocloudError):
 # -- the daemon, through its REST API ----------------------------------------------------------
 
 
-class _Api:
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.client = httpx.Client(base_url=url + "/api/v1", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})
-
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.client.request(method, path, **kw)
-        if r.status_code >= 400:
-            try:
-                message = r.json().get("message", r.text)
-            except ValueError:
-                message = r.text
-            raise DemoError(f"{method} {path}: {message}")
-        return r.json() if r.content else None
-
-    def as_user(self, token: str) -> _Api:
-        return _Api(self.url, token)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iterator[_Api]:
     """``vocloud serve`` as a subprocess on a fresh SQLite store; SIGTERM on the way out, as an
     init system would, then SIGKILL of any qemu it left (a daemon keeps guests across restarts,
     but the demo's guests must not outlive the demo)."""
-    port = _free_port()
+    port = free_port()
     # The machine's own VOCLOUD_* settings (a PostgreSQL URL, a port) must not leak in; the
     # accelerator choice and the guest cache are about this machine and may.
     env = {k: v for k, v in os.environ.items()
@@ -149,24 +124,16 @@ def _daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> Iter
                 "VOCLOUD_LOG_LEVEL": "info", "VOCLOUD_MONITOR_INTERVAL": "2",
                 "VOCLOUD_SCHEDULER_INTERVAL": "0.5", **env_extra})
     log = (data_dir / "daemon.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        if not wait_healthy(url, lambda: proc.poll() is None, 60):
             if proc.poll() is not None:
                 raise DemoError(f"the daemon exited ({proc.returncode}); see {data_dir}/daemon.log")
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise DemoError(f"the daemon did not answer within 60 s; see {data_dir}/daemon.log")
-            time.sleep(0.1)
+            raise DemoError(f"the daemon did not answer within 60 s; see {data_dir}/daemon.log")
         console.print(f"daemon up: API on {url}, SQLite store in {data_dir}")
-        yield _Api(url, (data_dir / "admin.token").read_text().strip())
+        yield _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30), DemoError)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -540,7 +507,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
 
 def real_parts_missing(opts: Options) -> str | None:
     """Why the real VO cluster cannot run here (then the demo simulates), or ``None``."""
-    from vocloud.localslurm import missing_reason
+    from vocloud.devtools.localslurm import missing_reason
 
     if opts.sim:
         return "--sim was given"
@@ -565,9 +532,9 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
               stack: contextlib.ExitStack) -> tuple[dict[str, Any] | None, str | None]:
     """The VO cluster on real parts; ``(None, reason)`` if a prerequisite turned out missing
     before anything was started (then the caller simulates)."""
+    from vocloud.devtools.localslurm import LocalSlurm
     from vocloud.guest.build import ensure_image
     from vocloud.guest.worker import ensure_worker_image, worker_context
-    from vocloud.localslurm import LocalSlurm
 
     console.print("worker guest: building or reusing (cached) — the first build downloads the "
                   "Debian kernel and busybox and takes a few minutes ...")
@@ -692,7 +659,7 @@ def run(opts: Options | None = None) -> int:
             if summary is None:
                 summary = _run_sim(console, opts, data_dir, t0, why or "", stack)
         ok = True
-    except (DemoError, RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
+    except (DemoError, RuntimeError, OSError, subprocess.SubprocessError, ClientError) as exc:
         console.print(f"[red]demo failed: {exc.message if isinstance(exc, DemoError) else exc}")
         console.print(f"everything it started is stopped; daemon log kept: {data_dir}/daemon.log")
         return 1

@@ -25,36 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vocloud.client import Client, wait_healthy
+from vocloud.demo.api import Api as _Api
+from vocloud.devtools.localprocs import free_port
 from vocloud.errors import VocloudError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _machine() -> tuple[int, int]:
     cores = os.cpu_count() or 1
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     return cores, int(mem)
-
-
-class _Api:
-    def __init__(self, url: str, token: str) -> None:
-        self.client = httpx.Client(base_url=url + "/api/v1", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})
-
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.client.request(method, path, **kw)
-        if r.status_code >= 400:
-            raise VocloudError(r.json().get("message", r.text))
-        return r.json() if r.content else None
 
 
 def _table(hosts: list[dict[str, Any]], vms: list[dict[str, Any]], title: str) -> Table:
@@ -97,7 +81,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
     console = Console()
     cores, mem = _machine()
     data_dir = Path(os.environ.get("VOCLOUD_HOME") or tempfile.mkdtemp(prefix="vocloud-demo-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
            "VOCLOUD_SIM_BOOT_DELAY": str(boot_delay), "VOCLOUD_SIM_SHUTDOWN_DELAY": "1",
            "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_MONITOR_INTERVAL": "2"}
@@ -107,20 +91,14 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
     if log is None:
         data_dir.mkdir(parents=True)
         log = (data_dir / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.engine.serve_main"], env=env,
+    daemon = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            if daemon.poll() is not None:
-                console.print(f"[red]the daemon exited ({daemon.returncode}); see {data_dir}/daemon.log")
-                return 1
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        api = _Api(url, (data_dir / "admin.token").read_text().strip())
+        if not wait_healthy(url, lambda: daemon.poll() is None, 30):
+            console.print(f"[red]the daemon did not come up; see {data_dir}/daemon.log")
+            return 1
+        api = _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30), VocloudError)
         name = socket.gethostname().split(".")[0] or "localhost"
         name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
         template = None if sim else _qemu_setup(console, api, name)

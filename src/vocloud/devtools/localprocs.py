@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,3 +74,10 @@ def qemu_pids_under(path: Path) -> list[int]:
         if b"qemu-system" in argv.split(b"\0", 1)[0] and needle in argv:
             pids.append(int(entry.name))
     return pids
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a daemon a demo starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

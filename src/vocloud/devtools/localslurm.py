@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from vocloud.localprocs import poll_until, processes_with_env, tail_files
+from vocloud.devtools.localprocs import poll_until, processes_with_env, tail_files
 
 MARKER = "VOCLOUD_LOCALSLURM"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")

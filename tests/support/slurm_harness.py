@@ -43,9 +43,10 @@ from typing import TypeVar
 
 import pytest
 
-from tests.integration.procs import free_ports, processes_with_env
-from vocloud.localprocs import poll_until, tail_files
-from vocloud.localslurm import private_conf
+from tests.support.ports import free_ports
+from tests.support.procs import processes_with_env
+from vocloud.devtools.localprocs import poll_until, tail_files
+from vocloud.devtools.localslurm import private_conf
 
 MARKER = "VOCLOUD_SLURM_HARNESS"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -267,7 +268,7 @@ def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
 def record(dest: Path) -> None:
     """Capture real ``squeue``/``sinfo`` JSON into ``dest`` for the unit tests' parsers.
 
-    Run as ``python -m tests.integration.slurm_harness record tests/unit/data/batch/slurm``.
+    Run as ``python -m tests.support.slurm_harness record tests/unit/data/batch/slurm``.
     The scenario (busy.*): n1 full, n2 half used and drained, cloud node c1 powered up, and a
     pending mix (runnable, held, dependency, begin time, unmapped account, throttled array);
     then (idle.*): all jobs gone, n2 drained and empty, c1 being powered down.
@@ -307,7 +308,7 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 3 or sys.argv[1] != "record":
-        sys.exit("usage: python -m tests.integration.slurm_harness record DEST_DIR")
+        sys.exit("usage: python -m tests.support.slurm_harness record DEST_DIR")
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     record(out)

@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -44,7 +43,6 @@ from vocloud.batch.base import (
     NodeState,
     PendingJob,
     RegistersNodes,
-    VOMapper,
     WorkerNode,
     by_vo,
 )
@@ -58,6 +56,7 @@ from vocloud.elastic.failures import (
     record_failure,
     record_success,
 )
+from vocloud.elastic.observe import FAILED_VM, observed_event
 from vocloud.elastic.planner import RATE_WINDOW_S, plan
 from vocloud.elastic.policy import (
     BackoffState,
@@ -84,14 +83,10 @@ from vocloud.store.schema import VM, Host, Lease, User, VMTemplateRow
 log = logging.getLogger("vocloud.elastic")
 
 E = PoolVMEvent
-_FAILED_VM = frozenset({VMState.BOOT_FAILURE, VMState.PROLOG_FAILURE, VMState.EPILOG_FAILURE})
-_PLACED_VM = frozenset({VMState.PROLOG, VMState.BOOT, VMState.RUNNING, VMState.REBOOT,
-                        VMState.MIGRATE})
 #: VM states in which a terminate is done or under way: nothing more to ask.
 _STOPPING_VM = frozenset({VMState.DONE, VMState.SHUTDOWN, VMState.SHUTDOWN_HARD,
                           VMState.SHUTDOWN_POWEROFF, VMState.SHUTDOWN_UNDEPLOY, VMState.EPILOG,
                           VMState.EPILOG_STOP, VMState.EPILOG_UNDEPLOY})
-_NODE_UP = frozenset({NodeState.IDLE, NodeState.BUSY, NodeState.DRAINING, NodeState.DRAINED})
 #: Observations worth a line in ``pool events`` (job starts and ends are not).
 _LOGGED = {E.JOINED: "joined", E.BOOT_FAILED: "boot-failed", E.LOST: "lost",
            E.NODE_DOWN: "node-down", E.NODE_UP: "node-up", E.STOPPED: "stopped",
@@ -99,44 +94,6 @@ _LOGGED = {E.JOINED: "joined", E.BOOT_FAILED: "boot-failed", E.LOST: "lost",
 
 
 # --- the pure part -----------------------------------------------------------------------------
-
-
-def observed_event(state: V, bound: bool, vm: VMState | None, node: WorkerNode | None) -> E | None:
-    """The next pool-VM event that what is observed implies, or ``None`` when nothing changed.
-
-    ``bound``: the row has a VM id; ``vm``: that VM's state (``None``: the VM no longer
-    exists); ``node``: the batch node of the same name (``None``: unknown to the batch system).
-    Called repeatedly until it returns ``None``, so one pass can move a worker REQUESTED ->
-    BOOTING -> JOINED_IDLE -> JOINED_BUSY when a whole boot happened between two passes.
-    """
-    gone = bound and (vm is None or vm is VMState.DONE)
-    up = node is not None and node.state in _NODE_UP
-    if state is V.STOPPING:
-        return E.STOPPED if gone or not bound else None
-    if state is V.REQUESTED:
-        if gone:
-            return E.CANCEL
-        if vm in _FAILED_VM:
-            return E.BOOT_FAILED
-        return E.PLACED if vm in _PLACED_VM else None
-    if state in (V.GONE, V.FAILED):
-        return None
-    if gone:
-        return E.LOST
-    if vm in _FAILED_VM:
-        return E.BOOT_FAILED if state is V.BOOTING else E.LOST
-    if state is V.BOOTING:
-        return E.JOINED if up else None
-    if state is V.DOWN:
-        return E.NODE_UP if up else None
-    if not up:
-        return E.NODE_DOWN
-    assert node is not None
-    if state is V.JOINED_IDLE:
-        return E.JOB_STARTED if node.running_jobs > 0 else None
-    if state in (V.JOINED_BUSY, V.DRAINING):
-        return E.JOBS_DONE if node.running_jobs == 0 else None
-    return None
 
 
 def vm_for_planner(row: PoolVMRow) -> PoolVM:
@@ -157,30 +114,6 @@ def site_capacity(hosts: Sequence[Host], max_vms: int, rebalance: bool = True) -
         for h in hosts if h.state == HostState.MONITORED.value
     )
     return SiteCapacity.from_hosts(max_vms, free, rebalance)
-
-
-def make_batch(kind: str, data_dir: Path, vo_attribute: str = "account",
-               partition: str | None = None) -> BatchSystem | None:
-    """The batch system a daemon setting names: ``""``/``"none"`` (no pools), ``"sim"`` (a
-    :class:`~vocloud.batch.sim.SimBatch` kept in ``<data_dir>/batch-sim.json``, for the demo),
-    ``"slurm"`` or ``"gridengine"`` (jobs map to VOs by ``vo_attribute``)."""
-    kind = kind.strip().lower()
-    if kind in ("", "none"):
-        return None
-    if kind == "sim":
-        from vocloud.batch.sim import SimBatch
-
-        return SimBatch(path=data_dir / "batch-sim.json")
-    mapper = VOMapper(attribute=vo_attribute)
-    if kind == "slurm":
-        from vocloud.batch.slurm import SlurmBatch
-
-        return SlurmBatch(mapper, partition=partition)
-    if kind == "gridengine":
-        from vocloud.batch.gridengine import GridEngineBatch
-
-        return GridEngineBatch(mapper)
-    raise InvalidInput(f"unknown batch system {kind!r}; one of: none, sim, slurm, gridengine")
 
 
 # --- the shell ---------------------------------------------------------------------------------
@@ -273,7 +206,7 @@ class PoolController:
                         .outerjoin(Host, Host.id == VM.host_id)
                         .where(VM.id.in_(ids[i:i + 500]))):
                     vms[vm_id] = (VMState(state), host)
-                    if VMState(state) in _FAILED_VM and error:
+                    if VMState(state) in FAILED_VM and error:
                         errors[vm_id] = error
             backoff = {(b.pool_id, b.key): BackoffState(b.key, b.failures, b.retry_at, b.last_failure)
                        for b in s.scalars(select(PoolBackoffRow))}

@@ -10,30 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from vocloud.devtools.localprocs import poll_until, processes_with_env
 from vocloud.drivers.net.bridge import bridge_mac
-from vocloud.localprocs import poll_until, processes_with_env
 
-__all__ = ["free_ports", "ip", "processes_with_env", "skip_or_fail", "test_bridge", "wait_until"]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on loopback (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["ip", "processes_with_env", "skip_or_fail", "test_bridge", "wait_until"]
 
 
 def skip_or_fail(reason: str) -> None:
@@ -70,6 +55,6 @@ def test_bridge(prefix: str, subnet: str) -> Iterator[str]:
 
 def wait_until(check: Callable[[], Any], deadline: float, what: str,
                detail: Callable[[], str] = str) -> Any:
-    """:func:`~vocloud.localprocs.poll_until` against an absolute ``time.monotonic()`` deadline:
+    """:func:`~vocloud.devtools.localprocs.poll_until` against an absolute ``time.monotonic()`` deadline:
     a scenario's steps share one time budget."""
     return poll_until(check, max(0.0, deadline - time.monotonic()), what, detail, interval=0.5)

@@ -1,0 +1,247 @@
+"""Virtual network definitions and address arithmetic, pure (no store, no I/O).
+
+Why a module of its own: the rules that keep two VOs' VMs off each other's addresses — address
+ranges on one L2 segment never overlap, MACs on one segment never collide, a reservation is a
+free contiguous block of its parent — are decisions about sets of integers. They are written
+once here, tested alone, and the service layer applies them inside its write transaction.
+
+Addresses are IPv4 as integers. A range is ``[start, start + size)``; its MACs follow OpenNebula
+(``02:00`` + the four address bytes) unless a FIXED lease names its own MAC (a range of one).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from vocloud.errors import InvalidInput
+from vocloud.model.template import Template
+
+MAX_RANGE = 65536
+VLAN_MIN, VLAN_MAX = 1, 4094
+#: attributes of a network template that place it on the host's wiring: administrators only
+WIRING_ATTRS = ("BRIDGE", "VLAN_ID", "PHYDEV")
+#: NIC attributes only an administrator may write (the network decides them for everyone else)
+NIC_RESTRICTED = ("BRIDGE", "MAC", "VLAN_ID", "PHYDEV")
+
+_INT_RE = re.compile(r"\d+", re.ASCII)
+# a Linux interface name: at most 15 bytes, no '/', ':' or whitespace; '.' and '..' are not names
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}", re.ASCII)
+_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", re.ASCII)
+_DERIVED_MAC_BASE = 0x0200 << 32
+
+
+def ip_to_int(text: str, attribute: str = "IP") -> int:
+    try:
+        return int(ipaddress.IPv4Address(text.strip()))
+    except (ipaddress.AddressValueError, AttributeError):
+        raise InvalidInput(f"{text!r} is not an IPv4 address", attribute=attribute, value=text) from None
+
+
+def int_to_ip(value: int) -> str:
+    return str(ipaddress.IPv4Address(value))
+
+
+def mac_for(ip: int) -> str:
+    """The MAC an address gets unless a FIXED lease names one: ``02:00`` + the address bytes."""
+    return mac_text(_DERIVED_MAC_BASE | ip)
+
+
+def mac_text(value: int) -> str:
+    return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+
+
+def mac_to_int(text: str, attribute: str = "MAC") -> int:
+    mac = text.strip().lower()
+    if not _MAC_RE.fullmatch(mac):
+        raise InvalidInput(f"{attribute} {text!r} is not of the form 02:00:0a:00:00:01",
+                           attribute=attribute, value=text)
+    value = int(mac.replace(":", ""), 16)
+    if value >> 40 & 1:
+        raise InvalidInput(f"{attribute} {text!r} is a multicast address; a NIC needs a unicast MAC",
+                           attribute=attribute, value=text)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """``size`` addresses from ``start``; ``mac`` set only for a FIXED lease (size 1)."""
+
+    start: int
+    size: int
+    mac: str | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def mac_span(self) -> tuple[int, int]:
+        """The MACs this range hands out, as ``[lo, hi)`` in 48-bit integer space."""
+        if self.mac is not None:
+            lo = int(self.mac.replace(":", ""), 16)
+            return lo, lo + 1
+        return _DERIVED_MAC_BASE | self.start, (_DERIVED_MAC_BASE | self.start) + self.size
+
+    def describe(self) -> str:
+        last = int_to_ip(self.end - 1)
+        return int_to_ip(self.start) if self.size == 1 else f"{int_to_ip(self.start)}-{last}"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """A network template, typed and checked (the name is checked by the service)."""
+
+    name: str
+    bridge: str
+    vlan_id: int | None
+    phydev: str
+    public: bool
+    group: str | None
+    ranges: tuple[Range, ...]
+
+    def wiring(self) -> list[str]:
+        """The administrator-only attributes this template sets, for a refusal message."""
+        return [a for a, v in (("BRIDGE", self.bridge), ("VLAN_ID", self.vlan_id),
+                               ("PHYDEV", self.phydev)) if v]
+
+
+def _int_attr(text: str, attribute: str, lo: int, hi: int) -> int:
+    if not _INT_RE.fullmatch(text.strip()):
+        raise InvalidInput(f"{attribute} must be an integer, got {text!r}", attribute=attribute, value=text)
+    value = int(text.strip())
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{attribute} must be between {lo} and {hi}, got {value}",
+                           attribute=attribute, value=text)
+    return value
+
+
+def check_ifname(text: str, attribute: str) -> str:
+    """A bridge or physical device name as the kernel accepts it (so it never reaches ``ip``
+    as an option or a path)."""
+    name = text.strip()
+    if not _IFNAME_RE.fullmatch(name) or name in (".", "..") or name.startswith("-"):
+        raise InvalidInput(f"{attribute} must be an interface name (1-15 letters, digits, '.', '_', "
+                           f"'-', not starting with '-'), got {text!r}", attribute=attribute, value=text)
+    return name
+
+
+def parse_network(t: Template) -> NetworkSpec:
+    """``NAME``, ``BRIDGE``, ``VLAN_ID``, ``PHYDEV``, ``PUBLIC``, ``GROUP`` and the address ranges."""
+    bridge = t.get("BRIDGE") or ""
+    phydev = t.get("PHYDEV") or ""
+    vlan = t.get("VLAN_ID")
+    return NetworkSpec(
+        name=(t.get("NAME") or "").strip(),
+        bridge=check_ifname(bridge, "BRIDGE") if bridge else "",
+        vlan_id=_int_attr(vlan, "VLAN_ID", VLAN_MIN, VLAN_MAX) if vlan else None,
+        phydev=check_ifname(phydev, "PHYDEV") if phydev else "",
+        public=bool(t.get_bool("PUBLIC", False)),
+        group=(t.get("GROUP") or "").strip() or None,
+        ranges=tuple(parse_ranges(t)),
+    )
+
+
+def parse_ranges(t: Template) -> list[Range]:
+    """Address ranges of a network template: ``AR=[TYPE=IP4, IP=..., SIZE=...]`` and FIXED
+    ``LEASES=[IP=..., MAC=...]`` (each a range of one with its own MAC)."""
+    out: list[Range] = []
+    for ar in t.vectors("AR"):
+        kind = ar.get("TYPE", "IP4").upper()
+        if kind not in ("IP4", "ETHER"):
+            raise InvalidInput(f"AR TYPE {kind} is not supported (IP4 only)", attribute="AR", value=ar)
+        if "IP" not in ar or "SIZE" not in ar:
+            raise InvalidInput("an AR needs IP and SIZE, e.g. AR=[TYPE=IP4, IP=10.0.0.2, SIZE=100]",
+                               attribute="AR", value=ar)
+        size = _int_attr(ar["SIZE"], "AR SIZE", 1, MAX_RANGE)
+        start = ip_to_int(ar["IP"], "AR IP")
+        if start + size > 2**32:
+            raise InvalidInput(f"AR starting at {ar['IP']} with SIZE {size} runs past 255.255.255.255",
+                               attribute="AR", value=ar)
+        out.append(Range(start, size))
+    seen_macs: set[str] = set()
+    for lease in t.vectors("LEASES"):
+        if "IP" not in lease:
+            raise InvalidInput("a LEASES entry needs an IP", attribute="LEASES", value=lease)
+        mac = lease.get("MAC")
+        if mac is not None:
+            mac = mac_text(mac_to_int(mac, "LEASES MAC"))
+            if mac in seen_macs:
+                raise InvalidInput(f"LEASES MAC {mac} is given twice", attribute="LEASES", value=lease)
+            seen_macs.add(mac)
+        out.append(Range(ip_to_int(lease["IP"], "LEASES IP"), 1, mac))
+    hit = first_overlap(out, out, same=True)
+    if hit is not None:
+        raise InvalidInput(f"address ranges overlap at {int_to_ip(hit)}", attribute="AR")
+    mac_hit = first_mac_overlap(out, out, same=True)
+    if mac_hit is not None:
+        raise InvalidInput(f"two addresses of this network would get MAC {mac_text(mac_hit)}",
+                           attribute="LEASES")
+    return out
+
+
+def _first_span_overlap(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]],
+                        same: bool) -> int | None:
+    """Lowest point where a ``[lo, hi)`` span of ``a`` meets one of ``b``; with ``same`` the two
+    are one list and a span never meets itself.
+
+    A sweep in start order: a span starting at ``x`` meets an earlier span of the other side
+    (or of any side, with ``same``) exactly when that side's furthest end so far lies past ``x``,
+    and the first such ``x`` is the lowest shared point."""
+    spans = sorted([(lo, hi, 0) for lo, hi in a] + ([] if same else [(lo, hi, 1) for lo, hi in b]))
+    reach = [-1, -1]  # furthest end seen so far, per side
+    for lo, hi, side in spans:
+        other = side if same else 1 - side
+        if reach[other] > lo:
+            return lo
+        reach[side] = max(reach[side], hi)
+    return None
+
+
+def first_overlap(a: Sequence[Range], b: Sequence[Range], same: bool = False) -> int | None:
+    """The lowest address in a range of ``a`` and a range of ``b`` (None: disjoint)."""
+    return _first_span_overlap(((r.start, r.end) for r in a), ((r.start, r.end) for r in b), same)
+
+
+def first_mac_overlap(a: Sequence[Range], b: Sequence[Range], same: bool = False) -> int | None:
+    """The lowest MAC that a range of ``a`` and a range of ``b`` would both hand out."""
+    return _first_span_overlap((r.mac_span() for r in a), (r.mac_span() for r in b), same)
+
+
+def covering(ranges: Iterable[Range], ip: int) -> Range | None:
+    for r in ranges:
+        if r.start <= ip < r.end:
+            return r
+    return None
+
+
+def free_block(ranges: Sequence[Range], taken: Iterable[tuple[int, int]], size: int,
+               start: int | None = None) -> int | None:
+    """First address of ``size`` contiguous free addresses inside one of ``ranges``.
+
+    ``taken`` are ``[lo, hi)`` spans no longer free (leases, holds, other reservations). With
+    ``start`` only the block beginning there is considered. FIXED leases (ranges with their own
+    MAC) are never reserved: their MAC belongs to that one address of the parent.
+    """
+    spans = sorted(taken)
+    for r in sorted(ranges, key=lambda r: r.start):
+        if r.mac is not None or r.size < size:
+            continue
+        lo, hi = (r.start, r.end) if start is None else (start, start + size)
+        if lo < r.start or hi > r.end:
+            continue
+        candidate = lo
+        for t0, t1 in spans:
+            if t1 <= candidate:
+                continue
+            if t0 >= candidate + size:
+                break
+            candidate = t1  # the block would meet this span: start after it
+            if start is not None:
+                return None
+        if candidate + size <= hi:
+            return candidate
+        if start is not None:
+            return None
+    return None

@@ -1,0 +1,61 @@
+"""Real qemu guests in tests: the local host ref, a driver sharing one KVM probe, and the reapers
+that leave no guest, daemon or tap behind whatever a test did."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vocloud.devtools.localprocs import qemu_pids_under
+from vocloud.drivers.accel import AccelProbe
+from vocloud.drivers.base import HostRef
+from vocloud.drivers.vmm.qemu import QemuDriver
+from vocloud.guest.build import GuestImage
+
+LOCAL = HostRef(id=0, name="local", vmm="qemu", transport="local")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs qemu, unless CI said qemu is required (then fail)."""
+    if os.environ.get("VOCLOUD_REQUIRE_QEMU"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def kill_qemu_under(path: Path) -> list[int]:
+    pids = qemu_pids_under(path)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while qemu_pids_under(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
+    """After a test's daemon, whatever happened: kill it, its guests and the taps of its guests
+    (a tap is the daemon's when its VM's run dir is under ``data_dir/qemu``)."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    kill_qemu_under(data_dir)
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
+                (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
+            subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+
+
+def make_driver(state: Path, probe: AccelProbe, image: GuestImage) -> QemuDriver:
+    """A driver on ``state`` sharing the session's accel probe (no second probe boot)."""
+    return QemuDriver(state, accel_probe=probe,
+                      probe_guest=lambda: (image.vmlinux, image.initramfs, image.cmdline))
