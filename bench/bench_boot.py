@@ -61,8 +61,8 @@ def bare_boot(image: GuestImage, accel: str, workdir: Path, memory_mib: int) -> 
 def spec_for(image: GuestImage, vm_id: int, memory_mib: int) -> DomainSpec:
     return DomainSpec(vm_id=vm_id, deploy_id=f"vc-{vm_id}", name=f"bench-{vm_id}", cpu=1.0, vcpu=1,
                       memory_mib=memory_mib,
-                      attrs={"KERNEL": str(image.vmlinux), "INITRD": str(image.initramfs),
-                             "KERNEL_CMD": image.cmdline})
+                      kernel=str(image.vmlinux), initrd=str(image.initramfs),
+                      kernel_cmd=image.cmdline)
 
 
 def driver_boot(drv: QemuDriver, image: GuestImage, vm_id: int, memory_mib: int) -> float:

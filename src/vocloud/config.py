@@ -74,6 +74,15 @@ class Settings:
     lvm_vg: str = ""
     # the most addresses one ``vnet reserve`` may take out of a shared network (docs/networks.md)
     max_reservation_size: int = 256
+    # the trust boundary (docs/security.md): attribute paths restricted to administrators on top
+    # of the built-in list, e.g. "CONTEXT/SSH_PUBLIC_KEY,NIC/IP"; and request limits
+    restricted_attrs: str = ""
+    max_vms_per_request: int = 100  # for non-administrators; administrators up to 10,000
+    max_template_bytes: int = 64 * 1024
+    max_template_depth: int = 8  # nesting of [ ] and { } in JSON/TOML templates
+    # the REST API: largest request body accepted (413 beyond it); image uploads stream and
+    # are exempt (they have their own size quota)
+    max_request_bytes: int = 1 << 20
 
     @property
     def database_url(self) -> str:
@@ -144,4 +153,7 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not 0 < out.host_backoff_max <= 86400:
         raise InvalidInput(f"setting host_backoff_max: {out.host_backoff_max:g} s is out of range "
                            "(more than 0, at most 86400; the default is 300)")
+    if not 1024 <= out.max_request_bytes <= 1 << 30:
+        raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
+                           "(1024 to 1073741824 bytes; the default is 1048576)")
     return out

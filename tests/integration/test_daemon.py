@@ -75,6 +75,28 @@ def test_auth_errors_and_openapi(daemon: Daemon) -> None:
         assert c.get("/vms").json() == []
 
 
+def test_bad_requests_are_json_4xx_on_one_kept_alive_connection(daemon: Daemon) -> None:
+    """Inputs that once gave 500s (and a reset connection): each a JSON 4xx, and the client's one
+    connection serves them all and the good request after them."""
+    with daemon.client() as c:
+        responses = [
+            c.get("/vms/99999999999"), c.get("/hosts/\u00b2"), c.get("/vms?limit=99999999999999"),
+            c.post("/groups", json={"name": "\u00b2"}),
+            c.put("/quotas/user/admin", content=b'{"cpu": NaN}',
+                  headers={"content-type": "application/json"}),
+            c.post("/vms", json={"template": '{"a":' * 5000 + "1" + "}" * 5000, "format": "json"}),
+            c.get("/no/such/route"), c.put("/vms/1"),
+        ]
+        for r in responses:
+            assert 400 <= r.status_code < 500, (r.request.url, r.text)
+            assert set(r.json()) >= {"error", "message"}, r.text
+        good = c.get("/users/me")
+        assert good.status_code == 200
+        ports = {r.extensions["network_stream"].get_extra_info("client_addr")
+                 for r in [*responses, good]}
+        assert len(ports) == 1, ports
+
+
 def test_concurrent_http_clients_respect_quota(daemon: Daemon) -> None:
     with daemon.client() as c:
         c.post("/groups", json={"name": "atlas"}).raise_for_status()

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,10 +29,10 @@ pytestmark = pytest.mark.slow
 
 
 def guest_spec(image: GuestImage, vm_id: int, disks: tuple[DiskSpec, ...] = (),
-               context: dict[str, str] | None = None, **attrs: str) -> DomainSpec:
-    base = {"KERNEL": str(image.vmlinux), "INITRD": str(image.initramfs), "KERNEL_CMD": image.cmdline}
+               context: dict[str, str] | None = None, **fields: Any) -> DomainSpec:
+    base = {"kernel": str(image.vmlinux), "initrd": str(image.initramfs), "kernel_cmd": image.cmdline}
     return DomainSpec(vm_id=vm_id, deploy_id=f"vc-{vm_id}", name=f"guest-{vm_id}", cpu=1.0, vcpu=1,
-                      memory_mib=128, disks=disks, context=context or {}, attrs={**base, **attrs})
+                      memory_mib=128, disks=disks, context=context or {}, **{**base, **fields})
 
 
 def overlay(image: GuestImage, path: Path) -> Path:
@@ -195,7 +196,7 @@ def test_garbage_kernel_is_failed_with_detail(qemu_driver: QemuDriver, guest_ima
                                               tmp_path: Path) -> None:
     junk = tmp_path / "vmlinux"
     junk.write_bytes(os.urandom(256 * 1024))
-    spec = guest_spec(guest_image, 3, KERNEL=str(junk))
+    spec = guest_spec(guest_image, 3, kernel=str(junk))
     info = qemu_driver.deploy(LOCAL, spec)
     assert info.state == DomainState.FAILED
     assert "qemu" in info.detail and "kernel" in info.detail.lower(), info.detail
@@ -208,7 +209,7 @@ def test_kernel_panic_is_failed_with_console_lines(qemu_driver: QemuDriver, gues
                                                    tmp_path: Path) -> None:
     junk = tmp_path / "initrd"
     junk.write_bytes(b"not a cpio archive\n" * 1000)
-    spec = guest_spec(guest_image, 4, INITRD=str(junk))
+    spec = guest_spec(guest_image, 4, initrd=str(junk))
     assert qemu_driver.deploy(LOCAL, spec).state == DomainState.BOOTING
     wait_state(qemu_driver, "vc-4", DomainState.FAILED)
     info = qemu_driver.poll(LOCAL, "vc-4")

@@ -10,6 +10,7 @@ import json
 import lzma
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,12 +31,12 @@ from vocloud.guest.build import (
 LOCAL = HostRef(id=0, name="local", vmm="qemu")
 
 
-def spec(**attrs: str) -> DomainSpec:
+def spec(**fields: Any) -> DomainSpec:
     return DomainSpec(
         vm_id=9, deploy_id="vc-9", name="n", cpu=1, vcpu=2, memory_mib=256,
         disks=(DiskSpec("vdb", "/data/b.qcow2"), DiskSpec("vda", "/data/a,odd.qcow2")),
         nics=(NicSpec("pub", "10.0.0.9", "02:00:0a:00:00:09"),),
-        context={"VALUE": "1"}, attrs=attrs,
+        context={"VALUE": "1"}, **fields,
     )
 
 
@@ -44,7 +45,7 @@ def opts(argv: list[str], flag: str) -> list[str]:
 
 
 def test_argv_for_kernel_boot_uses_microvm_and_virtio_mmio(tmp_path: Path) -> None:
-    argv = build_argv(spec(KERNEL="/k", INITRD="/i"), tmp_path, "tcg", "qemu-system-x86_64",
+    argv = build_argv(spec(kernel="/k", initrd="/i"), tmp_path, "tcg", "qemu-system-x86_64",
                       "console=ttyS0", tmp_path / "context.iso")
     assert opts(argv, "-M") == ["microvm"] and opts(argv, "-accel") == ["tcg"]
     assert opts(argv, "-kernel") == ["/k"] and opts(argv, "-initrd") == ["/i"]
@@ -72,8 +73,29 @@ def test_tap_names_fit_ifnamsiz() -> None:
 
 
 def test_spec_json_round_trip() -> None:
-    s = spec(KERNEL="/k")
+    s = spec(kernel="/k", initrd="/i", kernel_cmd="c", machine="pc", accel="tcg", ready_marker="UP",
+             virtfs="/srv/x", sim_boot="ok")
     assert spec_from_json(spec_to_json(s)) == s
+
+
+def test_spec_json_of_a_guest_started_before_typed_fields() -> None:
+    """A run dir written by an older daemon (raw ``attrs``) still reads after an upgrade."""
+    doc = json.loads(spec_to_json(spec()))
+    for name in ("kernel", "initrd", "kernel_cmd", "machine", "accel", "ready_marker", "virtfs",
+                 "sim_boot"):
+        del doc[name]
+    doc["attrs"] = {"KERNEL": "/k", "READY_MARKER": "UP", "CPU": "1", "VIRTFS": "/"}
+    s = spec_from_json(json.dumps(doc))
+    assert (s.kernel, s.ready_marker, s.virtfs, s.initrd) == ("/k", "UP", "/", None)
+
+
+def test_typed_fields_drive_the_command_line(tmp_path: Path) -> None:
+    argv = build_argv(spec(kernel="/k", kernel_cmd="console=ttyS0", machine="q35", virtfs="/srv/w"),
+                      tmp_path, "tcg", "qemu-system-x86_64", "default", None)
+    assert opts(argv, "-M") == ["q35"] and opts(argv, "-append") == ["console=ttyS0"]
+    assert any("path=/srv/w," in a for a in opts(argv, "-fsdev"))
+    plain = build_argv(spec(), tmp_path, "tcg", "qemu-system-x86_64", "default", None)
+    assert "-kernel" not in plain and "-fsdev" not in plain and opts(plain, "-M") == ["pc"]
 
 
 def test_pidfile_of_a_foreign_process_is_not_our_guest(tmp_path: Path) -> None:

@@ -192,8 +192,8 @@ def test_guest_on_a_namespace_host_over_ssh(netns_hosts: Hosts, lab_ssh: SshTran
         vm_id=201, deploy_id="vc-201", name="remote", cpu=1.0, vcpu=1, memory_mib=128,
         nics=(NicSpec("lan", "10.99.0.2", "02:00:0a:63:00:02", "vcbr-q"),),
         context={"HOSTNAME": "remote", "VALUE": "over-ssh"},
-        attrs={"KERNEL": str(guest_image.vmlinux), "INITRD": str(guest_image.initramfs),
-               "KERNEL_CMD": guest_image.cmdline})
+        kernel=str(guest_image.vmlinux), initrd=str(guest_image.initramfs),
+        kernel_cmd=guest_image.cmdline)
     try:
         net.attach(ref, spec)
         first = drv.deploy(ref, spec)
@@ -243,9 +243,8 @@ def test_two_hosts_a_host_that_goes_down_and_comes_back_and_hard_stop(
         refs.append(host.ref())
     specs = [DomainSpec(vm_id=300 + i, deploy_id=f"vc-{300 + i}", name=f"g{i}", cpu=1.0, vcpu=1,
                         memory_mib=128,
-                        attrs={"KERNEL": str(guest_image.vmlinux),
-                               "INITRD": str(guest_image.initramfs),
-                               "KERNEL_CMD": guest_image.cmdline}) for i in range(2)]
+                        kernel=str(guest_image.vmlinux), initrd=str(guest_image.initramfs),
+                        kernel_cmd=guest_image.cmdline) for i in range(2)]
     try:
         for drv, ref, spec in zip(drivers, refs, specs, strict=True):
             drv.deploy(ref, spec)

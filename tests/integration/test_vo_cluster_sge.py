@@ -218,7 +218,8 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
     ctx = vo_cell.worker_context(name, ip, mac)
     spec = DomainSpec(vm_id=1, deploy_id=deploy_id, name=name, cpu=1.0, vcpu=1, memory_mib=WORKER_MIB,
                       nics=(NicSpec(network="vo", ip=ip, mac=mac, bridge=sge_bridge),),
-                      context=ctx, attrs=worker_image.spec_attrs())
+                      context=ctx)
+    spec = worker_image.boot(spec)
     net = BridgeDriver(default_bridge=sge_bridge)
     drv.run_dir(deploy_id).mkdir(mode=0o700, parents=True)
     t0 = time.monotonic()

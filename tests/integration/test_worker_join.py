@@ -178,7 +178,8 @@ def test_worker_vm_registers_as_node_and_runs_a_job(
                          mac=GUEST_MAC)
     spec = DomainSpec(vm_id=1, deploy_id=DEPLOY_ID, name=VM_NAME, cpu=1.0, vcpu=1, memory_mib=512,
                       nics=(NicSpec(network="vo", ip=GUEST_IP, mac=GUEST_MAC, bridge=test_bridge),),
-                      context=ctx, attrs=worker_image.spec_attrs())
+                      context=ctx)
+    spec = worker_image.boot(spec)
     net = BridgeDriver(default_bridge=test_bridge)
     run = worker_driver.run_dir(DEPLOY_ID)
     run.mkdir(mode=0o700)

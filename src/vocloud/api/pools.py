@@ -7,44 +7,57 @@ errors are the same typed ``VocloudError`` -> 4xx JSON the app's handlers alread
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
-from pydantic import Field
+from typing import Annotated
 
-from vocloud.api.rest import JSONResponse, Strict, Who
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import Field, StrictBool
+
+from vocloud.api import schemas as out
+from vocloud.api.common import MAX_MIB, Name, RefValue, Strict, Who, ok
+from vocloud.api.http import JSONResponse
 from vocloud.service.cloud import Cloud
 from vocloud.service.pools import PoolService
 
+#: Bounds of the pool attributes (the planner refuses what makes no sense inside them).
+MAX_VMS = 100_000
+MAX_SECONDS = 10.0**9
+Count = Annotated[int, Field(ge=0, le=MAX_VMS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+
 
 class PoolCreate(Strict):
-    vo: str = Field(description="the VO: an existing group's name")
-    template: int | str = Field(description="VM template (id or name) the workers boot from")
-    cores: int = Field(ge=1, description="cores per worker VM")
-    memory: int = Field(ge=1, description="MiB per worker VM")
-    min: int | None = None
-    max: int | None = None
-    weight: float | None = None
-    idle_timeout: float | None = None
-    boot_timeout: float | None = None
-    max_lifetime: float | None = None
-    max_boots_per_minute: int | None = None
-    scale_down_delay: float | None = None
-    enabled: bool | None = None
+    vo: Name = Field(description="the VO: an existing group's name")
+    template: RefValue = Field(description="VM template (id or name) the workers boot from")
+    cores: int = Field(ge=1, le=4096, description="cores per worker VM")
+    memory: int = Field(ge=1, le=MAX_MIB, description="MiB per worker VM")
+    min: Count | None = None
+    max: Count | None = None
+    weight: float | None = Field(None, ge=0, le=10.0**6)
+    idle_timeout: Seconds | None = None
+    boot_timeout: Seconds | None = None
+    max_lifetime: Seconds | None = None
+    max_boots_per_minute: Count | None = None
+    scale_down_delay: Seconds | None = None
+    enabled: StrictBool | None = None
 
 
 class PoolUpdate(Strict):
-    template: int | str | None = None
-    cores: int | None = None
-    memory: int | None = None
-    min: int | None = None
-    max: int | None = None
-    weight: float | None = None
-    idle_timeout: float | None = None
-    boot_timeout: float | None = None
-    max_lifetime: float | None = Field(None, description="0 clears the limit")
-    max_boots_per_minute: int | None = None
-    scale_down_delay: float | None = None
-    enabled: bool | None = None
+    template: RefValue | None = None
+    cores: int | None = Field(None, ge=1, le=4096)
+    memory: int | None = Field(None, ge=1, le=MAX_MIB)
+    min: Count | None = None
+    max: Count | None = None
+    weight: float | None = Field(None, ge=0, le=10.0**6)
+    idle_timeout: Seconds | None = None
+    boot_timeout: Seconds | None = None
+    max_lifetime: Seconds | None = Field(None, description="0 clears the limit")
+    max_boots_per_minute: Count | None = None
+    scale_down_delay: Seconds | None = None
+    enabled: StrictBool | None = None
+
+
+VoPath = Annotated[str, Path(min_length=1, max_length=128, description="the VO (group name)")]
 
 
 def _service(request: Request) -> PoolService:
@@ -57,32 +70,33 @@ def router() -> APIRouter:
     """The pool routes, to be included in the app built by ``api.rest.create_app``."""
     r = APIRouter(prefix="/api/v1")
 
-    @r.get("/pools")
+    @r.get("/pools", responses=ok(list[out.PoolOut]))
     def pool_list(who: Who, request: Request) -> JSONResponse:
         return JSONResponse(_service(request).list(who))
 
-    @r.post("/pools", status_code=201)
+    @r.post("/pools", status_code=201, responses=ok(out.PoolOut, 201))
     def pool_create(who: Who, request: Request, body: PoolCreate) -> JSONResponse:
         options = body.model_dump(exclude={"vo", "template", "cores", "memory"}, exclude_none=True)
         out = _service(request).create(who, body.vo, body.template, body.cores, body.memory,
                                        **options)
         return JSONResponse(out, status_code=201)
 
-    @r.get("/pools/{vo}")
-    def pool_show(who: Who, request: Request, vo: str) -> JSONResponse:
+    @r.get("/pools/{vo}", responses=ok(out.PoolShow))
+    def pool_show(who: Who, request: Request, vo: VoPath) -> JSONResponse:
         return JSONResponse(_service(request).show(who, vo))
 
-    @r.patch("/pools/{vo}")
-    def pool_update(who: Who, request: Request, vo: str, body: PoolUpdate) -> JSONResponse:
+    @r.patch("/pools/{vo}", responses=ok(out.PoolOut))
+    def pool_update(who: Who, request: Request, vo: VoPath, body: PoolUpdate) -> JSONResponse:
         return JSONResponse(_service(request).update(who, vo, **body.model_dump(exclude_none=True)))
 
-    @r.delete("/pools/{vo}")
-    def pool_delete(who: Who, request: Request, vo: str, force: bool = False) -> Response:
+    @r.delete("/pools/{vo}", responses={**ok(out.PoolDeleted), **ok(out.PoolDeleted, 202)})
+    def pool_delete(who: Who, request: Request, vo: VoPath, force: bool = False) -> Response:
         out = _service(request).delete(who, vo, force=force)
         return JSONResponse(out, status_code=200 if out["deleted"] else 202)
 
-    @r.get("/pools/{vo}/events")
-    def pool_events(who: Who, request: Request, vo: str, limit: int = 100) -> JSONResponse:
+    @r.get("/pools/{vo}/events", responses=ok(list[out.PoolEvent]))
+    def pool_events(who: Who, request: Request, vo: VoPath,
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> JSONResponse:
         return JSONResponse(_service(request).events(who, vo, limit=limit))
 
     return r

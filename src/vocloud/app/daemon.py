@@ -35,6 +35,7 @@ from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.service.cloud import Cloud
+from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
 from vocloud.store.db import Database
 
@@ -45,10 +46,12 @@ TOKEN_FILE = "admin.token"
 
 def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
     """Open (and migrate) the store; create the admin user on first start."""
+    policy = VMPolicy.from_settings(settings.restricted_attrs, settings.max_vms_per_request,
+                                    settings.max_template_bytes, settings.max_template_depth)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
-    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size)
+    cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy)
     token = cloud.accounts.bootstrap()
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
@@ -187,7 +190,9 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
                 log.exception("could not release the store lease")
             cloud.db.dispose()
 
-    return create_app(cloud, lifespan=lifespan, console=reconciler.console), loops, cloud
+    cloud.set_console_reader(reconciler.console)
+    app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    return app, loops, cloud
 
 
 def _exit_cleanly(_sig: int, _frame: Any) -> None:

@@ -65,7 +65,14 @@ class NicSpec:
 
 @dataclass(frozen=True, slots=True)
 class DomainSpec:
-    """Everything a VMM driver needs to start one guest; built from the VM's template."""
+    """Everything a VMM driver needs to start one guest; built from the VM's stored template.
+
+    Only typed fields, never a bag of raw template attributes: a driver can act only on what is
+    declared here, and every field comes from the stored template the service wrote after its
+    checks (docs/security.md). ``kernel``/``initrd``/``virtfs`` are host paths, ``machine`` and
+    ``accel`` hypervisor choices: administrators set them, users reach a kernel only through a
+    registered image (``KERNEL_IMAGE``), which the service resolves to ``kernel``.
+    """
 
     vm_id: int
     deploy_id: str
@@ -76,7 +83,14 @@ class DomainSpec:
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
     context: dict[str, str] = field(default_factory=dict)
-    attrs: dict[str, str] = field(default_factory=dict)
+    kernel: str | None = None  # boot this kernel directly (-kernel)
+    initrd: str | None = None
+    kernel_cmd: str | None = None  # None: the driver's default command line
+    machine: str | None = None  # None: the driver's choice (microvm with a kernel, else pc)
+    accel: str | None = None  # None: the host's probed accelerator
+    ready_marker: str | None = None  # None: the driver's default console marker
+    virtfs: str | None = None  # host directory exported read-only over 9p
+    sim_boot: str | None = None  # the sim driver's boot outcome: ok, fail, hang
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from vocloud.store.schema import VM
 # Variables a CONTEXT value may reference, OpenNebula style ($NAME, $VMID, $NIC[IP] as $IP).
 _VARS = ("VMID", "NAME", "IP", "MAC", "NETWORK")
 
+#: DomainSpec field <- stored template attribute, for the typed driver options.
+_TYPED = {"kernel": "KERNEL", "initrd": "INITRD", "kernel_cmd": "KERNEL_CMD", "machine": "MACHINE",
+          "accel": "ACCEL", "ready_marker": "READY_MARKER", "virtfs": "VIRTFS", "sim_boot": "SIM_BOOT"}
+
 
 def _substitute(value: str, env: dict[str, str]) -> str:
     for key in sorted(_VARS, key=len, reverse=True):
@@ -23,11 +27,12 @@ def _substitute(value: str, env: dict[str, str]) -> str:
 def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None = None) -> DomainSpec:
     """``secrets``: how ``$SECRET[name]`` in CONTEXT is resolved; ``None`` leaves it as written
     (for the steps that never build a context seed)."""
-    t = parse_template(vm.template, fmt="one", source=f"VM {vm.id} template") if vm.template else None
+    t = (parse_template(vm.template, fmt="one", source=f"VM {vm.id} template", max_bytes=None)
+         if vm.template else None)
     disks: list[DiskSpec] = []
     nics: list[NicSpec] = []
     context: dict[str, str] = {}
-    attrs: dict[str, str] = {}
+    typed: dict[str, str | None] = {}
     if t is not None:
         for i, d in enumerate(t.vectors("DISK")):
             disks.append(DiskSpec(
@@ -54,12 +59,14 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
                 context.setdefault("USER", user)
             if group:
                 context.setdefault("VO", group)
-        for key in t:
-            value = t.attrs[key]
-            if isinstance(value, str):
-                attrs[key] = value
+        # the stored template is written only by the service (after its checks): trusted
+        typed = {field: t.get(key) for field, key in _TYPED.items()}
     return DomainSpec(
         vm_id=vm.id, deploy_id=vm.deploy_id or f"vc-{vm.id}", name=vm.name,
         cpu=vm.cpu_m / 1000, vcpu=vm.vcpu or max(1, math.ceil(vm.cpu_m / 1000)),
-        memory_mib=vm.memory, disks=tuple(disks), nics=tuple(nics), context=context, attrs=attrs,
+        memory_mib=vm.memory, disks=tuple(disks), nics=tuple(nics), context=context,
+        kernel=typed.get("kernel"), initrd=typed.get("initrd"), kernel_cmd=typed.get("kernel_cmd"),
+        machine=typed.get("machine"), accel=typed.get("accel"),
+        ready_marker=typed.get("ready_marker"), virtfs=typed.get("virtfs"),
+        sim_boot=typed.get("sim_boot"),
     )

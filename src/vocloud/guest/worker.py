@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vocloud.drivers.base import DomainSpec
 from vocloud.drivers.vmm.qemu import HOSTROOT_TAG, virtfs_args  # noqa: F401 - re-exported for callers
 from vocloud.guest.build import (
     GUEST_MODULES,
@@ -77,9 +79,14 @@ class WorkerImage:
     cmdline: str
 
     def spec_attrs(self) -> dict[str, str]:
-        """The DomainSpec attrs that boot this guest with the qemu driver."""
+        """The template attributes that boot this guest (administrators only: host paths)."""
         return {"KERNEL": str(self.vmlinux), "INITRD": str(self.initramfs), "KERNEL_CMD": self.cmdline,
                 "VIRTFS": "/"}
+
+    def boot(self, spec: DomainSpec) -> DomainSpec:
+        """``spec`` set to boot this guest: the same as :meth:`spec_attrs`, as typed fields."""
+        return dataclasses.replace(spec, kernel=str(self.vmlinux), initrd=str(self.initramfs),
+                                   kernel_cmd=self.cmdline, virtfs="/")
 
 
 def _init_script() -> bytes:

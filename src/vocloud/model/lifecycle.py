@@ -161,6 +161,9 @@ VM_TABLE: dict[tuple[VMState, str], VMState] = {
     (S.UNKNOWN, "found_running"): S.RUNNING,
     (S.UNKNOWN, "found_off"): S.POWEROFF,
     (S.RUNNING, "found_off"): S.POWEROFF,
+    # recover --delete (administrators, for VMs whose host is gone): straight to DONE from any
+    # state that is not final, releasing what the VM holds like any other way into DONE
+    **{(st, "recover_delete"): S.DONE for st in S if st not in FINAL},
 }
 
 #: What ``recover --success`` / ``--failure`` mean in each transient state.

@@ -46,6 +46,8 @@ __all__ = [
     "FORMATS",
     "MAX_CPU",
     "MAX_MEMORY_MIB",
+    "MAX_TEMPLATE_BYTES",
+    "MAX_TEMPLATE_DEPTH",
     "DiskRef",
     "NicRef",
     "Scalar",
@@ -53,6 +55,9 @@ __all__ = [
     "VMTemplate",
     "Value",
     "Vector",
+    "check_size",
+    "cpu_centi",
+    "nesting_depth",
     "parse_size_mib",
     "parse_template",
 ]
@@ -666,8 +671,63 @@ _TOML_HEADER = re.compile(r"^[ \t]*\[\[?[^\[\]=\n]+\]\]?[ \t]*(?:#.*)?$", re.MUL
 _TOML_INLINE = re.compile(r"^[ \t]*[\w.\-\"']+[ \t]*=[ \t]*(?:\{|\[[ \t]*[\[{\"'0-9+\-])", re.MULTILINE)
 
 
-def parse_template(text: str, fmt: str = "auto", source: str = "template") -> Template:
+#: Defaults of the ``max_template_bytes`` and ``max_template_depth`` settings (docs/security.md).
+MAX_TEMPLATE_BYTES = 64 * 1024
+MAX_TEMPLATE_DEPTH = 8
+
+
+def check_size(text: str, max_bytes: int | None, source: str = "template") -> None:
+    """Refuse a template larger than ``max_bytes`` (UTF-8), before any parsing work."""
+    if max_bytes is None:
+        return
+    # len(text) is a lower bound of the UTF-8 size and at most 4x smaller: encode only if close
+    if len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes):
+        raise InvalidInput(f"{source} is larger than {max_bytes} bytes (setting max_template_bytes)",
+                           limit=max_bytes)
+
+
+def nesting_depth(text: str, limit: int) -> int:
+    """How deep ``[``/``{`` nest outside strings, counted up to ``limit + 1`` (then it stops).
+
+    One linear pass without recursion, so a document nested 100,000 deep costs microseconds and
+    never reaches the recursive JSON/TOML readers (which would raise RecursionError). Strings
+    are skipped with JSON/TOML quoting (``"..."`` with backslash escapes, TOML ``'...'``), and
+    TOML comments (``#`` to the end of the line) too; brackets inside them do not count.
+    """
+    depth = deepest = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "'":
+            end = text.find("'", i + 1)
+            i = n if end < 0 else end
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        i += 1
+    return deepest
+
+
+def parse_template(text: str, fmt: str = "auto", source: str = "template",
+                   max_bytes: int | None = MAX_TEMPLATE_BYTES,
+                   max_depth: int = MAX_TEMPLATE_DEPTH) -> Template:
     """Read a template written in ONE syntax, JSON or TOML.
+
+    ``max_bytes`` (``None``: no limit, for the service's own stored templates) and ``max_depth``
+    (nesting of JSON/TOML arrays and objects; the data model needs 3) bound the work a request
+    can cause; both are refused with a clear error before parsing.
 
     ``fmt="auto"``: JSON when the first non-blank character is ``{``; otherwise ONE syntax. Only
     if that fails *and* the text shows TOML-only syntax -- a ``[table]`` or ``[[array]]`` header
@@ -677,7 +737,11 @@ def parse_template(text: str, fmt: str = "auto", source: str = "template") -> Te
     An explicit ``fmt`` is always obeyed.
     """
     text = text.removeprefix("\ufeff")
+    check_size(text, max_bytes, source)
     kind = fmt.lower()
+    if kind in ("json", "toml", "auto") and nesting_depth(text, max_depth) > max_depth:
+        raise InvalidInput(f"{source} nests deeper than {max_depth} levels of [ ] or {{ }} "
+                           "(setting max_template_depth)", limit=max_depth)
     if kind == "one":
         return _parse_one(text, source)
     if kind == "json":
@@ -725,6 +789,8 @@ def _parse_json(text: str, source: str) -> Template:
         data = json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
         raise ParseError(exc.msg, exc.lineno, exc.colno, source) from None
+    except RecursionError:  # the depth check comes first; this is the backstop
+        raise InvalidInput(f"{source} nests too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: a JSON template must be an object {{...}}, got {type(data).__name__}")
     return Template(data)
@@ -735,6 +801,8 @@ def _parse_toml(text: str, source: str) -> Template:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(str(exc), text, source) from None
+    except RecursionError:  # the depth check comes first; this is the backstop
+        raise InvalidInput(f"{source} nests too deeply") from None
     return Template(data)
 
 
@@ -781,7 +849,14 @@ class NicRef:
 
 @dataclass(frozen=True)
 class VMTemplate:
-    """A template checked for what a VM needs, so bad input fails before anything is created."""
+    """The one typed, validated VM request every front-end's input becomes.
+
+    Every authorization decision of ``VMService.create`` is made on this object (plus the
+    attribute catalogue's check of the template it came from, ``model/attributes.py``); drivers
+    later get typed fields derived from the stored template, never raw user attributes.
+    ``cpu_centi`` is the CPU share in hundredths, exact (OpenNebula's x100 fixed point): it is
+    what capacity and quotas count, so 0.0004 can never become a free VM.
+    """
 
     name: str | None
     cpu: float
@@ -793,11 +868,26 @@ class VMTemplate:
     requirements: str | None
     rank: str | None
     template: Template
+    cpu_centi: int = 100
+    description: str | None = None
+    kernel_image: str | None = None  # image name or id, resolved (USE right) by the service
+    initrd_image: str | None = None
+    kernel: str | None = None  # host paths etc.: administrators only (checked before typing)
+    initrd: str | None = None
+    kernel_cmd: str | None = None
+    machine: str | None = None
+    accel: str | None = None
+    ready_marker: str | None = None
+    virtfs: str | None = None
+    sim_boot: str | None = None
 
     @classmethod
     def from_template(cls, t: Template) -> VMTemplate:
         """Validate and type; ``$NAME``-style context variables are left for instantiation."""
-        cpu = _vm_cpu(t)
+        centi = _vm_cpu_centi(t)
+        cpu = centi / 100
+        kernel_image, kernel = _one_of(t, "KERNEL_IMAGE", "KERNEL")
+        initrd_image, initrd = _one_of(t, "INITRD_IMAGE", "INITRD")
         return cls(
             name=_vm_name(t),
             cpu=cpu,
@@ -809,7 +899,65 @@ class VMTemplate:
             requirements=t.get("SCHED_REQUIREMENTS") or None,
             rank=t.get("SCHED_RANK") or None,
             template=t.copy(),
+            cpu_centi=centi,
+            description=t.get("DESCRIPTION"),
+            kernel_image=kernel_image,
+            initrd_image=initrd_image,
+            kernel=_path(t, "KERNEL", kernel),
+            initrd=_path(t, "INITRD", initrd),
+            kernel_cmd=_line(t, "KERNEL_CMD", 4096),
+            machine=_word(t, "MACHINE"),
+            accel=_choice(t, "ACCEL", ("kvm", "tcg")),
+            ready_marker=_line(t, "READY_MARKER", 256, empty_ok=False),
+            virtfs=_path(t, "VIRTFS", t.get("VIRTFS")),
+            sim_boot=_choice(t, "SIM_BOOT", ("ok", "fail", "hang")),
         )
+
+
+_WORD = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _one_of(t: Template, by_ref: str, by_path: str) -> tuple[str | None, str | None]:
+    ref, path = t.get(by_ref) or None, t.get(by_path) or None
+    if ref is not None and path is not None:
+        raise InvalidInput(f"give {by_ref} or {by_path}, not both", attribute=by_ref)
+    return ref, path
+
+
+def _path(t: Template, key: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("/") or "\0" in value or "\n" in value:
+        raise InvalidInput(f"{key} must be an absolute path, got {value!r}", attribute=key, value=value)
+    return value
+
+
+def _line(t: Template, key: str, limit: int, empty_ok: bool = True) -> str | None:
+    value = t.get(key)
+    if value is None:
+        return None
+    if (not value and not empty_ok) or len(value) > limit or not value.isprintable():
+        raise InvalidInput(f"{key} must be one line of at most {limit} printable characters",
+                           attribute=key, value=value[:80])
+    return value
+
+
+def _word(t: Template, key: str) -> str | None:
+    value = t.get(key)
+    if value is not None and not _WORD.fullmatch(value):
+        raise InvalidInput(f"{key} must be a word (letters, digits, '.', '_', '-'), got {value!r}",
+                           attribute=key, value=value)
+    return value
+
+
+def _choice(t: Template, key: str, allowed: tuple[str, ...]) -> str | None:
+    value = t.get(key)
+    if value is None:
+        return None
+    if value.lower() not in allowed:
+        raise InvalidInput(f"{key} must be one of {', '.join(allowed)}, got {value!r}",
+                           attribute=key, value=value)
+    return value.lower()
 
 
 def _vm_name(t: Template) -> str | None:
@@ -827,16 +975,32 @@ def _vm_name(t: Template) -> str | None:
     return name
 
 
-def _vm_cpu(t: Template) -> float:
+def cpu_centi(text: str, label: str = "CPU") -> int:
+    """A CPU share in exact hundredths: below 0.01 is refused, anything else rounds *up*.
+
+    Why exact: a float share times 1000 rounded to an integer turned 0.0004 into 0, a VM that
+    counts against neither host capacity nor the quota. Fractions of a hundredth round up so a
+    share is never free; the text is read as a decimal fraction, never through a float.
+    """
+    if not _FLOAT_RE.fullmatch(text.strip()):
+        raise InvalidInput(f"{label} must be a number, got {text!r}", attribute=label, value=text)
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    if exponent and abs(int(exponent)) > 30:
+        raise InvalidInput(f"{label} is out of range, got {text!r}", attribute=label, value=text)
+    value = Fraction(mantissa) * Fraction(10) ** int(exponent or "0")
+    if value < Fraction(1, 100):
+        raise InvalidInput(f"{label} must be at least 0.01, got {text!r}", attribute=label, value=text)
+    return math.ceil(value * 100)
+
+
+def _vm_cpu_centi(t: Template) -> int:
     text = t.get("CPU")
     if text is None:
-        return 1.0
-    cpu = _parse_float("CPU", text)
-    if not cpu > 0:
-        raise InvalidInput(f"CPU must be a positive number, got {text!r}", attribute="CPU", value=text)
-    if cpu > MAX_CPU:
+        return 100
+    centi = cpu_centi(text)
+    if centi > MAX_CPU * 100:
         raise InvalidInput(f"CPU must be at most {MAX_CPU}, got {text!r}", attribute="CPU", value=text)
-    return cpu
+    return centi
 
 
 def _vm_vcpu(t: Template, cpu: float) -> int:
@@ -897,6 +1061,10 @@ def _nic(vector: Vector, index: int) -> NicRef:
     network_id = _optional_id(vector, "NETWORK_ID", label)
     if network is None and network_id is None:
         raise InvalidInput(f"{label} needs NETWORK or NETWORK_ID", attribute="NIC", value=vector)
+    model = vector.get("MODEL")
+    if model is not None and model.lower() != "virtio":
+        raise InvalidInput(f"{label} MODEL must be virtio (the only NIC model offered), got {model!r}",
+                           attribute="NIC/MODEL", value=model)
     ip = vector.get("IP") or None
     if ip is not None:
         try:

@@ -17,6 +17,8 @@ from vocloud.store.schema import VM, Acl, Group, Image, Network, Quota, User, VM
 
 ADMIN_GROUP = "admin"
 ADMIN_USER = "admin"
+#: Largest memory quota (MiB): 1 EiB, far beyond any site and inside the BIGINT column.
+MAX_QUOTA_MIB = 1 << 40
 
 
 def _user_dict(u: User, group: str | None = None) -> dict[str, Any]:
@@ -201,9 +203,9 @@ class AccountService:
         """Set limits (-1 = unlimited). A limit below current usage is allowed, as in
         OpenNebula: it stops new VMs without touching running ones."""
         require_admin(actor, "set quotas")
-        for label, value in (("vms", vms), ("cpu", cpu), ("memory", memory)):
-            if value is not None and value < 0 and value != -1:
-                raise InvalidInput(f"quota {label} must be >= 0 or -1 (unlimited), got {value}")
+        vms = None if vms is None else capacity.quota_int("vms", vms, capacity.MAX_QUOTA_VMS)
+        memory = None if memory is None else capacity.quota_int("memory", memory, capacity.MAX_QUOTA_MEM)
+        cpu_m = None if cpu is None else capacity.quota_cpu_m(cpu)
         with self.db.write() as s:
             sid = self._scope_id(s, scope, ref)
             capacity.ensure_quota(s, scope, sid)
@@ -211,8 +213,8 @@ class AccountService:
                           .with_for_update()).one()
             if vms is not None:
                 q.vms_limit = vms
-            if cpu is not None:
-                q.cpu_m_limit = -1 if cpu < 0 else capacity.milli(cpu)
+            if cpu_m is not None:
+                q.cpu_m_limit = cpu_m
             if memory is not None:
                 q.mem_limit = memory
             return _quota_dict(q, scope, sid)

@@ -37,7 +37,7 @@ class ObjRef:
 def _check_ref(text: str, what: str) -> None:
     if text == "*":
         return
-    if len(text) >= 2 and text[0] in "#@" and text[1:].isdigit():
+    if 2 <= len(text) <= 11 and text[0] in "#@" and text[1:].isascii() and text[1:].isdigit():
         return
     raise InvalidInput(f"ACL {what} must be '*', '#<id>' or '@<group id>', got {text!r}")
 

@@ -1,14 +1,33 @@
-"""Who is asking: tokens in, an :class:`Actor` out.
+"""Who is asking: credentials in, an :class:`Actor` out.
 
-Tokens are random 32-byte strings shown once; only their SHA-256 is stored, so a copy of the
-database does not hand out credentials.
+Authentication is pluggable. A front-end turns whatever its protocol carries into
+:class:`Credentials` (a scheme name and the secret material, plus the request facts a signature
+scheme needs) and hands them to the :class:`Authenticators` registry, which passes them to the
+:class:`Authenticator` registered for that scheme. Every scheme answers with the same
+:class:`Actor`, so the service layer never knows how a user proved who they are.
+
+Schemes today and next:
+
+- ``bearer`` (:class:`BearerTokens`): random 32-byte tokens shown once; only their SHA-256 is
+  stored, so a copy of the database does not hand out credentials. The REST API uses it.
+- ``ec2-sigv4`` (next, for the EC2 Query API): ``Credentials.value`` is the access key id,
+  ``Credentials.request`` the canonical request facts; the authenticator looks up the key's
+  secret and recomputes the signature.
+- ``one-session`` (next, for OpenNebula XML-RPC): ``Credentials.value`` is the
+  ``user:password`` session string of each call.
+
+A new scheme is one class with ``scheme`` and ``authenticate``, registered with
+``Authenticators.register``; no front-end or service method changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +48,40 @@ class Actor:
 SYSTEM = Actor(user_id=0, name="system", group_id=0, is_admin=True)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a signature scheme signs: the request as the front-end received it."""
+
+    method: str = ""
+    path: str = ""
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body_sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a front-end extracted from a request; ``value`` is never logged."""
+
+    scheme: str
+    value: str
+    request: RequestFacts | None = None
+
+    def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
+        return f"Credentials(scheme={self.scheme!r}, value=<{len(self.value)} chars>)"
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """One authentication scheme: credentials of that scheme -> the :class:`Actor`, or
+    :class:`~vocloud.errors.Unauthorized` (never another error: a front-end maps it to its
+    protocol's 401)."""
+
+    scheme: str
+
+    def authenticate(self, session: Session, credentials: Credentials) -> Actor: ...
+
+
 def new_token() -> str:
     return "vc_" + secrets.token_urlsafe(32)
 
@@ -37,12 +90,64 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def authenticate(session: Session, token: str | None) -> Actor:
-    if not token:
-        raise Unauthorized("missing token: pass 'Authorization: Bearer <token>'")
-    user = session.scalars(select(User).where(User.token_hash == hash_token(token))).first()
-    if user is None:
-        raise Unauthorized("invalid token")
+#: Longest token accepted; ours are 46 characters. Longer input is refused before hashing.
+MAX_TOKEN = 256
+
+
+def _actor(user: User) -> Actor:
     if not user.enabled:
         raise Unauthorized(f"user {user.name} is disabled")
     return Actor(user.id, user.name, user.group_id, user.is_admin)
+
+
+class BearerTokens:
+    """``Authorization: Bearer <token>``: the token's SHA-256 names the user."""
+
+    scheme = "bearer"
+
+    def authenticate(self, session: Session, credentials: Credentials) -> Actor:
+        token = credentials.value
+        if not token:
+            raise Unauthorized("missing token: pass 'Authorization: Bearer <token>'")
+        if len(token) > MAX_TOKEN or not token.isascii() or not token.isprintable():
+            raise Unauthorized("invalid token")
+        digest = hash_token(token)
+        user = session.scalars(select(User).where(User.token_hash == digest)).first()
+        if user is None or not hmac.compare_digest(user.token_hash, digest):
+            raise Unauthorized("invalid token")
+        return _actor(user)
+
+
+class Authenticators:
+    """The registry of schemes a site accepts, keyed by scheme name (lower case)."""
+
+    def __init__(self, *authenticators: Authenticator) -> None:
+        self._by_scheme: dict[str, Authenticator] = {}
+        for a in authenticators:
+            self.register(a)
+
+    def register(self, authenticator: Authenticator) -> None:
+        self._by_scheme[authenticator.scheme.lower()] = authenticator
+
+    @property
+    def schemes(self) -> list[str]:
+        return sorted(self._by_scheme)
+
+    def authenticate(self, session: Session, credentials: Credentials | None) -> Actor:
+        if credentials is None:
+            raise Unauthorized("missing credentials: pass 'Authorization: Bearer <token>'")
+        auth = self._by_scheme.get(credentials.scheme.lower())
+        if auth is None:
+            raise Unauthorized(f"authentication scheme {credentials.scheme[:32]!r} is not accepted here; "
+                               f"use one of: {', '.join(self.schemes)}")
+        return auth.authenticate(session, credentials)
+
+
+def default_authenticators() -> Authenticators:
+    """What every site accepts today: bearer tokens."""
+    return Authenticators(BearerTokens())
+
+
+def authenticate(session: Session, token: str | None) -> Actor:
+    """A bearer token -> its Actor (the shortcut the CLI-facing code and tests use)."""
+    return BearerTokens().authenticate(session, Credentials("bearer", token or ""))

@@ -20,6 +20,15 @@ from vocloud.store.schema import Acl, Base, Event
 
 T = TypeVar("T", bound=Base)
 
+#: The largest id the stores hold (a signed 32-bit INTEGER column); no object has a larger one.
+MAX_ID = 2**31 - 1
+
+
+def is_id(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' or '٣', which ``int()`` refuses or
+    reads as another number."""
+    return text.isascii() and text.isdigit()
+
 
 def now() -> float:
     return time.time()
@@ -48,9 +57,11 @@ def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool
     """An object by id (digits) or by unique name; NotFound names what was looked for."""
     column: Any
     key: int | str
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and is_id(ref)):
+        if len(str(ref)) > 10 or not 0 <= int(ref) <= MAX_ID:
+            raise NotFound(f"{kind} {str(ref)[:20]} does not exist (ids are 0 to {MAX_ID})")
         column, key = model.id, int(ref)  # type: ignore[attr-defined]
-    elif isinstance(ref, str) and ref and hasattr(model, "name"):
+    elif isinstance(ref, str) and ref and len(ref) <= 128 and "\x00" not in ref and hasattr(model, "name"):
         column, key = model.name, ref  # type: ignore[attr-defined]
     else:
         raise InvalidInput(f"{kind} reference must be an id or a name, got {ref!r}")
@@ -73,8 +84,9 @@ def check_name(name: str, kind: str) -> str:
     name = name.strip()
     if not name or len(name) > 128:
         raise InvalidInput(f"{kind} name must be 1 to 128 characters")
-    if not all(c.isalnum() or c in "._-" for c in name):
-        raise InvalidInput(f"{kind} name {name!r} may contain only letters, digits, '.', '_' and '-'")
-    if name.isdigit():
+    if not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+        raise InvalidInput(f"{kind} name {name!r} may contain only ASCII letters, digits, '.', '_' "
+                           "and '-'")
+    if is_id(name):
         raise InvalidInput(f"{kind} name {name!r} must not be all digits (it would look like an id)")
     return name

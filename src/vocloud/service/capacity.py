@@ -7,10 +7,13 @@ host (or the last VM of a quota) cannot both succeed, whatever their isolation l
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from vocloud.errors import NoCapacity, QuotaExceeded
+from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
+from vocloud.model.template import cpu_centi
 from vocloud.store.schema import Host, Quota
 
 
@@ -18,8 +21,50 @@ def cores(milli: int) -> float:
     return milli / 1000.0
 
 
+#: The most CPU any quantity may hold, in cores (a BIGINT of milli-cores holds far more; this
+#: keeps sums of many such values inside it too).
+MAX_CORES = 1_000_000_000
+
+
 def milli(cpu: float) -> int:
+    """Cores to milli-cores. NaN, infinities and absurd sizes are refused (``round`` would raise
+    on the first two, and the store cannot hold the last)."""
+    if cpu != cpu or not -MAX_CORES <= cpu <= MAX_CORES:
+        raise InvalidInput(f"CPU must be a finite number of at most {MAX_CORES} cores, got {cpu!r}")
     return round(cpu * 1000)
+
+
+MAX_QUOTA_VMS = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+MAX_QUOTA_CPU = 10**12  # cores; thousandths of it still fit a 64-bit column
+MAX_QUOTA_MEM = 2**62  # MiB
+
+
+def quota_cpu_m(cpu: float) -> int:
+    """A CPU quota limit in thousandths: -1 (unlimited), 0, or at least 0.01 rounded *up* to a
+    hundredth, the same fixed point as a VM's CPU, so a limit never rounds to "nothing left"
+    and never below what a VM of that size needs. NaN and infinities are refused.
+    """
+    if not math.isfinite(cpu):
+        raise InvalidInput(f"quota cpu must be a finite number, got {cpu!r}", attribute="cpu")
+    if cpu == -1:
+        return -1
+    if cpu < 0:
+        raise InvalidInput(f"quota cpu must be >= 0 or -1 (unlimited), got {cpu!r}", attribute="cpu")
+    if cpu > MAX_QUOTA_CPU:
+        raise InvalidInput(f"quota cpu must be at most {MAX_QUOTA_CPU}, got {cpu!r}", attribute="cpu")
+    if cpu == 0:
+        return 0
+    return cpu_centi(repr(cpu), "quota cpu") * 10
+
+
+def quota_int(label: str, value: int, ceiling: int) -> int:
+    """A VMs or memory quota limit: -1 (unlimited) or 0..ceiling."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"quota {label} must be an integer, got {value!r}", attribute=label)
+    if value < -1 or value > ceiling:
+        raise InvalidInput(f"quota {label} must be -1 (unlimited) or between 0 and {ceiling}, "
+                           f"got {value}", attribute=label)
+    return value
 
 
 def acquire_host(session: Session, host_id: int, cpu_m: int, mem: int) -> bool:

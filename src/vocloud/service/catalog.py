@@ -15,11 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict, InvalidInput
+from vocloud.model.attributes import check_template
 from vocloud.model.lifecycle import ImageState, image_next
-from vocloud.model.template import VMTemplate, parse_template
+from vocloud.model.template import VMTemplate, check_size, parse_template
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, load_rules, record, require
+from vocloud.service.policy import VMPolicy
 from vocloud.store.db import Database
 from vocloud.store.schema import Image, VMTemplateRow
 
@@ -138,15 +140,24 @@ class ImageService:
 
 
 class TemplateService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
         self.db = db
+        self.policy = policy or VMPolicy()
 
     def create(self, actor: Actor, text: str, fmt: str = "auto", name: str | None = None,
                public: bool = False) -> dict[str, Any]:
-        t = parse_template(text, fmt=fmt)
+        t = parse_template(text, fmt=fmt, max_bytes=self.policy.max_template_bytes,
+                           max_depth=self.policy.max_template_depth)
         if name:
             t.set("NAME", name)
+        # Unknown and internal attributes are refused for everyone, now. Restricted ones are
+        # refused when a non-administrator instantiates (VMService.create), not here yet: until
+        # the pool controller boots a VO's workers with the VO's rights plus the site's declared
+        # additions, a VO's pool template still carries the worker's kernel (docs/security.md).
+        check_template(t, is_admin=True)
         VMTemplate.from_template(t)  # refuse a template that could never make a VM
+        # the stored (canonical) text must fit too, or instantiating it would be refused later
+        check_size(t.to_one(), self.policy.max_template_bytes)
         tname = check_name(t.get("NAME") or "", "template")
         with self.db.write() as s:
             if s.scalar(select(VMTemplateRow.id).where(VMTemplateRow.name == tname)) is not None:

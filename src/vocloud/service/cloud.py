@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from vocloud.drivers.registry import DriverCatalog
+from vocloud.model.attributes import catalogue_rows
 from vocloud.service.accounts import AccountService
-from vocloud.service.auth import Actor, authenticate
+from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
+from vocloud.service.console import ConsoleReader, ConsoleService
 from vocloud.service.hosts import HostService
 from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
+from vocloud.service.policy import VMPolicy
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
@@ -17,21 +20,46 @@ from vocloud.store.db import Database
 
 class Cloud:
     def __init__(self, db: Database, catalog: DriverCatalog | None = None,
-                 max_reservation_size: int = DEFAULT_MAX_RESERVATION) -> None:
+                 max_reservation_size: int = DEFAULT_MAX_RESERVATION,
+                 policy: VMPolicy | None = None) -> None:
         """``catalog``: what the daemon's drivers declare (the composition root passes its
-        registry's); the built-in declarations otherwise."""
+        registry's); the built-in declarations otherwise. ``policy``: the site's restricted
+        attributes and request limits (docs/security.md); safe defaults without one."""
         self.db = db
-        self.vms = VMService(db)
+        self.policy = policy or VMPolicy()
+        self.vms = VMService(db, self.policy)
         self.hosts = HostService(db, catalog)
         self.images = ImageService(db)
         self.networks = NetworkService(db, max_reservation_size)
-        self.templates = TemplateService(db)
+        self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
         self.pools = PoolService(db)
+        self.console = ConsoleService(db)
+        #: the authentication schemes front-ends may use (see ``service/auth.py``)
+        self.authenticators = default_authenticators()
+
+    def attributes(self, actor: Actor) -> dict[str, Any]:
+        """The attribute catalogue with this site's extra restrictions applied (any user)."""
+        del actor  # any authenticated user may read it: it is the documentation of the boundary
+        extra = self.policy.restricted
+        rows = catalogue_rows()
+        for row in rows:
+            if row["name"] in extra and row["access"] == "user":
+                row.update(access="admin", restricted=True, site=True)
+        return {"attributes": rows, "site_restricted": sorted(extra)}
 
     def authenticate(self, token: str | None) -> Actor:
+        """A bearer token -> its Actor."""
+        return self.authenticate_with(Credentials("bearer", token or ""))
+
+    def authenticate_with(self, credentials: Credentials | None) -> Actor:
+        """Credentials of any registered scheme -> the Actor, or ``Unauthorized``."""
         with self.db.read() as s:
-            return authenticate(s, token)
+            return self.authenticators.authenticate(s, credentials)
+
+    def set_console_reader(self, reader: ConsoleReader) -> None:
+        """Where guest consoles are read from (the daemon's reconciler, which knows the drivers)."""
+        self.console.reader = reader
 
     def instantiate(self, actor: Actor, ref: int | str, count: int = 1, name: str | None = None,
                     hold: bool = False, extra: dict[str, str] | None = None,

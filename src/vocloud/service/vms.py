@@ -17,6 +17,7 @@ from sqlalchemy import Text, case, cast, func, literal, literal_column, select, 
 from sqlalchemy.orm import Session, aliased
 
 from vocloud.errors import Conflict, Forbidden, IllegalAction, InvalidInput, NotFound, ParseError
+from vocloud.model.attributes import check_template
 from vocloud.model.expr import compile_rank, compile_requirements
 from vocloud.model.lifecycle import (
     FINAL,
@@ -28,19 +29,21 @@ from vocloud.model.lifecycle import (
     HostState,
     ImageState,
     VMState,
+    image_next,
     vm_allowed_actions,
     vm_next,
 )
 from vocloud.model.secret_refs import refuse_for_user
-from vocloud.model.template import Template, VMTemplate, parse_template
+from vocloud.model.template import Template, VMTemplate, check_size, parse_template
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import find, load_rules, now, record, require
+from vocloud.service.policy import ADMIN_MAX_VMS_PER_REQUEST, VMPolicy
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, SiteSetting, User
 
-MAX_COUNT = 10_000
+MAX_COUNT = ADMIN_MAX_VMS_PER_REQUEST
 
 
 def vm_ref(vm: VM) -> ObjRef:
@@ -48,14 +51,33 @@ def vm_ref(vm: VM) -> ObjRef:
 
 
 def _image_ids(template_text: str) -> list[int]:
-    t = parse_template(template_text, fmt="one", source="stored template") if template_text else None
+    """Every image a stored template holds: its disks and its kernel/initrd images."""
+    t = parse_template(template_text, fmt="one", source="stored template",
+                       max_bytes=None) if template_text else None
     if t is None:
         return []
     out = []
     for disk in t.vectors("DISK"):
         if "IMAGE_ID" in disk:
             out.append(int(disk["IMAGE_ID"]))
+    for key in ("KERNEL_IMAGE", "INITRD_IMAGE"):
+        ref = t.get(key)
+        if ref is not None and ref.isdigit():
+            out.append(int(ref))
     return out
+
+
+def merge_site(user: Template, site: Template) -> Template:
+    """The user's template with the administrator's ``site`` additions on top (see create)."""
+    merged = user.copy()
+    for key, value in site.attrs.items():
+        if key == "CONTEXT" and isinstance(value, dict):
+            context = dict(user.vector("CONTEXT") or {})
+            context.update(value)
+            merged.set(key, context)
+        else:
+            merged.set(key, value)
+    return merged
 
 
 def _release_images(session: Session, vm: VM) -> None:
@@ -65,7 +87,7 @@ def _release_images(session: Session, vm: VM) -> None:
             continue
         img.running_vms = max(0, img.running_vms - 1)
         if img.running_vms == 0 and img.state == ImageState.USED:
-            img.state = ImageState.READY
+            img.state = image_next(img.name, img.state, "free").value
 
 
 def _effects(session: Session, vm: VM, old: VMState, new: VMState, action: str, at: float) -> None:
@@ -116,8 +138,9 @@ def transition(session: Session, vm: VM, action: str, message: str = "", at: flo
 
 
 class VMService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
         self.db = db
+        self.policy = policy or VMPolicy()
         self._deploy_prefix: str | None = None
 
     def _prefix(self, s: Session) -> str:
@@ -131,21 +154,44 @@ class VMService:
     # ---------------------------------------------------------------- create
     def create(self, actor: Actor, text: str, fmt: str = "auto", count: int = 1,
                name: str | None = None, hold: bool = False,
-               extra: dict[str, str] | None = None, group: int | str | None = None) -> list[int]:
+               extra: dict[str, str] | None = None, group: int | str | None = None,
+               site: Template | None = None) -> list[int]:
         """Create ``count`` VMs from a template; all or nothing.
 
-        ``group`` (administrators only) creates them in another group than the actor's: the
-        VO-pool controller and Slurm power saving boot a VO's workers as the site, yet the VMs
-        must belong to — and count against the quota of — that VO."""
-        if not 1 <= count <= MAX_COUNT:
-            raise InvalidInput(f"count must be between 1 and {MAX_COUNT}, got {count}")
-        tmpl = parse_template(text, fmt=fmt)
+        The trust boundary: whatever a front-end received becomes one :class:`VMTemplate` here,
+        and every decision is made on it and on the attribute catalogue (``model/attributes``):
+        unknown and internal attributes are refused for everyone, restricted ones (host paths,
+        bridges, kernels, ...) for everyone but administrators, images and networks need the
+        USE right. The error names the attribute; nothing is created.
+
+        ``group`` (administrators only) creates them in another group than the actor's.
+        ``site``: attributes the *administrator* declared (the pool controller's additions, never
+        exposed to REST), merged after the user's template passed the checks above, so they are
+        not held to the restricted list and override the user's: a scalar or a DISK/NIC list
+        replaces the user's, CONTEXT is merged variable by variable. Unknown or internal site
+        attributes are still refused, and objects the site names need no USE right."""
+        policy = self.policy
+        limit = policy.max_count(actor.is_admin)
+        if not 1 <= count <= limit:
+            raise InvalidInput(f"count must be between 1 and {limit}, got {count}"
+                               + ("" if actor.is_admin else " (setting max_vms_per_request)"),
+                               attribute="count")
+        tmpl = parse_template(text, fmt=fmt, max_bytes=policy.max_template_bytes,
+                              max_depth=policy.max_template_depth)
         for key, value in (extra or {}).items():
             tmpl.set(key.upper(), value)
         if name is not None:
             tmpl.set("NAME", name)
-        spec = VMTemplate.from_template(tmpl)
+        if extra or name is not None:
+            check_size(tmpl.to_one(), policy.max_template_bytes)
+        check_template(tmpl, actor.is_admin, policy.restricted)
         refuse_for_user(tmpl.vector("CONTEXT") or {}, actor.is_admin)
+        site_keys: frozenset[str] = frozenset()
+        if site is not None:
+            check_template(site, True)
+            site_keys = frozenset(site.attrs)
+            tmpl = merge_site(tmpl, site)
+        spec = VMTemplate.from_template(tmpl)
         for label, expr_text, compile_fn in (
             ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
             ("SCHED_RANK", spec.rank, compile_rank),
@@ -154,8 +200,8 @@ class VMService:
                 try:
                     compile_fn(expr_text)
                 except ParseError as exc:
-                    raise InvalidInput(f"{label}: {exc.message}") from None
-        cpu_m = capacity.milli(spec.cpu)
+                    raise InvalidInput(f"{label}: {exc.message}", attribute=label) from None
+        cpu_m = spec.cpu_centi * 10  # stored in thousandths; never 0 (cpu_centi >= 1)
         with self.db.write() as s:
             user = s.get(User, actor.user_id)
             if user is None:
@@ -168,8 +214,13 @@ class VMService:
                                   spec.memory_mib * count)
             capacity.charge_quota(s, "group", grp.id, grp.name, count, cpu_m * count,
                                   spec.memory_mib * count)
-            images = self._resolve_images(s, actor, spec, count)
-            networks = self._resolve_networks(s, actor, spec)
+            images = self._resolve_images(s, actor, spec, count, trusted="DISK" in site_keys)
+            boot = {
+                key: self._use_image(s, actor, ref, count, key, trusted=key in site_keys)
+                for key, ref in (("KERNEL_IMAGE", spec.kernel_image), ("INITRD_IMAGE", spec.initrd_image))
+                if ref is not None
+            }
+            networks = self._resolve_networks(s, actor, spec, trusted="NIC" in site_keys)
             base = spec.name or "vm"
             ids: list[int] = []
             at = now()
@@ -185,44 +236,58 @@ class VMService:
                 s.add(vm)
                 s.flush()
                 vm.deploy_id = f"{self._prefix(s)}-{vm.id}"
-                vm.template = self._finish_template(s, vm, tmpl, images, networks, spec,
-                                                 actor.is_admin).to_one()
+                vm.template = self._finish_template(s, vm, tmpl, images, boot, networks, spec,
+                                                    actor.is_admin or "NIC" in site_keys).to_one()
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)
             return ids
 
-    def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int) -> list[Image]:
+    def _use_image(self, s: Session, actor: Actor, ref: int | str, count: int, what: str,
+                   trusted: bool = False) -> Image:
+        """Lock an image for ``count`` VMs: USE right, usable state, persistent ones serve one."""
+        img = find(s, Image, "image", ref, lock=True)
+        if not trusted:
+            try:
+                require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
+            except Forbidden as exc:
+                raise Forbidden(f"{what}: {exc.message}", attribute=what) from None
+        new_state = image_next(img.name, img.state, "use")  # READY or USED, else IllegalAction
+        if img.persistent and (img.running_vms > 0 or count > 1):
+            raise Conflict(f"image {img.name} is persistent and already used by a VM "
+                           f"(or requested by {count} VMs); persistent images serve one VM")
+        img.running_vms += count
+        img.state = new_state.value
+        return img
+
+    def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int,
+                        trusted: bool = False) -> list[Image]:
         out = []
         for disk in spec.disks:
             ref: int | str = disk.image_id if disk.image_id is not None else (disk.image or "")
-            img = find(s, Image, "image", ref, lock=True)
-            require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
-            if img.state not in (ImageState.READY, ImageState.USED):
-                raise IllegalAction("image", img.name, img.state, "use")
-            if img.persistent and (img.running_vms > 0 or count > 1):
-                raise Conflict(f"image {img.name} is persistent and already used by a VM "
-                               f"(or requested by {count} VMs); persistent images serve one VM")
-            img.running_vms += count
-            img.state = ImageState.USED.value
-            out.append(img)
+            out.append(self._use_image(s, actor, ref, count, "DISK", trusted))
         return out
 
-    def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate) -> list[Network]:
+    def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate,
+                          trusted: bool = False) -> list[Network]:
         out = []
         for nic in spec.nics:
             ref: int | str = nic.network_id if nic.network_id is not None else (nic.network or "")
             net = find(s, Network, "network", ref)
-            require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
+            if not trusted:
+                require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
             out.append(net)
         return out
 
     def _finish_template(self, s: Session, vm: VM, tmpl: Template, images: list[Image],
-                         networks: list[Network], spec: VMTemplate, admin: bool) -> Template:
+                         boot: dict[str, Image], networks: list[Network], spec: VMTemplate,
+                         admin: bool) -> Template:
+        """The stored template: written only here, so the loops and drivers may trust it."""
         t = tmpl.copy()
         disks = []
         for disk, img in zip(spec.disks, images, strict=True):
             d = dict(disk.attrs)
-            d.pop("IMAGE", None)
+            for key in ("IMAGE", "SOURCE", "FORMAT", "SHA256", "PERSISTENT"):
+                d.pop(key, None)  # refused on input already; the image's values only
             d.update(IMAGE_ID=str(img.id), IMAGE=img.name, SOURCE=img.path, FORMAT=img.format)
             if img.sha256:
                 d["SHA256"] = img.sha256
@@ -231,6 +296,10 @@ class VMService:
             disks.append(d)
         if disks:
             t.set("DISK", disks)
+        for key, path_key in (("KERNEL_IMAGE", "KERNEL"), ("INITRD_IMAGE", "INITRD")):
+            if key in boot:
+                t.set(key, str(boot[key].id))
+                t.set(path_key, boot[key].path)
         nics = []
         for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True)):
             nics.append(ipam.lease_nic(s, net, vm.id, nic.attrs, idx, admin))
@@ -290,27 +359,11 @@ class VMService:
             elif op == "delete":
                 if st in FINAL:
                     raise IllegalAction("VM", vm.id, st.value, "recover --delete")
-                self._force_done(s, vm, f"recover --delete by {actor.name}")
+                # driver cleanup is the admin's call: this is for VMs whose host is gone
+                transition(s, vm, "recover_delete", f"recover --delete by {actor.name}")
             else:
                 raise InvalidInput("recover needs one of: success, failure, retry, delete")
             return self._row(s, vm)
-
-    def _force_done(self, s: Session, vm: VM, message: str) -> None:
-        """Drop a VM to DONE from any state, releasing what it holds (driver cleanup is the
-        admin's call: ``recover --delete`` is for VMs whose host is gone)."""
-        old = VMState(vm.state)
-        if old == VMState.MIGRATE and vm.target_host_id is not None:
-            capacity.release_host(s, vm.target_host_id, vm.cpu_m, vm.memory)
-            vm.target_host_id = None
-        if old in HOLDS_HOST and vm.host_id is not None:
-            capacity.release_host(s, vm.host_id, vm.cpu_m, vm.memory)
-        at = now()
-        ipam.release_vm(s, vm.id)
-        for scope, scope_id in (("user", vm.owner_id), ("group", vm.group_id)):
-            capacity.refund_quota(s, scope, scope_id, 1, vm.cpu_m, vm.memory)
-        _release_images(s, vm)
-        vm.state, vm.ended_at, vm.state_changed_at = VMState.DONE.value, at, at
-        record(s, "vm", vm.id, "recover-delete", old.value, VMState.DONE.value, message, at)
 
     def delete(self, actor: Actor, vm_id: int) -> None:
         """Purge a VM record: allowed when DONE, or when it never left PENDING/HOLD."""

@@ -50,6 +50,25 @@ def create(
             out.echo(f"ID: {vm_id}")
 
 
+@app.command("attributes")
+def attributes(ctx: typer.Context, json_: JsonFlag = False) -> None:
+    """Template attributes vocloud understands; ADMIN ones are for administrators only.
+
+    Any attribute not listed is refused; INTERNAL ones are written by vocloud itself. See
+    docs/security.md.
+    """
+    doc = api(ctx).get("/attributes")
+    if want_json(ctx, json_):
+        out.emit_json(doc)
+        return
+    out.table(["ATTRIBUTE", "ACCESS", "DESCRIPTION", "USED BY"],
+              ([a["name"], a["access"].upper(), a["description"], a["consumer"]]
+               for a in doc["attributes"]))
+    extra = [p for p in doc.get("site_restricted", []) if p.startswith("CONTEXT/")]
+    if extra:
+        out.echo("restricted by this site: " + ", ".join(extra))
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,

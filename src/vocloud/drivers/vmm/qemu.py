@@ -217,7 +217,7 @@ class LocalOps:
 
 def machine_for(spec: DomainSpec) -> str:
     """microvm boots a kernel fastest; a guest without a kernel needs firmware, hence pc."""
-    return spec.attrs.get("MACHINE") or ("microvm" if spec.attrs.get("KERNEL") else "pc")
+    return spec.machine or ("microvm" if spec.kernel else "pc")
 
 
 def virtio_suffix(machine: str) -> str:
@@ -283,19 +283,24 @@ def build_argv(spec: DomainSpec, run: Path, accel: str, binary: str, default_cmd
     ]
     if accel == "kvm":
         argv += ["-cpu", "host"]
-    kernel = spec.attrs.get("KERNEL")
-    if kernel:
-        argv += ["-kernel", kernel, "-append", spec.attrs.get("KERNEL_CMD", default_cmdline)]
-        if spec.attrs.get("INITRD"):
-            argv += ["-initrd", spec.attrs["INITRD"]]
+    if spec.kernel:
+        cmdline = spec.kernel_cmd if spec.kernel_cmd is not None else default_cmdline
+        argv += ["-kernel", spec.kernel, "-append", cmdline]
+        if spec.initrd:
+            argv += ["-initrd", spec.initrd]
     disks = spec.disks
     if context_iso is not None:
         disks = (*disks, DiskSpec(target=CONTEXT_TARGET, source=str(context_iso), format="raw"))
     argv += disk_args(disks, suffix, frozenset({CONTEXT_TARGET}))
     argv += nic_args(spec.deploy_id, spec.nics, suffix)
-    if spec.attrs.get("VIRTFS"):  # a directory shared read-only over 9p (worker guests' root)
-        argv += virtfs_args(machine, path=spec.attrs["VIRTFS"])
+    if spec.virtfs:  # a directory shared read-only over 9p (worker guests' root)
+        argv += virtfs_args(machine, path=spec.virtfs)
     return argv
+
+
+_LEGACY_ATTRS = {"kernel": "KERNEL", "initrd": "INITRD", "kernel_cmd": "KERNEL_CMD",
+                 "machine": "MACHINE", "accel": "ACCEL", "ready_marker": "READY_MARKER",
+                 "virtfs": "VIRTFS", "sim_boot": "SIM_BOOT"}
 
 
 def spec_to_json(spec: DomainSpec) -> str:
@@ -304,6 +309,11 @@ def spec_to_json(spec: DomainSpec) -> str:
 
 def spec_from_json(text: str) -> DomainSpec:
     doc = json.loads(text)
+    legacy = doc.pop("attrs", None)  # run dirs written before DomainSpec had typed fields
+    if isinstance(legacy, dict):
+        for name, key in _LEGACY_ATTRS.items():
+            if legacy.get(key) is not None:
+                doc.setdefault(name, legacy[key])
     doc["disks"] = tuple(DiskSpec(**d) for d in doc.get("disks", ()))
     doc["nics"] = tuple(NicSpec(**n) for n in doc.get("nics", ()))
     return DomainSpec(**doc)
@@ -449,7 +459,7 @@ class QemuDriver:
         return spec_from_json(raw.decode()) if raw else None
 
     def _marker(self, spec: DomainSpec | None) -> str:
-        return spec.attrs.get("READY_MARKER", READY_MARKER) if spec else READY_MARKER
+        return (spec.ready_marker or READY_MARKER) if spec else READY_MARKER
 
     def _info(self, run: Path, deploy_id: str, state: DomainState, detail: str = "",
               pid: int | None = None) -> DomainInfo:
@@ -480,8 +490,7 @@ class QemuDriver:
         """Bad input fails before anything starts, with the path an admin needs to fix."""
         if spec.memory_mib < 16:
             raise DriverError(f"{spec.deploy_id}: memory {spec.memory_mib} MiB is too small for qemu")
-        for key in ("KERNEL", "INITRD"):
-            path = spec.attrs.get(key)
+        for key, path in (("KERNEL", spec.kernel), ("INITRD", spec.initrd)):
             if path and not self.ops.exists(Path(path)):
                 raise DriverError(f"{spec.deploy_id}: {key} file {path} does not exist")
         for disk in spec.disks:
@@ -503,7 +512,7 @@ class QemuDriver:
         if self.poll(host, spec.deploy_id).state == DomainState.SAVED:
             return self.restore(host, spec)  # never throw a saved guest's memory away
         self._check_inputs(spec)
-        accel = spec.attrs.get("ACCEL") or self.accel(host).accel
+        accel = spec.accel or self.accel(host).accel
         self._prepare_run_dir(run, spec)
         iso = self._seed_iso(host, spec, run) if spec.context else None
         argv = build_argv(spec, run, accel, self.binary, self.default_cmdline, iso)

@@ -110,7 +110,7 @@ class SimDriver:
             "cpu": spec.cpu, "memory": spec.memory_mib,
             "boot_delay": self._delay(host, "SIM_BOOT_DELAY", self.boot_delay),
             "shutdown_delay": self._delay(host, "SIM_SHUTDOWN_DELAY", self.shutdown_delay),
-            "mode": spec.attrs.get("SIM_BOOT", "ok").lower(),
+            "mode": (spec.sim_boot or "ok").lower(),
             "boots": int((doc or {}).get("boots", 0)) + 1,
         }
         self._save(path, doc)
