@@ -36,6 +36,8 @@ class Settings:
     scheduler_interval: float = 1.0
     lifecycle_interval: float = 0.5
     monitor_interval: float = 5.0
+    # a host whose probe fails is probed after monitor_interval * 2^failures s, at most this long
+    host_backoff_max: float = 300.0
     # scheduler
     sched_policy: str = "packing"
     sched_rank: str = ""
@@ -148,6 +150,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not out.store_lease_ttl >= 1:
         raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
                            "(at least 1 s; the default is 30)")
+    if not 0 < out.host_backoff_max <= 86400:
+        raise InvalidInput(f"setting host_backoff_max: {out.host_backoff_max:g} s is out of range "
+                           "(more than 0, at most 86400; the default is 300)")
     if not 1024 <= out.max_request_bytes <= 1 << 30:
         raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
                            "(1024 to 1073741824 bytes; the default is 1048576)")

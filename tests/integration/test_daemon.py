@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -250,3 +251,37 @@ def test_acceptance_pack_terminate_and_kill9_restart(daemon: Daemon) -> None:
         for i in keep:
             assert (daemon.data_dir / "sim" / rows[i]["host"] / f"{deploy[i]}.json").exists()
     assert daemon.stop() == 0
+
+
+def _mode(p: Path) -> int:
+    return p.stat().st_mode & 0o7777
+
+
+def test_files_are_private_and_looser_modes_are_fixed_or_refused(daemon: Daemon) -> None:
+    """Issue 9, finding 7: the data dir, the store and the token are the daemon's user's alone."""
+    data, token = daemon.data_dir, daemon.data_dir / "admin.token"
+    db = [data / f"vocloud.db{s}" for s in ("", "-wal", "-shm")] if daemon.db_url.startswith("sqlite") else []
+    assert all(p.exists() for p in db)
+    assert _mode(data) == 0o700 and {_mode(p) for p in [token, *db]} == {0o600}
+    assert daemon.stop() == 0
+    db = db[:1]  # a clean stop checkpoints and removes -wal and -shm
+    for p in [token, *db]:
+        p.chmod(0o644)
+    data.chmod(0o755)
+    daemon.start()
+    assert _mode(data) == 0o700 and {_mode(p) for p in [token, *db]} == {0o600}
+    log = (data / "daemon.log").read_text()
+    for p, old, new in [(data, "0755", "0700"), (token, "0644", "0600"), *((p, "0644", "0600") for p in db)]:
+        assert f"file mode fixed, it was open to other users: {'data directory' if p == data else ''}" in log
+        assert f" {p}: mode {old} -> {new}\n" in log
+    # a file of another user cannot be fixed: the daemon refuses to start and says what to do
+    assert daemon.stop() == 0
+    token.chmod(0o644)
+    os.chown(token, 65534, 65534)
+    r = _serve_once(daemon)
+    assert r.returncode == 2
+    assert (f"vocloud: refusing to start, files would be open to other users: admin token {token} has "
+            f"mode 0644, open to other users, and belongs to uid 65534, not to the daemon's user "
+            f"(uid {os.geteuid()}), so the daemon will not change it: run 'chown {os.geteuid()} {token}'"
+            ) in r.stderr.decode()
+    assert _mode(token) == 0o644  # nothing was changed

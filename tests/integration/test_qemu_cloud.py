@@ -10,6 +10,7 @@ leaves the guests running and managed; nothing (qemu, tap) is left behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -185,4 +186,10 @@ def test_bad_input_missing_image_corrupt_qcow2_and_unreachable_host(qemu_daemon:
         assert c.post(f"/vms/{vm}/action", json={"action": "terminate"}).status_code == 200
         _wait(lambda: c.get(f"/vms/{vm}").json()["state"] == "DONE", 60, "DONE")
         assert not list((qemu_daemon.data_dir / "datastore" / "vms").glob("vc-*"))
+        # the unreachable host backs off (monitor interval 2 s: waits of 4, 8, 16 s ...), where it
+        # used to be probed on every 1 s pass
+        m = c.get("/hosts/ghost").json()["monitoring"]
+        span = time.time() - m["failing_since"]
+        assert 1 <= m["failures"] <= math.log2(span / 2 + 2) + 1, (m, span)
+        assert m["next_attempt_in"] is not None and "refused" in m["last_error"]
     assert qemu_pids_under(qemu_daemon.data_dir) == []

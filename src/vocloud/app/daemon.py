@@ -28,6 +28,7 @@ from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
 from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
+from vocloud.engine import filemodes
 from vocloud.engine.pools import PoolController
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
@@ -47,7 +48,7 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     """Open (and migrate) the store; create the admin user on first start."""
     policy = VMPolicy.from_settings(settings.restricted_attrs, settings.max_vms_per_request,
                                     settings.max_template_bytes, settings.max_template_depth)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
     cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy,
@@ -168,7 +169,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
         policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
                            settings.max_host_dispatch),
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
-        monitor_interval=settings.monitor_interval,
+        monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
     )
     reconciler = Reconciler(cloud, registry.lazy(Role.VMM), loop_settings,
                             storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
@@ -201,9 +202,11 @@ def _exit_cleanly(_sig: int, _frame: Any) -> None:
 
 
 def serve(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # everything the daemon creates is its user's alone (engine/filemodes.py)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    filemodes.secure(settings)  # fixes looser modes, logs them; FileModeError: exit 2
     lock = _lock(settings.data_dir)
     try:
         _check_port(settings.host, settings.port)

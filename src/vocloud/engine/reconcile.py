@@ -34,6 +34,7 @@ from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
 from vocloud.engine.secrets import SecretDir, SecretError, refusing
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
+from vocloud.model.backoff import monitor_delay, probe_due
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
 from vocloud.service import capacity
 from vocloud.service.cloud import Cloud
@@ -52,6 +53,10 @@ class LoopSettings:
     boot_timeout: float = 300.0
     shutdown_timeout: float = 60.0
     monitor_interval: float = 5.0
+    host_backoff_max: float = 300.0  # the longest wait between probes of a failing host
+
+    def probe_delay(self, failures: int) -> float:
+        return monitor_delay(failures, self.monitor_interval, self.host_backoff_max)
 
 
 def policy_from(kind: str, rank: str = "", max_dispatch: int = 0, max_host_dispatch: int = 0) -> SchedPolicy:
@@ -355,13 +360,15 @@ class Reconciler:
 
     # ================================================================= monitor
     def monitor_once(self, force: bool = False) -> None:
+        """Probe every host that is due; a failing host only when its backoff has passed."""
         now = self.clock()
         with self.db.read() as s:
             hosts = list(s.scalars(
                 select(Host).where(Host.state != HostState.OFFLINE.value).order_by(Host.id)))
         for h in hosts:
-            due = h.state == HostState.INIT or h.monitored_at is None or \
-                now - h.monitored_at >= self.settings.monitor_interval or h.state == HostState.ERROR
+            due = probe_due(now, initializing=h.state == HostState.INIT, monitored_at=h.monitored_at,
+                            failures=h.monitor_failures, next_at=h.monitor_next_at,
+                            interval=self.settings.monitor_interval)
             if force or due:
                 self._monitor_host(h)
 
@@ -370,13 +377,20 @@ class Reconciler:
         try:
             info = self._driver(h.vmm).monitor(ref)
         except DriverError as exc:
-            new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message)
+            new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
+                                                  retry_in=self.settings.probe_delay)
+            failures = h.monitor_failures + 1
+            log.warning("host %s: monitoring failed (%d in a row), next try in %.0f s: %s", h.name,
+                        failures, self.settings.probe_delay(failures), exc.message)
             if new == HostState.ERROR or (new == HostState.DISABLED):
                 self._vms_lost(h, exc.message)
             return
         self.cloud.hosts.report_monitor(
             h.id, ok=True, total_cpu_m=capacity.milli(info.total_cpu), total_mem=info.total_mem_mib,
-            used_cpu_m=capacity.milli(info.used_cpu), used_mem=info.used_mem_mib, attrs=info.attrs)
+            used_cpu_m=capacity.milli(info.used_cpu), used_mem=info.used_mem_mib, attrs=info.attrs,
+            at=self.clock())
+        if h.monitor_failures:
+            log.warning("host %s answers again after %d failed probes", h.name, h.monitor_failures)
         self._vms_found(h, info.domains)
 
     def _vms_lost(self, h: Host, why: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -65,6 +66,19 @@ def host_dict(h: Host) -> dict[str, Any]:
         "total_mem": h.total_mem, "alloc_mem": h.alloc_mem, "free_mem": h.total_mem - h.alloc_mem,
         "used_cpu": capacity.cores(h.used_cpu_m), "used_mem": h.used_mem,
         "attrs": dict(h.attrs or {}), "error": h.error, "monitored_at": h.monitored_at,
+        "monitoring": monitoring_dict(h, now()),
+    }
+
+
+def monitoring_dict(h: Host, at: float) -> dict[str, Any]:
+    """The monitor's backoff on this host (model/backoff.py): all zero/None while it answers."""
+    failing = h.monitor_failures > 0
+    next_at = h.monitor_next_at if failing else None
+    return {
+        "failures": h.monitor_failures, "failing_since": h.monitor_failing_since if failing else None,
+        "next_attempt_at": next_at,
+        "next_attempt_in": None if next_at is None else round(max(next_at - at, 0.0), 1),
+        "last_error": h.error if failing else "",
     }
 
 
@@ -144,6 +158,7 @@ class HostService:
             h.total_cpu_m = max(h.total_cpu_m + old_cpu_m - new_cpu_m, 0)
             h.total_mem = max(h.total_mem + old_mem - new_mem, 0)
             h.attrs = new
+            h.monitor_next_at = None  # a failing host is probed again at once with the new attributes
             record(s, "host", h.id, "update", h.state, h.state,
                    f"by {actor.name}: {', '.join(sorted(changes))}")
             return host_dict(h)
@@ -159,6 +174,8 @@ class HostService:
                 raise Conflict(f"host {h.name} still holds {h.running_vms} VMs; migrate or terminate "
                                "them before taking it offline")
             self._move(s, h, action, f"by {actor.name}")
+            if action == "enable":
+                h.monitor_next_at = None  # the administrator says it is fixed: probe it now
             return host_dict(h)
 
     def delete(self, actor: Actor, ref: int | str) -> None:
@@ -187,8 +204,15 @@ class HostService:
 
     def report_monitor(self, host_id: int, ok: bool, total_cpu_m: int = 0, total_mem: int = 0,
                        used_cpu_m: int = 0, used_mem: int = 0, attrs: dict[str, str] | None = None,
-                       error: str = "") -> HostState | None:
-        """Apply one monitoring probe; returns the host's new state (None if it is gone)."""
+                       error: str = "", at: float | None = None,
+                       retry_in: Callable[[int], float] | None = None) -> HostState | None:
+        """Apply one monitoring probe; returns the host's new state (None if it is gone).
+
+        A failure counts towards the host's backoff: ``retry_in(failures)`` (seconds, from
+        model/backoff.py) sets when the monitor probes it next, from ``at`` (the loop's clock);
+        a success clears the count.
+        """
+        at = now() if at is None else at
         with self.db.write() as s:
             h = s.get(Host, host_id, with_for_update=True)
             if h is None or h.state == HostState.OFFLINE:
@@ -200,7 +224,11 @@ class HostService:
                 h.used_cpu_m, h.used_mem = used_cpu_m, used_mem
                 h.attrs = {**(h.attrs or {}), **(attrs or {})}
                 h.error = ""
-                h.monitored_at = now()
+                h.monitored_at = at
+                h.monitor_failures, h.monitor_failing_since, h.monitor_next_at = 0, None, None
             else:
                 h.error = error
+                h.monitor_failures += 1
+                h.monitor_failing_since = h.monitor_failing_since or at
+                h.monitor_next_at = at + retry_in(h.monitor_failures) if retry_in is not None else None
             return self._move(s, h, "monitor_ok" if ok else "monitor_fail", error)

@@ -9,6 +9,8 @@ layer uses conditional updates and row locks, which are correct on both database
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,13 @@ _WRITE = "vocloud_write"
 
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'vocloud.db'}"
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file 0600 before SQLite does (it would use 0644 minus the umask): the
+    store holds templates and token hashes, and SQLite gives the -wal/-shm files its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -58,6 +67,7 @@ class Database:
                 parent = Path(path).parent
                 if not parent.exists():
                     raise InvalidInput(f"database directory {parent} does not exist")
+                _create_private(Path(path))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
             kwargs["pool_size"] = 16
             kwargs["max_overflow"] = 32

@@ -30,6 +30,7 @@ class PoolRow(Base):
     """
 
     __tablename__ = "pools"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vo: Mapped[str] = mapped_column(String(128), unique=True)
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), index=True)

@@ -44,6 +44,7 @@ class Base(DeclarativeBase):
 
 class Group(Base):
     __tablename__ = "groups"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
@@ -52,6 +53,7 @@ class Group(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), index=True)
@@ -69,6 +71,7 @@ class Acl(Base):
     """
 
     __tablename__ = "acls"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(String(32))
     resource: Mapped[str] = mapped_column(String(32))
@@ -98,6 +101,7 @@ class Quota(Base):
 
 class Host(Base):
     __tablename__ = "hosts"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     state: Mapped[str] = mapped_column(String(16), default="INIT")
@@ -114,6 +118,10 @@ class Host(Base):
     attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str] = mapped_column(Text, default="")
     monitored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # monitoring backoff (model/backoff.py): failed probes in a row, since when, next probe
+    monitor_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    monitor_failing_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    monitor_next_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=utcnow)
 
 
@@ -122,6 +130,7 @@ class VM(Base):
     __table_args__ = (
         Index("ix_vms_state_id", "state", "id"),
         Index("ix_vms_group_id_id", "group_id", "id"),
+        {"sqlite_autoincrement": True},  # ids never reused (store/sqlite_ids.py)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -164,6 +173,7 @@ class Event(Base):
 
 class VMTemplateRow(Base):
     __tablename__ = "templates"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
@@ -175,6 +185,7 @@ class VMTemplateRow(Base):
 
 class Image(Base):
     __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
@@ -207,6 +218,7 @@ class Datastore(Base):
 
 class Network(Base):
     __tablename__ = "networks"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))

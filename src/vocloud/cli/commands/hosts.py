@@ -1,5 +1,6 @@
 """``vocloud host``: register hypervisors and take them in and out of service (onehost)."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -86,6 +87,8 @@ def show(ctx: typer.Context, host: Annotated[str, typer.Argument(help="Host name
                 ("TRANSPORT", h["transport"]), ("CLUSTER", h["cluster"])])
     if h.get("error"):
         out.fields([("ERROR", h["error"])])
+    if (h.get("monitoring") or {}).get("failures"):
+        out.fields([("MONITORING", monitoring_line(h["monitoring"]))])
     out.echo()
     out.section("HOST CAPACITY")
     out.fields([
@@ -102,6 +105,17 @@ def show(ctx: typer.Context, host: Annotated[str, typer.Argument(help="Host name
     out.echo()
     out.section("VIRTUAL MACHINES")
     out.echo(" ".join(str(v) for v in h.get("vms", [])) or "none")
+
+
+def monitoring_line(m: dict[str, Any]) -> str:
+    """``failing since 12/02 00:10:05, 5 failures, next try in 40 s, last error: ...``"""
+    since = datetime.fromtimestamp(m["failing_since"]).strftime("%m/%d %H:%M:%S") \
+        if m.get("failing_since") else "?"
+    n = m["failures"]
+    nxt = "next try now" if m.get("next_attempt_in") in (None, 0) else \
+        f"next try in {m['next_attempt_in']:.0f} s"
+    plural = "s" if n != 1 else ""
+    return f"failing since {since}, {n} failure{plural}, {nxt}, last error: {m.get('last_error', '')}"
 
 
 def _action(name: str, doc: str) -> None:

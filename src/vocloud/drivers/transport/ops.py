@@ -105,7 +105,7 @@ class SshOps:
     def write_text(self, path: Path, text: str) -> None:
         """Write to ``<name>.tmp`` and rename, as LocalOps does, so readers never see half."""
         tmp = path.with_name(path.name + ".tmp")
-        res = self._sh('cat > "$1" && mv -f "$1" "$2"', str(tmp), str(path), input=text.encode())
+        res = self._sh('umask 077 && cat > "$1" && mv -f "$1" "$2"', str(tmp), str(path), input=text.encode())
         _check(res, f"write {path}", self.host)
 
     def put_file(self, local: Path, path: Path) -> None:
