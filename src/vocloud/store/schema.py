@@ -210,6 +210,7 @@ class Datastore(Base):
     """A directory on the front-end that the administrator declared for image files (0004)."""
 
     __tablename__ = "datastores"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     path: Mapped[str] = mapped_column(Text)

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 #: Tables whose ids users see, and the event kind that records each (``""``: none).
 NEVER_REUSED: dict[str, str] = {
     "groups": "group", "users": "user", "acls": "", "hosts": "host", "vms": "vm",
-    "templates": "", "images": "image", "networks": "vnet", "pools": "",
+    "templates": "", "images": "image", "networks": "vnet", "pools": "", "datastores": "",
 }
 
 #: The keyword argument that makes a table AUTOINCREMENT on SQLite (ignored elsewhere).

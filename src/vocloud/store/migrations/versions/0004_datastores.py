@@ -25,7 +25,8 @@ def upgrade() -> None:
     sa.Column('path', sa.Text(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_datastores')),
-    sa.UniqueConstraint('name', name=op.f('uq_datastores_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_datastores_name')),
+    sqlite_autoincrement=True,  # ids never reused (store/sqlite_ids.py)
     )
     with op.batch_alter_table('quotas', schema=None) as batch_op:
         batch_op.add_column(sa.Column('image_mib_limit', sa.BigInteger(), nullable=False,

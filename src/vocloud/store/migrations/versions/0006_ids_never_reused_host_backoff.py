@@ -16,7 +16,7 @@ from vocloud.store.sqlite_ids import NEVER_REUSED, batch_keeping_ids, is_sqlite
 
 
 revision = '0006'
-down_revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
