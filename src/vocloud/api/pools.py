@@ -30,6 +30,9 @@ class PoolCreate(Strict):
     max_boots_per_minute: int | None = None
     scale_down_delay: float | None = None
     enabled: bool | None = None
+    site_template: int | str | None = Field(
+        None, description="administrators only: the site template (an administrator's VM "
+                          "template) merged into every worker; default: the daemon's")
 
 
 class PoolUpdate(Strict):
@@ -45,6 +48,8 @@ class PoolUpdate(Strict):
     max_boots_per_minute: int | None = None
     scale_down_delay: float | None = None
     enabled: bool | None = None
+    site_template: int | str | None = Field(
+        None, description='administrators only: the site template; "" returns to the daemon\'s')
 
 
 def _service(request: Request) -> PoolService:

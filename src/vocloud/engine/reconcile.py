@@ -30,7 +30,7 @@ from vocloud.drivers.base import (
 )
 from vocloud.engine.domain import build_spec
 from vocloud.engine.scheduler import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
-from vocloud.engine.secrets import SecretDir, SecretError, refusing
+from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, NoCapacity, VocloudError
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
 from vocloud.service import capacity
@@ -222,7 +222,8 @@ class Reconciler:
         drv = self._driver(host.vmm)
         ref = host_ref(host)
         if st in _BUILDS_CONTEXT:
-            resolver = self.secrets.read if site_vm else refusing(vm.id)
+            resolver = (self.secrets.read if site_vm
+                        else admitted_only(self.secrets.read, vm.id, vm.site_secrets or ""))
             try:
                 spec = build_spec(vm, user, group, resolver)
             except SecretError as exc:

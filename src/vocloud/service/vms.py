@@ -31,7 +31,7 @@ from vocloud.model.lifecycle import (
     vm_allowed_actions,
     vm_next,
 )
-from vocloud.model.secret_refs import refuse_for_user
+from vocloud.model.secret_refs import names_in, refuse_for_user
 from vocloud.model.template import Template, VMTemplate, parse_template
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
@@ -55,6 +55,18 @@ def _image_ids(template_text: str) -> list[int]:
     for disk in t.vectors("DISK"):
         if "IMAGE_ID" in disk:
             out.append(int(disk["IMAGE_ID"]))
+    return out
+
+
+def with_site(user: Template, site: Template) -> Template:
+    """``user`` with an administrator's ``site`` template merged in: each site attribute
+    replaces the user's, except CONTEXT, merged key by key (the site's keys win)."""
+    out = user.copy()
+    for key, value in site.to_dict().items():
+        out.set(key, value)
+    ctx = {**(user.vector("CONTEXT") or {}), **(site.vector("CONTEXT") or {})}
+    if ctx:
+        out.set("CONTEXT", ctx)
     return out
 
 
@@ -131,12 +143,19 @@ class VMService:
     # ---------------------------------------------------------------- create
     def create(self, actor: Actor, text: str, fmt: str = "auto", count: int = 1,
                name: str | None = None, hold: bool = False,
-               extra: dict[str, str] | None = None, group: int | str | None = None) -> list[int]:
+               extra: dict[str, str] | None = None, group: int | str | None = None,
+               site: Template | None = None) -> list[int]:
         """Create ``count`` VMs from a template; all or nothing.
 
-        ``group`` (administrators only) creates them in another group than the actor's: the
-        VO-pool controller and Slurm power saving boot a VO's workers as the site, yet the VMs
-        must belong to — and count against the quota of — that VO."""
+        ``group`` (administrators only) creates them in another group than the actor's: Slurm
+        power saving boots a VO's workers as the site, yet the VMs must belong to — and count
+        against the quota of — that VO.
+
+        ``site``: an administrator's template merged into the actor's *after* the actor's own
+        text passed every check (the VO-pool controller's site template: kernel, 9p export,
+        worker network, batch secret). Its attributes replace the actor's; CONTEXT is merged key
+        by key; the disks and networks it names are the administrator's choice, not checked
+        against the actor's rights; the secrets its CONTEXT names are admitted for these VMs."""
         if not 1 <= count <= MAX_COUNT:
             raise InvalidInput(f"count must be between 1 and {MAX_COUNT}, got {count}")
         tmpl = parse_template(text, fmt=fmt)
@@ -145,7 +164,15 @@ class VMService:
         if name is not None:
             tmpl.set("NAME", name)
         spec = VMTemplate.from_template(tmpl)
-        refuse_for_user(tmpl.vector("CONTEXT") or {}, actor.is_admin)
+        context = tmpl.vector("CONTEXT") or {}
+        refuse_for_user(context, actor.is_admin)
+        admitted = names_in(context.values()) if actor.is_admin else []
+        own = spec
+        if site is not None:
+            tmpl = with_site(tmpl, site)
+            spec = VMTemplate.from_template(tmpl)
+            admitted += [n for n in names_in((site.vector("CONTEXT") or {}).values())
+                         if n not in admitted]
         for label, expr_text, compile_fn in (
             ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
             ("SCHED_RANK", spec.rank, compile_rank),
@@ -168,8 +195,12 @@ class VMService:
                                   spec.memory_mib * count)
             capacity.charge_quota(s, "group", grp.id, grp.name, count, cpu_m * count,
                                   spec.memory_mib * count)
-            images = self._resolve_images(s, actor, spec, count)
-            networks = self._resolve_networks(s, actor, spec)
+            if site is not None:  # the actor's own references, even those the site replaces
+                self._check_own_refs(s, actor, own, site)
+            images = self._resolve_images(s, actor, spec, count,
+                                          trusted=site is not None and "DISK" in site)
+            networks = self._resolve_networks(s, actor, spec,
+                                              trusted=site is not None and "NIC" in site)
             base = spec.name or "vm"
             ids: list[int] = []
             at = now()
@@ -180,7 +211,7 @@ class VMService:
                     state=VMState.HOLD.value if hold else VMState.PENDING.value,
                     cpu_m=cpu_m, vcpu=spec.vcpu, memory=spec.memory_mib,
                     requirements=spec.requirements, rank=spec.rank,
-                    created_at=at, state_changed_at=at,
+                    created_at=at, state_changed_at=at, site_secrets=" ".join(admitted),
                 )
                 s.add(vm)
                 s.flush()
@@ -190,12 +221,29 @@ class VMService:
                 ids.append(vm.id)
             return ids
 
-    def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int) -> list[Image]:
+    def _check_own_refs(self, s: Session, actor: Actor, own: VMTemplate, site: Template) -> None:
+        """USE on the images and networks the actor's own text names, where ``site`` replaces
+        them (elsewhere ``_resolve_*`` checks them): a reference to another VO's private object
+        is refused even when it would not be attached."""
+        for disk in own.disks if "DISK" in site else ():
+            ref: int | str = disk.image_id if disk.image_id is not None else (disk.image or "")
+            img = find(s, Image, "image", ref)
+            require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
+        for nic in own.nics if "NIC" in site else ():
+            ref = nic.network_id if nic.network_id is not None else (nic.network or "")
+            net = find(s, Network, "network", ref)
+            require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
+
+    def _resolve_images(self, s: Session, actor: Actor, spec: VMTemplate, count: int,
+                        trusted: bool = False) -> list[Image]:
+        """``trusted``: the disks are an administrator's (a site template): no USE check."""
         out = []
         for disk in spec.disks:
             ref: int | str = disk.image_id if disk.image_id is not None else (disk.image or "")
             img = find(s, Image, "image", ref, lock=True)
-            require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
+            if not trusted:
+                require(s, actor, "USE",
+                        ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
             if img.state not in (ImageState.READY, ImageState.USED):
                 raise IllegalAction("image", img.name, img.state, "use")
             if img.persistent and (img.running_vms > 0 or count > 1):
@@ -206,12 +254,16 @@ class VMService:
             out.append(img)
         return out
 
-    def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate) -> list[Network]:
+    def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate,
+                          trusted: bool = False) -> list[Network]:
+        """``trusted``: the NICs are an administrator's (a site template): no USE check."""
         out = []
         for nic in spec.nics:
             ref: int | str = nic.network_id if nic.network_id is not None else (nic.network or "")
             net = find(s, Network, "network", ref)
-            require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
+            if not trusted:
+                require(s, actor, "USE",
+                        ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
             out.append(net)
         return out
 
