@@ -27,7 +27,9 @@ from vocloud.model.template import parse_template
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.vms import with_site
-from vocloud.store.pools import PoolEventRow, PoolRow
+from vocloud.store import migrate
+from vocloud.store.db import Database
+from vocloud.store.pools import PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import VM, Group, Image, Network, Quota, User, VMTemplateRow
 
 KEY = bytes(range(256))
@@ -391,3 +393,35 @@ def test_the_site_network_needs_no_right_of_the_vo(cloud: Cloud) -> None:
     # the user's own secret reference is still refused, site template or not
     with pytest.raises(InvalidInput, match="site secret"):
         cloud.vms.create(alice, 'CPU=1\nMEMORY=64\nCONTEXT=[X="$SECRET[munge]"]\n', site=site)
+
+
+# ------------------------------------------------------------------------ migration 0007
+def test_migration_0007_keeps_existing_pools_and_their_workers(db_url: str) -> None:
+    """Upgrading a store with pools adds the columns and loses nothing: on SQLite a table copy
+    of ``pools`` would cascade into ``pool_vms`` (foreign keys are on)."""
+    db = Database(db_url)
+    try:
+        migrate.upgrade(db, "0003")
+        with db.engine.begin() as conn:
+            for sql in (
+                "INSERT INTO groups (id, name, description, created_at) VALUES (5, 'atlas', '', 0)",
+                "INSERT INTO users (id, name, group_id, is_admin, enabled, token_hash, created_at)"
+                " VALUES (5, 'a', 5, false, true, 'h', 0)",
+                "INSERT INTO templates (id, name, owner_id, group_id, body, public, created_at)"
+                " VALUES (5, 'wn', 5, 5, 'CPU=\"1\"', false, 0)",
+                "INSERT INTO pools (id, vo, group_id, template_id, image, cores, memory, min_vms,"
+                " max_vms, weight, idle_timeout, boot_timeout, max_boots_per_minute,"
+                " scale_down_delay, enabled, deleting, status, created_at) VALUES (5, 'atlas', 5,"
+                " 5, 'wn', 1, 512, 0, 2, 1.0, 60, 60, 10, 0, true, false, '{}', 0)",
+                "INSERT INTO pool_vms (id, pool_id, name, state, state_since, requested_at,"
+                " running_jobs, free_cores, free_memory, reason) VALUES (7, 5, 'atlas-wn7',"
+                " 'REQUESTED', 0, 0, 0, 0, 0, '')",
+            ):
+                conn.exec_driver_sql(sql)
+        migrate.upgrade(db)
+        with db.read() as s:
+            pool = s.get(PoolRow, 5)
+            assert pool is not None and pool.owner_id is None and pool.site_template_id is None
+            assert s.scalar(select(func.count()).select_from(PoolVMRow)) == 1
+    finally:
+        db.dispose()
