@@ -206,6 +206,8 @@ def test_workers_are_created_as_the_vo(site: Site) -> None:
         quota = s.scalars(select(Quota).where(Quota.scope == "group")
                           .where(Quota.scope_id == _gid(cloud, "atlas"))).one()
     assert len(rows) == 2
+    names = [v["name"] for v in cloud.vms.list(site.admin)]
+    assert all(n.startswith("atlas-wn") for n in names), names  # not the site template's NAME
     for _vm, owner, is_admin, user_group, vm_group in rows:
         assert (owner, is_admin) == ("pool.atlas", False)
         assert user_group == vm_group == _gid(cloud, "atlas")
@@ -370,7 +372,10 @@ def test_site_attributes_override_and_context_merges_key_by_key() -> None:
                           'CONTEXT=[A="user", B="user"]\n', fmt="one")
     site = parse_template('KERNEL="/site"\nNIC=[NETWORK="w"]\nCONTEXT=[B="site", C="site"]\n',
                           fmt="one")
+    site.set("NAME", "site-wn")
+    user.set("NAME", "atlas-wn1")
     out = with_site(user, site)
+    assert out.get("NAME") == "atlas-wn1"  # a site template's own name is not merged
     assert out.get("CPU") == "1" and out.get("KERNEL") == "/site"
     assert out.vectors("NIC") == [{"NETWORK": "w"}]
     assert out.vector("CONTEXT") == {"A": "user", "B": "site", "C": "site"}

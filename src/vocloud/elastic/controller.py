@@ -633,6 +633,7 @@ class PoolController:
                 except VocloudError as exc:
                     raise _Refused(f"site template: {exc.message}") from None
                 site = parse_template(row.body, fmt="one", source=f"site template {row.name}")
+                site.set("NAME", [])  # the template's own name; a worker is named by its row
             return actor, tmpl.body, site
 
     def _hosts_in_backoff(self, pool_id: int, now: float) -> tuple[list[str], list[str]]:

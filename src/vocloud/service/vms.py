@@ -60,10 +60,12 @@ def _image_ids(template_text: str) -> list[int]:
 
 def with_site(user: Template, site: Template) -> Template:
     """``user`` with an administrator's ``site`` template merged in: each site attribute
-    replaces the user's, except CONTEXT, merged key by key (the site's keys win)."""
+    replaces the user's, except CONTEXT, merged key by key (the site's keys win), and NAME
+    (the site template's own name, never the VM's)."""
     out = user.copy()
     for key, value in site.to_dict().items():
-        out.set(key, value)
+        if key != "NAME":
+            out.set(key, value)
     ctx = {**(user.vector("CONTEXT") or {}), **(site.vector("CONTEXT") or {})}
     if ctx:
         out.set("CONTEXT", ctx)
