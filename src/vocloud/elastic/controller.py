@@ -575,7 +575,7 @@ class PoolController:
             if vm_id is None:
                 try:
                     actor, body, site = self._boot_inputs(pid)
-                except _Refused as exc:
+                except VocloudError as exc:  # refused, or a stored template that no longer parses
                     self._bind_failed(rid, pid, name, exc.message, now, "boot-refused")
                     continue
                 # The pool's own numbers, typed here and checked by VMService like any user's.
