@@ -366,6 +366,41 @@ def test_the_daemon_default_site_template(site: Site) -> None:
     assert secrets == "munge" and 'NETWORK="workers"' in tmpl
 
 
+def test_a_members_vm_named_like_a_worker_is_not_adopted(site: Site) -> None:
+    """Adopting a VM by name repairs a crash between creating and recording a worker; a VO
+    member's own VM that happens to bear the next worker's name is not the pool's."""
+    cloud, atlas = site.cloud, site.users["atlas"]
+    site.pools.create(site.admin, "atlas", "atlas-wn", cores=1, memory=512, max=2)
+    with cloud.db.read() as s:
+        next_row = int(s.scalar(select(func.coalesce(func.max(PoolVMRow.id), 0))) or 0) + 1
+    [mine] = cloud.vms.create(atlas, "CPU=1\nMEMORY=64\n", name=f"atlas-wn{next_row}")
+    site.sim.submit("atlas", runtime=100)
+    site.step(2)
+    worker = site.pools.show(site.admin, "atlas")["vms"][0]
+    assert worker["name"] == f"atlas-wn{next_row}" and worker["vm_id"] != mine
+    assert cloud.vms.show(site.admin, worker["vm_id"])["user"] == "pool.atlas"
+
+
+def test_rest_refuses_a_site_template_from_a_vo_manager(site: Site) -> None:
+    from fastapi.testclient import TestClient
+
+    from vocloud.api.pools import router
+    from vocloud.api.rest import create_app
+
+    app = create_app(site.cloud)
+    app.include_router(router())
+    token = site.cloud.accounts.new_token(site.admin, site.users["atlas"].name)["token"]
+    c = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    r = c.post("/api/v1/pools", json={"vo": "atlas", "template": "atlas-wn", "cores": 1,
+                                      "memory": 512, "site_template": "site-wn"})
+    assert r.status_code == 403 and "only an administrator" in r.json()["message"], r.text
+    assert c.post("/api/v1/pools", json={"vo": "atlas", "template": "atlas-wn", "cores": 1,
+                                         "memory": 512}).status_code == 201
+    r = c.patch("/api/v1/pools/atlas", json={"site_template": "site-wn"})
+    assert r.status_code == 403, r.text
+    assert c.get("/api/v1/pools/atlas").json()["site_template"] == ""
+
+
 # ------------------------------------------------------------------------ the merge
 def test_site_attributes_override_and_context_merges_key_by_key() -> None:
     user = parse_template('CPU="1"\nKERNEL="/mine"\nNIC=[NETWORK="a"]\n'

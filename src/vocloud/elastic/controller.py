@@ -564,14 +564,14 @@ class PoolController:
         with self.db.read() as s:
             rows = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
-                       PoolRow.group_id, PoolRow.cores, PoolRow.memory)
+                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, PoolRow.owner_id)
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
                 .order_by(PoolVMRow.id)))
-        for rid, name, requested_at, pid, group_id, cores, memory in rows:
+        for rid, name, requested_at, pid, group_id, cores, memory, owner_id in rows:
             if self.started_at < requested_at < now and now - requested_at < self.bind_grace_s:
                 continue  # left by a failed pass of ours: retried after the grace
-            vm_id = self._existing_vm(name, group_id)
+            vm_id = self._existing_vm(name, group_id, owner_id)
             if vm_id is None:
                 try:
                     actor, body, site = self._boot_inputs(pid)
@@ -646,10 +646,16 @@ class PoolController:
             usable = list(s.scalars(select(Host.name).where(Host.state == HostState.MONITORED.value)))
         return [k.removeprefix("host:") for k in blocked(states, now)], usable
 
-    def _existing_vm(self, name: str, group_id: int) -> int | None:
+    def _existing_vm(self, name: str, group_id: int, owner_id: int | None) -> int | None:
+        """A live VM this pool already created under ``name`` (a crash before it was recorded).
+        Only the pool identity's: a VO member's own VM of that name is never adopted (and so
+        never terminated by the pool)."""
         with self.db.read() as s:
-            return s.scalar(select(VM.id).where(VM.name == name).where(VM.group_id == group_id)
-                            .where(VM.state != VMState.DONE.value).order_by(VM.id).limit(1))
+            stmt = (select(VM.id).where(VM.name == name).where(VM.group_id == group_id)
+                    .where(VM.state != VMState.DONE.value))
+            if owner_id is not None:
+                stmt = stmt.where(VM.owner_id == owner_id)
+            return s.scalar(stmt.order_by(VM.id).limit(1))
 
     def _record_vm(self, rid: int, pid: int, vm_id: int, now: float) -> None:
         with self.db.write() as s:
