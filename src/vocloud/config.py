@@ -56,6 +56,9 @@ class Settings:
     batch_partition: str = ""
     pool_interval: float = 5.0
     pool_site_max_vms: int = 1000
+    # the site template (an administrator's VM template, by name or id) merged into the workers
+    # of every pool that names none of its own: batch secret, worker network, boot attributes
+    pool_site_template: str = ""
     # one daemon per store: a daemon silent this long loses it (it beats every third of it)
     store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets

@@ -63,5 +63,19 @@ def test_pools_grow_run_jobs_and_shrink(pool_daemon: Daemon, tmp_path: Path) -> 
     assert "boot" in ev and "drain" in ev
     shown = d.ok("pool", "show", "atlas", "--json").json()
     assert shown["vo"] == "atlas" and shown["max"] == 4
+    assert shown["owner"] == "pool.atlas"  # the workers were created as the VO
+    assert all(v["user"] == f"pool.{v['group']}" for v in d.api("GET", "/vms", params={"all": True}))
+    # the site template: an administrator's template only; a VO's own pool template may hold
+    # nothing only an administrator may set
+    assert "does not exist" in d.fails("pool", "update", "atlas", "--site-template", "nope").err
+    site = tmp_path / "site.tmpl"
+    site.write_text('NAME="site-wn"\nCONTEXT=[SITE="yes"]\n')
+    d.ok("template", "create", str(site))
+    d.ok("pool", "update", "atlas", "--site-template", "site-wn")
+    assert "SITE_TEMPLATE" in d.ok("pool", "show", "atlas").out
+    bad = tmp_path / "bad.tmpl"
+    bad.write_text('NAME="virtfs-worker"\nCPU=1\nMEMORY=1024\nVIRTFS="/"\n')
+    d.ok("template", "create", str(bad), "--public")
+    assert "VIRTFS" in d.fails("pool", "update", "atlas", "--template", "virtfs-worker").err
     d.ok("pool", "delete", "cms")
     assert [p["vo"] for p in d.api("GET", "/pools")] == ["atlas"]

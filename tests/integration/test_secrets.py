@@ -55,7 +55,7 @@ def test_admin_worker_gets_the_secret_in_its_context_only(cloud: Cloud, tmp_path
     rec, drv = _site(cloud, tmp_path, secret_dir)
     a = admin(cloud)
     cloud.accounts.create_group(a, "atlas")
-    [vm] = cloud.vms.create(a, WORKER, group="atlas")  # as the pool controller does
+    [vm] = cloud.vms.create(a, WORKER, group="atlas")  # as Slurm power saving does
     converge(rec)
     assert cloud.vms.show(a, vm)["state"] == "RUNNING"
     ctx = drv.contexts[vm]

@@ -125,16 +125,23 @@ def slurm_available() -> None:
 
 
 def configure_site(d: Daemon, host: Sequence[str], template: str, cores: int = 2,
-                   memory: int = 1000, powersave: str = POWERSAVE_TOML) -> None:
+                   memory: int = 1000, powersave: str = POWERSAVE_TOML,
+                   pool_template: str | None = None) -> None:
     """Host ``host`` (``vocloud host create`` arguments), VO ``lhcb`` with the public template
     ``template`` and its pool (the workers' shape), ``powersave.toml``, and the ``vocloud.toml``
-    the hooks find the daemon's port in."""
+    the hooks find the daemon's port in. ``pool_template``: the pool's own template (named
+    ``lhcb-pool``) when ``template`` holds what a pool template may not (docs/pools.md)."""
     d.ok("host", "create", *host)
     d.ok("group", "create", "lhcb")
-    tmpl = d.data_dir.parent / "lhcb.tmpl"
-    tmpl.write_text(template)
-    d.ok("template", "create", str(tmpl), "--public")
-    d.ok("pool", "create", "lhcb", "--template", "lhcb-worker", "--cores", str(cores), "--memory",
+    pool_name = "lhcb-worker"
+    for text in (template, pool_template):
+        if text is None:
+            continue
+        tmpl = d.data_dir.parent / "lhcb.tmpl"
+        tmpl.write_text(text)
+        d.ok("template", "create", str(tmpl), "--public")
+        pool_name = "lhcb-worker" if text is template else "lhcb-pool"
+    d.ok("pool", "create", "lhcb", "--template", pool_name, "--cores", str(cores), "--memory",
          str(memory), "--min", "0", "--max", "2")
     (d.data_dir / "powersave.toml").write_text(powersave)
     # the daemon got its port on the command line; a site's daemon reads it from here, and

@@ -20,7 +20,11 @@ Everything is real and runs on this machine, made (and removed) by the test:
   /etc/hosts;
 * the workers are the standard worker guest (``vocloud.guest.worker``) with a Grid Engine
   context (``sge_worker_context``): the host's own ``sge_execd`` from the 9p root joins the cell,
-  whose ``$SGE_ROOT`` (in /tmp) the guest sees through the shared root.
+  whose ``$SGE_ROOT`` (in /tmp) the guest sees through the shared root. The split of issue 9:
+  the VOs' public template ``sge-worker`` holds only VO-level things (CPU, memory, the context);
+  how a worker boots (kernel, initramfs, command line, 9p export) and the worker network are
+  the administrator's site template ``sge-site``, the daemon's ``pool_site_template``, and the
+  workers are created as each VO (user ``pool.<vo>``).
 
 ``test_sge_worker_joins_runs_a_job_and_leaves`` is the single-guest version (driver + adapter,
 no daemon): register -> boot -> execd reports -> a job runs there -> drain -> remove.
@@ -284,7 +288,8 @@ def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterato
            "VOCLOUD_BATCH_VO_ATTRIBUTE": "project", "VOCLOUD_POOL_INTERVAL": "1",
            **vo_cell.client_env, "VOCLOUD_SGE_HOSTS_FILE": str(hosts_file),
            "VOCLOUD_BOOT_TIMEOUT": "120", "VOCLOUD_SHUTDOWN_TIMEOUT": "30",
-           "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_LOG_LEVEL": "info"}
+           "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_LOG_LEVEL": "info",
+           "VOCLOUD_POOL_SITE_TEMPLATE": "sge-site"}
     d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env,
                wrap=private_hosts_wrapper(hosts_file))  # serve with the private /etc/hosts
     try:
@@ -299,12 +304,19 @@ def _ok(r: httpx.Response) -> Any:
     return r.json() if r.content else None
 
 
-def _template(name: str, worker: WorkerImage, cell: VOSgeCell) -> str:
+def _template(name: str, cell: VOSgeCell) -> str:
+    """The VOs' (public) worker template: VO-level things only, no boot attribute, no NIC."""
     ctx = cell.worker_context("$NAME", "$IP")
-    attrs = {**worker.spec_attrs(), "CPU": "1", "VCPU": "1", "MEMORY": str(WORKER_MIB)}
-    lines = [f'NAME="{name}"'] + [f'{k}="{v}"' for k, v in attrs.items()]
-    lines.append('NIC=[NETWORK="vo"]')
+    lines = [f'NAME="{name}"', 'CPU="1"', 'VCPU="1"', f'MEMORY="{WORKER_MIB}"']
     lines.append("CONTEXT=[" + ", ".join(f'{k}="{v}"' for k, v in ctx.items()) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _site_template(name: str, worker: WorkerImage) -> str:
+    """The administrator's site template (the daemon's ``pool_site_template``): how a worker
+    boots (kernel, initramfs, command line, 9p export) and the site's worker network."""
+    lines = [f'NAME="{name}"'] + [f'{k}="{v}"' for k, v in worker.spec_attrs().items()]
+    lines.append('NIC=[NETWORK="vo"]')
     return "\n".join(lines) + "\n"
 
 
@@ -322,7 +334,9 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     for vo in VOS:
         _ok(c.post("/groups", json={"name": vo}))
     _ok(c.post("/templates", json={"name": "sge-worker", "public": True,
-                                   "template": _template("sge-worker", worker_image, cell)}))
+                                   "template": _template("sge-worker", cell)}))
+    _ok(c.post("/templates", json={"name": "sge-site",  # private to the administrators
+                                   "template": _site_template("sge-site", worker_image)}))
     policy = {"cores": WORKER_CPUS, "memory": WORKER_MIB, "min": 0, "max": 2,
               "idle_timeout": IDLE_TIMEOUT, "scale_down_delay": 0, "boot_timeout": 180}
     for vo in VOS:
@@ -401,6 +415,9 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     final = _ok(c.get("/vms", params={"all": True}))
     names = [v["name"] for v in final]
     assert len(names) == len(set(names)), names
+    # created as the VO (issue 9): each worker belongs to its VO's pool identity and group
+    assert all((v["user"], v["group"]) == (f"pool.{v['group']}", v["name"].split("-wn")[0])
+               for v in final), final
     assert seen_hosts and all(host.startswith(f"{projects}-wn") for host, projects in seen_hosts.items()), \
         seen_hosts  # every worker took only its own VO's jobs
     assert cell.exec_hosts() == []

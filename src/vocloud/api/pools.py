@@ -7,7 +7,7 @@ errors are the same typed ``VocloudError`` -> 4xx JSON the app's handlers alread
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -40,6 +40,9 @@ class PoolCreate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     enabled: StrictBool | None = None
+    site_template: RefValue | None = Field(
+        None, description="administrators only: the site template (an administrator's VM "
+                          "template) merged into every worker; default: the daemon's")
 
 
 class PoolUpdate(Strict):
@@ -55,6 +58,8 @@ class PoolUpdate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     enabled: StrictBool | None = None
+    site_template: RefValue | Literal[""] | None = Field(
+        None, description='administrators only: the site template; "" returns to the daemon\'s')
 
 
 VoPath = Annotated[str, Path(min_length=1, max_length=128, description="the VO (group name)")]

@@ -147,7 +147,8 @@ def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry) -> Ca
     batch = batch_from(registry, settings)
     if batch is None:
         return None
-    controller = PoolController(cloud, batch, site_max_vms=settings.pool_site_max_vms)
+    controller = PoolController(cloud, batch, site_max_vms=settings.pool_site_max_vms,
+                                site_template=settings.pool_site_template)
     if isinstance(batch, SimBatch):
         sim = batch
 

@@ -12,7 +12,9 @@ is gone. On one machine, with nothing configured beforehand:
 * a throwaway Slurm controller (:mod:`vocloud.devtools.localslurm`), configless, with one feature-NodeSet
   partition per VO: the workers' slurmd register as dynamic nodes named like their VMs;
 * two VOs: ``atlas`` brings its own image and template, ``cms`` uses the site's public standard
-  worker template; one pool each (min 0, max 2, short idle timeout);
+  worker template; one pool each (min 0, max 2, short idle timeout), whose workers are created
+  as the VO with the site's own additions from the administrator's site template ``worker-site``
+  (how a worker boots, the worker network, the munge key by name);
 * a burst of ``sbatch -A <vo> -p <vo>`` jobs; a live table of the pools (``GET /api/v1/pools``)
   and each pool's decisions as they happen; at the end a summary: jobs run, VMs booted, wait.
 
@@ -414,6 +416,8 @@ class Site:
     attrs: Callable[[str], dict[str, str]]  # vo -> template attributes
     context: Callable[[str], dict[str, str] | None]  # vo -> CONTEXT
     nic: bool
+    #: the administrator's site template (boot attributes, worker NIC, secret), if any
+    site_template: str | None = None
 
 
 def setup_site(console: Console, api: _Api, host: dict[str, Any], site: Site,
@@ -428,6 +432,13 @@ def setup_site(console: Console, api: _Api, host: dict[str, Any], site: Site,
     for vo in VOS:
         api("POST", "/groups", json={"name": vo})
         users[vo] = api("POST", "/users", json={"name": f"{vo}-admin", "group": vo})["token"]
+    # What only the site decides (how a worker boots, the worker network, the batch secret) is
+    # the administrator's own, private site template; the VOs' templates hold the rest, and the
+    # workers are created as each VO (docs/pools.md).
+    policy = _policy()
+    if site.site_template is not None:
+        api("POST", "/templates", json={"name": "worker-site", "template": site.site_template})
+        policy["site_template"] = "worker-site"
     # cms brings no image: the site's public standard worker template (no disk)
     api("POST", "/templates", json={"name": "std-worker", "public": True, "template": _template_text(
         "std-worker", site.attrs("cms"), None, site.nic, site.context("cms"))})
@@ -438,8 +449,8 @@ def setup_site(console: Console, api: _Api, host: dict[str, Any], site: Site,
         "atlas-wn", site.attrs("atlas"), "atlas-img", site.nic, site.context("atlas"))})
     console.print("VOs [bold]atlas[/] (own image atlas-img, template atlas-wn) and [bold]cms[/] "
                   "(public standard template std-worker)")
-    api("POST", "/pools", json={"vo": "atlas", "template": "atlas-wn", **_policy()})
-    api("POST", "/pools", json={"vo": "cms", "template": "std-worker", **_policy()})
+    api("POST", "/pools", json={"vo": "atlas", "template": "atlas-wn", **policy})
+    api("POST", "/pools", json={"vo": "cms", "template": "std-worker", **policy})
     console.print(f"pools: min 0, max 2, {WORKER_CPUS} core / {WORKER_MIB} MiB per worker, "
                   f"idle timeout {IDLE_TIMEOUT} s")
 
@@ -566,26 +577,30 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
         "VOCLOUD_BATCH_SYSTEM": "slurm", "SLURM_CONF": str(slurm.conf),
         "VOCLOUD_POOL_INTERVAL": "1", "VOCLOUD_BOOT_TIMEOUT": "180",
         "VOCLOUD_SHUTDOWN_TIMEOUT": "30"}, console))
-    # The munge key is a site secret: templates name it, the daemon puts it in each worker's
-    # own seed (docs/secrets.md), so neither VO can read it from a template.
+    # The munge key is a site secret: only the site template names it, the daemon puts it in
+    # each worker's own seed (docs/secrets.md), so neither VO can read it from a template.
     secrets = data_dir / "secrets"
     secrets.mkdir(mode=0o700, exist_ok=True)
     (secrets / "munge").touch(mode=0o600)
     (secrets / "munge").write_bytes(slurm.munge_key)
 
     def attrs(vo: str) -> dict[str, str]:
-        return {**worker.spec_attrs(), "CPU": str(WORKER_CPUS), "VCPU": "1",
-                "MEMORY": str(WORKER_MIB)}
+        return {"CPU": str(WORKER_CPUS), "VCPU": "1", "MEMORY": str(WORKER_MIB)}
 
     def context(vo: str) -> dict[str, str]:
         ctx = worker_context("$NAME", b"-", conf_server=slurm.conf_server, ip="$IP", mask="24",
-                             munge_socket=str(slurm.munge_socket),
                              dynamic_conf=f"CPUs={WORKER_CPUS} RealMemory=200 Feature=vo_{vo}")
-        return {**ctx, "MUNGE_KEY": "$SECRET[munge]"}
+        del ctx["MUNGE_KEY"], ctx["MUNGE_SOCKET"]  # the site template's
+        return ctx
 
+    boot = "\n".join(f'{k}="{v}"' for k, v in worker.spec_attrs().items())
+    site_template = (f'NAME="worker-site"\n{boot}\nNIC=[NETWORK="vo"]\n'
+                     f'CONTEXT=[MUNGE_KEY="$SECRET[munge]", '
+                     f'MUNGE_SOCKET="{slurm.munge_socket}"]\n')
     name = _host_name()
     setup_site(console, api, {"name": name, "vmm": "qemu"},
-               Site(base.base_disk, attrs, context, nic=True), bridge, subnet)
+               Site(base.base_disk, attrs, context, nic=False, site_template=site_template),
+               bridge, subnet)
     deadline = time.monotonic() + opts.timeout
     host = _wait_monitored(api, deadline)
     accel = host["attrs"].get("ACCEL", "?")

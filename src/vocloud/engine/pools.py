@@ -19,12 +19,23 @@
    is never carried out twice; STOPPING rows are terminated again; draining rows whose node is
    not draining are drained again.
 
-Whose VMs: pool workers are created by the site's first administrator *acting for the VO's
-group* (``Actor(admin, group=VO)``): the VMs belong to the VO's group, count against the VO's
-group quota, and VO members see them as their own; no per-pool system account has to be kept in
-step with the VO. The controller never terminates a worker whose node runs a job: the pool state
-table has no shutdown edge from a joined state, and :meth:`PoolController._stop` drains the node
-and re-reads it from the batch system before it terminates anything.
+Whose VMs (issue 9): pool workers are created **as the VO**: by the pool's identity, the
+non-administrator user ``pool.<vo>`` of the VO's group recorded on the pool row
+(``service/pools.py``). The VMs belong to it and to the VO's group, count against the VO's
+quotas, VO members see them as their own, and every check a VO member meets when asking
+directly applies to them (images, networks, quotas). The only additions are an
+administrator's: the **site template** (the pool's own, else the daemon's ``pool_site_template``)
+is handed to ``VMService.create(..., site=...)``, which merges it after the VO's text passed its
+checks; and the pool's own typed numbers (CPU/VCPU/MEMORY from its cores and memory, and
+SCHED_REQUIREMENTS steering away from hosts in backoff), checked like any user's attributes.
+Before each boot :meth:`PoolController._boot_inputs` checks again what ``pool create`` checked
+(the template may have changed since, the identity may have been disabled): a refusal is a
+``boot-refused`` pool event naming the reason, and no VM. Terminating a worker is the site's own
+decision and is done with an administrator's rights.
+
+The controller never terminates a worker whose node runs a job: the pool state table has no
+shutdown edge from a joined state, and :meth:`PoolController._stop` drains the node and re-reads
+it from the batch system before it terminates anything.
 """
 
 from __future__ import annotations
@@ -70,13 +81,15 @@ from vocloud.elastic.policy import (
     SiteCapacity,
 )
 from vocloud.elastic.policy import PoolVMState as V
-from vocloud.errors import IllegalAction, InvalidInput, NotFound, VocloudError
+from vocloud.errors import Forbidden, IllegalAction, InvalidInput, NotFound, VocloudError
 from vocloud.model.lifecycle import HostState, VMState
-from vocloud.model.template import parse_template
+from vocloud.model.template import Template, parse_template
+from vocloud.service.acl import ObjRef, allowed
 from vocloud.service.auth import Actor
+from vocloud.service.base import load_rules
 from vocloud.service.cloud import Cloud
 from vocloud.service.ipam import int_to_ip
-from vocloud.service.pools import live_vms, policy_of, purge
+from vocloud.service.pools import live_vms, policy_of, purge, site_template_row, template_problem
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import VM, Host, Lease, User, VMTemplateRow
 
@@ -141,7 +154,11 @@ class PoolController:
 
     def __init__(self, cloud: Cloud, batch: BatchSystem, clock: Callable[[], float] = time.time,
                  site_max_vms: int = 1000, bind_grace_s: float = 60.0,
-                 backoff: BackoffPolicy = DEFAULT_BACKOFF, rebalance: bool = True) -> None:
+                 backoff: BackoffPolicy = DEFAULT_BACKOFF, rebalance: bool = True,
+                 site_template: str = "") -> None:
+        """``site_template``: the daemon's default site template (``pool_site_template``), for
+        pools that name none; ``""``: such pools' workers get no site additions."""
+        self.site_template = site_template
         self.cloud = cloud
         self.db = cloud.db
         self.batch = batch
@@ -480,28 +497,77 @@ class PoolController:
         with self.db.read() as s:
             rows = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
-                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, VMTemplateRow.body)
+                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, PoolRow.owner_id)
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
-                .join(VMTemplateRow, VMTemplateRow.id == PoolRow.template_id)
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
                 .order_by(PoolVMRow.id)))
-        for rid, name, requested_at, pid, group_id, cores, memory, body in rows:
+        for rid, name, requested_at, pid, group_id, cores, memory, owner_id in rows:
             if self.started_at < requested_at < now and now - requested_at < self.bind_grace_s:
                 continue  # left by a failed pass of ours: retried after the grace
-            vm_id = self._existing_vm(name, group_id)
+            vm_id = self._existing_vm(name, group_id, owner_id)
             if vm_id is None:
-                extra = {"CPU": str(cores), "VCPU": str(cores), "MEMORY": str(memory)}
+                try:
+                    actor, body, site = self._boot_inputs(pid)
+                except VocloudError as exc:  # refused, or a stored template that no longer parses
+                    self._bind_failed(rid, pid, name, exc.message, now, "boot-refused")
+                    continue
+                # The pool's own numbers, typed here and checked by VMService like any user's.
+                extra = {"CPU": str(int(cores)), "VCPU": str(int(cores)),
+                         "MEMORY": str(int(memory))}
                 try:
                     own = str(parse_template(body, fmt="one").attrs.get("SCHED_REQUIREMENTS", ""))
                     steer = avoid_hosts(own, *self._hosts_in_backoff(pid, now))
                     if steer != own:
                         extra["SCHED_REQUIREMENTS"] = steer
-                    [vm_id] = self.cloud.vms.create(
-                        self._actor(group_id), body, fmt="one", count=1, name=name, extra=extra)
+                    [vm_id] = self.cloud.vms.create(actor, body, fmt="one", count=1, name=name,
+                                                    extra=extra, site=site)
+                except Forbidden as exc:  # the VO may not use what its template names
+                    self._bind_failed(rid, pid, name, exc.message, now, "boot-refused")
+                    continue
                 except VocloudError as exc:
                     self._bind_failed(rid, pid, name, exc.message, now)
                     continue
             self._record_vm(rid, pid, vm_id, now)
+
+    def _boot_inputs(self, pool_id: int) -> tuple[Actor, str, Template | None]:
+        """(the pool identity as an actor, the VO's template text, the site template) for one
+        boot, after checking again what ``pool create`` checked: raises :class:`_Refused`."""
+        with self.db.read() as s:
+            pool = s.get(PoolRow, pool_id)
+            if pool is None:
+                raise _Refused(f"pool {pool_id} is gone")
+            owner = s.get(User, pool.owner_id) if pool.owner_id is not None else None
+            if owner is None:
+                raise _Refused(f"the pool of VO {pool.vo} has no identity to create workers as "
+                               f"(a pool from before identities): `vocloud pool update {pool.vo} "
+                               "--enable` gives it one")
+            if not owner.enabled:
+                raise _Refused(f"pool identity {owner.name} is disabled: workers are created as "
+                               f"that user; `vocloud user enable {owner.name}` to resume")
+            if owner.is_admin or owner.group_id != pool.group_id:
+                raise _Refused(f"pool identity {owner.name} is no longer a plain member of VO "
+                               f"{pool.vo} (administrator, or moved to another group): workers "
+                               "are created with the VO's rights only")
+            actor = Actor(owner.id, owner.name, owner.group_id, False)
+            tmpl = s.get(VMTemplateRow, pool.template_id)
+            if tmpl is None:
+                raise _Refused(f"the template of VO {pool.vo}'s pool is gone")
+            ref = ObjRef("TEMPLATE", tmpl.id, tmpl.owner_id, tmpl.group_id, tmpl.public)
+            if not allowed(actor, "USE", ref, load_rules(s)):
+                raise _Refused(f"template {tmpl.name} is not visible to VO {pool.vo}")
+            problem = template_problem(tmpl.body, tmpl.name)
+            if problem is not None:
+                raise _Refused(problem[1])
+            site_ref: int | str | None = pool.site_template_id or self.site_template or None
+            site: Template | None = None
+            if site_ref is not None:
+                try:
+                    row = site_template_row(s, site_ref)
+                except VocloudError as exc:
+                    raise _Refused(f"site template: {exc.message}") from None
+                site = parse_template(row.body, fmt="one", source=f"site template {row.name}")
+                site.set("NAME", [])  # the template's own name; a worker is named by its row
+            return actor, tmpl.body, site
 
     def _hosts_in_backoff(self, pool_id: int, now: float) -> tuple[list[str], list[str]]:
         """(hosts this pool's boots failed on and that still back off, hosts usable now)."""
@@ -513,10 +579,16 @@ class PoolController:
             usable = list(s.scalars(select(Host.name).where(Host.state == HostState.MONITORED.value)))
         return [k.removeprefix("host:") for k in blocked(states, now)], usable
 
-    def _existing_vm(self, name: str, group_id: int) -> int | None:
+    def _existing_vm(self, name: str, group_id: int, owner_id: int | None) -> int | None:
+        """A live VM this pool already created under ``name`` (a crash before it was recorded).
+        Only the pool identity's: a VO member's own VM of that name is never adopted (and so
+        never terminated by the pool)."""
         with self.db.read() as s:
-            return s.scalar(select(VM.id).where(VM.name == name).where(VM.group_id == group_id)
-                            .where(VM.state != VMState.DONE.value).order_by(VM.id).limit(1))
+            stmt = (select(VM.id).where(VM.name == name).where(VM.group_id == group_id)
+                    .where(VM.state != VMState.DONE.value))
+            if owner_id is not None:
+                stmt = stmt.where(VM.owner_id == owner_id)
+            return s.scalar(stmt.order_by(VM.id).limit(1))
 
     def _record_vm(self, rid: int, pid: int, vm_id: int, now: float) -> None:
         with self.db.write() as s:
@@ -527,17 +599,21 @@ class PoolController:
                 return
         self._terminate(vm_id)  # the request was withdrawn meanwhile: never leak the VM
 
-    def _bind_failed(self, rid: int, pid: int, name: str, why: str, now: float) -> None:
+    def _bind_failed(self, rid: int, pid: int, name: str, why: str, now: float,
+                     action: str = "boot-failed") -> None:
+        """No VM for a request: the worker FAILS (backed off like a failed boot) and the pool
+        gets a ``boot-failed`` event, or ``boot-refused`` when the VO's rights forbid it."""
         with self.db.write() as s:
             row = s.get(PoolVMRow, rid, with_for_update=True)
             if row is None or row.state != V.REQUESTED.value:
                 return
             row.state = pool_vm_next(V.REQUESTED, E.BOOT_FAILED, name).value
             row.state_since, row.reason = now, f"cannot create vm {name}: {why}"
-            _event(s, pid, now, "boot-failed", 1, None, row.reason)
+            _event(s, pid, now, action, 1, None, row.reason)
 
     def _actor(self, group_id: int) -> Actor:
-        """The site's first administrator acting for the VO's group (module docstring)."""
+        """The site's first administrator acting for the VO's group: for terminating workers
+        only (a site decision), never for creating them."""
         with self.db.read() as s:
             admin = s.scalars(select(User).where(User.is_admin.is_(True)).order_by(User.id)).first()
         if admin is None:
@@ -579,6 +655,10 @@ class PoolController:
             for row in s.scalars(select(PoolRow).where(PoolRow.deleting.is_(True))):
                 if live_vms(s, row.id) == 0:
                     purge(s, row)
+
+
+class _Refused(VocloudError):
+    """A boot the pool's rights or the administrator's declarations do not allow."""
 
 
 def _event(s: Session, pool_id: int, at: float, action: str, count: int, vm_id: int | None,

@@ -32,7 +32,7 @@ from vocloud.drivers.base import (
 )
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
-from vocloud.engine.secrets import SecretDir, SecretError, refusing
+from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
@@ -236,7 +236,8 @@ class Reconciler:
         drv = self._driver(host.vmm)
         ref = host_ref(host)
         if st in _BUILDS_CONTEXT:
-            resolver = self.secrets.read if site_vm else refusing(vm.id)
+            resolver = (self.secrets.read if site_vm
+                        else admitted_only(self.secrets.read, vm.id, vm.site_secrets or ""))
             try:
                 spec = build_spec(vm, user, group, resolver)
             except SecretError as exc:

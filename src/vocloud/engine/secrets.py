@@ -7,9 +7,11 @@ database, and shown by ``template show`` / ``vm show``. So a template only *name
 builds that one VM's context seed — which lives in the VM's private run directory (0600) and
 nowhere else. The value is the file's bytes, base64-encoded, since keys are binary.
 
-Who receives one: only VMs owned by an administrator, i.e. the VMs the pool controller and
-Slurm power saving create for a VO. A VO member creating a VM that names a secret is refused
-at creation (:func:`refuse_for_user`), so a secret never reaches a VM a user asked for.
+Who receives one: a VM owned by an administrator (Slurm power saving's workers), and a VM
+whose creation *admitted* the secret (``VM.site_secrets``): the VO-pool controller creates a
+VO's workers as the VO, and only the administrator's site template merged into them names the
+secret. A VO member creating a VM that names a secret is refused at creation
+(:func:`refuse_for_user`), so a secret never reaches a VM a user asked for.
 
 Where they live: one file per secret in a directory the daemon reads (``VOCLOUD_SECRETS_DIR``,
 default ``<data dir>/secrets``). Both must be private to the daemon's user: a directory or file
@@ -69,9 +71,21 @@ class SecretDir:
         return base64.b64encode(data).decode("ascii")
 
 
+def admitted_only(read: Resolver, vm_id: int, names: str) -> Resolver:
+    """The resolver for a VM not owned by an administrator: only the secrets admitted for it
+    at creation (``VM.site_secrets``: named by an administrator's site template) are read."""
+    allowed = frozenset(names.split())
+
+    def resolve(name: str) -> str:
+        if name in allowed:
+            return read(name)
+        return refusing(vm_id)(name)
+    return resolve
+
+
 def refusing(vm_id: int) -> Resolver:
     """The resolver for a VM that is not the site's: any secret it names is refused."""
     def resolve(name: str) -> str:
-        raise SecretError(f"VM {vm_id} names site secret {name!r} but is not owned by an "
-                          "administrator; only the site's worker VMs receive secrets")
+        raise SecretError(f"VM {vm_id} names site secret {name!r}, which no administrator's "
+                          "template gave it; only the site's worker VMs receive secrets")
     return resolve

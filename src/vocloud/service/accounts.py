@@ -13,6 +13,7 @@ from vocloud.service.acl import ObjRef, parse_rule
 from vocloud.service.auth import Actor, hash_token, new_token
 from vocloud.service.base import check_name, find, record, require, require_admin
 from vocloud.store.db import Database
+from vocloud.store.pools import PoolRow
 from vocloud.store.schema import VM, Acl, Group, Image, Network, Quota, User, VMTemplateRow
 
 ADMIN_GROUP = "admin"
@@ -175,7 +176,8 @@ class AccountService:
             if u.id == actor.user_id:
                 raise Conflict("you cannot delete yourself")
             for model, what in ((VM, "VMs"), (Image, "images"), (Network, "networks"),
-                                (VMTemplateRow, "templates")):
+                                (VMTemplateRow, "templates"), (PoolRow, "pools (it is their "
+                                                               "pool identity)")):
                 n = s.scalar(select(func.count()).select_from(model).where(model.owner_id == u.id))
                 if n:
                     raise Conflict(f"user {u.name} still owns {n} {what}")

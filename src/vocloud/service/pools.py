@@ -7,6 +7,17 @@ their group); other VOs see nothing of it. A pool boots workers from a stored VM
 the VO itself could instantiate (its own group's, a public one, or one granted by ACL), so a
 pool can never be used to boot another VO's private image.
 
+**A pool acts with its VO's rights** (issue 9). The controller creates the workers as the
+pool's *identity*: a non-administrator user ``pool.<vo>`` of the VO's group, made with the pool
+and recorded on its row (:func:`identity_name`). It has no usable token and exactly the VO
+group's rights, so every check a VO member meets when asking directly (images, networks,
+quotas, restricted attributes) applies to the workers too, whoever created the pool, and no
+person's own grants leak into it. The only additions come from the **site template**, an
+administrator-owned template that only an administrator may name (per pool, or the daemon's
+``pool_site_template`` setting): the batch secret, the worker network, the boot attributes.
+So the VO's template may carry none of the restricted attributes nor a ``$SECRET``: refused at
+create and update here (:func:`template_problem`), and again by the controller at every boot.
+
 Every rule is checked before anything is written: bad input gets a typed error and changes
 nothing. Validation of the numbers is :class:`~vocloud.elastic.policy.PoolPolicy`'s own, so the
 service and the planner can never disagree about what a valid pool is.
@@ -21,13 +32,16 @@ from sqlalchemy.orm import Session
 
 from vocloud.elastic.policy import PoolPolicy, PoolVMState
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound
+from vocloud.model.attributes import restricted_violations
+from vocloud.model.secret_refs import names_in
 from vocloud.model.template import parse_template
+from vocloud.service import capacity
 from vocloud.service.acl import ObjRef, allowed
-from vocloud.service.auth import Actor
-from vocloud.service.base import find, load_rules
+from vocloud.service.auth import Actor, hash_token, new_token
+from vocloud.service.base import find, load_rules, record
 from vocloud.store.db import Database
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
-from vocloud.store.schema import Group, VMTemplateRow
+from vocloud.store.schema import Group, User, VMTemplateRow
 
 #: Settable pool attributes (API/CLI names) -> column names. Everything else is refused.
 SETTABLE: dict[str, str] = {
@@ -35,7 +49,7 @@ SETTABLE: dict[str, str] = {
     "max": "max_vms", "weight": "weight", "idle_timeout": "idle_timeout",
     "boot_timeout": "boot_timeout", "max_lifetime": "max_lifetime",
     "max_boots_per_minute": "max_boots_per_minute", "scale_down_delay": "scale_down_delay",
-    "enabled": "enabled",
+    "enabled": "enabled", "site_template": "site_template_id",
 }
 
 #: The status columns of ``pool list`` (from the last plan's PoolStatus), zero before any plan.
@@ -67,11 +81,59 @@ def image_label(template: VMTemplateRow) -> str:
     return template.name
 
 
-def pool_dict(row: PoolRow, template: str = "") -> dict[str, Any]:
+def template_problem(body: str, name: str) -> tuple[str, str] | None:
+    """Why a VO's pool template cannot boot workers, as ``(attribute, message)``, or ``None``.
+
+    Pure, shared by the service (pool create/update) and the controller (every boot): the
+    template may carry no restricted attribute and name no site secret, since the workers are
+    created with the VO's rights and such things come from the site template only."""
+    t = parse_template(body, fmt="one", source=f"template {name}")
+    bad = restricted_violations(t)
+    if bad:
+        return bad[0], (f"pool template {name} sets restricted attribute(s) {', '.join(bad)}: "
+                        "a pool creates workers with its VO's rights; kernels, 9p exports, "
+                        "bridges, MACs and the like come from the pool's site template, which "
+                        "an administrator declares")
+    secrets = names_in((t.vector("CONTEXT") or {}).values())
+    if secrets:
+        return "CONTEXT", (f"pool template {name} names the site secret(s) {', '.join(secrets)} "
+                           "in CONTEXT: a worker receives secrets only through the pool's site "
+                           "template, which an administrator declares")
+    return None
+
+
+def check_template(body: str, name: str) -> None:
+    problem = template_problem(body, name)
+    if problem is not None:
+        raise InvalidInput(problem[1], attribute=problem[0])
+
+
+def identity_name(group: Group) -> str:
+    """The pool identity's user name: ``pool.<vo>`` (``pool.<group id>`` for very long names)."""
+    name = f"pool.{group.name}"
+    return name if len(name) <= 128 else f"pool.{group.id}"
+
+
+def site_template_row(s: Session, ref: int | str) -> VMTemplateRow:
+    """A template fit to be a site template: it exists and an administrator owns it."""
+    tmpl = find(s, VMTemplateRow, "template", ref)
+    owner = s.get(User, tmpl.owner_id)
+    if owner is None or not owner.is_admin:
+        raise InvalidInput(f"site template {tmpl.name} is not owned by an administrator "
+                           f"(owner: {owner.name if owner else tmpl.owner_id}); a site template "
+                           "adds to every worker what only an administrator may",
+                           attribute="site_template")
+    return tmpl
+
+
+def pool_dict(row: PoolRow, template: str = "", owner: str = "",
+              site_template: str = "") -> dict[str, Any]:
     st = row.status or {}
     out: dict[str, Any] = {
         "id": row.id, "vo": row.vo, "group_id": row.group_id, "template_id": row.template_id,
-        "template": template, "image": row.image, "cores": row.cores, "memory": row.memory,
+        "template": template, "owner_id": row.owner_id, "owner": owner,
+        "site_template_id": row.site_template_id, "site_template": site_template,
+        "image": row.image, "cores": row.cores, "memory": row.memory,
         "min": row.min_vms, "max": row.max_vms, "weight": row.weight,
         "idle_timeout": row.idle_timeout, "boot_timeout": row.boot_timeout,
         "max_lifetime": row.max_lifetime, "max_boots_per_minute": row.max_boots_per_minute,
@@ -133,6 +195,42 @@ class PoolService:
         policy_of(row)
 
     @staticmethod
+    def _identity(s: Session, group: Group, actor: Actor) -> User:
+        """The VO's pool identity, made if missing (module docstring)."""
+        name = identity_name(group)
+        user = s.scalars(select(User).where(User.name == name)).first()
+        if user is None:
+            user = User(name=name, group_id=group.id, is_admin=False,
+                        token_hash=hash_token(new_token()))  # a token nobody is shown
+            s.add(user)
+            s.flush()
+            capacity.ensure_quota(s, "user", user.id)
+            record(s, "user", user.id, "create",
+                   message=f"pool identity of VO {group.name}, by {actor.name}")
+        elif user.is_admin or user.group_id != group.id:
+            raise Conflict(f"user {name} exists but cannot be VO {group.name}'s pool identity "
+                           "(it is an administrator or in another group): rename or delete it")
+        return user
+
+    @staticmethod
+    def _site_template(s: Session, actor: Actor, ref: int | str) -> int | None:
+        """The id of the site template ``ref`` names (``""``: none, the daemon's default)."""
+        if not actor.is_admin:
+            raise Forbidden(f"user {actor.name} may not set a pool's site template: only an "
+                            "administrator declares what a pool adds to its workers")
+        if ref == "":
+            return None
+        return site_template_row(s, ref).id
+
+    @staticmethod
+    def _names(s: Session, row: PoolRow) -> dict[str, str]:
+        def name(model: type[VMTemplateRow] | type[User], ref: int | None) -> str:
+            return (s.scalar(select(model.name).where(model.id == ref)) or "") if ref else ""
+        return {"template": name(VMTemplateRow, row.template_id),
+                "owner": name(User, row.owner_id),
+                "site_template": name(VMTemplateRow, row.site_template_id)}
+
+    @staticmethod
     def _values(changes: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(changes) - set(SETTABLE))
         if unknown:
@@ -151,10 +249,14 @@ class PoolService:
                 raise NotFound(f"VO {vo!r} is not a group: create the group first")
             _require(s, actor, "MANAGE", group, "create")
             tmpl = self._template(s, values.pop("template"), group)
+            check_template(tmpl.body, tmpl.name)
+            site = (self._site_template(s, actor, values.pop("site_template"))
+                    if "site_template" in values else None)
             if s.scalar(select(PoolRow.id).where(PoolRow.vo == vo)) is not None:
                 raise Conflict(f"VO {vo} already has a pool (use pool update)")
+            owner = self._identity(s, group, actor)
             row = PoolRow(vo=vo, group_id=group.id, template_id=tmpl.id, image=image_label(tmpl),
-                          status={})
+                          owner_id=owner.id, site_template_id=site, status={})
             d = _DEFAULTS
             row.min_vms, row.max_vms, row.weight = d.min_vms, d.max_vms, d.weight
             row.idle_timeout, row.boot_timeout = d.idle_timeout_s, d.boot_timeout_s
@@ -165,8 +267,9 @@ class PoolService:
             self._check_policy(row)
             s.add(row)
             s.flush()
-            _event(s, row.id, 0.0, "create", 0, None, f"pool created by {actor.name}")
-            return pool_dict(row, tmpl.name)
+            _event(s, row.id, 0.0, "create", 0, None,
+                   f"pool created by {actor.name}; workers are created as {owner.name}")
+            return pool_dict(row, **self._names(s, row))
 
     @staticmethod
     def _apply(row: PoolRow, values: dict[str, Any]) -> None:
@@ -204,8 +307,13 @@ class PoolService:
                 raise Conflict(f"the pool of VO {vo} is being deleted")
             if "template" in values:
                 tmpl = self._template(s, values["template"], group)
+                check_template(tmpl.body, tmpl.name)
                 row.image = image_label(tmpl)
                 values["template"] = tmpl.id
+            if "site_template" in values:
+                row.site_template_id = self._site_template(s, actor, values.pop("site_template"))
+            if row.owner_id is None:  # a pool from before identities: give it one now
+                row.owner_id = self._identity(s, group, actor).id
             if values.get("max_lifetime") == 0:
                 values["max_lifetime"] = None
                 row.max_lifetime = None
@@ -214,8 +322,7 @@ class PoolService:
             self._check_policy(row)  # the write transaction rolls back on error
             changed = ", ".join(f"{k}={v}" for k, v in sorted(changes.items()) if v is not None)
             _event(s, row.id, 0.0, "update", 0, None, f"updated by {actor.name}: {changed}")
-            tname = s.scalar(select(VMTemplateRow.name).where(VMTemplateRow.id == row.template_id))
-            return pool_dict(row, tname or "")
+            return pool_dict(row, **self._names(s, row))
 
     def delete(self, actor: Actor, vo: str, force: bool = False) -> dict[str, Any]:
         """Delete a pool with no workers; ``force`` drains and removes them first.
@@ -247,8 +354,7 @@ class PoolService:
             group = s.get(Group, row.group_id)
             assert group is not None
             _require(s, actor, "USE", group, "see")
-            tname = s.scalar(select(VMTemplateRow.name).where(VMTemplateRow.id == row.template_id))
-            out = pool_dict(row, tname or "")
+            out = pool_dict(row, **self._names(s, row))
             out["vms"] = [
                 {"name": v.name, "vm_id": v.vm_id, "state": v.state, "since": v.state_since,
                  "requested_at": v.requested_at, "joined_at": v.joined_at,
@@ -285,9 +391,9 @@ class PoolService:
                 VMTemplateRow, VMTemplateRow.id == PoolRow.template_id).order_by(PoolRow.vo)
             out = []
             groups = {g.id: g for g in s.scalars(select(Group))}
-            for row, tname in s.execute(stmt):
+            for row, _tname in s.execute(stmt):
                 if _may(s, actor, "USE", groups[row.group_id]):
-                    out.append(pool_dict(row, tname))
+                    out.append(pool_dict(row, **self._names(s, row)))
             return out
 
 def live_vms(s: Session, pool_id: int) -> int:

@@ -33,7 +33,7 @@ from vocloud.model.lifecycle import (
     vm_allowed_actions,
     vm_next,
 )
-from vocloud.model.secret_refs import refuse_for_user
+from vocloud.model.secret_refs import names_in, refuse_for_user
 from vocloud.model.template import Template, VMTemplate, check_size, parse_template
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
@@ -68,9 +68,13 @@ def _image_ids(template_text: str) -> list[int]:
 
 
 def merge_site(user: Template, site: Template) -> Template:
-    """The user's template with the administrator's ``site`` additions on top (see create)."""
+    """The user's template with the administrator's ``site`` additions on top (see create):
+    each site attribute replaces the user's, except CONTEXT, merged variable by variable (the
+    site's win), and NAME (the site template's own name, never the VM's)."""
     merged = user.copy()
     for key, value in site.attrs.items():
+        if key == "NAME":
+            continue
         if key == "CONTEXT" and isinstance(value, dict):
             context = dict(user.vector("CONTEXT") or {})
             context.update(value)
@@ -168,8 +172,11 @@ class VMService:
         ``site``: attributes the *administrator* declared (the pool controller's additions, never
         exposed to REST), merged after the user's template passed the checks above, so they are
         not held to the restricted list and override the user's: a scalar or a DISK/NIC list
-        replaces the user's, CONTEXT is merged variable by variable. Unknown or internal site
-        attributes are still refused, and objects the site names need no USE right."""
+        replaces the user's, CONTEXT is merged variable by variable, NAME stays the user's.
+        Unknown or internal site attributes are still refused; objects the site names need no
+        USE right, but the user's own references the site replaces are still checked; the
+        secrets the site's CONTEXT names are admitted for these VMs (``VM.site_secrets``: the
+        engine resolves a secret for a VM not owned by an administrator only if admitted)."""
         policy = self.policy
         limit = policy.max_count(actor.is_admin)
         if not 1 <= count <= limit:
@@ -185,12 +192,17 @@ class VMService:
         if extra or name is not None:
             check_size(tmpl.to_one(), policy.max_template_bytes)
         check_template(tmpl, actor.is_admin, policy.restricted)
-        refuse_for_user(tmpl.vector("CONTEXT") or {}, actor.is_admin)
+        context = tmpl.vector("CONTEXT") or {}
+        refuse_for_user(context, actor.is_admin)
+        admitted = names_in(context.values()) if actor.is_admin else []
+        own = VMTemplate.from_template(tmpl)
         site_keys: frozenset[str] = frozenset()
         if site is not None:
             check_template(site, True)
-            site_keys = frozenset(site.attrs)
+            site_keys = frozenset(site.attrs) - {"NAME"}
             tmpl = merge_site(tmpl, site)
+            admitted += [n for n in names_in((site.vector("CONTEXT") or {}).values())
+                         if n not in admitted]
         spec = VMTemplate.from_template(tmpl)
         for label, expr_text, compile_fn in (
             ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
@@ -214,6 +226,8 @@ class VMService:
                                   spec.memory_mib * count)
             capacity.charge_quota(s, "group", grp.id, grp.name, count, cpu_m * count,
                                   spec.memory_mib * count)
+            if site is not None:  # the actor's own references, even those the site replaces
+                self._check_own_refs(s, actor, own, site_keys)
             images = self._resolve_images(s, actor, spec, count, trusted="DISK" in site_keys)
             boot = {
                 key: self._use_image(s, actor, ref, count, key, trusted=key in site_keys)
@@ -231,7 +245,7 @@ class VMService:
                     state=VMState.HOLD.value if hold else VMState.PENDING.value,
                     cpu_m=cpu_m, vcpu=spec.vcpu, memory=spec.memory_mib,
                     requirements=spec.requirements, rank=spec.rank,
-                    created_at=at, state_changed_at=at,
+                    created_at=at, state_changed_at=at, site_secrets=" ".join(admitted),
                 )
                 s.add(vm)
                 s.flush()
@@ -241,6 +255,20 @@ class VMService:
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)
             return ids
+
+    def _check_own_refs(self, s: Session, actor: Actor, own: VMTemplate,
+                        site_keys: frozenset[str]) -> None:
+        """USE on the images and networks the actor's own text names, where ``site`` replaces
+        them (elsewhere ``_resolve_*`` checks them): a reference to another VO's private object
+        is refused even when it would not be attached."""
+        for disk in own.disks if "DISK" in site_keys else ():
+            ref: int | str = disk.image_id if disk.image_id is not None else (disk.image or "")
+            img = find(s, Image, "image", ref)
+            require(s, actor, "USE", ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public))
+        for nic in own.nics if "NIC" in site_keys else ():
+            ref = nic.network_id if nic.network_id is not None else (nic.network or "")
+            net = find(s, Network, "network", ref)
+            require(s, actor, "USE", ObjRef("VNET", net.id, net.owner_id, net.group_id, net.public))
 
     def _use_image(self, s: Session, actor: Actor, ref: int | str, count: int, what: str,
                    trusted: bool = False) -> Image:
@@ -269,6 +297,7 @@ class VMService:
 
     def _resolve_networks(self, s: Session, actor: Actor, spec: VMTemplate,
                           trusted: bool = False) -> list[Network]:
+        """``trusted``: the NICs are an administrator's (a site template): no USE check."""
         out = []
         for nic in spec.nics:
             ref: int | str = nic.network_id if nic.network_id is not None else (nic.network or "")

@@ -35,6 +35,10 @@ class PoolRow(Base):
     vo: Mapped[str] = mapped_column(String(128), unique=True)
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), index=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("templates.id"))
+    # who the workers are created as: the VO's pool identity (NULL: a pool from before 0007)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # the administrator's site template merged into every worker; NULL: the daemon's default
+    site_template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id"), nullable=True)
     image: Mapped[str] = mapped_column(String(128))
     cores: Mapped[int] = mapped_column(Integer)
     memory: Mapped[int] = mapped_column(Integer)

@@ -154,6 +154,9 @@ class VM(Base):
     created_at: Mapped[float] = mapped_column(Float, default=utcnow)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Site secrets ($SECRET[name]) this VM may receive, space-separated: admitted at creation
+    # because an administrator's text named them (a site template, an admin's own VM).
+    site_secrets: Mapped[str] = mapped_column(Text, default="")
 
 
 class Event(Base):

@@ -31,6 +31,10 @@ BootOpt = Annotated[float | None, Opt("--boot-timeout", help="Seconds to join th
 LifeOpt = Annotated[float | None, Opt("--max-lifetime", help="Seconds a worker may live (0: no limit).")]
 RateOpt = Annotated[int | None, Opt("--max-boots-per-minute", min=1, help="Boot rate limit.")]
 DelayOpt = Annotated[float | None, Opt("--scale-down-delay", help="Seconds after a boot before shrinking.")]
+SiteOpt = Annotated[str | None, Opt(
+    "--site-template", help="Administrators only: the site template (an administrator's VM "
+    "template) merged into every worker: batch secret, worker network, boot attributes. "
+    "Default: the daemon's pool_site_template; on update, \"\" returns to it.")]
 
 
 @app.command("create")
@@ -42,12 +46,14 @@ def create(
     memory: Annotated[str, Opt(help="Memory per worker VM (e.g. 2G, 2048).")] = "2G",
     min_: MinOpt = None, max_: MaxOpt = None, weight: WeightOpt = None, idle_timeout: IdleOpt = None,
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
-    scale_down_delay: DelayOpt = None, json_: JsonFlag = False,
+    scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, json_: JsonFlag = False,
 ) -> None:
-    """Create the pool of a VO."""
+    """Create the pool of a VO; its workers are created as the VO (user pool.<vo>)."""
     body = {"vo": vo, "template": template, "cores": cores, "memory": parse_size(memory, "memory"),
             **_policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime, max_boots,
                       scale_down_delay)}
+    if site_template is not None:
+        body["site_template"] = site_template
     pool = api(ctx).post("/pools", body)
     if want_json(ctx, json_):
         out.emit_json(pool)
@@ -77,8 +83,9 @@ def show(ctx: typer.Context, vo: Annotated[str, typer.Argument(help="The pool's 
         out.emit_json(p)
         return
     out.section(f"POOL {p['vo']}")
-    keys = ("template", "image", "cores", "memory", "min", "max", "weight", "idle_timeout",
-            "boot_timeout", "max_lifetime", "max_boots_per_minute", "scale_down_delay", "enabled",
+    keys = ("template", "site_template", "owner", "image", "cores", "memory", "min", "max",
+            "weight", "idle_timeout", "boot_timeout", "max_lifetime", "max_boots_per_minute",
+            "scale_down_delay", "enabled",
             "pending_jobs", "pending_cores", "desired", "booting", "running", "draining", "idle")
     out.fields([(k.upper(), p.get(k)) for k in keys])
     for note in p.get("notes", []):
@@ -101,7 +108,7 @@ def update(
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
     scale_down_delay: DelayOpt = None,
     enable: Annotated[bool | None, Opt("--enable/--disable", help="Let the controller act on it.")] = None,
-    json_: JsonFlag = False,
+    site_template: SiteOpt = None, json_: JsonFlag = False,
 ) -> None:
     """Change a pool's policy; lowering --max drains surplus workers, never kills a running job."""
     body: dict[str, Any] = _policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime,
@@ -114,6 +121,8 @@ def update(
         body["memory"] = parse_size(memory, "memory")
     if enable is not None:
         body["enabled"] = enable
+    if site_template is not None:
+        body["site_template"] = site_template
     pool = api(ctx).patch(f"/pools/{vo}", body)
     if want_json(ctx, json_):
         out.emit_json(pool)
