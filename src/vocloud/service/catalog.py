@@ -273,11 +273,10 @@ class TemplateService:
                            max_depth=self.policy.max_template_depth)
         if name:
             t.set("NAME", name)
-        # Unknown and internal attributes are refused for everyone, now. Restricted ones are
-        # refused when a non-administrator instantiates (VMService.create), not here yet: until
-        # the pool controller boots a VO's workers with the VO's rights plus the site's declared
-        # additions, a VO's pool template still carries the worker's kernel (docs/security.md).
-        check_template(t, is_admin=True)
+        # Unknown and internal attributes are refused for everyone, restricted ones for
+        # non-administrators: a VO's template (a pool's too) holds only what the VO may set; the
+        # worker's kernel and 9p export come from the administrator's site template.
+        check_template(t, actor.is_admin, self.policy.restricted)
         VMTemplate.from_template(t)  # refuse a template that could never make a VM
         # the stored (canonical) text must fit too, or instantiating it would be refused later
         check_size(t.to_one(), self.policy.max_template_bytes)

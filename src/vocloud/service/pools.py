@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from vocloud.elastic.policy import PoolPolicy, PoolVMState
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound
-from vocloud.model.attributes import restricted_violations
+from vocloud.model.attributes import internal_attributes, restricted_violations, unknown_attributes
 from vocloud.model.secret_refs import names_in
 from vocloud.model.template import parse_template
 from vocloud.service import capacity
@@ -88,7 +88,9 @@ def template_problem(body: str, name: str) -> tuple[str, str] | None:
     template may carry no restricted attribute and name no site secret, since the workers are
     created with the VO's rights and such things come from the site template only."""
     t = parse_template(body, fmt="one", source=f"template {name}")
-    bad = restricted_violations(t)
+    # internal attributes (written by the service only) and unknown ones are refused too: a
+    # template stored before the catalogue existed may still carry them
+    bad = [*restricted_violations(t), *internal_attributes(t), *unknown_attributes(t)]
     if bad:
         return bad[0], (f"pool template {name} sets restricted attribute(s) {', '.join(bad)}: "
                         "a pool creates workers with its VO's rights; kernels, 9p exports, "
