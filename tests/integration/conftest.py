@@ -25,6 +25,7 @@ from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image
+from vocloud.guest.export import ensure_export
 from vocloud.guest.worker import WorkerImage, ensure_worker_image
 from vocloud.localprocs import qemu_pids_under
 
@@ -82,9 +83,10 @@ def guest_image(qemu_available: None) -> GuestImage:
 
 @pytest.fixture(scope="session")
 def worker_image(guest_image: GuestImage) -> WorkerImage:
-    """The worker guest (the test guest's kernel, the host's root over 9p; vocloud.guest.worker)."""
+    """The worker guest (the test guest's kernel; vocloud.guest.worker) on the cached Slurm
+    export tree (vocloud.guest.export: the daemons and their libraries, never the host's /)."""
     try:
-        return ensure_worker_image()
+        return ensure_worker_image().with_export(ensure_export("slurm").root)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         _skip_or_fail(f"cannot build the worker guest: {exc}")
         raise
