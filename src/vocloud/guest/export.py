@@ -243,7 +243,8 @@ def host_binaries(batch: str) -> tuple[list[str], list[str]]:
             raise ExportError("no Slurm plugin directory (/usr/lib/<arch>/slurm-wlm): "
                               "apt-get install slurmd")
     else:
-        daemons = ["sge_execd"]
+        # the execd starts each job's sge_shepherd from binary_path (/usr/sbin on Debian)
+        daemons = ["sge_execd", "sge_shepherd", "sge_coshepherd"]
         trees = [p for p in ("/usr/lib/gridengine", "/var/lib/gridengine/bin",
                              "/var/lib/gridengine/lib", "/var/lib/gridengine/utilbin",
                              "/var/lib/gridengine/util", "/usr/share/gridengine/gridengine-wrapper",
