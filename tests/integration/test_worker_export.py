@@ -10,8 +10,9 @@ batch daemons, their libraries, a minimal /etc and the site's batch configuratio
   files are put where host secrets live (a world-readable one in /tmp, a 0600 one in a daemon data
   dir); a worker guest booted on the tree probes, from its init as guest root, for them, for
   /etc/shadow, /root and the munge key, and greps the whole 9p export for the canary text: it
-  finds nothing. The same guest booted on ``/`` (the old export) finds the canary: the probe
-  would catch a regression.
+  finds nothing. The qemu driver refuses ``/`` (the old export) outright; and a tree that
+  *includes* the canary directory shows the probe works: the world-readable canary is found (by
+  path and by text), the 0600 token still is not.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pytest
 from tests.integration.conftest import LOCAL, make_driver
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec
+from vocloud.errors import DriverError
 from vocloud.guest.build import GuestImage
 from vocloud.guest.export import MANIFEST, build_export, ensure_export
 from vocloud.guest.worker import WorkerImage, worker_context
@@ -181,7 +183,7 @@ def _probe(drv_root: Path, probe: AccelProbe, guest: GuestImage, worker: WorkerI
 @pytest.mark.slow
 def test_a_worker_guest_reads_no_host_file(
         worker_image: WorkerImage, qemu_reaper: Path, accel_probe: AccelProbe,
-        guest_image: GuestImage, canaries: tuple[str, list[str]]) -> None:
+        guest_image: GuestImage, canaries: tuple[str, list[str]], export_root: Path) -> None:
     text, planted = canaries
     assert worker_image.export is not None and (worker_image.export / MANIFEST).is_file()
     assert worker_image.spec_attrs()["VIRTFS"] == str(worker_image.export) != "/"
@@ -197,11 +199,19 @@ def test_a_worker_guest_reads_no_host_file(
     assert m is not None and m.group(1) == "not-found", console[-3000:]
     assert text not in console.replace(f"PROBE_TEXT={text}", "")  # the guest never printed it
 
-    # The control: the old export (the host's /) shows the same probe the canary and shadow.
+    # The driver never exports the host's / (the old export) ...
     old = WorkerImage(worker_image.root, worker_image.vmlinux, worker_image.initramfs,
                       worker_image.cmdline, export=Path("/"))
-    control = _probe(qemu_reaper, accel_probe, guest_image, old, "exfil-root", paths, None)
+    with pytest.raises(DriverError, match="is not a worker export tree"):
+        _probe(qemu_reaper, accel_probe, guest_image, old, "exfil-root", paths, None)
+    # ... and the probe does see a file that is in the export: a tree that includes the canary
+    # directory has its world-readable file (found by path and by text), not the 0600 token.
+    leaky = build_export(export_root / "leaky", "slurm",
+                         includes=[str(Path(planted[0]).parent)])
+    control = _probe(qemu_reaper, accel_probe, guest_image, worker_image.with_export(leaky.root),
+                     "exfil-ctl", paths, text)
     assert f"VOCLOUD-WORKER PROBE present {planted[0]}" in control, control[-3000:]
-    assert "VOCLOUD-WORKER PROBE present /etc/shadow" in control
+    assert f"VOCLOUD-WORKER PROBE absent {planted[1]}" in control  # 0600: never exported
+    assert re.search(rf"PROBE text \S*{re.escape(planted[0])}", control), control[-3000:]
     print(f"\nexfiltration probe on the export tree: nothing found among {m.group(2)} files "
-          f"({took:.1f} s); on / the canary was found")
+          f"({took:.1f} s); / refused by the driver; a tree including the canary shows it")

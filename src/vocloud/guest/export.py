@@ -49,11 +49,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from vocloud.drivers.vmm.qemu import EXPORT_MANIFEST
 from vocloud.guest.build import cache_root
 
 #: Bumped when the tree's layout changes in a way the inputs below do not capture.
 EXPORT_FORMAT = 1
-MANIFEST = ".vocloud-export.json"
+MANIFEST = EXPORT_MANIFEST  # the qemu driver exports only directories holding it
 BATCH_SYSTEMS = ("slurm", "gridengine")
 
 #: Never exported, whatever ``--include`` or a symlink says (the guard behind the world-readable
