@@ -466,8 +466,10 @@ def read_manifest(root: Path) -> dict[str, object] | None:
 def write_tree(plan: Plan, dest: Path) -> ExportTree:
     """Build ``plan`` into a temp dir next to ``dest``, then rename it into place.
 
-    A tree already at ``dest`` with the same key is kept as it is (idempotent); another one is
-    swapped out first and removed after, so a guest never sees half a tree.
+    A tree already at ``dest`` with the same key is kept as it is (idempotent, also when a
+    parallel build of the same inputs wins the race); another one is swapped out first and
+    removed after, so a guest never sees half a tree. (A guest still running on a swapped-out
+    tree loses it: rebuild a site's tree when its workers are drained, as for a Slurm upgrade.)
     """
     t0 = time.monotonic()
     old = read_manifest(dest)
@@ -497,6 +499,11 @@ def write_tree(plan: Plan, dest: Path) -> ExportTree:
              "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "paths": list(plan.paths)}, indent=1) + "\n")
         (tree / MANIFEST).chmod(0o644)
+        now = read_manifest(dest)
+        if now is not None and now.get("key") == plan.key:
+            # another build of the same inputs (a parallel test session) finished first: keep
+            # it, since guests may already have it mounted
+            return ExportTree(dest, plan.key, len(plan.paths), time.monotonic() - t0)
         if dest.exists() or dest.is_symlink():
             dest.rename(work / "replaced")
         tree.rename(dest)
