@@ -231,3 +231,15 @@ def test_the_worker_guest_boots_only_from_an_export_tree(tmp_path: Path) -> None
     tree = write_tree(plan_export(selection("slurm", [], []), ldd={}), tmp_path / "tree").root
     attrs = image.with_export(tree).spec_attrs()
     assert attrs["VIRTFS"] == str(tree) and attrs["VIRTFS"] != "/"
+
+
+def test_generated_etc_files_never_write_through_a_hard_link(site: Path) -> None:
+    """A tree that (through an include) would hold the host's /etc/hosts gets its own file; the
+    host's stays byte for byte what it was (a hard link shares the inode)."""
+    before = Path("/etc/hosts").read_bytes()
+    sel = selection("slurm", ["/etc/hosts"], [])
+    plan = plan_export(sel, ldd={})
+    assert "/etc/hosts" not in plan.paths
+    tree = write_tree(plan, site / "tree").root
+    assert (tree / "etc" / "hosts").stat().st_ino != Path("/etc/hosts").stat().st_ino
+    assert Path("/etc/hosts").read_bytes() == before

@@ -372,6 +372,7 @@ def plan_export(sel: Selection, ldd: Mapping[str, Sequence[str]] | None = None) 
             continue
         paths.append(p)
     generated = etc_files(sel)
+    paths = [p for p in paths if p not in generated]  # ours replace the host's (an included /etc)
     dirs = tuple(sorted({*sel.dirs, *sel.mkdirs}))
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": EXPORT_FORMAT, "batch": sel.batch, "dirs": dirs},
@@ -490,6 +491,8 @@ def write_tree(plan: Plan, dest: Path) -> ExportTree:
             _mkdirs(tree, d)
         for name, content in plan.generated.items():
             target = _mkdirs(tree, os.path.dirname(name)) / os.path.basename(name)
+            if target.exists() or target.is_symlink():
+                target.unlink()  # a hard link to the host's file: never write through it
             target.write_bytes(content)
             target.chmod(0o644)
         (tree / MANIFEST).write_text(json.dumps(
