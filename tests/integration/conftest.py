@@ -20,6 +20,7 @@ from tests.support.qemu import kill_qemu_under, make_driver, skip_or_fail
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage, cache_root, ensure_image
+from vocloud.guest.export import ensure_export
 from vocloud.guest.worker import WorkerImage, ensure_worker_image
 
 
@@ -42,9 +43,10 @@ def guest_image(qemu_available: None) -> GuestImage:
 
 @pytest.fixture(scope="session")
 def worker_image(guest_image: GuestImage) -> WorkerImage:
-    """The worker guest (the test guest's kernel, the host's root over 9p; vocloud.guest.worker)."""
+    """The worker guest (the test guest's kernel; vocloud.guest.worker) on the cached Slurm
+    export tree (vocloud.guest.export: the daemons and their libraries, never the host's /)."""
     try:
-        return ensure_worker_image()
+        return ensure_worker_image().with_export(ensure_export("slurm").root)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         skip_or_fail(f"cannot build the worker guest: {exc}")
         raise

@@ -17,7 +17,7 @@ import pytest
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, HostRef, NicSpec
 from vocloud.drivers.net.bridge import tap_name
-from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_from_json, spec_to_json
+from vocloud.drivers.vmm.qemu import EXPORT_MANIFEST, QemuDriver, build_argv, spec_from_json, spec_to_json
 from vocloud.errors import DriverError
 from vocloud.guest.build import (
     CpioEntry,
@@ -120,6 +120,29 @@ def test_ssh_hosts_are_refused_clearly(tmp_path: Path) -> None:
     drv = QemuDriver(tmp_path, accel_probe=AccelProbe(tmp_path))
     with pytest.raises(DriverError, match="only local hosts"):
         drv.poll(HostRef(1, "h1", "qemu", "ssh://root@127.0.0.1:1"), "vc-1")
+
+
+@pytest.mark.parametrize("virtfs", ["/", "//", "/usr/..", "relative/tree", "{tmp}", "{tmp}/nowhere"])
+def test_virtfs_must_name_an_export_tree_never_the_host_root(tmp_path: Path, virtfs: str) -> None:
+    """Issue 9: a 9p export of the host's / let guest root read every host file."""
+    drv = QemuDriver(tmp_path, accel_probe=AccelProbe(tmp_path))
+    bad = DomainSpec(vm_id=9, deploy_id="vc-9", name="n", cpu=1, vcpu=1, memory_mib=256,
+                     virtfs=virtfs.format(tmp=tmp_path))
+    with pytest.raises(DriverError, match=r"VIRTFS .* is not a worker export tree"):
+        drv._check_inputs(bad)
+
+
+def test_virtfs_of_an_export_tree_is_exported_read_only(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / EXPORT_MANIFEST).write_text("{}\n")
+    drv = QemuDriver(tmp_path, accel_probe=AccelProbe(tmp_path))
+    good = DomainSpec(vm_id=9, deploy_id="vc-9", name="n", cpu=1, vcpu=1, memory_mib=256,
+                      virtfs=str(tree), kernel=str(tree / EXPORT_MANIFEST))
+    drv._check_inputs(good)
+    argv = build_argv(good, tmp_path, "tcg", "qemu-system-x86_64", "console=ttyS0", None)
+    fsdev = opts(argv, "-fsdev")
+    assert fsdev == [f"local,id=hostroot,path={tree},security_model=none,readonly=on,multidevs=remap"]
 
 
 # ---------------------------------------------------------------- accel cache

@@ -72,6 +72,7 @@ from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
 from vocloud.drivers.net.bridge import BridgeDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
+from vocloud.guest.export import build_export
 from vocloud.guest.worker import WorkerImage, sge_worker_context
 
 pytestmark = pytest.mark.slow
@@ -203,6 +204,16 @@ def vo_cell(sge_bridge: str, hosts_file: Path) -> Iterator[VOSgeCell]:
         c.stop()
 
 
+@pytest.fixture(scope="module")
+def sge_worker(worker_image: WorkerImage, vo_cell: VOSgeCell,
+               tmp_path_factory: pytest.TempPathFactory) -> WorkerImage:
+    """The worker on a Grid Engine export tree holding this cell's ``SGE_ROOT`` (what the execd
+    reads) and an empty execd spool; the guest sees nothing else of the host."""
+    tree = build_export(tmp_path_factory.mktemp("sge-export") / "tree", "gridengine",
+                        includes=[vo_cell.sge_root], mkdirs=[vo_cell.execd_spool])
+    return worker_image.with_export(tree.root)
+
+
 def _batch(cell: VOSgeCell, hosts_file: Path) -> GridEngineBatch:
     return GridEngineBatch(VOMapper("project"), runner=WrappedRunner(cell.env, cell.wrap),
                            hosts_file=hosts_file)
@@ -212,7 +223,7 @@ def _batch(cell: VOSgeCell, hosts_file: Path) -> GridEngineBatch:
 
 
 def test_sge_worker_joins_runs_a_job_and_leaves(
-        worker_image: WorkerImage, vo_cell: VOSgeCell, sge_bridge: str, hosts_file: Path,
+        sge_worker: WorkerImage, vo_cell: VOSgeCell, sge_bridge: str, hosts_file: Path,
         qemu_reaper: Path, accel_probe: AccelProbe, guest_image: GuestImage) -> None:
     name, ip, mac, deploy_id = "sgew-1", SUBNET + "20", "02:00:0a:fc:00:14", "vcg-1"
     base = make_driver(qemu_reaper, accel_probe, guest_image)
@@ -223,7 +234,7 @@ def test_sge_worker_joins_runs_a_job_and_leaves(
     spec = DomainSpec(vm_id=1, deploy_id=deploy_id, name=name, cpu=1.0, vcpu=1, memory_mib=WORKER_MIB,
                       nics=(NicSpec(network="vo", ip=ip, mac=mac, bridge=sge_bridge),),
                       context=ctx)
-    spec = worker_image.boot(spec)
+    spec = sge_worker.boot(spec)
     net = BridgeDriver(default_bridge=sge_bridge)
     drv.run_dir(deploy_id).mkdir(mode=0o700, parents=True)
     t0 = time.monotonic()
@@ -321,10 +332,9 @@ def _site_template(name: str, worker: WorkerImage) -> str:
 
 
 @pytest.mark.timeout(TIMEOUT + 180)
-@pytest.mark.timeout(600)
 def test_vo_pools_follow_a_real_grid_engine_queue(
         pool_daemon: Daemon, vo_cell: VOSgeCell, sge_bridge: str, hosts_file: Path,
-        worker_image: WorkerImage) -> None:
+        sge_worker: WorkerImage) -> None:
     d, cell = pool_daemon, vo_cell
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT
@@ -336,7 +346,7 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     _ok(c.post("/templates", json={"name": "sge-worker", "public": True,
                                    "template": _template("sge-worker", cell)}))
     _ok(c.post("/templates", json={"name": "sge-site",  # private to the administrators
-                                   "template": _site_template("sge-site", worker_image)}))
+                                   "template": _site_template("sge-site", sge_worker)}))
     policy = {"cores": WORKER_CPUS, "memory": WORKER_MIB, "min": 0, "max": 2,
               "idle_timeout": IDLE_TIMEOUT, "scale_down_delay": 0, "boot_timeout": 180}
     for vo in VOS:

@@ -127,12 +127,12 @@ def test_worker_context_carries_what_slurmd_needs_and_is_a_valid_context() -> No
 
 
 def test_virtfs_args_match_the_machine_and_are_read_only() -> None:
-    micro = virtfs_args("microvm")
+    micro = virtfs_args("microvm", "/srv/worker-root")
     assert micro[micro.index("-device") + 1].startswith("virtio-9p-device,")
     assert "readonly=on" in micro[micro.index("-fsdev") + 1]
     tree = virtfs_args("pc", path="/srv/worker-root")
     assert tree[1].startswith("local,id=hostroot,path=/srv/worker-root,")
-    assert virtfs_args("pc")[3].startswith("virtio-9p-pci,")
+    assert virtfs_args("pc", "/srv/worker-root")[3].startswith("virtio-9p-pci,")
 
 
 def test_the_guest_init_never_prints_the_munge_key() -> None:

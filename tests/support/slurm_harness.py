@@ -233,8 +233,9 @@ class SlurmCluster:
         return proc.stdout
 
     def sbatch(self, *args: str, command: str = "sleep 600") -> str:
-        """Submit a batch job; returns its id."""
-        out = self.run("sbatch", "--parsable", "-o", "/dev/null", *args, "--wrap", command)
+        """Submit a batch job, run from ``/`` (a worker VM's export tree has no host temp dirs);
+        returns its id."""
+        out = self.run("sbatch", "--parsable", "-o", "/dev/null", "-D", "/", *args, "--wrap", command)
         return out.strip().split(";")[0]
 
     def cancel_all(self) -> None:

@@ -545,6 +545,7 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
     before anything was started (then the caller simulates)."""
     from vocloud.devtools.localslurm import LocalSlurm
     from vocloud.guest.build import ensure_image
+    from vocloud.guest.export import ensure_export
     from vocloud.guest.worker import ensure_worker_image, worker_context
 
     console.print("worker guest: building or reusing (cached) — the first build downloads the "
@@ -552,7 +553,7 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
     t_img = time.monotonic()
     try:
         base = ensure_image()
-        worker = ensure_worker_image()
+        worker = ensure_worker_image().with_export(ensure_export("slurm").root)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         return None, f"cannot build the worker guest: {exc}"
     console.print(f"worker guest ready in {time.monotonic() - t_img:.1f} s: {worker.root}")

@@ -1,11 +1,12 @@
 #!/bin/busybox sh
 # PID 1 of the vocloud worker-node guest: a busybox initramfs on the Debian kernel that runs the
-# *host's* munged and slurmd from the host's root filesystem, shared read-only over virtio-9p
-# (the virtme approach; see docs/worker.md for why not a debootstrap image).
+# *host's* munged and slurmd from a dedicated export tree (vocloud.guest.export: the daemons, their
+# libraries, a minimal /etc, the site's batch configuration; never the host's /), shared
+# read-only over virtio-9p (the virtme approach; see docs/worker.md for why not a debootstrap image).
 #
 #   1. load the modules (virtio, 9p, overlay, isofs, ACPI button),
 #   2. read the context (NoCloud seed, context.sh) — node name, controller, munge key, address,
-#   3. mount the host root (9p tag "hostroot") on /newroot, read-only, and give it writable
+#   3. mount the export tree (9p tag "hostroot") on /newroot, read-only, and give it writable
 #      tmpfs-backed overlays on /etc /var /tmp /root and a fresh tmpfs on /run,
 #   4. configure eth0 from ETH0_IP/ETH0_MASK, set the hostname,
 #   5. write the munge key (never echoed), start munged, start slurmd (configless or with a
@@ -88,10 +89,24 @@ say "context from $seed node=${SLURM_NODENAME:-?} controller=${SLURM_CONF_SERVER
 [ -n "$MUNGE_KEY" ] || fail "context has no MUNGE_KEY"
 fi
 
-# ---------------------------------------------------------------- host root over 9p
+# ---------------------------------------------------------------- export tree over 9p
 grep -q 9p /proc/filesystems || fail "kernel has no 9p filesystem (modules not loaded)"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /newroot \
-    || fail "cannot mount the host root (9p tag hostroot): is qemu started with the virtfs device?"
+    || fail "cannot mount the export tree (9p tag hostroot): is qemu started with the virtfs device?"
+# What guest root can read of the host: the exfiltration regression test (and an admin checking
+# a tree) asks with VOCLOUD_PROBE_PATHS (absolute paths) and VOCLOUD_PROBE_TEXT (a string to look
+# for in every file); only presence is printed, never a file's content. Before any overlay, so
+# the answer is about the 9p export alone.
+if [ -n "$VOCLOUD_PROBE_PATHS" ]; then
+    for p in $VOCLOUD_PROBE_PATHS; do
+        if [ -e "/newroot$p" ] || [ -L "/newroot$p" ]; then say "PROBE present $p"; else say "PROBE absent $p"; fi
+    done
+fi
+if [ -n "$VOCLOUD_PROBE_TEXT" ]; then
+    hits=$(grep -rlsF -- "$VOCLOUD_PROBE_TEXT" /newroot 2>/dev/null | head -5 | tr '\n' ' ')
+    say "PROBE text ${hits:-not-found} files=$(find /newroot -xdev 2>/dev/null | wc -l)"
+fi
+unset VOCLOUD_PROBE_PATHS VOCLOUD_PROBE_TEXT
 mount -t tmpfs -o mode=0755 ovl /ovl
 for d in etc var tmp root; do
     [ -d "/newroot/$d" ] || continue
@@ -143,7 +158,7 @@ if [ -n "$SGE_ROOT" ] && [ -n "$SGE_QMASTER_IP" ] && [ -n "$SGE_QMASTER_HOST" ];
     echo "$SGE_QMASTER_IP $SGE_QMASTER_HOST" >> /newroot/etc/hosts
 fi
 
-# Commands in the host root run with a clean environment: the context (and its key) stays here.
+# Commands in the export tree run with a clean environment: the context (and its key) stays here.
 inroot() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot /newroot "$@"; }
 
 # ---------------------------------------------------------------- Grid Engine execd
@@ -155,8 +170,11 @@ inroot() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot /newroot 
 if [ -n "$SGE_ROOT" ]; then
     cell=${SGE_CELL:-default}
     [ -f "/newroot$SGE_ROOT/$cell/common/act_qmaster" ] \
-        || fail "no Grid Engine cell $SGE_ROOT/$cell in the shared root"
+        || fail "no Grid Engine cell $SGE_ROOT/$cell in the export tree (python -m vocloud.guest.export --include)"
     set -- SGE_ROOT="$SGE_ROOT" SGE_CELL="$cell"
+    # The execd's spool (the cell's execd_spool_dir) is written in the guest's overlays: make it
+    # when the export tree has no such directory.
+    [ -n "$SGE_EXECD_SPOOL" ] && mkdir -p "/newroot$SGE_EXECD_SPOOL" 2>/dev/null
     [ -n "$SGE_QMASTER_PORT" ] && set -- "$@" SGE_QMASTER_PORT="$SGE_QMASTER_PORT"
     [ -n "$SGE_EXECD_PORT" ] && set -- "$@" SGE_EXECD_PORT="$SGE_EXECD_PORT"
     execd_pid() {
@@ -221,11 +239,34 @@ else
 fi
 [ -n "$SLURM_DYNAMIC_CONF" ] && set -- "$@" -Z --conf "$SLURM_DYNAMIC_CONF"
 [ -n "$SLURM_BOOTED" ] && set -- "$@" -b
-inroot sh -c 'slurmd "$@" > /run/slurmd.out 2>&1 & echo $! > /run/slurmd.pid' slurmd "$@"
+start_slurmd() {
+    inroot sh -c 'slurmd "$@" > /run/slurmd.out 2>&1 & echo $! > /run/slurmd.pid' slurmd "$@"
+}
+start_slurmd "$@"
 say "slurmd started: slurmd $*"
 
 setup_acpi
 echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+# slurmd makes its SlurmdSpoolDir but not the directory above it. The export tree has the usual
+# ones (/var/spool/slurmd); a configuration (configless: known only to slurmd) that puts the spool
+# elsewhere under the writable overlays (/tmp, /var, ...) gets the parent made here, in guest RAM,
+# and slurmd started again — a few times at most, and only while slurmd is starting.
+(
+    tries=0
+    while [ $tries -lt 4 ]; do
+        pid=$(cat /newroot/run/slurmd.pid 2>/dev/null)
+        i=0
+        while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+        kill -0 "$pid" 2>/dev/null && break
+        dir=$(sed -n 's|.*fatal: mkdir(\(/[^)]*\)): No such file or directory.*|\1|p' /newroot/run/slurmd.out | tail -1)
+        [ -n "$dir" ] || break
+        mkdir -p "/newroot${dir%/*}" 2>/dev/null || break
+        say "made ${dir%/*} (slurmd's spool parent, not in the export tree); slurmd started again"
+        tries=$((tries + 1))
+        start_slurmd "$@"
+    done
+) &
 
 # Report slurmd's own output on the console: the first lines tell why a node never registers.
 tail -f /newroot/run/slurmd.out 2>/dev/null | while IFS= read -r line; do echo "VOCLOUD-SLURMD $line"; done &

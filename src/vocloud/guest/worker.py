@@ -1,12 +1,19 @@
 """The worker-node guest: the Debian kernel running the *host's* slurmd (or sge_execd) from a 9p root.
 
+The 9p root is a dedicated read-only export tree (:mod:`vocloud.guest.export`) holding only the
+batch daemons, their libraries, a minimal /etc and the site's batch configuration — never the
+hypervisor's ``/`` (a VO that boots its own image has root in its guest and would read every host
+file). :meth:`WorkerImage.with_export` names the tree; :meth:`WorkerImage.spec_attrs` refuses to
+run without one.
+
 A VO cluster's worker must run the site's batch daemon (slurmd and munged here) at exactly the
 version the controller runs. Two ways were open (docs/worker.md): build a Debian root image with
-``debootstrap`` plus ``slurm-wlm``, or share the hypervisor's own root filesystem read-only over
-virtio-9p, as virtme does. This module does the second, because
+``debootstrap`` plus ``slurm-wlm``, or share the hypervisor's own files read-only over virtio-9p,
+as virtme does (here: only the export tree's). This module does the second, because
 
-* the daemons are then the host's, byte for byte — no version skew with slurmctld, nothing to
-  rebuild when the site upgrades Slurm, and no multi-hundred-MiB image to stage per VM;
+* the daemons are then the host's (hard links in the export tree), byte for byte — no version
+  skew with slurmctld, nothing to rebuild when the site upgrades Slurm (rebuild the tree: it is
+  cached by its inputs), and no multi-hundred-MiB image to stage per VM;
 * the guest is the same tiny initramfs as the test guest (seconds to boot under TCG) plus three
   modules (``9pnet_virtio``, ``9p``, ``overlay``);
 * a per-VO image is still possible: a VO that brings its own image boots that instead; this is
@@ -59,6 +66,7 @@ from vocloud.guest.build import (
     module_index,
     write_cpio,
 )
+from vocloud.guest.export import MANIFEST as EXPORT_MANIFEST
 
 WORKER_FORMAT = 1
 #: The 9p mount tag the guest's init looks for.
@@ -77,16 +85,32 @@ class WorkerImage:
     vmlinux: Path
     initramfs: Path
     cmdline: str
+    #: The read-only tree the guest mounts as its root (vocloud.guest.export); never ``/``.
+    export: Path | None = None
+
+    def with_export(self, tree: Path) -> WorkerImage:
+        """This guest booting from the export tree ``tree`` (see :mod:`vocloud.guest.export`)."""
+        if not (tree / EXPORT_MANIFEST).is_file():
+            raise ValueError(f"{tree} is not an export tree (no {EXPORT_MANIFEST}): build it with "
+                             "python -m vocloud.guest.export")
+        return dataclasses.replace(self, export=tree)
 
     def spec_attrs(self) -> dict[str, str]:
-        """The template attributes that boot this guest (administrators only: host paths)."""
+        """The template attributes that boot this guest on its export tree (administrators
+        only: host paths; a pool gets them from the site template)."""
         return {"KERNEL": str(self.vmlinux), "INITRD": str(self.initramfs), "KERNEL_CMD": self.cmdline,
-                "VIRTFS": "/"}
+                "VIRTFS": str(self._tree())}
 
     def boot(self, spec: DomainSpec) -> DomainSpec:
         """``spec`` set to boot this guest: the same as :meth:`spec_attrs`, as typed fields."""
         return dataclasses.replace(spec, kernel=str(self.vmlinux), initrd=str(self.initramfs),
-                                   kernel_cmd=self.cmdline, virtfs="/")
+                                   kernel_cmd=self.cmdline, virtfs=str(self._tree()))
+
+    def _tree(self) -> Path:
+        if self.export is None:
+            raise ValueError("the worker guest needs an export tree (WorkerImage.with_export); "
+                             "the host's / is never exported")
+        return self.export
 
 
 def _init_script() -> bytes:

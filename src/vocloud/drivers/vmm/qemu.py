@@ -250,15 +250,21 @@ def _escape(value: str) -> str:
 
 
 HOSTROOT_TAG = "hostroot"
+#: The file that marks a worker export tree (vocloud.guest.export writes it). ``VIRTFS`` must
+#: name a directory holding it: the driver never exports the host's ``/`` or any other directory
+#: the guest tooling did not build for guests (docs/worker.md, *The export tree*).
+EXPORT_MANIFEST = ".vocloud-export.json"
 
 
-def virtfs_args(machine: str, path: str = "/", tag: str = HOSTROOT_TAG) -> list[str]:
-    """qemu arguments exporting ``path`` read-only as 9p share ``tag``.
+def virtfs_args(machine: str, path: str, tag: str = HOSTROOT_TAG) -> list[str]:
+    """qemu arguments exporting the tree ``path`` read-only as 9p share ``tag``.
 
     ``-fsdev`` + ``-device`` rather than ``-virtfs`` because microvm has no PCI bus (virtio-mmio
-    ``virtio-9p-device``); ``multidevs=remap`` because ``/`` spans several host filesystems whose
-    inode numbers would otherwise collide in the guest; ``security_model=none`` because the guest
-    only reads, as root, and must see the files' real owners and modes (munge checks them).
+    ``virtio-9p-device``); ``readonly=on``: the guest writes to its own tmpfs overlays only;
+    ``multidevs=remap`` in case a tree spans several host filesystems (inode numbers would
+    otherwise collide in the guest); ``security_model=none`` because the guest only reads, as
+    root, and must see the files' real owners and modes (munge checks them). qemu resolves every
+    9p name below ``path`` without following host symlinks, so the guest sees the tree only.
     """
     device = "virtio-9p-device" if machine.startswith("microvm") else "virtio-9p-pci"
     return ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on,multidevs=remap",
@@ -493,6 +499,12 @@ class QemuDriver:
         for key, path in (("KERNEL", spec.kernel), ("INITRD", spec.initrd)):
             if path and not self.ops.exists(Path(path)):
                 raise DriverError(f"{spec.deploy_id}: {key} file {path} does not exist")
+        virtfs = spec.virtfs
+        if virtfs and (not virtfs.startswith("/") or os.path.normpath(virtfs) == "/"
+                       or not self.ops.exists(Path(virtfs) / EXPORT_MANIFEST)):
+            raise DriverError(f"{spec.deploy_id}: VIRTFS {virtfs} is not a worker export tree (no "
+                              f"{EXPORT_MANIFEST}; build one with python -m vocloud.guest.export): "
+                              "the host's / or another host directory is never exported")
         for disk in spec.disks:
             if not self.ops.exists(Path(disk.source)):
                 raise DriverError(f"{spec.deploy_id}: disk {disk.target}: image file {disk.source} "
