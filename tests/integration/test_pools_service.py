@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.integration.test_pools import OWN, Site
+from tests.support.pools import OWN, Site
 from vocloud.api.pools import router
 from vocloud.api.rest import create_app
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.integration.test_pools import OWN, Site
 from tests.support.helpers import admin, converge, user_in
+from tests.support.pools import OWN, Site
 from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.secrets import SecretDir

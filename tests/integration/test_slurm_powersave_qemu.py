@@ -43,15 +43,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.test_slurm_powersave import (
+from tests.support import procs
+from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.powersave import (
     SUSPEND_TIME,
     PowerSaveCluster,
     assert_hooks_ran,
     configure_site,
     write_wrappers,
 )
-from tests.support import procs
-from tests.support.cli import Daemon, start_daemon, stop_daemon
 from tests.support.qemu import kill_qemu_under
 from tests.support.slurm_harness import missing_reason, processes_with_marker
 from vocloud.devtools.localprocs import qemu_pids_under
