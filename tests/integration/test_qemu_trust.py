@@ -9,6 +9,7 @@ sees no host filesystem.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,8 +62,11 @@ def test_plain_user_reaches_no_host_file_and_boots_by_reference(
 
     with d.client() as c:
         ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
+        store = d.data_dir / "datastores" / "default"  # an admin registers by path inside one only
         for name, path in (("site-vmlinux", guest_image.vmlinux), ("site-initrd", guest_image.initramfs)):
-            ok(c.post("/images", json={"name": name, "path": str(path), "format": "raw", "public": True}))
+            shutil.copyfile(path, store / name)
+            ok(c.post("/images", json={"name": name, "path": str(store / name), "format": "raw",
+                                       "public": True}))
         ok(c.post("/groups", json={"name": "atlas"}))
         token = ok(c.post("/users", json={"name": "mallory", "group": "atlas"}))["token"]
         _wait(lambda: ok(c.get("/hosts"))[0]["state"] == "MONITORED", 60, "host monitored")
@@ -99,7 +103,7 @@ def test_plain_user_reaches_no_host_file_and_boots_by_reference(
         assert "VOCLOUD-CONTEXT VALUE=by-reference" in log, log[-2000:]
         assert SECRET not in log
         argv = (d.data_dir / "qemu" / ok(u.get(f"/vms/{vm_id}"))["deploy_id"] / "argv.json").read_text()
-        assert str(guest_image.vmlinux) in argv and "-fsdev" not in argv and str(secret) not in argv
+        assert str(store / "site-vmlinux") in argv and "-fsdev" not in argv and str(secret) not in argv
         ok(u.post(f"/vms/{vm_id}/action", json={"action": "terminate-hard"}))
         _wait(lambda: ok(u.get(f"/vms/{vm_id}"))["state"] == "DONE", 120, "the guest DONE")
     assert qemu_pids_under(d.data_dir) == []
