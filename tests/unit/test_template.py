@@ -9,15 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vocloud.errors import InvalidInput, ParseError
-from vocloud.model.template import (
-    MAX_MEMORY_MIB,
-    DiskRef,
-    NicRef,
-    Template,
-    VMTemplate,
-    parse_size_mib,
-    parse_template,
-)
+from vocloud.model.template import MAX_MEMORY_MIB, Template, parse_size_mib, parse_template
+from vocloud.model.vmspec import DiskRef, NicRef, VMTemplate
 
 EXAMPLE = """\
 NAME = "worker"            # comments with # to end of line

@@ -13,7 +13,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
-from vocloud.model.template import cpu_centi
+from vocloud.model.vmspec import cpu_centi
 from vocloud.store.schema import Host, Quota
 
 

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from vocloud.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
 from vocloud.model.attributes import check_template
 from vocloud.model.lifecycle import ImageState, image_next
-from vocloud.model.template import VMTemplate, check_size, parse_template
+from vocloud.model.template import check_size, parse_template
+from vocloud.model.vmspec import VMTemplate
 from vocloud.service import capacity, image_files
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor

@@ -34,7 +34,8 @@ from vocloud.model.lifecycle import (
     vm_next,
 )
 from vocloud.model.secret_refs import names_in, refuse_for_user
-from vocloud.model.template import Template, VMTemplate, check_size, parse_template
+from vocloud.model.template import Template, check_size, parse_template
+from vocloud.model.vmspec import VMTemplate
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
