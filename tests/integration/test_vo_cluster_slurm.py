@@ -168,7 +168,7 @@ def _template(name: str, vo: str, conf_server: str, disk: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _site_template(name: str, worker: WorkerImage, munge_socket: str,
+def _site_template(name: str, worker: WorkerImage, munge_socket: str, spool_parent: str,
                    initrd: str | None = None) -> str:
     """The administrator's site template: how a worker boots, the worker network, and the
     site's munge key by name only (the daemon puts it into each worker's own seed)."""
@@ -177,7 +177,8 @@ def _site_template(name: str, worker: WorkerImage, munge_socket: str,
         attrs["INITRD"] = initrd
     lines = [f'NAME="{name}"'] + [f'{k}="{v}"' for k, v in attrs.items()]
     lines.append('NIC=[NETWORK="vo"]')
-    lines.append(f'CONTEXT=[MUNGE_KEY="$SECRET[munge]", MUNGE_SOCKET="{munge_socket}"]')
+    lines.append(f'CONTEXT=[MUNGE_KEY="$SECRET[munge]", MUNGE_SOCKET="{munge_socket}", '
+                 f'SLURMD_SPOOL_PARENT="{spool_parent}"]')
     return "\n".join(lines) + "\n"
 
 
@@ -246,9 +247,10 @@ def test_vo_pools_follow_a_real_slurm_queue(
         users[vo] = _ok(c.post("/users", json={"name": f"{vo}-admin", "group": vo}))["token"]
     # the administrator's site templates (private): every pool's, and alice's broken one
     _ok(c.post("/templates", json={"name": "worker-site",
-                                   "template": _site_template("worker-site", worker_image, sock)}))
+                                   "template": _site_template("worker-site", worker_image, sock,
+                                                              str(cl.root / "spool"))}))
     _ok(c.post("/templates", json={"name": "broken-site", "template": _site_template(
-        "broken-site", worker_image, sock, initrd=str(broken))}))
+        "broken-site", worker_image, sock, str(cl.root / "spool"), initrd=str(broken))}))
     # cms: the site's standard worker, a public template without a disk
     _ok(c.post("/templates", json={"name": "std-worker", "public": True, "template": _template(
         "std-worker", "cms", conf_server, None)}))

@@ -597,7 +597,8 @@ def _run_real(console: Console, opts: Options, data_dir: Path, t0: float,
     boot = "\n".join(f'{k}="{v}"' for k, v in worker.spec_attrs().items())
     site_template = (f'NAME="worker-site"\n{boot}\nNIC=[NETWORK="vo"]\n'
                      f'CONTEXT=[MUNGE_KEY="$SECRET[munge]", '
-                     f'MUNGE_SOCKET="{slurm.munge_socket}"]\n')
+                     f'MUNGE_SOCKET="{slurm.munge_socket}", '
+                     f'SLURMD_SPOOL_PARENT="{slurm.root / "spool"}"]\n')
     name = _host_name()
     setup_site(console, api, {"name": name, "vmm": "qemu"},
                Site(base.base_disk, attrs, context, nic=False, site_template=site_template),

@@ -239,6 +239,9 @@ else
 fi
 [ -n "$SLURM_DYNAMIC_CONF" ] && set -- "$@" -Z --conf "$SLURM_DYNAMIC_CONF"
 [ -n "$SLURM_BOOTED" ] && set -- "$@" -b
+# the site's spool parent, when its SlurmdSpoolDir is not in the export tree: made before slurmd
+# starts, so a first start never fails on it (the retry below is for sites that do not say)
+[ -n "$SLURMD_SPOOL_PARENT" ] && mkdir -p "/newroot$SLURMD_SPOOL_PARENT" 2>/dev/null
 start_slurmd() {
     inroot sh -c 'slurmd "$@" > /run/slurmd.out 2>&1 & echo $! > /run/slurmd.pid' slurmd "$@"
 }

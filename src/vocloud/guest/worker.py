@@ -199,6 +199,7 @@ def worker_context(
     gateway: str | None = None,
     mac: str | None = None,
     booted: bool = False,
+    spool_parent: str | None = None,
 ) -> dict[str, str]:
     """Context variables that make the worker guest join Slurm as ``node_name``.
 
@@ -209,7 +210,9 @@ def worker_context(
     (a ``State=CLOUD`` node for power saving). The key is base64 so that the context, which is
     text, carries the binary key unchanged; the guest never prints it. ``mac`` picks the NIC
     that gets ``ip`` when the VM has several; ``booted`` adds ``slurmd -b`` (a power-saving
-    ``State=CLOUD`` node must report a fresh boot to leave POWERING_UP).
+    ``State=CLOUD`` node must report a fresh boot to leave POWERING_UP). ``spool_parent``: the
+    directory above the site's ``SlurmdSpoolDir`` when it is not in the export tree (the guest
+    makes it in its RAM overlay before slurmd starts: slurmd makes only the last component).
     """
     if (conf_server is None) == (slurm_conf is None):
         raise ValueError("give exactly one of conf_server (configless) or slurm_conf")
@@ -226,6 +229,8 @@ def worker_context(
     ctx.update(_eth0_context(ip, mask, gateway, mac))
     if booted:
         ctx["SLURM_BOOTED"] = "1"
+    if spool_parent:
+        ctx["SLURMD_SPOOL_PARENT"] = spool_parent
     return ctx
 
 
