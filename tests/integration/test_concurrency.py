@@ -6,14 +6,12 @@ connection, so the guarantees come from the transactions, not from a lock in Pyt
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
 from tests.support.helpers import admin, reconciler, user_in
+from tests.support.race import race
 from vocloud.errors import NoCapacity, QuotaExceeded
 from vocloud.service import capacity
 from vocloud.service.cloud import Cloud
@@ -22,35 +20,13 @@ from vocloud.store.schema import VM, Host, Lease, Quota
 SMALL = "CPU=1\nMEMORY=256\n"
 
 
-def _race(n: int, fn: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            r = fn(i)
-            with lock:
-                results.append(r)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results, errors
 
 
 def test_quota_never_exceeded(cloud: Cloud) -> None:
     a = admin(cloud)
     u = user_in(cloud, "alice", "atlas")
     cloud.accounts.set_quota(a, "group", "atlas", vms=20)
-    ok, errors = _race(16, lambda i: cloud.vms.create(u, SMALL, count=2))
+    ok, errors = race(16, lambda i: cloud.vms.create(u, SMALL, count=2))
     assert all(isinstance(e, QuotaExceeded) for e in errors), errors
     assert len(ok) == 10 and len(errors) == 6
     with cloud.db.read() as s:
@@ -70,7 +46,7 @@ def test_host_capacity_never_overcommitted(cloud: Cloud) -> None:
         with cloud.db.write() as s:
             return capacity.acquire_host(s, host_id, 1000, 256)
 
-    results, errors = _race(24, grab)
+    results, errors = race(24, grab)
     assert not errors
     assert results.count(True) == 8 and results.count(False) == 16
     with cloud.db.read() as s:
@@ -86,7 +62,7 @@ def test_two_schedulers_racing(cloud: Cloud, tmp_path: Path) -> None:
     cloud.vms.create(a, SMALL, count=20)
     recs = [reconciler(cloud, tmp_path / "sim")[0] for _ in range(4)]
     recs[0].monitor_once(force=True)
-    _, errors = _race(4, lambda i: recs[i].schedule_once())
+    _, errors = race(4, lambda i: recs[i].schedule_once())
     assert not errors, errors
     with cloud.db.read() as s:
         h = s.scalars(select(Host)).one()
@@ -99,7 +75,7 @@ def test_two_schedulers_racing(cloud: Cloud, tmp_path: Path) -> None:
 def test_leases_never_shared(cloud: Cloud) -> None:
     a = admin(cloud)
     cloud.networks.create(a, 'NAME="priv"\nAR=[IP="10.9.0.1", SIZE="10"]\n')
-    ok, errors = _race(20, lambda i: cloud.vms.create(a, SMALL + 'NIC=[NETWORK="priv"]\n'))
+    ok, errors = race(20, lambda i: cloud.vms.create(a, SMALL + 'NIC=[NETWORK="priv"]\n'))
     assert all(isinstance(e, NoCapacity) for e in errors), errors
     assert len(ok) == 10
     with cloud.db.read() as s:

@@ -6,14 +6,11 @@ on one L2 segment never overlap; no two VMs of two VOs get one IP and MAC on a s
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from sqlalchemy import select
 
 from tests.support.helpers import admin, user_in
+from tests.support.race import race
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NoCapacity, NotFound
 from vocloud.service import ipam
 from vocloud.service.auth import Actor
@@ -23,28 +20,6 @@ from vocloud.store.schema import Lease, Network
 SMALL = "CPU=0.1\nMEMORY=64\n"
 
 
-def _race(n: int, fn: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            r = fn(i)
-            with lock:
-                results.append(r)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results, errors
 
 
 def _vos(cloud: Cloud) -> tuple[Actor, Actor, Actor]:
@@ -188,7 +163,7 @@ def test_reservations_never_overlap(cloud: Cloud) -> None:
     with pytest.raises(InvalidInput, match="not inside one address range"):
         cloud.networks.reserve(alice, "pub", 2, ip="10.0.5.1")
     # concurrent reservations from both VOs: each block handed out once
-    ok, errors = _race(8, lambda i: cloud.networks.reserve((alice, carl)[i % 2], "pub", 3))
+    ok, errors = race(8, lambda i: cloud.networks.reserve((alice, carl)[i % 2], "pub", 3))
     assert all(isinstance(e, Conflict) for e in errors), errors
     spans = [(ipam.ip_to_int(n["ranges"][0]["ip"]), n["size"]) for n in [first, *ok]]
     addresses = [ip for start, size in spans for ip in range(start, start + size)]
@@ -259,7 +234,7 @@ def test_concurrent_overlapping_creates_one_wins(cloud: Cloud) -> None:
     a = admin(cloud)
     for round_ in range(3):
         bridge = f"brc{round_}"  # each round a segment nobody has locked yet
-        ok, errors = _race(6, lambda i, b=bridge: cloud.networks.create(  # type: ignore[misc]
+        ok, errors = race(6, lambda i, b=bridge: cloud.networks.create(  # type: ignore[misc]
             a, f'NAME="{b}-{i}"\nBRIDGE="{b}"\nAR=[IP="10.7.0.{1 + i}", SIZE="10"]\n'))
         assert len(ok) == 1, (ok, errors)
         assert len(errors) == 5 and all(isinstance(e, Conflict) for e in errors), errors

@@ -18,8 +18,7 @@ from sqlalchemy import func, select, update
 
 from tests.support.helpers import admin, converge, user_in
 from tests.support.pools import OWN, Site
-from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
-from vocloud.drivers.vmm.sim import SimDriver
+from tests.support.recording import RecordingSimDriver
 from vocloud.engine.secrets import SecretDir
 from vocloud.errors import Conflict, Forbidden, InvalidInput
 from vocloud.model.attributes import internal_attributes, restricted_violations
@@ -51,18 +50,6 @@ EXAMPLES: dict[str, str] = {
 }
 
 
-class _Recording(SimDriver):
-    """The sim driver, keeping the context each deploy was given (what a seed ISO would hold)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, boot_delay=0.0, shutdown_delay=0.0)
-        self.contexts: dict[int, dict[str, str]] = {}
-
-    def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
-        self.contexts[spec.vm_id] = dict(spec.context)
-        return super().deploy(host, spec)
-
-
 @pytest.fixture
 def site(cloud: Cloud, tmp_path: Path) -> Site:
     """atlas (own template ``atlas-wn``) and cms, whose members may manage their VO's pool; the
@@ -80,14 +67,14 @@ def site(cloud: Cloud, tmp_path: Path) -> Site:
     secrets.mkdir(mode=0o700)
     (secrets / "munge").write_bytes(KEY)
     (secrets / "munge").chmod(0o600)
-    s.rec.drivers = {"sim": _Recording(tmp_path / "rec")}
+    s.rec.drivers = {"sim": RecordingSimDriver(tmp_path / "rec")}
     s.rec.secrets = SecretDir(secrets)
     return s
 
 
 def _contexts(site: Site) -> dict[int, dict[str, str]]:
     drv = site.rec.drivers["sim"]
-    assert isinstance(drv, _Recording)
+    assert isinstance(drv, RecordingSimDriver)
     return drv.contexts
 
 

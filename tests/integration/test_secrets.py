@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.helpers import admin, converge, reconciler, states, user_in
-from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
-from vocloud.drivers.vmm.sim import SimDriver
+from tests.support.recording import RecordingSimDriver
 from vocloud.engine.reconcile import Reconciler
 from vocloud.engine.secrets import SecretDir
 from vocloud.errors import InvalidInput
@@ -18,18 +17,6 @@ from vocloud.service.cloud import Cloud
 
 KEY = bytes(range(256)) * 4  # binary, like a munge key
 WORKER = 'NAME="wn"\nCPU=1\nMEMORY=256\nCONTEXT=[MUNGE_KEY="$SECRET[munge]", NODE="$NAME"]\n'
-
-
-class _Recording(SimDriver):
-    """The sim driver, keeping the context each deploy was given (what a seed ISO would hold)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, boot_delay=0.0, shutdown_delay=0.0)
-        self.contexts: dict[int, dict[str, str]] = {}
-
-    def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
-        self.contexts[spec.vm_id] = dict(spec.context)
-        return super().deploy(host, spec)
 
 
 @pytest.fixture
@@ -41,9 +28,9 @@ def secret_dir(tmp_path: Path) -> Path:
     return d
 
 
-def _site(cloud: Cloud, tmp_path: Path, secret_dir: Path) -> tuple[Reconciler, _Recording]:
+def _site(cloud: Cloud, tmp_path: Path, secret_dir: Path) -> tuple[Reconciler, RecordingSimDriver]:
     rec, _ = reconciler(cloud, tmp_path / "sim")
-    drv = _Recording(tmp_path / "rec")
+    drv = RecordingSimDriver(tmp_path / "rec")
     rec.drivers = {"sim": drv}
     rec.secrets = SecretDir(secret_dir)
     cloud.hosts.create(admin(cloud), "h1", cpu=8, memory=8192)
