@@ -25,7 +25,7 @@ import pytest
 from tests.support.daemon import Daemon
 from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
 from tests.support.ports import free_port
-from tests.support.qemu import kill_qemu_under
+from tests.support.qemu import reap_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
@@ -58,10 +58,7 @@ def qemu_daemon(tmp_path: Path, netns_lab: NetnsLab, guest_image: GuestImage) ->
     d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
     d.start()
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait(10)
-    kill_qemu_under(tmp_path)
+    reap_daemon(d.proc, tmp_path)
 
 
 def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[int], list[NetnsHost]],

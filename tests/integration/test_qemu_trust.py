@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port
-from tests.support.qemu import kill_qemu_under
+from tests.support.qemu import reap_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
@@ -44,10 +44,7 @@ def qemu_daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
     d.start()
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait(10)
-    kill_qemu_under(tmp_path)
+    reap_daemon(d.proc, tmp_path)
 
 
 def test_plain_user_reaches_no_host_file_and_boots_by_reference(
