@@ -94,7 +94,8 @@ def _run(**o: Any) -> None:
 
     from vocloud.sim.dist import parse_duration
     from vocloud.sim.elastic import ElasticKnobs
-    from vocloud.sim.report import dumps, metrics_document, scenario_table, write_report
+    from vocloud.sim.recorded import recorded_figures
+    from vocloud.sim.report import dumps, metrics_document, scenario_table, warnings, write_report
     from vocloud.sim.run import SCENARIOS, SimConfig, default_spec, load_trace, run_all, trace_summary
     from vocloud.sim.sites import SiteSpec
 
@@ -155,13 +156,18 @@ def _run(**o: Any) -> None:
         "read": loaded.report.to_dict() | {"source": Path(o["trace"]).name},
         **trace_summary(w),
     }
+    recorded = recorded_figures(w, loaded.max_procs)
+    if recorded is not None:
+        trace_info["recorded"] = recorded
     doc = metrics_document(results, config.to_dict(), trace_info)
     if o["report"] is not None:
         write_report(Path(o["report"]), results, doc, w.vo_names)
     if o["json_out"]:
         sys.stdout.write(dumps(doc))
         return
-    typer.echo(scenario_table(results))
+    typer.echo(scenario_table(results, recorded))
+    for line in warnings(results):
+        typer.echo(f"\nWARNING {line}", err=True)
     skipped = loaded.report.skipped_total
     if skipped:
         typer.echo(f"\n{skipped} malformed trace line(s) skipped: {loaded.report.skipped}", err=True)

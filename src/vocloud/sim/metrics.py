@@ -14,6 +14,12 @@ Kept apart from the loop so the definitions sit in one place, next to why they a
   core-hours (busy minus useful).
 * **conservation**: submitted = completed + never ran + still running at the end; checked and
   reported, so a lost job cannot hide.
+* **incomplete**: more than 1 % of the *runnable* jobs (the trace ran them) never ran in this
+  scenario. Its wait figures then describe only the jobs that ran, which can make a scenario that
+  cannot run parallel jobs look far better than one that can; the table marks such a row and the
+  summary says how many and why, so nobody reads it as an improvement.
+* **wait by class**: jobs grouped by size (cores) and by length (the trace's run time), because a
+  mean over a trace of mostly short serial jobs hides what happens to the long and the wide ones.
 """
 
 from __future__ import annotations
@@ -30,6 +36,39 @@ from vocloud.sim.workload import Workload
 
 BSLD_THRESHOLD_S = 10.0
 EPS = 1e-9
+#: share of runnable jobs that may never run before a scenario's row is marked incomplete
+INCOMPLETE_SHARE = 0.01
+#: (label, upper bound exclusive) for job size in cores and job length in seconds
+SIZE_CLASSES = (("1 core", 2), ("2-4 cores", 5), ("5-16 cores", 17), ("17-64 cores", 65),
+                ("65+ cores", None))
+LENGTH_CLASSES = (("< 1 min", 60), ("1-10 min", 600), ("10 min-1 h", 3600), ("1-10 h", 36000),
+                  ("10 h+", None))
+
+
+def _pct(values: npt.NDArray[np.float64], q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else 0.0
+
+
+def wait_by_class(
+    key: npt.NDArray[np.float64], waits: npt.NDArray[np.float64],
+    classes: tuple[tuple[str, int | None], ...],
+) -> dict[str, dict[str, float | int]]:
+    """Jobs, mean and median wait per class of ``key`` (classes with no started job left out)."""
+    bounds = [b for _, b in classes if b is not None]
+    idx = np.searchsorted(np.asarray(bounds, dtype=np.float64), key, side="right")
+    out: dict[str, dict[str, float | int]] = {}
+    for i, (label, _) in enumerate(classes):
+        sel = waits[idx == i]
+        if sel.size:
+            out[label] = {"jobs": int(sel.size), "wait_mean_s": float(sel.mean()),
+                          "wait_median_s": _pct(sel, 50)}
+    return out
+
+
+def runnable_never_ran(w: Workload, st: RunState) -> tuple[int, dict[str, int]]:
+    """Jobs the trace ran but this scenario never started, with their reasons."""
+    reasons = Counter(r for i, r in st.never.items() if i not in w.excluded)
+    return sum(reasons.values()), dict(sorted(reasons.items()))
 
 
 @dataclass(slots=True)
@@ -87,7 +126,9 @@ def compute(
         "conservation_ok": conserved,
         "never_ran_reasons": dict(sorted(Counter(st.never.values()).items())),
         "wait_mean_s": float(waits.mean()) if waits.size else 0.0,
-        "wait_p95_s": float(np.percentile(waits, 95)) if waits.size else 0.0,
+        "wait_median_s": _pct(waits, 50),
+        "wait_p95_s": _pct(waits, 95),
+        "wait_p99_s": _pct(waits, 99),
         "wait_max_s": float(waits.max()) if waits.size else 0.0,
         "bounded_slowdown_mean": float(bsld.mean()) if bsld.size else 0.0,
         "utilization": utilization,
@@ -102,6 +143,16 @@ def compute(
         "events": st.events,
         "stalled": st.stalled,
     }
+    runnable = n - len(w.excluded)
+    missing, missing_reasons = runnable_never_ran(w, st)
+    figures["jobs_runnable"] = runnable
+    figures["runnable_never_ran"] = missing
+    figures["incomplete"] = runnable > 0 and missing > INCOMPLETE_SHARE * runnable
+    if figures["incomplete"]:
+        figures["incomplete_reasons"] = missing_reasons
+    figures["wait_by_size"] = wait_by_class(procs[started], waits, SIZE_CLASSES)
+    runtime = np.asarray(w.runtime, dtype=np.float64)
+    figures["wait_by_length"] = wait_by_class(runtime[started], waits, LENGTH_CLASSES)
     vo = np.asarray(w.vo, dtype=np.int64)
     nvo = len(w.vo_names)
     done_per_vo = np.bincount(vo[done], minlength=nvo) if n else np.zeros(nvo, dtype=np.int64)

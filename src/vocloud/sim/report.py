@@ -62,7 +62,9 @@ TABLE_COLUMNS = (
     ("completed", "jobs_completed"),
     ("never ran", "jobs_never_ran"),
     ("mean wait (s)", "wait_mean_s"),
+    ("median wait (s)", "wait_median_s"),
     ("p95 wait (s)", "wait_p95_s"),
+    ("p99 wait (s)", "wait_p99_s"),
     ("bounded slowdown", "bounded_slowdown_mean"),
     ("utilization", "utilization"),
     ("VM boots", "vm_boots"),
@@ -82,16 +84,68 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def scenario_table(results: Sequence[ScenarioResult]) -> str:
-    """The Markdown scenario table (also printed by the CLI and the benchmark)."""
+INCOMPLETE_MARK = " (incomplete!)"
+TOP_REASONS = 3
+RECORDED_ROW = "recorded (trace)"
+
+
+def _row_name(r: ScenarioResult) -> str:
+    return r.name + (INCOMPLETE_MARK if r.figures.get("incomplete") else "")
+
+
+def scenario_table(results: Sequence[ScenarioResult], recorded: dict[str, Any] | None = None) -> str:
+    """The Markdown scenario table (also printed by the CLI and the benchmark).
+
+    ``recorded`` (the trace's own figures, ``sim.recorded``) becomes a row of its own right after
+    the physical scenario, blank where the trace says nothing.
+    """
     head = "| " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    rows = [
-        "| " + " | ".join(r.name if key is None else _fmt(r.figures.get(key, "")) for _, key in TABLE_COLUMNS)
-        + " |"
-        for r in results
-    ]
+    rows = []
+    for r in results:
+        rows.append("| " + " | ".join(_row_name(r) if key is None else _fmt(r.figures.get(key, ""))
+                                      for _, key in TABLE_COLUMNS) + " |")
+        if r.name == "physical" and recorded:
+            rows.append("| " + " | ".join(RECORDED_ROW if key is None else _fmt(recorded.get(key, ""))
+                                          for _, key in TABLE_COLUMNS) + " |")
     return "\n".join([head, rule, *rows])
+
+
+def warnings(results: Sequence[ScenarioResult]) -> list[str]:
+    """One sentence per incomplete scenario: how many runnable jobs never ran, and why."""
+    out = []
+    for r in results:
+        f = r.figures
+        if not f.get("incomplete"):
+            continue
+        runnable = max(int(f["jobs_runnable"]), 1)
+        ranked = sorted(f.get("incomplete_reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        reasons = "; ".join(f"{n:,} x {why}" for why, n in ranked[:TOP_REASONS])
+        if len(ranked) > TOP_REASONS:
+            rest = sum(n for _, n in ranked[TOP_REASONS:])
+            reasons += f"; {rest:,} more for {len(ranked) - TOP_REASONS:,} other reasons (metrics.json)"
+        out.append(f"{r.name}: {f['runnable_never_ran']:,} of {runnable:,} runnable jobs "
+                   f"({100 * f['runnable_never_ran'] / runnable:.1f} %) never ran ({reasons}); its wait "
+                   "figures cover only the jobs that ran and are not comparable with the other rows.")
+    return out
+
+
+def class_table(results: Sequence[ScenarioResult], key: str, title: str) -> list[str]:
+    """Rows of a class x scenario table of mean waits (``wait_by_size`` or ``wait_by_length``)."""
+    labels: list[str] = []
+    for r in results:
+        labels += [c for c in r.figures.get(key, {}) if c not in labels]
+    if not labels:
+        return []
+    rows = [f"| {title} | " + " | ".join(f"{_row_name(r)} (jobs / mean s)" for r in results) + " |",
+            "|---|" + "|".join("---" for _ in results) + "|"]
+    for label in labels:
+        cells = []
+        for r in results:
+            c = r.figures.get(key, {}).get(label)
+            cells.append(f"{c['jobs']:,} / {_fmt(float(c['wait_mean_s']))}" if c else "-")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def per_vo_table(results: Sequence[ScenarioResult]) -> list[str]:
@@ -121,11 +175,21 @@ def summary_markdown(doc: dict[str, Any], results: Sequence[ScenarioResult], plo
         f"poll {config['poll_interval_s']} s; "
         f"boot {config['boot_time']}; penalty {config['penalty']}.",
         "",
-        scenario_table(results),
+        scenario_table(results, trace.get("recorded")),
+        "",
+        *[f"**Warning** - {line}" for line in warnings(results)],
         "",
         "## Mean wait per VO (s)",
         "",
         *per_vo_table(results),
+        "",
+        "## Wait by job size",
+        "",
+        *class_table(results, "wait_by_size", "cores"),
+        "",
+        "## Wait by job length (the trace's run time)",
+        "",
+        *class_table(results, "wait_by_length", "length"),
         "",
         "## Jobs that never ran",
         "",

@@ -26,12 +26,12 @@ HEADER = """; Version: 2.2
 def swf_line(
     job: int, submit: float, runtime: float, procs: int = 1, req_time: float = -1, *,
     group: int = 1, user: int = 1, queue: int = 1, partition: int = 1, req_mem_kib: float = -1,
-    status: int = 1,
+    status: int = 1, wait: float = -1,
 ) -> str:
-    """One 18-field SWF job line."""
+    """One 18-field SWF job line (``wait``: the wait the trace recorded, -1 unknown)."""
     alloc = procs if runtime >= 0 else 0
     fields: Sequence[float] = (
-        job, submit, -1, runtime, alloc, -1, -1, procs, req_time, req_mem_kib, status,
+        job, submit, wait, runtime, alloc, -1, -1, procs, req_time, req_mem_kib, status,
         user, group, -1, queue, partition, -1, -1,
     )
     return " ".join(f"{v:g}" for v in fields)

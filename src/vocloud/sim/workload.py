@@ -48,6 +48,9 @@ class Workload:
     #: SWF partition code per job (index into ``partition_names``), for ``--split-partitions``
     partition: list[int] = field(default_factory=list)
     partition_names: list[str] = field(default_factory=list)
+    #: the wait the trace itself recorded per job (SWF field 3; -1 unknown), for the
+    #: "recorded" row beside the physical scenario
+    recorded_wait: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.submit)
@@ -118,4 +121,5 @@ def build_workload(table: JobTable, vo_codes: np.ndarray, vo_names: list[str]) -
         excluded=excluded,
         partition=np.asarray(part_codes, dtype=np.int64).reshape(-1).tolist(),
         partition_names=[part_labels.get(int(v), f"p{int(v)}") for v in part_values],
+        recorded_wait=table.column(F.WAIT).tolist(),
     )
