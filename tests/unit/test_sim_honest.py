@@ -107,3 +107,12 @@ def test_no_recorded_row_when_it_would_mislead(tmp_path: Path) -> None:
     rec = recorded_figures(load_trace(_trace(tmp_path, known)).workload, None)
     assert rec is not None and "utilization" not in rec  # no machine size, no utilization
     assert scenario_table([], None).count("\n") == 1
+
+
+def test_rolling_mean_is_trailing_and_same_length() -> None:
+    from vocloud.sim.report import rolling_mean
+
+    got = rolling_mean(np.array([0.0, 1.0, 0.0, 1.0, 1.0]), 2)
+    assert got.tolist() == [0.0, 0.5, 0.5, 0.5, 1.0]
+    assert rolling_mean(np.array([]), 5).size == 0
+    assert rolling_mean(np.array([3.0, 4.0]), 1).tolist() == [3.0, 4.0]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vocloud.sim.metrics import ScenarioResult
 
@@ -207,6 +208,22 @@ def summary_markdown(doc: dict[str, Any], results: Sequence[ScenarioResult], plo
     return "\n".join(lines) + "\n"
 
 
+#: samples per rolling-mean window in the time plots: about a fiftieth of a replay's ~1,000
+#: samples, so a machine that swings between empty and full every hour reads as a line, not a band
+ROLLING_SAMPLES = 20
+
+
+def rolling_mean(values: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.float64]:
+    """Trailing mean over ``window`` samples (shorter at the start), same length as ``values``."""
+    if values.size == 0 or window <= 1:
+        return values
+    csum = np.cumsum(np.insert(values.astype(float), 0, 0.0))
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(idx - window, 0)
+    out: npt.NDArray[np.float64] = (csum[idx] - csum[lo]) / (idx - lo)
+    return out
+
+
 def write_plots(results: Sequence[ScenarioResult], vo_names: Sequence[str], out: Path) -> list[str]:
     """Write the three PNGs; returns their file names."""
     import matplotlib
@@ -250,12 +267,13 @@ def write_plots(results: Sequence[ScenarioResult], vo_names: Sequence[str], out:
         ss = r.state.samples
         if ss:
             cores = max(int(r.figures["site_cores"]), 1)
-            ax.plot([(s.t - ss[0].t) / day for s in ss], [s.busy_cores / cores for s in ss], lw=0.7,
+            busy = np.array([s.busy_cores / cores for s in ss], dtype=float)
+            ax.plot([(s.t - ss[0].t) / day for s in ss], rolling_mean(busy, ROLLING_SAMPLES), lw=1.0,
                     label=r.name)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("days since first submit")
     ax.set_ylabel("busy cores / site cores")
-    ax.set_title("utilization over time")
+    ax.set_title(f"utilization over time (rolling mean of {ROLLING_SAMPLES} samples)")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(out / "utilization.png", dpi=90)
