@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.support.helpers import admin, converge, reconciler, states, user_in
 from vocloud.core.placement import PolicyKind, SchedPolicy
@@ -484,3 +484,26 @@ def test_reserved_capacity_holds_back_or_overcommits(cloud: Cloud, tmp_path: Pat
     user = user_in(cloud, "alice", "physics")
     with pytest.raises(Forbidden):
         cloud.hosts.update_attrs(user, "over", {"RESERVED_CPU": "-8"})
+
+
+def test_migrate_refused_before_acceptance_when_a_driver_cannot(cloud: Cloud, tmp_path: Path) -> None:
+    """A VMM that does not declare ``migrate`` (qemu today) makes ``migrate`` a refusal up front,
+    not a command that says yes and a VM quietly back where it was."""
+    a = admin(cloud)
+    _hosts(cloud, 2)
+    rec, _drv = reconciler(cloud, tmp_path / "sim")
+    [vm] = cloud.vms.create(a, SMALL)
+    converge(rec)
+    info = cloud.vms.show(a, vm)
+    assert info["state"] == "RUNNING" and "migrate" in info["allowed_actions"]
+    src = info["host"]
+    dst = "h2" if src == "h1" else "h1"
+    with cloud.db.write() as s:  # the VM's host is a qemu host (no guest needed for the check)
+        s.execute(update(Host).where(Host.name == src).values(vmm="qemu"))
+    assert "migrate" not in cloud.vms.show(a, vm)["allowed_actions"]
+    with pytest.raises(Conflict, match=rf"host {src}'s VMM driver 'qemu' cannot migrate"):
+        cloud.vms.action(a, vm, "migrate", host=dst)
+    after = cloud.vms.show(a, vm)
+    assert after["state"] == "RUNNING" and after["host"] == src
+    hosts = {h["name"]: h for h in cloud.hosts.list(a)}
+    assert hosts[dst]["running_vms"] == 0 and hosts[dst]["used_cpu"] == 0  # nothing reserved

@@ -33,7 +33,7 @@ class Cloud:
         contain; the daemon passes them."""
         self.db = db
         self.policy = policy or VMPolicy()
-        self.vms = VMService(db, self.policy)
+        self.vms = VMService(db, self.policy, catalog)
         self.hosts = HostService(db, catalog)
         self.datastores = DatastoreService(db, data_dir, protected)
         self.images = ImageService(db, self.datastores)

@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import Text, case, cast, func, literal, literal_column, select, update
 from sqlalchemy.orm import Session, aliased
 
+from vocloud.drivers.registry import Cap, DriverCatalog, Role, builtin_catalog
 from vocloud.errors import Conflict, Forbidden, IllegalAction, InvalidInput, NotFound, ParseError
 from vocloud.model.attributes import check_template
 from vocloud.model.expr import compile_rank, compile_requirements
@@ -143,9 +144,14 @@ def transition(session: Session, vm: VM, action: str, message: str = "", at: flo
 
 
 class VMService:
-    def __init__(self, db: Database, policy: VMPolicy | None = None) -> None:
+    def __init__(self, db: Database, policy: VMPolicy | None = None,
+                 catalog: DriverCatalog | None = None) -> None:
+        """``catalog``: what the daemon's drivers declare; an action a host's driver cannot
+        carry out (``migrate`` without the ``migrate`` capability) is refused before it is
+        accepted, instead of failing in the loop after the command said yes."""
         self.db = db
         self.policy = policy or VMPolicy()
+        self.catalog = catalog or builtin_catalog()
         self._deploy_prefix: str | None = None
 
     def _prefix(self, s: Session) -> str:
@@ -363,10 +369,25 @@ class VMService:
         target = find(s, Host, "host", host, lock=True)
         if target.id == vm.host_id:
             raise InvalidInput(f"VM {vm.id} already runs on host {target.name}")
+        source = s.get(Host, vm.host_id) if vm.host_id else None
+        for h in (source, target):
+            if h is not None and not self._can_migrate(h):
+                raise Conflict(f"host {h.name}'s VMM driver {h.vmm!r} cannot migrate a running VM "
+                               "(it does not declare the 'migrate' capability); poweroff the VM "
+                               "and create it again on the other host")
+        if source is not None and source.vmm != target.vmm:
+            raise Conflict(f"cannot migrate from a {source.vmm} host ({source.name}) to a "
+                           f"{target.vmm} host ({target.name})")
         if target.state not in (HostState.MONITORED,) and enforce:
             raise Conflict(f"host {target.name} is {target.state}; it takes no VMs")
         capacity.acquire_host_or_raise(s, target, vm.cpu_m, vm.memory)
         vm.target_host_id = target.id
+
+    def _can_migrate(self, host: Host) -> bool:
+        try:
+            return self.catalog.info(Role.VMM, host.vmm).can(Cap.MIGRATE)
+        except InvalidInput:  # a host whose driver this daemon no longer offers
+            return False
 
     def recover(self, actor: Actor, vm_id: int, op: str) -> dict[str, Any]:
         """``recover --success|--failure|--retry|--delete`` for stuck or failed VMs (admin)."""
@@ -526,7 +547,8 @@ class VMService:
                 "sched_message": vm.sched_message, "error": vm.error,
                 "created_at": vm.created_at, "started_at": vm.started_at, "ended_at": vm.ended_at,
                 "state_changed_at": vm.state_changed_at,
-                "allowed_actions": vm_allowed_actions(vm.state),
+                "allowed_actions": [a for a in vm_allowed_actions(vm.state)
+                                    if a != "migrate" or (host is not None and self._can_migrate(host))],
                 "leases": [{"ip": ipam.int_to_ip(ip), "mac": mac, "network": net}
                            for ip, mac, net in leases],
                 "template": vm.template,
