@@ -216,3 +216,31 @@ def test_host_update_reserves_and_overcommits(daemon: Daemon) -> None:
     daemon.fails("host", "update", "rhost", "--attr", "no-equals-sign")
     daemon.fails("host", "update", "nosuchhost", "--attr", "A=1")
     assert daemon.ok("host", "show", "rhost", "--json").json()["total_cpu"] == 4.0
+
+
+def test_vm_log_and_json_on_action_commands(daemon: Daemon) -> None:
+    """``vm log`` prints the console (sim guests report their life), ``--json`` on action
+    commands gives one result per VM with the failures in it, and the exit code still says 2."""
+    daemon.ok("host", "create", "logsim", "--vmm", "sim", "--cpu", "4", "--memory", "4G")
+    created = daemon.ok("vm", "create", "--cpu", "0.5", "--memory", "128", "--name", "logvm",
+                        "--json")
+    [vm_id] = created.json()
+    daemon.wait_for("logvm RUNNING", lambda: daemon.api("GET", f"/vms/{vm_id}")["state"] == "RUNNING")
+    log = daemon.ok("vm", "log", str(vm_id))
+    assert re.search(r"sim guest \S+ \(logvm\): state \w+ since [\d.]+, boots 1", log.out), log.out
+    as_json = daemon.ok("vm", "log", str(vm_id), "--json").json()
+    assert as_json["id"] == vm_id and as_json["state"] == "RUNNING"
+    assert as_json["log"].startswith(log.out.split(": state")[0])
+    daemon.fails("vm", "log", str(vm_id), "--json", "--follow")
+
+    r = daemon.cli("vm", "poweroff", str(vm_id), "999999", "--json")
+    assert r.code == 2, r
+    rows = r.json()
+    assert rows == [{"ref": vm_id, "ok": True, "action": "poweroff", "state": "SHUTDOWN_POWEROFF"},
+                    {"ref": 999999, "ok": False, "error": "VM 999999 does not exist"}]
+    assert rows[1]["ref"] == 999999 and rows[1]["ok"] is False and "999999" in rows[1]["error"]
+    daemon.wait_for("logvm POWEROFF", lambda: daemon.api("GET", f"/vms/{vm_id}")["state"] == "POWEROFF")
+    plain = daemon.ok("vm", "terminate", "--hard", str(vm_id))
+    assert plain.out == f"VM {vm_id}: terminate-hard: now EPILOG\n"
+    r = daemon.cli("--json", "vm", "resume", str(vm_id))  # the global flag works too
+    assert r.code == 2 and r.json()[0]["ok"] is False

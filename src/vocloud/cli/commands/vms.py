@@ -1,15 +1,18 @@
 """``vocloud vm``: create, list, inspect and drive virtual machines (onevm)."""
 
+import sys
+import time
 from typing import Annotated, Any
 
 import typer
 
 from vocloud.cli import output as out
-from vocloud.cli.batch import for_each
+from vocloud.cli.batch import Done, for_each
 from vocloud.cli.client import Client
 from vocloud.cli.commands.vm_view import age, render
 from vocloud.cli.errors import ApiError, CliError
 from vocloud.cli.files import read_template, relabel
+from vocloud.cli.follow import new_part
 from vocloud.cli.state import JsonFlag, api, want_json
 from vocloud.cli.units import cores, duration, human_mib, parse_ids, parse_size
 
@@ -100,6 +103,38 @@ def show(ctx: typer.Context, vm_id: Annotated[int, typer.Argument(metavar="ID", 
         render(vm)
 
 
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f",
+                                         help="Keep printing what the guest prints until the VM is DONE "
+                                              "(Ctrl-C to stop).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between reads with --follow.", min=0.2)] = 1.0,
+    json_: JsonFlag = False,
+) -> None:
+    """The guest's serial console (its last 64 KiB); needs MANAGE on the VM."""
+    client = api(ctx)
+    doc = client.get(f"/vms/{vm_id}/log")
+    if want_json(ctx, json_):
+        if follow:
+            raise CliError("--follow streams text; it does not combine with --json")
+        out.emit_json(doc)
+        return
+    if not doc["log"] and not follow:
+        out.warn(f"VM {vm_id}: {doc.get('note') or 'no console log'}")
+        return
+    shown = doc["log"]
+    sys.stdout.write(shown)
+    sys.stdout.flush()
+    while follow and doc["state"] != "DONE":
+        time.sleep(interval)
+        doc = client.get(f"/vms/{vm_id}/log")
+        sys.stdout.write(new_part(shown, doc["log"]))
+        sys.stdout.flush()
+        shown = doc["log"] or shown
+
+
 _UNPLACED = frozenset({"PENDING", "HOLD"})
 
 
@@ -114,17 +149,17 @@ def _unplaced_first(client: Client, vm_ids: list[int]) -> list[int]:
     return sorted(vm_ids, key=lambda vm_id: states.get(vm_id) not in _UNPLACED)
 
 
-def _act(ctx: typer.Context, ids: list[str], action: str, **extra: Any) -> None:
+def _act(ctx: typer.Context, ids: list[str], action: str, as_json: bool = False, **extra: Any) -> None:
     client = api(ctx)
     vm_ids = parse_ids(ids)
     if action.startswith("terminate") and len(vm_ids) > 1:
         vm_ids = _unplaced_first(client, vm_ids)
 
-    def one(vm_id: int) -> str:
+    def one(vm_id: int) -> Done:
         row = client.post(f"/vms/{vm_id}/action", {"action": action, **extra})
-        return f"{action}: now {row['state']}"
+        return Done(f"{action}: now {row['state']}", {"action": action, "state": row["state"]})
 
-    for_each(vm_ids, "VM", one)
+    for_each(vm_ids, "VM", one, as_json=want_json(ctx, as_json))
 
 
 HardFlag = Annotated[bool, typer.Option("--hard", help="Do not ask the guest: destroy it / pull the plug.")]
@@ -133,11 +168,12 @@ HardFlag = Annotated[bool, typer.Option("--hard", help="Do not ask the guest: de
 def _simple(name: str, doc: str, hard: bool = False) -> None:
     """Register ``vm NAME ID...`` (with ``--hard`` when the lifecycle has a hard variant)."""
     if not hard:
-        def command(ctx: typer.Context, ids: IdsArg) -> None:
-            _act(ctx, ids, name)
+        def command(ctx: typer.Context, ids: IdsArg, json_: JsonFlag = False) -> None:
+            _act(ctx, ids, name, json_)
     else:
-        def command(ctx: typer.Context, ids: IdsArg, hard_: HardFlag = False) -> None:  # type: ignore[misc]
-            _act(ctx, ids, f"{name}-hard" if hard_ else name)
+        def command(ctx: typer.Context, ids: IdsArg, hard_: HardFlag = False,  # type: ignore[misc]
+                    json_: JsonFlag = False) -> None:
+            _act(ctx, ids, f"{name}-hard" if hard_ else name, json_)
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -160,9 +196,10 @@ def migrate(
     vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
     host: Annotated[str, typer.Argument(help="Target host name or ID.")],
     force: Annotated[bool, typer.Option(help="Also to a host that is not MONITORED.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
-    """Move a running VM to another host."""
-    _act(ctx, [str(vm_id)], "migrate", host=host, enforce=not force)
+    """Move a running VM to another host (refused up front where the host's driver cannot)."""
+    _act(ctx, [str(vm_id)], "migrate", json_, host=host, enforce=not force)
 
 
 @app.command("recover")
@@ -173,6 +210,7 @@ def recover(
     failure: Annotated[bool, typer.Option("--failure", help="The stuck step failed.")] = False,
     retry: Annotated[bool, typer.Option("--retry", help="Run the failed step again.")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="Drop the VM to DONE, releasing all.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Repair VMs stuck in a transient or failure state (administrators)."""
     chosen = [op for op, on in (("success", success), ("failure", failure), ("retry", retry),
@@ -181,20 +219,20 @@ def recover(
         raise CliError("recover needs exactly one of --success, --failure, --retry, --delete")
     client = api(ctx)
 
-    def one(vm_id: int) -> str:
+    def one(vm_id: int) -> Done:
         row = client.post(f"/vms/{vm_id}/recover", {"op": chosen[0]})
-        return f"recover --{chosen[0]}: now {row['state']}"
+        return Done(f"recover --{chosen[0]}: now {row['state']}", {"state": row["state"]})
 
-    for_each(parse_ids(ids), "VM", one)
+    for_each(parse_ids(ids), "VM", one, as_json=want_json(ctx, json_))
 
 
 @app.command("delete")
-def delete_(ctx: typer.Context, ids: IdsArg) -> None:
+def delete_(ctx: typer.Context, ids: IdsArg, json_: JsonFlag = False) -> None:
     """Purge VM records (DONE VMs, or VMs that never left PENDING/HOLD)."""
     client = api(ctx)
 
-    def one(vm_id: int) -> str:
+    def one(vm_id: int) -> Done:
         client.delete(f"/vms/{vm_id}")
-        return "deleted"
+        return Done("deleted", {"deleted": True})
 
-    for_each(parse_ids(ids), "VM", one)
+    for_each(parse_ids(ids), "VM", one, as_json=want_json(ctx, json_))
