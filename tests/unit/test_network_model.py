@@ -157,3 +157,35 @@ def test_free_block_agrees_with_brute_force() -> None:
         start = rnd.choice([None, rnd.randrange(0, 70)])
         want = _naive_block(ars, taken, size, start)
         assert free_block(ars, taken, size, start) == want, (taken, size, start)
+
+
+@pytest.mark.parametrize(("lines", "first", "count"), [
+    # OpenNebula 3.x templates, as sites wrote them
+    (['NETWORK_ADDRESS = "192.168.0.0"', "NETWORK_SIZE = C"], "192.168.0.1", 254),
+    (['NETWORK_ADDRESS = "10.1.0.0"', "NETWORK_SIZE = B"], "10.1.0.1", 65534),
+    (['NETWORK_ADDRESS = "10.2.0.0"', "NETWORK_SIZE = 100"], "10.2.0.1", 126),  # rounded to a /25
+    (['NETWORK_ADDRESS = "10.3.0.0"', 'NETWORK_MASK = "255.255.255.240"'], "10.3.0.1", 14),
+    (['NETWORK_ADDRESS = "10.4.0.0/24"', 'IP_START = "10.4.0.100"', 'IP_END = "10.4.0.199"'],
+     "10.4.0.100", 100),
+])
+def test_ranged_networks_as_opennebula_wrote_them(lines: list[str], first: str, count: int) -> None:
+    spec = parse_network(parse_template("\n".join(['NAME = "r"', "TYPE = RANGED", *lines])))
+    assert spec.ranges == (Range(ip_to_int(first), count),)
+
+
+@pytest.mark.parametrize(("lines", "attribute"), [
+    (["TYPE = RANGED", "NETWORK_SIZE = C"], "NETWORK_ADDRESS"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0"'], "NETWORK_SIZE"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0"', "NETWORK_SIZE = A"], "NETWORK_SIZE"),  # > 65536
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.7"', "NETWORK_SIZE = C"], "NETWORK_ADDRESS"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0"', 'NETWORK_MASK = "255.0.255.0"'], "NETWORK_MASK"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0/31"'], "NETWORK_ADDRESS prefix"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0/24"', 'IP_START = "10.0.1.5"'], "IP_START"),
+    (["TYPE = RANGED", 'NETWORK_ADDRESS = "10.0.0.0/24"', 'IP_START = "10.0.0.9"', 'IP_END = "10.0.0.8"'],
+     "IP_START"),
+    (["TYPE = VXLAN", 'AR = [ IP = "10.0.0.1", SIZE = "2" ]'], "TYPE"),
+])
+def test_bad_ranged_networks_name_the_attribute(lines: list[str], attribute: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_network(parse_template("\n".join(['NAME = "r"', *lines])))
+    assert err.value.details["attribute"] == attribute, err.value

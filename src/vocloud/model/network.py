@@ -143,10 +143,76 @@ def parse_network(t: Template) -> NetworkSpec:
     )
 
 
+#: OpenNebula 3.x ``NETWORK_SIZE`` classes, as prefix lengths
+_SIZE_CLASSES = {"A": 8, "B": 16, "C": 24}
+
+
+def ranged(t: Template) -> Range:
+    """OpenNebula 3.x's ``TYPE = RANGED`` network as one address range.
+
+    ``NETWORK_ADDRESS`` (optionally ``/prefix``) and ``NETWORK_SIZE`` (``A``/``B``/``C`` or a
+    number of hosts, rounded up to a whole subnet as OpenNebula did) or ``NETWORK_MASK`` give the
+    subnet; its usable addresses (network and broadcast excluded) are the range, narrowed by
+    ``IP_START``/``IP_END`` when given. Sites moving from OpenNebula keep their templates.
+    """
+    address = (t.get("NETWORK_ADDRESS") or "").strip()
+    if not address:
+        raise InvalidInput("a TYPE=RANGED network needs NETWORK_ADDRESS, e.g. 192.168.0.0",
+                           attribute="NETWORK_ADDRESS")
+    size, mask = (t.get("NETWORK_SIZE") or "").strip().upper(), (t.get("NETWORK_MASK") or "").strip()
+    prefix: int | None = None
+    if "/" in address:
+        address, _, bits = address.partition("/")
+        prefix = _int_attr(bits, "NETWORK_ADDRESS prefix", 1, 30)
+    elif size in _SIZE_CLASSES:
+        prefix = _SIZE_CLASSES[size]
+    elif size:
+        hosts = _int_attr(size, "NETWORK_SIZE", 2, 2**30)
+        prefix = 32 - max(2, (hosts + 1).bit_length())  # hosts + network + broadcast fit
+    elif mask:
+        try:
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+        except ValueError:
+            raise InvalidInput(f"NETWORK_MASK {mask!r} is not a netmask", attribute="NETWORK_MASK",
+                               value=mask) from None
+    if prefix is None:
+        raise InvalidInput("a TYPE=RANGED network needs NETWORK_SIZE (A, B, C or a number of hosts) "
+                           "or NETWORK_MASK", attribute="NETWORK_SIZE")
+    if not 1 <= prefix <= 30:
+        raise InvalidInput(f"a RANGED network of prefix /{prefix} has no usable addresses",
+                           attribute="NETWORK_SIZE", value=size or mask)
+    base = ip_to_int(address, "NETWORK_ADDRESS")
+    block = 1 << (32 - prefix)
+    if base % block:
+        raise InvalidInput(f"NETWORK_ADDRESS {address} is not the first address of a /{prefix} subnet",
+                           attribute="NETWORK_ADDRESS", value=address)
+    first, last = base + 1, base + block - 2
+    start_text, end_text = t.get("IP_START"), t.get("IP_END")
+    if start_text:
+        first = ip_to_int(start_text, "IP_START")
+    if end_text:
+        last = ip_to_int(end_text, "IP_END")
+    if not base < first <= last < base + block - 1:
+        raise InvalidInput(f"IP_START..IP_END must lie inside {int_to_ip(base)}/{prefix} and not be "
+                           "empty", attribute="IP_START")
+    count = last - first + 1
+    if count > MAX_RANGE:
+        raise InvalidInput(f"a RANGED network of {count} addresses is larger than {MAX_RANGE}; "
+                           "narrow it with IP_START/IP_END or NETWORK_SIZE", attribute="NETWORK_SIZE")
+    return Range(first, count)
+
+
 def parse_ranges(t: Template) -> list[Range]:
-    """Address ranges of a network template: ``AR=[TYPE=IP4, IP=..., SIZE=...]`` and FIXED
-    ``LEASES=[IP=..., MAC=...]`` (each a range of one with its own MAC)."""
+    """Address ranges of a network template: ``AR=[TYPE=IP4, IP=..., SIZE=...]``, FIXED
+    ``LEASES=[IP=..., MAC=...]`` (each a range of one with its own MAC) and OpenNebula 3.x's
+    ``TYPE=RANGED`` (:func:`ranged`)."""
     out: list[Range] = []
+    kind = (t.get("TYPE") or "").strip().upper()
+    if kind == "RANGED":
+        out.append(ranged(t))
+    elif kind not in ("", "FIXED"):
+        raise InvalidInput(f"network TYPE {kind} is not known; RANGED or FIXED (or AR=[...] ranges)",
+                           attribute="TYPE", value=kind)
     for ar in t.vectors("AR"):
         kind = ar.get("TYPE", "IP4").upper()
         if kind not in ("IP4", "ETHER"):
