@@ -48,3 +48,25 @@ def test_recover_delete_releases_everything_through_the_lifecycle(cloud: Cloud, 
                         .where(Event.obj_id == vm).where(Event.action == "recover_delete")) == 1
     with pytest.raises(IllegalAction, match="DONE"):
         cloud.vms.recover(a, vm, "delete")
+
+
+def test_what_recover_delete_left_on_the_host_is_swept_when_it_is_monitored(cloud: Cloud,
+                                                                               tmp_path: Path) -> None:
+    """``recover --delete`` does not touch the host; the next probe of the host removes the
+    guest it left, and only that one (a running VM's guest on the same host stays)."""
+    a = admin(cloud)
+    cloud.hosts.create(a, "h1", cpu=4, memory=8192)
+    rec, _ = reconciler(cloud, tmp_path / "sim")
+    gone, kept = cloud.vms.create(a, "CPU=1\nMEMORY=256\n", count=2)
+    converge(rec)
+    deploy = {vm: cloud.vms.show(a, vm)["deploy_id"] for vm in (gone, kept)}
+    guests = tmp_path / "sim" / "h1"
+    assert all((guests / f"{d}.json").exists() for d in deploy.values())
+    cloud.vms.recover(a, gone, "delete")
+    assert (guests / f"{deploy[gone]}.json").exists()  # the host was not asked
+    rec.monitor_once(force=True)
+    assert not (guests / f"{deploy[gone]}.json").exists()
+    assert (guests / f"{deploy[kept]}.json").exists()
+    assert cloud.vms.show(a, kept)["state"] == "RUNNING"
+    rec.monitor_once(force=True)  # nothing left to sweep: a second pass is a no-op
+    assert cloud.vms.show(a, kept)["state"] == "RUNNING"

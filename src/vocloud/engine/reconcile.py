@@ -393,6 +393,35 @@ class Reconciler:
         if h.monitor_failures:
             log.warning("host %s answers again after %d failed probes", h.name, h.monitor_failures)
         self._vms_found(h, info.domains)
+        self._sweep_leftovers(h, info.domains)
+
+    def _sweep_leftovers(self, h: Host, domains: Mapping[str, DomainInfo]) -> None:
+        """Remove what DONE VMs left on this host: a guest, its run directory, its staged disks.
+
+        A VM normally leaves nothing (EPILOG cleans up), but ``recover --delete`` ends a VM
+        without its host (it is for hosts that are gone, or stuck steps); when the host answers
+        again, its monitor still lists the guest. Only VMs whose last host is this one are swept,
+        so two hosts that share a state directory never clean up each other's guests, and only
+        VMs of this store (by deploy id) - another installation's guests are never touched.
+        """
+        if not domains:
+            return
+        with self.db.read() as s:
+            done = list(s.scalars(select(VM).where(VM.host_id == h.id)
+                                  .where(VM.state == S.DONE.value)
+                                  .where(VM.deploy_id.in_(sorted(domains)))))
+        if not done:
+            return
+        drv, ref = self._driver(h.vmm), host_ref(h)
+        for vm in done:
+            try:
+                drv.cleanup(ref, vm.deploy_id)
+                self._unstage(h, ref, vm, build_spec(vm), disks=True)
+            except DriverError as exc:
+                log.warning("host %s: could not remove what DONE VM %s left (%s): %s", h.name, vm.id,
+                            vm.deploy_id, exc.message)
+                continue
+            log.info("host %s: removed what DONE VM %s left behind (%s)", h.name, vm.id, vm.deploy_id)
 
     def _vms_lost(self, h: Host, why: str) -> None:
         with self.db.read() as s:
