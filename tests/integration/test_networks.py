@@ -304,3 +304,32 @@ def test_nic_attributes_come_from_the_network(cloud: Cloud) -> None:
             cloud.vms.create(a, _nic("atl", f', MAC="{mac}"'))
     with pytest.raises(InvalidInput):
         cloud.vms.create(a, _nic("atl", ', MAC="not-a-mac"'))
+
+
+def test_guests_are_told_their_address_mask_gateway_and_dns(cloud: Cloud) -> None:
+    """``CONTEXT=[NETWORK="YES"]``: OpenNebula's ETHn_* variables and cloud-init's network-config
+    come from the lease and the network; a user cannot write them into a NIC."""
+    from vocloud.drivers.context import seed_files
+    from vocloud.engine.domain import build_spec
+    from vocloud.store.schema import VM
+
+    a, alice, _ = _vos(cloud)
+    cloud.networks.create(a, 'NAME="ctxnet"\nBRIDGE="vcbr7"\nPUBLIC="YES"\nAR=[IP="10.77.0.10", SIZE="4"]\n'
+                             'NETWORK_MASK="255.255.255.0"\nGATEWAY="10.77.0.1"\nDNS="10.77.0.2"\n')
+    [vm_id] = cloud.vms.create(alice, _nic("ctxnet") + 'CONTEXT=[NETWORK="YES", GREETING="hi"]\n')
+    ip, mac = _lease(cloud, a, vm_id)
+    with cloud.db.read() as s:
+        spec = build_spec(s.get(VM, vm_id), "alice", "atlas")  # type: ignore[arg-type]
+    ctx = spec.context
+    assert {k: ctx[k] for k in ctx if k.startswith("ETH0_")} == {
+        "ETH0_IP": ip, "ETH0_MAC": mac, "ETH0_MASK": "255.255.255.0", "ETH0_GATEWAY": "10.77.0.1",
+        "ETH0_DNS": "10.77.0.2", "ETH0_NETWORK": "ctxnet"}
+    netcfg = seed_files(spec)["network-config"]
+    assert f'addresses: ["{ip}/24"]' in netcfg and 'gateway4: "10.77.0.1"' in netcfg
+    assert "ETH0_GATEWAY='10.77.0.1'" in seed_files(spec)["context.sh"]
+    [quiet] = cloud.vms.create(alice, _nic("ctxnet") + 'CONTEXT=[GREETING="hi"]\n')
+    with cloud.db.read() as s:
+        assert not any(k.startswith("ETH") for k in build_spec(s.get(VM, quiet)).context)  # type: ignore[arg-type]
+    for attr in ("GATEWAY", "DNS", "NETWORK_MASK"):
+        with pytest.raises(InvalidInput, match=f"NIC/{attr}"):
+            cloud.vms.create(alice, _nic("ctxnet", f', {attr}="10.0.0.66"'))

@@ -189,3 +189,29 @@ def test_bad_ranged_networks_name_the_attribute(lines: list[str], attribute: str
     with pytest.raises(InvalidInput) as err:
         parse_network(parse_template("\n".join(['NAME = "r"', *lines])))
     assert err.value.details["attribute"] == attribute, err.value
+
+
+def test_network_addressing_for_guests() -> None:
+    spec = parse_network(parse_template(
+        'NAME="a"\nAR=[IP="10.5.0.10", SIZE="5"]\nNETWORK_MASK="255.255.255.0"\n'
+        'GATEWAY="10.5.0.1"\nDNS="10.5.0.2 8.8.8.8"\n'))
+    assert spec.addressing.nic_attrs() == {"NETWORK_MASK": "255.255.255.0", "GATEWAY": "10.5.0.1",
+                                           "DNS": "10.5.0.2 8.8.8.8"}
+    prefix = parse_network(parse_template('NAME="p"\nAR=[IP="10.6.0.10", SIZE="5"]\nNETWORK_MASK="22"\n'))
+    assert prefix.addressing.mask == "255.255.252.0"
+    ranged_net = parse_network(parse_template(
+        'NAME="r"\nTYPE=RANGED\nNETWORK_ADDRESS="10.7.0.0"\nNETWORK_SIZE="C"\nGATEWAY="10.7.0.1"\n'))
+    assert ranged_net.addressing.mask == "255.255.255.0"  # the subnet's, when not given
+    bare = parse_network(parse_template('NAME="n"\nAR=[IP="10.8.0.1", SIZE="2"]\n'))
+    assert bare.addressing.nic_attrs() == {}
+
+
+@pytest.mark.parametrize(("line", "attribute"), [
+    ('GATEWAY="10.0.0.1; reboot"', "GATEWAY"), ('GATEWAY="gw.example.org"', "GATEWAY"),
+    ('DNS="10.0.0.2 $(id)"', "DNS"), ('DNS="1.1.1.1 1.0.0.1 8.8.8.8 8.8.4.4 9.9.9.9"', "DNS"),
+    ('NETWORK_MASK="255.0.255.0"', "NETWORK_MASK"), ('NETWORK_MASK="33"', "NETWORK_MASK"),
+])
+def test_bad_addressing_is_refused_naming_the_attribute(line: str, attribute: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_network(parse_template(f'NAME="x"\nAR=[IP="10.0.0.5", SIZE="2"]\n{line}\n'))
+    assert err.value.details["attribute"] == attribute

@@ -24,6 +24,24 @@ def _substitute(value: str, env: dict[str, str]) -> str:
     return value
 
 
+#: ETHn_<suffix> <- NIC attribute, OpenNebula's context-package names
+_ETH = (("IP", "IP"), ("MAC", "MAC"), ("MASK", "NETWORK_MASK"), ("GATEWAY", "GATEWAY"), ("DNS", "DNS"),
+        ("NETWORK", "NETWORK"))
+
+
+def eth_variables(nics: list[dict[str, str]]) -> dict[str, str]:
+    """``CONTEXT=[NETWORK="YES"]``: each NIC's address, MAC, mask, gateway and DNS servers as
+    ``ETH0_IP``, ``ETH0_MAC``, ... the way OpenNebula's context packages read them (and the seed's
+    network-config is written from). Values come from the lease and the network, never from the
+    user: the service wrote them into the NIC after its checks."""
+    out: dict[str, str] = {}
+    for i, nic in enumerate(nics):
+        for suffix, attr in _ETH:
+            if nic.get(attr):
+                out[f"ETH{i}_{suffix}"] = nic[attr]
+    return out
+
+
 def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None = None) -> DomainSpec:
     """``secrets``: how ``$SECRET[name]`` in CONTEXT is resolved; ``None`` leaves it as written
     (for the steps that never build a context seed)."""
@@ -42,7 +60,8 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
                 image_id=int(d["IMAGE_ID"]) if d.get("IMAGE_ID", "").isdigit() else None,
                 sha256=d.get("SHA256", ""),
             ))
-        for n in t.vectors("NIC"):
+        nic_vectors = t.vectors("NIC")
+        for n in nic_vectors:
             nics.append(NicSpec(network=n.get("NETWORK", ""), ip=n.get("IP", ""), mac=n.get("MAC", ""),
                                 bridge=n.get("BRIDGE")))
         env = {"VMID": str(vm.id), "NAME": vm.name}
@@ -52,6 +71,9 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
         context = {k: _substitute(v, env) for k, v in ctx.items()}
         if secrets is not None:
             context = {k: substitute(v, secrets) for k, v in context.items()}
+        if ctx.get("NETWORK", "").upper() in ("YES", "TRUE", "1"):
+            for key, value in eth_variables(nic_vectors).items():
+                context.setdefault(key, value)
         if ctx:
             context.setdefault("VMID", str(vm.id))
             context.setdefault("NAME", vm.name)

@@ -123,6 +123,12 @@ CATALOGUE: tuple[Attribute, ...] = (
     _a("NIC/VLAN_ID", ADMIN, "802.1Q VLAN id (set from the network)", "network driver"),
     _a("NIC/PHYDEV", ADMIN, "host physical device (set from the network)", "network driver"),
     _a("NIC/NIC_ID", ADMIN, "the NIC's index", "service", internal=True),
+    _a("NIC/GATEWAY", ADMIN, "the network's gateway (set from the network)", "context (ETHn_GATEWAY)",
+       internal=True),
+    _a("NIC/DNS", ADMIN, "the network's DNS servers (set from the network)", "context (ETHn_DNS)",
+       internal=True),
+    _a("NIC/NETWORK_MASK", ADMIN, "the network's mask (set from the network)", "context (ETHn_MASK)",
+       internal=True),
 )
 
 #: Vectors whose keys are the user's own names, not vocloud's (any identifier is accepted).

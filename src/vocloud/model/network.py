@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vocloud.errors import InvalidInput
 from vocloud.model.template import Template
@@ -90,6 +90,52 @@ class Range:
 
 
 @dataclass(frozen=True, slots=True)
+class NicAddressing:
+    """What a guest on this network needs besides its address: mask, gateway, DNS servers.
+
+    Copied onto every NIC leased from the network (``NIC/NETWORK_MASK``, ``NIC/GATEWAY``,
+    ``NIC/DNS``, attributes only the service writes) and from there into the guest's context as
+    OpenNebula's ``ETHn_*`` variables and cloud-init's network-config.
+    """
+
+    mask: str = ""
+    gateway: str = ""
+    dns: str = ""
+
+    def nic_attrs(self) -> dict[str, str]:
+        return {k: v for k, v in (("NETWORK_MASK", self.mask), ("GATEWAY", self.gateway),
+                                  ("DNS", self.dns)) if v}
+
+
+MAX_DNS = 4
+
+
+def parse_addressing(t: Template, ranges: Sequence[Range] = ()) -> NicAddressing:
+    """``NETWORK_MASK``, ``GATEWAY`` and ``DNS`` of a network template, checked (a guest gets
+    them verbatim, so each must be an address and nothing else). A RANGED network's mask is
+    its subnet's when not given."""
+    mask_text = (t.get("NETWORK_MASK") or "").strip()
+    mask = ""
+    if mask_text:
+        try:
+            mask = str(ipaddress.IPv4Network(f"0.0.0.0/{mask_text}").netmask)
+        except ValueError:
+            raise InvalidInput(f"NETWORK_MASK {mask_text!r} is not a netmask", attribute="NETWORK_MASK",
+                               value=mask_text) from None
+    elif (t.get("TYPE") or "").strip().upper() == "RANGED" and ranges:
+        mask = str(ipaddress.IPv4Network(f"{int_to_ip(ranges[0].start)}/{_ranged_prefix(t)}",
+                                         strict=False).netmask)
+    gateway = (t.get("GATEWAY") or "").strip()
+    if gateway:
+        gateway = int_to_ip(ip_to_int(gateway, "GATEWAY"))
+    servers = (t.get("DNS") or "").split()
+    if len(servers) > MAX_DNS:
+        raise InvalidInput(f"DNS names at most {MAX_DNS} servers, got {len(servers)}", attribute="DNS")
+    dns = " ".join(int_to_ip(ip_to_int(x, "DNS")) for x in servers)
+    return NicAddressing(mask=mask, gateway=gateway, dns=dns)
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkSpec:
     """A network template, typed and checked (the name is checked by the service)."""
 
@@ -100,6 +146,7 @@ class NetworkSpec:
     public: bool
     group: str | None
     ranges: tuple[Range, ...]
+    addressing: NicAddressing = field(default_factory=lambda: NicAddressing())
 
     def wiring(self) -> list[str]:
         """The administrator-only attributes this template sets, for a refusal message."""
@@ -132,6 +179,7 @@ def parse_network(t: Template) -> NetworkSpec:
     bridge = t.get("BRIDGE") or ""
     phydev = t.get("PHYDEV") or ""
     vlan = t.get("VLAN_ID")
+    ranges = tuple(parse_ranges(t))
     return NetworkSpec(
         name=(t.get("NAME") or "").strip(),
         bridge=check_ifname(bridge, "BRIDGE") if bridge else "",
@@ -139,7 +187,8 @@ def parse_network(t: Template) -> NetworkSpec:
         phydev=check_ifname(phydev, "PHYDEV") if phydev else "",
         public=bool(t.get_bool("PUBLIC", False)),
         group=(t.get("GROUP") or "").strip() or None,
-        ranges=tuple(parse_ranges(t)),
+        ranges=ranges,
+        addressing=parse_addressing(t, ranges),
     )
 
 
@@ -147,14 +196,8 @@ def parse_network(t: Template) -> NetworkSpec:
 _SIZE_CLASSES = {"A": 8, "B": 16, "C": 24}
 
 
-def ranged(t: Template) -> Range:
-    """OpenNebula 3.x's ``TYPE = RANGED`` network as one address range.
-
-    ``NETWORK_ADDRESS`` (optionally ``/prefix``) and ``NETWORK_SIZE`` (``A``/``B``/``C`` or a
-    number of hosts, rounded up to a whole subnet as OpenNebula did) or ``NETWORK_MASK`` give the
-    subnet; its usable addresses (network and broadcast excluded) are the range, narrowed by
-    ``IP_START``/``IP_END`` when given. Sites moving from OpenNebula keep their templates.
-    """
+def _ranged_prefix(t: Template) -> int:
+    """The subnet prefix of a RANGED network (see :func:`ranged`)."""
     address = (t.get("NETWORK_ADDRESS") or "").strip()
     if not address:
         raise InvalidInput("a TYPE=RANGED network needs NETWORK_ADDRESS, e.g. 192.168.0.0",
@@ -162,7 +205,7 @@ def ranged(t: Template) -> Range:
     size, mask = (t.get("NETWORK_SIZE") or "").strip().upper(), (t.get("NETWORK_MASK") or "").strip()
     prefix: int | None = None
     if "/" in address:
-        address, _, bits = address.partition("/")
+        _, _, bits = address.partition("/")
         prefix = _int_attr(bits, "NETWORK_ADDRESS prefix", 1, 30)
     elif size in _SIZE_CLASSES:
         prefix = _SIZE_CLASSES[size]
@@ -181,6 +224,19 @@ def ranged(t: Template) -> Range:
     if not 1 <= prefix <= 30:
         raise InvalidInput(f"a RANGED network of prefix /{prefix} has no usable addresses",
                            attribute="NETWORK_SIZE", value=size or mask)
+    return prefix
+
+
+def ranged(t: Template) -> Range:
+    """OpenNebula 3.x's ``TYPE = RANGED`` network as one address range.
+
+    ``NETWORK_ADDRESS`` (optionally ``/prefix``) and ``NETWORK_SIZE`` (``A``/``B``/``C`` or a
+    number of hosts, rounded up to a whole subnet as OpenNebula did) or ``NETWORK_MASK`` give the
+    subnet; its usable addresses (network and broadcast excluded) are the range, narrowed by
+    ``IP_START``/``IP_END`` when given. Sites moving from OpenNebula keep their templates.
+    """
+    address = (t.get("NETWORK_ADDRESS") or "").strip().partition("/")[0]
+    prefix = _ranged_prefix(t)
     base = ip_to_int(address, "NETWORK_ADDRESS")
     block = 1 << (32 - prefix)
     if base % block:

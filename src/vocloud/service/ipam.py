@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NoCapacity
 from vocloud.model.network import (
     NIC_RESTRICTED,
+    NicAddressing,
     Range,
     covering,
     int_to_ip,
@@ -33,7 +34,10 @@ from vocloud.model.network import (
     mac_for,
     mac_text,
     mac_to_int,
+    parse_addressing,
+    parse_ranges,
 )
+from vocloud.model.template import parse_template
 from vocloud.store.schema import AddressRange, Lease, Network
 
 __all__ = [
@@ -180,7 +184,20 @@ def lease_nic(session: Session, network: Network, vm_id: int, attrs: Mapping[str
         n["VLAN_ID"] = str(network.vlan_id)
     if network.phydev:
         n["PHYDEV"] = network.phydev
+    n.update(addressing_of(network).nic_attrs())
     return n
+
+
+def addressing_of(network: Network) -> NicAddressing:
+    """The mask, gateway and DNS servers a guest on ``network`` is told (from its template).
+
+    A network created before these attributes were checked may carry text that is not an
+    address: its guests then get none of them rather than a VM that cannot be created."""
+    try:
+        t = parse_template(network.template or "", fmt="one", source=f"network {network.name}")
+        return parse_addressing(t, parse_ranges(t))
+    except InvalidInput:
+        return NicAddressing()
 
 
 def hold(session: Session, network: Network, ip: str) -> Lease:
