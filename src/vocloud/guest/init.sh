@@ -6,6 +6,8 @@
 #   * mounts the root disk (vda, ext4) read-only if one is attached and reports its id,
 #   * mounts a cloud-init NoCloud seed (label "cidata", CD-ROM or virtio disk) and echoes its
 #     hostname and context variables on the console, proving contextualization end to end,
+#   * configures each NIC from OpenNebula's ETHn_IP/_MAC/_MASK/_GATEWAY context variables
+#     (CONTEXT=[NETWORK="YES"]) so the host and other guests reach it at its lease,
 #   * prints the ready marker the qemu driver waits for,
 #   * runs busybox acpid (started before the marker) so the ACPI power button powers it off.
 # Everything prints to the serial console, which the driver keeps as the VM's log.
@@ -55,6 +57,38 @@ if [ -b /dev/vda ] && mount -t ext4 -o ro /dev/vda /mnt/root 2>/dev/null; then
     echo "VOCLOUD-DISK vda=$(cat /mnt/root/vocloud-disk-id 2>/dev/null)"
 fi
 
+# ETHn_* from context.sh -> the NIC with that MAC gets the address (busybox ip and ipcalc).
+configure_nics() {
+    ip link set lo up
+    n=0
+    while [ $n -lt 8 ]; do
+        # a subshell, so a context variable named PATH or IFS cannot change this script
+        vals=$(. /mnt/context/context.sh; eval "printf '%s|%s|%s|%s' \"\$ETH${n}_IP\" \"\$ETH${n}_MAC\" \"\${ETH${n}_MASK:-24}\" \"\$ETH${n}_GATEWAY\"")
+        old_ifs=$IFS
+        IFS='|'
+        set -- $vals
+        IFS=$old_ifs
+        addr=$1 mac=$(echo "$2" | tr 'A-F' 'a-f') mask=$3 gw=$4
+        [ -n "$addr" ] && [ -n "$mac" ] || break
+        dev=""
+        for path in /sys/class/net/*; do
+            [ "$(cat "$path/address" 2>/dev/null)" = "$mac" ] && dev=${path##*/}
+        done
+        if [ -z "$dev" ]; then
+            echo "VOCLOUD-NET-ERROR eth$n: no NIC with MAC $mac"
+        else
+            case "$mask" in
+                *.*) prefix=$(ipcalc -p "$addr" "$mask" | sed 's/PREFIX=//') ;;
+                *) prefix=$mask ;;
+            esac
+            ip link set "$dev" up
+            ip addr add "$addr/$prefix" dev "$dev" && echo "VOCLOUD-NET $dev $addr/$prefix"
+            [ -n "$gw" ] && ip route add default via "$gw" dev "$dev"
+        fi
+        n=$((n + 1))
+    done
+}
+
 seed=$(find_seed)
 if [ -n "$seed" ]; then
     host=$(sed -n 's/^local-hostname: *//p' /mnt/context/meta-data | tr -d '"')
@@ -66,6 +100,7 @@ if [ -n "$seed" ]; then
             val=$(. /mnt/context/context.sh; eval "printf '%s' \"\$$key\"")
             echo "VOCLOUD-CONTEXT $key=$val"
         done
+        configure_nics
     fi
 fi
 
