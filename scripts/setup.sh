@@ -15,6 +15,7 @@ APT_PACKAGES=(
   e2fsprogs             # guest image: mkfs.ext4 -d for the root disk
   kmod                  # guest image: module dependency data
   iproute2              # network namespaces for SSH test hosts
+  nftables              # anti-spoofing on guest taps (drivers/net/guard.py)
   openssh-server        # sshd inside test namespaces
   openssh-client
   slurm-wlm             # batch system: slurmctld/slurmd for VO-cluster tests

@@ -86,6 +86,9 @@ class Settings:
     # the REST API: largest request body accepted (413 beyond it); image uploads stream and
     # are exempt (they have their own size quota)
     max_request_bytes: int = 1 << 20
+    # guests send only from their own MAC and leased IPv4 (nftables on every bridge host;
+    # drivers/net/guard.py, docs/networks.md)
+    anti_spoofing: bool = True
     # named VM sizes for the EC2/OCCI/OpenNebula front-ends: "NAME=CPU:MEMORY_MB[:VCPU], ..."
     # ("" = OpenNebula's small/medium/large; model/instance_types.py)
     instance_types: str = ""

@@ -52,8 +52,10 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
 
     def bridge() -> Any:
         from vocloud.drivers.net import BridgeDriver
+        from vocloud.drivers.net.guard import TapGuard
 
-        return BridgeDriver(transports=transports)
+        return BridgeDriver(transports=transports,
+                            guard=TapGuard(transports) if settings.anti_spoofing else None)
 
     return {
         (Role.VMM, "sim"): sim_vmm,

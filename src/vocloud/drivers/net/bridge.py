@@ -24,6 +24,9 @@ helper scripts or capabilities, and a tap left by a crashed guest is found and r
   so ``attach`` and ``detach`` are idempotent and cost two round trips over SSH.
 * All commands go through the host's transport, so a namespace host reached over SSH gets its
   devices in its own namespace.
+* With a :class:`~vocloud.drivers.net.guard.TapGuard` (setting ``anti_spoofing``, on by
+  default), each tap is confined to its NIC's MAC and lease before the guest starts, and the
+  filter goes with the taps.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import threading
 from collections.abc import Callable
 
 from vocloud.drivers.base import DomainSpec, HostRef, Transport
+from vocloud.drivers.net.guard import TapGuard
 from vocloud.drivers.net.links import Link, list_links
 from vocloud.drivers.transport import transport_for
 from vocloud.errors import DriverError
@@ -87,9 +91,12 @@ class BridgeDriver:
     name = "bridge"
 
     def __init__(self, transports: Callable[[HostRef], Transport] = transport_for,
-                 default_bridge: str = "vcbr0", keep_empty_bridges: bool = False) -> None:
-        """``default_bridge`` serves NICs whose network names no bridge."""
+                 default_bridge: str = "vcbr0", keep_empty_bridges: bool = False,
+                 guard: TapGuard | None = None) -> None:
+        """``default_bridge`` serves NICs whose network names no bridge; ``guard`` confines
+        each tap to its NIC's MAC and address (None: guests send what they like)."""
         self.transports = transports
+        self.guard = guard
         self.default_bridge = default_bridge
         self.keep_empty_bridges = keep_empty_bridges
         self._locks: dict[str, threading.Lock] = {}
@@ -164,12 +171,16 @@ class BridgeDriver:
         with self._lock(host):
             self._apply(transport, host, self.plan_attach(spec, list_links(transport, host)),
                         f"attach the NICs of {spec.deploy_id}")
+            if self.guard is not None:
+                self.guard.guard(host, spec, [tap_name(spec.deploy_id, i) for i in range(len(spec.nics))])
 
     def detach(self, host: HostRef, deploy_id: str) -> None:
         """Remove the VM's taps (none left is success) and bridges vocloud made that are empty."""
         tap_name(deploy_id, 0)  # a deploy id no tap could have is a caller bug; say so
         transport = self.transports(host)
         with self._lock(host):
+            if self.guard is not None:
+                self.guard.unguard(host, deploy_id)
             self._apply(transport, host, self.plan_detach(deploy_id, list_links(transport, host)),
                         f"detach the NICs of {deploy_id}")
 
