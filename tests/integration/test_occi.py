@@ -19,10 +19,10 @@ import pytest
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeState
-from libcloud.compute.drivers.opennebula import OpenNebulaNodeDriver
 
 from tests.support import hostile_xml
 from tests.support.daemon import Daemon
+from tests.support.libcloud_one import one_driver
 from tests.support.pgserver import PgServer
 from tests.support.ports import free_port
 
@@ -40,10 +40,7 @@ class Site:
         return f"http://127.0.0.1:{self.daemon.port}"
 
     def driver(self, user: str, **kw: Any) -> Any:
-        opts: dict[str, Any] = {"api_version": "3.8", "plain_auth": True}
-        opts.update(kw)
-        return OpenNebulaNodeDriver(key=user, secret=self.tokens[user], secure=False, host="127.0.0.1",
-                                    port=self.daemon.port, **opts)
+        return one_driver(user, self.tokens[user], self.daemon.port, **kw)
 
     def raw(self, user: str) -> httpx.Client:
         basic = base64.b64encode(f"{user}:{self.tokens[user]}".encode()).decode()
@@ -116,6 +113,10 @@ def test_libcloud_lists_sizes_images_networks(site: Site) -> None:
     assert "base" in images and images["base"].id == str(site.image_id)
     assert "bobs" not in images  # bob's private image is bob's VO's alone
     assert "bobs" in {i.name for i in site.driver("bob").list_images()}
+    volumes = {v.name: v for v in drv.list_volumes()}
+    assert volumes["base"].size == 1 and "bobs" not in volumes
+    with pytest.raises(BaseHTTPError, match="not supported"):
+        drv.create_volume(10, "vol")
     nets = {n.name: n for n in drv.ex_list_networks()}
     assert nets["lan"].id == str(site.network_id)
     assert (nets["lan"].address, nets["lan"].size) == ("10.99.0.10", "16")
@@ -177,8 +178,7 @@ def test_a_second_vo_sees_and_destroys_none_of_the_first(site: Site) -> None:
 def test_credentials(site: Site) -> None:
     assert site.driver("alice").list_sizes()
     with pytest.raises(InvalidCredsError):  # bob's token with alice's name
-        OpenNebulaNodeDriver(key="alice", secret=site.tokens["bob"], api_version="3.8", plain_auth=True,
-                             secure=False, host="127.0.0.1", port=site.daemon.port).list_nodes()
+        one_driver("alice", site.tokens["bob"], site.daemon.port).list_nodes()
     with pytest.raises(InvalidCredsError, match="SHA1"):  # libcloud's default: SHA1 of the token
         site.driver("alice", plain_auth=False).list_nodes()
     with pytest.raises(InvalidCredsError, match="SHA1"):  # api_version 3.2 sends SHA1 too
@@ -268,3 +268,24 @@ def test_bad_paths_and_state_changes(site: Site) -> None:
         assert httpx.get(f"{site.root}/api/v1/health").status_code == 200
     finally:
         drv.destroy_node(node)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_entity_bombs_do_not_grow_the_daemon(site: Site) -> None:
+    assert site.daemon.proc is not None
+    bombs = [hostile_xml.billion_laughs(), hostile_xml.quadratic_blowup(), hostile_xml.external_entity()]
+    with site.raw("alice") as c:
+        c.post("/compute", content=bombs[0])  # warm-up: first-use allocations are not growth
+        before = _rss_kib(site.daemon.proc.pid)
+        for _ in range(5):
+            for bomb in bombs:
+                assert c.post("/compute", content=bomb).status_code == 400
+                assert c.put("/compute/1", content=bomb).status_code in (400, 404)
+    grown = _rss_kib(site.daemon.proc.pid) - before
+    assert grown < 32 * 1024, f"daemon RSS grew by {grown} KiB"

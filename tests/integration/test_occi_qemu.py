@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from libcloud.compute.base import NodeState
-from libcloud.compute.drivers.opennebula import OpenNebulaNodeDriver
 
 from tests.support.daemon import Daemon
+from tests.support.libcloud_one import one_driver
 from tests.support.ports import free_port
 from tests.support.qemu import reap_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
@@ -63,8 +63,7 @@ def test_libcloud_boots_a_qemu_guest(occi_qemu: Daemon, guest_image: GuestImage)
         shutil.copyfile(guest_image.base_disk, disk)
         _ok(c.post("/images", json={"name": "tiny", "path": str(disk), "public": True}))
         _wait(lambda: all(h["state"] == "MONITORED" for h in _ok(c.get("/hosts"))), 60, "host monitored")
-        drv = OpenNebulaNodeDriver(key="alice", secret=token, api_version="3.8", plain_auth=True,
-                                   secure=False, host="127.0.0.1", port=d.port)
+        drv = one_driver("alice", token, d.port)
         size = next(s for s in drv.list_sizes() if s.name == "tiny")
         image = next(i for i in drv.list_images() if i.name == "tiny")
         node = drv.create_node(name="g", size=size, image=image)
