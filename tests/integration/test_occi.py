@@ -140,6 +140,10 @@ def test_libcloud_node_lifecycle(site: Site) -> None:
     _wait(lambda: _state(site, node.id) == "RUNNING", 30, "the node RUNNING")
     listed = {n.id: n for n in drv.list_nodes()}
     assert listed[node.id].state == NodeState.RUNNING
+    with site.raw("alice") as c:  # OpenNebula's ?verbose=1: whole documents in the collection
+        for path, tag in (("/compute", "LCM_STATE"), ("/storage", "PERSISTENT"), ("/network", "SIZE")):
+            assert f"<{tag}>" in c.get(path, params={"verbose": 1}).text
+            assert f"<{tag}>" not in c.get(path).text
     assert drv.reboot_node(node) is True
     _wait(lambda: _state(site, node.id) == "RUNNING", 30, "the node RUNNING after reboot")
     with site.daemon.client() as c:
@@ -289,3 +293,20 @@ def test_entity_bombs_do_not_grow_the_daemon(site: Site) -> None:
                 assert c.put("/compute/1", content=bomb).status_code in (400, 404)
     grown = _rss_kib(site.daemon.proc.pid) - before
     assert grown < 32 * 1024, f"daemon RSS grew by {grown} KiB"
+
+
+def test_quotas_apply_as_for_rest(site: Site) -> None:
+    drv = site.driver("bob")
+    sizes = {s.name: s for s in drv.list_sizes()}
+    image = next(i for i in drv.list_images() if i.name == "bobs")
+    with site.daemon.client() as c:
+        _ok(c.put("/quotas/user/bob", json={"memory": 2048}))
+        try:
+            before = site.vm_count()
+            with pytest.raises(BaseHTTPError, match="quota"):
+                drv.create_node(name="big", size=sizes["medium"], image=image)
+            assert site.vm_count() == before
+            node = drv.create_node(name="fits", size=sizes["small"], image=image)
+            assert drv.destroy_node(node) is True
+        finally:
+            _ok(c.put("/quotas/user/bob", json={"memory": -1}))

@@ -225,6 +225,10 @@ def instance_type_for(vm: Mapping[str, Any], types: Mapping[str, InstanceType]) 
 
 
 def compute(vm: Mapping[str, Any], base: str, types: Mapping[str, InstanceType]) -> bytes:
+    return serialize(compute_elem(vm, base, types))
+
+
+def compute_elem(vm: Mapping[str, Any], base: str, types: Mapping[str, InstanceType]) -> ET.Element:
     """One VM, from :meth:`VMService.show`'s dictionary (its stored template gives the disks,
     NICs and context; a host path in it, SOURCE, is never rendered)."""
     root = ET.Element("COMPUTE", href=f"{base}/compute/{vm['id']}")
@@ -262,10 +266,14 @@ def compute(vm: Mapping[str, Any], base: str, types: Mapping[str, InstanceType])
             for key, value in context.items():
                 if value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
                     _sub(c, key, value)
-    return serialize(root)
+    return root
 
 
 def storage(img: Mapping[str, Any], base: str) -> bytes:
+    return serialize(storage_elem(img, base))
+
+
+def storage_elem(img: Mapping[str, Any], base: str) -> ET.Element:
     """One image; its path and datastore are not shown (OpenNebula's OCCI showed neither)."""
     root = ET.Element("STORAGE", href=f"{base}/storage/{img['id']}")
     _sub(root, "ID", img["id"])
@@ -279,10 +287,14 @@ def storage(img: Mapping[str, Any], base: str) -> bytes:
     _sub(root, "FSTYPE", img.get("format") or "")
     _sub(root, "PUBLIC", "YES" if img.get("public") else "NO")
     _sub(root, "PERSISTENT", "YES" if img.get("persistent") else "NO")
-    return serialize(root)
+    return root
 
 
 def network(net: Mapping[str, Any], base: str) -> bytes:
+    return serialize(network_elem(net, base))
+
+
+def network_elem(net: Mapping[str, Any], base: str) -> ET.Element:
     """One network: its first address and size, never its bridge, device or VLAN."""
     root = ET.Element("NETWORK", href=f"{base}/network/{net['id']}")
     _sub(root, "ID", net["id"])
@@ -294,6 +306,13 @@ def network(net: Mapping[str, Any], base: str) -> bytes:
     _sub(root, "SIZE", net.get("size", 0))
     _sub(root, "USED_LEASES", net.get("used_leases", 0))
     _sub(root, "PUBLIC", "YES" if net.get("public") else "NO")
+    return root
+
+
+def verbose_collection(kind: str, elements: Iterable[ET.Element]) -> bytes:
+    """``?verbose=1``: the collection with each member's whole document, as OpenNebula's."""
+    root = ET.Element(f"{kind.upper()}_COLLECTION")
+    root.extend(elements)
     return serialize(root)
 
 

@@ -45,7 +45,10 @@ class Reply:
     body: bytes = b""
 
 
+#: A handler's ``(actor, base URL, ident, body)``: ``ident`` is the id from the path, or for a
+#: collection VERBOSE when the query asks ``?verbose=...`` (OpenNebula's full listing).
 Handler = Callable[[Actor, str, str, bytes], Reply]
+VERBOSE = "verbose"
 
 
 class Occi:
@@ -57,8 +60,17 @@ class Occi:
         self.site = site
 
     # ------------------------------------------------------------------ compute
-    def list_computes(self, actor: Actor, base: str, _ident: str, _body: bytes) -> Reply:
-        return Reply(200, doc.collection("compute", self.cloud.vms.list(actor), base))
+    def list_computes(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
+        rows = self.cloud.vms.list(actor)
+        if ident != VERBOSE:
+            return Reply(200, doc.collection("compute", rows, base))
+        shown = []
+        for row in rows:
+            try:
+                shown.append(doc.compute_elem(self.cloud.vms.show(actor, row["id"]), base, self.types))
+            except NotFound:  # purged between the list and the show
+                continue
+        return Reply(200, doc.verbose_collection("compute", shown))
 
     def _compute(self, actor: Actor, base: str, vm_id: int) -> bytes:
         return doc.compute(self.cloud.vms.show(actor, vm_id), base, self.types)
@@ -111,8 +123,11 @@ class Occi:
         return Reply(204)
 
     # ------------------------------------------------------------------ storage, network
-    def list_storage(self, actor: Actor, base: str, _ident: str, _body: bytes) -> Reply:
-        return Reply(200, doc.collection("storage", self.cloud.images.list(actor), base))
+    def list_storage(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
+        rows = self.cloud.images.list(actor)
+        if ident == VERBOSE:
+            return Reply(200, doc.verbose_collection("storage", (doc.storage_elem(i, base) for i in rows)))
+        return Reply(200, doc.collection("storage", rows, base))
 
     def show_storage(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
         return Reply(200, doc.storage(self.cloud.images.show(actor, _id("storage", ident)), base))
@@ -121,8 +136,11 @@ class Occi:
         self.cloud.images.delete(actor, _id("storage", ident))
         return Reply(204)
 
-    def list_networks(self, actor: Actor, base: str, _ident: str, _body: bytes) -> Reply:
-        return Reply(200, doc.collection("network", self.cloud.networks.list(actor), base))
+    def list_networks(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
+        rows = self.cloud.networks.list(actor)
+        if ident == VERBOSE:
+            return Reply(200, doc.verbose_collection("network", (doc.network_elem(n, base) for n in rows)))
+        return Reply(200, doc.collection("network", rows, base))
 
     def show_network(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
         return Reply(200, doc.network(self.cloud.networks.show(actor, _id("network", ident)), base))
@@ -133,7 +151,7 @@ class Occi:
 
     # ------------------------------------------------------------------ instance types
     def list_types(self, _actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
-        return Reply(200, doc.instance_types(self.types, base, verbose=ident == "verbose"))
+        return Reply(200, doc.instance_types(self.types, base, verbose=ident == VERBOSE))
 
     def show_type(self, _actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
         t = self.types.get(ident)
@@ -189,7 +207,7 @@ def _endpoint(cloud: Cloud, handlers: dict[str, Handler],
             return _text(405, f"{request.method} is not allowed on {request.url.path[:200]}; "
                               f"use {allowed}", {"Allow": allowed})
         ident = str(request.path_params.get(ident_param, "")) if ident_param else \
-            ("verbose" if request.query_params.get("verbose") else "")
+            (VERBOSE if request.query_params.get("verbose") else "")
         base = f"{request.url.scheme}://{request.url.netloc}"
         try:
             creds = _credentials(request)
