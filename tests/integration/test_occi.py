@@ -295,6 +295,25 @@ def test_entity_bombs_do_not_grow_the_daemon(site: Site) -> None:
     assert grown < 32 * 1024, f"daemon RSS grew by {grown} KiB"
 
 
+def test_storage_updates(site: Site) -> None:
+    path = f"/storage/{site.private_image_id}"
+    with site.raw("bob") as b, site.raw("alice") as a:
+        assert a.get(path).status_code == 403
+        r = b.put(path, content=b"<STORAGE><PUBLIC>YES</PUBLIC></STORAGE>")
+        assert r.status_code == 202 and "<PUBLIC>YES</PUBLIC>" in r.text, r.text
+        assert a.get(path).status_code == 200  # now every VO may USE it ...
+        r = a.put(path, content=b"<STORAGE><PUBLIC>NO</PUBLIC></STORAGE>")
+        assert r.status_code == 403 and "MANAGE" in r.text  # ... but not change it
+        for body, message in ((b"<STORAGE><PUBLIC>NO</PUBLIC><PERSISTENT>NO</PERSISTENT></STORAGE>",
+                               "more than one change"),
+                              (b"<STORAGE><PUBLIC>maybe</PUBLIC></STORAGE>", "YES or NO"),
+                              (b"<COMPUTE/>", "root element")):
+            r = b.put(path, content=body)
+            assert r.status_code == 400 and message in r.text, r.text
+        assert b.put(path, content=b"<STORAGE><PUBLIC>NO</PUBLIC></STORAGE>").status_code == 202
+        assert a.get(path).status_code == 403
+
+
 def test_quotas_apply_as_for_rest(site: Site) -> None:
     drv = site.driver("bob")
     sizes = {s.name: s for s in drv.list_sizes()}

@@ -175,6 +175,23 @@ def parse_compute_update(body: bytes) -> str | None:
     return state.upper() if state is not None else None
 
 
+def parse_storage_update(body: bytes) -> str | None:
+    """A PUT /storage/ID body -> the image action (``persistent``, ``nonpersistent``, ``public``,
+    ``private``) or None for no change; one change per request, as OpenNebula 3.8."""
+    doc = parse_document(body, "STORAGE")
+    persistent, public = _text(doc.find("PERSISTENT")), _text(doc.find("PUBLIC"))
+    if persistent is not None and public is not None:
+        raise InvalidInput("It is not allowed more than one change per request")
+    for value, yes, no, what in ((persistent, "persistent", "nonpersistent", "PERSISTENT"),
+                                 (public, "public", "private", "PUBLIC")):
+        if value is None:
+            continue
+        if value.upper() not in ("YES", "NO"):
+            raise InvalidInput(f"{what} must be YES or NO, not {_clean(value)[:32]!r}")
+        return yes if value.upper() == "YES" else no
+    return None
+
+
 def compute_template(req: ComputeRequest, itype: InstanceType) -> dict[str, Any]:
     """The VM template (JSON form) a compute request stands for: the instance type's size plus
     the images, networks and context it names. The service checks it like any template."""

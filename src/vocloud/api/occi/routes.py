@@ -132,6 +132,13 @@ class Occi:
     def show_storage(self, actor: Actor, base: str, ident: str, _body: bytes) -> Reply:
         return Reply(200, doc.storage(self.cloud.images.show(actor, _id("storage", ident)), base))
 
+    def update_storage(self, actor: Actor, base: str, ident: str, body: bytes) -> Reply:
+        image_id = _id("storage", ident)
+        action = doc.parse_storage_update(body)
+        if action is None:
+            return Reply(200, doc.storage(self.cloud.images.show(actor, image_id), base))
+        return Reply(202, doc.storage(self.cloud.images.action(actor, image_id, action), base))
+
     def delete_storage(self, actor: Actor, _base: str, ident: str, _body: bytes) -> Reply:
         self.cloud.images.delete(actor, _id("storage", ident))
         return Reply(204)
@@ -244,7 +251,7 @@ def router(cloud: Cloud, types: Mapping[str, InstanceType], site: Template | Non
         ("/compute/{id}/action", {"POST": _not_supported("attaching or detaching disks")}, "id"),
         ("/storage", {"GET": occi.list_storage, "POST": _not_supported("creating storage")}, None),
         ("/storage/{id}", {"GET": occi.show_storage, "DELETE": occi.delete_storage,
-                           "PUT": _not_supported("updating storage")}, "id"),
+                           "PUT": occi.update_storage}, "id"),
         ("/network", {"GET": occi.list_networks, "POST": _not_supported("creating networks")}, None),
         ("/network/{id}", {"GET": occi.show_network, "DELETE": occi.delete_network,
                            "PUT": _not_supported("updating networks")}, "id"),
