@@ -92,6 +92,9 @@ class Settings:
     # named VM sizes for the EC2/OCCI/OpenNebula front-ends: "NAME=CPU:MEMORY_MB[:VCPU], ..."
     # ("" = OpenNebula's small/medium/large; model/instance_types.py)
     instance_types: str = ""
+    # OpenNebula OCCI: template text (ONE syntax) the administrator merges into every VM created
+    # through OCCI, as OpenNebula's common.erb (e.g. KERNEL="..." for the site's images); docs/occi.md
+    occi_template: str = ""
 
     @property
     def database_url(self) -> str:

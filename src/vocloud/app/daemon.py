@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import uvicorn
 
+from vocloud.api import occi
 from vocloud.api.rest import create_app
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
@@ -34,6 +35,7 @@ from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
+from vocloud.model.instance_types import parse_instance_types
 from vocloud.service.cloud import Cloud
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
@@ -195,6 +197,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
 
     cloud.set_console_reader(reconciler.console)
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
     return app, loops, cloud
 
 
