@@ -24,6 +24,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api.rest import create_app
+from vocloud.api.xmlrpc.app import xmlrpc_router
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
@@ -195,6 +196,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
 
     cloud.set_console_reader(reconciler.console)
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
     return app, loops, cloud
 
 

@@ -13,8 +13,8 @@ Schemes today and next:
 - ``ec2-sigv4`` (next, for the EC2 Query API): ``Credentials.value`` is the access key id,
   ``Credentials.request`` the canonical request facts; the authenticator looks up the key's
   secret and recomputes the signature.
-- ``one-session`` (next, for OpenNebula XML-RPC): ``Credentials.value`` is the
-  ``user:password`` session string of each call.
+- ``one-session`` (:class:`OneSessions`, for OpenNebula XML-RPC): ``Credentials.value`` is the
+  ``user:password`` session string of each call, the password being the user's bearer token.
 
 A new scheme is one class with ``scheme`` and ``authenticate``, registered with
 ``Authenticators.register``; no front-end or service method changes.
@@ -118,6 +118,23 @@ class BearerTokens:
         return _actor(user)
 
 
+class OneSessions:
+    """OpenNebula's ``USER:PASSWORD`` session string (the first parameter of every XML-RPC
+    call), the password being the user's vocloud token: the token names the user, and the user
+    name must be that user's. Nothing new is stored: the same SHA-256 as ``bearer``."""
+
+    scheme = "one-session"
+
+    def authenticate(self, session: Session, credentials: Credentials) -> Actor:
+        name, sep, token = credentials.value.partition(":")
+        if not sep or not name or len(name) > 128:
+            raise Unauthorized("invalid session: pass 'USER:TOKEN'")
+        actor = BearerTokens().authenticate(session, Credentials("bearer", token))
+        if not hmac.compare_digest(actor.name.encode(), name.encode()):
+            raise Unauthorized("invalid token")
+        return actor
+
+
 class Authenticators:
     """The registry of schemes a site accepts, keyed by scheme name (lower case)."""
 
@@ -144,8 +161,8 @@ class Authenticators:
 
 
 def default_authenticators() -> Authenticators:
-    """What every site accepts today: bearer tokens."""
-    return Authenticators(BearerTokens())
+    """What every site accepts today: bearer tokens, and OpenNebula sessions carrying them."""
+    return Authenticators(BearerTokens(), OneSessions())
 
 
 def authenticate(session: Session, token: str | None) -> Actor:
