@@ -141,12 +141,13 @@ def _names(c: Call) -> dict[str, dict[int, str]]:
     return {"users": users, "groups": groups}
 
 
-def _pool_filter(c: Call, rows: list[dict[str, Any]], flag_i: int = 0) -> list[dict[str, Any]]:
+def _pool_filter(c: Call, rows: list[dict[str, Any]], ranged: bool = True) -> list[dict[str, Any]]:
     """OpenNebula's filter flag and id range (``PoolSQL::usr_filter``/``oid_filter``) over rows
-    the service already chose for this user. ``end < -1`` pages: ``start`` is the offset."""
-    flag = c.integer(flag_i, -2)
-    start = c.integer(flag_i + 1, -1)
-    end = c.integer(flag_i + 2, -1)
+    the service already chose for this user. ``end < -1`` pages: ``start`` is the offset.
+    ``ranged=False``: parameters 2 and 3 are something else (accounting's times)."""
+    flag = c.integer(0, -2)
+    start = c.integer(1, -1) if ranged else -1
+    end = c.integer(2, -1) if ranged else -1
     if flag < -4:
         raise OneError(API, f"[{c.method}] Incorrect filter_flag")
     me, grp = c.actor.user_id, c.actor.group_id
@@ -355,7 +356,7 @@ def vmpool_infoextended(c: Call) -> Value:
 
 def vmpool_accounting(c: Call) -> Value:
     start, end = c.integer(1, -1), c.integer(2, -1)
-    rows = _pool_filter(c, _vm_rows(c, include_done=True))
+    rows = _pool_filter(c, _vm_rows(c, include_done=True), ranged=False)
 
     def overlaps(r: Mapping[str, Any]) -> bool:
         begin = r.get("started_at") or r.get("created_at") or 0
