@@ -148,8 +148,18 @@ def test_template_allocate_instantiate_and_vm_allocate(site: Site, strict: None)
     assert vm.TEMPLATE["NIC"]["IP"].startswith("10.77.0.")
     assert vm.HISTORY_RECORDS.HISTORY[0].HOSTNAME == "h1"
     assert one.vm.info(vm_id).NAME == "cms-wn-0"
+    assert one.vm.rename(vm_id, "renamed") == vm_id and one.vm.info(vm_id).NAME == "renamed"
+    with pytest.raises(pyone.OneApiException, match="may contain only"):
+        one.vm.rename(vm_id, "bad name")
+    assert one.template.update(tmpl_id, 'MEMORY = 96', 1) == tmpl_id  # merge
+    after = one.template.info(tmpl_id).TEMPLATE
+    assert (after["NAME"], after["CPU"], after["MEMORY"]) == ("cms-wn", "0.25", "96")
+    assert one.template.update(tmpl_id, 'CPU = 0.5\nMEMORY = 32', 0) == tmpl_id  # replace
+    assert one.template.info(tmpl_id).TEMPLATE["CPU"] == "0.5"
+    with pytest.raises(pyone.OneException, match="KERNEL"):
+        one.template.update(tmpl_id, 'KERNEL = "/etc/passwd"', 1)  # restricted, as in create
     clone = one.template.clone(tmpl_id, "cms-wn-copy", False)
-    assert one.template.info(clone).TEMPLATE["CPU"] == "0.25"
+    assert one.template.info(clone).TEMPLATE["CPU"] == "0.5"  # the updated original
     assert one.template.delete(clone, False) == clone
     # a template vocloud refuses (a restricted attribute) is OpenNebula's allocate error
     with pytest.raises(pyone.OneException) as info:
@@ -318,12 +328,18 @@ def test_a_vo_session_sees_only_what_rest_shows_it(site: Site, strict: None) -> 
     with pytest.raises(pyone.OneAuthorizationException):
         cms.template.instantiate(atlas_tmpl, "", False, "", False)
     with pytest.raises(pyone.OneAuthorizationException):
+        cms.vm.rename(atlas_vm, "mine-now")
+    with pytest.raises(pyone.OneAuthorizationException):
+        cms.template.update(atlas_tmpl, "MEMORY = 1", 1)
+    with pytest.raises(pyone.OneAuthorizationException):
         cms.host.allocate("stolen", "dummy", "dummy", -1)
     with pytest.raises(pyone.OneAuthorizationException):
         cms.acl.info()
     with pytest.raises(pyone.OneAuthorizationException):
         cms.user.quota(cms.user.info(-1).ID, "VM = [ VMS = 1000 ]")
     assert atlas.vm.info(atlas_vm).STATE == pyone.VM_STATE.HOLD  # untouched
+    assert atlas.vm.info(atlas_vm).NAME == "atlas-vm"
+    assert atlas.template.info(atlas_tmpl).TEMPLATE["MEMORY"] == "32"
     atlas.vm.action("terminate", atlas_vm)
 
 
@@ -374,7 +390,10 @@ def test_hostile_requests_get_opennebulas_errors_and_change_nothing(site: Site) 
     unknown = _answer(site.raw(xmlrpc.client.dumps((session, 1), "one.vm.frobnicate").encode()))
     assert unknown[:3] == [False, "[one.vm.frobnicate] method one.vm.frobnicate is not supported by vocloud "
                                   "(see docs/opennebula.md)", 0x1000]
-    assert _answer(site.raw(xmlrpc.client.dumps((session, 1, "x"), "one.vm.rename").encode()))[2] == 0x1000
+    deploy = _answer(site.raw(xmlrpc.client.dumps((session, 1, 1), "one.vm.deploy").encode()))
+    assert deploy[:3] == [False, "[one.vm.deploy] method one.vm.deploy is not supported by vocloud: "
+                                 "vocloud's scheduler places every VM; steer it with SCHED_REQUIREMENTS",
+                          0x1000]
     for bad_session in ("admin:nope", "admin", "", f"cms-member:{site.daemon.token}", "x" * 5000):
         call = xmlrpc.client.dumps((bad_session, -2, -1, -1, -1), "one.vmpool.info")
         out = _answer(site.raw(call.encode()))

@@ -147,6 +147,7 @@ _VM_TEMPLATE_SCALAR = frozenset({"CPU", "MEMORY", "TEMPLATE_ID", "TM_MAD_SYSTEM"
 
 def _split_vm_template(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
     attrs = t.to_dict()
+    attrs.pop("NAME", None)  # the VM's NAME element says it (and follows vm.rename)
     known: dict[str, Any] = {}
     for key in _VM_TEMPLATE_ORDER:
         if key not in attrs:
@@ -352,7 +353,8 @@ def vnet_pool_xml(rows: Iterable[Mapping[str, Any]], names: Mapping[str, Mapping
 
 # ------------------------------------------------------------------------------ users, groups
 def _num(value: Any) -> str:
-    return "-1" if value is None or value == -1 else format(float(value), "g")
+    """A quota figure; vocloud's unlimited (-1) is OpenNebula's -2 (its -1 means "the default")."""
+    return "-2" if value is None or value == -1 else format(float(value), "g")
 
 
 def vm_quota_xml(q: Mapping[str, Any] | None) -> str:

@@ -222,8 +222,8 @@ def _quota(c: Call, scope: str) -> Value:
             args[name] = conv(raw) if conv is float else int(float(raw))
         except ValueError:
             raise OneError(API, f"[{c.method}] VM/{key} must be a number, got {raw[:40]!r}") from None
-        if args[name] == -2:  # OpenNebula's "use the default": vocloud's default is unlimited
-            args[name] = -1
+        if args[name] in (-1, -2):  # OpenNebula's default (-1) and unlimited (-2): vocloud's
+            args[name] = -1         # default is unlimited, written -1
     ref = c.actor.user_id if (scope == "user" and ref == -1) else ref
     c.cloud.accounts.set_quota(c.actor, scope, ref, args.get("vms"), args.get("cpu"), args.get("memory"))
     return ref
@@ -318,6 +318,12 @@ def vm_migrate(c: Call) -> Value:
     return vm_id
 
 
+def vm_rename(c: Call) -> Value:
+    vm_id, name = c.id(0), c.text(1)
+    c.cloud.vms.rename(c.actor, vm_id, name)
+    return vm_id
+
+
 #: OpenNebula's recover operations (0 failure, 1 success, 2 retry, 3 delete).
 RECOVER_OPS = {0: "failure", 1: "success", 2: "retry", 3: "delete"}
 
@@ -399,6 +405,14 @@ def template_delete(c: Call) -> Value:
         raise OneError(API, f"[{c.method}] recursive delete (with the template's images) is not "
                             "supported by vocloud", tmpl_id)
     c.cloud.templates.delete(c.actor, tmpl_id)
+    return tmpl_id
+
+
+def template_update(c: Call) -> Value:
+    tmpl_id, text, kind = c.id(0), template_text(c.text(1), c.method), c.integer(2, 0)
+    if kind not in (0, 1):
+        raise OneError(API, f"[{c.method}] update type must be 0 (replace) or 1 (merge)", tmpl_id)
+    c.cloud.templates.update(c.actor, tmpl_id, text, fmt="one", merge=kind == 1)
     return tmpl_id
 
 
@@ -544,12 +558,13 @@ METHODS: dict[str, Method] = {
     "one.host.allocate": host_allocate, "one.host.info": host_info, "one.host.status": host_status,
     "one.host.delete": host_delete, "one.hostpool.info": hostpool_info,
     "one.vm.allocate": vm_allocate, "one.vm.info": vm_info, "one.vm.action": vm_action,
-    "one.vm.migrate": vm_migrate, "one.vm.recover": vm_recover,
+    "one.vm.migrate": vm_migrate, "one.vm.recover": vm_recover, "one.vm.rename": vm_rename,
     "one.vmpool.info": vmpool_info, "one.vmpool.infoextended": vmpool_infoextended,
     "one.vmpool.accounting": vmpool_accounting,
     "one.template.allocate": template_allocate, "one.template.info": template_info,
     "one.template.instantiate": template_instantiate, "one.template.delete": template_delete,
-    "one.template.clone": template_clone, "one.templatepool.info": templatepool_info,
+    "one.template.clone": template_clone, "one.template.update": template_update,
+    "one.templatepool.info": templatepool_info,
     "one.image.allocate": image_allocate, "one.image.info": image_info, "one.image.delete": image_delete,
     "one.image.enable": image_enable, "one.image.persistent": image_persistent,
     "one.imagepool.info": imagepool_info,
@@ -562,9 +577,7 @@ METHODS: dict[str, Method] = {
 #: Methods the issue lists that vocloud's service layer cannot serve yet, and why.
 UNSUPPORTED: dict[str, str] = {
     "one.vm.deploy": "vocloud's scheduler places every VM; steer it with SCHED_REQUIREMENTS",
-    "one.vm.update": "a VM's template is fixed at creation in vocloud",
-    "one.vm.rename": "VM names are fixed at creation in vocloud",
-    "one.template.update": "stored templates are immutable in vocloud; clone and delete instead",
+    "one.vm.update": "a VM's template is fixed at creation in vocloud (the drivers trust it)",
 }
 
 _ALLOCATING = {"one.host.allocate", "one.vm.allocate", "one.template.allocate", "one.image.allocate",
