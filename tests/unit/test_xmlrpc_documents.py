@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from pyone.bindings import supbind
 
 from vocloud.api.xmlrpc import documents as d
 from vocloud.model.lifecycle import HostState, ImageState, VMState
+from vocloud.model.template import parse_template
 
 NAMES = {"users": {0: "admin", 1: "alice"}, "groups": {0: "admin", 1: "vo"}}
 VM = {"id": 3, "name": "v", "state": "RUNNING", "owner_id": 1, "group_id": 1, "user": "alice",
@@ -117,3 +121,72 @@ def test_host_and_image_states_are_opennebulas_numbers() -> None:
         assert HOST_STATES(d.HOST_STATES[hs]).name == hs.value
     for st in ImageState:
         assert IMAGE_STATES(d.IMAGE_STATES[st]).name == st.value
+
+
+def test_template_xml_from_pyone_is_read_with_the_hardened_parser() -> None:
+    from vocloud.api.xmlrpc.methods import API, OneError, template_text
+
+    text = template_text("<TEMPLATE><NAME><![CDATA[a]]></NAME><CONTEXT><A><![CDATA[1<2]]></A></CONTEXT>"
+                         "<NIC><NETWORK>x</NETWORK></NIC><NIC><NETWORK>y</NETWORK></NIC></TEMPLATE>", "m")
+    assert parse_template(text, fmt="one").to_dict() == {
+        "NAME": "a", "CONTEXT": {"A": "1<2"}, "NIC": [{"NETWORK": "x"}, {"NETWORK": "y"}]}
+    assert template_text('NAME="plain"', "m") == 'NAME="plain"'
+    for hostile in ('<!DOCTYPE t [<!ENTITY e "x">]><TEMPLATE><A>&e;</A></TEMPLATE>', "<TEMPLATE><A>",
+                    "<TEMPLATE><bad-key!>1</bad-key!></TEMPLATE>"):
+        with pytest.raises(OneError) as info:
+            template_text(hostile, "one.vm.allocate")
+        assert info.value.code == API and info.value.message.startswith("[one.vm.allocate] template XML")
+
+
+def _check_order(node: Any, obj: Any, path: str) -> list[str]:
+    """Children in the order of the schema's sequence, none unknown: pyone's generated classes
+    list their elements in that order (their ``__init__`` parameters follow the XSD)."""
+    params = [p for p in inspect.signature(type(obj).__init__).parameters
+              if p not in ("self", "gds_collector_", "kwargs_")]
+    if "anytypeobjs_" in params:  # xs:any: the schema leaves the children free
+        return []
+    problems: list[str] = []
+    last, seen = -1, dict[str, int]()
+    for child in node:
+        tag = child.tag
+        if tag not in params:
+            problems.append(f"{path}/{tag}: not in the schema")
+            continue
+        index = params.index(tag)
+        if index < last:
+            problems.append(f"{path}/{tag}: out of the schema's order")
+        last = index
+        value = getattr(obj, tag, None)
+        if isinstance(value, list):
+            value = value[seen.get(tag, 0)] if seen.get(tag, 0) < len(value) else None
+        seen[tag] = seen.get(tag, 0) + 1
+        if not isinstance(value, supbind.GeneratedsSuper):  # TEMPLATE: pyone binds it as a dict
+            cls = _child_class(obj, tag)
+            if cls is None:
+                continue
+            value = cls.factory()
+            value.build(child)
+        problems += _check_order(child, value, f"{path}/{tag}")
+    return problems
+
+
+@functools.cache
+def _source(klass: type) -> str:
+    return inspect.getsource(vars(klass)["_buildChildren"])
+
+
+def _child_class(obj: Any, tag: str) -> Any:
+    """The generated class of element ``tag`` under ``obj``, read off its generated builder."""
+    for klass in type(obj).__mro__:
+        if klass.__module__ == supbind.__name__ and "_buildChildren" in vars(klass):
+            source = _source(klass)
+            m = re.search(rf"nodeName_ == '{tag}'[^\n]*\n\s+obj_ = (\w+)\.factory", source)
+            return getattr(supbind, m.group(1)) if m else None
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_elements_follow_the_schemas_order(name: str) -> None:
+    _, xml = DOCUMENTS[name]
+    obj, _ = _bind(xml)
+    assert _check_order(etree.fromstring(xml.encode()), obj, name) == []

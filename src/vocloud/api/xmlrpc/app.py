@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vocloud.api.xmlrpc import wire
 from vocloud.api.xmlrpc.methods import (
+    API,
     INTERNAL,
     METHODS,
     Call,
@@ -65,6 +67,9 @@ def dispatch(cloud: Cloud, body: bytes) -> bytes:
         return wire.fault(exc.code, exc.message)
     except VocloudError as exc:
         return _failure(one_error(method, exc, actor))
+    except DataError as exc:  # a value the store cannot hold: the service checks should have caught it
+        log.warning("store refused a value in %s: %s", method, exc.orig)
+        return _failure(OneError(API, f"[{method}] a value does not fit the store"))
     except RecursionError:
         return _failure(OneError(INTERNAL, f"[{method}] input is nested too deeply"))
     except Exception:  # a bug: logged, answered as OpenNebula's internal error
