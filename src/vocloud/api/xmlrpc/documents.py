@@ -159,16 +159,6 @@ def _split_vm_template(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
     return known, attrs
 
 
-def _history_short(vm: Mapping[str, Any]) -> str:
-    if vm.get("host_id") is None:
-        return "<HISTORY_RECORDS/>"
-    return ("<HISTORY_RECORDS><HISTORY>"
-            f"<OID>{int(vm['id'])}</OID><SEQ>0</SEQ>{el('HOSTNAME', vm.get('host') or '')}"
-            f"<HID>{int(vm['host_id'])}</HID><CID>0</CID><DS_ID>0</DS_ID>"
-            "<VM_MAD>vocloud</VM_MAD><TM_MAD>vocloud</TM_MAD><ACTION>0</ACTION>"
-            "</HISTORY></HISTORY_RECORDS>")
-
-
 def history_xml(vm: Mapping[str, Any], with_vm: str = "") -> str:
     """One HISTORY element (acct.xsd / vm.xsd): the VM's stay on its last host."""
     start = _secs(vm.get("started_at") or vm.get("created_at"))
@@ -211,17 +201,26 @@ def vm_xml(vm: Mapping[str, Any], history: bool = True) -> str:
     )
 
 
+#: ``<STATE>..</STATE><LCM_STATE>..</LCM_STATE>`` of each vocloud state, made once.
+_STATE_XML = {st.value: f"<STATE>{a}</STATE><LCM_STATE>{b}</LCM_STATE>" for st, (a, b) in VM_STATES.items()}
+
+
 def vm_row_xml(row: Mapping[str, Any]) -> str:
-    """One VM of ``vmpool.info`` (vm_pool.xsd's short VM) from a ``VMService.list`` row."""
-    state, lcm = vm_state(row["state"])
+    """One VM of ``vmpool.info`` (vm_pool.xsd's short VM) from a ``VMService.list`` row.
+    Written for speed (20,000 of them in one answer): one f-string, cached escapes."""
+    host_id = row["host_id"]
+    history = "<HISTORY_RECORDS/>" if host_id is None else (
+        f"<HISTORY_RECORDS><HISTORY><OID>{row['id']}</OID><SEQ>0</SEQ>"
+        f"<HOSTNAME>{_esc_text(row['host'] or '')}</HOSTNAME><HID>{host_id}</HID><CID>0</CID><DS_ID>0</DS_ID>"
+        "<VM_MAD>vocloud</VM_MAD><TM_MAD>vocloud</TM_MAD><ACTION>0</ACTION></HISTORY></HISTORY_RECORDS>")
     return (
         f"<VM><ID>{int(row['id'])}</ID><UID>{int(row['owner_id'])}</UID><GID>{int(row['group_id'])}</GID>"
-        f"{el('UNAME', row.get('user') or '')}{el('GNAME', row.get('group') or '')}{el('NAME', row['name'])}"
-        f"<LAST_POLL>0</LAST_POLL><STATE>{state}</STATE><LCM_STATE>{lcm}</LCM_STATE><RESCHED>0</RESCHED>"
-        f"<STIME>{_secs(row.get('created_at'))}</STIME><ETIME>{_secs(row.get('ended_at'))}</ETIME>"
-        f"<DEPLOY_ID></DEPLOY_ID><TEMPLATE><CPU>{float(row.get('cpu') or 0):g}</CPU>"
-        f"<MEMORY>{int(row.get('memory') or 0)}</MEMORY></TEMPLATE><MONITORING/><USER_TEMPLATE/>"
-        f"{_history_short(row)}</VM>"
+        f"<UNAME>{_esc_text(row['user'] or '')}</UNAME><GNAME>{_esc_text(row['group'] or '')}</GNAME>"
+        f"<NAME>{_esc_text(row['name'])}</NAME><LAST_POLL>0</LAST_POLL>{_STATE_XML[row['state']]}"
+        f"<RESCHED>0</RESCHED><STIME>{int(row['created_at'] or 0)}</STIME>"
+        f"<ETIME>{int(row['ended_at'] or 0)}</ETIME><DEPLOY_ID></DEPLOY_ID>"
+        f"<TEMPLATE><CPU>{float(row['cpu'] or 0):g}</CPU><MEMORY>{int(row['memory'] or 0)}</MEMORY>"
+        f"</TEMPLATE><MONITORING/><USER_TEMPLATE/>{history}</VM>"
     )
 
 
