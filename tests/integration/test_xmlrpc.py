@@ -101,7 +101,8 @@ def _wait_state(one: Any, vm_id: int, state: Any, lcm: Any = pyone.LCM_STATE.LCM
     _until(lambda: _state(one, vm_id) == want, f"VM {vm_id} in {state.name}/{lcm.name}")
 
 
-RUNNING = (pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING)
+#: No host matches: the scheduler leaves such a VM PENDING.
+NOWHERE = 'SCHED_REQUIREMENTS="NAME = \\"nowhere\\""\n'
 
 VM_TEXT = '''NAME = "one-vm"
 CPU = "0.25"
@@ -171,7 +172,7 @@ def test_every_action_the_state_allows_and_opennebulas_error_for_others(site: Si
     one = site.one("cms-member")
     A, L = pyone.VM_STATE, pyone.LCM_STATE
     # no host matches: the VM stays PENDING once released, so hold and release can both be shown
-    held = one.vm.allocate('NAME="held"\nCPU=0.1\nMEMORY=32\nSCHED_REQUIREMENTS="NAME = \\"nowhere\\""', True)
+    held = one.vm.allocate('NAME="held"\nCPU=0.1\nMEMORY=32\n' + NOWHERE, True)
     assert _state(one, held) == (A.HOLD, 0)
     with pytest.raises(pyone.OneActionException, match="not available for state HOLD"):
         one.vm.action("poweroff", held)
@@ -203,6 +204,17 @@ def test_every_action_the_state_allows_and_opennebulas_error_for_others(site: Si
             if state == A.ACTIVE:
                 with pytest.raises(pyone.OneActionException, match="not available for state RUNNING"):
                     one.vm.action("resume", vm)
+    # vm.deploy (administrators): past the scheduler, onto the host named
+    admin = site.one()
+    h1 = next(h.ID for h in admin.hostpool.info().HOST if h.NAME == "h1")
+    pinned = one.vm.allocate('NAME="pinned"\nCPU=0.1\nMEMORY=32\n' + NOWHERE, True)
+    with pytest.raises(pyone.OneAuthorizationException):
+        one.vm.deploy(pinned, h1, False, -1)
+    assert admin.vm.deploy(pinned, h1, False, -1) == pinned
+    _wait_state(one, pinned, A.ACTIVE, L.RUNNING)
+    with pytest.raises(pyone.OneActionException, match="deploy"):
+        admin.vm.deploy(pinned, h1, False, -1)
+    one.vm.action("terminate-hard", pinned)
     hard = one.vm.allocate('NAME="hard"\nCPU=0.1\nMEMORY=32', False)
     _wait_state(one, hard, A.ACTIVE, L.RUNNING)
     one.vm.action("terminate-hard", hard)
@@ -390,9 +402,9 @@ def test_hostile_requests_get_opennebulas_errors_and_change_nothing(site: Site) 
     unknown = _answer(site.raw(xmlrpc.client.dumps((session, 1), "one.vm.frobnicate").encode()))
     assert unknown[:3] == [False, "[one.vm.frobnicate] method one.vm.frobnicate is not supported by vocloud "
                                   "(see docs/opennebula.md)", 0x1000]
-    deploy = _answer(site.raw(xmlrpc.client.dumps((session, 1, 1), "one.vm.deploy").encode()))
-    assert deploy[:3] == [False, "[one.vm.deploy] method one.vm.deploy is not supported by vocloud: "
-                                 "vocloud's scheduler places every VM; steer it with SCHED_REQUIREMENTS",
+    update = _answer(site.raw(xmlrpc.client.dumps((session, 1, "A=1", 0), "one.vm.update").encode()))
+    assert update[:3] == [False, "[one.vm.update] method one.vm.update is not supported by vocloud: "
+                                 "a VM's template is fixed at creation in vocloud (the drivers trust it)",
                           0x1000]
     for bad_session in ("admin:nope", "admin", "", f"cms-member:{site.daemon.token}", "x" * 5000):
         call = xmlrpc.client.dumps((bad_session, -2, -1, -1, -1), "one.vmpool.info")

@@ -356,6 +356,28 @@ class VMService:
             transition(s, vm, action, msg)
             return self._row(s, vm)
 
+    def deploy(self, actor: Actor, vm_id: int, host: int | str, enforce: bool = False) -> dict[str, Any]:
+        """Place a PENDING (or HOLD) VM on ``host`` now, past the scheduler (OpenNebula's
+        ``vm.deploy``; ADMIN right on the VM). Its requirements and rank are not consulted; the
+        host's capacity is (always), and the host must be MONITORED, or DISABLED (out of the
+        scheduler's reach on purpose) unless ``enforce``."""
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "ADMIN", vm_ref(vm))
+            st = VMState(vm.state)
+            if st not in (VMState.PENDING, VMState.HOLD):
+                raise IllegalAction("VM", vm.id, st.value, "deploy")
+            target = find(s, Host, "host", host, lock=True)
+            usable = {HostState.MONITORED.value} | (set() if enforce else {HostState.DISABLED.value})
+            if target.state not in usable:
+                raise Conflict(f"host {target.name} is {target.state}; it takes no VMs")
+            if st == VMState.HOLD:
+                transition(s, vm, "release", f"deploy by {actor.name}")
+            vm.host_id = target.id
+            vm.sched_message = ""
+            transition(s, vm, "scheduled", f"deployed by {actor.name} to host {target.id}")
+            return self._row(s, vm)
+
     def rename(self, actor: Actor, vm_id: int, name: str) -> dict[str, Any]:
         """A new display name (OpenNebula's ``vm.rename``); the stored template, deploy id and
         everything the drivers see stay as they are."""

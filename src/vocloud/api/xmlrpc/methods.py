@@ -318,6 +318,14 @@ def vm_migrate(c: Call) -> Value:
     return vm_id
 
 
+def vm_deploy(c: Call) -> Value:
+    vm_id, host_id, enforce = c.id(0), c.id(1), c.flag(2, False)
+    if c.integer(3, -1) != -1:
+        raise OneError(API, f"[{c.method}] choosing the system datastore is not supported by vocloud", vm_id)
+    c.cloud.vms.deploy(c.actor, vm_id, host_id, enforce=enforce)
+    return vm_id
+
+
 def vm_rename(c: Call) -> Value:
     vm_id, name = c.id(0), c.text(1)
     c.cloud.vms.rename(c.actor, vm_id, name)
@@ -559,6 +567,7 @@ METHODS: dict[str, Method] = {
     "one.host.delete": host_delete, "one.hostpool.info": hostpool_info,
     "one.vm.allocate": vm_allocate, "one.vm.info": vm_info, "one.vm.action": vm_action,
     "one.vm.migrate": vm_migrate, "one.vm.recover": vm_recover, "one.vm.rename": vm_rename,
+    "one.vm.deploy": vm_deploy,
     "one.vmpool.info": vmpool_info, "one.vmpool.infoextended": vmpool_infoextended,
     "one.vmpool.accounting": vmpool_accounting,
     "one.template.allocate": template_allocate, "one.template.info": template_info,
@@ -576,7 +585,6 @@ METHODS: dict[str, Method] = {
 
 #: Methods the issue lists that vocloud's service layer cannot serve yet, and why.
 UNSUPPORTED: dict[str, str] = {
-    "one.vm.deploy": "vocloud's scheduler places every VM; steer it with SCHED_REQUIREMENTS",
     "one.vm.update": "a VM's template is fixed at creation in vocloud (the drivers trust it)",
 }
 
