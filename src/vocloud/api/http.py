@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("vocloud.api")
 
 #: ``(method, path)`` routes that read their own body in a stream and enforce their own limit.
-UNLIMITED_BODY: frozenset[tuple[str, str]] = frozenset({("POST", "/api/v1/images/upload")})
+UNLIMITED_BODY: frozenset[tuple[str, str]] = frozenset({("POST", "/api/v1/images/upload"),
+                                                      ("POST", "/RPC2")})  # XML-RPC: a fault
 
 
 class JSONResponse(Response):

@@ -25,6 +25,7 @@ import uvicorn
 
 from vocloud.api import occi
 from vocloud.api.rest import create_app
+from vocloud.api.xmlrpc.app import xmlrpc_router
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
@@ -198,6 +199,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     cloud.set_console_reader(reconciler.console)
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
     occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
+    app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
     return app, loops, cloud
 
 

@@ -13,8 +13,8 @@ Schemes today and next:
 - ``ec2-sigv4`` (next, for the EC2 Query API): ``Credentials.value`` is the access key id,
   ``Credentials.request`` the canonical request facts; the authenticator looks up the key's
   secret and recomputes the signature.
-- ``one-session`` (next, for OpenNebula XML-RPC): ``Credentials.value`` is the
-  ``user:password`` session string of each call.
+- ``one-session`` (:class:`OneSessions`, for OpenNebula XML-RPC): ``Credentials.value`` is the
+  ``user:password`` session string of each call, the password being the user's bearer token.
 - ``basic`` (:class:`BasicTokens`, for OpenNebula's OCCI server as libcloud speaks it): HTTP
   Basic ``user:token``; the token names the user exactly as a bearer token does, and the user
   name must be that user's. Registered by the OCCI front-end's ``mount``, not by default.
@@ -124,6 +124,16 @@ class BearerTokens:
         return _actor(user)
 
 
+def user_with_token(session: Session, name: str, token: str, mismatch: str) -> Actor:
+    """The schemes that send ``user`` + ``token`` (OCCI's Basic, OpenNebula's session): the
+    token decides who it is, exactly as a bearer token; the name must then be that user's, so a
+    client configured with the wrong user fails instead of acting as the token's owner."""
+    actor = BearerTokens().authenticate(session, Credentials("bearer", token))
+    if not hmac.compare_digest(actor.name.encode(), name.encode()):
+        raise Unauthorized(mismatch)
+    return actor
+
+
 _SHA1_HEX = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
@@ -155,10 +165,21 @@ class BasicTokens:
             raise Unauthorized("a SHA1 password cannot be checked (vocloud stores only a SHA-256 of "
                                "each token): send the token itself (libcloud: api_version='3.8', "
                                "plain_auth=True)")
-        actor = BearerTokens().authenticate(session, Credentials("bearer", token))
-        if not hmac.compare_digest(actor.name.encode(), name.encode()):
-            raise Unauthorized("the token does not belong to that user")
-        return actor
+        return user_with_token(session, name, token, "the token does not belong to that user")
+
+
+class OneSessions:
+    """OpenNebula's ``USER:PASSWORD`` session string (the first parameter of every XML-RPC
+    call), the password being the user's vocloud token: the token names the user, and the user
+    name must be that user's. Nothing new is stored: the same SHA-256 as ``bearer``."""
+
+    scheme = "one-session"
+
+    def authenticate(self, session: Session, credentials: Credentials) -> Actor:
+        name, sep, token = credentials.value.partition(":")
+        if not sep or not name or len(name) > 128:
+            raise Unauthorized("invalid session: pass 'USER:TOKEN'")
+        return user_with_token(session, name, token, "invalid token")
 
 
 class Authenticators:
@@ -187,8 +208,8 @@ class Authenticators:
 
 
 def default_authenticators() -> Authenticators:
-    """What every site accepts today: bearer tokens."""
-    return Authenticators(BearerTokens())
+    """What every site accepts today: bearer tokens, and OpenNebula sessions carrying them."""
+    return Authenticators(BearerTokens(), OneSessions())
 
 
 def authenticate(session: Session, token: str | None) -> Actor:

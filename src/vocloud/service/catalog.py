@@ -306,6 +306,26 @@ class TemplateService:
             require(s, actor, "USE", _ref("TEMPLATE", row))
             return self._dict(row)
 
+    def update(self, actor: Actor, ref: int | str, text: str, fmt: str = "auto",
+               merge: bool = False) -> dict[str, Any]:
+        """Replace a stored template's attributes (or, ``merge``, replace only the keys ``text``
+        names), held to the same checks as ``create``; its name stays (OpenNebula's
+        ``template.update``: type 0 replace, 1 merge). VMs made from it earlier keep theirs."""
+        new = parse_template(text, fmt=fmt, max_bytes=self.policy.max_template_bytes,
+                             max_depth=self.policy.max_template_depth)
+        with self.db.write() as s:
+            row = find(s, VMTemplateRow, "template", ref, lock=True)
+            require(s, actor, "MANAGE", _ref("TEMPLATE", row))
+            t = parse_template(row.body, fmt="one", source="stored template", max_bytes=None).merge(new) \
+                if merge else new
+            t.set("NAME", row.name)
+            check_template(t, actor.is_admin, self.policy.restricted)
+            VMTemplate.from_template(t)
+            body = t.to_one()
+            check_size(body, self.policy.max_template_bytes)
+            row.body = body
+            return self._dict(row)
+
     def delete(self, actor: Actor, ref: int | str) -> None:
         with self.db.write() as s:
             row = find(s, VMTemplateRow, "template", ref, lock=True)

@@ -40,7 +40,7 @@ from vocloud.model.vmspec import VMTemplate
 from vocloud.service import capacity, ipam
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
-from vocloud.service.base import find, load_rules, now, record, require
+from vocloud.service.base import check_name, find, load_rules, now, record, require
 from vocloud.service.policy import ADMIN_MAX_VMS_PER_REQUEST, VMPolicy
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, SiteSetting, User
@@ -360,6 +360,40 @@ class VMService:
             elif host is not None:
                 raise InvalidInput(f"--host applies to migrate only, not {action}")
             transition(s, vm, action, msg)
+            return self._row(s, vm)
+
+    def deploy(self, actor: Actor, vm_id: int, host: int | str, enforce: bool = False) -> dict[str, Any]:
+        """Place a PENDING (or HOLD) VM on ``host`` now, past the scheduler (OpenNebula's
+        ``vm.deploy``; ADMIN right on the VM). Its requirements and rank are not consulted; the
+        host's capacity is (always), and the host must be MONITORED, or DISABLED (out of the
+        scheduler's reach on purpose) unless ``enforce``."""
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "ADMIN", vm_ref(vm))
+            st = VMState(vm.state)
+            if st not in (VMState.PENDING, VMState.HOLD):
+                raise IllegalAction("VM", vm.id, st.value, "deploy")
+            target = find(s, Host, "host", host, lock=True)
+            usable = {HostState.MONITORED.value} | (set() if enforce else {HostState.DISABLED.value})
+            if target.state not in usable:
+                raise Conflict(f"host {target.name} is {target.state}; it takes no VMs")
+            if st == VMState.HOLD:
+                transition(s, vm, "release", f"deploy by {actor.name}")
+            vm.host_id = target.id
+            vm.sched_message = ""
+            transition(s, vm, "scheduled", f"deployed by {actor.name} to host {target.id}")
+            return self._row(s, vm)
+
+    def rename(self, actor: Actor, vm_id: int, name: str) -> dict[str, Any]:
+        """A new display name (OpenNebula's ``vm.rename``); the stored template, deploy id and
+        everything the drivers see stay as they are."""
+        name = check_name(name, "VM")
+        with self.db.write() as s:
+            vm = find(s, VM, "VM", vm_id, lock=True)
+            require(s, actor, "MANAGE", vm_ref(vm))
+            old = vm.name
+            vm.name = name
+            record(s, "vm", vm.id, "rename", vm.state, vm.state, f"by {actor.name}: {old} -> {name}")
             return self._row(s, vm)
 
     def _prepare_migrate(self, s: Session, vm: VM, host: int | str | None, enforce: bool) -> None:
