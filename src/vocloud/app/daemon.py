@@ -38,6 +38,7 @@ from vocloud.service.cloud import Cloud
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
 from vocloud.store.db import Database
+from vocloud.web.app import dashboard
 
 log = logging.getLogger("vocloud.daemon")
 
@@ -195,6 +196,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
 
     cloud.set_console_reader(reconciler.console)
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
     return app, loops, cloud
 
 
