@@ -40,7 +40,6 @@ if not CHROMIUM.exists():
 
 pytestmark = pytest.mark.slow
 
-STATIC = Path(__file__).resolve().parents[2] / "src" / "vocloud" / "web" / "static"
 XSS_NAME = '<img src=x onerror="window.__xss=1">'
 
 
@@ -333,15 +332,7 @@ def test_the_page_is_served_with_a_strict_policy(site: Site) -> None:
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert httpx.get(site.base + "/ui/js/nope.js").status_code == 404
     assert httpx.get(site.base + "/ui/../admin.token").status_code == 404
-    # nothing inline in the page, no HTML sinks in the scripts, nothing remote anywhere
-    html = (STATIC / "index.html").read_text()
-    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
-    assert not re.search(r"\son[a-z]+=|\sstyle=", html)
-    for f in [*STATIC.rglob("*.js"), *STATIC.rglob("*.html"), *STATIC.rglob("*.css")]:
-        text = f.read_text()
-        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                     "new Function", "http://", "https://"):
-            assert sink not in text, f"{sink} in {f.name}"
+    # the shipped files themselves (nothing inline, no HTML sink): tests/unit/test_web_app.py
 
 
 def test_screenshots_for_the_docs(site: Site) -> None:

@@ -74,6 +74,7 @@ function route() {
 }
 
 async function start() {
+  stop();  // a second submit must not start a second set of timers
   try {
     ctx.me = await api("/users/me");
     ctx.lifecycle = await api("/lifecycle");

@@ -15,6 +15,7 @@ function allowed(lifecycle, state) {
 
 export function mount(main, ctx, { report, refresh }) {
   let rows = [];
+  let knownStates = "";
   const filter = el("input", { type: "search", id: "vm-filter", placeholder: "filter: name, user, group, host, state" });
   const stateSel = el("select", { id: "vm-state" }, el("option", { value: "" }, "any state"));
   const done = el("input", { type: "checkbox", id: "vm-done" });
@@ -109,12 +110,14 @@ export function mount(main, ctx, { report, refresh }) {
   return {
     async refresh() {
       rows = await api("/vms", { query: { all: done.checked ? "true" : "" } });
-      const states = [...new Set(rows.map((v) => v.state))].sort();
       const keep = stateSel.value;
-      stateSel.replaceChildren(el("option", { value: "" }, "any state"),
-        ...states.map((s) => el("option", { value: s }, s)));
-      if (keep && !states.includes(keep)) stateSel.append(el("option", { value: keep }, keep));
-      stateSel.value = keep;
+      const states = [...new Set([...rows.map((v) => v.state), ...(keep ? [keep] : [])])].sort();
+      if (states.join() !== knownStates) {  // rebuilt only when it changes (an open list stays open)
+        knownStates = states.join();
+        stateSel.replaceChildren(el("option", { value: "" }, "any state"),
+          ...states.map((s) => el("option", { value: s }, s)));
+        stateSel.value = keep;
+      }
       show();
     },
   };
