@@ -262,8 +262,14 @@ def test_accounting_and_audit_say_when_the_daemon_lacks_them(ui: Page, site: Sit
     ui.login(site.admin)
     for page, route in (("accounting", "/api/v1/accounting"), ("audit", "/api/v1/audit")):
         ui.go(page)
-        if route in served:  # the operations work is merged: the page shows a table
-            ui.page.wait_for_selector("#acct-table" if page == "accounting" else "#audit-table")
+        if route in served:  # the operations work is merged: the page shows its numbers
+            if page == "accounting":
+                ui.page.wait_for_selector("#acct-chart svg")
+                keys = ui.page.locator("#acct-table tbody td:first-child").all_inner_texts()
+                assert {"atlas", "cms"} <= set(keys), keys
+            else:
+                ui.page.wait_for_selector("#audit-table tbody tr")
+                assert "vms.create" in ui.page.locator("#audit-table").inner_text()
         else:
             assert "not available on this daemon" in ui.page.locator("#unavailable").inner_text()
         ui.shot(page)

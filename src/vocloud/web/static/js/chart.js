@@ -1,6 +1,6 @@
 // Charts drawn as plain SVG (no library, nothing fetched): a time-series line chart and a bar
 // chart. Labels are text nodes like everything else.
-import { svg } from "./dom.js";
+import { fmtNum, svg } from "./dom.js";
 
 const W = 760, H = 260, L = 48, R = 16, T = 28, B = 36;
 
@@ -16,8 +16,7 @@ function yAxis(root, max, label) {
     const v = (max * i) / 4;
     const y = T + (H - T - B) * (1 - i / 4);
     root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y, y2: y }));
-    root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" },
-      Number.isInteger(v) ? String(v) : v.toFixed(1)));
+    root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, fmtNum(v, 1)));
   }
   root.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));

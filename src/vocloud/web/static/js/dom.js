@@ -46,7 +46,8 @@ export function fmtNum(x, digits = 2) {
   if (x === null || x === undefined || x === "") return "";
   const n = Number(x);
   if (!Number.isFinite(n)) return String(x);
-  return Number.isInteger(n) ? String(n) : n.toFixed(digits);
+  if (Number.isInteger(n)) return String(n);
+  return Math.abs(n) >= 1 ? n.toFixed(digits) : String(Number(n.toPrecision(2)));  // 0.0042, not 0.00
 }
 
 /** A table whose columns can be sorted by clicking their heads. cols: [{key, label, num, value, render}]. */
