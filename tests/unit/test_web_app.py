@@ -34,6 +34,8 @@ def test_the_page_and_its_scripts_carry_the_policy(client: TestClient) -> None:
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["referrer-policy"] == "no-referrer"
+    r = client.get("/ui", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"].endswith("/ui/")
     directives = dict(d.strip().split(" ", 1) for d in CSP.split(";"))
     assert directives["default-src"] == "'none'"
     assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
