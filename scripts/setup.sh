@@ -23,6 +23,7 @@ APT_PACKAGES=(
   gridengine-master     # batch system: sge_qmaster for the Grid Engine tests (second real one)
   gridengine-exec       # sge_execd
   gridengine-client     # qstat, qconf, qmod, qsub
+  chromium              # headless browser for the web dashboard tests (driven by pip playwright)
 )
 
 missing=()

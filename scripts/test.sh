@@ -8,6 +8,7 @@ export VOCLOUD_REQUIRE_POSTGRES=${VOCLOUD_REQUIRE_POSTGRES:-1}
 export VOCLOUD_REQUIRE_QEMU=${VOCLOUD_REQUIRE_QEMU:-1}
 export VOCLOUD_REQUIRE_SLURM=${VOCLOUD_REQUIRE_SLURM:-1}
 export VOCLOUD_REQUIRE_SGE=${VOCLOUD_REQUIRE_SGE:-1}
+export VOCLOUD_REQUIRE_CHROMIUM=${VOCLOUD_REQUIRE_CHROMIUM:-1}  # the web dashboard test (and playwright)
 if [ "$(id -u)" = 0 ]; then export VOCLOUD_REQUIRE_NETNS=${VOCLOUD_REQUIRE_NETNS:-1}; fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy

@@ -41,6 +41,7 @@ from vocloud.service.cloud import Cloud
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
 from vocloud.store.db import Database
+from vocloud.web.app import dashboard
 
 log = logging.getLogger("vocloud.daemon")
 
@@ -200,6 +201,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
     occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
     app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
+    app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
     return app, loops, cloud
 
 
