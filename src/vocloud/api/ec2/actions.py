@@ -231,6 +231,12 @@ def describe_account_attributes(cloud: Cloud, who: Actor, p: Params, region: str
         for k, vs in attrs.items()]}
 
 
+def describe_addresses(cloud: Cloud, who: Actor, p: Params, region: str) -> dict[str, Any]:
+    """No elastic IPs here: an empty list (libcloud's list_nodes asks for them)."""
+    del cloud, who, p, region
+    return {"addressesSet": []}
+
+
 ACTIONS: dict[str, Handler] = {
     "RunInstances": run_instances,
     "DescribeInstances": describe_instances,
@@ -251,4 +257,5 @@ ACTIONS: dict[str, Handler] = {
     "DescribeRegions": describe_regions,
     "DescribeAvailabilityZones": describe_availability_zones,
     "DescribeAccountAttributes": describe_account_attributes,
+    "DescribeAddresses": describe_addresses,
 }

@@ -19,7 +19,7 @@ from vocloud.service.ec2 import Filters
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 MAX_PARAMS = 5000
 MAX_LIST = 1000
-_INDEX = re.compile(r"^[1-9][0-9]{0,3}$")
+_INDEX = re.compile(r"^(0|[1-9][0-9]{0,3})$")  # libcloud counts from 0
 
 
 class ProtocolError(Exception):
