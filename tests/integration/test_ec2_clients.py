@@ -79,16 +79,16 @@ def test_aws_cli_run_list_terminate(site: Ec2Site, tmp_path: Path) -> None:
 def test_libcloud_run_list_terminate(site: Ec2Site) -> None:
     ami = _ami(site, "libcloud-image")
     cls = get_driver(Provider.EC2)
-    driver = cls(site.alice.access_key, site.alice.secret, secure=False, host="127.0.0.1",
+    driver: Any = cls(site.alice.access_key, site.alice.secret, secure=False, host="127.0.0.1",
                  port=site.daemon.port, region="us-east-1", signature_version="4")
     driver.path = "/ec2/"  # the driver's request path (Eucalyptus-style endpoints set it too)
     image = driver.get_image(ami)
     assert image.id == ami and image.name == "libcloud-image"
-    size = NodeSize(id="small", name="small", ram=1024, disk=0, bandwidth=None, price=None,
+    size = NodeSize(id="small", name="small", ram=1024, disk=0, bandwidth=None, price=0.0,
                     driver=driver)
     node = driver.create_node(name="lc-node", size=size, image=NodeImage(ami, "x", driver),
                               ex_userdata="echo from-libcloud")
-    assert node.id.startswith("i-") and node.extra["tags"]["Name"] == "lc-node"
+    assert str(node.id).startswith("i-") and node.extra["tags"]["Name"] == "lc-node"
 
     def running() -> bool:
         return any(n.id == node.id and n.state == NodeState.RUNNING for n in driver.list_nodes())
