@@ -217,6 +217,38 @@ def test_tenancy(site: Ec2Site) -> None:
         in ("shutting-down", "terminated")
 
 
+def test_vo_uploads_its_own_image_and_runs_it(site: Ec2Site) -> None:
+    """A VO user uploads an image (bytes, no host path) and runs it by its ami- id; the other VO
+    neither sees it nor runs it."""
+    alice, bob = ec2(site, site.alice), ec2(site, site.bob)
+    with site.rest(site.alice) as c:
+        r = c.post("/images/upload", params={"name": "alice-os", "format": "raw"},
+                   content=b"\0" * (1 << 20), headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        ami = f"ami-{int(r.json()['id']):08x}"
+    [img] = alice.describe_images(ImageIds=[ami])["Images"]
+    assert img["Name"] == "alice-os" and img["State"] == "available" and not img["Public"]
+    assert [i["ImageId"] for i in alice.describe_images(Filters=[{"Name": "name", "Values": ["alice-o*"]}])
+            ["Images"]] == [ami]
+    [inst] = alice.run_instances(ImageId=ami, InstanceType="small", MinCount=1, MaxCount=1)["Instances"]
+    assert inst["ImageId"] == ami
+    alice.get_waiter("instance_running").wait(InstanceIds=[inst["InstanceId"]], WaiterConfig=WAIT)
+    by_image = alice.describe_instances(Filters=[{"Name": "image-id", "Values": [ami]}])
+    assert _ids(by_image) == [inst["InstanceId"]]
+    alice.create_tags(Resources=[ami], Tags=[{"Key": "os", "Value": "busybox"}])
+    assert alice.describe_images(ImageIds=[ami])["Images"][0]["Tags"] == [{"Key": "os", "Value": "busybox"}]
+    assert ami not in {i["ImageId"] for i in bob.describe_images()["Images"]}
+    calls: list[Callable[[], Any]] = [
+        lambda: bob.describe_images(ImageIds=[ami]),
+        lambda: bob.run_instances(ImageId=ami, MinCount=1, MaxCount=1),
+        lambda: bob.create_tags(Resources=[ami], Tags=[{"Key": "k", "Value": "v"}])]
+    for call in calls:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "InvalidAMIID.NotFound"
+    alice.terminate_instances(InstanceIds=[inst["InstanceId"]])
+
+
 def test_quota_is_instance_limit_exceeded(site: Ec2Site) -> None:
     bob = ec2(site, site.bob)
     ami = _template(site, site.bob, "bob-quota")
