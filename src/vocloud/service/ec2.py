@@ -458,19 +458,22 @@ class Ec2Service:
         return stmt
 
     def _attach(self, s: Session, out: list[Instance]) -> None:
-        """Tags and first addresses of a page of instances: two queries, chunked."""
+        """Tags and first addresses of a page of instances: two range queries (the page is
+        sorted by id; a range costs nothing to compile, unlike a list of 1000 ids)."""
+        if not out:
+            return
         by_id = {i.vm_id: i for i in out}
-        keys = list(by_id)
-        for start in range(0, len(keys), 900):
-            chunk = keys[start:start + 900]
-            for obj_id, k, v in s.execute(select(Tag.obj_id, Tag.key, Tag.value)
-                                          .where(Tag.kind == "instance").where(Tag.obj_id.in_(chunk))
-                                          .order_by(Tag.obj_id, Tag.key)):
+        lo, hi = min(by_id), max(by_id)
+        for obj_id, k, v in s.execute(select(Tag.obj_id, Tag.key, Tag.value)
+                                      .where(Tag.kind == "instance").where(Tag.obj_id.between(lo, hi))
+                                      .order_by(Tag.obj_id, Tag.key)):
+            if obj_id in by_id:
                 by_id[obj_id].tags.append((k, v))
-            for vm_id, ip in s.execute(select(Lease.vm_id, Lease.ip).where(Lease.vm_id.in_(chunk))
-                                       .order_by(Lease.id)):
-                if vm_id is not None and by_id[vm_id].ip is None:
-                    by_id[vm_id].ip = ".".join(str((ip >> sh) & 255) for sh in (24, 16, 8, 0))
+        for vm_id, ip in s.execute(select(Lease.vm_id, Lease.ip).where(Lease.vm_id.between(lo, hi))
+                                   .order_by(Lease.id)):
+            inst = by_id.get(vm_id) if vm_id is not None else None
+            if inst is not None and inst.ip is None:
+                inst.ip = ".".join(str((ip >> sh) & 255) for sh in (24, 16, 8, 0))
 
     # ---------------------------------------------------------------- state changes
     def change_state(self, actor: Actor, ids: Sequence[int], verb: str,

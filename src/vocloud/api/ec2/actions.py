@@ -12,8 +12,9 @@ import base64
 import binascii
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import escape
 
-from vocloud.api.ec2.protocol import Params, ProtocolError, iso_time
+from vocloud.api.ec2.protocol import Params, ProtocolError, Raw, iso_time
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.ec2 import (
@@ -39,7 +40,7 @@ def _instance(i: Instance, region: str) -> dict[str, Any]:
         "privateDnsName": "", "dnsName": "", "reason": i.error[:200] if state == "stopped" else "",
         "keyName": i.key_name or None, "amiLaunchIndex": i.launch_index,
         "instanceType": i.instance_type, "launchTime": iso_time(i.created_at),
-        "placement": {"availabilityZone": f"{region}{ZONE[-2:]}" if region else ZONE,
+        "placement": {"availabilityZone": _zone(region),
                       "tenancy": "default"},
         "monitoring": {"state": "disabled"},
         "privateIpAddress": i.ip, "ipAddress": i.ip,
@@ -50,6 +51,41 @@ def _instance(i: Instance, region: str) -> dict[str, Any]:
                         if state == "stopped" and i.error else None),
         "groupSet": [],
     }
+
+
+def _instance_xml(i: Instance, zone: str) -> str:
+    """One instance as XML: the fast path of DescribeInstances (20,000 instances are 20 pages
+    of 1000), the same elements as :func:`_instance` renders, written in one f-string."""
+    state = i.ec2_state
+    tags = "".join(f"<item><key>{escape(k)}</key><value>{escape(v)}</value></item>" for k, v in i.tags)
+    reason = escape(i.error[:200]) if state == "stopped" else ""
+    extra = []
+    if i.key_name:
+        extra.append(f"<keyName>{escape(i.key_name)}</keyName>")
+    if i.client_token:
+        extra.append(f"<clientToken>{escape(i.client_token)}</clientToken>")
+    if i.ip:
+        extra.append(f"<privateIpAddress>{i.ip}</privateIpAddress><ipAddress>{i.ip}</ipAddress>")
+    if reason:
+        extra.append(f"<stateReason><code>Server.InternalError</code><message>{reason}</message>"
+                     "</stateReason>")
+    return (f"<item><reservationId>{escape(i.reservation)}</reservationId>"
+            f"<ownerId>{owner_account(i.owner_id)}</ownerId><groupSet/><instancesSet><item>"
+            f"<instanceId>{i.instance_id}</instanceId><imageId>{escape(i.image_ref)}</imageId>"
+            f"<instanceState><code>{STATE_CODE[state]}</code><name>{state}</name></instanceState>"
+            f"<privateDnsName/><dnsName/><reason>{reason}</reason>"
+            f"<amiLaunchIndex>{i.launch_index}</amiLaunchIndex>"
+            f"<instanceType>{escape(i.instance_type)}</instanceType>"
+            f"<launchTime>{iso_time(i.created_at)}</launchTime>"
+            f"<placement><availabilityZone>{zone}</availabilityZone><tenancy>default</tenancy>"
+            f"</placement><monitoring><state>disabled</state></monitoring>{''.join(extra)}"
+            f"<architecture>x86_64</architecture><rootDeviceType>instance-store</rootDeviceType>"
+            f"<virtualizationType>hvm</virtualizationType><hypervisor>xen</hypervisor>"
+            f"<tagSet>{tags}</tagSet><groupSet/></item></instancesSet></item>")
+
+
+def _zone(region: str) -> str:
+    return f"{region}{ZONE[-2:]}" if region else ZONE
 
 
 def _ids(p: Params, name: str = "InstanceId") -> list[int]:
@@ -76,9 +112,8 @@ def describe_instances(cloud: Cloud, who: Actor, p: Params, region: str) -> dict
     found, token = cloud.ec2.describe_instances(
         who, ids=ids or None, filters=p.filters(), max_results=p.integer("MaxResults", None, 0, 1_000_000),
         next_token=p.text("NextToken", max_len=64))
-    return {"reservationSet": [
-        {"reservationId": i.reservation, "ownerId": owner_account(i.owner_id), "groupSet": [],
-         "instancesSet": [_instance(i, region)]} for i in found], "nextToken": token}
+    zone = _zone(region)
+    return {"reservationSet": Raw("".join(_instance_xml(i, zone) for i in found)), "nextToken": token}
 
 
 def _changes(key: str, changes: list[StateChange]) -> dict[str, Any]:

@@ -130,8 +130,14 @@ def iso_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
+class Raw(str):
+    """XML already rendered (and escaped) by a fast path: inserted as is."""
+
+
 def _render(out: list[str], value: Any) -> None:
-    if isinstance(value, Mapping):
+    if isinstance(value, Raw):
+        out.append(value)
+    elif isinstance(value, Mapping):
         for k, v in value.items():
             if v is None:
                 continue
