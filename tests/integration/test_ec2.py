@@ -186,7 +186,8 @@ def test_tenancy(site: Ec2Site) -> None:
                  lambda: bob.describe_instances(InstanceIds=[iid]),
                  lambda: bob.terminate_instances(InstanceIds=[iid]),
                  lambda: bob.stop_instances(InstanceIds=[iid]),
-                 lambda: bob.create_tags(Resources=[iid], Tags=[{"Key": "k", "Value": "v"}])]
+                 lambda: bob.create_tags(Resources=[iid], Tags=[{"Key": "k", "Value": "v"}]),
+                 lambda: bob.get_console_output(InstanceId=iid)]
     for call in calls:
         with pytest.raises(ClientError) as e:
             call()

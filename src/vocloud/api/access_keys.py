@@ -28,7 +28,7 @@ def router() -> APIRouter:
         c: Cloud = request.app.state.cloud
         return c
 
-    @r.get("", responses=ok(list[out.AccessKeyOut]))
+    @r.get("", responses=ok(list[out.AccessKeyOut]), openapi_extra={"x-errors": [404]})
     def key_list(request: Request, who: Who,
                  user: Annotated[str | None, Query(min_length=1, max_length=128)] = None) -> JSONResponse:
         return JSONResponse(cloud(request).access_keys.list(who, user))

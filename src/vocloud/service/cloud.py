@@ -54,7 +54,7 @@ class Cloud:
         self.access_keys = AccessKeyService(db, sealer)
         self.authenticators.register(SigV4Authenticator(self.access_keys))
         self.ec2 = Ec2Service(db, self.vms, self.images, self.templates,
-                              instance_types or parse_instance_types(""))
+                              instance_types or parse_instance_types(""), self.console)
 
     def attributes(self, actor: Actor) -> dict[str, Any]:
         """The attribute catalogue with this site's extra restrictions applied (any user)."""

@@ -45,6 +45,7 @@ from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import MAX_ID, load_rules, now, require
 from vocloud.service.catalog import ImageService, TemplateService
+from vocloud.service.console import ConsoleService
 from vocloud.service.vms import VMService, vm_ref
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Host, Image, InstanceLaunch, KeyPair, Lease, Tag, VMTemplateRow
@@ -234,8 +235,10 @@ def _key_name(name: str) -> str:
 # ------------------------------------------------------------------ the service
 class Ec2Service:
     def __init__(self, db: Database, vms: VMService, images: ImageService,
-                 templates: TemplateService, instance_types: Mapping[str, InstanceType]) -> None:
+                 templates: TemplateService, instance_types: Mapping[str, InstanceType],
+                 console: ConsoleService | None = None) -> None:
         self.db = db
+        self.console = console
         self.vms = vms
         self.images = images
         self.templates = templates
@@ -536,6 +539,22 @@ class Ec2Service:
             raise InvalidInput(f"unknown instance verb {verb!r}")
         raise _err(Conflict, f"The instance '{instance_id(vm_id)}' is not in a state from which it "
                    f"can be {verb}ed ({st.value.lower()})", "IncorrectInstanceState")
+
+    def console_output(self, actor: Actor, vm_id: int) -> str:
+        """The guest's console log; another VO's instance is not found, as everywhere here."""
+        with self.db.read() as s:
+            vm = s.get(VM, vm_id)
+            try:
+                if vm is None:
+                    raise NotFound("gone")
+                require(s, actor, "USE", vm_ref(vm))
+            except (NotFound, Forbidden):
+                raise _err(NotFound, f"The instance ID '{instance_id(vm_id)}' does not exist",
+                           "InvalidInstanceID.NotFound") from None
+        try:
+            return str(self.console.log(actor, vm_id)["log"]) if self.console is not None else ""
+        except Forbidden as exc:
+            raise _err(Forbidden, exc.message, "UnauthorizedOperation") from None
 
     # ---------------------------------------------------------------- images
     def describe_images(self, actor: Actor, ids: Sequence[str] = (), owners: Sequence[str] = (),

@@ -266,6 +266,17 @@ def describe_account_attributes(cloud: Cloud, who: Actor, p: Params, region: str
         for k, vs in attrs.items()]}
 
 
+def get_console_output(cloud: Cloud, who: Actor, p: Params, region: str) -> dict[str, Any]:
+    """The guest's console log (base64, as EC2 sends it); MANAGE right, as ``vm log``."""
+    del region
+    text = p.text("InstanceId", required=True, max_len=64)
+    assert text is not None
+    vm_id = parse_instance_id(text)
+    log = cloud.ec2.console_output(who, vm_id)
+    return {"instanceId": text, "timestamp": iso_time(None),
+            "output": base64.b64encode(log.encode("utf-8", "replace")[-65536:]).decode()}
+
+
 def describe_addresses(cloud: Cloud, who: Actor, p: Params, region: str) -> dict[str, Any]:
     """No elastic IPs here: an empty list (libcloud's list_nodes asks for them)."""
     del cloud, who, p, region
@@ -293,4 +304,5 @@ ACTIONS: dict[str, Handler] = {
     "DescribeAvailabilityZones": describe_availability_zones,
     "DescribeAccountAttributes": describe_account_attributes,
     "DescribeAddresses": describe_addresses,
+    "GetConsoleOutput": get_console_output,
 }
