@@ -254,16 +254,19 @@ def test_quota_is_instance_limit_exceeded(site: Ec2Site) -> None:
     bob = ec2(site, site.bob)
     ami = _template(site, site.bob, "bob-quota")
     with site.rest() as admin:
-        admin.put(f"/quotas/user/{site.bob.name}", json={"vms": 1}).raise_for_status()
+        admin.put(f"/quotas/user/{site.bob.name}", json={"vms": 3}).raise_for_status()
     try:
         with pytest.raises(ClientError) as e:
-            bob.run_instances(ImageId=ami, MinCount=2, MaxCount=2)
+            bob.run_instances(ImageId=ami, MinCount=4, MaxCount=4)
         assert code(e) == "InstanceLimitExceeded"
         assert _ids(bob.describe_instances()) == []
         # MinCount..MaxCount: as many as the quota allows
-        got = bob.run_instances(ImageId=ami, MinCount=1, MaxCount=3)["Instances"]
-        assert len(got) == 1
-        bob.terminate_instances(InstanceIds=[got[0]["InstanceId"]])
+        got = bob.run_instances(ImageId=ami, MinCount=1, MaxCount=5)["Instances"]
+        assert len(got) == 3
+        with pytest.raises(ClientError) as e:
+            bob.run_instances(ImageId=ami, MinCount=1, MaxCount=5)
+        assert code(e) == "InstanceLimitExceeded"
+        bob.terminate_instances(InstanceIds=[g["InstanceId"] for g in got])
     finally:
         with site.rest() as admin:
             admin.put(f"/quotas/user/{site.bob.name}", json={"vms": -1}).raise_for_status()

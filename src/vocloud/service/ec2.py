@@ -48,7 +48,17 @@ from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.console import ConsoleService
 from vocloud.service.vms import VMService, vm_ref
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, Host, Image, InstanceLaunch, KeyPair, Lease, Tag, VMTemplateRow
+from vocloud.store.schema import (
+    VM,
+    Host,
+    Image,
+    InstanceLaunch,
+    KeyPair,
+    Lease,
+    Quota,
+    Tag,
+    VMTemplateRow,
+)
 
 #: How long a terminated instance stays visible in DescribeInstances (EC2: about an hour).
 TERMINATED_VISIBLE_S = 3600.0
@@ -294,15 +304,14 @@ class Ec2Service:
             tmpl.set("CONTEXT", context)
         text = tmpl.to_one()
         count = max_count
-        while True:
-            try:
-                ids = self.vms.create(actor, text, fmt="one", count=count)
-                break
-            except QuotaExceeded as exc:
-                if count > min_count:
-                    count = min_count
-                    continue
-                raise _err(QuotaExceeded, exc.message, "InstanceLimitExceeded") from None
+        if min_count < max_count:  # as many as the quotas leave room for, down to MinCount
+            room = self._room(actor, itype.cpu_centi * 10, itype.memory_mb)
+            if room is not None:
+                count = max(min_count, min(max_count, room))
+        try:
+            ids = self.vms.create(actor, text, fmt="one", count=count)
+        except QuotaExceeded as exc:
+            raise _err(QuotaExceeded, exc.message, "InstanceLimitExceeded") from None
         reservation = f"r-{secrets.token_hex(8)}1"[:19]
         with self.db.write() as s:
             for i, vm_id in enumerate(ids):
@@ -314,6 +323,23 @@ class Ec2Service:
                     s.merge(Tag(kind="instance", obj_id=vm_id, key=k, value=v))
         found = self.describe_instances(actor, ids=ids, include_gone=True)[0]
         return reservation, found
+
+    def _room(self, actor: Actor, cpu_m: int, memory: int) -> int | None:
+        """How many VMs of this size the actor's user and group quotas still admit (None: no
+        limit). Only a hint for MinCount..MaxCount: the charge itself is checked again, under
+        the transaction, by VMService.create."""
+        with self.db.read() as s:
+            rows = s.scalars(select(Quota).where(or_(
+                and_(Quota.scope == "user", Quota.scope_id == actor.user_id),
+                and_(Quota.scope == "group", Quota.scope_id == actor.group_id)))).all()
+        room: int | None = None
+        for q in rows:
+            for limit, used, each in ((q.vms_limit, q.vms_used, 1), (q.cpu_m_limit, q.cpu_m_used, cpu_m),
+                                      (q.mem_limit, q.mem_used, memory)):
+                if limit >= 0 and each > 0:
+                    left = max(0, (limit - used) // each)
+                    room = left if room is None else min(room, left)
+        return room
 
     def _base_template(self, actor: Actor, kind: str, obj_id: int, ami: str) -> Template:
         try:
