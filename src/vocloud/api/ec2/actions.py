@@ -98,7 +98,7 @@ def run_instances(cloud: Cloud, who: Actor, p: Params, region: str) -> dict[str,
     min_count = p.integer("MinCount", 1, 1, 10_000)
     max_count = p.integer("MaxCount", 1, 1, 10_000)
     assert min_count is not None and max_count is not None
-    user_data = p.text("UserData", max_len=16384)
+    user_data = p.text("UserData", max_len=22000)  # EC2: 16 KB before base64
     reservation, found = cloud.ec2.run_instances(
         who, image, p.text("InstanceType", max_len=64), min_count, max_count, user_data=user_data,
         key_name=p.text("KeyName", max_len=255), client_token=p.text("ClientToken", max_len=64),
