@@ -58,7 +58,11 @@ def access_key_sealer(data_dir: Path) -> Sealer:
         key = path.read_bytes().strip()
         if path.stat().st_mode & 0o077:
             raise InvalidInput(f"{path} is readable by others; chmod 600 {path}") from None
-        return Sealer(key)
+        try:
+            return Sealer(key)
+        except ValueError:
+            raise InvalidInput(f"{path} does not hold a Fernet key (32 url-safe base64 bytes); restore "
+                               "it from a backup, or remove it and make new access keys") from None
     key = Sealer.generate()
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
