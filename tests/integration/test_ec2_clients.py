@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from libcloud.compute.base import NodeImage, NodeSize
@@ -102,3 +103,29 @@ def test_libcloud_run_list_terminate(site: Ec2Site) -> None:
         return any(n.id == node.id and n.state == NodeState.TERMINATED for n in driver.list_nodes())
 
     wait_until(terminated, time.monotonic() + 60, "the libcloud node terminated")
+
+
+def test_libcloud_signature_version_2(site: Ec2Site) -> None:
+    """Old clients sign with Version 2: libcloud's ``signature_version="2"`` lists and runs; a
+    wrong secret and a stale timestamp get EC2's codes."""
+    ami = _ami(site, "libcloud-v2")
+    cls = get_driver(Provider.EC2)
+
+    def driver_for(secret: str) -> Any:
+        d: Any = cls(site.alice.access_key, secret, secure=False, host="127.0.0.1",
+                     port=site.daemon.port, region="us-east-1", signature_version="2")
+        d.path = "/ec2/"
+        return d
+
+    driver = driver_for(site.alice.secret)
+    size = NodeSize(id="small", name="small", ram=1024, disk=0, bandwidth=None, price=0.0,
+                    driver=driver)
+    node = driver.create_node(name="v2-node", size=size, image=NodeImage(ami, "x", driver))
+    assert node.id in [n.id for n in driver.list_nodes()]
+    assert driver.destroy_node(node)
+    with pytest.raises(Exception, match="SignatureDoesNotMatch"):
+        driver_for("x" * 40).list_nodes()
+    stale = time.gmtime(time.time() - 3600)
+    with mock.patch("libcloud.common.aws.time.gmtime", return_value=stale), \
+            pytest.raises(Exception, match="RequestExpired"):
+        driver.list_nodes()

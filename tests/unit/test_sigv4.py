@@ -65,3 +65,19 @@ def test_malformed_headers_are_refused(header: str) -> None:
 def test_unsigned_header_missing_from_request() -> None:
     with pytest.raises(sigv4.SignatureFormatError):
         sigv4.canonical_headers({"host": "h"}, ("host", "x-amz-date"))
+
+
+def test_signature_version_2_example() -> None:
+    """AWS's published Signature Version 2 example (Elastic MapReduce DescribeJobFlows)."""
+    from vocloud.service import sigv2
+
+    params = [("AWSAccessKeyId", "AKIAIOSFODNN7EXAMPLE"), ("Action", "DescribeJobFlows"),
+              ("SignatureMethod", "HmacSHA256"), ("SignatureVersion", "2"),
+              ("Timestamp", "2011-10-03T15:19:30"), ("Version", "2009-03-31"),
+              ("Signature", "ignored")]
+    text = sigv2.string_to_sign("GET", "ElasticMapReduce.amazonaws.com", "/", params)
+    assert text.endswith("&Timestamp=2011-10-03T15%3A19%3A30&Version=2009-03-31")
+    assert sigv2.signature("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "HmacSHA256", text) == \
+        "i91nKc4PWAt0JJIdXwz9HxZCJDdiy6cf/Mj6vPxyYIs="
+    assert sigv2.parse_time("2011-10-03T15:19:30.123Z") == sigv2.parse_time("2011-10-03T15:19:30")
+    assert sigv2.parse_time("yesterday") is None

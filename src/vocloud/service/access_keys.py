@@ -20,13 +20,14 @@ import secrets
 import string
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from vocloud.service import sigv4
+from vocloud.service import sigv2, sigv4
 from vocloud.service.auth import Actor, Credentials, actor_of
 from vocloud.service.base import find, record, require_admin
 from vocloud.store.db import Database
@@ -172,6 +173,60 @@ class SigV4Authenticator:
             raise Unauthorized("the request signature we calculated does not match the signature "
                                "you provided; check your secret access key and signing method",
                                reason="SignatureDoesNotMatch")
+        user = session.get(User, key.user_id)
+        if user is None:
+            raise Unauthorized("the access key's user is gone", reason="AuthFailure")
+        return actor_of(user)
+
+
+class SigV2Authenticator:
+    """``ec2-sigv2``: ``Credentials.value`` is the ``AWSAccessKeyId`` parameter,
+    ``Credentials.request.query`` every parameter of the request (query string and form body),
+    as received. Refusals carry EC2's codes in ``reason``, as :class:`SigV4Authenticator`'s."""
+
+    scheme = "ec2-sigv2"
+
+    def __init__(self, keys: AccessKeyService, clock: Any = time.time) -> None:
+        self.keys = keys
+        self.clock = clock
+
+    def authenticate(self, session: Session, credentials: Credentials) -> Actor:
+        facts = credentials.request
+        if facts is None:
+            raise Unauthorized("no request to check the signature of", reason="AuthFailure")
+        try:
+            params = parse_qsl(facts.query, keep_blank_values=True, max_num_fields=5000)
+        except ValueError:
+            raise Unauthorized("malformed parameters", reason="AuthFailure") from None
+        p = dict(params)
+        method = p.get("SignatureMethod", "")
+        if p.get("SignatureVersion") != "2" or method not in sigv2.METHODS:
+            raise Unauthorized("Signature Version 2 needs SignatureVersion=2 and SignatureMethod "
+                               "HmacSHA256 or HmacSHA1", reason="AuthFailure")
+        now = self.clock()
+        if "Expires" in p:
+            expires = sigv2.parse_time(p["Expires"])
+            if expires is None or expires < now:
+                raise Unauthorized("the request has expired (Expires)", reason="RequestExpired")
+        else:
+            stamp = sigv2.parse_time(p.get("Timestamp", ""))
+            if stamp is None:
+                raise Unauthorized("Timestamp or Expires is required", reason="AuthFailure")
+            if abs(now - stamp) > MAX_SKEW_S:
+                raise Unauthorized(f"request timestamp {p['Timestamp'][:32]} is more than "
+                                   f"{MAX_SKEW_S // 60} minutes from the server's time",
+                                   reason="RequestExpired")
+        key = session.scalars(select(AccessKey).where(AccessKey.key_id == credentials.value[:64])).first()
+        secret = self.keys.sealer.unseal(key.secret_sealed) if key is not None else None
+        if key is None or secret is None:
+            raise Unauthorized("AWS was not able to validate the provided access credentials",
+                               reason="AuthFailure")
+        host = {k.lower(): v for k, v in facts.headers.items()}.get("host", "")
+        expected = sigv2.signature(secret, method, sigv2.string_to_sign(facts.method, host, facts.path,
+                                                                        params))
+        if not hmac.compare_digest(expected, p.get("Signature", "")):
+            raise Unauthorized("the request signature we calculated does not match the signature "
+                               "you provided", reason="SignatureDoesNotMatch")
         user = session.get(User, key.user_id)
         if user is None:
             raise Unauthorized("the access key's user is gone", reason="AuthFailure")

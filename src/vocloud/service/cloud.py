@@ -9,7 +9,12 @@ from typing import Any
 from vocloud.drivers.registry import DriverCatalog
 from vocloud.model.attributes import catalogue_rows
 from vocloud.model.instance_types import InstanceType, parse_instance_types
-from vocloud.service.access_keys import AccessKeyService, Sealer, SigV4Authenticator
+from vocloud.service.access_keys import (
+    AccessKeyService,
+    Sealer,
+    SigV2Authenticator,
+    SigV4Authenticator,
+)
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
@@ -53,6 +58,7 @@ class Cloud:
         self.authenticators = default_authenticators()
         self.access_keys = AccessKeyService(db, sealer)
         self.authenticators.register(SigV4Authenticator(self.access_keys))
+        self.authenticators.register(SigV2Authenticator(self.access_keys))
         self.ec2 = Ec2Service(db, self.vms, self.images, self.templates,
                               instance_types or parse_instance_types(""), self.console)
 

@@ -144,16 +144,18 @@ class Ec2App:
             raise ProtocolError("InvalidParameterValue", "malformed query parameters") from None
         params = Params(pairs)
         auth = headers.get("authorization", "")
-        if not auth:
-            if params.get("Signature") is not None:
-                raise ProtocolError("AuthFailure", "Signature Version 2 is not supported; sign requests "
-                                    "with Signature Version 4", 401)
-            raise ProtocolError("AuthFailure", "the request carries no Authorization header "
-                                "(Signature Version 4)", 401)
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        facts = RequestFacts(method=method, path=raw_path.decode("latin-1"), query=query,
-                             headers=headers, body_sha256=hashlib.sha256(body).hexdigest())
-        credentials = Credentials("ec2-sigv4", auth, facts)
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        if auth:
+            facts = RequestFacts(method=method, path=raw_path, query=query, headers=headers,
+                                 body_sha256=hashlib.sha256(body).hexdigest())
+            credentials = Credentials("ec2-sigv4", auth, facts)
+        elif params.get("Signature") is not None:  # Signature Version 2: the parameters are signed
+            both = "&".join(x for x in (query, body.decode("utf-8") if method == "POST" else "") if x)
+            facts = RequestFacts(method=method, path=raw_path, query=both, headers=headers)
+            credentials = Credentials("ec2-sigv2", params.get("AWSAccessKeyId") or "", facts)
+        else:
+            raise ProtocolError("AuthFailure", "the request is not signed (use Signature Version 4, "
+                                "or 2)", 401)
         actor = await to_thread.run_sync(self.cloud.authenticate_with, credentials)
         action = params.get("Action")
         if not action:
