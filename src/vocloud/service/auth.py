@@ -14,6 +14,8 @@ Schemes today and next:
   ``Credentials.value`` is the request's ``Authorization`` header, ``Credentials.request`` the
   request as received; the authenticator looks up the access key, unseals its secret and
   recomputes the signature (``service/sigv4.py``). Registered by :class:`~vocloud.service.cloud.Cloud`.
+- ``ec2-sigv2`` (:class:`vocloud.service.access_keys.SigV2Authenticator`): EC2's older signature
+  of the request parameters (``service/sigv2.py``), for old clients.
 - ``one-session`` (next, for OpenNebula XML-RPC): ``Credentials.value`` is the
   ``user:password`` session string of each call.
 
