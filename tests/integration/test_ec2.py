@@ -340,7 +340,32 @@ def test_bad_requests(site: Ec2Site) -> None:
         with pytest.raises(ClientError) as e:
             call()
         assert code(e) == want, (want, e.value.response)
+    # hostile parameters, signed by botocore: each an EC2 error document, never a 500
+    before = _ids(c.describe_instances())
+    for body, want in [
+        ("Action=RunInstances&ImageId=ami-7ffffff0&MinCount=1&MaxCount=9999999999999",
+         "InvalidParameterValue"),
+        ("Action=RunInstances&ImageId=ami-7ffffff0&MinCount=x&MaxCount=1", "InvalidParameterValue"),
+        ("Action=RunInstances&MinCount=1&MaxCount=1", "MissingParameter"),
+        ("Action=DescribeInstances&Filter.1.Value.1=x", "InvalidParameterValue"),
+        ("Action=DescribeInstances&InstanceId.x=i-00000001", "InvalidParameterValue"),
+        ("Action=DescribeInstances&InstanceId.1=i-0000%00001", "InvalidParameterValue"),
+        ("Action=CreateTags&ResourceId.1=vol-1&Tag.1.Key=a&Tag.1.Value=b", "InvalidID"),
+        ("Action=CreateTags&ResourceId.1=i-00000001", "MissingParameter"),
+        ("Action=ImportKeyPair&KeyName=k&PublicKeyMaterial=%%%", "InvalidParameterValue"),
+        ("Action=CreateKeyPair&KeyName=k&KeyType=dsa", "InvalidParameterValue"),
+        ("Action=TerminateInstances", "MissingParameter"),
+        ("Version=2016-11-15", "MissingAction"),
+    ]:
+        r = _signed(site, site.alice, body)
+        assert r.status_code == 400 and f"<Code>{want}</Code>" in r.text, (body, r.status_code, r.text)
+        assert "<RequestID>" in r.text
+    assert _ids(c.describe_instances()) == before
     ami = _template(site, site.alice, "alice-bad")
+    r = _signed(site, site.alice, f"Action=RunInstances&ImageId={ami}&MinCount=1&MaxCount=1&UserData=%21%21")
+    assert "<Code>InvalidUserData.Malformed</Code>" in r.text, r.text
+    assert _ids(c.describe_instances()) == before
+
     with pytest.raises(ClientError) as e:
         c.run_instances(ImageId=ami, InstanceType="m5.huge", MinCount=1, MaxCount=1)
     assert code(e) == "InvalidParameterValue"

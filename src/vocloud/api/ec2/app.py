@@ -76,7 +76,8 @@ def ec2_code(exc: VocloudError) -> tuple[str, int]:
 def _region(header: str) -> str:
     parts = header.split("Credential=", 1)[-1].split("/")
     region = parts[2] if len(parts) > 2 else ""
-    return region if region.replace("-", "").isalnum() and len(region) <= 32 else ""
+    ok = region.isascii() and region.replace("-", "").isalnum() and len(region) <= 32
+    return region if ok else ""
 
 
 class Ec2App:
