@@ -64,7 +64,8 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
     [vm] = cloud.vms.create(cms, 'CPU=1\nMEMORY=64\nNIC=[NETWORK="cms-net"]\nDISK=[IMAGE="cms-img"]\n')
     PoolService(cloud.db).create(root, "cms", "cms-wn", cores=1, memory=64)
     acl = next(a for a in cloud.accounts.list_acls(root) if a["target"] == f"#{gids['cms']}")
-    ids = {"vm": vm, "template": "cms-wn", "image": image_id, "vnet": net["id"],
+    key = cloud.access_keys.create(cms)["access_key_id"]  # an EC2 access key of cms's member
+    ids = {"access_key": key, "vm": vm, "template": "cms-wn", "image": image_id, "vnet": net["id"],
            "user": "cms-member", "group": "cms", "vo": "cms", "acl": acl["id"],
            "ip": net["ranges"][0]["ip"], "host": "h1", "datastore": "default"}
     with TestClient(create_app(cloud)) as client:
@@ -119,6 +120,7 @@ CASES: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any] | None]] = {
     ("DELETE", "/pools/{vo}"): ({"vo": "vo"}, None),
     ("GET", "/pools/{vo}/events"): ({"vo": "vo"}, None),
     ("DELETE", "/datastores/{ref}"): ({"ref": "datastore"}, None),
+    ("DELETE", "/access-keys/{key_id}"): ({"key_id": "access_key"}, None),
 }
 
 #: Collection operations that may reach cms's objects through their body.
@@ -136,11 +138,13 @@ BODY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/hosts", {"name": "h2", "vmm": "sim", "cpu": 1, "memory": 64}),
     ("POST", "/datastores", {"name": "etc", "path": "/etc"}),
     ("POST", "/images", {"name": "shadow", "path": "/etc/shadow"}),
+    ("POST", "/access-keys", {"user": "cms-member"}),
 ]
 
 #: Operations that name no object (or only the caller): nothing of cms to aim at.
 NO_TARGET = {("GET", "/health"), ("GET", "/lifecycle"), ("GET", "/attributes"), ("GET", "/users/me"),
-             ("POST", "/images/upload"), ("POST", "/templates")}
+             ("POST", "/images/upload"), ("POST", "/templates"),
+             ("GET", "/access-keys")}  # the caller's own keys; ?user=: test_access_keys_stay_with_their_user
 #: Lists: checked by :func:`test_lists_never_show_the_other_vo`.
 LISTS = {"/vms": "vm", "/templates": "template", "/images": "image", "/vnets": "vnet",
          "/users": "user", "/groups": "group", "/pools": "vo", "/acls": "acl"}
@@ -223,3 +227,13 @@ def test_the_administrator_reaches_everything(tenants: Tenants) -> None:
     own = {"Authorization": f"Bearer {t.tokens['cms-member']}"}
     assert t.client.get(f"{API}/vms/{t.ids['vm']}", headers=own).status_code == 200
     assert t.client.get(f"{API}/images/{t.ids['image']}", headers=own).status_code == 200
+
+
+def test_access_keys_stay_with_their_user(tenants: Tenants) -> None:
+    t = tenants
+    for who in ("atlas-member", "atlas-manager"):
+        headers = {"Authorization": f"Bearer {t.tokens[who]}"}
+        r = t.client.get(API + "/access-keys", headers=headers, params={"user": "cms-member"})
+        assert r.status_code == 403, r.text
+        r = t.client.get(API + "/access-keys", headers=headers)
+        assert r.status_code == 200 and t.ids["access_key"] not in r.text

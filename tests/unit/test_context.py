@@ -110,3 +110,33 @@ def test_iso_is_labelled_cidata_and_holds_the_files(tmp_path: Path) -> None:
         assert name in data
     assert b"VALUE='42'" in data
     assert not (tmp_path / "seed.iso.part").exists()
+
+
+@pytest.mark.parametrize(("text", "ctype"), [
+    ("#!/bin/sh\necho hi\n", "text/x-shellscript"),
+    ("#cloud-config\nruncmd: [ls]\n", "text/cloud-config"),
+    ("just some words", "text/plain"),
+])
+def test_users_user_data_is_a_second_multipart_part(text: str, ctype: str) -> None:
+    """EC2's UserData (base64 in CONTEXT/USER_DATA) reaches cloud-init beside vocloud's own
+    cloud-config, as a MIME multipart that Python's email parser (like cloud-init's) reads."""
+    import email
+
+    ctx = {"USER_DATA": base64.b64encode(text.encode()).decode(), "USER_DATA_ENCODING": "base64"}
+    doc = seed_files(spec(ctx))["user-data"]
+    msg = email.message_from_string(doc)
+    assert msg.is_multipart()
+    parts = [p for p in msg.walk() if not p.is_multipart()]
+    assert [p.get_content_type() for p in parts] == ["text/cloud-config", ctype]
+    payloads = [p.get_payload(decode=True) for p in parts]
+    assert all(isinstance(x, bytes) for x in payloads)
+    assert bytes(payloads[0]).decode().startswith("#cloud-config\n")
+    assert bytes(payloads[1]).decode() == text
+    assert doc == seed_files(spec(ctx))["user-data"]  # deterministic (the boundary too)
+
+
+def test_undecodable_user_data_stays_out_of_the_seed() -> None:
+    ctx = {"USER_DATA": "!!not base64!!", "USER_DATA_ENCODING": "base64"}
+    assert seed_files(spec(ctx))["user-data"].startswith("#cloud-config\n")
+    plain = seed_files(spec({"USER_DATA": "#!/bin/sh\ntrue\n"}))["user-data"]
+    assert "text/x-shellscript" in plain

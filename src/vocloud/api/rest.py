@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vocloud import __version__
 from vocloud.api import schemas as out
+from vocloud.api.access_keys import router as access_keys_router
 from vocloud.api.common import (
     MAX_CPU,
     MAX_MIB,
@@ -543,4 +544,5 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     app.include_router(pools_router())
     app.include_router(images_router())  # datastores, image upload
+    app.include_router(access_keys_router())  # EC2 access keys (docs/ec2.md)
     return app

@@ -274,6 +274,17 @@ class UserCreated(UserOut):
     token: str = Field(description="the new user's bearer token, shown this once only")
 
 
+class AccessKeyOut(BaseModel):
+    access_key_id: str = Field(description="the EC2 access key id (AWS_ACCESS_KEY_ID)")
+    user: str
+    user_id: int
+    created_at: float
+
+
+class AccessKeyCreated(AccessKeyOut):
+    secret_access_key: str = Field(description="the secret (AWS_SECRET_ACCESS_KEY), shown this once only")
+
+
 class TokenOut(BaseModel):
     id: int
     name: str

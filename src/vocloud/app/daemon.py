@@ -24,6 +24,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api import occi
+from vocloud.api.ec2.app import create_ec2_app
 from vocloud.api.rest import create_app
 from vocloud.api.xmlrpc.app import xmlrpc_router
 from vocloud.app.drivers import batch_from, build_registry
@@ -37,6 +38,7 @@ from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.instance_types import parse_instance_types
+from vocloud.service.access_keys import Sealer
 from vocloud.service.cloud import Cloud
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
@@ -46,6 +48,28 @@ from vocloud.web.app import dashboard
 log = logging.getLogger("vocloud.daemon")
 
 TOKEN_FILE = "admin.token"
+#: The site key that seals EC2 secret keys in the store (service/access_keys.py, docs/ec2.md).
+ACCESS_KEY_FILE = "access-keys.key"
+
+
+def access_key_sealer(data_dir: Path) -> Sealer:
+    """The sealer of EC2 secrets, its key file created (0600) on first start."""
+    path = data_dir / ACCESS_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+        if path.stat().st_mode & 0o077:
+            raise InvalidInput(f"{path} is readable by others; chmod 600 {path}") from None
+        try:
+            return Sealer(key)
+        except ValueError:
+            raise InvalidInput(f"{path} does not hold a Fernet key (32 url-safe base64 bytes); restore "
+                               "it from a backup, or remove it and make new access keys") from None
+    key = Sealer.generate()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")
+    return Sealer(key)
 
 
 def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
@@ -56,7 +80,9 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     db = Database(settings.database_url, pool_size=settings.db_pool)
     migrate.upgrade(db)
     cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy,
-                  data_dir=settings.data_dir, protected=[settings.secrets_path])
+                  data_dir=settings.data_dir, protected=[settings.secrets_path],
+                  instance_types=parse_instance_types(settings.instance_types),
+                  sealer=access_key_sealer(settings.data_dir))
     token = cloud.accounts.bootstrap()
     cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
     if token is not None:
@@ -202,6 +228,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
     app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
     app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
+    app.mount("/ec2", create_ec2_app(cloud, settings.max_request_bytes))  # EC2 Query API (docs/ec2.md)
     return app, loops, cloud
 
 

@@ -15,12 +15,15 @@ whichever is installed (Debian: ``xorriso`` or ``genisoimage``).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from pathlib import Path
 
 from vocloud.drivers.base import DomainSpec, NicSpec
@@ -77,7 +80,47 @@ def ssh_keys(context: Mapping[str, str]) -> list[str]:
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
+#: The cloud-init part type of a user's user-data, by its first line (cloud-init's own rule).
+_USER_PART_TYPES = (("#cloud-config-archive", "cloud-config-archive"), ("#cloud-config", "cloud-config"),
+                    ("#cloud-boothook", "cloud-boothook"), ("#include", "x-include-url"),
+                    ("#part-handler", "part-handler"), ("#upstart-job", "upstart-job"),
+                    ("#!", "x-shellscript"))
+
+
+def users_user_data(context: Mapping[str, str]) -> str | None:
+    """The user's own user-data (EC2's UserData, OpenNebula's USER_DATA), decoded, if any.
+
+    ``USER_DATA_ENCODING=base64`` (how the EC2 front-end stores it) is decoded; data that is not
+    UTF-8 text is left out of the seed (it stays in context.sh, still base64)."""
+    raw = context.get("USER_DATA")
+    if not raw:
+        return None
+    if context.get("USER_DATA_ENCODING", "").lower() == "base64":
+        try:
+            return base64.b64decode(raw, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return raw
+
+
 def user_data(spec: DomainSpec) -> str:
+    """vocloud's cloud-config, and the user's own user-data beside it when there is one (a MIME
+    multipart document: cloud-init runs both parts)."""
+    own = _vocloud_cloud_config(spec)
+    theirs = users_user_data(spec.context)
+    if theirs is None:
+        return own
+    subtype = next((t for prefix, t in _USER_PART_TYPES if theirs.startswith(prefix)), "plain")
+    msg = MIMEMultipart()
+    msg.attach(MIMEText(own, "cloud-config", "utf-8"))
+    part = MIMEText(theirs, subtype, "utf-8")
+    part.add_header("Content-Disposition", "attachment", filename="user-data")
+    msg.attach(part)
+    msg.set_boundary("vocloud-" + hashlib.sha256((own + theirs).encode()).hexdigest()[:32])
+    return msg.as_string()
+
+
+def _vocloud_cloud_config(spec: DomainSpec) -> str:
     lines = ["#cloud-config", f"hostname: {_q(hostname_for(spec))}"]
     keys = ssh_keys(spec.context)
     if keys:

@@ -10,9 +10,12 @@ Schemes today and next:
 
 - ``bearer`` (:class:`BearerTokens`): random 32-byte tokens shown once; only their SHA-256 is
   stored, so a copy of the database does not hand out credentials. The REST API uses it.
-- ``ec2-sigv4`` (next, for the EC2 Query API): ``Credentials.value`` is the access key id,
-  ``Credentials.request`` the canonical request facts; the authenticator looks up the key's
-  secret and recomputes the signature.
+- ``ec2-sigv4`` (:class:`vocloud.service.access_keys.SigV4Authenticator`, the EC2 Query API):
+  ``Credentials.value`` is the request's ``Authorization`` header, ``Credentials.request`` the
+  request as received; the authenticator looks up the access key, unseals its secret and
+  recomputes the signature (``service/sigv4.py``). Registered by :class:`~vocloud.service.cloud.Cloud`.
+- ``ec2-sigv2`` (:class:`vocloud.service.access_keys.SigV2Authenticator`): EC2's older signature
+  of the request parameters (``service/sigv2.py``), for old clients.
 - ``one-session`` (:class:`OneSessions`, for OpenNebula XML-RPC): ``Credentials.value`` is the
   ``user:password`` session string of each call, the password being the user's bearer token.
 - ``basic`` (:class:`BasicTokens`, for OpenNebula's OCCI server as libcloud speaks it): HTTP
@@ -100,7 +103,8 @@ def hash_token(token: str) -> str:
 MAX_TOKEN = 256
 
 
-def _actor(user: User) -> Actor:
+def actor_of(user: User) -> Actor:
+    """The Actor of a user row (every scheme ends here): a disabled user is refused."""
     if not user.enabled:
         raise Unauthorized(f"user {user.name} is disabled")
     return Actor(user.id, user.name, user.group_id, user.is_admin)
@@ -121,7 +125,7 @@ class BearerTokens:
         user = session.scalars(select(User).where(User.token_hash == digest)).first()
         if user is None or not hmac.compare_digest(user.token_hash, digest):
             raise Unauthorized("invalid token")
-        return _actor(user)
+        return actor_of(user)
 
 
 def user_with_token(session: Session, name: str, token: str, mismatch: str) -> Actor:

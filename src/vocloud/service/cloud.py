@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vocloud.drivers.registry import DriverCatalog
 from vocloud.model.attributes import catalogue_rows
+from vocloud.model.instance_types import InstanceType, parse_instance_types
+from vocloud.service.access_keys import (
+    AccessKeyService,
+    Sealer,
+    SigV2Authenticator,
+    SigV4Authenticator,
+)
 from vocloud.service.accounts import AccountService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.console import ConsoleReader, ConsoleService
 from vocloud.service.datastores import DatastoreService
+from vocloud.service.ec2 import Ec2Service
 from vocloud.service.hosts import HostService
 from vocloud.service.networks import DEFAULT_MAX_RESERVATION, NetworkService
 from vocloud.service.policy import VMPolicy
@@ -25,12 +33,16 @@ class Cloud:
     def __init__(self, db: Database, catalog: DriverCatalog | None = None,
                  max_reservation_size: int = DEFAULT_MAX_RESERVATION,
                  policy: VMPolicy | None = None, data_dir: Path | None = None,
-                 protected: Sequence[Path] = ()) -> None:
+                 protected: Sequence[Path] = (),
+                 instance_types: Mapping[str, InstanceType] | None = None,
+                 sealer: Sealer | None = None) -> None:
         """``catalog``: what the daemon's drivers declare (the composition root passes its
         registry's); the built-in declarations otherwise. ``policy``: the site's restricted
         attributes and request limits (docs/security.md); safe defaults without one.
         ``data_dir`` and ``protected`` (e.g. the secrets directory): paths no datastore may
-        contain; the daemon passes them."""
+        contain; the daemon passes them. ``instance_types``: the sizes EC2 offers (default:
+        OpenNebula's). ``sealer``: seals EC2 secret keys with the site's key file (the daemon
+        passes it; without one, a random key for this process)."""
         self.db = db
         self.policy = policy or VMPolicy()
         self.vms = VMService(db, self.policy, catalog)
@@ -44,6 +56,11 @@ class Cloud:
         self.console = ConsoleService(db)
         #: the authentication schemes front-ends may use (see ``service/auth.py``)
         self.authenticators = default_authenticators()
+        self.access_keys = AccessKeyService(db, sealer)
+        self.authenticators.register(SigV4Authenticator(self.access_keys))
+        self.authenticators.register(SigV2Authenticator(self.access_keys))
+        self.ec2 = Ec2Service(db, self.vms, self.images, self.templates,
+                              instance_types or parse_instance_types(""), self.console)
 
     def attributes(self, actor: Actor) -> dict[str, Any]:
         """The attribute catalogue with this site's extra restrictions applied (any user)."""

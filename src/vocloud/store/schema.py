@@ -283,3 +283,61 @@ class SiteSetting(Base):
     __tablename__ = "site_settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
+
+
+# ------------------------------------------------------------------ the EC2 front-end (0008)
+class AccessKey(Base):
+    """An EC2 access key of a user. SigV4 verification needs the secret itself, so it is kept
+    sealed (Fernet) with a key file outside the database (service/access_keys.py): a copy of the
+    database alone hands out no credentials."""
+
+    __tablename__ = "access_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class KeyPair(Base):
+    """An SSH public key a user registered by name (EC2 key pairs); ``pair_id`` is random."""
+
+    __tablename__ = "key_pairs"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_key_pairs_owner_id"),
+                      {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair_id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    key_type: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+
+
+class Tag(Base):
+    """A key=value tag on a VM (``instance``) or an image (``image``); the object's own rights
+    decide who may read and change it."""
+
+    __tablename__ = "tags"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    obj_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), default="")
+
+
+class InstanceLaunch(Base):
+    """How a VM was launched through EC2's RunInstances: what DescribeInstances reports back,
+    and the client token that makes a repeated request return the same instances."""
+
+    __tablename__ = "instance_launches"
+    __table_args__ = (Index("ix_instance_launches_owner_token", "owner_id", "client_token"),)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(Integer)
+    image_ref: Mapped[str] = mapped_column(String(32), default="")
+    instance_type: Mapped[str] = mapped_column(String(64), default="")
+    key_name: Mapped[str] = mapped_column(String(255), default="")
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reservation: Mapped[str] = mapped_column(String(32), default="")
+    launch_index: Mapped[int] = mapped_column(Integer, default=0)

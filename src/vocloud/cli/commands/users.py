@@ -6,10 +6,12 @@ import typer
 
 from vocloud.cli import output as out
 from vocloud.cli.batch import for_each
+from vocloud.cli.commands import access_keys
 from vocloud.cli.commands.quotas import render_quota
 from vocloud.cli.state import JsonFlag, api, want_json
 
 app = typer.Typer(help="Users.", no_args_is_help=True)
+app.add_typer(access_keys.app, name="keys")
 
 UsersArg = Annotated[list[str], typer.Argument(help="User names or IDs.")]
 

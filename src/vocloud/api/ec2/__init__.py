@@ -1,0 +1,1 @@
+"""The EC2 Query API front-end (``/ec2/``): see docs/ec2.md."""
