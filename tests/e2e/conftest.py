@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, start_daemon, stop_daemon
 
 
 @pytest.fixture(scope="session")

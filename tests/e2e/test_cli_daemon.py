@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from tests.support.cli import Daemon, clean_env, vocloud_command
+from tests.support.cli import clean_env, vocloud_command
+from tests.support.daemon import Daemon
 from tests.support.ports import free_port
 from vocloud.cli import main as cli_main
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cli import Daemon
+from tests.support.daemon import Daemon
 
 MIB = 1 << 20
 
 
 def req(d: Daemon, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
-    return httpx.request(method, f"{d.url}/api/v1{path}", timeout=60,
+    return httpx.request(method, f"{d.url}{path}", timeout=60,
                          headers={"Authorization": f"Bearer {token or d.token}", **kw.pop("headers", {})},
                          **kw)
 
@@ -136,16 +135,13 @@ def test_interrupted_upload_leaves_nothing(fresh_daemon: Daemon) -> None:
     d = fresh_daemon
     tok = user(d, "cut", "lhcb")
     before = sorted(p.name for p in (d.data_dir / "datastores" / "default").iterdir())
-    host, port = d.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as s:
+    host, port = "127.0.0.1", d.port
+    with socket.create_connection((host, port)) as s:
         s.sendall((f"POST /api/v1/images/upload?name=cut HTTP/1.1\r\nHost: {host}\r\n"
                    f"Authorization: Bearer {tok}\r\nContent-Type: application/octet-stream\r\n"
                    f"Content-Length: {20 * MIB}\r\n\r\n").encode())
         s.sendall(os.urandom(3 * MIB))
-        deadline = time.monotonic() + 10
-        while not partials(d) and time.monotonic() < deadline:  # the upload is in flight
-            time.sleep(0.05)
-        assert partials(d), "no temp file while uploading"
+        d.wait_for("a temp file while the upload is in flight", lambda: bool(partials(d)), 10)
     d.wait_for("temp file removed", lambda: partials(d) == [])
     after = sorted(p.name for p in (d.data_dir / "datastores" / "default").iterdir())
     assert after == before
@@ -154,7 +150,7 @@ def test_interrupted_upload_leaves_nothing(fresh_daemon: Daemon) -> None:
 
 
 def test_openapi_describes_upload(fresh_daemon: Daemon) -> None:
-    doc = httpx.get(f"{fresh_daemon.url}/openapi.json", timeout=10).json()
+    doc = httpx.get(f"{fresh_daemon.base_url}/openapi.json", timeout=10).json()
     op = doc["paths"]["/api/v1/images/upload"]["post"]
     assert list(op["requestBody"]["content"]) == ["application/octet-stream"]
     assert op["requestBody"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"

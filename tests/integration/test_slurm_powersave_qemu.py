@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support import procs
-from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, start_daemon, stop_daemon
 from tests.support.powersave import (
     SUSPEND_TIME,
     PowerSaveCluster,
