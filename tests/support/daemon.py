@@ -59,11 +59,12 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     wrap: list[str] = field(default_factory=list)  # a command prefix, e.g. a mount namespace
     entry: Literal["module", "cli"] = "module"
-    home: Path | None = None  # entry="cli": the administrator's HOME (default: beside data_dir)
+    home_dir: Path | None = None  # the administrator's HOME for entry="cli" and the CLI
 
-    def __post_init__(self) -> None:
-        if self.home is None and self.entry == "cli":
-            self.home = self.data_dir.parent / "home"
+    @property
+    def home(self) -> Path:
+        """The HOME of ``vocloud serve`` and of the CLI commands (default: beside the data dir)."""
+        return self.home_dir or self.data_dir.parent / "home"
 
     @property
     def url(self) -> str:
@@ -88,7 +89,6 @@ class Daemon:
     def env(self) -> dict[str, str]:
         """The daemon process's environment."""
         if self.entry == "cli":
-            assert self.home is not None
             db = {"VOCLOUD_DB_URL": self.db_url} if self.db_url else {}
             return {**clean_env(self.home), **FAST_LOOPS, **self.extra_env, **db}
         return {**os.environ, **FAST, **self.extra_env, "VOCLOUD_HOME": str(self.data_dir),
@@ -103,7 +103,7 @@ class Daemon:
     def start(self) -> None:
         """Start it and wait for ``/health``; a daemon that exits or stays silent fails the test
         with its log."""
-        if self.home is not None:
+        if self.entry == "cli":
             self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), env=self.env(), stdout=log,
@@ -190,7 +190,7 @@ class Daemon:
 
     def cli_env(self, token: str | None = None, **extra: str) -> dict[str, str]:
         """The environment of a ``vocloud`` command aimed at this daemon."""
-        env = clean_env(self.home or self.data_dir.parent / "home")
+        env = clean_env(self.home)
         env["VOCLOUD_URL"] = self.base_url
         env["VOCLOUD_TOKEN"] = self.token if token is None else token
         env.update(extra)
@@ -228,7 +228,7 @@ class Daemon:
 
 def start_daemon(tmp: Path, extra: dict[str, str] | None = None) -> Daemon:
     """A started ``vocloud serve`` (``entry="cli"``): data in ``tmp/data``, HOME ``tmp/home``."""
-    d = Daemon(tmp / "data", "", free_port(), dict(extra or {}), entry="cli", home=tmp / "home")
+    d = Daemon(tmp / "data", "", free_port(), dict(extra or {}), entry="cli", home_dir=tmp / "home")
     d.start()
     return d
 

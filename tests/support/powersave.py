@@ -78,7 +78,6 @@ def configure_site(d: Daemon, host: Sequence[str], template: str, cores: int = 2
 
 def write_wrappers(d: Daemon, hooks: Path) -> Path:
     """``vocloud slurm wrappers HOOKS --data-dir <the daemon's>``; returns the resolved directory."""
-    assert d.home is not None, "a vocloud serve daemon (entry='cli')"
     out = subprocess.run([*HOOK_CLI, "wrappers", str(hooks), "--data-dir", str(d.data_dir)],
                          env=clean_env(d.home), capture_output=True, text=True, timeout=60, check=True)
     assert f"ResumeProgram={hooks.resolve()}/resume.sh" in out.stdout
