@@ -18,7 +18,7 @@ from typing import Any
 from vocloud.devtools.localprocs import poll_until, processes_with_env
 from vocloud.drivers.net.bridge import bridge_mac
 
-__all__ = ["ip", "processes_with_env", "skip_or_fail", "test_bridge", "wait_until"]
+__all__ = ["ip", "poll_until", "processes_with_env", "skip_or_fail", "test_bridge", "wait_until"]
 
 
 def skip_or_fail(reason: str) -> None:
