@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from rich.console import Console
 from vocloud.client import Client, wait_healthy
 from vocloud.demo.api import Api
 from vocloud.demo.base import DemoError
-from vocloud.devtools.localprocs import free_port, qemu_pids_under
+from vocloud.devtools.localprocs import free_port, kill_all, qemu_pids_under
 
 
 @contextlib.contextmanager
@@ -53,12 +51,6 @@ def demo_daemon(data_dir: Path, env_extra: dict[str, str], console: Console) -> 
                 proc.kill()
                 proc.wait(10)
         log.close()
-        left = qemu_pids_under(data_dir)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while qemu_pids_under(data_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        left = kill_all(lambda: qemu_pids_under(data_dir))
         console.print(f"daemon stopped (exit {proc.returncode})"
                       + (f"; killed {len(left)} qemu it left" if left else ""))
