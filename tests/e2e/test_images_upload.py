@@ -22,6 +22,7 @@ MIB = 1 << 20
 
 
 def req(d: Daemon, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+    """Raw HTTP, for the upload's own edges (Content-Type, Content-Length, chunked bodies)."""
     return httpx.request(method, f"{d.url}{path}", timeout=60,
                          headers={"Authorization": f"Bearer {token or d.token}", **kw.pop("headers", {})},
                          **kw)
@@ -37,11 +38,9 @@ def upload(d: Daemon, token: str, name: str, data: bytes | Iterator[bytes], leng
 
 
 def user(d: Daemon, name: str, group: str) -> str:
-    if req(d, "GET", f"/groups/{group}").status_code == 404:
-        assert req(d, "POST", "/groups", json={"name": group}).status_code == 201
-    r = req(d, "POST", "/users", json={"name": name, "group": group})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
+    if group not in {g["name"] for g in d.api("GET", "/groups")}:
+        d.api("POST", "/groups", json={"name": group})
+    return str(d.api("POST", "/users", json={"name": name, "group": group})["token"])
 
 
 def partials(d: Daemon) -> list[str]:
@@ -64,31 +63,29 @@ def test_default_datastore_and_path_registration(fresh_daemon: Daemon, tmp_path:
     default = d.data_dir / "datastores" / "default"
     assert default.is_dir() and default.stat().st_mode & 0o777 == 0o700
     tok = user(d, "eve", "atlas")
-    [ds] = req(d, "GET", "/datastores", token=tok).json()  # everyone may list
+    [ds] = d.api("GET", "/datastores", token=tok)  # everyone may list
     assert (ds["name"], ds["path"]) == ("default", str(default))
     # finding 3: a plain user registering host files by path
     for path in ("/etc/shadow", str(d.data_dir / "admin.token"), str(d.data_dir / "vocloud.db"),
                  "/proc/self/environ"):
-        r = req(d, "POST", "/images", token=tok, json={"name": "loot", "path": path})
-        assert r.status_code == 403, r.text
-        assert r.json()["error"] == "Forbidden" and r.json()["message"].startswith("path: ")
-        assert "sha256" not in r.text
+        err = d.refused("POST", "/images", tok, json={"name": "loot", "path": path})
+        assert err.status == 403, err
+        assert err.code == "Forbidden" and err.message.startswith("path: ")
+        assert "sha256" not in err.message and not err.details
     # the administrator: only inside a datastore
-    r = req(d, "POST", "/images", json={"name": "tok", "path": str(d.data_dir / "admin.token")})
-    assert r.status_code == 403 and "is not inside a datastore; datastores: default" in r.json()["message"]
+    err = d.refused("POST", "/images", json={"name": "tok", "path": str(d.data_dir / "admin.token")})
+    assert err.status == 403 and "is not inside a datastore; datastores: default" in err.message
     (default / "base.qcow2").write_bytes(qcow2.read_bytes())
-    r = req(d, "POST", "/images", json={"name": "base", "path": str(default / "base.qcow2")})
-    assert r.status_code == 201 and r.json()["format"] == "qcow2", r.text
+    assert d.api("POST", "/images", json={"name": "base", "path": str(default / "base.qcow2")}
+                 )["format"] == "qcow2"
     # datastores: admin-only changes
-    r = req(d, "POST", "/datastores", token=tok, json={"name": "x", "path": str(tmp_path)})
-    assert r.status_code == 403
-    r = req(d, "POST", "/datastores", json={"name": "scratch", "path": str(tmp_path)})
-    assert r.status_code == 201, r.text
-    r = req(d, "POST", "/datastores", json={"name": "all", "path": "/"})
-    assert r.status_code == 400
-    assert r.json()["message"] == "datastore path must not be / (it would hold every file)"
-    assert req(d, "DELETE", "/datastores/scratch", token=tok).status_code == 403
-    assert req(d, "DELETE", "/datastores/scratch").status_code == 204
+    assert d.refused("POST", "/datastores", tok, json={"name": "x", "path": str(tmp_path)}).status == 403
+    d.api("POST", "/datastores", json={"name": "scratch", "path": str(tmp_path)})
+    err = d.refused("POST", "/datastores", json={"name": "all", "path": "/"})
+    assert err.status == 400
+    assert err.message == "datastore path must not be / (it would hold every file)"
+    assert d.refused("DELETE", "/datastores/scratch", tok).status == 403
+    assert d.api("DELETE", "/datastores/scratch") is None  # 204
 
 
 def test_upload_over_http(fresh_daemon: Daemon, qcow2: Path) -> None:
