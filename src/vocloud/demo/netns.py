@@ -6,18 +6,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import subprocess
 import threading
-from collections.abc import Iterator
 
-from vocloud.drivers.net.bridge import bridge_mac
+from vocloud.devtools.netbridge import bridge, ip, subnet_in_use
 
 SUBNETS = tuple(f"10.{n}.0." for n in range(253, 240, -1))  # never the tests' 10.254.0.0/24
 CLONE_NEWNET = 0x40000000
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 def private_network() -> str | None:
@@ -34,36 +28,18 @@ def private_network() -> str | None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         return f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}"
-    _ip("link", "set", "dev", "lo", "up")
+    ip("link", "set", "dev", "lo", "up")
     return None
 
 
 def free_subnet() -> str | None:
     """The first ``10.x.0.`` prefix in :data:`SUBNETS` no address or route here uses."""
-    used = _ip("-4", "-o", "addr").stdout + _ip("-4", "route").stdout
     for subnet in SUBNETS:
-        if subnet not in used:
+        if not subnet_in_use(subnet):
             return subnet
     return None
 
 
-def ports_of(bridge: str) -> list[str]:
-    """Interfaces enslaved to ``bridge`` (the workers' taps)."""
-    out = _ip("-o", "link", "show", "master", bridge, check=False).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-
-
-@contextlib.contextmanager
-def demo_bridge(subnet: str) -> Iterator[str]:
+def demo_bridge(subnet: str) -> contextlib.AbstractContextManager[str]:
     """A bridge holding ``<subnet>1/24`` with no NAT and no forwarding, removed with its taps."""
-    name = f"vcdemo{os.getpid() % 100000}"
-    try:
-        # a fixed address: an unset one follows the lowest port (vocloud.drivers.net.bridge)
-        _ip("link", "add", "name", name, "address", bridge_mac(name), "type", "bridge")
-        _ip("addr", "add", f"{subnet}1/24", "dev", name)
-        _ip("link", "set", "dev", name, "up")
-        yield name
-    finally:
-        for tap in ports_of(name):
-            _ip("link", "del", "dev", tap, check=False)
-        _ip("link", "del", "dev", name, check=False)
+    return bridge(f"vcdemo{os.getpid() % 100000}", subnet)
