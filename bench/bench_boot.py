@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from vocloud.devtools.localprocs import poll_until
 from vocloud.drivers.accel import READY_MARKER, AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
@@ -47,11 +48,13 @@ def bare_boot(image: GuestImage, accel: str, workdir: Path, memory_mib: int) -> 
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bare qemu exited (rc={proc.returncode}) before the marker")
+        return READY_MARKER.encode() in log.read_bytes()
+
     try:
-        while READY_MARKER.encode() not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() - t0 > TIMEOUT_S:
-                raise RuntimeError(f"bare qemu did not reach the marker (rc={proc.returncode})")
-            time.sleep(POLL_S)
+        poll_until(ready, TIMEOUT_S, "bare qemu's ready marker on its serial log", interval=POLL_S)
         return time.monotonic() - t0
     finally:
         proc.kill()
@@ -79,17 +82,19 @@ def driver_boot(drv: QemuDriver, image: GuestImage, vm_id: int, memory_mib: int)
 
 def wait_running(drv: QemuDriver, ids: list[str], t0: float) -> None:
     pending = set(ids)
-    while pending:
+
+    def all_running() -> bool:
         for did in sorted(pending):
             info = drv.poll(LOCAL, did)
             if info.state == DomainState.RUNNING:
                 pending.discard(did)
             elif info.state in (DomainState.FAILED, DomainState.MISSING):
                 raise RuntimeError(f"{did} is {info.state}: {info.detail}")
-        if time.monotonic() - t0 > TIMEOUT_S:
-            raise RuntimeError(f"not RUNNING after {TIMEOUT_S:g} s: {sorted(pending)}")
-        if pending:
-            time.sleep(POLL_S)
+        return not pending
+
+    poll_until(all_running, max(0.0, TIMEOUT_S - (time.monotonic() - t0)),
+               f"{len(ids)} guests RUNNING", lambda: f"not RUNNING yet: {sorted(pending)}",
+               interval=POLL_S)
 
 
 def many(drv: QemuDriver, image: GuestImage, count: int, memory_mib: int) -> float:

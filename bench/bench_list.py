@@ -2,7 +2,7 @@
 
 Starts a real daemon (``vocloud serve`` on a temp SQLite store, loops idle), fills it with VMs
 through the service layer, and times ``GET /api/v1/vms`` from a separate client process's view
-(httpx, full response read and JSON-decoded). The baseline from the same run is the obvious
+(vocloud.client.Client: full response read and JSON-decoded). The baseline from the same run is the obvious
 implementation: ORM objects, a lookup per row for owner/group/host names, stdlib json — the
 shape of OpenNebula's ``vmpool.info`` (2.39 s at 20K VMs in OpenNebula 5.12).
 
@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from tests.support.ports import free_port
 
+from vocloud.client import Client, wait_healthy
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
@@ -91,21 +91,15 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env)
         try:
             token = (data_dir / "admin.token").read_text().strip()
-            url = f"http://127.0.0.1:{port}/api/v1"
-            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-                for _ in range(100):
-                    try:
-                        if client.get(f"{url}/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
+            url = f"http://127.0.0.1:{port}"
+            if not wait_healthy(url, lambda: proc.poll() is None, 10):
+                raise SystemExit(f"the daemon did not answer on {url}")
+            with Client(url, token, timeout=60) as client:
                 times = []
                 count = 0
                 for _ in range(args.repeat):
                     t = time.perf_counter()
-                    r = client.get(f"{url}/vms")
-                    r.raise_for_status()
-                    count = len(r.json())
+                    count = len(client.get("/vms"))
                     times.append(time.perf_counter() - t)
         finally:
             proc.terminate()

@@ -30,23 +30,32 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness lives in tests/
 
-from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, start_daemon, stop_daemon
 from tests.support.slurm_harness import STATIC_NODES, SlurmCluster, missing_reason
+
+from vocloud.client import Client
+from vocloud.devtools.localprocs import poll_until
 
 ANCHOR = "cloudscheduler, elastiq: tens of seconds to minutes"
 VO = "lhcb"
 
 
-def _boot_events(c: httpx.Client) -> list[dict[str, Any]]:
-    return [e for e in c.get(f"/pools/{VO}/events", params={"limit": 1000}).json()
-            if e["action"] == "boot"]
+def _boot_events(c: Client) -> list[dict[str, Any]]:
+    return [e for e in c.get(f"/pools/{VO}/events", limit=1000) if e["action"] == "boot"]
+
+
+def _boots_above(c: Client, before: int) -> bool:
+    return len(_boot_events(c)) > before
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
 
 
 def _setup(d: Daemon, tmp: Path, reps: int) -> None:
@@ -76,20 +85,16 @@ def run(reps: int, interval: float, seed: int) -> dict[str, Any]:
                                "SLURM_CONF": str(cluster.conf), "VOCLOUD_LOG_LEVEL": "warning"})
         _setup(d, tmp, reps)
         samples: list[float] = []
-        with httpx.Client(base_url=f"{d.url}/api/v1", timeout=10,
-                          headers={"Authorization": f"Bearer {d.token}"}) as c:
+        with d.rest() as c:
             time.sleep(interval * 1.5)  # let the controller's first passes settle
             for i in range(reps):
                 before = len(_boot_events(c))
                 time.sleep(rng.uniform(0, interval))
                 t0 = time.time()
                 cluster.sbatch("-A", VO, "-p", "batch", "-n1", "--mem=100", command="sleep 600")
-                deadline = t0 + max(30.0, 6 * interval)
-                while len(_boot_events(c)) <= before:
-                    if time.time() > deadline:
-                        raise SystemExit(f"rep {i}: no boot event within {deadline - t0:.0f} s\n"
-                                         f"{d.log.read_text()[-3000:]}")
-                    time.sleep(0.02)
+                poll_until(partial(_boots_above, c, before), max(30.0, 6 * interval),
+                           f"rep {i}: pool {VO}'s boot event after sbatch",
+                           partial(_tail, d.log), interval=0.02)
                 samples.append(time.time() - t0)
             events = _boot_events(c)
         cluster.cancel_all()

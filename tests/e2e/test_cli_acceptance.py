@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.support.cli import Daemon
+from tests.support.daemon import Daemon
 
 N_HOSTS, HOST_CPU, N_VMS = 3, 8, 30
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from tests.support.cli import Daemon, clean_env, vocloud_command
+from tests.support.cli import clean_env, vocloud_command
+from tests.support.daemon import Daemon
 from tests.support.ports import free_port
 from vocloud.cli import main as cli_main
 
@@ -26,7 +27,7 @@ def test_serve_refuses_a_data_dir_in_use(daemon: Daemon) -> None:
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: another vocloud daemon") and "Traceback" not in r.stderr
-    assert daemon.proc.poll() is None  # the running one is untouched
+    assert daemon.proc is not None and daemon.proc.poll() is None  # the running one is untouched
 
 
 def test_serve_bad_option_and_custom_policy_without_rank(tmp_path: Path) -> None:

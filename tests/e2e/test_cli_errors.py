@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli import Daemon
+from tests.support.daemon import Daemon
 from tests.support.ports import free_port
 
 
@@ -123,7 +123,7 @@ def test_over_quota_creates_nothing(daemon: Daemon, vos: dict[str, str]) -> None
 
 @pytest.mark.parametrize("token", ["vc_not-a-real-token", ""])
 def test_wrong_or_missing_token(daemon: Daemon, token: str) -> None:
-    env = daemon.env(token)
+    env = daemon.cli_env(token)
     if not token:
         del env["VOCLOUD_TOKEN"]
     r = daemon.fails("vm", "list", env=env)
@@ -133,7 +133,7 @@ def test_wrong_or_missing_token(daemon: Daemon, token: str) -> None:
 
 def test_unreachable_daemon(daemon: Daemon) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    r = daemon.fails("vm", "list", env=daemon.env(VOCLOUD_URL=url))
+    r = daemon.fails("vm", "list", env=daemon.cli_env(VOCLOUD_URL=url))
     assert _one_line(r.err) == f"error: cannot reach vocloud at {url}: is `vocloud serve` running?"
 
 

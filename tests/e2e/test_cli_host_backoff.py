@@ -6,7 +6,7 @@ import math
 import re
 import time
 
-from tests.support.cli import Daemon
+from tests.support.daemon import Daemon
 
 
 def test_failing_host_backs_off_and_host_show_says_so(daemon: Daemon) -> None:

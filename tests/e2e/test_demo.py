@@ -71,10 +71,10 @@ def _processes_with(tmpdir: Path) -> list[str]:
 
 
 def _assert_nothing_left(tmp: Path) -> None:
-    deadline = time.monotonic() + 5  # a SIGKILLed process may take a moment to be reaped
-    while _processes_with(tmp / "t") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_with(tmp / "t") == []
+    # a SIGKILLed process may take a moment to be reaped
+    procs.poll_until(lambda: not _processes_with(tmp / "t"), 5,
+                     "no process with the demo's TMPDIR", lambda: str(_processes_with(tmp / "t")),
+                     interval=0.1)
     assert list((tmp / "t").iterdir()) == []  # data dir and Slurm dir removed
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ import pytest
 import uvicorn
 
 from tests.integration import fuzz
+from tests.support.ports import free_port
+from tests.support.procs import poll_until
 from vocloud.api.rest import create_app
 from vocloud.errors import InvalidInput
 from vocloud.service.auth import SYSTEM
@@ -38,18 +39,18 @@ MAX_EXAMPLES = int(os.environ.get("VOCLOUD_FUZZ_EXAMPLES", "10"))
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """``app`` on a real uvicorn server on a free loopback port, in a thread."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn's thread ended before it started")
+        return bool(server.started)
+
+    poll_until(started, 10, f"uvicorn to start on port {port}", interval=0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

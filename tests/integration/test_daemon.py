@@ -20,6 +20,8 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port
+from tests.support.procs import poll_until
+from vocloud.client import ApiError, Client
 from vocloud.store.db import Database
 from vocloud.store.schema import SiteSetting
 
@@ -34,21 +36,16 @@ def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
         d.proc.wait(10)
 
 
-def _state_in(c: httpx.Client, vm_id: int, states: tuple[str, ...]) -> bool:
-    return bool(c.get(f"/vms/{vm_id}").json()["state"] in states)
+def _state_in(c: Client, vm_id: int, states: tuple[str, ...]) -> bool:
+    return bool(c.get(f"/vms/{vm_id}")["state"] in states)
 
 
-def _wait(fn: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(fn: Callable[[], bool], what: str) -> None:
+    poll_until(fn, 60, what, interval=0.2)
 
 
-def _states(c: httpx.Client) -> Counter[str]:
-    return Counter(v["state"] for v in c.get("/vms", params={"all": True}).json())
+def _states(c: Client) -> Counter[str]:
+    return Counter(v["state"] for v in c.get("/vms", all=True))
 
 
 def test_auth_errors_and_openapi(daemon: Daemon) -> None:
@@ -98,19 +95,23 @@ def test_bad_requests_are_json_4xx_on_one_kept_alive_connection(daemon: Daemon) 
 
 
 def test_concurrent_http_clients_respect_quota(daemon: Daemon) -> None:
-    with daemon.client() as c:
-        c.post("/groups", json={"name": "atlas"}).raise_for_status()
-        token = c.post("/users", json={"name": "alice", "group": "atlas"}).json()["token"]
-        c.put("/quotas/group/atlas", json={"vms": 25}).raise_for_status()
+    with daemon.rest() as c:
+        c.post("/groups", {"name": "atlas"})
+        token = c.post("/users", {"name": "alice", "group": "atlas"})["token"]
+        c.put("/quotas/group/atlas", {"vms": 25})
     codes: list[int] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        with daemon.client(token) as uc:
+        with daemon.rest(token) as uc:
             for _ in range(5):
-                r = uc.post("/vms", json={"template": "CPU=1\nMEMORY=128", "count": 1})
+                try:
+                    uc.post("/vms", {"template": "CPU=1\nMEMORY=128", "count": 1})
+                    code = 201
+                except ApiError as exc:
+                    code = exc.status
                 with lock:
-                    codes.append(r.status_code)
+                    codes.append(code)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
@@ -118,9 +119,9 @@ def test_concurrent_http_clients_respect_quota(daemon: Daemon) -> None:
     for t in threads:
         t.join(120)
     assert Counter(codes) == Counter({201: 25, 409: 15})
-    with daemon.client(token) as uc:
-        assert len(uc.get("/vms").json()) == 25
-        q = uc.get("/quotas/group/atlas").json()
+    with daemon.rest(token) as uc:
+        assert len(uc.get("/vms")) == 25
+        q = uc.get("/quotas/group/atlas")
         assert q["vms"] == {"used": 25, "limit": 25}
 
 
@@ -154,9 +155,9 @@ def test_a_second_daemon_on_the_same_store_is_refused(
         daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Two data dirs, one database: only one daemon may deploy from it (store_lease.py)."""
     other = Daemon(tmp_path_factory.mktemp("other"), daemon.db_url, free_port(), {})
-    with daemon.client() as c:
-        c.post("/hosts", json={"name": "h1", "cpu": 8, "memory": 16384}).raise_for_status()
-        c.post("/vms", json={"template": "CPU=1\nMEMORY=64\n", "count": 2}).raise_for_status()
+    with daemon.rest() as c:
+        c.post("/hosts", {"name": "h1", "cpu": 8, "memory": 16384})
+        c.post("/vms", {"template": "CPU=1\nMEMORY=64\n", "count": 2})
         _wait(lambda: _states(c)["RUNNING"] == 2, what="2 RUNNING")
         r = _serve_once(other)
         assert r.returncode == 2, r
@@ -169,8 +170,8 @@ def test_a_second_daemon_on_the_same_store_is_refused(
         r = _serve_once(daemon)
         assert r.returncode == 2 and _holder(other) in r.stderr.decode(), r
         other.start()  # ... except for a restart in its own data dir (its flock proves it dead)
-        with other.client(daemon.token) as c:  # the same store, served by the other daemon
-            assert len(c.get("/vms", params={"all": True}).json()) == 2
+        with other.rest(daemon.token) as c:  # the same store, served by the other daemon
+            assert len(c.get("/vms", all=True)) == 2
     finally:
         other.stop()
 
@@ -205,47 +206,49 @@ def _domains(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_acceptance_pack_terminate_and_kill9_restart(daemon: Daemon) -> None:
-    with daemon.client() as c:
+    with daemon.rest() as c:
         for i in (1, 2, 3):
-            c.post("/hosts", json={"name": f"h{i}", "cpu": 8, "memory": 16384}).raise_for_status()
-        ids = c.post("/vms", json={"template": "CPU=1\nMEMORY=512", "count": 30}).json()["ids"]
+            c.post("/hosts", {"name": f"h{i}", "cpu": 8, "memory": 16384})
+        ids = c.post("/vms", {"template": "CPU=1\nMEMORY=512", "count": 30})["ids"]
         _wait(lambda: _states(c)["RUNNING"] == 24, what="24 RUNNING")
-        hosts = {h["name"]: h for h in c.get("/hosts").json()}
+        hosts = {h["name"]: h for h in c.get("/hosts")}
         assert all(h["alloc_cpu"] <= 8 and h["running_vms"] == 8 for h in hosts.values())
-        rows = {v["id"]: v for v in c.get("/vms").json()}
+        rows = {v["id"]: v for v in c.get("/vms")}
         assert [rows[i]["host"] for i in ids[:24]] == ["h1"] * 8 + ["h2"] * 8 + ["h3"] * 8
         for i in ids:
-            assert c.post(f"/vms/{i}/action", json={"action": "terminate"}).status_code == 200
+            c.post(f"/vms/{i}/action", {"action": "terminate"})
         _wait(lambda: _states(c) == Counter({"DONE": 30}), what="30 DONE")
 
         # second batch; kill -9 in the middle of booting and terminating
-        batch = c.post("/vms", json={"template": "CPU=1\nMEMORY=512", "count": 20}).json()["ids"]
+        batch = c.post("/vms", {"template": "CPU=1\nMEMORY=512", "count": 20})["ids"]
         _wait(lambda: _states(c)["BOOT"] + _states(c)["RUNNING"] >= 10, what="boots started")
         doomed = batch[:5]
         for i in doomed:
-            r = c.post(f"/vms/{i}/action", json={"action": "terminate-hard"})
-            assert r.status_code in (200, 409), r.text
-            if r.status_code == 409:  # still PENDING/PROLOG: terminate after it moves on
-                _wait(functools.partial(_state_in, c, i, ("RUNNING", "BOOT", "PENDING")))
-                c.post(f"/vms/{i}/action", json={"action": "terminate-hard"}).raise_for_status()
+            try:
+                c.post(f"/vms/{i}/action", {"action": "terminate-hard"})
+            except ApiError as exc:  # 409: still PENDING/PROLOG, terminate after it moves on
+                assert exc.status == 409, exc
+                _wait(functools.partial(_state_in, c, i, ("RUNNING", "BOOT", "PENDING")),
+                      f"VM {i} RUNNING, BOOT or PENDING")
+                c.post(f"/vms/{i}/action", {"action": "terminate-hard"})
     daemon.kill9()
     daemon.start()
-    with daemon.client() as c:
+    with daemon.rest() as c:
         keep = [i for i in batch if i not in doomed]
 
         def settled() -> bool:
-            rows = {v["id"]: v["state"] for v in c.get("/vms", params={"all": True}).json()}
+            rows = {v["id"]: v["state"] for v in c.get("/vms", all=True)}
             return all(rows[i] == "RUNNING" for i in keep) and all(rows[i] == "DONE" for i in doomed)
 
         _wait(settled, what="second batch RUNNING/DONE after restart")
         assert _states(c) == Counter({"DONE": 35, "RUNNING": 15})
-        hosts = c.get("/hosts").json()
+        hosts = c.get("/hosts")
         assert sum(h["running_vms"] for h in hosts) == 15
         assert all(h["alloc_cpu"] <= h["total_cpu"] for h in hosts)
         # none lost, none twice: exactly one guest per RUNNING VM, each started once
         doms = _domains(daemon.data_dir)
-        rows = {v["id"]: v for v in c.get("/vms").json()}
-        deploy = {i: c.get(f"/vms/{i}").json()["deploy_id"] for i in keep}
+        rows = {v["id"]: v for v in c.get("/vms")}
+        deploy = {i: c.get(f"/vms/{i}")["deploy_id"] for i in keep}
         assert sorted(doms) == sorted(deploy.values())
         assert all(len(v) == 1 and v[0]["boots"] == 1 for v in doms.values())
         for i in keep:

@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.helpers import admin
+from tests.support.pools import T0, Clock
 from vocloud.drivers.base import HostInfo, HostRef
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler
 from vocloud.service.cloud import Cloud
-
-T0 = 1_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class CountingSim(SimDriver):

@@ -18,27 +18,18 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
 from tests.support.ports import free_port
+from tests.support.procs import poll_until
 from tests.support.qemu import reap_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _links(netns: str | None) -> set[str]:
@@ -65,54 +56,50 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
                                    guest_image: GuestImage) -> None:
     d = qemu_daemon
     remote = netns_hosts(1)[0]
-    with d.client() as c:
-        def ok(r: Any) -> Any:
-            assert r.status_code < 400, r.text
-            return r.json() if r.content else None
-
-        ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
-        ok(c.post("/hosts", json={"name": "remote", "vmm": "qemu", "transport": remote.transport}))
-        _wait(lambda: all(h["state"] == "MONITORED" for h in ok(c.get("/hosts"))), 60, "hosts monitored")
-        hosts = {h["name"]: h for h in ok(c.get("/hosts"))}
+    with d.rest() as c:
+        c.post("/hosts", {"name": "local", "vmm": "qemu"})
+        c.post("/hosts", {"name": "remote", "vmm": "qemu", "transport": remote.transport})
+        poll_until(lambda: all(h["state"] == "MONITORED" for h in c.get("/hosts")), 60, "hosts monitored")
+        hosts = {h["name"]: h for h in c.get("/hosts")}
         assert hosts["remote"]["attrs"]["HYPERVISOR"] == "qemu" and hosts["local"]["total_cpu"] >= 1
         default = d.data_dir / "datastores" / "default"  # by path: inside a datastore (issue 9)
         shutil.copyfile(guest_image.base_disk, default / "tiny.qcow2")
-        ok(c.post("/images", json={"name": "tiny", "path": str(default / "tiny.qcow2")}))
+        c.post("/images", {"name": "tiny", "path": str(default / "tiny.qcow2")})
         lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\n'
-        ok(c.post("/vnets", json={"template": lan}))
+        c.post("/vnets", {"template": lan})
         base = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
                 f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
                 'DISK=[IMAGE="tiny", TARGET="vda"]\n'
                 'NIC=[NETWORK="lan"]\nCONTEXT=[VALUE="ctx-$VMID", HOSTNAME="$NAME"]\n')
-        local_ids = ok(c.post("/vms", json={"template": base + 'SCHED_REQUIREMENTS="NAME = \\"local\\""\n',
-                                            "count": 3, "name": "loc"}))["ids"]
-        remote_ids = ok(c.post("/vms", json={"template": base + 'SCHED_REQUIREMENTS="NAME = \\"remote\\""\n',
-                                             "count": 2, "name": "rem"}))["ids"]
+        local_ids = c.post("/vms", {"template": base + 'SCHED_REQUIREMENTS="NAME = \\"local\\""\n',
+                                    "count": 3, "name": "loc"})["ids"]
+        remote_ids = c.post("/vms", {"template": base + 'SCHED_REQUIREMENTS="NAME = \\"remote\\""\n',
+                                     "count": 2, "name": "rem"})["ids"]
         ids = local_ids + remote_ids
 
         def states() -> dict[int, str]:
-            return {v["id"]: v["state"] for v in ok(c.get("/vms", params={"all": True}))}
+            return {v["id"]: v["state"] for v in c.get("/vms", all=True)}
 
         def all_running() -> bool:
             st = states()
             bad = [i for i in ids if "FAILURE" in st[i]]
-            assert not bad, [ok(c.get(f"/vms/{i}")) for i in bad]
+            assert not bad, [c.get(f"/vms/{i}") for i in bad]
             return all(st[i] == "RUNNING" for i in ids)
 
-        _wait(all_running, 300, "5 guests RUNNING")
-        rows = {v["id"]: v for v in ok(c.get("/vms"))}
+        poll_until(all_running, 300, "5 guests RUNNING")
+        rows = {v["id"]: v for v in c.get("/vms")}
         assert {rows[i]["host"] for i in local_ids} == {"local"}
         assert {rows[i]["host"] for i in remote_ids} == {"remote"}
         # distinct leases, and each guest echoed its own context value on its console
         ips = set()
         for i in ids:
-            info = ok(c.get(f"/vms/{i}"))
+            info = c.get(f"/vms/{i}")
             ips.add(info["leases"][0]["ip"])
-            log = ok(c.get(f"/vms/{i}/log"))["log"]
+            log = c.get(f"/vms/{i}/log")["log"]
             assert f"VOCLOUD-CONTEXT VALUE=ctx-{i}" in log, log[-2000:]
         assert len(ips) == 5
         # every disk is an overlay whose backing file is the host's cached base
-        deploy = {i: ok(c.get(f"/vms/{i}"))["deploy_id"] for i in ids}
+        deploy = {i: c.get(f"/vms/{i}")["deploy_id"] for i in ids}
         assert all(re.fullmatch(r"vc[a-z0-9]{3}-\d+", v) for v in deploy.values()), deploy
         for i in ids:
             disk = d.data_dir / "datastore" / "vms" / deploy[i] / "vda.qcow2"
@@ -131,23 +118,23 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
     # kill -9 the daemon while guests run: a new daemon finds them RUNNING, restarts none
     d.kill9()
     d.start()
-    with d.client() as c:
-        time.sleep(3)  # a few loop passes
-        assert all(v["state"] == "RUNNING" for v in ok(c.get("/vms")))
+    with d.rest() as c:
+        time.sleep(3)  # a few loop passes: nothing may change meanwhile
+        assert all(v["state"] == "RUNNING" for v in c.get("/vms"))
         assert sorted(qemu_pids_under(d.data_dir)) == pids_before
 
         # graceful terminate (ACPI) of four, --hard for the last
         for i in ids[:-1]:
-            ok(c.post(f"/vms/{i}/action", json={"action": "terminate"}))
-        ok(c.post(f"/vms/{ids[-1]}/action", json={"action": "terminate-hard"}))
-        _wait(lambda: all(s == "DONE" for s in states().values()), 180, "all DONE")
+            c.post(f"/vms/{i}/action", {"action": "terminate"})
+        c.post(f"/vms/{ids[-1]}/action", {"action": "terminate-hard"})
+        poll_until(lambda: all(s == "DONE" for s in states().values()), 180, "all DONE")
         for i in ids:
-            hist = [h["action"] for h in ok(c.get(f"/vms/{i}"))["history"]]
+            hist = [h["action"] for h in c.get(f"/vms/{i}")["history"]]
             assert hist[-3:] == ["terminate-hard" if i == ids[-1] else "terminate", "shutdown_ok",
                                  "epilog_ok"], hist
             assert not any(h.startswith("hard stop") for h in
-                           [x["message"] for x in ok(c.get(f"/vms/{i}"))["history"]])
-        assert ok(c.get("/vnets/lan"))["used_leases"] == 0
+                           [x["message"] for x in c.get(f"/vms/{i}")["history"]])
+        assert c.get("/vnets/lan")["used_leases"] == 0
     assert qemu_pids_under(d.data_dir) == []
     assert not taps & _links(None) and not taps & _links(remote.netns)
     assert not list((d.data_dir / "datastore" / "vms").glob("vc-*"))
@@ -156,37 +143,37 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
 
 def test_bad_input_missing_image_corrupt_qcow2_and_unreachable_host(qemu_daemon: Daemon,
                                                                     tmp_path: Path) -> None:
-    with qemu_daemon.client() as c:
-        default = qemu_daemon.data_dir / "datastores" / "default"
-        r = c.post("/images", json={"name": "gone", "path": str(default / "nope.qcow2")})
-        assert r.status_code == 400 and "does not exist" in r.json()["message"]
-        # registration refuses a corrupt qcow2 (qemu-img judges it); one damaged afterwards
-        # fails at staging
-        bad = default / "corrupt.qcow2"
-        bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
-        r = c.post("/images", json={"name": "corrupt", "path": str(bad)})
-        assert r.status_code == 400 and "not a readable image" in r.json()["message"], r.text
+    d = qemu_daemon
+    default = d.data_dir / "datastores" / "default"
+    err = d.refused("POST", "/images", json={"name": "gone", "path": str(default / "nope.qcow2")})
+    assert err.status == 400 and "does not exist" in err.message
+    # registration refuses a corrupt qcow2 (qemu-img judges it); one damaged afterwards
+    # fails at staging
+    bad = default / "corrupt.qcow2"
+    bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
+    err = d.refused("POST", "/images", json={"name": "corrupt", "path": str(bad)})
+    assert err.status == 400 and "not a readable image" in err.message, err
+    with d.rest() as c:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(bad), "1M"], check=True)
-        assert c.post("/images", json={"name": "corrupt", "path": str(bad)}).status_code == 201
+        c.post("/images", {"name": "corrupt", "path": str(bad)})
         bad.write_bytes(b"QFI\xfb" + os.urandom(4096))
-        assert c.post("/hosts", json={"name": "local", "vmm": "qemu"}).status_code == 201
-        assert c.post("/hosts", json={"name": "ghost", "vmm": "qemu",
-                                      "transport": "ssh://root@127.0.0.1:1"}).status_code == 201
-        _wait(lambda: {h["name"]: h["state"] for h in c.get("/hosts").json()} ==
-              {"local": "MONITORED", "ghost": "ERROR"}, 60, "ghost host in ERROR")
-        ghost = c.get("/hosts/ghost").json()
+        c.post("/hosts", {"name": "local", "vmm": "qemu"})
+        c.post("/hosts", {"name": "ghost", "vmm": "qemu", "transport": "ssh://root@127.0.0.1:1"})
+        poll_until(lambda: {h["name"]: h["state"] for h in c.get("/hosts")} ==
+                   {"local": "MONITORED", "ghost": "ERROR"}, 60, "ghost host in ERROR")
+        ghost = c.get("/hosts/ghost")
         assert "ssh://root@127.0.0.1:1" in ghost["error"] and "refused" in ghost["error"]
         tmpl = 'CPU=0.5\nMEMORY=128\nDISK=[IMAGE="corrupt"]\n'
-        [vm] = c.post("/vms", json={"template": tmpl}).json()["ids"]
-        _wait(lambda: c.get(f"/vms/{vm}").json()["state"] == "PROLOG_FAILURE", 60, "PROLOG_FAILURE")
-        assert "qcow2" in c.get(f"/vms/{vm}").json()["error"]
-        assert c.post(f"/vms/{vm}/action", json={"action": "terminate"}).status_code == 200
-        _wait(lambda: c.get(f"/vms/{vm}").json()["state"] == "DONE", 60, "DONE")
-        assert not list((qemu_daemon.data_dir / "datastore" / "vms").glob("vc-*"))
+        [vm] = c.post("/vms", {"template": tmpl})["ids"]
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "PROLOG_FAILURE", 60, "PROLOG_FAILURE")
+        assert "qcow2" in c.get(f"/vms/{vm}")["error"]
+        c.post(f"/vms/{vm}/action", {"action": "terminate"})
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "DONE", 60, "DONE")
+        assert not list((d.data_dir / "datastore" / "vms").glob("vc-*"))
         # the unreachable host backs off (monitor interval 2 s: waits of 4, 8, 16 s ...), where it
         # used to be probed on every 1 s pass
-        m = c.get("/hosts/ghost").json()["monitoring"]
+        m = c.get("/hosts/ghost")["monitoring"]
         span = time.time() - m["failing_since"]
         assert 1 <= m["failures"] <= math.log2(span / 2 + 2) + 1, (m, span)
         assert m["next_attempt_in"] is not None and "refused" in m["last_error"]
-    assert qemu_pids_under(qemu_daemon.data_dir) == []
+    assert qemu_pids_under(d.data_dir) == []

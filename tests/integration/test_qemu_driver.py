@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.qemu import LOCAL, kill_qemu_under, make_driver
-from vocloud.devtools.localprocs import qemu_pids_under
+from tests.support.qemu import LOCAL, kill_qemu_under, make_driver, wait_domain
+from vocloud.devtools.localprocs import poll_until, qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, VMMDriver
 from vocloud.drivers.vmm.qemu import QemuDriver
@@ -42,18 +42,11 @@ def overlay(image: GuestImage, path: Path) -> Path:
 
 
 def wait_state(drv: QemuDriver, deploy_id: str, want: DomainState,
-               timeout: float = BOOT_TIMEOUT) -> DomainState:
+               timeout: float = BOOT_TIMEOUT) -> None:
     """Poll until ``want``; fail fast with the detail if the guest lands somewhere terminal."""
-    deadline = time.monotonic() + timeout
-    info = drv.poll(LOCAL, deploy_id)
-    while info.state != want and time.monotonic() < deadline:
-        if info.state in (DomainState.FAILED, DomainState.MISSING) and want not in (
-                DomainState.FAILED, DomainState.MISSING):
-            pytest.fail(f"{deploy_id} became {info.state} while waiting for {want}: {info.detail}")
-        time.sleep(0.1)
-        info = drv.poll(LOCAL, deploy_id)
-    assert info.state == want, f"{deploy_id} still {info.state} after {timeout} s: {info.detail}"
-    return info.state
+    fail_on = () if want in (DomainState.FAILED, DomainState.MISSING) else (
+        DomainState.FAILED, DomainState.MISSING)
+    wait_domain(drv, LOCAL, deploy_id, want, timeout, fail_on)
 
 
 def console(drv: QemuDriver, deploy_id: str) -> str:
@@ -64,13 +57,12 @@ def pid_of(drv: QemuDriver, deploy_id: str) -> int:
     return int((drv.run_dir(deploy_id) / "qemu.pid").read_text())
 
 
-def wait_pid_gone(pid: int, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes():
-            return True
-        time.sleep(0.05)
-    return False
+def wait_pid_gone(pid: int, timeout: float, what: str) -> None:
+    def gone() -> bool:
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        return not cmdline.exists() or not cmdline.read_bytes()
+
+    poll_until(gone, timeout, what, interval=0.05)
 
 
 # ---------------------------------------------------------------- one guest, whole lifecycle
@@ -146,7 +138,7 @@ def test_save_then_restore_keeps_the_guest(booted: Booted) -> None:
     old_pid = pid_of(booted.drv, "vc-1")
     booted.drv.save(LOCAL, "vc-1")
     assert booted.drv.poll(LOCAL, "vc-1").state == DomainState.SAVED
-    assert wait_pid_gone(old_pid, 5), "save must leave no qemu process"
+    wait_pid_gone(old_pid, 5, "no qemu process after save")
     info = booted.drv.restore(LOCAL, booted.spec)
     assert info.state == DomainState.RUNNING, info.detail
     assert pid_of(booted.drv, "vc-1") != old_pid
@@ -166,7 +158,7 @@ def test_graceful_shutdown_powers_off_through_acpi(booted: Booted) -> None:
     pid = pid_of(booted.drv, "vc-1")
     booted.drv.shutdown(LOCAL, "vc-1", hard=False)
     assert booted.drv.poll(LOCAL, "vc-1").state in (DomainState.SHUTTING_DOWN, DomainState.OFF)
-    assert wait_pid_gone(pid, 30), "guest ignored the ACPI power button"
+    wait_pid_gone(pid, 30, "the guest to power off on the ACPI power button")
     assert booted.drv.poll(LOCAL, "vc-1").state == DomainState.OFF
     assert "VOCLOUD-POWEROFF" in console(booted.drv, "vc-1")
     booted.drv.cleanup(LOCAL, "vc-1")
@@ -184,7 +176,7 @@ def test_hard_stop_kills_at_once(qemu_driver: QemuDriver, guest_image: GuestImag
     pid = pid_of(qemu_driver, "vc-2")
     t0 = time.monotonic()
     qemu_driver.shutdown(LOCAL, "vc-2", hard=True)
-    assert wait_pid_gone(pid, 1), "hard stop returned with qemu still alive"
+    wait_pid_gone(pid, 1, "qemu gone at once after a hard stop")
     assert time.monotonic() - t0 < 5
     assert qemu_driver.poll(LOCAL, "vc-2").state == DomainState.OFF
     assert "VOCLOUD-POWEROFF" not in console(qemu_driver, "vc-2")

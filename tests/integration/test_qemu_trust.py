@@ -10,15 +10,14 @@ sees no host filesystem.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port
+from tests.support.procs import poll_until
 from tests.support.qemu import reap_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
@@ -26,15 +25,6 @@ from vocloud.guest.build import GuestImage
 pytestmark = pytest.mark.slow
 
 SECRET = "vocloud-trust-test-secret-7f3a"
-
-
-def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
@@ -53,20 +43,16 @@ def test_plain_user_reaches_no_host_file_and_boots_by_reference(
     secret = tmp_path / "site-secret"
     secret.write_text(SECRET + "\n")
 
-    def ok(r: Any) -> Any:
-        assert r.status_code < 400, r.text
-        return r.json() if r.content else None
-
-    with d.client() as c:
-        ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
+    with d.rest() as c:
+        c.post("/hosts", {"name": "local", "vmm": "qemu"})
         store = d.data_dir / "datastores" / "default"  # an admin registers by path inside one only
         for name, path in (("site-vmlinux", guest_image.vmlinux), ("site-initrd", guest_image.initramfs)):
             shutil.copyfile(path, store / name)
-            ok(c.post("/images", json={"name": name, "path": str(store / name), "format": "raw",
-                                       "public": True}))
-        ok(c.post("/groups", json={"name": "atlas"}))
-        token = ok(c.post("/users", json={"name": "mallory", "group": "atlas"}))["token"]
-        _wait(lambda: ok(c.get("/hosts"))[0]["state"] == "MONITORED", 60, "host monitored")
+            c.post("/images", {"name": name, "path": str(store / name), "format": "raw",
+                               "public": True})
+        c.post("/groups", {"name": "atlas"})
+        token = c.post("/users", {"name": "mallory", "group": "atlas"})["token"]
+        poll_until(lambda: c.get("/hosts")[0]["state"] == "MONITORED", 60, "host monitored")
 
     base = "CPU=0.5\nVCPU=1\nMEMORY=128\n"
     attacks = {
@@ -75,32 +61,33 @@ def test_plain_user_reaches_no_host_file_and_boots_by_reference(
         "INITRD": base + f'KERNEL_IMAGE="site-vmlinux"\nINITRD="{secret}"\n',
         "KERNEL_CMD": base + 'KERNEL_IMAGE="site-vmlinux"\nKERNEL_CMD="rdinit=/bin/cat"\n',
     }
-    with d.client(token) as u:
-        for attribute, text in attacks.items():
-            r = u.post("/vms", json={"template": text})
-            assert r.status_code == 403, (attribute, r.text)
-            assert r.json()["message"].startswith(f"attribute {attribute} is restricted"), r.text
-        r = u.post("/vms", json={"template": base + f'DISK=[IMAGE_ID="0", SOURCE="{secret}"]\n'})
-        assert r.status_code == 400 and "DISK/SOURCE" in r.json()["message"], r.text
-        assert ok(u.get("/vms", params={"all": True})) == []
+    for attribute, text in attacks.items():
+        err = d.refused("POST", "/vms", token, json={"template": text})
+        assert err.status == 403, (attribute, err)
+        assert err.message.startswith(f"attribute {attribute} is restricted"), err
+    err = d.refused("POST", "/vms", token,
+                    json={"template": base + f'DISK=[IMAGE_ID="0", SOURCE="{secret}"]\n'})
+    assert err.status == 400 and "DISK/SOURCE" in err.message, err
+    with d.rest(token) as u:
+        assert u.get("/vms", all=True) == []
         assert qemu_pids_under(d.data_dir) == []
 
         # the legitimate way: a kernel and an initrd by reference to public images
-        [vm_id] = ok(u.post("/vms", json={"template": base + 'KERNEL_IMAGE="site-vmlinux"\n'
-                                                               'INITRD_IMAGE="site-initrd"\n'
-                                                               'CONTEXT=[VALUE="by-reference"]\n'}))["ids"]
+        [vm_id] = u.post("/vms", {"template": base + 'KERNEL_IMAGE="site-vmlinux"\n'
+                                                     'INITRD_IMAGE="site-initrd"\n'
+                                                     'CONTEXT=[VALUE="by-reference"]\n'})["ids"]
 
         def running() -> bool:
-            st = ok(u.get(f"/vms/{vm_id}"))["state"]
-            assert "FAILURE" not in st, ok(u.get(f"/vms/{vm_id}"))
+            st = u.get(f"/vms/{vm_id}")["state"]
+            assert "FAILURE" not in st, u.get(f"/vms/{vm_id}")
             return bool(st == "RUNNING")
 
-        _wait(running, 300, "the guest RUNNING")
-        log = ok(u.get(f"/vms/{vm_id}/log"))["log"]
+        poll_until(running, 300, "the guest RUNNING")
+        log = u.get(f"/vms/{vm_id}/log")["log"]
         assert "VOCLOUD-CONTEXT VALUE=by-reference" in log, log[-2000:]
         assert SECRET not in log
-        argv = (d.data_dir / "qemu" / ok(u.get(f"/vms/{vm_id}"))["deploy_id"] / "argv.json").read_text()
+        argv = (d.data_dir / "qemu" / u.get(f"/vms/{vm_id}")["deploy_id"] / "argv.json").read_text()
         assert str(store / "site-vmlinux") in argv and "-fsdev" not in argv and str(secret) not in argv
-        ok(u.post(f"/vms/{vm_id}/action", json={"action": "terminate-hard"}))
-        _wait(lambda: ok(u.get(f"/vms/{vm_id}"))["state"] == "DONE", 120, "the guest DONE")
+        u.post(f"/vms/{vm_id}/action", {"action": "terminate-hard"})
+        poll_until(lambda: u.get(f"/vms/{vm_id}")["state"] == "DONE", 120, "the guest DONE")
     assert qemu_pids_under(d.data_dir) == []

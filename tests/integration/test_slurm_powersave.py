@@ -23,10 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, start_daemon, stop_daemon
 from tests.support.powersave import (
     HOOK_CLI,
     POWERSAVE_TOML,
@@ -38,6 +37,7 @@ from tests.support.powersave import (
     write_wrappers,
 )
 from tests.support.slurm_harness import CLOUD_NODES, SlurmCluster, missing_reason
+from vocloud.client import ClientError
 
 
 class FakeGuests:
@@ -64,12 +64,11 @@ class FakeGuests:
                 proc.wait(10)
 
     def _loop(self) -> None:
-        with httpx.Client(base_url=f"{self.daemon.url}/api/v1", timeout=10,
-                          headers={"Authorization": f"Bearer {self.daemon.token}"}) as c:
+        with self.daemon.rest() as c:
             while not self.stop.is_set():
                 try:
-                    running = {v["name"] for v in c.get("/vms").json() if v["state"] == "RUNNING"}
-                except httpx.HTTPError as exc:
+                    running = {v["name"] for v in c.get("/vms") if v["state"] == "RUNNING"}
+                except ClientError as exc:
                     self.errors.append(str(exc))
                     running = set()
                 for node in CLOUD_NODES:

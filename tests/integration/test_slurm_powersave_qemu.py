@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support import procs
-from tests.support.cli import Daemon, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, start_daemon, stop_daemon
 from tests.support.powersave import (
     SUSPEND_TIME,
     PowerSaveCluster,
@@ -107,14 +107,8 @@ def qemu_site(tmp_path: Path, ps_bridge: str) -> Iterator[Daemon]:
             stop_daemon(d)
         finally:
             kill_qemu_under(d.data_dir)
-            for tap in _bridge_ports(ps_bridge):
+            for tap in procs.ports_of(ps_bridge):  # the taps of this test's VMs, nobody else's
                 procs.ip("link", "del", "dev", tap, check=False)
-
-
-def _bridge_ports(bridge: str) -> list[str]:
-    """The links enslaved to the test bridge: the taps of this test's VMs, nobody else's."""
-    out = procs.ip("-o", "link", "show", "master", bridge, check=False).stdout
-    return re.findall(r"^\d+: ([^:@\s]+)", out, re.M)
 
 
 def _worker_template(name: str, worker: WorkerImage, key: bytes, conf_server: str, munge_socket: str,
@@ -247,7 +241,7 @@ def test_power_saving_boots_and_stops_real_worker_guests(
         cluster.stop()
     assert processes_with_marker(str(cluster.root)) == []  # slurmctld, munged, n1/n2's slurmd
     assert qemu_pids_under(d.data_dir) == []
-    assert _bridge_ports(ps_bridge) == []
+    assert procs.ports_of(ps_bridge) == []
     print(f"\nreal guests: sbatch -> VM c1 {t_vm:.1f} s, RUNNING {t_running:.1f} s, slurmd registered "
           f"at {addr} {t_registered:.1f} s, job COMPLETED {t_completed:.1f} s, VM DONE {t_done:.1f} s "
           f"(SuspendTime {SUSPEND_TIME} s); c2 resume-fail -> DONE {t_failed:.1f} s "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
-from tests.support.qemu import kill_qemu_under
+from tests.support.qemu import kill_qemu_under, wait_domain
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, HostRef, NicSpec, Transport
@@ -170,14 +170,7 @@ def remote_state(tmp_path: Path) -> Iterator[Path]:
 
 def wait_state(drv: QemuDriver, host: HostRef, deploy_id: str, want: DomainState,
                timeout: float = BOOT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    info = drv.poll(host, deploy_id)
-    while info.state != want and time.monotonic() < deadline:
-        if info.state in (DomainState.FAILED, DomainState.MISSING):
-            pytest.fail(f"{deploy_id} became {info.state} while waiting for {want}: {info.detail}")
-        time.sleep(0.3)
-        info = drv.poll(host, deploy_id)
-    assert info.state == want, f"{deploy_id} still {info.state} after {timeout} s: {info.detail}"
+    wait_domain(drv, host, deploy_id, want, timeout, interval=0.3)
 
 
 @pytest.mark.slow

@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port
+from tests.support.procs import poll_until
 from tests.support.qemu import kill_qemu_under
 from vocloud.guest.build import GuestImage
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
@@ -65,33 +55,28 @@ def test_uploaded_image_boots(boot_daemon: Daemon, guest_image: GuestImage, tmp_
     disk_id = f"vo-upload-{secrets.token_hex(4)}"
     disk = _disk(tmp_path, disk_id)
 
-    def ok(r: Any) -> Any:
-        assert r.status_code < 400, r.text
-        return r.json() if r.content else None
-
-    with d.client() as c:
-        ok(c.post("/hosts", json={"name": "local", "vmm": "qemu"}))
-        ok(c.post("/groups", json={"name": "atlas"}))
-        tok = ok(c.post("/users", json={"name": "alice", "group": "atlas"}))["token"]
-        with d.client(tok) as u, disk.open("rb") as f:
-            img = ok(u.post("/images/upload", params={"name": "alice-os", "format": "qcow2"}, content=f,
-                            headers={"Content-Type": "application/octet-stream"}))
+    with d.rest() as c:
+        c.post("/hosts", {"name": "local", "vmm": "qemu"})
+        c.post("/groups", {"name": "atlas"})
+        tok = c.post("/users", {"name": "alice", "group": "atlas"})["token"]
+        with d.rest(tok) as u, disk.open("rb") as f:
+            img = u.upload("/images/upload", f, disk.stat().st_size, {"name": "alice-os", "format": "qcow2"})
             assert img["uploaded"] and img["path"].startswith(str(d.data_dir / "datastores" / "default"))
-            ok(u.post("/images/alice-os/action", json={"action": "public"}))
-        _wait(lambda: ok(c.get("/hosts/local"))["state"] == "MONITORED", 60, "host monitored")
+            u.post("/images/alice-os/action", {"action": "public"})
+        poll_until(lambda: c.get("/hosts/local")["state"] == "MONITORED", 60, "host monitored")
         tmpl = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
                 f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
                 'DISK=[IMAGE="alice-os", TARGET="vda"]\n')
-        [vm] = ok(c.post("/vms", json={"template": tmpl, "name": "from-upload"}))["ids"]
+        [vm] = c.post("/vms", {"template": tmpl, "name": "from-upload"})["ids"]
 
         def running() -> bool:
-            st = ok(c.get(f"/vms/{vm}"))
+            st = c.get(f"/vms/{vm}")
             assert "FAILURE" not in st["state"], st
             return bool(st["state"] == "RUNNING")
 
-        _wait(running, 300, "the VM on the uploaded image RUNNING")
-        _wait(lambda: f"VOCLOUD-DISK vda={disk_id}" in ok(c.get(f"/vms/{vm}/log"))["log"], 60,
-              "the guest reading the uploaded disk")
-        ok(c.post(f"/vms/{vm}/action", json={"action": "terminate-hard"}))
-        _wait(lambda: ok(c.get(f"/vms/{vm}"))["state"] == "DONE", 120, "DONE")
+        poll_until(running, 300, "the VM on the uploaded image RUNNING")
+        poll_until(lambda: f"VOCLOUD-DISK vda={disk_id}" in c.get(f"/vms/{vm}/log")["log"], 60,
+                   "the guest reading the uploaded disk")
+        c.post(f"/vms/{vm}/action", {"action": "terminate-hard"})
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "DONE", 120, "DONE")
     assert d.stop() == 0

@@ -46,9 +46,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import procs
@@ -310,11 +308,6 @@ def pool_daemon(tmp_path: Path, vo_cell: VOSgeCell, hosts_file: Path) -> Iterato
         reap_daemon(d.proc, tmp_path)
 
 
-def _ok(r: httpx.Response) -> Any:
-    assert r.status_code < 400, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
-    return r.json() if r.content else None
-
-
 def _template(name: str, cell: VOSgeCell) -> str:
     """The VOs' (public) worker template: VO-level things only, no boot attribute, no NIC."""
     ctx = cell.worker_context("$NAME", "$IP")
@@ -338,29 +331,29 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     d, cell = pool_daemon, vo_cell
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT
-    c = d.client()
-    _ok(c.post("/vnets", json={"template": f'NAME="vo"\nBRIDGE="{sge_bridge}"\n'
-                                           f'AR=[IP="{SUBNET}10", SIZE="8"]\n'}))
+    c = d.rest()
+    c.post("/vnets", {"template": f'NAME="vo"\nBRIDGE="{sge_bridge}"\n'
+                                           f'AR=[IP="{SUBNET}10", SIZE="8"]\n'})
     for vo in VOS:
-        _ok(c.post("/groups", json={"name": vo}))
-    _ok(c.post("/templates", json={"name": "sge-worker", "public": True,
-                                   "template": _template("sge-worker", cell)}))
-    _ok(c.post("/templates", json={"name": "sge-site",  # private to the administrators
-                                   "template": _site_template("sge-site", sge_worker)}))
+        c.post("/groups", {"name": vo})
+    c.post("/templates", {"name": "sge-worker", "public": True,
+                                   "template": _template("sge-worker", cell)})
+    c.post("/templates", {"name": "sge-site",  # private to the administrators
+                                   "template": _site_template("sge-site", sge_worker)})
     policy = {"cores": WORKER_CPUS, "memory": WORKER_MIB, "min": 0, "max": 2,
               "idle_timeout": IDLE_TIMEOUT, "scale_down_delay": 0, "boot_timeout": 180}
     for vo in VOS:
-        _ok(c.post("/pools", json={"vo": vo, "template": "sge-worker", **policy}))
+        c.post("/pools", {"vo": vo, "template": "sge-worker", **policy})
     seen_hosts: dict[str, str] = {}  # exec host -> its projects
     peak = 0
 
     def why() -> str:
-        pools = {p["vo"]: p for p in _ok(c.get("/pools"))}
-        events = {vo: [f"{e['action']} {e['reason']}" for e in _ok(c.get(f"/pools/{vo}/events"))]
+        pools = {p["vo"]: p for p in c.get("/pools")}
+        events = {vo: [f"{e['action']} {e['reason']}" for e in c.get(f"/pools/{vo}/events")]
                   for vo in VOS}
-        vms = _ok(c.get("/vms", params={"all": True}))
+        vms = c.get("/vms", all=True)
         logs = "\n".join(f"--- vm {v['id']} {v['name']} {v['state']}\n"
-                         + _ok(c.get(f"/vms/{v['id']}/log"))["log"][-4000:]
+                         + c.get(f"/vms/{v['id']}/log")["log"][-4000:]
                          for v in vms if v["state"] != "DONE")
         daemon_log = (d.data_dir / "daemon.log").read_text(errors="replace")[-3000:]
         running = " ".join(sorted(cell.running()))
@@ -371,7 +364,7 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
 
     def sample() -> dict[str, str]:
         nonlocal peak
-        states = {v["name"]: v["state"] for v in _ok(c.get("/vms", params={"all": True}))}
+        states = {v["name"]: v["state"] for v in c.get("/vms", all=True)}
         alive = [n for n, st in states.items() if st != "DONE"]
         peak = max(peak, len(alive))
         assert len(alive) <= SITE_CORES, states
@@ -384,9 +377,9 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
 
     jobs = {cell.submit_pending(vo, f"sleep {JOB_SECONDS}"): vo for vo in VOS for _ in range(JOBS[vo])}
     t_submit = time.monotonic()
-    _ok(c.post("/hosts", json={"name": "local", "vmm": "qemu",
-                               "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}}))
-    procs.wait_until(lambda: all(h["state"] == "MONITORED" for h in _ok(c.get("/hosts"))), deadline,
+    c.post("/hosts", {"name": "local", "vmm": "qemu",
+                               "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}})
+    procs.wait_until(lambda: all(h["state"] == "MONITORED" for h in c.get("/hosts")), deadline,
           "the qemu host to be MONITORED", why)
 
     def all_done() -> bool:
@@ -409,20 +402,20 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
             return False
         if any(w in cell.exec_hosts() for w in workers):
             return False
-        return all(not _ok(c.get(f"/pools/{vo}"))["vms"] for vo in VOS)
+        return all(not c.get(f"/pools/{vo}")["vms"] for vo in VOS)
 
     procs.wait_until(scaled_in, deadline, "workers drained, removed, VMs DONE and pools back to 0", why)
     t_done = time.monotonic()
-    logged = {vo: _ok(c.get(f"/pools/{vo}/events")) for vo in VOS}
+    logged = {vo: c.get(f"/pools/{vo}/events") for vo in VOS}
     events = {vo: [e["action"] for e in logged[vo]] for vo in VOS}
     for vo in VOS:
         told = "\n".join(f"{e['action']} vm={e.get('vm_id')} {e['reason']}" for e in logged[vo])
         assert "boot" in events[vo] and "joined" in events[vo], told
         assert "drain" in events[vo] and "stopped" in events[vo], told
         assert "refused" not in events[vo] and "boot-failed" not in events[vo], told
-    for p in _ok(c.get("/pools")):
+    for p in c.get("/pools"):
         assert (p["min"], p["booting"], p["running"], p["draining"], p["idle"]) == (0,) * 5, p
-    final = _ok(c.get("/vms", params={"all": True}))
+    final = c.get("/vms", all=True)
     names = [v["name"] for v in final]
     assert len(names) == len(set(names)), names
     # created as the VO (issue 9): each worker belongs to its VO's pool identity and group
@@ -433,8 +426,8 @@ def test_vo_pools_follow_a_real_grid_engine_queue(
     assert cell.exec_hosts() == []
     assert "NONE" in cell.run("qconf", "-shgrp", "@allhosts")
     assert not any(n in hosts_file.read_text() for n in names), hosts_file.read_text()
-    assert _ok(c.get("/vnets/vo"))["used_leases"] == 0
-    taps = {_ok(c.get(f"/vms/{v['id']}"))["deploy_id"] + "-0" for v in final}
+    assert c.get("/vnets/vo")["used_leases"] == 0
+    taps = {c.get(f"/vms/{v['id']}")["deploy_id"] + "-0" for v in final}
     c.close()
     assert qemu_pids_under(d.data_dir) == []
     assert not taps & _links(), taps & _links()

@@ -60,7 +60,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import procs
@@ -68,6 +67,7 @@ from tests.support.daemon import Daemon
 from tests.support.ports import free_port
 from tests.support.qemu import reap_daemon
 from tests.support.slurm_harness import SlurmCluster, missing_reason
+from vocloud.client import Client
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 from vocloud.guest.worker import WorkerImage, worker_context
@@ -151,11 +151,6 @@ def pool_daemon(tmp_path: Path, vo_cluster: VOSlurmCluster) -> Iterator[Daemon]:
         reap_daemon(d.proc, tmp_path)
 
 
-def _ok(r: httpx.Response) -> Any:
-    assert r.status_code < 400, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
-    return r.json() if r.content else None
-
-
 def _template(name: str, vo: str, conf_server: str, disk: str | None) -> str:
     """A VO's worker template: VO-level things only (no boot attribute, NIC or secret)."""
     ctx = worker_context("$NAME", b"-", conf_server=conf_server, ip="$IP", mask="24",
@@ -191,7 +186,7 @@ class _Watch:
     * the peak of live workers per VO, and every planner note seen.
     """
 
-    def __init__(self, c: httpx.Client, cl: VOSlurmCluster) -> None:
+    def __init__(self, c: Client, cl: VOSlurmCluster) -> None:
         self.c, self.cl = c, cl
         self.peak: dict[str, int] = dict.fromkeys(VOS, 0)
         self.notes: set[str] = set()
@@ -201,13 +196,13 @@ class _Watch:
 
     def sample(self) -> dict[str, str]:
         """``{vm name: state}`` of every VM, after checking the invariants."""
-        states = {v["name"]: v["state"] for v in _ok(self.c.get("/vms", params={"all": True}))}
+        states = {v["name"]: v["state"] for v in self.c.get("/vms", all=True)}
         alive = {n for n, st in states.items() if st != "DONE"}
         self.max_alive = max(self.max_alive, len(alive))
         assert len(alive) <= SITE_CORES, f"more VMs than the site holds: {sorted(alive)} {states}"
         for vo in VOS:
             self.peak[vo] = max(self.peak[vo], sum(n.startswith(f"{vo}-wn") for n in alive))
-        for p in _ok(self.c.get("/pools")):
+        for p in self.c.get("/pools"):
             self.notes.update(p["notes"])
         out = self.cl._try("sinfo", "-h", "-N", "-o", "%N %o %f")
         for line in out.splitlines():
@@ -237,61 +232,62 @@ def test_vo_pools_follow_a_real_slurm_queue(
     secrets.mkdir(mode=0o700)
     (secrets / "munge").write_bytes(key)
     (secrets / "munge").chmod(0o600)
-    c = d.client()
+    c = d.rest()
     watch = _Watch(c, cl)
-    _ok(c.post("/vnets", json={"template": f'NAME="vo"\nBRIDGE="{vo_bridge}"\n'
-                                           f'AR=[IP="{SUBNET}10", SIZE="8"]\n'}))
+    c.post("/vnets", {"template": f'NAME="vo"\nBRIDGE="{vo_bridge}"\n'
+                                           f'AR=[IP="{SUBNET}10", SIZE="8"]\n'})
     users = {}
     for vo in VOS:
-        _ok(c.post("/groups", json={"name": vo}))
-        users[vo] = _ok(c.post("/users", json={"name": f"{vo}-admin", "group": vo}))["token"]
+        c.post("/groups", {"name": vo})
+        users[vo] = c.post("/users", {"name": f"{vo}-admin", "group": vo})["token"]
     # the administrator's site templates (private): every pool's, and alice's broken one
-    _ok(c.post("/templates", json={"name": "worker-site",
+    c.post("/templates", {"name": "worker-site",
                                    "template": _site_template("worker-site", worker_image, sock,
-                                                              str(cl.root / "spool"))}))
-    _ok(c.post("/templates", json={"name": "broken-site", "template": _site_template(
-        "broken-site", worker_image, sock, str(cl.root / "spool"), initrd=str(broken))}))
+                                                              str(cl.root / "spool"))})
+    c.post("/templates", {"name": "broken-site", "template": _site_template(
+        "broken-site", worker_image, sock, str(cl.root / "spool"), initrd=str(broken))})
     # cms: the site's standard worker, a public template without a disk
-    _ok(c.post("/templates", json={"name": "std-worker", "public": True, "template": _template(
-        "std-worker", "cms", conf_server, None)}))
+    c.post("/templates", {"name": "std-worker", "public": True, "template": _template(
+        "std-worker", "cms", conf_server, None)})
     # atlas brings its own image and template; alice a template of its own
-    with d.client(users["atlas"]) as a:
-        _ok(a.post("/images/upload", params={"name": "atlas-img", "format": "qcow2"},
-                   content=guest_image.base_disk.read_bytes(),
-                   headers={"Content-Type": "application/octet-stream"}))  # a VO uploads (issue 9)
-        _ok(a.post("/templates", json={"name": "atlas-wn", "template": _template(
-            "atlas-wn", "atlas", conf_server, "atlas-img")}))
-    with d.client(users["alice"]) as a:
-        _ok(a.post("/templates", json={"name": "alice-wn", "template": _template(
-            "alice-wn", "alice", conf_server, None)}))
+    with d.rest(users["atlas"]) as a, guest_image.base_disk.open("rb") as disk:
+        a.upload("/images/upload", disk, guest_image.base_disk.stat().st_size,
+                 {"name": "atlas-img", "format": "qcow2"})  # a VO uploads (issue 9)
+        a.post("/templates", {"name": "atlas-wn", "template": _template(
+            "atlas-wn", "atlas", conf_server, "atlas-img")})
+    with d.rest(users["alice"]) as a:
+        a.post("/templates", {"name": "alice-wn", "template": _template(
+            "alice-wn", "alice", conf_server, None)})
     key_b64 = base64.b64encode(key).decode()
-    for t in _ok(c.get("/templates")):  # the key is in no template, its name in the site's only
+    for t in c.get("/templates"):  # the key is in no template, its name in the site's only
         assert key_b64 not in str(t), t["name"]
         assert ("$SECRET[munge]" in str(t)) == t["name"].endswith("-site"), t["name"]
-    with d.client(users["atlas"]) as a:  # a VO member cannot boot a worker to read the key
-        r = a.post("/templates/worker-site/instantiate", json={})
-        assert r.status_code in (403, 404), r.text  # not even visible to the VO
-        r = a.post("/vms", json={"template": 'CPU=1\nMEMORY=64\nCONTEXT=[K="$SECRET[munge]"]\n'})
-        assert r.status_code == 400 and "site secret" in r.text, r.text
+    # a VO member cannot boot a worker to read the key
+    err = d.refused("POST", "/templates/worker-site/instantiate", users["atlas"], json={})
+    assert err.status in (403, 404), err  # not even visible to the VO
+    err = d.refused("POST", "/vms", users["atlas"],
+                    json={"template": 'CPU=1\nMEMORY=64\nCONTEXT=[K="$SECRET[munge]"]\n'})
+    assert err.status == 400 and "site secret" in err.message, err
     # a pool template may hold nothing only an administrator may set, whoever writes it
-    _ok(c.post("/templates", json={"name": "virtfs-wn", "public": True,
-                                   "template": 'CPU=1\nMEMORY=64\nVIRTFS="/"\n'}))
-    r = c.post("/pools", json={"vo": "atlas", "template": "virtfs-wn", "cores": 1, "memory": 64})
-    assert r.status_code == 400 and "VIRTFS" in r.text, r.text
+    c.post("/templates", {"name": "virtfs-wn", "public": True,
+                                   "template": 'CPU=1\nMEMORY=64\nVIRTFS="/"\n'})
+    err = d.refused("POST", "/pools", json={"vo": "atlas", "template": "virtfs-wn", "cores": 1,
+                                            "memory": 64})
+    assert err.status == 400 and "VIRTFS" in err.message, err
     policy = {"cores": WORKER_CPUS, "memory": WORKER_MIB, "min": 0, "max": 4,
               "idle_timeout": IDLE_TIMEOUT, "scale_down_delay": 0, "boot_timeout": 120}
-    _ok(c.post("/pools", json={"vo": "atlas", "template": "atlas-wn", **policy, "weight": 3}))
-    _ok(c.post("/pools", json={"vo": "cms", "template": "std-worker", **policy, "weight": 1}))
-    _ok(c.post("/pools", json={"vo": "alice", "template": "alice-wn", **{**policy, "max": 1},
-                               "site_template": "broken-site"}))
+    c.post("/pools", {"vo": "atlas", "template": "atlas-wn", **policy, "weight": 3})
+    c.post("/pools", {"vo": "cms", "template": "std-worker", **policy, "weight": 1})
+    c.post("/pools", {"vo": "alice", "template": "alice-wn", **{**policy, "max": 1},
+                               "site_template": "broken-site"})
 
     def why() -> str:
-        pools = {p["vo"]: p for p in _ok(c.get("/pools"))}
-        events = {vo: [f"{e['action']} {e['reason']}" for e in _ok(c.get(f"/pools/{vo}/events"))]
+        pools = {p["vo"]: p for p in c.get("/pools")}
+        events = {vo: [f"{e['action']} {e['reason']}" for e in c.get(f"/pools/{vo}/events")]
                   for vo in VOS}
-        vms = _ok(c.get("/vms", params={"all": True}))
+        vms = c.get("/vms", all=True)
         logs = "\n".join(f"--- vm {v['id']} {v['name']} {v['state']}\n"
-                         + _ok(c.get(f"/vms/{v['id']}/log"))["log"][-1500:]
+                         + c.get(f"/vms/{v['id']}/log")["log"][-1500:]
                          for v in vms if v["state"] != "DONE")
         daemon_log = (d.data_dir / "daemon.log").read_text(errors="replace")[-3000:]
         return (f"pools: {pools}\nevents: {events}\nvms: {vms}\n"
@@ -310,15 +306,15 @@ def test_vo_pools_follow_a_real_slurm_queue(
     t_submit = time.monotonic()
     # 2 real cores, overcommitted to 4 schedulable ones: 4 one-core workers at once, for 3 VOs
     # that want 4 + 3 + 1: capacity is scarce and the weights (3:1:1) decide.
-    _ok(c.post("/hosts", json={"name": "local", "vmm": "qemu",
-                               "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}}))
+    c.post("/hosts", {"name": "local", "vmm": "qemu",
+                               "attrs": {"RESERVED_CPU": str(2 - SITE_CORES)}})
     procs.wait_until(lambda: all(h["state"] == "MONITORED" and h["total_cpu"] == SITE_CORES
-                      for h in _ok(c.get("/hosts"))), deadline, "the qemu host to be MONITORED", why)
+                      for h in c.get("/hosts")), deadline, "the qemu host to be MONITORED", why)
 
     # -- first plan: boots split by weight
     def first_boots() -> dict[str, int] | None:
         watch.sample()
-        boots = {vo: [e["count"] for e in _ok(c.get(f"/pools/{vo}/events")) if e["action"] == "boot"]
+        boots = {vo: [e["count"] for e in c.get(f"/pools/{vo}/events") if e["action"] == "boot"]
                  for vo in VOS}
         return {vo: b[0] for vo, b in boots.items()} if all(boots.values()) else None
 
@@ -326,7 +322,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
     assert first == {"atlas": 2, "cms": 1, "alice": 1}, (first, watch.notes)
     # the persisted decisions say that capacity was short (the plan's notes, "capacity scarce,
     # boots split by weight", last only until the next pass, so a sample may miss them)
-    reasons = {vo: next(e["reason"] for e in _ok(c.get(f"/pools/{vo}/events")) if e["action"] == "boot")
+    reasons = {vo: next(e["reason"] for e in c.get(f"/pools/{vo}/events") if e["action"] == "boot")
                for vo in VOS}
     assert reasons["atlas"].startswith("boot 2 of 4 wanted:"), reasons
     assert reasons["cms"].startswith("boot 1 of 3 wanted:"), reasons
@@ -336,12 +332,12 @@ def test_vo_pools_follow_a_real_slurm_queue(
     d.kill9()
     d.start()
     c.close()
-    c = watch.c = d.client()
+    c = watch.c = d.rest()
     t_restart = time.monotonic()
 
     def all_created() -> bool:  # a boot decided by the killed daemon is carried out at once
         watch.sample()
-        return all(v["vm_id"] is not None for vo in VOS for v in _ok(c.get(f"/pools/{vo}"))["vms"]
+        return all(v["vm_id"] is not None for vo in VOS for v in c.get(f"/pools/{vo}")["vms"]
                    if v["state"] == "REQUESTED")
 
     procs.wait_until(all_created, min(deadline, t_restart + 20), "every decided boot to have its VM", why)
@@ -356,7 +352,7 @@ def test_vo_pools_follow_a_real_slurm_queue(
         return len(running) >= 2
 
     procs.wait_until(atlas_busy, deadline, "two atlas jobs running at once", why)
-    _ok(c.patch("/pools/atlas", json={"max": 1}))
+    c.patch("/pools/atlas", {"max": 1})
     lowered_at = time.time()
 
     # -- every atlas and cms job completes on its VO's worker; alice backs off and never runs
@@ -378,12 +374,12 @@ def test_vo_pools_follow_a_real_slurm_queue(
         assert info["ExitCode"] == "0:0" and info["Account"] == vo, info
         assert info["Restarts"] == "0", info  # never requeued: no worker went from under it
         assert info["BatchHost"].startswith(f"{vo}-wn"), info  # ran on its VO's worker
-    atlas_events = _ok(c.get("/pools/atlas/events"))
+    atlas_events = c.get("/pools/atlas/events")
     late_boots = [e for e in atlas_events if e["action"] == "boot" and e["time"] > lowered_at + 1]
     assert not late_boots, late_boots  # max 1: no atlas boot after the cut
-    alice = _ok(c.get("/pools/alice"))
+    alice = c.get("/pools/alice")
     assert alice["running"] == 0 and [b for b in alice["backoff"] if b["failures"] >= 1], alice
-    alice_events = [e["action"] for e in _ok(c.get("/pools/alice/events"))]
+    alice_events = [e["action"] for e in c.get("/pools/alice/events")]
     assert "boot-failed" in alice_events and "joined" not in alice_events, alice_events
     assert not watch.nodes_seen["alice"], watch.nodes_seen
 
@@ -398,18 +394,18 @@ def test_vo_pools_follow_a_real_slurm_queue(
         nodes = cl._try("sinfo", "-h", "-N", "-o", "%N").split()
         if any(n in nodes for n in workers):
             return False
-        return all(not _ok(c.get(f"/pools/{vo}"))["vms"] for vo in VOS)
+        return all(not c.get(f"/pools/{vo}")["vms"] for vo in VOS)
 
     procs.wait_until(scaled_in, deadline, "workers drained, VMs DONE and pools back to 0", why)
     t_done = time.monotonic()
-    events = {vo: [e["action"] for e in _ok(c.get(f"/pools/{vo}/events"))] for vo in VOS}
+    events = {vo: [e["action"] for e in c.get(f"/pools/{vo}/events")] for vo in VOS}
     for vo in ("atlas", "cms"):
         assert "boot" in events[vo] and "joined" in events[vo], events
         assert "drain" in events[vo] and "stopped" in events[vo], events
         assert "refused" not in events[vo] and "boot-failed" not in events[vo], why()
-    for p in _ok(c.get("/pools")):
+    for p in c.get("/pools"):
         assert (p["min"], p["booting"], p["running"], p["draining"], p["idle"]) == (0,) * 5, p
-    final = _ok(c.get("/vms", params={"all": True}))
+    final = c.get("/vms", all=True)
     names = [v["name"] for v in final]
     assert len(names) == len(set(names)), names  # no worker booted twice under one name
     booted = {vo: sorted(n for n in names if n.startswith(f"{vo}-wn")) for vo in VOS}
@@ -417,14 +413,14 @@ def test_vo_pools_follow_a_real_slurm_queue(
     assert 1 <= len(booted["cms"]) <= JOBS["cms"] and 2 <= len(booted["atlas"]) <= 4, booted
     for vo in ("atlas", "cms"):
         for name in booted[vo]:  # created as the VO (issue 9), not as the site
-            vm = _ok(c.get(f"/vms/{_vm_id(final, name)}"))
+            vm = c.get(f"/vms/{_vm_id(final, name)}")
             assert (vm["group"], vm["user"]) == (vo, f"pool.{vo}"), (name, vm["user"])
         assert watch.nodes_seen[vo] <= set(booted[vo]), (watch.nodes_seen, booted)
     assert all(addr.startswith(SUBNET) for addr in watch.node_addr.values()), watch.node_addr
-    shown = {p["vo"]: p for p in _ok(c.get("/pools"))}
+    shown = {p["vo"]: p for p in c.get("/pools")}
     assert shown["atlas"]["image"] == "atlas-img" and shown["cms"]["image"] == "std-worker", shown
-    taps = {_ok(c.get(f"/vms/{v['id']}"))["deploy_id"] + "-0" for v in final}
-    assert _ok(c.get("/vnets/vo"))["used_leases"] == 0
+    taps = {c.get(f"/vms/{v['id']}")["deploy_id"] + "-0" for v in final}
+    assert c.get("/vnets/vo")["used_leases"] == 0
     c.close()
 
     assert qemu_pids_under(d.data_dir) == []

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.qemu import LOCAL, make_driver
+from vocloud.devtools.localprocs import poll_until
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec
 from vocloud.errors import DriverError
@@ -168,15 +169,14 @@ def _probe(drv_root: Path, probe: AccelProbe, guest: GuestImage, worker: WorkerI
     spec = worker.boot(DomainSpec(vm_id=1, deploy_id=name, name=name, cpu=1.0, vcpu=1, memory_mib=256,
                                   context=ctx))
     drv.run_dir(name).mkdir(mode=0o700, parents=True)
-    deadline = time.monotonic() + 240
+    def answered() -> str | None:
+        console = drv.console(LOCAL, name)
+        return console if done.search(console) or "VOCLOUD-WORKER-FAILED" in console else None
+
     try:
         drv.deploy(LOCAL, spec)
-        while time.monotonic() < deadline:
-            console = drv.console(LOCAL, name)
-            if done.search(console) or "VOCLOUD-WORKER-FAILED" in console:
-                return console
-            time.sleep(0.5)
-        pytest.fail(f"{name}: no probe answer within 240 s:\n{drv.console(LOCAL, name)[-3000:]}")
+        return poll_until(answered, 240, f"{name}'s probe answer on its console",
+                          lambda: drv.console(LOCAL, name)[-3000:], interval=0.5)
     finally:
         drv.cleanup(LOCAL, name)
 

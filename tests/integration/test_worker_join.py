@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import procs
-from tests.support.qemu import LOCAL, make_driver
+from tests.support.qemu import LOCAL, make_driver, wait_domain
 from tests.support.slurm_harness import SlurmCluster, missing_reason
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainSpec, DomainState, NicSpec
@@ -145,16 +145,8 @@ def test_the_guest_init_never_prints_the_munge_key() -> None:
 
 
 def wait_running(drv: QemuDriver, deploy_id: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    info = drv.poll(LOCAL, deploy_id)
-    while info.state != DomainState.RUNNING:
-        if info.state in (DomainState.FAILED, DomainState.MISSING, DomainState.OFF):
-            pytest.fail(f"{deploy_id} became {info.state}: {info.detail}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{deploy_id} still {info.state} after {timeout:g} s:\n"
-                        f"{drv.console(LOCAL, deploy_id)[-3000:]}")
-        time.sleep(0.2)
-        info = drv.poll(LOCAL, deploy_id)
+    wait_domain(drv, LOCAL, deploy_id, DomainState.RUNNING, timeout,
+                (DomainState.FAILED, DomainState.MISSING, DomainState.OFF), interval=0.2)
 
 
 def node_field(cluster: SlurmCluster, node: str, field: str) -> str:
@@ -197,19 +189,18 @@ def test_worker_vm_registers_as_node_and_runs_a_job(
         assert stat.S_IMODE(worker_driver.state_dir.stat().st_mode) == 0o700
         assert ctx["MUNGE_KEY"] not in worker_driver.console(LOCAL, DEPLOY_ID)
 
+        def why() -> str:
+            return (f"scontrol: {cluster._try('scontrol', 'show', 'node', VM_NAME)}\n"
+                    f"console:\n{worker_driver.console(LOCAL, DEPLOY_ID)[-3000:]}\n"
+                    f"{cluster.log_tail()}")
+
         def joined() -> bool:
+            if "slurmd initialization failed" in worker_driver.console(LOCAL, DEPLOY_ID):
+                pytest.fail(f"{VM_NAME} did not register: slurmd gave up\n{why()}")
             return cluster._try("sinfo", "-h", "-N", "-n", VM_NAME, "-o", "%t").strip() == "idle"
 
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        while not joined():
-            gave_up = "slurmd initialization failed" in worker_driver.console(LOCAL, DEPLOY_ID)
-            if gave_up or time.monotonic() > deadline:
-                why = "slurmd gave up" if gave_up else f"not idle within {JOIN_TIMEOUT:g} s"
-                pytest.fail(f"{VM_NAME} did not register: {why}\n"
-                            f"scontrol: {cluster._try('scontrol', 'show', 'node', VM_NAME)}\n"
-                            f"console:\n{worker_driver.console(LOCAL, DEPLOY_ID)[-3000:]}\n"
-                            f"{cluster.log_tail()}")
-            time.sleep(0.5)
+        procs.poll_until(joined, JOIN_TIMEOUT, f"{VM_NAME} to register as an idle node", why,
+                         interval=0.5)
         t_joined = time.monotonic() - t0
         assert node_field(cluster, VM_NAME, "NodeAddr") == GUEST_IP
         assert VO_FEATURE in node_field(cluster, VM_NAME, "AvailableFeatures")
@@ -230,10 +221,9 @@ def test_worker_vm_registers_as_node_and_runs_a_job(
               f"job {job} completed {t_job:.1f} s after deploy")
 
         worker_driver.shutdown(LOCAL, DEPLOY_ID, hard=False)
-        deadline = time.monotonic() + 60
-        while worker_driver.poll(LOCAL, DEPLOY_ID).state not in (DomainState.OFF, DomainState.MISSING):
-            assert time.monotonic() < deadline, "the worker did not power off on the ACPI button"
-            time.sleep(0.2)
+        procs.poll_until(lambda: worker_driver.poll(LOCAL, DEPLOY_ID).state in (
+            DomainState.OFF, DomainState.MISSING), 60, "the worker to power off on the ACPI button",
+            interval=0.2)
     finally:
         with contextlib.suppress(Exception):
             worker_driver.cleanup(LOCAL, DEPLOY_ID)

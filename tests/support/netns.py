@@ -24,17 +24,16 @@ import ipaddress
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from vocloud.devtools.localprocs import kill_all, poll_until
 from vocloud.drivers.base import CommandResult, HostRef
 from vocloud.drivers.transport.local import LocalTransport
 from vocloud.drivers.transport.ssh import SshTransport
@@ -210,15 +209,18 @@ LogLevel VERBOSE
              f'{mask}exec {SSHD} -D -e -f "$0"', str(host.directory / "sshd_config")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if host.sshd.poll() is not None:
-                raise RuntimeError(f"sshd for {host.netns} exited {host.sshd.returncode}: "
+        sshd = host.sshd
+
+        def listening() -> bool:
+            if sshd.poll() is not None:
+                raise RuntimeError(f"sshd for {host.netns} exited {sshd.returncode}: "
                                    f"{(host.directory / 'sshd.log').read_text()[-500:]}")
             with contextlib.suppress(OSError), socket.create_connection((host.address, host.port), 0.5):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"sshd for {host.netns} not listening after {timeout:g} s")
+                return True
+            return False
+
+        poll_until(listening, timeout, f"sshd for {host.netns} to listen on {host.address}:{host.port}",
+                   interval=0.05)
 
     def stop_sshd(self, host: NetnsHost) -> None:
         """The host "goes down": its sshd and every session of it die (guests are kept)."""
@@ -295,12 +297,7 @@ def _alive(pid: int) -> bool:
 
 
 def _kill_all(pids: list[int]) -> None:
-    for pid in set(pids):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    kill_all(lambda: [p for p in set(pids) if _alive(p)], 5, interval=0.02)
 
 
 def remove_stale_labs() -> None:

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.cli import Daemon, clean_env
+from tests.support.cli import clean_env
+from tests.support.daemon import Daemon
 from tests.support.slurm_harness import SlurmCluster
 
 SUSPEND_TIME = 4
@@ -70,7 +71,7 @@ def configure_site(d: Daemon, host: Sequence[str], template: str, cores: int = 2
     (d.data_dir / "powersave.toml").write_text(powersave)
     # the daemon got its port on the command line; a site's daemon reads it from here, and
     # so do the hooks (they see nothing but the data directory)
-    (d.data_dir / "vocloud.toml").write_text(f"port = {d.url.rsplit(':', 1)[1]}\n")
+    (d.data_dir / "vocloud.toml").write_text(f"port = {d.port}\n")
     d.wait_for(f"host {host[0]} monitored",
                lambda: d.api("GET", f"/hosts/{host[0]}")["state"] == "MONITORED", timeout=30)
 

@@ -3,19 +3,16 @@ that leave no guest, daemon or tap behind whatever a test did."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from vocloud.devtools.localprocs import qemu_pids_under
+from vocloud.devtools.localprocs import kill_all, poll_until, qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
-from vocloud.drivers.base import HostRef
+from vocloud.drivers.base import DomainState, HostRef
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 
@@ -30,14 +27,27 @@ def skip_or_fail(reason: str) -> None:
 
 
 def kill_qemu_under(path: Path) -> list[int]:
-    pids = qemu_pids_under(path)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while qemu_pids_under(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pids
+    """SIGKILL the guests whose command line names ``path``; the pids found."""
+    return kill_all(lambda: qemu_pids_under(path))
+
+
+def wait_domain(drv: QemuDriver, host: HostRef, deploy_id: str, want: DomainState, timeout: float,
+                fail_on: tuple[DomainState, ...] = (DomainState.FAILED, DomainState.MISSING),
+                interval: float = 0.1) -> None:
+    """Poll the driver until the guest is ``want``; fail at once if it lands in a state of
+    ``fail_on`` instead (with the driver's detail and the console's end)."""
+    stops = tuple(s for s in fail_on if s != want)
+
+    def there() -> bool:
+        info = drv.poll(host, deploy_id)
+        if info.state in stops:
+            pytest.fail(f"{deploy_id} became {info.state} while waiting for {want}: {info.detail}\n"
+                        f"{drv.console(host, deploy_id)[-3000:]}")
+        return info.state == want
+
+    poll_until(there, timeout, f"{deploy_id} to be {want}",
+               lambda: f"{drv.poll(host, deploy_id)}\n{drv.console(host, deploy_id)[-3000:]}",
+               interval=interval)
 
 
 def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:

@@ -37,14 +37,11 @@ that skip into a failure, for CI machines that must run them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -53,7 +50,7 @@ import pytest
 
 from tests.support.ports import free_ports
 from tests.support.procs import processes_with_env
-from vocloud.devtools.localprocs import poll_until, tail_files
+from vocloud.devtools.localprocs import kill_all, poll_until, tail_files
 
 MARKER = "VOCLOUD_SGE_HARNESS"
 PACKAGE_ROOT = Path("/var/lib/gridengine")
@@ -198,12 +195,7 @@ class SgeCell:
 
     def stop(self) -> None:
         """Kill everything the cell started (SIGKILL: nothing here holds state worth saving)."""
-        deadline = time.monotonic() + 10
-        while (pids := processes_with_marker(str(self.root))) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_all(lambda: processes_with_marker(str(self.root)), 10, interval=0.1)
         if os.environ.get("VOCLOUD_KEEP_SGE_CELL"):  # for debugging: the qmaster/execd logs
             print(f"Grid Engine cell kept in {self.root}")
             return

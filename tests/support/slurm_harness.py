@@ -36,7 +36,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -45,7 +44,7 @@ import pytest
 
 from tests.support.ports import free_ports
 from tests.support.procs import processes_with_env
-from vocloud.devtools.localprocs import poll_until, tail_files
+from vocloud.devtools.localprocs import kill_all, poll_until, tail_files
 from vocloud.devtools.localslurm import private_conf
 
 MARKER = "VOCLOUD_SLURM_HARNESS"
@@ -106,21 +105,11 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Kill everything the cluster started (SIGKILL: nothing here holds state worth saving)."""
-        deadline = time.monotonic() + 10
-        while True:
-            pids = processes_with_marker(str(self.root))
-            for proc in self._procs:
-                if proc.poll() is None:
-                    pids.append(proc.pid)
-            if not pids or time.monotonic() > deadline:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            for proc in self._procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.2)
-            time.sleep(0.1)
+        def alive() -> list[int]:  # poll() reaps the children among them
+            return processes_with_marker(str(self.root)) + [
+                p.pid for p in self._procs if p.poll() is None]
+
+        kill_all(alive, 10, interval=0.1)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _write_files(self) -> None:

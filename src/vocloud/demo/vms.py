@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,14 +30,9 @@ from rich.table import Table
 
 from vocloud.client import Client, wait_healthy
 from vocloud.demo.api import Api as _Api
+from vocloud.demo.site import host_name, machine
 from vocloud.devtools.localprocs import free_port
 from vocloud.errors import VocloudError
-
-
-def _machine() -> tuple[int, int]:
-    cores = os.cpu_count() or 1
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-    return cores, int(mem)
 
 
 def _table(hosts: list[dict[str, Any]], vms: list[dict[str, Any]], title: str) -> Table:
@@ -79,7 +73,7 @@ def _qemu_setup(console: Console, api: _Api, name: str) -> str | None:
 
 def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = False) -> int:
     console = Console()
-    cores, mem = _machine()
+    cores, mem = machine()
     data_dir = Path(os.environ.get("VOCLOUD_HOME") or tempfile.mkdtemp(prefix="vocloud-demo-"))
     port = free_port()
     env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
@@ -99,8 +93,7 @@ def run(vms: int = 0, boot_delay: float = 2.0, keep: bool = False, sim: bool = F
             console.print(f"[red]the daemon did not come up; see {data_dir}/daemon.log")
             return 1
         api = _Api(Client(url, (data_dir / "admin.token").read_text().strip(), timeout=30), VocloudError)
-        name = socket.gethostname().split(".")[0] or "localhost"
-        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+        name = host_name()
         template = None if sim else _qemu_setup(console, api, name)
         if template is None:
             api("POST", "/hosts", json={"name": name, "vmm": "sim", "cpu": cores, "memory": mem})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +48,24 @@ def poll_until(check: Callable[[], T | None], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}\n{detail()}")
         time.sleep(interval)
+
+
+def kill_all(find: Callable[[], list[int]], timeout: float = 5.0, interval: float = 0.05) -> list[int]:
+    """SIGKILL every pid ``find()`` names, again and again until it names none or ``timeout``
+    passes; the pids it named first. Best effort, for teardown (which must not fail): a process
+    that will not die is left for the caller's next look."""
+    first = find()
+
+    def gone() -> bool:
+        pids = find()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return not pids
+
+    with contextlib.suppress(TimeoutError):
+        poll_until(gone, timeout, "processes to exit", interval=interval)
+    return first
 
 
 def tail_files(paths: Iterable[Path], lines: int, root: Path | None = None) -> str:

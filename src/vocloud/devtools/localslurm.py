@@ -21,21 +21,18 @@ that this happens on errors and Ctrl-C too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from vocloud.devtools.localprocs import poll_until, processes_with_env, tail_files
+from vocloud.devtools.localprocs import kill_all, poll_until, processes_with_env, tail_files
 
 MARKER = "VOCLOUD_LOCALSLURM"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -150,20 +147,13 @@ class LocalSlurm:
 
     def stop(self) -> None:
         """SIGKILL everything started here (nothing holds state worth saving), remove the dir."""
-        deadline = time.monotonic() + 10
-        while True:
-            pids = processes_with_env(MARKER, str(self.root))
-            if self._ctld is not None and self._ctld.poll() is None:
-                pids.append(self._ctld.pid)
-            if not pids or time.monotonic() > deadline:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            if self._ctld is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._ctld.wait(timeout=0.2)
-            time.sleep(0.1)
+        ctld = self._ctld
+
+        def alive() -> list[int]:  # poll() reaps slurmctld, our child
+            own = [ctld.pid] if ctld is not None and ctld.poll() is None else []
+            return processes_with_env(MARKER, str(self.root)) + own
+
+        kill_all(alive, 10, interval=0.1)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _write_files(self) -> None:
