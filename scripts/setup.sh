@@ -16,6 +16,7 @@ APT_PACKAGES=(
   kmod                  # guest image: module dependency data
   iproute2              # network namespaces for SSH test hosts
   nftables              # anti-spoofing on guest taps (drivers/net/guard.py)
+  iputils-ping          # tests: the host pings guests at their leases
   openssh-server        # sshd inside test namespaces
   openssh-client
   slurm-wlm             # batch system: slurmctld/slurmd for VO-cluster tests

@@ -65,12 +65,12 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
         default = d.data_dir / "datastores" / "default"  # by path: inside a datastore (issue 9)
         shutil.copyfile(guest_image.base_disk, default / "tiny.qcow2")
         c.post("/images", {"name": "tiny", "path": str(default / "tiny.qcow2")})
-        lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\n'
+        lan = 'NAME="lan"\nBRIDGE="vcbrt"\nAR=[IP="10.251.0.10", SIZE="8"]\nNETWORK_MASK="255.255.255.0"\n'
         c.post("/vnets", {"template": lan})
         base = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
                 f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
                 'DISK=[IMAGE="tiny", TARGET="vda"]\n'
-                'NIC=[NETWORK="lan"]\nCONTEXT=[VALUE="ctx-$VMID", HOSTNAME="$NAME"]\n')
+                'NIC=[NETWORK="lan"]\nCONTEXT=[VALUE="ctx-$VMID", HOSTNAME="$NAME", NETWORK="YES"]\n')
         local_ids = c.post("/vms", {"template": base + 'SCHED_REQUIREMENTS="NAME = \\"local\\""\n',
                                     "count": 3, "name": "loc"})["ids"]
         remote_ids = c.post("/vms", {"template": base + 'SCHED_REQUIREMENTS="NAME = \\"remote\\""\n',
@@ -97,7 +97,14 @@ def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[i
             ips.add(info["leases"][0]["ip"])
             log = c.get(f"/vms/{i}/log")["log"]
             assert f"VOCLOUD-CONTEXT VALUE=ctx-{i}" in log, log[-2000:]
+            lease = info["leases"][0]["ip"]
+            assert f"VOCLOUD-NET eth0 {lease}/24" in log, log[-2000:]  # ETH0_* applied in the guest
         assert len(ips) == 5
+        # the remote host reaches its guests at their leases (through the anti-spoofing filter)
+        remote.exec("ip", "addr", "add", "10.251.0.1/24", "dev", "vcbrt")
+        for i in remote_ids:
+            lease = c.get(f"/vms/{i}")["leases"][0]["ip"]
+            assert remote.exec("ping", "-c", "2", "-W", "3", lease, check=False).returncode == 0, lease
         # every disk is an overlay whose backing file is the host's cached base
         deploy = {i: c.get(f"/vms/{i}")["deploy_id"] for i in ids}
         assert all(re.fullmatch(r"vc[a-z0-9]{3}-\d+", v) for v in deploy.values()), deploy
