@@ -1,3 +1,4 @@
+SHELL := /bin/bash
 .PHONY: setup test demo bench lint
 setup:
 	bash scripts/setup.sh
@@ -8,4 +9,4 @@ demo:
 lint:
 	.venv/bin/ruff check . && .venv/bin/mypy && .venv/bin/lint-imports
 bench:
-	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do m=$${b%.py}; echo "== $$b"; .venv/bin/python -m $${m//\//.} || exit 1; done

@@ -18,46 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import boto3
 import httpx
+from bench.support import bench_daemon, fill_store
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from sqlalchemy import select
-from tests.support.ports import free_port
-
-from vocloud.service.auth import Actor
-from vocloud.service.cloud import Cloud
-from vocloud.store import migrate
-from vocloud.store.db import Database
-from vocloud.store.schema import User
-
-
-def _fill(data_dir: Path, n: int) -> None:
-    db = Database(f"sqlite:///{data_dir / 'vocloud.db'}")
-    migrate.upgrade(db)
-    cloud = Cloud(db)
-    token = cloud.accounts.bootstrap()
-    assert token is not None
-    (data_dir / "admin.token").write_text(token + "\n")
-    with db.read() as s:
-        u = s.scalars(select(User)).one()
-    admin = Actor(u.id, u.name, u.group_id, True)
-    left = n
-    while left:
-        batch = min(left, 10_000)
-        cloud.vms.create(admin, "CPU=1\nMEMORY=1024\n", count=batch, name="bench")
-        left -= batch
-    db.dispose()
 
 
 def _raw_pages(endpoint: str, key: dict[str, str], client: httpx.Client) -> int:
@@ -90,26 +62,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-ec2-") as tmp:
         data_dir = Path(tmp)
         t0 = time.perf_counter()
-        _fill(data_dir, args.vms)
+        fill_store(data_dir, args.vms, "CPU=1\nMEMORY=1024\n")
         fill_s = time.perf_counter() - t0
-        port = free_port()
-        env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
-               "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600"}
-        code = "from vocloud.config import load_settings; from vocloud.app.daemon import serve; " \
-               "serve(load_settings())"
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-        try:
-            token = (data_dir / "admin.token").read_text().strip()
-            url = f"http://127.0.0.1:{port}/api/v1"
-            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
-                for _ in range(600):  # a loaded machine may take a while to start it
-                    try:
-                        if client.get(f"{url}/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                else:
-                    raise SystemExit("the daemon did not come up")
+        with bench_daemon(data_dir) as d:
+            port = int(d.base_url.rsplit(":", 1)[1])
+            url = d.api
+            with httpx.Client(headers={"Authorization": f"Bearer {d.token}"}, timeout=120) as client:
                 key = client.post(f"{url}/access-keys", json={}).json()
                 rest_times, ec2_times, raw_times = [], [], []
                 rest_count = ec2_count = pages = 0
@@ -134,9 +92,6 @@ def main() -> None:
                     raw_count = _raw_pages(f"http://127.0.0.1:{port}/ec2/", key, client)
                     raw_times.append(time.perf_counter() - t)
                     assert raw_count == args.vms, raw_count
-        finally:
-            proc.terminate()
-            proc.wait(30)
     assert rest_count == args.vms, f"REST listed {rest_count} VMs, expected {args.vms}"
     assert ec2_count == args.vms, f"EC2 listed {ec2_count} instances, expected {args.vms}"
     rest_best, ec2_best = min(rest_times), min(ec2_times)

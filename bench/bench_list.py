@@ -13,43 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.support import bench_daemon, fill_store
 from sqlalchemy import select
-from tests.support.ports import free_port
 
-from vocloud.client import Client, wait_healthy
-from vocloud.service.auth import Actor
-from vocloud.service.cloud import Cloud
-from vocloud.store import migrate
+from vocloud.client import Client
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Group, Host, User
 
 TARGET_S = 0.25
 ANCHOR = "OpenNebula 5.12 vmpool.info: 2.39 s at 20K VMs"
-
-
-def _fill(data_dir: Path, n: int) -> None:
-    db = Database(f"sqlite:///{data_dir / 'vocloud.db'}")
-    migrate.upgrade(db)
-    cloud = Cloud(db)
-    token = cloud.accounts.bootstrap()
-    assert token is not None
-    (data_dir / "admin.token").write_text(token + "\n")
-    with db.read() as s:
-        u = s.scalars(select(User)).one()
-    admin = Actor(u.id, u.name, u.group_id, True)
-    left = n
-    while left:
-        batch = min(left, 10_000)
-        cloud.vms.create(admin, "CPU=1\nMEMORY=512\n", count=batch, name="bench")
-        left -= batch
-    db.dispose()
 
 
 def _baseline(data_dir: Path) -> float:
@@ -81,29 +57,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-") as tmp:
         data_dir = Path(tmp)
         t0 = time.perf_counter()
-        _fill(data_dir, args.vms)
+        fill_store(data_dir, args.vms)
         fill_s = time.perf_counter() - t0
-        port = free_port()
-        env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
-               "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600"}
-        code = "from vocloud.config import load_settings; from vocloud.app.daemon import serve; " \
-               "serve(load_settings())"
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-        try:
-            token = (data_dir / "admin.token").read_text().strip()
-            url = f"http://127.0.0.1:{port}"
-            if not wait_healthy(url, lambda: proc.poll() is None, 10):
-                raise SystemExit(f"the daemon did not answer on {url}")
-            with Client(url, token, timeout=60) as client:
-                times = []
-                count = 0
-                for _ in range(args.repeat):
-                    t = time.perf_counter()
-                    count = len(client.get("/vms"))
-                    times.append(time.perf_counter() - t)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        with bench_daemon(data_dir) as d, Client(d.base_url, d.token, timeout=60) as client:
+            times = []
+            count = 0
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                count = len(client.get("/vms"))
+                times.append(time.perf_counter() - t)
         assert count == args.vms, f"listed {count} VMs, expected {args.vms}"
         base = _baseline(data_dir)
     best, median = min(times), sorted(times)[len(times) // 2]

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,34 +21,9 @@ from pathlib import Path
 
 import httpx
 import pyone
-from sqlalchemy import select
-from tests.support.ports import free_port
-
-from vocloud.service.auth import Actor
-from vocloud.service.cloud import Cloud
-from vocloud.store import migrate
-from vocloud.store.db import Database
-from vocloud.store.schema import User
+from bench.support import bench_daemon, fill_store
 
 ANCHORS = {"opennebula_5.12_s": 2.39, "opennebula_6.10_s": "0.78-1.27 at 10-30 req/s"}
-
-
-def _fill(data_dir: Path, n: int) -> None:
-    db = Database(f"sqlite:///{data_dir / 'vocloud.db'}")
-    migrate.upgrade(db)
-    cloud = Cloud(db)
-    token = cloud.accounts.bootstrap()
-    assert token is not None
-    (data_dir / "admin.token").write_text(token + "\n")
-    with db.read() as s:
-        u = s.scalars(select(User)).one()
-    admin = Actor(u.id, u.name, u.group_id, True)
-    left = n
-    while left:
-        batch = min(left, 10_000)
-        cloud.vms.create(admin, "CPU=1\nMEMORY=512\n", count=batch, name="bench")
-        left -= batch
-    db.dispose()
 
 
 def _timed(fn: object, repeat: int) -> list[float]:
@@ -75,24 +47,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-") as tmp:
         data_dir = Path(tmp)
         t0 = time.perf_counter()
-        _fill(data_dir, args.vms)
+        fill_store(data_dir, args.vms)
         fill_s = time.perf_counter() - t0
-        port = free_port()
-        env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
-               "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600"}
-        code = "from vocloud.config import load_settings; from vocloud.app.daemon import serve; " \
-               "serve(load_settings())"
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-        try:
-            token = (data_dir / "admin.token").read_text().strip()
-            endpoint = f"http://127.0.0.1:{port}/RPC2"
+        with bench_daemon(data_dir) as d:
+            token = d.token
+            endpoint = f"{d.base_url}/RPC2"
             body = xmlrpc.client.dumps((f"admin:{token}", -2, -1, -1, -1), "one.vmpool.info").encode()
-            for _ in range(100):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             size = [0]
 
             with httpx.Client(timeout=120) as client:
@@ -129,9 +89,6 @@ def main() -> None:
             for th in threads:
                 th.join()
             load_s = time.perf_counter() - started
-        finally:
-            proc.terminate()
-            proc.wait(30)
     assert count[0] == args.vms, f"listed {count[0]} VMs, expected {args.vms}"
     lat.sort()
     result = {

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures next to their baselines from the same run."""
