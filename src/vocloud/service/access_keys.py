@@ -155,14 +155,7 @@ class SigV4Authenticator:
         if abs(self.clock() - stamp) > MAX_SKEW_S:
             raise Unauthorized(f"request timestamp {amz_date} is more than {MAX_SKEW_S // 60} "
                                "minutes from the server's time", reason="RequestExpired")
-        key = session.scalars(select(AccessKey).where(AccessKey.key_id == auth.access_key[:64])).first()
-        if key is None:
-            raise Unauthorized("AWS was not able to validate the provided access credentials",
-                               reason="AuthFailure")
-        secret = self.keys.sealer.unseal(key.secret_sealed)
-        if secret is None:
-            raise Unauthorized("this access key cannot be read with the site's key file",
-                               reason="AuthFailure")
+        key, secret = _key_and_secret(session, self.keys, auth.access_key)
         try:
             canonical = sigv4.canonical_request(facts.method, facts.path, facts.query, facts.headers,
                                                 auth.signed_headers, facts.body_sha256)
@@ -173,10 +166,7 @@ class SigV4Authenticator:
             raise Unauthorized("the request signature we calculated does not match the signature "
                                "you provided; check your secret access key and signing method",
                                reason="SignatureDoesNotMatch")
-        user = session.get(User, key.user_id)
-        if user is None:
-            raise Unauthorized("the access key's user is gone", reason="AuthFailure")
-        return actor_of(user)
+        return _owner(session, key)
 
 
 class SigV2Authenticator:
@@ -216,21 +206,33 @@ class SigV2Authenticator:
                 raise Unauthorized(f"request timestamp {p['Timestamp'][:32]} is more than "
                                    f"{MAX_SKEW_S // 60} minutes from the server's time",
                                    reason="RequestExpired")
-        key = session.scalars(select(AccessKey).where(AccessKey.key_id == credentials.value[:64])).first()
-        secret = self.keys.sealer.unseal(key.secret_sealed) if key is not None else None
-        if key is None or secret is None:
-            raise Unauthorized("AWS was not able to validate the provided access credentials",
-                               reason="AuthFailure")
+        key, secret = _key_and_secret(session, self.keys, credentials.value)
         host = {k.lower(): v for k, v in facts.headers.items()}.get("host", "")
         expected = sigv2.signature(secret, method, sigv2.string_to_sign(facts.method, host, facts.path,
                                                                         params))
         if not hmac.compare_digest(expected, p.get("Signature", "")):
             raise Unauthorized("the request signature we calculated does not match the signature "
                                "you provided", reason="SignatureDoesNotMatch")
-        user = session.get(User, key.user_id)
-        if user is None:
-            raise Unauthorized("the access key's user is gone", reason="AuthFailure")
-        return actor_of(user)
+        return _owner(session, key)
+
+
+def _key_and_secret(session: Session, keys: AccessKeyService, key_id: str) -> tuple[AccessKey, str]:
+    """The access key and its unsealed secret, or EC2's ``AuthFailure`` (both signatures)."""
+    key = session.scalars(select(AccessKey).where(AccessKey.key_id == key_id[:64])).first()
+    if key is None:
+        raise Unauthorized("AWS was not able to validate the provided access credentials",
+                           reason="AuthFailure")
+    secret = keys.sealer.unseal(key.secret_sealed)
+    if secret is None:
+        raise Unauthorized("this access key cannot be read with the site's key file", reason="AuthFailure")
+    return key, secret
+
+
+def _owner(session: Session, key: AccessKey) -> Actor:
+    user = session.get(User, key.user_id)
+    if user is None:
+        raise Unauthorized("the access key's user is gone", reason="AuthFailure")
+    return actor_of(user)
 
 
 def check_key_id(text: str) -> str:
