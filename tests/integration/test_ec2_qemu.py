@@ -17,9 +17,8 @@ import pytest
 from botocore.config import Config
 
 from tests.support.daemon import Daemon
-from tests.support.ports import free_port
 from tests.support.procs import wait_until
-from tests.support.qemu import reap_daemon
+from tests.support.qemu import qemu_test_daemon
 from vocloud.guest.build import GuestImage
 
 pytestmark = pytest.mark.slow
@@ -29,12 +28,8 @@ USER_DATA = "#!/bin/sh\necho hello-from-ec2-user-data\n"
 
 @pytest.fixture
 def qemu_daemon(tmp_path: Path, guest_image: GuestImage) -> Iterator[Daemon]:
-    env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
-           "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
-    d.start()
-    yield d
-    reap_daemon(d.proc, tmp_path)
+    with qemu_test_daemon(tmp_path) as d:
+        yield d
 
 
 def test_user_data_reaches_a_real_guest(qemu_daemon: Daemon, guest_image: GuestImage) -> None:

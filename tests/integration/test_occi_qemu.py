@@ -18,8 +18,7 @@ from libcloud.compute.base import NodeState
 
 from tests.support.daemon import Daemon
 from tests.support.libcloud_one import one_driver
-from tests.support.ports import free_port
-from tests.support.qemu import reap_daemon
+from tests.support.qemu import qemu_test_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
@@ -44,13 +43,9 @@ def _ok(r: Any) -> Any:
 def occi_qemu(tmp_path: Path, guest_image: GuestImage) -> Iterator[Daemon]:
     site = (f'KERNEL="{guest_image.vmlinux}"\nINITRD="{guest_image.initramfs}"\n'
             f'KERNEL_CMD="{guest_image.cmdline}"\n')
-    env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
-           "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_OCCI_TEMPLATE": site,
-           "VOCLOUD_INSTANCE_TYPES": "tiny=0.5:128:1, small=1:1024"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
-    d.start()
-    yield d
-    reap_daemon(d.proc, tmp_path)
+    with qemu_test_daemon(tmp_path, VOCLOUD_OCCI_TEMPLATE=site,
+                          VOCLOUD_INSTANCE_TYPES="tiny=0.5:128:1, small=1:1024") as d:
+        yield d
 
 
 def test_libcloud_boots_a_qemu_guest(occi_qemu: Daemon, guest_image: GuestImage) -> None:

@@ -23,9 +23,8 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
-from tests.support.ports import free_port
 from tests.support.procs import poll_until
-from tests.support.qemu import reap_daemon
+from tests.support.qemu import qemu_test_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
@@ -42,14 +41,9 @@ def _links(netns: str | None) -> set[str]:
 
 @pytest.fixture
 def qemu_daemon(tmp_path: Path, netns_lab: NetnsLab, guest_image: GuestImage) -> Iterator[Daemon]:
-    env = {"VOCLOUD_SSH_KNOWN_HOSTS": str(netns_lab.known_hosts),
-           "VOCLOUD_SSH_KEY": str(netns_lab.client_key), "VOCLOUD_ACCEL": "tcg",
-           "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
-           "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
-    d.start()
-    yield d
-    reap_daemon(d.proc, tmp_path)
+    with qemu_test_daemon(tmp_path, VOCLOUD_SSH_KNOWN_HOSTS=str(netns_lab.known_hosts),
+                          VOCLOUD_SSH_KEY=str(netns_lab.client_key)) as d:
+        yield d
 
 
 def test_guests_local_and_over_ssh(qemu_daemon: Daemon, netns_hosts: Callable[[int], list[NetnsHost]],

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.ports import free_port
 from tests.support.procs import poll_until
-from tests.support.qemu import reap_daemon
+from tests.support.qemu import qemu_test_daemon
 from vocloud.devtools.localprocs import qemu_pids_under
 from vocloud.guest.build import GuestImage
 
@@ -29,12 +28,8 @@ SECRET = "vocloud-trust-test-secret-7f3a"
 
 @pytest.fixture
 def qemu_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
-           "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'vocloud.db'}", free_port(), env)
-    d.start()
-    yield d
-    reap_daemon(d.proc, tmp_path)
+    with qemu_test_daemon(tmp_path) as d:
+        yield d
 
 
 def test_plain_user_reaches_no_host_file_and_boots_by_reference(

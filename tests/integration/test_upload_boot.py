@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.ports import free_port
 from tests.support.procs import poll_until
-from tests.support.qemu import kill_qemu_under
+from tests.support.qemu import qemu_test_daemon
 from vocloud.guest.build import GuestImage
 
 pytestmark = pytest.mark.slow
@@ -25,16 +24,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def boot_daemon(tmp_path: Path, guest_image: GuestImage) -> Iterator[Daemon]:
-    env = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
-           "VOCLOUD_MONITOR_INTERVAL": "2"}
-    d = Daemon(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'vocloud.db'}", free_port(), env)
-    d.data_dir.mkdir()
-    d.start()
-    yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait(10)
-    kill_qemu_under(d.data_dir)
+    with qemu_test_daemon(tmp_path / "data") as d:
+        yield d
 
 
 def _disk(tmp_path: Path, disk_id: str) -> Path:

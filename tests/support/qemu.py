@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import Daemon
+from tests.support.ports import free_port
 from vocloud.devtools.localprocs import kill_all, poll_until, qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainState, HostRef
@@ -63,6 +67,23 @@ def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
         if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
                 (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
             subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+
+
+#: a daemon whose guests are real qemu under TCG, with the timeouts a loaded CI machine needs
+QEMU_DAEMON_ENV = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "240", "VOCLOUD_SHUTDOWN_TIMEOUT": "60",
+                   "VOCLOUD_MONITOR_INTERVAL": "2"}
+
+
+@contextmanager
+def qemu_test_daemon(data_dir: Path, **env: str) -> Iterator[Daemon]:
+    """A real daemon on SQLite in ``data_dir`` for qemu guests; reaped (guests, taps) after."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    d = Daemon(data_dir, f"sqlite:///{data_dir / 'vocloud.db'}", free_port(), {**QEMU_DAEMON_ENV, **env})
+    d.start()
+    try:
+        yield d
+    finally:
+        reap_daemon(d.proc, data_dir)
 
 
 def make_driver(state: Path, probe: AccelProbe, image: GuestImage) -> QemuDriver:
