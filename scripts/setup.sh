@@ -22,6 +22,7 @@ APT_PACKAGES=(
   gridengine-master     # batch system: sge_qmaster for the Grid Engine tests (second real one)
   gridengine-exec       # sge_execd
   gridengine-client     # qstat, qconf, qmod, qsub
+  prometheus            # a real Prometheus server scrapes /metrics in tests (docs/operations.md)
 )
 
 missing=()

@@ -89,6 +89,13 @@ class Settings:
     # named VM sizes for the EC2/OCCI/OpenNebula front-ends: "NAME=CPU:MEMORY_MB[:VCPU], ..."
     # ("" = OpenNebula's small/medium/large; model/instance_types.py)
     instance_types: str = ""
+    # operations (docs/operations.md): showback prices per core-hour and per GiB-hour of memory,
+    # the APEL SiteName / CloudComputeService of usage records, audit-log retention (0: forever)
+    showback_cpu_hour: float = 0.0
+    showback_gib_hour: float = 0.0
+    apel_site_name: str = "vocloud"
+    apel_service: str = ""
+    audit_retention_days: float = 365.0
 
     @property
     def database_url(self) -> str:
@@ -162,4 +169,8 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not 1024 <= out.max_request_bytes <= 1 << 30:
         raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
                            "(1024 to 1073741824 bytes; the default is 1048576)")
+    if not (0 <= out.showback_cpu_hour <= 1e9 and 0 <= out.showback_gib_hour <= 1e9
+            and 0 <= out.audit_retention_days <= 36500):
+        raise InvalidInput("settings showback_cpu_hour, showback_gib_hour (0 to 1e9) and "
+                           "audit_retention_days (0 to 36500) are out of range")
     return out

@@ -23,10 +23,14 @@ from typing import IO, Any
 
 import uvicorn
 
+from vocloud.api.metrics import Metrics, RequestMetrics
+from vocloud.api.ops import FrontendTag
+from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
+from vocloud.core.accounting import Prices
 from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
 from vocloud.engine import filemodes
 from vocloud.engine.pools import PoolController
@@ -76,14 +80,20 @@ class Loops:
         self.lease = lease
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        #: told each pass's duration and whether it failed (the /metrics histograms)
+        self.observe: Callable[[str, float, bool], None] | None = None
 
     def _run(self, name: str, fn: Callable[[], Any], interval: float) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
+            failed = False
             try:
                 fn()
             except Exception:  # a failing pass is logged and retried, never fatal
+                failed = True
                 log.exception("%s loop pass failed", name)
+            if self.observe is not None:
+                self.observe(name, time.monotonic() - started, failed)
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def start(self) -> None:
@@ -195,6 +205,16 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
 
     cloud.set_console_reader(reconciler.console)
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    # operations (docs/operations.md): accounting and audit routes, /metrics, audit front-end tag
+    cloud.accounting.prices = Prices(settings.showback_cpu_hour, settings.showback_gib_hour)
+    cloud.accounting.site_name = settings.apel_site_name
+    cloud.accounting.cloud_service = settings.apel_service
+    cloud.audit.retention_days = settings.audit_retention_days
+    app.include_router(ops_router())
+    metrics = Metrics(cloud.db)
+    loops.observe = metrics.observe_loop
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(FrontendTag)
     return app, loops, cloud
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from vocloud.drivers.registry import DriverCatalog
 from vocloud.model.attributes import catalogue_rows
+from vocloud.service.accounting import AccountingService
 from vocloud.service.accounts import AccountService
+from vocloud.service.audit import AuditService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.console import ConsoleReader, ConsoleService
@@ -44,6 +46,10 @@ class Cloud:
         self.console = ConsoleService(db)
         #: the authentication schemes front-ends may use (see ``service/auth.py``)
         self.authenticators = default_authenticators()
+        self.accounting = AccountingService(db)
+        # last: every state-changing call of every service above is audited (service/audit.py)
+        self.audit = AuditService(db)
+        self.audit.instrument_all(self)
 
     def attributes(self, actor: Actor) -> dict[str, Any]:
         """The attribute catalogue with this site's extra restrictions applied (any user)."""
