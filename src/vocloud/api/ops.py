@@ -104,8 +104,7 @@ def router() -> APIRouter:
 
     @r.get("/audit", responses=ok(list[AuditRecord]))
     def audit(request: Request, who: Who, user: Ref = None,
-              since: Annotated[float | None, Query(ge=0, le=253402300799.0,
-                                                   description="UNIX seconds")] = None,
+              since: Time = None,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> JSONResponse:
         """State-changing calls, newest first: administrators see all, other users their own."""
         return JSONResponse(cloud_of(request).audit.list(who, user=user, since=since, limit=limit))

@@ -138,14 +138,14 @@ class AccountingService:
             .where(h.c.state.in_(sorted(CHARGED)), h.c.start < hi,
                    or_(h.c.stop.is_(None), h.c.stop > lo))
         )
-        return [Stretch(*row) for row in s.execute(stmt).tuples()]
+        return [Stretch(*row) for row in s.execute(stmt)]
 
     def _names(self, s: Session, by: str) -> dict[Any, str]:
         model: Any = {"vo": Group, "user": User, "host": Host, "vm": VM}.get(by)
         if model is not None:
-            return {i: n for i, n in s.execute(select(model.id, model.name)).tuples()}
+            return {i: n for i, n in s.execute(select(model.id, model.name))}
         if by == "pool":
-            return {i: n for i, n in s.execute(select(PoolRow.id, PoolRow.vo)).tuples()}
+            return {i: n for i, n in s.execute(select(PoolRow.id, PoolRow.vo))}
         return {}
 
     def _period(self, since: str | float | None, until: str | float | None) -> tuple[float, float, float]:
@@ -208,7 +208,7 @@ class AccountingService:
                 select(VM.id, VM.name, VM.state, VM.vcpu, VM.memory, VM.cpu_m, VM.started_at,
                        VM.ended_at, User.name, Group.name)
                 .join(User, User.id == VM.owner_id).join(Group, Group.id == VM.group_id)
-                .where(VM.id.in_(self._vm_filter(group_id, user_id)))).tuples().all()
+                .where(VM.id.in_(self._vm_filter(group_id, user_id)))).all()
         records = []
         for vm_id, name, state, vcpu, memory, cpu_m, started, ended, uname, gname in vm_rows:
             if vm_id not in active:

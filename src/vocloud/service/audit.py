@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from vocloud.errors import Forbidden, InvalidInput, VocloudError
+from vocloud.service.accounting import parse_time
 from vocloud.service.auth import SYSTEM, Actor
 from vocloud.service.base import find, now
 from vocloud.store.db import Database
@@ -160,13 +161,13 @@ class AuditService:
         return out
 
     # ---------------------------------------------------------------- reads
-    def list(self, actor: Actor, user: str | None = None, since: float | None = None,
+    def list(self, actor: Actor, user: str | None = None, since: str | float | None = None,
              limit: int = 1000) -> list[dict[str, Any]]:
-        """Newest first. Administrators see everyone's; other users their own only."""
+        """Newest first. Administrators see everyone's; other users their own only. ``since``:
+        UNIX seconds or ISO 8601."""
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", attribute="limit")
-        if since is not None and not 0 <= since <= 253402300799.0:
-            raise InvalidInput("since is out of range", attribute="since")
+        since = parse_time(since, "since")
         with self.db.read() as s:
             stmt = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
             if user:

@@ -37,27 +37,27 @@ class SiteStats:
 def site_stats(db: Database) -> SiteStats:
     out = SiteStats()
     with db.read() as s:
-        for state, n in s.execute(select(Host.state, func.count()).group_by(Host.state)).tuples():
+        for state, n in s.execute(select(Host.state, func.count()).group_by(Host.state)):
             out.hosts_by_state[state] = n
         for name, tc, ac, uc, tm, am, um, fails in s.execute(select(
                 Host.name, Host.total_cpu_m, Host.alloc_cpu_m, Host.used_cpu_m, Host.total_mem,
-                Host.alloc_mem, Host.used_mem, Host.monitor_failures)).tuples():
+                Host.alloc_mem, Host.used_mem, Host.monitor_failures)):
             out.host_capacity[name] = (tc, ac, uc, tm, am, um)
             out.host_monitor_failures[name] = fails
         for state, vo, n in s.execute(
                 select(VM.state, Group.name, func.count()).join(Group, Group.id == VM.group_id)
-                .where(VM.state != "DONE").group_by(VM.state, Group.name)).tuples():
+                .where(VM.state != "DONE").group_by(VM.state, Group.name)):
             out.vms[(state, vo)] = n
-        for vo, status in s.execute(select(PoolRow.vo, PoolRow.status)).tuples():
+        for vo, status in s.execute(select(PoolRow.vo, PoolRow.status)):
             out.pools[vo] = dict(status or {})
         for vo, state, n in s.execute(
                 select(PoolRow.vo, PoolVMRow.state, func.count())
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
-                .where(PoolVMRow.state != "GONE").group_by(PoolRow.vo, PoolVMRow.state)).tuples():
+                .where(PoolVMRow.state != "GONE").group_by(PoolRow.vo, PoolVMRow.state)):
             out.pool_vms[(vo, state)] = n
         for action, n in s.execute(
                 select(Event.action, func.count()).where(Event.kind == "vm")
-                .where(Event.action.like("%\\_fail", escape="\\")).group_by(Event.action)).tuples():
+                .where(Event.action.like("%\\_fail", escape="\\")).group_by(Event.action)):
             out.vm_failures[action] = n
     return out
 
@@ -68,6 +68,6 @@ def boot_latencies(db: Database, since: float) -> list[tuple[int, float, float]]
     latest ``started_at`` as its watermark and the ids seen at it)."""
     with db.read() as s:
         rows = s.execute(select(VM.id, VM.created_at, VM.started_at)
-                         .where(VM.started_at.is_not(None), VM.started_at >= since)).tuples().all()
+                         .where(VM.started_at.is_not(None), VM.started_at >= since)).all()
     return [(vm_id, started, max(0.0, started - created)) for vm_id, created, started in rows
             if started is not None]
