@@ -56,7 +56,7 @@ class StoreCollector(Collector):
         self._boot_seen: set[int] = set()
         self._lock = threading.Lock()
 
-    def _feed_boot_latency(self) -> None:
+    def feed_boot_latency(self) -> None:
         with self._lock:
             rows = stats.boot_latencies(self.db, self._boot_since)
             for vm_id, _started, seconds in rows:
@@ -71,7 +71,6 @@ class StoreCollector(Collector):
                     self._boot_seen = {vm_id for vm_id, started, _ in rows if started >= latest}
 
     def collect(self) -> Iterator[Metric]:
-        self._feed_boot_latency()
         st = stats.site_stats(self.db)
         hosts = GaugeMetricFamily("vocloud_hosts", "Hypervisor hosts by state", labels=["state"])
         for state, n in sorted(st.hosts_by_state.items()):
@@ -144,7 +143,8 @@ class Metrics:
         self.boot_seconds = Histogram("vocloud_vm_boot_duration_seconds",
                                       "Seconds from a VM's creation to its first RUNNING", registry=r,
                                       buckets=BOOT_BUCKETS)
-        self.registry.register(StoreCollector(db, self.boot_seconds))
+        self.store = StoreCollector(db, self.boot_seconds)
+        self.registry.register(self.store)
 
     def observe_loop(self, loop: str, seconds: float, failed: bool) -> None:
         """The daemon's loops call this after each pass."""
@@ -153,6 +153,7 @@ class Metrics:
             self.loop_failures.labels(loop).inc()
 
     def exposition(self) -> bytes:
+        self.store.feed_boot_latency()  # before the histogram is read, so this scrape has them
         return generate_latest(self.registry)
 
 
