@@ -26,7 +26,8 @@ from tests.support.prometheus import Prometheus
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def site(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One daemon with two VOs: atlas runs 3 VMs, cms 2 (one more held)."""
     root = tmp_path_factory.mktemp(f"ops-{request.param}")
     if request.param == "sqlite":
@@ -42,7 +43,8 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         for vo in ("atlas", "cms"):
             assert c.post("/groups", json={"name": vo}).status_code == 201
             tokens[vo] = c.post("/users", json={"name": f"{vo}-u", "group": vo}).json()["token"]
-        assert c.post("/hosts", json={"name": "h1", "vmm": "sim", "cpu": 16, "memory": 65536}).status_code == 201
+        host = {"name": "h1", "vmm": "sim", "cpu": 16, "memory": 65536}
+        assert c.post("/hosts", json=host).status_code == 201
     with d.client(tokens["atlas"]) as c:
         assert c.post("/vms", json={"template": "CPU=1\nMEMORY=256\n", "count": 3}).status_code == 201
     with d.client(tokens["cms"]) as c:
