@@ -18,9 +18,11 @@ cores times the charged hours (what the site set aside, as OpenNebula's showback
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from vocloud.model.lifecycle import HOLDS_HOST
 
@@ -33,9 +35,9 @@ GROUPINGS: tuple[str, ...] = ("vo", "user", "host", "pool", "vm", "day", "month"
 HOUR = 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class Stretch:
-    """One VM in one state from ``start`` to ``end`` (``None``: still in it)."""
+class Stretch(NamedTuple):
+    """One VM in one state from ``start`` to ``end`` (``None``: still in it). A tuple, so that
+    the store's rows are used as they come (no object per row on 200,000 events)."""
 
     vm_id: int
     state: str
@@ -140,15 +142,19 @@ def calendar_slices(start: float, end: float, by: str) -> Iterator[tuple[str, fl
         cur = nxt
 
 
-KeyOf = Callable[[Stretch], str | int | None]
+def calendar_cuts(lo: float, hi: float, by: str) -> tuple[list[float], list[str]]:
+    """The UTC day or month boundaries inside [lo, hi) and the label of each slice: slice k is
+    [cuts[k], cuts[k+1]) (the first starts at the boundary at or before ``lo``)."""
+    cuts: list[float] = []
+    labels: list[str] = []
+    for label, a, _b in calendar_slices(lo, hi, by):
+        cuts.append(a)
+        labels.append(label)
+    return cuts, labels
 
-KEYS: dict[str, KeyOf] = {
-    "vo": lambda s: s.group_id,
-    "user": lambda s: s.user_id,
-    "host": lambda s: s.host_id,
-    "pool": lambda s: s.pool_id,
-    "vm": lambda s: s.vm_id,
-}
+
+#: Which field of a :class:`Stretch` each grouping keys on.
+KEY_FIELD: dict[str, int] = {"vm": 0, "user": 4, "vo": 5, "host": 6, "pool": 7}
 
 
 def aggregate(stretches: Iterable[Stretch], lo: float, hi: float, now: float, by: str = "vo",
@@ -159,23 +165,37 @@ def aggregate(stretches: Iterable[Stretch], lo: float, hi: float, now: float, by
         raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     hi = min(hi, now)
     out: dict[str | int | None, Usage] = {}
+    if hi <= lo:
+        return out
     calendar = by in ("day", "month")
-    key_of = None if calendar else KEYS[by]
+    cuts, labels = calendar_cuts(lo, hi, by) if calendar else ([], [])
+    field_ = KEY_FIELD.get(by, 0)
     for s in stretches:
-        if s.state not in charged:
+        vm_id, state, s_start, s_end = s[0], s[1], s[2], s[3]
+        if state not in charged:
             continue
-        end = now if s.end is None else s.end
-        start, stop = max(s.start, lo), min(end, hi)
+        start = s_start if s_start > lo else lo
+        stop = hi if s_end is None or s_end > hi else s_end
         if stop <= start:
             continue
-        if key_of is not None:
-            usage = out.get(key_of(s))
+        cpu_m, memory = s[8], s[9]
+        if not calendar:
+            key = s[field_]
+            usage = out.get(key)
             if usage is None:
-                usage = out[key_of(s)] = Usage()
-            usage.add(s.vm_id, stop - start, s.cpu_m, s.memory_mib)
+                usage = out[key] = Usage()
+            usage.add(vm_id, stop - start, cpu_m, memory)
             continue
-        for label, a, b in calendar_slices(start, stop, by):
-            out.setdefault(label, Usage()).add(s.vm_id, b - a, s.cpu_m, s.memory_mib)
+        k = bisect_right(cuts, start) - 1
+        while k < len(cuts) and cuts[k] < stop:
+            a = cuts[k] if cuts[k] > start else start
+            b = cuts[k + 1] if k + 1 < len(cuts) and cuts[k + 1] < stop else stop
+            if b > a:
+                usage = out.get(labels[k])
+                if usage is None:
+                    usage = out[labels[k]] = Usage()
+                usage.add(vm_id, b - a, cpu_m, memory)
+            k += 1
     return out
 
 

@@ -163,7 +163,9 @@ class Event(Base):
     """Append-only history of state changes: ``vm show`` prints it, tests audit it."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_kind_obj", "kind", "obj_id"),)
+    __table_args__ = (Index("ix_events_kind_obj", "kind", "obj_id"),
+                      # accounting's window over each VM's history, in order (0009)
+                      Index("ix_events_kind_obj_id_time", "kind", "obj_id", "time", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     time: Mapped[float] = mapped_column(Float, default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))

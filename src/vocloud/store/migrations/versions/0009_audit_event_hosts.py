@@ -36,9 +36,12 @@ def upgrade() -> None:
     op.create_index('ix_audit_user_id_id', 'audit', ['user_id', 'id'], unique=False)
     # plain ADD COLUMN on both databases: no batch copy of the events table
     op.add_column('events', sa.Column('host_id', sa.Integer(), nullable=True))
+    op.create_index('ix_events_kind_obj_id_time', 'events', ['kind', 'obj_id', 'time', 'id'],
+                    unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_events_kind_obj_id_time', table_name='events')
     if op.get_bind().dialect.name == "sqlite":  # native DROP COLUMN (SQLite >= 3.35), no copy
         op.execute("ALTER TABLE events DROP COLUMN host_id")
     else:
