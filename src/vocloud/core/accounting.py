@@ -180,7 +180,7 @@ def aggregate(stretches: Iterable[Stretch], lo: float, hi: float, now: float, by
             continue
         cpu_m, memory = s[8], s[9]
         if not calendar:
-            key = s[field_]
+            key: str | int | None = s[field_]  # type: ignore[assignment]  # an id field (KEY_FIELD)
             usage = out.get(key)
             if usage is None:
                 usage = out[key] = Usage()
