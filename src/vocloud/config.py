@@ -96,6 +96,8 @@ class Settings:
     apel_site_name: str = "vocloud"
     apel_service: str = ""
     audit_retention_days: float = 365.0
+    # /metrics without credentials (default: an administrator's token, as for any API call)
+    metrics_public: bool = False
 
     @property
     def database_url(self) -> str:

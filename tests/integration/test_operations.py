@@ -72,7 +72,7 @@ def test_prometheus_scrapes_running_vms_per_vo(site: dict[str, Any]) -> None:
     d: Daemon = site["daemon"]
     want = _running_per_vo(d)
     assert want == {"atlas": 3, "cms": 2}
-    prom = Prometheus(site["root"] / "prometheus", f"127.0.0.1:{d.port}")
+    prom = Prometheus(site["root"] / "prometheus", f"127.0.0.1:{d.port}", token=d.token)
     prom.start()
     try:
         def answer() -> dict[str, int] | None:
@@ -102,7 +102,12 @@ def test_prometheus_scrapes_running_vms_per_vo(site: dict[str, Any]) -> None:
         assert not any(route.startswith("/api/v1/vms/1") for route, _ in routes)
     finally:
         prom.stop()
-    text = httpx.get(f"http://127.0.0.1:{d.port}/metrics", timeout=10).text
+    metrics = f"http://127.0.0.1:{d.port}/metrics"
+    # the metrics name VOs and hosts: an administrator's token, not a VO user's, not none
+    assert httpx.get(metrics, timeout=10).status_code == 401
+    user = {"Authorization": f"Bearer {site['tokens']['atlas']}"}
+    assert httpx.get(metrics, headers=user, timeout=10).status_code == 403
+    text = httpx.get(metrics, headers={"Authorization": f"Bearer {d.token}"}, timeout=10).text
     for name in ("vocloud_pool_pending_jobs", "vocloud_vm_driver_failures_total",
                  "vocloud_loop_failures_total", "vocloud_api_request_duration_seconds_bucket"):
         assert name in text, name

@@ -16,7 +16,8 @@ from tests.support.procs import skip_or_fail
 
 
 class Prometheus:
-    def __init__(self, root: Path, target: str, metrics_path: str = "/metrics") -> None:
+    def __init__(self, root: Path, target: str, metrics_path: str = "/metrics",
+                 token: str | None = None) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             skip_or_fail("prometheus not installed (apt-get install prometheus)")
@@ -25,10 +26,16 @@ class Prometheus:
         self.root = root
         self.port = free_port()
         root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if token is not None:
+            (root / "token").write_text(token)
+            (root / "token").chmod(0o600)
+            auth = f"    authorization:\n      type: Bearer\n      credentials_file: {root / 'token'}\n"
         (root / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: vocloud\n"
-            f"    metrics_path: {metrics_path}\n    static_configs:\n      - targets: ['{target}']\n")
+            f"    metrics_path: {metrics_path}\n{auth}"
+            f"    static_configs:\n      - targets: ['{target}']\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

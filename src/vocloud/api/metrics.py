@@ -23,13 +23,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vocloud.errors import Forbidden, VocloudError
 from vocloud.service import stats
+from vocloud.service.auth import Credentials
+from vocloud.service.cloud import Cloud
 from vocloud.store.db import Database
 
 #: Pool status fields exported per VO (the controller's last picture, ``vocloud pool list``).
@@ -163,14 +167,41 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"  # never the raw path: unbounded labels
 
 
+def _bearer(scope: Scope) -> Credentials | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return Credentials(scheme.strip(), token.strip())
+    return None
+
+
 class RequestMetrics:
     """ASGI middleware: serves ``/metrics`` and counts every other request by route template
-    (``/api/v1/vms/{vm_id}``, never the raw path) and status."""
+    (``/api/v1/vms/{vm_id}``, never the raw path) and status.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, path: str = "/metrics") -> None:
+    ``/metrics`` names VOs and hosts, so unless ``public`` (setting ``metrics_public``) it asks
+    for an administrator's credentials, checked by the service's authenticators like any call
+    (Prometheus: ``authorization: {credentials_file: ...}``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, cloud: Cloud | None = None,
+                 public: bool = False, path: str = "/metrics") -> None:
         self.app = app
         self.metrics = metrics
+        self.cloud = cloud
+        self.public = public
         self.path = path
+
+    def _refusal(self, scope: Scope) -> VocloudError | None:
+        if self.public:
+            return None
+        if self.cloud is None:
+            return Forbidden("metrics are not public and no authenticator is configured")
+        try:
+            actor = self.cloud.authenticate_with(_bearer(scope))
+        except VocloudError as exc:
+            return exc
+        return None if actor.is_admin else Forbidden("only an administrator may read the metrics "
+                                                     "(or set metrics_public)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -179,6 +210,14 @@ class RequestMetrics:
         if scope.get("path") == self.path and scope.get("method") in ("GET", "HEAD"):
             import anyio.to_thread  # the store queries block: off the event loop
 
+            refused = await anyio.to_thread.run_sync(self._refusal, scope)
+            if refused is not None:
+                err = orjson.dumps(refused.to_dict())
+                await send({"type": "http.response.start", "status": refused.status,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(err)).encode())]})
+                await send({"type": "http.response.body", "body": err})
+                return
             body = await anyio.to_thread.run_sync(self.metrics.exposition)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),

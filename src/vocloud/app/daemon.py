@@ -213,7 +213,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     app.include_router(ops_router())
     metrics = Metrics(cloud.db)
     loops.observe = metrics.observe_loop
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
     return app, loops, cloud
 
