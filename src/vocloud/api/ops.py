@@ -80,7 +80,9 @@ def router() -> APIRouter:
         c: Cloud = request.app.state.cloud
         return c
 
-    @r.get("/accounting", responses=ok(Accounting))
+    named = {"x-errors": [404]}  # ?vo= / ?user= naming no such group or user
+
+    @r.get("/accounting", responses=ok(Accounting), openapi_extra=named)
     def accounting(request: Request, who: Who,
                    by: Literal["vo", "user", "host", "pool", "vm", "day", "month"] = "vo",
                    from_: Annotated[str | None, Query(alias="from", max_length=40,
@@ -94,7 +96,8 @@ def router() -> APIRouter:
 
     @r.get("/accounting/apel", responses={200: {"description": "APEL cloud usage message "
                                                                "(APEL-cloud-message: v0.4)",
-                                                "content": {"text/plain": {}}}})
+                                                "content": {"text/plain": {}}}},
+           openapi_extra=named)
     def accounting_apel(request: Request, who: Who,
                         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
                         to: Time = None, vo: Ref = None, user: Ref = None) -> Response:
@@ -102,7 +105,7 @@ def router() -> APIRouter:
         body = cloud_of(request).accounting.get_apel(who, since=from_, until=to, vo=vo, user=user)
         return Response(body, media_type="text/plain; charset=utf-8")
 
-    @r.get("/audit", responses=ok(list[AuditRecord]))
+    @r.get("/audit", responses=ok(list[AuditRecord]), openapi_extra=named)
     def audit(request: Request, who: Who, user: Ref = None,
               since: Time = None,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> JSONResponse:
