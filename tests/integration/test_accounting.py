@@ -202,3 +202,21 @@ def test_every_state_changing_service_method_is_audited(cloud: Cloud) -> None:
     for service, name in (("vms", "list"), ("vms", "show"), ("accounting", "get_usage"),
                           ("audit", "list"), ("vms", "report")):
         assert not getattr(getattr(getattr(cloud, service), name), "__vocloud_audited__", False)
+
+
+def test_the_frontend_tag_names_each_front_end() -> None:
+    """One ASGI middleware tells the audit log which front-end a request came through."""
+    import asyncio
+
+    from vocloud.api.ops import FrontendTag
+    from vocloud.service.audit import FRONTEND
+
+    seen: list[str] = []
+
+    async def app(_scope: object, _receive: object, _send: object) -> None:
+        seen.append(FRONTEND.get())
+
+    tag = FrontendTag(app)
+    for path in ("/api/v1/vms", "/ec2/", "/RPC2", "/compute/7", "/ui/", "/brandnew/x"):
+        asyncio.run(tag({"type": "http", "path": path}, None, None))  # type: ignore[arg-type]
+    assert seen == ["rest", "ec2", "xmlrpc", "occi", "ui", "brandnew"]

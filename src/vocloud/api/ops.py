@@ -117,7 +117,10 @@ def router() -> APIRouter:
 
 #: Front-end names for the audit log, by the first segment of the request path; any other
 #: front-end is named by its first segment (``/compute/...`` -> ``compute``).
-FRONTENDS: dict[str, str] = {"api": "rest", "ec2": "ec2", "RPC2": "xmlrpc", "ui": "ui", "occi": "occi"}
+FRONTENDS: dict[str, str] = {"api": "rest", "ec2": "ec2", "RPC2": "xmlrpc", "ui": "ui",
+                             # OpenNebula OCCI's plain paths (api/occi/routes.py)
+                             "compute": "occi", "network": "occi", "storage": "occi",
+                             "instance_type": "occi"}
 
 
 class FrontendTag:

@@ -41,7 +41,8 @@ log = logging.getLogger("vocloud.audit")
 FRONTEND: contextvars.ContextVar[str] = contextvars.ContextVar("vocloud_frontend", default="")
 
 #: Method names that only read (never audited): everything else taking an Actor first is.
-READ_PREFIXES: tuple[str, ...] = ("list", "show", "get", "events", "log", "attributes", "find")
+READ_PREFIXES: tuple[str, ...] = ("list", "show", "get", "events", "log", "attributes", "find",
+                                   "describe", "console")  # EC2's reads: Describe*, GetConsoleOutput
 
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar("vocloud_audit_active", default=False)
 
