@@ -25,6 +25,7 @@ APT_PACKAGES=(
   gridengine-exec       # sge_execd
   gridengine-client     # qstat, qconf, qmod, qsub
   chromium              # headless browser for the web dashboard tests (driven by pip playwright)
+  prometheus            # a real Prometheus server scrapes /metrics in tests (docs/operations.md)
 )
 
 missing=()

@@ -85,6 +85,17 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=query)
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """A GET whose answer is text, not JSON (``/accounting/apel``)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            resp = self._http.request("GET", path, params=query)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot talk to vocloud at {self.url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return resp.text
+
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, body=body or {})
 

@@ -95,6 +95,15 @@ class Settings:
     # OpenNebula OCCI: template text (ONE syntax) the administrator merges into every VM created
     # through OCCI, as OpenNebula's common.erb (e.g. KERNEL="..." for the site's images); docs/occi.md
     occi_template: str = ""
+    # operations (docs/operations.md): showback prices per core-hour and per GiB-hour of memory,
+    # the APEL SiteName / CloudComputeService of usage records, audit-log retention (0: forever)
+    showback_cpu_hour: float = 0.0
+    showback_gib_hour: float = 0.0
+    apel_site_name: str = "vocloud"
+    apel_service: str = ""
+    audit_retention_days: float = 365.0
+    # /metrics without credentials (default: an administrator's token, as for any API call)
+    metrics_public: bool = False
 
     @property
     def database_url(self) -> str:
@@ -168,4 +177,8 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not 1024 <= out.max_request_bytes <= 1 << 30:
         raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
                            "(1024 to 1073741824 bytes; the default is 1048576)")
+    if not (0 <= out.showback_cpu_hour <= 1e9 and 0 <= out.showback_gib_hour <= 1e9
+            and 0 <= out.audit_retention_days <= 36500):
+        raise InvalidInput("settings showback_cpu_hour, showback_gib_hour (0 to 1e9) and "
+                           "audit_retention_days (0 to 36500) are out of range")
     return out

@@ -25,6 +25,7 @@ import uvicorn
 from tests.integration import fuzz
 from tests.support.ports import free_port
 from tests.support.procs import poll_until
+from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.errors import InvalidInput
 from vocloud.service.auth import SYSTEM
@@ -73,7 +74,9 @@ def _site(cloud: Cloud) -> dict[str, str]:
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(cloud: Cloud, who: str) -> None:
     tokens = _site(cloud)
     t0 = time.monotonic()
-    with serve(create_app(cloud)) as url:
+    app = create_app(cloud)
+    app.include_router(ops_router())  # accounting and audit, as app/daemon.py::build mounts them
+    with serve(app) as url:
         figures = fuzz.run(url, tokens[who], max_examples=MAX_EXAMPLES)
     db = "sqlite" if cloud.db.is_sqlite else "postgres"
     print(f"\nschemathesis {db} as {who}: {figures.line()} in {time.monotonic() - t0:.0f} s")

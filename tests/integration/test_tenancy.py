@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.helpers import admin
+from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
@@ -68,7 +69,9 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
     ids = {"access_key": key, "vm": vm, "template": "cms-wn", "image": image_id, "vnet": net["id"],
            "user": "cms-member", "group": "cms", "vo": "cms", "acl": acl["id"],
            "ip": net["ranges"][0]["ip"], "host": "h1", "datastore": "default"}
-    with TestClient(create_app(cloud)) as client:
+    app = create_app(cloud)
+    app.include_router(ops_router())  # as app/daemon.py::build mounts it
+    with TestClient(app) as client:
         yield Tenants(client, tokens, ids)
 
 
@@ -77,8 +80,10 @@ def _snapshot(cloud: Cloud) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     with cloud.db.read() as s:
         for table in Base.metadata.sorted_tables:
-            if table.name == "site_settings":
-                continue  # the daemon's store lease (no daemon here), never written by a request
+            if table.name in ("site_settings", "audit"):
+                # the daemon's store lease (no daemon here), never written by a request; the
+                # audit log, whose job is to record the refused requests too
+                continue
             rows = s.execute(select(table)).all()
             out[table.name] = sorted((tuple(r) for r in rows), key=repr)
     return out
@@ -141,6 +146,15 @@ BODY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/access-keys", {"user": "cms-member"}),
 ]
 
+#: Reads that reach the other VO's data through their query string (accounting, audit).
+QUERY_CASES: list[tuple[str, str, dict[str, str]]] = [
+    ("GET", "/accounting", {"vo": "cms"}),
+    ("GET", "/accounting", {"user": "cms-member", "by": "vm"}),
+    ("GET", "/accounting/apel", {"vo": "cms"}),
+    ("GET", "/accounting/apel", {"user": "cms-member"}),
+    ("GET", "/audit", {"user": "cms-member"}),
+]
+
 #: Operations that name no object (or only the caller): nothing of cms to aim at.
 NO_TARGET = {("GET", "/health"), ("GET", "/lifecycle"), ("GET", "/attributes"), ("GET", "/users/me"),
              ("POST", "/images/upload"), ("POST", "/templates"),
@@ -160,6 +174,7 @@ def _operations(t: Tenants) -> set[tuple[str, str]]:
 
 def test_every_operation_has_a_tenancy_case(tenants: Tenants) -> None:
     covered = set(CASES) | {(m, p) for m, p, _ in BODY_CASES} | NO_TARGET | SITE_READS
+    covered |= {(m, p) for m, p, _ in QUERY_CASES}
     covered |= {("GET", p) for p in LISTS}
     missing = sorted(_operations(tenants) - covered)
     assert not missing, f"add a tenancy case for: {missing}"
@@ -187,7 +202,32 @@ def test_the_other_vo_is_out_of_reach_and_nothing_changes(tenants: Tenants, clou
         r = t.client.request(method, API + path, headers=headers, json=body)
         assert r.status_code in (403, 404), f"{who}: {method} {path} {body} -> {r.status_code} {r.text}"
         assert _snapshot(cloud) == before, f"{who}: {method} {path} {body} changed the store"
+    for method, path, query in QUERY_CASES:
+        r = t.client.request(method, API + path, headers=headers, params=query)
+        assert r.status_code == 403, f"{who}: {method} {path} {query} -> {r.status_code} {r.text}"
+        assert r.json()["error"] == "Forbidden", r.text
     assert len(answers) == len(CASES)
+
+
+def test_accounting_and_audit_show_only_the_callers_own(tenants: Tenants) -> None:
+    """Unfiltered, a VO user's accounting, APEL records and audit log hold their own VMs and
+    calls only; the administrator's hold everyone's."""
+    t = tenants
+    admin_h = {"Authorization": f"Bearer {t.tokens['admin']}"}
+    cms_h = {"Authorization": f"Bearer {t.tokens['cms-member']}"}
+    t.client.post(f"{API}/vms/{t.ids['vm']}/action", headers=cms_h, json={"action": "hold"})
+    for who in ("atlas-member", "atlas-manager"):
+        headers = {"Authorization": f"Bearer {t.tokens[who]}"}
+        r = t.client.get(f"{API}/accounting", headers=headers, params={"by": "vm"})
+        assert r.status_code == 200 and r.json()["rows"] == [], r.text
+        r = t.client.get(f"{API}/accounting/apel", headers=headers)
+        assert r.status_code == 200 and "VMUUID" not in r.text, r.text
+        r = t.client.get(f"{API}/audit", headers=headers)
+        assert r.status_code == 200 and {row["user"] for row in r.json()} <= {who}, r.text
+    mine = t.client.get(f"{API}/audit", headers=cms_h).json()
+    assert [(row["action"], row["object"]) for row in mine][:1] == [("vms.action", f"vms {t.ids['vm']}")]
+    everyone = {row["user"] for row in t.client.get(f"{API}/audit", headers=admin_h).json()}
+    assert {"admin", "cms-member"} <= everyone
 
 
 def test_lists_never_show_the_other_vo(tenants: Tenants) -> None:

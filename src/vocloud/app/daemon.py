@@ -25,11 +25,15 @@ import uvicorn
 
 from vocloud.api import occi
 from vocloud.api.ec2.app import create_ec2_app
+from vocloud.api.metrics import Metrics, RequestMetrics
+from vocloud.api.ops import FrontendTag
+from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.api.xmlrpc.app import xmlrpc_router
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
+from vocloud.core.accounting import Prices
 from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
 from vocloud.engine import filemodes
 from vocloud.engine.pools import PoolController
@@ -106,14 +110,20 @@ class Loops:
         self.lease = lease
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        #: told each pass's duration and whether it failed (the /metrics histograms)
+        self.observe: Callable[[str, float, bool], None] | None = None
 
     def _run(self, name: str, fn: Callable[[], Any], interval: float) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
+            failed = False
             try:
                 fn()
             except Exception:  # a failing pass is logged and retried, never fatal
+                failed = True
                 log.exception("%s loop pass failed", name)
+            if self.observe is not None:
+                self.observe(name, time.monotonic() - started, failed)
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def start(self) -> None:
@@ -229,6 +239,16 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
     app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
     app.mount("/ec2", create_ec2_app(cloud, settings.max_request_bytes))  # EC2 Query API (docs/ec2.md)
+    # operations (docs/operations.md): accounting and audit routes, /metrics, audit front-end tag
+    cloud.accounting.prices = Prices(settings.showback_cpu_hour, settings.showback_gib_hour)
+    cloud.accounting.site_name = settings.apel_site_name
+    cloud.accounting.cloud_service = settings.apel_service
+    cloud.audit.retention_days = settings.audit_retention_days
+    app.include_router(ops_router())
+    metrics = Metrics(cloud.db)
+    loops.observe = metrics.observe_loop
+    app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
+    app.add_middleware(FrontendTag)
     return app, loops, cloud
 
 

@@ -22,6 +22,7 @@ from vocloud.cli.commands import (
     groups,
     hosts,
     images,
+    ops,
     pools,
     quotas,
     slurm,
@@ -80,6 +81,8 @@ def build_app() -> typer.Typer:
     app.callback()(_root)
     app.command("serve")(daemon.serve)
     app.command("demo")(demo.demo)
+    app.command("acct")(ops.acct)
+    app.command("audit")(ops.audit)
     app.add_typer(daemon.db_app, name="db")
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),

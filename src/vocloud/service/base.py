@@ -75,9 +75,11 @@ def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool
 
 
 def record(session: Session, kind: str, obj_id: int, action: str, from_state: str = "",
-           to_state: str = "", message: str = "", at: float | None = None) -> None:
+           to_state: str = "", message: str = "", at: float | None = None,
+           host_id: int | None = None) -> None:
     session.add(Event(time=at if at is not None else now(), kind=kind, obj_id=obj_id, action=action,
-                      from_state=from_state, to_state=to_state, message=message[:2000]))
+                      from_state=from_state, to_state=to_state, message=message[:2000],
+                      host_id=host_id))
 
 
 def check_name(name: str, kind: str) -> str:

@@ -15,7 +15,9 @@ from vocloud.service.access_keys import (
     SigV2Authenticator,
     SigV4Authenticator,
 )
+from vocloud.service.accounting import AccountingService
 from vocloud.service.accounts import AccountService
+from vocloud.service.audit import AuditService
 from vocloud.service.auth import Actor, Credentials, default_authenticators
 from vocloud.service.catalog import ImageService, TemplateService
 from vocloud.service.console import ConsoleReader, ConsoleService
@@ -61,6 +63,10 @@ class Cloud:
         self.authenticators.register(SigV2Authenticator(self.access_keys))
         self.ec2 = Ec2Service(db, self.vms, self.images, self.templates,
                               instance_types or parse_instance_types(""), self.console)
+        self.accounting = AccountingService(db)
+        # last: every state-changing call of every service above is audited (service/audit.py)
+        self.audit = AuditService(db)
+        self.audit.instrument_all(self)
 
     def attributes(self, actor: Actor) -> dict[str, Any]:
         """The attribute catalogue with this site's extra restrictions applied (any user)."""

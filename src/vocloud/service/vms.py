@@ -139,7 +139,7 @@ def transition(session: Session, vm: VM, action: str, message: str = "", at: flo
         vm.error = message
     elif new == VMState.RUNNING:
         vm.error = ""
-    record(session, "vm", vm.id, action, old.value, new.value, message, at)
+    record(session, "vm", vm.id, action, old.value, new.value, message, at, host_id=vm.host_id)
     return new
 
 

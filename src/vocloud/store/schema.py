@@ -163,7 +163,9 @@ class Event(Base):
     """Append-only history of state changes: ``vm show`` prints it, tests audit it."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_kind_obj", "kind", "obj_id"),)
+    __table_args__ = (Index("ix_events_kind_obj", "kind", "obj_id"),
+                      # accounting's window over each VM's history, in order (0009)
+                      Index("ix_events_kind_obj_id_time", "kind", "obj_id", "time", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     time: Mapped[float] = mapped_column(Float, default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))
@@ -171,6 +173,27 @@ class Event(Base):
     action: Mapped[str] = mapped_column(String(32))
     from_state: Mapped[str] = mapped_column(String(24), default="")
     to_state: Mapped[str] = mapped_column(String(24), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    # the VM's host when the change happened (0009): accounting per host across migrations
+    host_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AuditRow(Base):
+    """One state-changing call a front-end made on a user's behalf (0009): who, what, on what,
+    with which result, when and through which front-end (``service/audit.py``)."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_time", "time"), Index("ix_audit_user_id_id", "user_id", "id"),
+                      {"sqlite_autoincrement": True})  # ids never reused (store/sqlite_ids.py)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Float, default=utcnow)
+    user_id: Mapped[int] = mapped_column(Integer)
+    user_name: Mapped[str] = mapped_column(String(128))
+    group_id: Mapped[int] = mapped_column(Integer)
+    frontend: Mapped[str] = mapped_column(String(16), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    obj: Mapped[str] = mapped_column(String(160), default="")
+    result: Mapped[str] = mapped_column(String(32), default="ok")
     message: Mapped[str] = mapped_column(Text, default="")
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, text
 NEVER_REUSED: dict[str, str] = {
     "groups": "group", "users": "user", "acls": "", "hosts": "host", "vms": "vm",
     "templates": "", "images": "image", "networks": "vnet", "pools": "", "datastores": "",
+    "audit": "",
 }
 
 #: The keyword argument that makes a table AUTOINCREMENT on SQLite (ignored elsewhere).
