@@ -137,6 +137,11 @@ def ec2_state(state: str) -> str:
 
 
 # ------------------------------------------------------------------ results
+class _AlreadyLaunched(Exception):
+    """Raised inside the creating transaction when a twin request with the same ClientToken
+    committed first: nothing is created, the twin's instances are answered."""
+
+
 @dataclass
 class Instance:
     vm_id: int
@@ -267,13 +272,9 @@ class Ec2Service:
                 raise _err(InvalidInput, "ClientToken must be 1 to 64 ASCII characters",
                            "InvalidParameterValue")
             with self.db.read() as s:
-                done = s.scalars(select(InstanceLaunch.vm_id)
-                                 .where(InstanceLaunch.owner_id == actor.user_id)
-                                 .where(InstanceLaunch.client_token == client_token)
-                                 .order_by(InstanceLaunch.vm_id)).all()
+                done = self._launched(s, actor, client_token)
             if done:
-                found = self.describe_instances(actor, ids=list(done), include_gone=True)[0]
-                return (found[0].reservation if found else ""), found
+                return self._launch_of(actor, done)
         if not 1 <= min_count <= max_count:
             raise _err(InvalidInput, "MinCount and MaxCount must be positive, MinCount <= MaxCount",
                        "InvalidParameterValue")
@@ -308,12 +309,13 @@ class Ec2Service:
             room = self._room(actor, itype.cpu_centi * 10, itype.memory_mb)
             if room is not None:
                 count = max(min_count, min(max_count, room))
-        try:
-            ids = self.vms.create(actor, text, fmt="one", count=count)
-        except QuotaExceeded as exc:
-            raise _err(QuotaExceeded, exc.message, "InstanceLimitExceeded") from None
         reservation = f"r-{secrets.token_hex(8)}1"[:19]
-        with self.db.write() as s:
+
+        def record_launch(s: Session, ids: list[int]) -> None:
+            """In the VMs' own transaction: a crash or a concurrent twin request can never
+            leave VMs without their launch record, or two launches for one ClientToken."""
+            if client_token is not None and self._launched(s, actor, client_token):
+                raise _AlreadyLaunched
             for i, vm_id in enumerate(ids):
                 s.add(InstanceLaunch(vm_id=vm_id, owner_id=actor.user_id, image_ref=image,
                                      instance_type=itype.name, key_name=key_name or "",
@@ -321,8 +323,29 @@ class Ec2Service:
                                      launch_index=i))
                 for k, v in tags:
                     s.merge(Tag(kind="instance", obj_id=vm_id, key=k, value=v))
+
+        try:
+            ids = self.vms.create(actor, text, fmt="one", count=count, within=record_launch)
+        except QuotaExceeded as exc:
+            raise _err(QuotaExceeded, exc.message, "InstanceLimitExceeded") from None
+        except _AlreadyLaunched:
+            assert client_token is not None
+            with self.db.read() as s:
+                return self._launch_of(actor, self._launched(s, actor, client_token))
         found = self.describe_instances(actor, ids=ids, include_gone=True)[0]
         return reservation, found
+
+    @staticmethod
+    def _launched(s: Session, actor: Actor, client_token: str) -> list[int]:
+        return list(s.scalars(select(InstanceLaunch.vm_id)
+                              .where(InstanceLaunch.owner_id == actor.user_id)
+                              .where(InstanceLaunch.client_token == client_token)
+                              .order_by(InstanceLaunch.vm_id)).all())
+
+    def _launch_of(self, actor: Actor, vm_ids: list[int]) -> tuple[str, list[Instance]]:
+        """What a repeated ClientToken answers: the first request's reservation and instances."""
+        found = self.describe_instances(actor, ids=vm_ids, include_gone=True)[0]
+        return (found[0].reservation if found else ""), found
 
     def _room(self, actor: Actor, cpu_m: int, memory: int) -> int | None:
         """How many VMs of this size the actor's user and group quotas still admit (None: no

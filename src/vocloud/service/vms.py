@@ -10,6 +10,7 @@ next loop pass works on the new state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -166,7 +167,8 @@ class VMService:
     def create(self, actor: Actor, text: str, fmt: str = "auto", count: int = 1,
                name: str | None = None, hold: bool = False,
                extra: dict[str, str] | None = None, group: int | str | None = None,
-               site: Template | None = None) -> list[int]:
+               site: Template | None = None,
+               within: Callable[[Session, list[int]], None] | None = None) -> list[int]:
         """Create ``count`` VMs from a template; all or nothing.
 
         The trust boundary: whatever a front-end received becomes one :class:`VMTemplate` here,
@@ -176,6 +178,9 @@ class VMService:
         USE right. The error names the attribute; nothing is created.
 
         ``group`` (administrators only) creates them in another group than the actor's.
+        ``within(session, ids)`` runs in the creating transaction after the quota charge (which
+        serializes one user's creates): what a front-end records about the new VMs (EC2's
+        ClientToken) commits with them or not at all, and may raise to create nothing.
         ``site``: attributes the *administrator* declared (the pool controller's additions, never
         exposed to REST), merged after the user's template passed the checks above, so they are
         not held to the restricted list and override the user's: a scalar or a DISK/NIC list
@@ -261,6 +266,8 @@ class VMService:
                                                     actor.is_admin or "NIC" in site_keys).to_one()
                 record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
                 ids.append(vm.id)
+            if within is not None:  # a front-end's own record of them, in the same transaction
+                within(s, ids)
             return ids
 
     def _check_own_refs(self, s: Session, actor: Actor, own: VMTemplate,
