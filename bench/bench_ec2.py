@@ -25,11 +25,12 @@ from pathlib import Path
 
 import boto3
 import httpx
-from bench.support import bench_daemon, fill_store
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+
+from bench.support import bench_daemon, fill_store
 
 
 def _raw_pages(endpoint: str, key: dict[str, str], client: httpx.Client) -> int:

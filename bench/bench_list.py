@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.support import bench_daemon, fill_store
 from sqlalchemy import select
 
+from bench.support import bench_daemon, fill_store
 from vocloud.client import Client
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Group, Host, User

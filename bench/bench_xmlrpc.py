@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pyone
+
 from bench.support import bench_daemon, fill_store
 
 ANCHORS = {"opennebula_5.12_s": 2.39, "opennebula_6.10_s": "0.78-1.27 at 10-30 req/s"}
