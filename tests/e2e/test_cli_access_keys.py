@@ -27,7 +27,7 @@ def test_user_keys(daemon: Daemon) -> None:
     daemon.fails("user", "keys", "create", "admin", token=token)  # not someone else's
     daemon.fails("user", "keys", "list", "admin", token=token)
 
-    ec2 = boto3.client("ec2", endpoint_url=daemon.url.rstrip("/") + "/ec2/", region_name="r1",
+    ec2 = boto3.client("ec2", endpoint_url=daemon.base_url + "/ec2/", region_name="r1",
                        aws_access_key_id=key_id, aws_secret_access_key=secret,
                        config=Config(retries={"max_attempts": 1}))
     assert ec2.describe_regions()["Regions"][0]["RegionName"] == "r1"
