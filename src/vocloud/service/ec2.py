@@ -137,6 +137,20 @@ def ec2_state(state: str) -> str:
 
 
 # ------------------------------------------------------------------ results
+def _visible_vm(s: Session, actor: Actor, vm_id: int) -> VM:
+    """The VM if the actor may see it; otherwise (gone, or another VO's) EC2's NotFound, so an
+    instance id of another VO tells nothing about whether it exists."""
+    vm = s.get(VM, vm_id)
+    try:
+        if vm is None:
+            raise NotFound("gone")
+        require(s, actor, "USE", vm_ref(vm))
+    except (NotFound, Forbidden):
+        raise _err(NotFound, f"The instance ID '{instance_id(vm_id)}' does not exist",
+                   "InvalidInstanceID.NotFound") from None
+    return vm
+
+
 class _AlreadyLaunched(Exception):
     """Raised inside the creating transaction when a twin request with the same ClientToken
     committed first: nothing is created, the twin's instances are answered."""
@@ -539,14 +553,7 @@ class Ec2Service:
         plan: list[tuple[int, str, str | None]] = []
         with self.db.read() as s:
             for vm_id in dict.fromkeys(ids):
-                vm = s.get(VM, vm_id)
-                try:
-                    if vm is None:
-                        raise NotFound("gone")
-                    require(s, actor, "USE", vm_ref(vm))
-                except (NotFound, Forbidden):
-                    raise _err(NotFound, f"The instance ID '{instance_id(vm_id)}' does not exist",
-                               "InvalidInstanceID.NotFound") from None
+                vm = _visible_vm(s, actor, vm_id)
                 plan.append((vm_id, vm.state, self._action_for(vm_id, VMState(vm.state), verb, force)))
         changes = []
         for vm_id, before, action in plan:
@@ -592,14 +599,7 @@ class Ec2Service:
     def console_output(self, actor: Actor, vm_id: int) -> str:
         """The guest's console log; another VO's instance is not found, as everywhere here."""
         with self.db.read() as s:
-            vm = s.get(VM, vm_id)
-            try:
-                if vm is None:
-                    raise NotFound("gone")
-                require(s, actor, "USE", vm_ref(vm))
-            except (NotFound, Forbidden):
-                raise _err(NotFound, f"The instance ID '{instance_id(vm_id)}' does not exist",
-                           "InvalidInstanceID.NotFound") from None
+            _visible_vm(s, actor, vm_id)
         try:
             return str(self.console.log(actor, vm_id)["log"]) if self.console is not None else ""
         except Forbidden as exc:
