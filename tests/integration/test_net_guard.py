@@ -132,3 +132,24 @@ def test_scripts_are_pure_text_and_refuse_odd_tokens() -> None:
     listing = json.dumps({"nftables": [{"metainfo": {}}, {"map": {"name": "taps", "elem": [
         ["vc-40-0", {"jump": {"target": "vc-40"}}], ["vc-400-0", {"jump": {"target": "vc-400"}}]]}}]})
     assert elements_jumping_to(listing, "vc-40") == ["vc-40-0"]
+
+
+def test_detach_without_nft_on_the_host_is_not_an_error() -> None:
+    """A guest booted before the guard existed (or with it off) on a host without ``nft`` can
+    still be terminated: there is nothing to remove."""
+    from vocloud.drivers.base import CommandResult
+
+    class NoNft:
+        def run(self, host: HostRef, argv: list[str], input: bytes | None = None,
+                timeout: float | None = None) -> CommandResult:
+            assert argv[0] == "nft"
+            return CommandResult(127, b"", b"nft: not found")
+
+        def put(self, host: HostRef, local_path: str, remote_path: str) -> None:
+            raise AssertionError("unused")
+
+    guard = TapGuard(lambda h: NoNft())
+    ref = HostRef(0, "h", "qemu", "local")
+    guard.unguard(ref, "vc-9")  # no error
+    with pytest.raises(DriverError, match="nft is not installed"):
+        guard.guard(ref, _spec(9, *A), ["vc-9-0"])

@@ -131,6 +131,11 @@ class TapGuard:
         self._nft(host, ["-f", "-"], plan_unguard(deploy_id, taps), f"remove the filter of {deploy_id}")
 
     def _has_table(self, host: HostRef) -> bool:
+        """Whether this host has our table; a host without ``nft`` has none (guests booted before
+        the guard existed, or with it off, must still be able to go)."""
+        probe = self.transports(host).run(host, ["nft", "--version"], timeout=30)
+        if probe.returncode == 127:
+            return False
         out = self._nft(host, ["-j", "list", "tables", "bridge"], None, "list nftables tables")
         return any((item.get("table") or {}).get("name") == TABLE
                    for item in json.loads(out or "{}").get("nftables", []))
