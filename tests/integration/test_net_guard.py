@@ -18,7 +18,14 @@ import pytest
 from tests.support.netns import NetnsHost, NsenterTransport, netns_hosts, netns_lab  # noqa: F401
 from vocloud.drivers.base import DomainSpec, HostRef, NicSpec
 from vocloud.drivers.net import BridgeDriver, tap_name
-from vocloud.drivers.net.guard import TABLE, TapGuard, elements_jumping_to, plan_guard, plan_unguard
+from vocloud.drivers.net.guard import (
+    TABLE,
+    TapGuard,
+    elements_jumping_to,
+    plan_guard,
+    plan_unguard,
+    tap_elements,
+)
 from vocloud.errors import DriverError
 
 BRIDGE = "vcbrg"
@@ -132,6 +139,8 @@ def test_scripts_are_pure_text_and_refuse_odd_tokens() -> None:
     listing = json.dumps({"nftables": [{"metainfo": {}}, {"map": {"name": "taps", "elem": [
         ["vc-40-0", {"jump": {"target": "vc-40"}}], ["vc-400-0", {"jump": {"target": "vc-400"}}]]}}]})
     assert elements_jumping_to(listing, "vc-40") == ["vc-40-0"]
+    assert tap_elements(listing) == ["vc-40-0", "vc-400-0"]
+    assert tap_elements(json.dumps({"nftables": [{"map": {"name": "taps"}}]})) == []
 
 
 def test_detach_without_nft_on_the_host_is_not_an_error() -> None:

@@ -17,6 +17,7 @@ from tests.support.ports import free_port
 from vocloud.devtools.localprocs import kill_all, poll_until, qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainState, HostRef
+from vocloud.drivers.net.guard import TABLE, tap_elements
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 
@@ -67,6 +68,16 @@ def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
         if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
                 (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
             subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+    drop_empty_guard_table()
+
+
+def drop_empty_guard_table() -> None:
+    """The daemon leaves its (then empty) anti-spoofing table when the last guest goes (another
+    installation on the host may be adding to it); a test removes it once no tap is in it."""
+    listing = subprocess.run(["nft", "-j", "list", "map", "bridge", TABLE, "taps"], capture_output=True,
+                             text=True)
+    if listing.returncode == 0 and not tap_elements(listing.stdout):
+        subprocess.run(["nft", "delete", "table", "bridge", TABLE], capture_output=True)
 
 
 #: a daemon whose guests are real qemu under TCG, with the timeouts a loaded CI machine needs

@@ -19,7 +19,9 @@ Only frames *from* guests are filtered; the host and the bridge are not. Scripts
 built here and applied with ``nft -f -`` through the host's transport (atomic: a script applies
 whole or not at all). ``add`` of an existing table, chain or element is a no-op in nftables, so
 attach is idempotent; detach first lists the map (JSON) and removes exactly the elements that
-jump to the VM's chain, so it is idempotent too and survives taps that are already gone.
+jump to the VM's chain, so it is idempotent too and survives taps that are already gone. The table
+itself stays when the last guest goes (empty: one map lookup per bridged frame): deleting it
+could race another installation on the same host adding its first guest.
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ def elements_jumping_to(listing: str, chain: str) -> list[str]:
             if isinstance(key, str) and target == chain:
                 taps.append(key)
     return sorted(taps)
+
+
+def tap_elements(listing: str) -> list[str]:
+    """Every tap name in a ``nft -j list map`` output (pure)."""
+    return sorted({key for item in json.loads(listing).get("nftables", [])
+                   for key, *_ in ((item.get("map") or {}).get("elem", []) or [])
+                   if isinstance(key, str)})
 
 
 def plan_unguard(deploy_id: str, taps: Iterable[str]) -> str:
