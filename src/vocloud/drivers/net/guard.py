@@ -132,19 +132,15 @@ class TapGuard:
             self._nft(host, ["-f", "-"], plan_guard(spec, taps), f"confine the NICs of {spec.deploy_id}")
 
     def unguard(self, host: HostRef, deploy_id: str) -> None:
-        listing = self._nft(host, ["-j", "list", "map", "bridge", TABLE, "taps"], None,
-                            f"read the tap map for {deploy_id}") if self._has_table(host) else ""
-        if not listing:
-            return
-        taps = elements_jumping_to(listing, deploy_id)
-        self._nft(host, ["-f", "-"], plan_unguard(deploy_id, taps), f"remove the filter of {deploy_id}")
-
-    def _has_table(self, host: HostRef) -> bool:
-        """Whether this host has our table; a host without ``nft`` has none (guests booted before
+        """Remove the VM's filter, in at most two round trips: read the map, apply the script.
+        A host without ``nft`` or without our table has nothing to remove (guests booted before
         the guard existed, or with it off, must still be able to go)."""
-        probe = self.transports(host).run(host, ["nft", "--version"], timeout=30)
-        if probe.returncode == 127:
-            return False
-        out = self._nft(host, ["-j", "list", "tables", "bridge"], None, "list nftables tables")
-        return any((item.get("table") or {}).get("name") == TABLE
-                   for item in json.loads(out or "{}").get("nftables", []))
+        res = self.transports(host).run(host, ["nft", "-j", "list", "map", "bridge", TABLE, "taps"],
+                                        timeout=30)
+        if res.returncode == 127 or (res.returncode != 0 and b"No such file" in res.stderr):
+            return
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace").strip()
+            raise DriverError(f"host {host.name}: cannot read the tap map for {deploy_id}: {err}")
+        taps = elements_jumping_to(res.stdout.decode(errors="replace"), deploy_id)
+        self._nft(host, ["-f", "-"], plan_unguard(deploy_id, taps), f"remove the filter of {deploy_id}")
