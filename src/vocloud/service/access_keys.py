@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from vocloud.service import sigv2, sigv4
-from vocloud.service.auth import Actor, Credentials, actor_of
+from vocloud.service.auth import Actor, Credentials, RequestFacts, actor_of
 from vocloud.service.base import find, record, require_admin
 from vocloud.store.db import Database
 from vocloud.store.schema import AccessKey, User
@@ -119,7 +119,21 @@ class AccessKeyService:
             s.delete(key)
 
 
-class SigV4Authenticator:
+class _SignedRequests:
+    """What both EC2 signature schemes share: the key store, a clock, and the request facts."""
+
+    def __init__(self, keys: AccessKeyService, clock: Any = time.time) -> None:
+        self.keys = keys
+        self.clock = clock
+
+    @staticmethod
+    def _facts(credentials: Credentials) -> RequestFacts:
+        if credentials.request is None:
+            raise Unauthorized("no request to check the signature of", reason="AuthFailure")
+        return credentials.request
+
+
+class SigV4Authenticator(_SignedRequests):
     """``ec2-sigv4``: ``Credentials.value`` is the Authorization header, ``Credentials.request``
     the request as received; the signature is recomputed with the key's secret.
 
@@ -129,14 +143,8 @@ class SigV4Authenticator:
 
     scheme = "ec2-sigv4"
 
-    def __init__(self, keys: AccessKeyService, clock: Any = time.time) -> None:
-        self.keys = keys
-        self.clock = clock
-
     def authenticate(self, session: Session, credentials: Credentials) -> Actor:
-        facts = credentials.request
-        if facts is None:
-            raise Unauthorized("no request to check the signature of", reason="AuthFailure")
+        facts = self._facts(credentials)
         try:
             auth = sigv4.parse_authorization(credentials.value)
         except sigv4.SignatureFormatError as exc:
@@ -169,21 +177,15 @@ class SigV4Authenticator:
         return _owner(session, key)
 
 
-class SigV2Authenticator:
+class SigV2Authenticator(_SignedRequests):
     """``ec2-sigv2``: ``Credentials.value`` is the ``AWSAccessKeyId`` parameter,
     ``Credentials.request.query`` every parameter of the request (query string and form body),
     as received. Refusals carry EC2's codes in ``reason``, as :class:`SigV4Authenticator`'s."""
 
     scheme = "ec2-sigv2"
 
-    def __init__(self, keys: AccessKeyService, clock: Any = time.time) -> None:
-        self.keys = keys
-        self.clock = clock
-
     def authenticate(self, session: Session, credentials: Credentials) -> Actor:
-        facts = credentials.request
-        if facts is None:
-            raise Unauthorized("no request to check the signature of", reason="AuthFailure")
+        facts = self._facts(credentials)
         try:
             params = parse_qsl(facts.query, keep_blank_values=True, max_num_fields=5000)
         except ValueError:
