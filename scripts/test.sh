@@ -13,4 +13,4 @@ if [ "$(id -u)" = 0 ]; then export VOCLOUD_REQUIRE_NETNS=${VOCLOUD_REQUIRE_NETNS
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== lint-imports"; .venv/bin/lint-imports
-echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"
