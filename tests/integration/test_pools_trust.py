@@ -20,7 +20,7 @@ from tests.support.helpers import admin, converge, user_in
 from tests.support.pools import OWN, Site
 from tests.support.recording import RecordingSimDriver
 from vocloud.engine.secrets import SecretDir
-from vocloud.errors import Conflict, Forbidden, InvalidInput
+from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from vocloud.model.attributes import internal_attributes, restricted_violations
 from vocloud.model.template import parse_template
 from vocloud.service.auth import Actor
@@ -388,9 +388,69 @@ def test_rest_refuses_a_site_template_from_a_vo_manager(site: Site) -> None:
     r = c.patch("/api/v1/pools/atlas", json={"site_template": "site-wn"})
     assert r.status_code == 403, r.text
     assert c.get("/api/v1/pools/atlas").json()["site_template"] == ""
+    r = c.post("/api/v1/pools/atlas/workers", json={"name": "c1"})
+    assert r.status_code == 403 and "only the site" in r.json()["message"], r.text
+    assert _vm_count(site.cloud) == 0
+    root = TestClient(app, headers={"Authorization": "Bearer " + site.cloud.accounts.new_token(
+        site.admin, site.admin.name)["token"]})
+    for bad in ({"name": "c1", "cores": 0}, {"name": "c 1"}, {"name": "c1", "vm": 3}, {}):
+        assert root.post("/api/v1/pools/atlas/workers", json=bad).status_code == 400, bad
+    r = root.post("/api/v1/pools/atlas/workers", json={"name": "c1", "memory": 256})
+    assert r.status_code == 201 and r.json()["owner"] == "pool.atlas", r.text
+    assert r.json()["memory"] == 256 and _vm_count(site.cloud) == 1
 
 
 # ------------------------------------------------------------------------ the merge
+# ------------------------------------------------------------------ Slurm power saving
+def _vm_owners(cloud: Cloud) -> list[tuple[str, str, int]]:
+    with cloud.db.read() as s:
+        return [(n, o, g) for n, o, g in s.execute(
+            select(VM.name, User.name, VM.group_id).join(User, User.id == VM.owner_id)
+            .order_by(VM.id))]
+
+
+def test_power_saving_boots_a_worker_as_the_pool_identity(site: Site) -> None:
+    """``vocloud slurm resume`` holds the administrator's token; before, it instantiated the
+    VO's template with it, so a template the VO edits reached KERNEL, VIRTFS and the munge key.
+    Now ``POST /pools/{vo}/workers`` creates the node's VM as the controller does."""
+    cloud, atlas = site.cloud, site.users["atlas"]
+    site.pools.create(site.admin, "atlas", "atlas-wn", cores=2, memory=700, max=0,
+                      site_template="site-wn")
+    out = site.pools.boot_worker(site.admin, "atlas", "c1")
+    assert (out["owner"], out["template"], out["site_template"]) == ("pool.atlas", "atlas-wn",
+                                                                       "site-wn")
+    assert (out["cores"], out["memory"]) == (2, 700)  # the pool's shape
+    with cloud.db.read() as s:
+        [(secrets, tmpl, cpu, mem)] = s.execute(
+            select(VM.site_secrets, VM.template, VM.cpu_m, VM.memory)).all()
+    assert secrets == "munge" and 'NETWORK="workers"' in tmpl and (cpu, mem) == (2000, 700)
+    assert _vm_owners(cloud) == [("c1", "pool.atlas", _gid(cloud, "atlas"))]
+    assert site.pools.boot_worker(site.admin, "atlas", "c2", cores=1, memory=512)["cores"] == 1
+    before = _vm_owners(cloud)
+
+    # nobody but an administrator (not even the VO's manager), and nothing is created
+    with pytest.raises(Forbidden, match="only the site"):
+        site.pools.boot_worker(atlas, "atlas", "c3")
+    # what the VO wrote is checked with the VO's rights, whoever asks
+    _set_body(cloud, "atlas-wn", 'CPU=1\nMEMORY=512\nKERNEL="/etc/shadow"\n')
+    with pytest.raises(Forbidden, match="KERNEL"):
+        site.pools.boot_worker(site.admin, "atlas", "c3")
+    _set_body(cloud, "atlas-wn", OWN)
+    cloud.templates.create(site.users["cms"], "CPU=1\nMEMORY=64\n", name="cms-own")
+    with pytest.raises(Forbidden, match="not visible to VO atlas"):  # another VO's template
+        site.pools.boot_worker(site.admin, "atlas", "c3", template="cms-own")
+    with pytest.raises(Forbidden, match="not owned by an administrator"):
+        site.pools.boot_worker(site.admin, "atlas", "c3", site_template="atlas-wn")
+    with pytest.raises(NotFound, match="VO cms has no pool"):
+        site.pools.boot_worker(site.admin, "cms", "c3")
+    with pytest.raises(InvalidInput):
+        site.pools.boot_worker(site.admin, "atlas", "bad name;rm")
+    assert _vm_owners(cloud) == before
+    # a public template the VO may use, named by the rule instead of the pool's
+    out = site.pools.boot_worker(site.admin, "atlas", "c3", template="std-worker")
+    assert out["template"] == "std-worker" and _vm_owners(cloud)[-1][:2] == ("c3", "pool.atlas")
+
+
 def test_site_attributes_override_and_context_merges_key_by_key() -> None:
     user = parse_template('CPU="1"\nKERNEL="/mine"\nNIC=[NETWORK="a"]\n'
                           'CONTEXT=[A="user", B="user"]\n', fmt="one")

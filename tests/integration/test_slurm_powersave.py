@@ -129,6 +129,8 @@ def test_hooks_without_slurm_are_idempotent_and_fail_in_one_line(site: Daemon) -
     assert r.returncode == 0, r.stderr
     [c1], [_c2] = _vms(d, "c1"), _vms(d, "c2")
     assert c1["cpu"] == 2 and c1["memory"] == 1000  # the pool's shape, not the template's
+    # created as the pool's identity, never with the administrator token the hook holds
+    assert (c1["user"], c1["group"]) == ("pool.lhcb", "lhcb")
     again = _hook(d, "resume", "c1,c2")  # Slurm may resume twice: no second VM
     assert again.returncode == 0 and "is " in again.stdout
     assert len(_vms(d, "c1")) == 1 and len(_vms(d, "c2")) == 1
@@ -146,7 +148,8 @@ def test_hooks_without_slurm_are_idempotent_and_fail_in_one_line(site: Daemon) -
     d.wait_for("both VMs DONE", lambda: all(v["state"] == "DONE" for n in ("c1", "c2")
                                             for v in _vms(d, n)))
     log = (d.data_dir / "slurm-powersave.log").read_text()
-    assert re.search(r"resume c1: vm \d+ created from template lhcb-worker", log)
+    assert re.search(r"resume c1: vm \d+ created from template lhcb-worker \(VO lhcb, as pool.lhcb\)",
+                     log), log
     assert re.search(r"resume-fail c2: vm \d+ terminate-hard", log)
     assert "resume FAILED x1: no powersave rule" in log
 

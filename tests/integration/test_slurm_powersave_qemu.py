@@ -13,15 +13,16 @@ fakes the guest; here every part is real and runs on this machine, made (and rem
   powered down). Its ``ResumeProgram``/``SuspendProgram``/``ResumeFailProgram`` are the wrappers
   ``vocloud slurm wrappers`` writes, ``ResumeTimeout`` long enough for a TCG boot;
 * a ``vocloud serve`` (TCG) with this machine as its qemu host and a vnet ``vo`` on the bridge;
-  ``powersave.toml`` names the public template ``lhcb-worker`` (VO ``lhcb``'s pool
-  ``lhcb-pool`` gives only the shape: a pool template may hold no boot attribute, issue 9):
+  ``powersave.toml`` names the administrator's private site template ``lhcb-worker`` (VO
+  ``lhcb``'s pool ``lhcb-pool`` gives only the shape: a pool template may hold no boot
+  attribute, issue 9; the VM is created as the pool's identity ``pool.lhcb``):
   the standard worker guest
   (``vocloud.guest.worker``) whose CONTEXT is ``worker_context("$NAME", ..., ip="$IP",
   booted=True)`` without a dynamic-node configuration: the daemon substitutes the VM's name
   (= the node's name, chosen by ``vocloud slurm resume``) and lease, so the guest's
   ``slurmd -N c1 -b`` registers as the CLOUD node ``c1`` from its lease's address;
-* ``powersave.toml`` maps ``c*`` to ``lhcb``, and ``c2`` alone to a template whose kernel does not
-  exist (a VM that cannot boot).
+* ``powersave.toml`` maps ``c*`` to ``lhcb``, and ``c2`` alone to a site template whose kernel
+  does not exist (a VM that cannot boot).
 
 Scenario: a job for ``c1`` and one for ``c2`` -> slurmctld runs ``resume.sh`` -> VMs ``c1`` and
 ``c2`` are created -> ``c1`` boots, its slurmd registers, its NodeAddr is its lease -> the job
@@ -66,10 +67,11 @@ RESUME_TIMEOUT = 90  # a TCG boot plus slurmd registering, with room for a loade
 WORKER_MIB = 512
 DAEMON_ENV = {"VOCLOUD_ACCEL": "tcg", "VOCLOUD_BOOT_TIMEOUT": "120", "VOCLOUD_SHUTDOWN_TIMEOUT": "30",
               "VOCLOUD_MONITOR_INTERVAL": "2", "VOCLOUD_LOG_LEVEL": "info"}
-# The administrator's worker templates are named by the rules: a pool's own template may hold
-# no boot attribute (issue 9), so the pool ``lhcb-pool`` gives the shape only.
-POWERSAVE_TOML = ('[[node]]\nprefix = "c"\nvo = "lhcb"\ntemplate = "lhcb-worker"\n\n'
-                  '[[node]]\nnodes = "c2"\nvo = "lhcb"\ntemplate = "broken-worker"\n')
+# The administrator's (private) site templates are named by the rules: the VO's own template
+# may hold no boot attribute (issue 9), so the pool ``lhcb-pool`` gives the shape only and the
+# nodes are created as its identity ``pool.lhcb``.
+POWERSAVE_TOML = ('[[node]]\nprefix = "c"\nvo = "lhcb"\nsite_template = "lhcb-worker"\n\n'
+                  '[[node]]\nnodes = "c2"\nvo = "lhcb"\nsite_template = "broken-worker"\n')
 
 
 class QemuPowerSaveCluster(PowerSaveCluster):
@@ -154,13 +156,14 @@ def test_power_saving_boots_and_stops_real_worker_guests(
         conf_server, sock = f"{BRIDGE_IP}:{cluster.ctld_port}", str(cluster.munge_socket)
         d.api("POST", "/vnets", json={"template": f'NAME="vo"\nBRIDGE="{ps_bridge}"\n'
                                                   f'AR=[IP="{SUBNET}10", SIZE="8"]\n'})
-        configure_site(d, ("local", "--vmm", "qemu"),
-                       _worker_template("lhcb-worker", worker_image, key, conf_server, sock),
+        configure_site(d, ("local", "--vmm", "qemu"), None,
                        cores=1, memory=WORKER_MIB, powersave=POWERSAVE_TOML,
                        pool_template=f'NAME="lhcb-pool"\nCPU=1\nMEMORY={WORKER_MIB}\n')
-        d.api("POST", "/templates", json={"name": "broken-worker", "public": True, "template":
-              _worker_template("broken-worker", worker_image, key, conf_server, sock,
-                               kernel=str(tmp_path / "no-such-vmlinux"))})
+        d.api("POST", "/templates", json={"name": "lhcb-worker", "template": _worker_template(
+            "lhcb-worker", worker_image, key, conf_server, sock)})
+        d.api("POST", "/templates", json={"name": "broken-worker", "template": _worker_template(
+            "broken-worker", worker_image, key, conf_server, sock,
+            kernel=str(tmp_path / "no-such-vmlinux"))})
 
         def why() -> str:
             """What a timeout shows: the nodes, the VMs' histories and consoles, the logs."""
@@ -197,6 +200,7 @@ def test_power_saving_boots_and_stops_real_worker_guests(
         # cloud_reg_addrs: the node's address is the one its slurmd registered from, its VM's lease
         row = d.api("GET", f"/vms/{vm['id']}")
         assert addr == row["leases"][0]["ip"] and row["group"] == "lhcb", row  # a VM of the VO
+        assert row["user"] == "pool.lhcb", row  # as the pool's identity, not the hook's admin
 
         def job_done() -> bool:
             info = _job(cluster, job)
@@ -234,8 +238,10 @@ def test_power_saving_boots_and_stops_real_worker_guests(
         cluster.run("scancel", job2)
 
         log = assert_hooks_ran(cluster, d, vm["id"], vm2["id"])
-        assert f"resume c1: vm {vm['id']} created from template lhcb-worker" in log, log
-        assert f"resume c2: vm {vm2['id']} created from template broken-worker" in log, log
+        assert (f"resume c1: vm {vm['id']} created from template lhcb-pool, site template "
+                "lhcb-worker (VO lhcb, as pool.lhcb)") in log, log
+        assert (f"resume c2: vm {vm2['id']} created from template lhcb-pool, site template "
+                "broken-worker") in log, log
         assert d.api("GET", "/vnets/vo")["used_leases"] == 0
     finally:
         cluster.stop()

@@ -124,6 +124,7 @@ CASES: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any] | None]] = {
     ("PATCH", "/pools/{vo}"): ({"vo": "vo"}, {"max": 9}),
     ("DELETE", "/pools/{vo}"): ({"vo": "vo"}, None),
     ("GET", "/pools/{vo}/events"): ({"vo": "vo"}, None),
+    ("POST", "/pools/{vo}/workers"): ({"vo": "vo"}, {"name": "c1"}),
     ("DELETE", "/datastores/{ref}"): ({"ref": "datastore"}, None),
     ("DELETE", "/access-keys/{key_id}"): ({"key_id": "access_key"}, None),
 }

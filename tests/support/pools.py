@@ -42,7 +42,7 @@ class Site:
         self.sim = SimBatch(self.clock)
         self.rec: Reconciler
         self.rec, _ = reconciler(cloud, root / "sim")
-        self.pools = PoolService(cloud.db)
+        self.pools = PoolService(cloud.db, cloud.vms)
         for i in range(1, hosts + 1):
             cloud.hosts.create(self.admin, f"h{i}", cpu=cpu, memory=memory)
         converge(self.rec, 1)

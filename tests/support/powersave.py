@@ -49,13 +49,13 @@ class PowerSaveCluster(SlurmCluster):
         self.conf.write_text("\n".join(lines) + "\n")
 
 
-def configure_site(d: Daemon, host: Sequence[str], template: str, cores: int = 2,
+def configure_site(d: Daemon, host: Sequence[str], template: str | None, cores: int = 2,
                    memory: int = 1000, powersave: str = POWERSAVE_TOML,
                    pool_template: str | None = None) -> None:
     """Host ``host`` (``vocloud host create`` arguments), VO ``lhcb`` with the public template
     ``template`` and its pool (the workers' shape), ``powersave.toml``, and the ``vocloud.toml``
     the hooks find the daemon's port in. ``pool_template``: the pool's own template (named
-    ``lhcb-pool``) when ``template`` holds what a pool template may not (docs/pools.md)."""
+    ``lhcb-pool``) instead, when the boot attributes are in site templates (docs/pools.md)."""
     d.ok("host", "create", *host)
     d.ok("group", "create", "lhcb")
     pool_name = "lhcb-worker"

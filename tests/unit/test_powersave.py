@@ -38,6 +38,7 @@ vo = "lhcb"
 prefix = "cms-"
 vo = "cms"
 template = "cms-big"
+site_template = "cms-site"
 cores = 8
 memory = 16000
 
@@ -55,7 +56,8 @@ def test_parse_config() -> None:
     cfg = parse_config(tomllib.loads(DOC))
     assert cfg.url == "http://10.0.0.1:2633" and cfg.token_file == "/etc/vocloud/powersave.token"
     assert [r.vo for r in cfg.rules] == ["lhcb", "cms", "atlas"]
-    assert cfg.rules[1] == NodeRule("cms", prefix="cms-", template="cms-big", cores=8, memory=16000)
+    assert cfg.rules[1] == NodeRule("cms", prefix="cms-", template="cms-big", cores=8, memory=16000,
+                                     site_template="cms-site")
     assert cfg.rules[2].nodes == frozenset({"c10", "c11"})
     assert parse_config({}).rules == ()
 
@@ -71,6 +73,7 @@ def test_parse_config() -> None:
     ("[[node]]\nvo = 'x'\nprefix = 'c'\nimage = 'y'", "unknown key 'image'"),
     ("node = 3", "array of tables"),
     ("url = 5", "url must be a non-empty string"),
+    ("[[node]]\nvo = 'x'\nprefix = 'c'\nsite_template = ''", "site_template must be a non-empty"),
 ])
 def test_parse_config_refuses_mistakes_by_name(doc: str, why: str) -> None:
     with pytest.raises(InvalidInput, match=why.replace("[", r"\[")) as exc:
@@ -97,11 +100,12 @@ def test_rule_for_explicit_nodes_then_longest_prefix() -> None:
 def test_shape_from_pool_and_rule() -> None:
     pool = {"template": "lhcb-worker", "cores": 2, "memory": 1000}
     assert shape_for(NodeRule("lhcb", prefix="c"), pool) == Shape("lhcb", "lhcb-worker", 2, 1000)
-    own = NodeRule("cms", prefix="x", template="cms-big", cores=8)
-    assert shape_for(own, pool) == Shape("cms", "cms-big", 8, 1000)
-    assert shape_for(own, None) == Shape("cms", "cms-big", 8, None)  # template's own memory
-    with pytest.raises(InvalidInput, match="no pool"):
-        shape_for(NodeRule("lhcb", prefix="c"), None)
+    own = NodeRule("cms", prefix="x", template="cms-big", cores=8, site_template="cms-site")
+    assert shape_for(own, pool) == Shape("cms", "cms-big", 8, 1000, "cms-big", "cms-site")
+    # no pool, no identity to create the VM as: even a rule naming its own template is refused
+    for rule in (own, NodeRule("lhcb", prefix="c")):
+        with pytest.raises(InvalidInput, match="has no pool: power-saving nodes are created as"):
+            shape_for(rule, None)
 
 
 SHAPE = Shape("lhcb", "lhcb-worker", 2, 1000)

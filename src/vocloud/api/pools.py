@@ -62,6 +62,16 @@ class PoolUpdate(Strict):
         None, description='administrators only: the site template; "" returns to the daemon\'s')
 
 
+class WorkerBoot(Strict):
+    name: Name = Field(description="the VM's name: the batch node it becomes")
+    cores: int | None = Field(None, ge=1, le=4096, description="default: the pool's")
+    memory: int | None = Field(None, ge=1, le=MAX_MIB, description="MiB; default: the pool's")
+    template: RefValue | None = Field(
+        None, description="the VO template instead of the pool's (checked with the VO's rights)")
+    site_template: RefValue | None = Field(
+        None, description="the site template instead of the pool's or the daemon's")
+
+
 VoPath = Annotated[str, Path(min_length=1, max_length=128, description="the VO (group name)")]
 
 
@@ -98,6 +108,13 @@ def router() -> APIRouter:
     def pool_delete(who: Who, request: Request, vo: VoPath, force: bool = False) -> Response:
         out = _service(request).delete(who, vo, force=force)
         return JSONResponse(out, status_code=200 if out["deleted"] else 202)
+
+    @r.post("/pools/{vo}/workers", status_code=201, responses=ok(out.PoolWorkerBooted, 201))
+    def pool_boot_worker(who: Who, request: Request, vo: VoPath, body: WorkerBoot) -> JSONResponse:
+        """Administrators only: one worker outside the pool's plan (Slurm power saving),
+        created as the pool's identity like every worker."""
+        return JSONResponse(_service(request).boot_worker(who, vo, **body.model_dump()),
+                            status_code=201)
 
     @r.get("/pools/{vo}/events", responses=ok(list[out.PoolEvent]))
     def pool_events(who: Who, request: Request, vo: VoPath,

@@ -375,6 +375,17 @@ class PoolDeleted(BaseModel):
     draining: int
 
 
+class PoolWorkerBooted(BaseModel):
+    id: int
+    name: str
+    vo: str
+    owner: str
+    template: str
+    site_template: str
+    cores: int
+    memory: int
+
+
 class PoolEvent(BaseModel):
     time: float
     action: str

@@ -86,7 +86,8 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy,
                   data_dir=settings.data_dir, protected=[settings.secrets_path],
                   instance_types=parse_instance_types(settings.instance_types),
-                  sealer=access_key_sealer(settings.data_dir))
+                  sealer=access_key_sealer(settings.data_dir),
+                  pool_site_template=settings.pool_site_template)
     token = cloud.accounts.bootstrap()
     cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
     if token is not None:

@@ -65,6 +65,7 @@ class NodeRule:
     template: str | None = None
     cores: int | None = None
     memory: int | None = None  # MiB
+    site_template: str | None = None
 
     def matches(self, node: str) -> bool:
         return node in self.nodes if self.nodes else node.startswith(self.prefix)
@@ -88,6 +89,9 @@ class Shape:
     template: str
     cores: int | None
     memory: int | None
+    #: the rule's own template / site template (None: the pool's, as the daemon resolves them)
+    own_template: str | None = None
+    site_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,8 @@ def parse_config(doc: Mapping[str, Any], source: str = CONFIG_FILE) -> PowerSave
         where = f"{source}: [[node]] #{i}"
         if not isinstance(entry, dict):
             raise InvalidInput(f"{where} is not a table")
-        bad = sorted(set(entry) - {"vo", "prefix", "nodes", "template", "cores", "memory"})
+        bad = sorted(set(entry) - {"vo", "prefix", "nodes", "template", "site_template", "cores",
+                                   "memory"})
         if bad:
             raise InvalidInput(f"{where}: unknown key {bad[0]!r}")
         vo = _opt_str(entry, "vo", where)
@@ -197,6 +202,7 @@ def parse_config(doc: Mapping[str, Any], source: str = CONFIG_FILE) -> PowerSave
                 raise InvalidInput(f"{where}: 'nodes' names no node")
         rules.append(NodeRule(vo=vo, prefix=prefix or "", nodes=names,
                               template=_opt_str(entry, "template", where),
+                              site_template=_opt_str(entry, "site_template", where),
                               cores=_opt_int(entry, "cores", where),
                               memory=_opt_int(entry, "memory", where)))
     return PowerSaveConfig(tuple(rules), _opt_str(doc, "url", source),
@@ -236,17 +242,23 @@ def shape_for(rule: NodeRule, pool: Mapping[str, Any] | None) -> Shape:
 
     Why the pool: a site that already runs VO pools has said once which template and shape a
     VO's workers have; power saving then needs only ``prefix -> VO``. A rule's own values win.
+    The pool is required: its identity is who the VM is created as (docs/pools.md, "Pools act
+    as their VO"), never the administrator whose token the hook holds.
     """
-    template = rule.template or (str(pool["template"]) if pool and pool.get("template") else None)
+    if pool is None:
+        raise InvalidInput(f"VO {rule.vo!r} has no pool: power-saving nodes are created as the "
+                           f"pool's identity; create one with `vocloud pool create {rule.vo} "
+                           "--template T --cores C --memory M --min 0 --max 0`")
+    template = rule.template or (str(pool["template"]) if pool.get("template") else None)
     if template is None:
-        raise InvalidInput(f"VO {rule.vo!r} has no pool and its rule names no template")
+        raise InvalidInput(f"VO {rule.vo!r}'s pool has no template and its rule names none")
     cores = rule.cores if rule.cores is not None else _pool_int(pool, "cores")
     memory = rule.memory if rule.memory is not None else _pool_int(pool, "memory")
-    return Shape(rule.vo, template, cores, memory)
+    return Shape(rule.vo, template, cores, memory, rule.template, rule.site_template)
 
 
-def _pool_int(pool: Mapping[str, Any] | None, key: str) -> int | None:
-    value = pool.get(key) if pool else None
+def _pool_int(pool: Mapping[str, Any], key: str) -> int | None:
+    value = pool.get(key)
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 

@@ -84,14 +84,12 @@ from vocloud.elastic.policy import PoolVMState as V
 from vocloud.errors import Forbidden, IllegalAction, InvalidInput, NotFound, VocloudError
 from vocloud.model.lifecycle import HostState, VMState
 from vocloud.model.template import Template, parse_template
-from vocloud.service.acl import ObjRef, allowed
 from vocloud.service.auth import Actor
-from vocloud.service.base import load_rules
 from vocloud.service.cloud import Cloud
 from vocloud.service.ipam import int_to_ip
-from vocloud.service.pools import live_vms, policy_of, purge, site_template_row, template_problem
+from vocloud.service.pools import boot_inputs, live_vms, policy_of, purge
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
-from vocloud.store.schema import VM, Host, Lease, User, VMTemplateRow
+from vocloud.store.schema import VM, Host, Lease, User
 
 log = logging.getLogger("vocloud.elastic")
 
@@ -531,43 +529,14 @@ class PoolController:
 
     def _boot_inputs(self, pool_id: int) -> tuple[Actor, str, Template | None]:
         """(the pool identity as an actor, the VO's template text, the site template) for one
-        boot, after checking again what ``pool create`` checked: raises :class:`_Refused`."""
+        boot, checked again as ``pool create`` checked (:func:`~vocloud.service.pools.boot_inputs`,
+        shared with Slurm power saving): raises a ``VocloudError`` when refused."""
         with self.db.read() as s:
             pool = s.get(PoolRow, pool_id)
             if pool is None:
                 raise _Refused(f"pool {pool_id} is gone")
-            owner = s.get(User, pool.owner_id) if pool.owner_id is not None else None
-            if owner is None:
-                raise _Refused(f"the pool of VO {pool.vo} has no identity to create workers as "
-                               f"(a pool from before identities): `vocloud pool update {pool.vo} "
-                               "--enable` gives it one")
-            if not owner.enabled:
-                raise _Refused(f"pool identity {owner.name} is disabled: workers are created as "
-                               f"that user; `vocloud user enable {owner.name}` to resume")
-            if owner.is_admin or owner.group_id != pool.group_id:
-                raise _Refused(f"pool identity {owner.name} is no longer a plain member of VO "
-                               f"{pool.vo} (administrator, or moved to another group): workers "
-                               "are created with the VO's rights only")
-            actor = Actor(owner.id, owner.name, owner.group_id, False)
-            tmpl = s.get(VMTemplateRow, pool.template_id)
-            if tmpl is None:
-                raise _Refused(f"the template of VO {pool.vo}'s pool is gone")
-            ref = ObjRef("TEMPLATE", tmpl.id, tmpl.owner_id, tmpl.group_id, tmpl.public)
-            if not allowed(actor, "USE", ref, load_rules(s)):
-                raise _Refused(f"template {tmpl.name} is not visible to VO {pool.vo}")
-            problem = template_problem(tmpl.body, tmpl.name)
-            if problem is not None:
-                raise _Refused(problem[1])
-            site_ref: int | str | None = pool.site_template_id or self.site_template or None
-            site: Template | None = None
-            if site_ref is not None:
-                try:
-                    row = site_template_row(s, site_ref)
-                except VocloudError as exc:
-                    raise _Refused(f"site template: {exc.message}") from None
-                site = parse_template(row.body, fmt="one", source=f"site template {row.name}")
-                site.set("NAME", [])  # the template's own name; a worker is named by its row
-            return actor, tmpl.body, site
+            inputs = boot_inputs(s, pool, self.site_template)
+        return inputs.actor, inputs.body, inputs.site
 
     def _hosts_in_backoff(self, pool_id: int, now: float) -> tuple[list[str], list[str]]:
         """(hosts this pool's boots failed on and that still back off, hosts usable now)."""

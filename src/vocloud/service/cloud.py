@@ -37,14 +37,15 @@ class Cloud:
                  policy: VMPolicy | None = None, data_dir: Path | None = None,
                  protected: Sequence[Path] = (),
                  instance_types: Mapping[str, InstanceType] | None = None,
-                 sealer: Sealer | None = None) -> None:
+                 sealer: Sealer | None = None, pool_site_template: str = "") -> None:
         """``catalog``: what the daemon's drivers declare (the composition root passes its
         registry's); the built-in declarations otherwise. ``policy``: the site's restricted
         attributes and request limits (docs/security.md); safe defaults without one.
         ``data_dir`` and ``protected`` (e.g. the secrets directory): paths no datastore may
         contain; the daemon passes them. ``instance_types``: the sizes EC2 offers (default:
         OpenNebula's). ``sealer``: seals EC2 secret keys with the site's key file (the daemon
-        passes it; without one, a random key for this process)."""
+        passes it; without one, a random key for this process). ``pool_site_template``: the
+        daemon's default site template for pool workers (also for Slurm power saving)."""
         self.db = db
         self.policy = policy or VMPolicy()
         self.vms = VMService(db, self.policy, catalog)
@@ -54,7 +55,7 @@ class Cloud:
         self.networks = NetworkService(db, max_reservation_size)
         self.templates = TemplateService(db, self.policy)
         self.accounts = AccountService(db)
-        self.pools = PoolService(db)
+        self.pools = PoolService(db, self.vms, pool_site_template)
         self.console = ConsoleService(db)
         #: the authentication schemes front-ends may use (see ``service/auth.py``)
         self.authenticators = default_authenticators()

@@ -25,16 +25,17 @@ service and the planner can never disagree about what a valid pool is.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vocloud.elastic.policy import PoolPolicy, PoolVMState
-from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound
+from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound, VocloudError
 from vocloud.model.attributes import internal_attributes, restricted_violations, unknown_attributes
 from vocloud.model.secret_refs import names_in
-from vocloud.model.template import parse_template
+from vocloud.model.template import Template, parse_template
 from vocloud.service import capacity
 from vocloud.service.acl import ObjRef, allowed
 from vocloud.service.auth import Actor, hash_token, new_token
@@ -42,6 +43,9 @@ from vocloud.service.base import find, load_rules, record
 from vocloud.store.db import Database
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import Group, User, VMTemplateRow
+
+if TYPE_CHECKING:
+    from vocloud.service.vms import VMService
 
 #: Settable pool attributes (API/CLI names) -> column names. Everything else is refused.
 SETTABLE: dict[str, str] = {
@@ -166,9 +170,81 @@ def _require(s: Session, actor: Actor, right: str, group: Group, what: str) -> N
                         f"(needs {right} on group {group.name})")
 
 
+class BootRefused(Forbidden):
+    """A worker may not be created as the pool's identity from these inputs (the VO's rights
+    forbid it, or the pool cannot act): the controller's ``boot-refused``."""
+
+
+@dataclass(frozen=True)
+class BootInputs:
+    """What one worker is created from: the pool identity acting, the VO's template text and
+    the administrator's site template (or none)."""
+
+    actor: Actor
+    body: str
+    site: Template | None
+    template: str
+    site_template: str
+
+
+def boot_inputs(s: Session, pool: PoolRow, default_site: int | str = "",
+                template: int | str | None = None,
+                site_template: int | str | None = None) -> BootInputs:
+    """The inputs of one worker boot, after checking again what ``pool create`` checked.
+
+    Shared by the pool controller and Slurm power saving (:meth:`PoolService.boot_worker`), so
+    a worker is created the same way whoever asks for it: as the pool's identity, from a VO
+    template holding no restricted attribute and no secret, plus a site template only an
+    administrator names. ``template`` / ``site_template`` override the pool's (administrator
+    callers only). Raises :class:`BootRefused`.
+    """
+    owner = s.get(User, pool.owner_id) if pool.owner_id is not None else None
+    if owner is None:
+        raise BootRefused(f"the pool of VO {pool.vo} has no identity to create workers as "
+                          f"(a pool from before identities): `vocloud pool update {pool.vo} "
+                          "--enable` gives it one")
+    if not owner.enabled:
+        raise BootRefused(f"pool identity {owner.name} is disabled: workers are created as "
+                          f"that user; `vocloud user enable {owner.name}` to resume")
+    if owner.is_admin or owner.group_id != pool.group_id:
+        raise BootRefused(f"pool identity {owner.name} is no longer a plain member of VO "
+                          f"{pool.vo} (administrator, or moved to another group): workers "
+                          "are created with the VO's rights only")
+    actor = Actor(owner.id, owner.name, owner.group_id, False)
+    if template is None:
+        tmpl = s.get(VMTemplateRow, pool.template_id)
+        if tmpl is None:
+            raise BootRefused(f"the template of VO {pool.vo}'s pool is gone")
+    else:
+        tmpl = find(s, VMTemplateRow, "template", template)
+    ref = ObjRef("TEMPLATE", tmpl.id, tmpl.owner_id, tmpl.group_id, tmpl.public)
+    if not allowed(actor, "USE", ref, load_rules(s)):
+        raise BootRefused(f"template {tmpl.name} is not visible to VO {pool.vo}")
+    problem = template_problem(tmpl.body, tmpl.name)
+    if problem is not None:
+        raise BootRefused(problem[1])
+    site_ref: int | str | None = site_template or pool.site_template_id or default_site or None
+    site: Template | None = None
+    site_name = ""
+    if site_ref is not None:
+        try:
+            row = site_template_row(s, site_ref)
+        except VocloudError as exc:
+            raise BootRefused(f"site template: {exc.message}") from None
+        site = parse_template(row.body, fmt="one", source=f"site template {row.name}")
+        site.set("NAME", [])  # the template's own name; a worker is named by its caller
+        site_name = row.name
+    return BootInputs(actor, tmpl.body, site, tmpl.name, site_name)
+
+
 class PoolService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, vms: VMService | None = None,
+                 site_template: int | str = "") -> None:
+        """``vms``: where :meth:`boot_worker` creates VMs (the facade passes its own);
+        ``site_template``: the daemon's ``pool_site_template``."""
         self.db = db
+        self.vms = vms
+        self.site_template = site_template
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -371,6 +447,36 @@ class PoolService:
                                    .where(PoolBackoffRow.failures > 0).order_by(PoolBackoffRow.key))
             ]
             return out
+
+    def boot_worker(self, actor: Actor, vo: str, name: str, cores: int | None = None,
+                    memory: int | None = None, template: int | str | None = None,
+                    site_template: int | str | None = None) -> dict[str, Any]:
+        """Create one worker VM named ``name`` for VO ``vo``, outside the pool's own plan.
+
+        For Slurm power saving (``vocloud slurm resume``), where slurmctld, not the planner,
+        decides that a node is needed. The caller must be an administrator (it runs with the
+        site's token), but the VM is created exactly as the controller creates a worker: as the
+        pool's identity, from a VO template that holds no restricted attribute and no secret,
+        plus the site template. Creating it with the caller's rights would let anyone who can
+        edit the VO's template reach what only the site may (a kernel path, a host directory,
+        the munge key) through the administrator's token.
+        """
+        if not actor.is_admin:
+            raise Forbidden(f"user {actor.name} may not boot workers outside a pool's plan: "
+                            "only the site (Slurm power saving, with the administrator token) may")
+        if self.vms is None:
+            raise NotFound("this service was built without a VM service to create workers with")
+        with self.db.read() as s:
+            pool = self._pool(s, vo)
+            inputs = boot_inputs(s, pool, self.site_template, template, site_template)
+            cores = pool.cores if cores is None else cores
+            memory = pool.memory if memory is None else memory
+        extra = {"CPU": str(int(cores)), "VCPU": str(int(cores)), "MEMORY": str(int(memory))}
+        [vm_id] = self.vms.create(inputs.actor, inputs.body, fmt="one", count=1, name=name,
+                                  extra=extra, site=inputs.site)
+        return {"id": vm_id, "name": name, "vo": vo, "owner": inputs.actor.name,
+                "template": inputs.template, "site_template": inputs.site_template,
+                "cores": int(cores), "memory": int(memory)}
 
     def events(self, actor: Actor, vo: str, limit: int = 100) -> list[dict[str, Any]]:
         """The pool's decisions, newest last, each explained in one line."""

@@ -215,16 +215,19 @@ def _carry_out(client: Client, steps: Sequence[Step]) -> tuple[list[str], list[s
                         raise
             else:
                 assert isinstance(step, Create)
-                extra: dict[str, str] = {}
+                body: dict[str, Any] = {"name": step.node}
                 if step.shape.cores is not None:
-                    extra.update(CPU=str(step.shape.cores), VCPU=str(step.shape.cores))
+                    body["cores"] = step.shape.cores
                 if step.shape.memory is not None:
-                    extra["MEMORY"] = str(step.shape.memory)
-                ids = client.post(f"/templates/{quote(step.shape.template, safe='')}/instantiate",
-                                  {"count": 1, "name": step.node, "extra": extra,
-                                   "group": step.shape.vo})["ids"]
-                done.append(f"{step.node}: vm {ids[0]} created from template {step.shape.template} "
-                            f"(VO {step.shape.vo})")
+                    body["memory"] = step.shape.memory
+                if step.shape.own_template is not None:
+                    body["template"] = step.shape.own_template
+                if step.shape.site_template is not None:
+                    body["site_template"] = step.shape.site_template
+                row = client.post(f"/pools/{quote(step.shape.vo, safe='')}/workers", body)
+                site = f", site template {row['site_template']}" if row.get("site_template") else ""
+                done.append(f"{step.node}: vm {row['id']} created from template {row['template']}"
+                            f"{site} (VO {step.shape.vo}, as {row['owner']})")
         except ApiError as exc:
             failed.append(f"{step.node}: {exc.message}")
             if isinstance(step, Act):
