@@ -98,7 +98,8 @@ class FaultyCloud:
                 data = r.read()
                 self.send_response(r.status)
                 for k, v in r.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server",
+                                         "date"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -116,8 +116,11 @@ class Ec2Driver:
             raise DriverError(exc.message) from None
 
     def state(self, host: HostRef) -> _RegionState:
+        return self.state_for(host.name)
+
+    def state_for(self, host_name: str) -> _RegionState:
         with self._lock:
-            return self._regions.setdefault(host.name, _RegionState())
+            return self._regions.setdefault(host_name, _RegionState())
 
     def _client(self, host: HostRef, region: Region) -> Any:
         st = self.state(host)
