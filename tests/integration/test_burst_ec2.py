@@ -5,6 +5,7 @@ errors that rest the region, and credentials that never show."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Iterator
 
 import boto3
@@ -170,7 +171,7 @@ def test_context_goes_as_user_data_only_when_the_site_says_so(url: str) -> None:
     s = DomainSpec(vm_id=4, deploy_id="vcq7x-4", name="w", cpu=1, vcpu=1, memory_mib=512,
                    context={"SLURM_SERVER": "10.0.0.1", "NOTE": "it's"})
     drv.deploy(host(url), s)
-    drv.deploy(host(url, EC2_CONTEXT="yes"), DomainSpec(**{**_fields(s), "vm_id": 5, "deploy_id": "vcq7x-5"}))
+    drv.deploy(host(url, EC2_CONTEXT="yes"), dataclasses.replace(s, vm_id=5, deploy_id="vcq7x-5"))
     c = boto3.client("ec2", endpoint_url=url, region_name="eu-west-1", aws_access_key_id=KEY_ID,
                      aws_secret_access_key=SECRET)
     by = {tags(i)["vocloud:vm"]: i["InstanceId"] for i in instances(url)}
@@ -179,7 +180,3 @@ def test_context_goes_as_user_data_only_when_the_site_says_so(url: str) -> None:
     assert not ud4.get("Value")
     text = base64.b64decode(ud5["Value"]).decode()
     assert "SLURM_SERVER='10.0.0.1'" in text and "NOTE='it'\\''s'" in text
-
-
-def _fields(s: DomainSpec) -> dict[str, object]:
-    return {f: getattr(s, f) for f in DomainSpec.__dataclass_fields__}

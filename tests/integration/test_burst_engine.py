@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy import select
 
 from tests.support.cloudsim import FaultyCloud, moto_server, reset
 from tests.support.helpers import admin
+from tests.support.pools import OWN, Site
 from vocloud.drivers.vmm.ec2 import Ec2Driver
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler
@@ -257,3 +259,34 @@ def test_credentials_error_names_the_secret_not_the_key(cloud: Cloud, tmp_path: 
     rec.monitor_once(force=True)
     h = cloud.hosts.show(a, "aws-us")
     assert "no site secret 'cloud-a'" in h["error"]
+
+
+def test_pool_bursts_when_the_site_is_full_and_shrinks_from_the_cloud_first(
+        cloud: Cloud, tmp_path: Path, url: str) -> None:
+    site = Site(cloud, tmp_path, hosts=1, cpu=2)
+    a = site.admin
+    cloud.hosts.create(a, "aws-us", vmm="ec2", cpu=16, memory=65536,
+                       attrs=ec2_attrs(url, EC2_TYPES="t3.small=1:2048:1"))
+    site.rec = Reconciler(cloud, {"sim": site.rec.drivers["sim"], "ec2": Ec2Driver(creds, cache_ttl=0)},
+                          site.rec.settings)
+    site.vo("atlas", OWN)
+    site.pools.create(a, "atlas", "atlas-wn", cores=1, memory=512, max=10, idle_timeout=60,
+                      scale_down_delay=0, boot_timeout=300, burst_limit=3)
+    for _ in range(6):
+        site.sim.submit("atlas", runtime=100)
+    site.step(3)
+    [row] = site.pools.list(a)
+    assert (row["site_workers"], row["cloud_workers"], row["burst_limit"]) == (2, 3, 3)
+    assert site.pool_states("atlas")["JOINED_BUSY"] == 5  # the sixth job waits: burst limit
+    assert len(live(url)) == 3 and all(tags(i)["vocloud:installation"] for i in live(url))
+    bursts = [e for e in site.pools.events(a, "atlas") if e["action"] == "burst"]
+    assert len(bursts) == 3
+    assert all("site full: 0 of 2 cores free" in e["reason"] for e in bursts), bursts
+    site.advance(100)
+    site.step(2)  # jobs done: all five idle
+    site.pools.update(a, "atlas", max=2)  # demand falls: the cloud workers go first
+    site.step(4)
+    [row] = site.pools.list(a)
+    assert (row["site_workers"], row["cloud_workers"]) == (2, 0)
+    assert live(url) == []
+    assert site.sim.killed == []

@@ -66,4 +66,4 @@ def record_bursts(s: Session, reasons: dict[int, str], at: float) -> None:
     for vm_id, pool_id in s.execute(select(PoolVMRow.vm_id, PoolVMRow.pool_id)
                                     .where(PoolVMRow.vm_id.in_(ids))):
         s.add(PoolEventRow(pool_id=pool_id, time=at, action="burst", count=1, vm_id=vm_id,
-                           reason=reasons[int(vm_id)][:2000]))
+                           reason=reasons[int(vm_id or 0)][:2000]))

@@ -86,8 +86,8 @@ def _tags(inst: dict[str, Any]) -> dict[str, str]:
 
 
 def _launched(inst: dict[str, Any]) -> float:
-    lt = inst.get("LaunchTime")
-    return float(lt.timestamp()) if hasattr(lt, "timestamp") else 0.0
+    lt: Any = inst.get("LaunchTime")
+    return float(lt.timestamp()) if lt is not None and hasattr(lt, "timestamp") else 0.0
 
 
 def _best(insts: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
