@@ -22,5 +22,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('pools') as batch:
-        batch.drop_column('burst_limit')
+    if op.get_bind().dialect.name == "sqlite":  # native DROP COLUMN (SQLite >= 3.35), no copy
+        op.execute("ALTER TABLE pools DROP COLUMN burst_limit")
+    else:
+        op.drop_column('pools', 'burst_limit')
