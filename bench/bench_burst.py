@@ -49,15 +49,18 @@ def main(argv: list[str] | None = None) -> int:
             f = run_scenario(name, loaded.workload, config).figures
             rows.append({"site": label, "scenario": name, "wall_s": round(time.perf_counter() - t, 1),
                          **{k: f.get(k) for k in KEYS},
-                         "cloud_vms": f.get("cloud_vms_booted", 0), "cloud_peak": f.get("cloud_peak_vms", 0),
-                         "cloud_core_hours": f.get("cloud_core_hours", 0.0), "cloud_cost": f.get("cloud_cost", 0.0),
+                         "cloud_vms": f.get("cloud_vms_booted", 0),
+                         "cloud_peak": f.get("cloud_peak_vms", 0),
+                         "cloud_core_hours": f.get("cloud_core_hours", 0.0),
+                         "cloud_cost": f.get("cloud_cost", 0.0),
                          "jobs": f.get("jobs_completed")})
     if args.json:
         json.dump({"jobs": len(loaded.workload), "cloud": str(knobs), "rows": rows}, sys.stdout, indent=1)
         print()
         return 0
     print(f"LPC-EGEE, {len(loaded.workload)} jobs; cloud {args.cloud_cores} cores, boot {args.cloud_boot}, "
-          f"{args.price:g}/core-hour, burst limit {args.burst_limit or 'none'}; total {time.perf_counter() - t0:.0f} s")
+          f"{args.price:g}/core-hour, burst limit {args.burst_limit or 'none'}; "
+          f"total {time.perf_counter() - t0:.0f} s")
     head = ("site", "scenario", "wait mean s", "median s", "p95 s", "bsld", "util", "cloud VMs", "peak",
             "cloud core-h", "cost", "wall s")
     print(" | ".join(head))

@@ -74,8 +74,9 @@ def test_burst_workers_are_vms_of_the_second_installation(cloud: Cloud, tmp_path
     st = states()
     assert [s for s, _ in st.values()] == ["RUNNING"] * 3, st
     assert [h for _, h in st.values()] == [1, 2, 2]
-    there = [i for r in partner(second).describe_instances(
-        Filters=[{"Name": "tag-key", "Values": ["vocloud:deploy-id"]}])["Reservations"] for i in r["Instances"]]
+    listing = partner(second).describe_instances(
+        Filters=[{"Name": "tag-key", "Values": ["vocloud:deploy-id"]}])
+    there = [i for r in listing["Reservations"] for i in r["Instances"]]
     assert len(there) == 2 and all(i["State"]["Name"] == "running" for i in there)
     assert all(i["InstanceType"] == "small" for i in there)
     vm_tags = sorted({t["Key"]: t["Value"] for t in i["Tags"]}["vocloud:vm"] for i in there)

@@ -168,7 +168,7 @@ class BurstSite(ElasticSite):
             if self.is_cloud(vm.host):
                 self.cloud_core_seconds += vm.cores * (now - vm.placed_at)
 
-    def cloud_figures(self) -> dict[str, float | int]:
+    def cloud_figures(self) -> dict[str, float | int | str]:
         hours = self.cloud_core_seconds / 3600.0
         return {
             "cloud_cores": self.burst.cloud_cores,
