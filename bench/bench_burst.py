@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cloud-boot", default="lognormal:120,0.5")
     ap.add_argument("--price", type=float, default=0.05)
     ap.add_argument("--burst-limit", type=int, default=0)
+    ap.add_argument("--sites", default="70,35", help="site sizes in 2-core hosts, comma-separated")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     knobs = BurstKnobs(cloud_cores=args.cloud_cores, boot=parse_duration(args.cloud_boot, "--cloud-boot"),
                        price_core_hour=args.price, burst_limit=args.burst_limit)
     rows: list[dict[str, Any]] = []
-    for hosts, label in ((70, "full site 70x2"), (35, "half site 35x2")):
+    for hosts in (int(x) for x in args.sites.split(",")):
+        label = f"site {hosts}x2"
         config = SimConfig(spec=SiteSpec(hosts, 2, 4096), scenarios=("elastic", "burst"), burst=knobs)
         for name in ("elastic", "burst"):
             t = time.perf_counter()
