@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.cloudsim import FaultyCloud, moto_server, reset
-from tests.support.helpers import admin
+from tests.support.helpers import admin, user_in
 from tests.support.pools import OWN, Site
 from vocloud.drivers.vmm.ec2 import Ec2Driver
 from vocloud.drivers.vmm.sim import SimDriver
@@ -289,3 +289,15 @@ def test_pool_bursts_when_the_site_is_full_and_shrinks_from_the_cloud_first(
     assert (row["site_workers"], row["cloud_workers"]) == (2, 0)
     assert live(url) == []
     assert site.sim.killed == []
+
+
+def test_a_users_own_vm_never_bursts(cloud: Cloud, tmp_path: Path, url: str) -> None:
+    rec, _ec2, clock = site(cloud, tmp_path, url)
+    a, user = admin(cloud), user_in(cloud, "ursula", "vo-u")
+    cloud.vms.create(a, VM_2CPU, count=2)  # the site is full
+    [mine] = cloud.vms.create(user, VM_2CPU)
+    converge(rec, clock, passes=4)
+    vm = cloud.vms.show(user, mine)
+    assert (vm["state"], vm["host"]) == ("PENDING", None)
+    assert "only pool workers and administrators' VMs go beyond the site" in vm["sched_message"]
+    assert live(url) == []

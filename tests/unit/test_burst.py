@@ -113,3 +113,12 @@ def test_backoff_doubles_to_its_cap_and_deploy_ids() -> None:
     for bad in ("q7x-12", "vcq7x-", "vcQ7X-1", "vcq7x-1;rm"):
         with pytest.raises(InvalidInput):
             installation_of(bad)
+
+
+def test_site_only_vms_never_leave_the_site() -> None:
+    from vocloud.core.burst import SITE_ONLY
+
+    out = place_tiered(vms(3), [hv(1, 2), hv(9, 64, hyp="ec2")], SchedPolicy(),
+                       pool_of={2: SITE_ONLY}, room={SITE_ONLY: 0})
+    assert {p.vm_id: p.host_id for p in out.result.placements} == {1: 1, 3: 9}
+    assert out.result.unplaced[2].endswith("only pool workers and administrators' VMs go beyond the site")

@@ -8,7 +8,8 @@ site host could take it this cycle. A site that wants one region before another,
 site's hosts before a public cloud, gives them tiers in that order.
 
 A pool may hold at most its *burst limit* of VMs outside tier 0 (``room``): only that many of
-its pending workers take part in the cloud tiers, the others wait for the site. Every VM placed
+its pending workers take part in the cloud tiers, the others wait for the site. VMs mapped to
+:data:`SITE_ONLY` (users' own VMs: the cloud bills the site) never leave tier 0. Every VM placed
 beyond tier 0 gets the reason it was sent there, for its event ("site full: 0 of 4 cores
 free"). Pure: no clock, no I/O.
 """
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from vocloud.core.placement import HostView, PendingVM, SchedPolicy, SchedResult, place
 
 CLOUD_HYPERVISORS = frozenset({"ec2"})
+#: the ``pool_of`` key of VMs that may never leave the site (a user's own VMs: the cloud bills
+#: the site, so only pool workers within their burst limit and administrators' VMs burst)
+SITE_ONLY = ""
 
 
 def tier_from(attrs: Mapping[str, object], vmm: str) -> int:
@@ -87,8 +91,10 @@ def place_tiered(pending: Sequence[PendingVM], hosts: Sequence[HostView], policy
                 else:
                     held.append(vm.id)
             for vm_id in held:
-                out.result.unplaced[vm_id] = (f"{out.result.unplaced.get(vm_id, 'site full')}; "
-                                              f"pool {pool_of[vm_id]} is at its burst limit")
+                why = ("only pool workers and administrators' VMs go beyond the site"
+                       if pool_of[vm_id] == SITE_ONLY else f"pool {pool_of[vm_id]} is at its burst limit")
+                if why not in out.result.unplaced.get(vm_id, ""):
+                    out.result.unplaced[vm_id] = f"{out.result.unplaced.get(vm_id, 'site full')}; {why}"
         tier_hosts = [h for h in hosts if tier_of(h) == tier]
         res = place(candidates, tier_hosts, dataclasses.replace(policy, max_dispatch=max(budget, 0)))
         if n > 0 and res.placements:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from vocloud.core.burst import TieredResult, place_tiered, tier_from, tier_of
+from vocloud.core.burst import SITE_ONLY, TieredResult, place_tiered, tier_from, tier_of
 from vocloud.core.placement import HostView, PendingVM, SchedPolicy, place
 from vocloud.elastic.policy import PoolVM
-from vocloud.service.burst import cloud_room, pool_of_vms, record_bursts
+from vocloud.service.burst import cloud_room, pool_of_vms, record_bursts, users_vms
 from vocloud.store.db import Database
 from vocloud.store.pools import PoolRow
 from vocloud.store.schema import Host
@@ -24,8 +24,11 @@ def place_bursting(db: Database, pending: Sequence[PendingVM], hosts: Sequence[H
     if all(tier_of(h) == 0 for h in hosts):
         return TieredResult(place(pending, hosts, policy))
     with db.read() as s:
-        pool_of = pool_of_vms(s, (v.id for v in pending))
+        pool_of: dict[int, str] = pool_of_vms(s, (v.id for v in pending))
         room = cloud_room(s)
+        for vm_id in users_vms(s, (v.id for v in pending if v.id not in pool_of)):
+            pool_of[vm_id] = SITE_ONLY  # a user's own VM: the cloud bills the site
+    room[SITE_ONLY] = 0
     return place_tiered(pending, hosts, policy, pool_of, room)
 
 

@@ -16,7 +16,7 @@ from vocloud.core.burst import tier_from
 from vocloud.elastic.policy import PoolVMState
 from vocloud.model.lifecycle import VMState
 from vocloud.store.pools import PoolEventRow, PoolRow, PoolVMRow
-from vocloud.store.schema import VM, Host
+from vocloud.store.schema import VM, Host, User
 
 
 def worker_split(s: Session) -> dict[int, tuple[int, int]]:
@@ -47,6 +47,17 @@ def pool_of_vms(s: Session, vm_ids: Iterable[int]) -> dict[int, str]:
                                    .where(PoolVMRow.vm_id.in_(ids[i:i + 500]))):
             if vm_id is not None:
                 out[int(vm_id)] = str(vo)
+    return out
+
+
+def users_vms(s: Session, vm_ids: Iterable[int]) -> set[int]:
+    """The VMs among ``vm_ids`` whose owner is not an administrator."""
+    ids = list(vm_ids)
+    out: set[int] = set()
+    for i in range(0, len(ids), 500):
+        out.update(int(v) for v in s.scalars(
+            select(VM.id).join(User, User.id == VM.owner_id)
+            .where(VM.id.in_(ids[i:i + 500])).where(User.is_admin.is_(False))))
     return out
 
 
