@@ -93,3 +93,37 @@ def test_burst_workers_are_vms_of_the_second_installation(cloud: Cloud, tmp_path
     left = [i["State"]["Name"] for r in partner(second).describe_instances()["Reservations"]
             for i in r["Instances"]]
     assert all(s in ("terminated", "shutting-down") for s in left), left
+
+
+def test_rest_checks_cloud_hosts_and_burst_limits(second: Ec2Site) -> None:
+    """Through the daemon's REST API: a bad region declaration is a 400 naming the attribute and
+    stores nothing; the burst limit is the administrators' to set; pools show site and cloud
+    workers apart."""
+    good = {"EC2_ENDPOINT": "https://ec2.example", "EC2_REGION": "eu-west-1",
+            "EC2_CREDENTIALS": "aws", "EC2_TYPES": "t3.small=1:2048"}
+    with second.rest() as admin_c:
+        for key, bad in (("EC2_ENDPOINT", "file:///etc/passwd"), ("EC2_CREDENTIALS", "../x"),
+                         ("EC2_TYPES", "")):
+            r = admin_c.post("/hosts", json={"name": "aws", "vmm": "ec2", "cpu": 4, "memory": 4096,
+                                             "attrs": {**good, key: bad}})
+            assert r.status_code == 400, r.text
+            assert key.split("_")[1] in r.text or "secret name" in r.text
+        assert admin_c.get("/hosts/aws").status_code == 404
+        r = admin_c.post("/hosts", json={"name": "aws", "vmm": "ec2", "cpu": 4, "memory": 4096,
+                                         "attrs": good})
+        assert r.status_code == 201, r.text
+        assert "EC2_CREDENTIALS" in admin_c.get("/hosts/aws").json()["attrs"]
+        with second.rest(second.alice) as alice:
+            r = alice.post("/templates", json={"template": "CPU=1\nMEMORY=256\n", "name": "burst-pool-wn"})
+            assert r.status_code == 201, r.text
+        r = admin_c.post("/pools", json={"vo": "vo1", "template": "burst-pool-wn", "cores": 1,
+                                         "memory": 256, "burst_limit": 4})
+        assert r.status_code == 201, r.text
+        assert r.json()["burst_limit"] == 4
+    with second.rest(second.alice) as alice:
+        r = alice.patch("/pools/vo1", json={"burst_limit": 40})
+        assert r.status_code == 403 and "burst_limit" in r.text
+        [pool] = alice.get("/pools").json()
+        assert (pool["burst_limit"], pool["site_workers"], pool["cloud_workers"]) == (4, 0, 0)
+        r = alice.patch("/pools/vo1", json={"burst_limit": -1})
+        assert r.status_code in (400, 422)
