@@ -21,7 +21,15 @@ from typing import Any
 
 from vocloud.sim.elastic import ElasticKnobs
 from vocloud.sim.report import scenario_table
-from vocloud.sim.run import SCENARIOS, SimConfig, default_spec, load_trace, run_all, run_scenario
+from vocloud.sim.run import (
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    SimConfig,
+    default_spec,
+    load_trace,
+    run_all,
+    run_scenario,
+)
 from vocloud.sim.sites import SiteSpec
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "LPC-EGEE-2004-1.2-cln.swf.gz"
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_trace(args.trace, vo_map="group", limit=args.limit,
                             scale=spec.total_cores / base, scale_mode=args.scale_mode)
     load_wall, load_cpu = time.perf_counter() - t0, time.process_time() - c0
-    config = SimConfig(spec=spec, scenarios=tuple(args.scenario or SCENARIOS), seed=args.seed,
+    config = SimConfig(spec=spec, scenarios=tuple(args.scenario or DEFAULT_SCENARIOS), seed=args.seed,
                        knobs=ElasticKnobs(cores_per_vm=args.vm_cores))
     phases: dict[str, dict[str, float]] = {"load": {"wall_s": load_wall, "cpu_s": load_cpu}}
     results = []

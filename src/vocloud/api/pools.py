@@ -40,6 +40,8 @@ class PoolCreate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     enabled: StrictBool | None = None
+    burst_limit: Count | None = Field(None, description="administrators only: workers the pool may "
+                                                         "run on cloud hosts (docs/bursting.md)")
     site_template: RefValue | None = Field(
         None, description="administrators only: the site template (an administrator's VM "
                           "template) merged into every worker; default: the daemon's")
@@ -58,6 +60,7 @@ class PoolUpdate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     enabled: StrictBool | None = None
+    burst_limit: Count | None = Field(None, description="administrators only: cloud workers allowed")
     site_template: RefValue | Literal[""] | None = Field(
         None, description='administrators only: the site template; "" returns to the daemon\'s')
 

@@ -332,6 +332,9 @@ class PoolOut(BaseModel):
     max_lifetime: float | None
     max_boots_per_minute: int | None
     scale_down_delay: float | None
+    burst_limit: int = 0
+    site_workers: int = 0  # workers on the site's hosts / on cloud hosts (docs/bursting.md)
+    cloud_workers: int = 0
     enabled: bool
     deleting: bool
     created_at: float | None

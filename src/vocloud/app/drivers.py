@@ -8,7 +8,9 @@ setting or the environment.
 
 from __future__ import annotations
 
+import base64
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,15 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
 
         return SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay)
 
+    def ec2() -> Any:
+        from vocloud.drivers.vmm.ec2 import Ec2Driver
+
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise DriverError("the ec2 driver needs boto3: pip install 'vocloud[cloud]'") from None
+        return Ec2Driver(cloud_credentials(settings))
+
     def bridge() -> Any:
         from vocloud.drivers.net import BridgeDriver
         from vocloud.drivers.net.guard import TapGuard
@@ -60,6 +71,7 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
     return {
         (Role.VMM, "sim"): sim_vmm,
         (Role.VMM, "qemu"): qemu,
+        (Role.VMM, "ec2"): ec2,
         (Role.STORAGE, "qcow2"): functools.partial(storage, "qcow2"),
         (Role.STORAGE, "copy"): functools.partial(storage, "copy"),
         (Role.STORAGE, "lvm"): lvm,
@@ -70,6 +82,27 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
         (Role.BATCH, "slurm"): functools.partial(make_batch, "slurm", settings),
         (Role.BATCH, "gridengine"): functools.partial(make_batch, "gridengine", settings),
     }
+
+
+def cloud_credentials(settings: Settings) -> Callable[[str], tuple[str, str]]:
+    """The ``ec2`` driver's credentials: a site secret (docs/secrets.md) holding
+    ``ACCESS_KEY_ID SECRET_ACCESS_KEY`` (whitespace or a newline between), read afresh per
+    client (rotation needs no restart; the driver rebuilds its client when the key changes)."""
+    from vocloud.engine.secrets import SecretDir, SecretError
+
+    secrets = SecretDir(settings.secrets_path)
+
+    def read(name: str) -> tuple[str, str]:
+        try:
+            text = base64.b64decode(secrets.read(name)).decode("utf-8", "replace")
+        except SecretError as exc:
+            raise DriverError(exc.message) from None
+        parts = text.split()
+        if len(parts) != 2:
+            raise DriverError(f"secret {name!r} must hold 'ACCESS_KEY_ID SECRET_ACCESS_KEY' "
+                              f"(two words), not {len(parts)} word(s)")
+        return parts[0], parts[1]
+    return read
 
 
 def build_registry(settings: Settings, infos: tuple[DriverInfo, ...] = BUILTIN_INFOS) -> DriverRegistry:

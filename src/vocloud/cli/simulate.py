@@ -24,7 +24,8 @@ import typer
 from vocloud.errors import InvalidInput, VocloudError
 
 DEFAULT_WORKERS = min(3, os.cpu_count() or 1)
-SCENARIO_HELP = "Scenario to run: physical, static or elastic (repeat the option; default: all three)."
+SCENARIO_HELP = ("Scenario to run: physical, static, elastic or burst (repeat the option; default: the "
+                 "first three; burst adds a cloud, docs/bursting.md).")
 
 
 def _parse_split(text: str | None) -> dict[str, int]:
@@ -96,10 +97,18 @@ def _run(**o: Any) -> None:
     from vocloud.sim.elastic import ElasticKnobs
     from vocloud.sim.recorded import recorded_figures
     from vocloud.sim.report import dumps, metrics_document, scenario_table, warnings, write_report
-    from vocloud.sim.run import SCENARIOS, SimConfig, default_spec, load_trace, run_all, trace_summary
+    from vocloud.sim.run import (
+        DEFAULT_SCENARIOS,
+        SCENARIOS,
+        SimConfig,
+        default_spec,
+        load_trace,
+        run_all,
+        trace_summary,
+    )
     from vocloud.sim.sites import SiteSpec
 
-    scenarios = tuple(o["scenario"] or SCENARIOS)
+    scenarios = tuple(o["scenario"] or DEFAULT_SCENARIOS)
     for name, value in (("hosts", o["hosts"]), ("cores-per-host", o["cores_per_host"]),
                         ("mem-per-host", o["mem_per_host"]), ("scale-hosts", o["scale_hosts"]),
                         ("limit", o["limit"])):

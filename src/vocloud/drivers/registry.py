@@ -165,6 +165,8 @@ BUILTIN_INFOS: tuple[DriverInfo, ...] = (
                frozenset({Cap.DECLARED_CAPACITY, Cap.MIGRATE})),
     DriverInfo(Role.VMM, "qemu", "qemu/KVM (TCG where KVM cannot run guests) on the host",
                frozenset({Cap.REAL_GUESTS}), {"storage": "qcow2", "network": "bridge"}),
+    DriverInfo(Role.VMM, "ec2", "one region of an EC2-compatible cloud (boto3): bursting, docs/bursting.md",
+               frozenset({Cap.DECLARED_CAPACITY})),
     DriverInfo(Role.STORAGE, "qcow2", "qcow2 overlays on a per-host, sha256-verified base cache"),
     DriverInfo(Role.STORAGE, "copy", "a full private copy of the base per VM"),
     DriverInfo(Role.STORAGE, "lvm", "an LV snapshot of the base (setting lvm_vg names the volume group)"),

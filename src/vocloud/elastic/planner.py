@@ -455,12 +455,13 @@ def _surplus(c: _Classified, surplus: int, p: PoolPolicy) -> list[Action]:
     """Bring a pool above ``max_vms`` back down without touching a running job."""
     size = surplus + p.max_vms
     head = f"pool has {size} VMs > max {p.max_vms}"
+    # cloud workers go first (they cost money), then the usual order
     requested = sorted((v for v in c.starting if v.state is V.REQUESTED),
-                       key=lambda v: (-v.started_at, -v.vm_id))
+                       key=lambda v: (not v.cloud, -v.started_at, -v.vm_id))
     booting = sorted((v for v in c.starting if v.state is V.BOOTING),
-                     key=lambda v: (-v.started_at, -v.vm_id))
-    idle = sorted(c.idle, key=lambda v: (v.idle_since or v.joined_at or v.started_at, v.vm_id))
-    busy = sorted(c.busy, key=lambda v: (v.running_jobs, v.vm_id))
+                     key=lambda v: (not v.cloud, -v.started_at, -v.vm_id))
+    idle = sorted(c.idle, key=lambda v: (not v.cloud, v.idle_since or v.joined_at or v.started_at, v.vm_id))
+    busy = sorted(c.busy, key=lambda v: (not v.cloud, v.running_jobs, v.vm_id))
     out: list[Action] = []
     for vm in [*requested, *idle, *booting, *busy][:surplus]:
         if vm.state in STARTING:
@@ -709,9 +710,9 @@ def _drain_candidate(d: _PoolDraft) -> PoolVM | None:
     taken = {a.vm_id for a in d.actions if isinstance(a, Drain)}
     idle = [v for v in d.vms.idle if v.vm_id not in taken]
     if idle:
-        return min(idle, key=lambda v: (v.idle_since or v.joined_at or v.started_at, v.vm_id))
+        return min(idle, key=lambda v: (not v.cloud, v.idle_since or v.joined_at or v.started_at, v.vm_id))
     busy = [v for v in d.vms.busy if v.vm_id not in taken]
-    return min(busy, key=lambda v: (v.running_jobs, v.vm_id)) if busy else None
+    return min(busy, key=lambda v: (not v.cloud, v.running_jobs, v.vm_id)) if busy else None
 
 
 # --- scale down and output ----------------------------------------------------------------------
@@ -730,7 +731,7 @@ def _idle_drains(d: _PoolDraft, c: _Classified, now: float) -> list[Action]:
     last = _last_boot(d.pool)
     if last is not None and now - last < p.scale_down_delay_s:
         return []
-    idle.sort(key=lambda iv: (-iv[0], iv[1].vm_id))
+    idle.sort(key=lambda iv: (not iv[1].cloud, -iv[0], iv[1].vm_id))  # cloud workers first
     return [
         Drain(p.vo, vm.vm_id,
               f"drain vm {vm.vm_id}: idle {for_s:.0f} s > idle timeout "

@@ -129,6 +129,7 @@ class PoolVM:
     free_memory_mib: int = 0
     state_since: float | None = None
     host: str | None = None
+    cloud: bool = False  # runs on a cloud host (docs/bursting.md): drained before site workers
 
 
 @dataclass(frozen=True, slots=True)

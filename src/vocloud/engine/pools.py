@@ -81,6 +81,7 @@ from vocloud.elastic.policy import (
     SiteCapacity,
 )
 from vocloud.elastic.policy import PoolVMState as V
+from vocloud.engine.burst import cloud_host_names, mark_cloud, planner_hosts
 from vocloud.errors import Forbidden, IllegalAction, InvalidInput, NotFound, VocloudError
 from vocloud.model.lifecycle import HostState, VMState
 from vocloud.model.template import Template, parse_template
@@ -297,6 +298,7 @@ class PoolController:
     # ------------------------------------------------------------ plan
     def _plan(self, snap: _Snapshot, pending: Sequence[PendingJob], now: float) -> Plan:
         pools: list[Pool] = []
+        clouds = cloud_host_names(snap.hosts)
         for p in snap.pools:
             if not p.enabled and not p.deleting:
                 continue  # a disabled pool is frozen: observed, never planned
@@ -306,12 +308,14 @@ class PoolController:
                 log.warning("pool %s: invalid policy, skipped: %s", p.vo, exc.message)
                 continue
             rows = snap.rows.get(p.id, [])
-            live = tuple(vm_for_planner(r) for r in rows if r.state != V.GONE.value)
+            live = mark_cloud([vm_for_planner(r) for r in rows if r.state != V.GONE.value], snap.vms, clouds)
             boots = tuple(r.requested_at for r in rows if r.requested_at > now - RATE_WINDOW_S)
             backoff = snap.backoff.get((p.id, f"image:{p.image}"), BackoffState(f"image:{p.image}"))
             pools.append(Pool(policy, live, boots, backoff))
         demand = by_vo(pending)
-        site = site_capacity(snap.hosts, self.site_max_vms, self.rebalance)
+        cloud_workers = {pl.policy.vo: sum(v.cloud for v in pl.vms) for pl in pools}
+        hosts = planner_hosts(snap.hosts, snap.pools, {p.id: cloud_workers.get(p.vo, 0) for p in snap.pools})
+        site = site_capacity(hosts, self.site_max_vms, self.rebalance)
         return plan(demand, pools, site, now)
 
     # ------------------------------------------------------------ persist

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import select, update
 
-from vocloud.core.placement import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
+from vocloud.core.placement import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult
 from vocloud.drivers.base import (
     DomainInfo,
     DomainSpec,
@@ -31,6 +31,8 @@ from vocloud.drivers.base import (
     VMMDriver,
 )
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
+from vocloud.engine.burst import note_bursts, place_bursting
+from vocloud.engine.cloud_leaks import LeakSweeper
 from vocloud.engine.domain import build_spec
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
@@ -107,6 +109,7 @@ class Reconciler:
         self.networks: Mapping[str, NetworkDriver] = networks or {}
         self.catalog = catalog or builtin_catalog()
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
+        self.leaks = LeakSweeper(self.db, clock)  # cloud instances tagged ours, unknown to the store
 
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
@@ -171,11 +174,13 @@ class Reconciler:
             }
         if not pending:
             return SchedResult([], {})
-        result = place(pending, hosts, self.settings.policy)
-        self._commit(result, old_msgs)
-        return result
+        tiered = place_bursting(self.db, pending, hosts, self.settings.policy)  # site first (bursting)
+        self._commit(tiered.result, old_msgs, tiered.reasons)
+        note_bursts(self.db, tiered, self.clock())
+        return tiered.result
 
-    def _commit(self, result: SchedResult, old_msgs: dict[int, str]) -> None:
+    def _commit(self, result: SchedResult, old_msgs: dict[int, str],
+                reasons: Mapping[int, str] | None = None) -> None:
         if not result.placements and all(old_msgs.get(v) == m for v, m in result.unplaced.items()):
             return
         with self.db.write() as s:
@@ -187,7 +192,8 @@ class Reconciler:
                     with s.begin_nested():
                         vm.host_id = p.host_id
                         vm.sched_message = ""
-                        transition(s, vm, "scheduled", f"to host {p.host_id}")
+                        transition(s, vm, "scheduled",
+                                   (reasons or {}).get(p.vm_id, f"to host {p.host_id}"))
                 except NoCapacity as exc:
                     # Capacity went elsewhere between snapshot and commit (another front-end):
                     # the VM stays PENDING and is retried next cycle.
@@ -342,7 +348,11 @@ class Reconciler:
                 return
             escalate = not hard and elapsed > self.settings.shutdown_timeout
             if vm.step_attempts == 0 or escalate or hard:
-                drv.shutdown(ref, vm.deploy_id, hard=hard or escalate)
+                stop = getattr(drv, "poweroff", None)  # a cloud stops (keeps) an instance on poweroff
+                if st == S.SHUTDOWN_POWEROFF and stop is not None and not (hard or escalate):
+                    stop(ref, vm.deploy_id)
+                else:
+                    drv.shutdown(ref, vm.deploy_id, hard=hard or escalate)
                 self.cloud.vms.bump_attempt(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
         except DriverError as exc:
             if elapsed > 2 * self.settings.shutdown_timeout:
@@ -394,6 +404,7 @@ class Reconciler:
             log.warning("host %s answers again after %d failed probes", h.name, h.monitor_failures)
         self._vms_found(h, info.domains)
         self._sweep_leftovers(h, info.domains)
+        self.leaks.sweep(h, ref, self._driver(h.vmm), info.domains)
 
     def _sweep_leftovers(self, h: Host, domains: Mapping[str, DomainInfo]) -> None:
         """Remove what DONE VMs left on this host: a guest, its run directory, its staged disks.

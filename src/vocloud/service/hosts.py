@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from vocloud.core.burst import CLOUD_HYPERVISORS
+from vocloud.core.cloud_region import region_from
 from vocloud.drivers.registry import Cap, DriverCatalog, Role, builtin_catalog
 from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.lifecycle import HOLDS_HOST, HOST_USER_ACTIONS, HostState, VMState, host_next
@@ -55,6 +57,13 @@ def reserved(attrs: dict[str, Any]) -> tuple[int, int]:
             raise InvalidInput(f"host attribute {key} is in whole MiB, got {raw!r}")
         out.append(capacity.milli(value) if key == RESERVED_CPU else int(value))
     return out[0], out[1]
+
+
+def check_cloud(name: str, vmm: str, attrs: dict[str, str]) -> None:
+    """A cloud region's declaration (EC2_* attributes, docs/bursting.md) is checked when set,
+    not at its first monitor pass."""
+    if vmm in CLOUD_HYPERVISORS:
+        region_from(name, attrs)
 
 
 def host_dict(h: Host) -> dict[str, Any]:
@@ -106,6 +115,7 @@ class HostService:
             raise InvalidInput(f"a {vmm} host needs --cpu and --memory (its declared capacity)")
         all_attrs = {k.upper(): str(v) for k, v in (attrs or {}).items()}
         self.catalog.for_host(name, vmm, all_attrs)  # STORAGE / NETWORK must name known drivers
+        check_cloud(name, vmm, all_attrs)
         reserved_cpu_m, reserved_mem = reserved(all_attrs)
         if cpu is not None:
             all_attrs["TOTAL_CPU"] = f"{cpu:g}"
@@ -153,6 +163,7 @@ class HostService:
             old = dict(h.attrs or {})
             new = {k: v for k, v in {**old, **changes}.items() if v != ""}
             self.catalog.for_host(h.name, h.vmm, new)  # STORAGE / NETWORK must name known drivers
+            check_cloud(h.name, h.vmm, new)
             old_cpu_m, old_mem = reserved(old)
             new_cpu_m, new_mem = reserved(new)
             h.total_cpu_m = max(h.total_cpu_m + old_cpu_m - new_cpu_m, 0)

@@ -40,6 +40,7 @@ from vocloud.service import capacity
 from vocloud.service.acl import ObjRef, allowed
 from vocloud.service.auth import Actor, hash_token, new_token
 from vocloud.service.base import find, load_rules, record
+from vocloud.service.burst import worker_split
 from vocloud.store.db import Database
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import Group, User, VMTemplateRow
@@ -53,7 +54,7 @@ SETTABLE: dict[str, str] = {
     "max": "max_vms", "weight": "weight", "idle_timeout": "idle_timeout",
     "boot_timeout": "boot_timeout", "max_lifetime": "max_lifetime",
     "max_boots_per_minute": "max_boots_per_minute", "scale_down_delay": "scale_down_delay",
-    "enabled": "enabled", "site_template": "site_template_id",
+    "enabled": "enabled", "site_template": "site_template_id", "burst_limit": "burst_limit",
 }
 
 #: The status columns of ``pool list`` (from the last plan's PoolStatus), zero before any plan.
@@ -144,6 +145,7 @@ def pool_dict(row: PoolRow, template: str = "", owner: str = "",
         "idle_timeout": row.idle_timeout, "boot_timeout": row.boot_timeout,
         "max_lifetime": row.max_lifetime, "max_boots_per_minute": row.max_boots_per_minute,
         "scale_down_delay": row.scale_down_delay, "enabled": row.enabled,
+        "burst_limit": row.burst_limit or 0,
         "deleting": row.deleting, "created_at": row.created_at, "status_at": row.status_at,
         "notes": list(st.get("notes", [])),
     }
@@ -271,6 +273,15 @@ class PoolService:
     @staticmethod
     def _check_policy(row: PoolRow) -> None:
         policy_of(row)
+        if not 0 <= (row.burst_limit or 0) <= 10000:
+            raise InvalidInput(f"pool {row.vo!r}: burst_limit must be between 0 and 10000")
+
+    @staticmethod
+    def _burst_allowed(actor: Actor, values: dict[str, Any]) -> None:
+        """Cloud workers cost the site money: only an administrator sets a pool's burst limit."""
+        if "burst_limit" in values and not actor.is_admin:
+            raise Forbidden("only an administrator may set a pool's burst_limit (cloud workers "
+                            "are billed to the site)")
 
     @staticmethod
     def _identity(s: Session, group: Group, actor: Actor) -> User:
@@ -321,6 +332,7 @@ class PoolService:
                **options: Any) -> dict[str, Any]:
         """Create VO ``vo``'s pool (the VO is an existing group), booting from ``template``."""
         values = self._values({"template": template, "cores": cores, "memory": memory, **options})
+        self._burst_allowed(actor, values)
         with self.db.write() as s:
             group = s.scalars(select(Group).where(Group.name == vo)).first()
             if group is None:
@@ -341,6 +353,7 @@ class PoolService:
             row.max_lifetime, row.max_boots_per_minute = None, d.max_boots_per_minute
             row.scale_down_delay = d.scale_down_delay_s
             row.enabled, row.deleting = True, False
+            row.burst_limit = 0
             self._apply(row, values)
             self._check_policy(row)
             s.add(row)
@@ -376,6 +389,7 @@ class PoolService:
         values = self._values(changes)
         if not values:
             raise InvalidInput("nothing to update")
+        self._burst_allowed(actor, values)
         with self.db.write() as s:
             row = self._pool(s, vo, lock=True)
             group = s.get(Group, row.group_id)
@@ -433,6 +447,7 @@ class PoolService:
             assert group is not None
             _require(s, actor, "USE", group, "see")
             out = pool_dict(row, **self._names(s, row))
+            out["site_workers"], out["cloud_workers"] = worker_split(s).get(row.id, (0, 0))
             out["vms"] = [
                 {"name": v.name, "vm_id": v.vm_id, "state": v.state, "since": v.state_since,
                  "requested_at": v.requested_at, "joined_at": v.joined_at,
@@ -499,9 +514,12 @@ class PoolService:
                 VMTemplateRow, VMTemplateRow.id == PoolRow.template_id).order_by(PoolRow.vo)
             out = []
             groups = {g.id: g for g in s.scalars(select(Group))}
+            split = worker_split(s)
             for row, _tname in s.execute(stmt):
                 if _may(s, actor, "USE", groups[row.group_id]):
-                    out.append(pool_dict(row, **self._names(s, row)))
+                    d = pool_dict(row, **self._names(s, row))
+                    d["site_workers"], d["cloud_workers"] = split.get(row.id, (0, 0))
+                    out.append(d)
             return out
 
 def live_vms(s: Session, pool_id: int) -> int:

@@ -17,6 +17,7 @@ from queue import Empty
 from typing import Any
 
 from vocloud.errors import InvalidInput
+from vocloud.sim.burst import BurstKnobs, run_burst
 from vocloud.sim.condor import read_condor_history
 from vocloud.sim.dist import Duration
 from vocloud.sim.elastic import ElasticKnobs, ElasticSite
@@ -29,7 +30,9 @@ from vocloud.sim.swf import read_swf
 from vocloud.sim.vomap import map_vos, parse_rules
 from vocloud.sim.workload import Workload, build_workload, scale_table
 
-SCENARIOS = ("physical", "static", "elastic")
+SCENARIOS = ("physical", "static", "elastic", "burst")
+#: what ``vocloud simulate`` runs without --scenario (burst needs a cloud: name it to run it)
+DEFAULT_SCENARIOS = ("physical", "static", "elastic")
 
 
 @dataclass(slots=True)
@@ -47,7 +50,7 @@ class SimConfig:
     """Everything a run depends on; written to metrics.json so a result can be reproduced."""
 
     spec: SiteSpec
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
     seed: int = 1
     poll_interval: float = 60.0
     penalty: float = 0.05
@@ -57,6 +60,7 @@ class SimConfig:
     static_split: Mapping[str, int] = field(default_factory=dict)
     sample_interval: float = 0.0  # 0: the replay span / 1000, at least the poll interval
     split_partitions: bool = False  # physical: one EASY queue per SWF partition
+    burst: BurstKnobs = field(default_factory=BurstKnobs)  # the burst scenario's cloud (sim/burst.py)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
@@ -164,6 +168,8 @@ def run_scenario(
             boot_core_seconds=ssite.boot_core_seconds, idle_vm_seconds=ssite.idle_node_seconds(st.t_last),
             extra={"static_hosts_per_vo": split},
         )
+    if name == "burst":
+        return run_burst(w, config, rng, interval, progress)
     esite = ElasticSite(
         w, config.spec, knobs=config.knobs, penalty=config.penalty, boot=config.boot,
         shutdown=config.shutdown, rng=rng, poll_interval=config.poll_interval,

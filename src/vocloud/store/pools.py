@@ -50,6 +50,8 @@ class PoolRow(Base):
     max_lifetime: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_boots_per_minute: Mapped[int] = mapped_column(Integer, default=10)
     scale_down_delay: Mapped[float] = mapped_column(Float, default=120.0)
+    # workers it may run on cloud tiers (core/burst.py); 0: the site only (0011)
+    burst_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -20,7 +20,7 @@ SHORT_STATE = {"INIT": "init", "MONITORED": "on", "ERROR": "err", "DISABLED": "d
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Host name (unique).")],
-    vmm: Annotated[str, typer.Option(help="Virtualization driver: sim or qemu.")] = "sim",
+    vmm: Annotated[str, typer.Option(help="Virtualization driver: sim, qemu or ec2 (cloud).")] = "sim",
     transport: Annotated[str, typer.Option(help="local or ssh://user@address[:port].")] = "local",
     cpu: Annotated[float | None, typer.Option(help="Declared CPU cores (sim hosts).")] = None,
     memory: Annotated[str | None, typer.Option(help="Declared memory, e.g. 16G or 16384 (MiB).")] = None,

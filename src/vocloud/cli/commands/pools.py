@@ -31,6 +31,9 @@ BootOpt = Annotated[float | None, Opt("--boot-timeout", help="Seconds to join th
 LifeOpt = Annotated[float | None, Opt("--max-lifetime", help="Seconds a worker may live (0: no limit).")]
 RateOpt = Annotated[int | None, Opt("--max-boots-per-minute", min=1, help="Boot rate limit.")]
 DelayOpt = Annotated[float | None, Opt("--scale-down-delay", help="Seconds after a boot before shrinking.")]
+BurstOpt = Annotated[int | None, Opt(
+    "--burst-limit", min=0, help="Administrators only: workers the pool may run on cloud hosts "
+    "when the site is full (0: site only; docs/bursting.md).")]
 SiteOpt = Annotated[str | None, Opt(
     "--site-template", help="Administrators only: the site template (an administrator's VM "
     "template) merged into every worker: batch secret, worker network, boot attributes. "
@@ -46,7 +49,8 @@ def create(
     memory: Annotated[str, Opt(help="Memory per worker VM (e.g. 2G, 2048).")] = "2G",
     min_: MinOpt = None, max_: MaxOpt = None, weight: WeightOpt = None, idle_timeout: IdleOpt = None,
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
-    scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, json_: JsonFlag = False,
+    scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, burst_limit: BurstOpt = None,
+    json_: JsonFlag = False,
 ) -> None:
     """Create the pool of a VO; its workers are created as the VO (user pool.<vo>)."""
     body = {"vo": vo, "template": template, "cores": cores, "memory": parse_size(memory, "memory"),
@@ -54,6 +58,8 @@ def create(
                       scale_down_delay)}
     if site_template is not None:
         body["site_template"] = site_template
+    if burst_limit is not None:
+        body["burst_limit"] = burst_limit
     pool = api(ctx).post("/pools", body)
     if want_json(ctx, json_):
         out.emit_json(pool)
@@ -68,10 +74,14 @@ def list_(ctx: typer.Context, json_: JsonFlag = False) -> None:
     if want_json(ctx, json_):
         out.emit_json(rows)
         return
-    out.table(["VO", "IMAGE", "PENDING", "DESIRED", "BOOTING", "RUNNING", "DRAINING", "IDLE", "MIN", "MAX"],
+    # SITE/CLOUD: the pool's workers on the site's hosts and on cloud hosts (docs/bursting.md)
+    out.table(["VO", "IMAGE", "PENDING", "DESIRED", "BOOTING", "RUNNING", "DRAINING", "IDLE", "SITE",
+               "CLOUD", "MIN", "MAX", "BURST"],
               ([p["vo"], p["image"], f"{p['pending_jobs']}/{p['pending_cores']}", p["desired"],
-                p["booting"], p["running"], p["draining"], p["idle"], p["min"], p["max"]] for p in rows),
-              right=["DESIRED", "BOOTING", "RUNNING", "DRAINING", "IDLE", "MIN", "MAX"])
+                p["booting"], p["running"], p["draining"], p["idle"], p.get("site_workers", 0),
+                p.get("cloud_workers", 0), p["min"], p["max"], p.get("burst_limit", 0)] for p in rows),
+              right=["DESIRED", "BOOTING", "RUNNING", "DRAINING", "IDLE", "SITE", "CLOUD", "MIN", "MAX",
+                     "BURST"])
 
 
 @app.command("show")
@@ -85,7 +95,7 @@ def show(ctx: typer.Context, vo: Annotated[str, typer.Argument(help="The pool's 
     out.section(f"POOL {p['vo']}")
     keys = ("template", "site_template", "owner", "image", "cores", "memory", "min", "max",
             "weight", "idle_timeout", "boot_timeout", "max_lifetime", "max_boots_per_minute",
-            "scale_down_delay", "enabled",
+            "scale_down_delay", "enabled", "burst_limit", "site_workers", "cloud_workers",
             "pending_jobs", "pending_cores", "desired", "booting", "running", "draining", "idle")
     out.fields([(k.upper(), p.get(k)) for k in keys])
     for note in p.get("notes", []):
@@ -108,7 +118,7 @@ def update(
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
     scale_down_delay: DelayOpt = None,
     enable: Annotated[bool | None, Opt("--enable/--disable", help="Let the controller act on it.")] = None,
-    site_template: SiteOpt = None, json_: JsonFlag = False,
+    site_template: SiteOpt = None, burst_limit: BurstOpt = None, json_: JsonFlag = False,
 ) -> None:
     """Change a pool's policy; lowering --max drains surplus workers, never kills a running job."""
     body: dict[str, Any] = _policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime,
@@ -123,6 +133,8 @@ def update(
         body["enabled"] = enable
     if site_template is not None:
         body["site_template"] = site_template
+    if burst_limit is not None:
+        body["burst_limit"] = burst_limit
     pool = api(ctx).patch(f"/pools/{vo}", body)
     if want_json(ctx, json_):
         out.emit_json(pool)
