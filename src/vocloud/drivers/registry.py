@@ -164,7 +164,7 @@ BUILTIN_INFOS: tuple[DriverInfo, ...] = (
     DriverInfo(Role.VMM, "sim", "simulated guests: no process, a boot delay (scale tests, demo)",
                frozenset({Cap.DECLARED_CAPACITY, Cap.MIGRATE})),
     DriverInfo(Role.VMM, "qemu", "qemu/KVM (TCG where KVM cannot run guests) on the host",
-               frozenset({Cap.REAL_GUESTS}), {"storage": "qcow2", "network": "bridge"}),
+               frozenset({Cap.REAL_GUESTS, Cap.MIGRATE}), {"storage": "qcow2", "network": "bridge"}),
     DriverInfo(Role.STORAGE, "qcow2", "qcow2 overlays on a per-host, sha256-verified base cache"),
     DriverInfo(Role.STORAGE, "copy", "a full private copy of the base per VM"),
     DriverInfo(Role.STORAGE, "lvm", "an LV snapshot of the base (setting lvm_vg names the volume group)"),

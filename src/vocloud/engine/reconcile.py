@@ -32,6 +32,7 @@ from vocloud.drivers.base import (
 )
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
+from vocloud.engine.migration import migrate_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
@@ -266,16 +267,7 @@ class Reconciler:
             except DriverError as exc:
                 report(vm.id, st, "reboot_fail", exc.message)
         elif st == S.MIGRATE:
-            if target is None:
-                report(vm.id, st, "migrate_fail", "target host is gone")
-                return
-            try:
-                if target.vmm != host.vmm:
-                    raise DriverError(f"cannot migrate from a {host.vmm} host to a {target.vmm} host")
-                self._driver(target.vmm).migrate(ref, host_ref(target), spec)
-                report(vm.id, st, "migrate_ok", f"now on {target.name}")
-            except DriverError as exc:
-                report(vm.id, st, "migrate_fail", exc.message)
+            migrate_step(self, vm, host, ref, target, host_ref(target) if target else None, spec)
         elif st in (S.SAVE_SUSPEND, S.SAVE_STOP):
             try:
                 drv.save(ref, vm.deploy_id)
