@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import NetnsHost, lab_ssh, netns_hosts, netns_lab  # noqa: F401
-from tests.support.qemu import kill_qemu_under, wait_domain
+from tests.support.daemon import Daemon
+from tests.support.netns import NetnsHost, NetnsLab, lab_ssh, netns_hosts, netns_lab  # noqa: F401
+from tests.support.procs import poll_until
+from tests.support.qemu import kill_qemu_under, qemu_test_daemon, wait_domain
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, HostRef, NicSpec, Transport
 from vocloud.drivers.net import BridgeDriver
+from vocloud.drivers.net.guard import TABLE, tap_elements
 from vocloud.drivers.transport import LocalTransport
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.drivers.vmm.qemu import QemuDriver
@@ -202,3 +206,89 @@ def test_migration_address() -> None:
     assert migration_address(HostRef(1, "a", "qemu", "local")) == "127.0.0.1"
     with pytest.raises(DriverError, match="MIGRATION_ADDRESS 'x; rm' is not an IP address"):
         migration_address(HostRef(1, "a", "qemu", "local", {"MIGRATION_ADDRESS": "x; rm"}))
+
+
+# ---------------------------------------------------------------- through the daemon and the CLI
+
+
+@pytest.fixture
+def qemu_daemon(tmp_path: Path, netns_lab: NetnsLab, guest_image: GuestImage) -> Iterator[Daemon]:
+    with qemu_test_daemon(tmp_path / "d", VOCLOUD_SSH_KNOWN_HOSTS=str(netns_lab.known_hosts),
+                          VOCLOUD_SSH_KEY=str(netns_lab.client_key)) as d:
+        yield d
+
+
+def _taps(host: NetnsHost | None) -> set[str]:
+    argv = ["ip", "-json", "link", "show"]
+    out = (host.exec(*argv) if host else sh(*argv)).stdout
+    return {link["ifname"] for link in json.loads(out)}
+
+
+def _guarded(host: NetnsHost | None) -> list[str]:
+    argv = ["nft", "-j", "list", "map", "bridge", TABLE, "taps"]
+    res = host.exec(*argv, check=False) if host else sh(*argv, check=False)
+    return tap_elements(res.stdout) if res.returncode == 0 else []
+
+
+def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
+                                       guest_image: GuestImage) -> None:
+    """``vocloud vm migrate`` waits for the outcome: out to an SSH host whose datastore differs
+    (the disk goes along, the source's copy goes), a failed move back (the target cannot listen:
+    exit 2, RUNNING where it was, the reason in ``vm show``), then a good move back."""
+    d = qemu_daemon
+    remote = netns_hosts(1)[0]
+    with d.rest() as c:
+        c.post("/hosts", {"name": "local", "vmm": "qemu", "attrs": {"MIGRATION_ADDRESS": "192.0.2.1"}})
+        c.post("/hosts", {"name": "far", "vmm": "qemu", "transport": remote.transport,
+                          "attrs": {"DATASTORE_DIR": str(d.data_dir / "far-datastore")}})
+        poll_until(lambda: all(h["state"] == "MONITORED" for h in c.get("/hosts")), 60, "hosts monitored")
+        default = d.data_dir / "datastores" / "default"
+        shutil.copyfile(guest_image.base_disk, default / "tiny.qcow2")
+        c.post("/images", {"name": "tiny", "path": str(default / "tiny.qcow2")})
+        c.post("/vnets", {"template": 'NAME="lan"\nBRIDGE="vcbr-mgd"\nAR=[IP="10.96.0.10", SIZE="4"]\n'
+                                      'NETWORK_MASK="255.255.255.0"\n'})
+        template = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
+                    f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
+                    'DISK=[IMAGE="tiny", TARGET="vda"]\nNIC=[NETWORK="lan"]\n'
+                    'CONTEXT=[NETWORK="YES", TICK="200"]\nSCHED_REQUIREMENTS="NAME = \\"local\\""\n')
+        [vm] = c.post("/vms", {"template": template, "name": "mover"})["ids"]
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "RUNNING", 240, "the VM RUNNING")
+        info = c.get(f"/vms/{vm}")
+        deploy, lease = info["deploy_id"], info["leases"][0]["ip"]
+        tap = f"{deploy}-0"
+        local_disks = d.data_dir / "datastore" / "vms" / deploy
+        assert (local_disks / "vda.qcow2").exists() and tap in _taps(None) and tap in _guarded(None)
+
+    out = d.ok("vm", "migrate", str(vm), "far", "--json").json()
+    assert out[0]["ok"] and out[0]["host"] == "far" and "with its disks" in out[0]["message"], out
+    with d.rest() as c:
+        info = c.get(f"/vms/{vm}")
+        assert (info["state"], info["host"], info["leases"][0]["ip"]) == ("RUNNING", "far", lease)
+        assert "migrate" in info["allowed_actions"]
+    assert tap in _taps(remote) and tap in _guarded(remote)  # NIC and its rules went along
+    assert tap not in _taps(None) and tap not in _guarded(None)
+    assert not local_disks.exists() and not (d.data_dir / "qemu" / deploy).exists()  # nothing left
+    assert (d.data_dir / "far-datastore" / "vms" / deploy / "vda.qcow2").exists()
+    remote.exec("ip", "addr", "add", "10.96.0.1/24", "dev", "vcbr-mgd")
+    assert remote.exec("ping", "-c", "2", "-W", "3", lease, check=False).returncode == 0
+
+    bad = d.fails("vm", "migrate", str(vm), "local")
+    assert "migration failed, now RUNNING on far" in bad.err and "192.0.2.1" in bad.err, bad.err
+    with d.rest() as c:
+        info = c.get(f"/vms/{vm}")
+        assert (info["state"], info["host"]) == ("RUNNING", "far")
+        last = info["history"][-1]
+        assert last["action"] == "migrate_fail" and "192.0.2.1" in last["message"], last
+        assert tap not in _taps(None) and not (d.data_dir / "qemu" / deploy).exists()
+        assert c.get("/hosts/local")["running_vms"] == 0  # the reservation on the target is gone
+        c.patch("/hosts/local", {"attrs": {"MIGRATION_ADDRESS": remote.peer}})
+
+    d.ok("vm", "migrate", str(vm), "local")
+    with d.rest() as c:
+        assert (c.get(f"/vms/{vm}")["state"], c.get(f"/vms/{vm}")["host"]) == ("RUNNING", "local")
+        log = c.get(f"/vms/{vm}/log")["log"]
+    counted = ticks(log)
+    assert counted == list(range(1, len(counted) + 1)), "the counter restarted or skipped"
+    assert tap in _taps(None) and tap not in _taps(remote) and tap not in _guarded(remote)
+    assert not (d.data_dir / "qemu" / "hosts" / "far" / deploy).exists()
+    assert not (d.data_dir / "far-datastore" / "vms" / deploy).exists()
