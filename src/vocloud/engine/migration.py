@@ -11,17 +11,30 @@ the target got copies; on failure the target's go, and the reason is the VM's me
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from vocloud.drivers.base import DomainSpec, HostRef, VMMDriver
+from vocloud.drivers.base import DomainSpec, HostRef, StorageDriver, VMMDriver
 from vocloud.errors import DriverError
 from vocloud.model.lifecycle import VMState
+from vocloud.service.cloud import Cloud
 from vocloud.store.schema import VM, Host
 
-if TYPE_CHECKING:
-    from vocloud.engine.reconcile import Reconciler
-
 log = logging.getLogger("vocloud.engine")
+
+
+class Reconciler(Protocol):
+    """What the step uses of ``engine.reconcile.Reconciler`` (which calls it; a Protocol so that
+    this module does not import it back)."""
+
+    cloud: Cloud
+
+    def _driver(self, vmm: str) -> VMMDriver: ...
+
+    def _storage_for(self, host: Host) -> StorageDriver | None: ...
+
+    def _staged(self, host: Host, ref: HostRef, spec: DomainSpec) -> DomainSpec: ...
+
+    def _unstage(self, host: Host, ref: HostRef, vm: VM, spec: DomainSpec, disks: bool) -> None: ...
 
 
 def migrate_step(rec: Reconciler, vm: VM, host: Host, ref: HostRef, target: Host | None,

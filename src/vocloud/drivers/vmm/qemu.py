@@ -72,6 +72,7 @@ from vocloud.drivers.context import build_seed_iso
 from vocloud.drivers.net.bridge import tap_name
 from vocloud.drivers.qmp import QMPError, qmp_execute
 from vocloud.drivers.transport.ops import SshOps
+from vocloud.drivers.vmm.qemu_migrate import migrate_live
 from vocloud.errors import DriverError
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
@@ -823,9 +824,7 @@ class QemuDriver:
         """Live migration to ``dst`` (``spec`` staged there); see :mod:`.qemu_migrate`."""
         if src == dst:
             return self.poll(src, spec.deploy_id)
-        from vocloud.drivers.vmm.qemu_migrate import migrate_live
-
-        return migrate_live(self, src, dst, spec)
+        return migrate_live(self, src, dst, spec, build_argv, spec_to_json(spec))
 
     @_on_host
     def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str:

@@ -25,14 +25,74 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
-from vocloud.drivers.vmm.qemu import QemuDriver, build_argv, spec_to_json
 from vocloud.errors import DriverError
+
+
+class _Ops(Protocol):
+    """The part of the qemu driver's ``HostOps`` a migration uses."""
+
+    def read_bytes(self, path: Path, offset: int = 0) -> bytes | None: ...
+
+    def write_text(self, path: Path, text: str) -> None: ...
+
+    def exists(self, path: Path) -> bool: ...
+
+    def mkdir(self, path: Path) -> None: ...
+
+    def remove_tree(self, path: Path) -> None: ...
+
+    def put_file(self, local: Path, path: Path) -> None: ...
+
+    def start_daemon(self, argv: list[str], stderr_path: Path, timeout: float) -> tuple[int, str]: ...
+
+
+class QemuDriver(Protocol):
+    """What :func:`migrate_live` needs of ``vocloud.drivers.vmm.qemu.QemuDriver`` (which calls it;
+    a Protocol so that this module does not import it back)."""
+
+    binary: str
+    default_cmdline: str
+    start_timeout: float
+
+    @property
+    def ops(self) -> _Ops: ...
+
+    def bound(self, host: HostRef) -> AbstractContextManager[None]: ...
+
+    def run_dir(self, deploy_id: str) -> Path: ...
+
+    def poll(self, host: HostRef, deploy_id: str) -> DomainInfo: ...
+
+    def full_console(self, run: Path) -> bytes: ...
+
+    def _pid(self, run: Path) -> int | None: ...
+
+    def _spec(self, run: Path) -> DomainSpec | None: ...
+
+    def _require_alive(self, run: Path, deploy_id: str, action: str) -> int: ...
+
+    def _qmp(self, run: Path, deploy_id: str, command: str,
+             arguments: dict[str, Any] | None = None) -> Any: ...
+
+    def _check_inputs(self, spec: DomainSpec) -> None: ...
+
+    def _failure_detail(self, run: Path, why: str) -> str: ...
+
+    def _set_intent(self, run: Path, intent: str) -> None: ...
+
+    def _kill(self, run: Path, pid: int, grace: float = 3.0) -> None: ...
+
+
+#: ``build_argv(spec, run, accel, binary, default_cmdline, context_iso)`` of the qemu driver
+ArgvBuilder = Callable[[DomainSpec, Path, str, str, str, Path | None], list[str]]
 
 #: Ports a target listens on for one incoming migration (IANA dynamic range).
 PORTS = (49152, 65000)
@@ -104,14 +164,15 @@ class _Source:
     ready: bool
 
 
-def migrate_live(drv: QemuDriver, src: HostRef, dst: HostRef, spec: DomainSpec,
-                 timeout: float = 600.0) -> DomainInfo:
-    """Move the running guest ``spec.deploy_id`` from ``src`` to ``dst`` (``spec``: staged there)."""
+def migrate_live(drv: QemuDriver, src: HostRef, dst: HostRef, spec: DomainSpec, build_argv: ArgvBuilder,
+                 spec_json: str, timeout: float = 600.0) -> DomainInfo:
+    """Move the running guest ``spec.deploy_id`` from ``src`` to ``dst`` (``spec``: staged there;
+    ``spec_json``: it as the run dir's ``spec.json``)."""
     deploy_id = spec.deploy_id
     source = _read_source(drv, src, deploy_id)
     block = needs_block(source.spec, spec)
     address = migration_address(dst)
-    drun = _start_target(drv, dst, spec, source)
+    drun = _start_target(drv, dst, spec, source, build_argv, spec_json)
     try:
         port = _listen(drv, dst, drun, deploy_id, address)
         stats = _send(drv, src, source, deploy_id, f"tcp:{address}:{port}", block, timeout, dst)
@@ -150,7 +211,8 @@ def _read_source(drv: QemuDriver, src: HostRef, deploy_id: str) -> _Source:
                        iso=iso, ready=drv.ops.exists(run / "ready"))
 
 
-def _start_target(drv: QemuDriver, dst: HostRef, spec: DomainSpec, source: _Source) -> Path:
+def _start_target(drv: QemuDriver, dst: HostRef, spec: DomainSpec, source: _Source,
+                  build_argv: ArgvBuilder, spec_json: str) -> Path:
     """The same machine on ``dst``, waiting for its state: ``-incoming defer``."""
     deploy_id = spec.deploy_id
     with drv.bound(dst):
@@ -160,7 +222,7 @@ def _start_target(drv: QemuDriver, dst: HostRef, spec: DomainSpec, source: _Sour
         drv._check_inputs(spec)
         drv.ops.remove_tree(run)
         drv.ops.mkdir(run)
-        drv.ops.write_text(run / "spec.json", spec_to_json(spec))
+        drv.ops.write_text(run / "spec.json", spec_json)
         iso = None
         if source.iso is not None:
             iso = run / "context.iso"
