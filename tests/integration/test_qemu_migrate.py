@@ -292,3 +292,11 @@ def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
     assert tap in _taps(None) and tap not in _taps(remote) and tap not in _guarded(remote)
     assert not (d.data_dir / "qemu" / "hosts" / "far" / deploy).exists()
     assert not (d.data_dir / "far-datastore" / "vms" / deploy).exists()
+
+    # reboot: RUNNING again only once the guest printed its ready marker after the reset
+    d.ok("vm", "reboot", str(vm))
+    with d.rest() as c:
+        assert c.get(f"/vms/{vm}")["state"] == "REBOOT"
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] != "REBOOT", 120, "the reboot to finish")
+        assert c.get(f"/vms/{vm}")["state"] == "RUNNING"
+        assert c.get(f"/vms/{vm}/log")["log"].count("VOCLOUD-READY") == 2

@@ -33,6 +33,7 @@ from vocloud.drivers.base import (
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
 from vocloud.engine.migration import migrate_step
+from vocloud.engine.reboot import reboot_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
@@ -261,11 +262,8 @@ class Reconciler:
                 return
             self._boot(vm, drv, ref, spec, elapsed)
         elif st == S.REBOOT:
-            try:
-                drv.reboot(ref, vm.deploy_id)
-                report(vm.id, st, "reboot_ok", "reboot requested")
-            except DriverError as exc:
-                report(vm.id, st, "reboot_fail", exc.message)
+            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
+                        self.cloud.vms.bump_attempt)
         elif st == S.MIGRATE:
             migrate_step(self, vm, host, ref, target, host_ref(target) if target else None, spec)
         elif st in (S.SAVE_SUSPEND, S.SAVE_STOP):
