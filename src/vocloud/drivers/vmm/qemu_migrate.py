@@ -116,8 +116,8 @@ class MigrationStats:
 
     def summary(self) -> str:
         kind = "live with its disks" if self.block else "live, shared storage"
-        moved = f"{self.ram_bytes / 2**20:.0f} MiB RAM" + (
-            f" + {self.disk_bytes / 2**20:.1f} MiB disk" if self.block else "")
+        moved = f"{self.ram_bytes / 2**20:.0f} MiB RAM" + (  # qemu 7.2 reports no disk bytes
+            f" + {self.disk_bytes / 2**20:.1f} MiB disk" if self.disk_bytes else "")
         return (f"migrated {kind} from {self.source} to {self.target}: guest paused "
                 f"{self.downtime_ms} ms, {self.total_ms / 1000:.1f} s in all, {moved}")
 
