@@ -487,8 +487,8 @@ def test_reserved_capacity_holds_back_or_overcommits(cloud: Cloud, tmp_path: Pat
 
 
 def test_migrate_refused_before_acceptance_when_a_driver_cannot(cloud: Cloud, tmp_path: Path) -> None:
-    """A VMM that does not declare ``migrate`` (qemu today) makes ``migrate`` a refusal up front,
-    not a command that says yes and a VM quietly back where it was."""
+    """A VMM that does not declare ``migrate`` (here: one this daemon does not offer) makes
+    ``migrate`` a refusal up front, not a command that says yes and a VM quietly back where it was."""
     a = admin(cloud)
     _hosts(cloud, 2)
     rec, _drv = reconciler(cloud, tmp_path / "sim")
@@ -498,10 +498,10 @@ def test_migrate_refused_before_acceptance_when_a_driver_cannot(cloud: Cloud, tm
     assert info["state"] == "RUNNING" and "migrate" in info["allowed_actions"]
     src = info["host"]
     dst = "h2" if src == "h1" else "h1"
-    with cloud.db.write() as s:  # the VM's host is a qemu host (no guest needed for the check)
-        s.execute(update(Host).where(Host.name == src).values(vmm="qemu"))
+    with cloud.db.write() as s:  # no guest needed for the check
+        s.execute(update(Host).where(Host.name == src).values(vmm="xen"))
     assert "migrate" not in cloud.vms.show(a, vm)["allowed_actions"]
-    with pytest.raises(Conflict, match=rf"host {src}'s VMM driver 'qemu' cannot migrate"):
+    with pytest.raises(Conflict, match=rf"host {src}'s VMM driver 'xen' cannot migrate"):
         cloud.vms.action(a, vm, "migrate", host=dst)
     after = cloud.vms.show(a, vm)
     assert after["state"] == "RUNNING" and after["host"] == src

@@ -198,7 +198,7 @@ def test_guest_on_a_namespace_host_over_ssh(netns_hosts: Hosts, lab_ssh: SshTran
         assert len(pids) == 1 and pids[0] in host.pids(), "qemu does not run in the host's namespace"
         tap = json.loads(host.exec("ip", "-json", "link", "show", "dev", "vc-201-0").stdout)[0]
         assert tap["master"] == "vcbr-q" and "LOWER_UP" in tap["flags"], tap  # qemu holds it
-        console = (remote_state / "vc-201" / "console.log").read_text(errors="replace")
+        console = (remote_state / "hosts" / ref.name / "vc-201" / "console.log").read_text(errors="replace")
         assert "VOCLOUD-CONTEXT VALUE=over-ssh" in console  # the seed ISO crossed over SFTP
 
         info = drv.monitor(ref)
@@ -208,7 +208,7 @@ def test_guest_on_a_namespace_host_over_ssh(netns_hosts: Hosts, lab_ssh: SshTran
 
         drv.shutdown(ref, "vc-201", hard=False)  # the ACPI button, pressed over SSH
         wait_state(drv, ref, "vc-201", DomainState.OFF, timeout=60)
-        assert "VOCLOUD-POWEROFF" in (remote_state / "vc-201" / "console.log").read_text(
+        assert "VOCLOUD-POWEROFF" in (remote_state / "hosts" / ref.name / "vc-201" / "console.log").read_text(
             errors="replace")
         drv.cleanup(ref, "vc-201")
         assert drv.poll(ref, "vc-201").state == DomainState.MISSING

@@ -35,6 +35,10 @@ RESTRICTED_LINES = {
     "NIC/MAC": 'NIC=[NETWORK="lan", MAC="02:00:0a:fa:00:63"]',
     "NIC/VLAN_ID": 'NIC=[NETWORK="lan", VLAN_ID="7"]',
     "NIC/PHYDEV": 'NIC=[NETWORK="lan", PHYDEV="eth0"]',
+    "OS/KERNEL": 'OS=[KERNEL="/etc/shadow"]',
+    "OS/INITRD": 'OS=[INITRD="/etc/shadow"]',
+    "OS/KERNEL_CMD": 'OS=[KERNEL_CMD="console=ttyS0 init=/bin/sh"]',
+    "OS/ROOT": 'OS=[ROOT="vda", KERNEL_CMD="console=ttyS0"]',
 }
 
 

@@ -26,6 +26,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 #: What the issue says must be administrators-only: host paths, devices, bridges, VLANs, MACs,
 #: machine types, accelerators, kernel/initrd/command line, 9p exports.
 MUST_BE_RESTRICTED = {"KERNEL", "INITRD", "KERNEL_CMD", "MACHINE", "ACCEL", "VIRTFS",
+                      "OS/KERNEL", "OS/INITRD", "OS/KERNEL_CMD", "OS/ROOT",
                       "NIC/BRIDGE", "NIC/MAC", "NIC/VLAN_ID", "NIC/PHYDEV"}
 
 

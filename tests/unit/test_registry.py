@@ -43,7 +43,8 @@ def test_capabilities_are_declared_not_inferred_from_names() -> None:
     cat = builtin_catalog()
     assert cat.info(Role.VMM, "sim").can(Cap.DECLARED_CAPACITY)
     assert not cat.info(Role.VMM, "qemu").can(Cap.DECLARED_CAPACITY)
-    assert not cat.info(Role.VMM, "qemu").can(Cap.MIGRATE)  # no qemu live migration yet
+    assert cat.info(Role.VMM, "qemu").can(Cap.MIGRATE)  # live migration (drivers/vmm/qemu_migrate.py)
+    assert not cat.info(Role.VMM, "qemu").can(Cap.REMOTE)
     # a new VMM declaring defaults gets them without any code naming it
     extra = DriverInfo(Role.VMM, "cloud", "a public cloud", frozenset(), {"storage": "none"})
     reg = DriverRegistry()

@@ -164,7 +164,7 @@ BUILTIN_INFOS: tuple[DriverInfo, ...] = (
     DriverInfo(Role.VMM, "sim", "simulated guests: no process, a boot delay (scale tests, demo)",
                frozenset({Cap.DECLARED_CAPACITY, Cap.MIGRATE})),
     DriverInfo(Role.VMM, "qemu", "qemu/KVM (TCG where KVM cannot run guests) on the host",
-               frozenset({Cap.REAL_GUESTS}), {"storage": "qcow2", "network": "bridge"}),
+               frozenset({Cap.REAL_GUESTS, Cap.MIGRATE}), {"storage": "qcow2", "network": "bridge"}),
     DriverInfo(Role.VMM, "ec2", "one region of an EC2-compatible cloud (boto3): bursting, docs/bursting.md",
                frozenset({Cap.DECLARED_CAPACITY})),
     DriverInfo(Role.STORAGE, "qcow2", "qcow2 overlays on a per-host, sha256-verified base cache"),

@@ -34,6 +34,8 @@ from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.burst import note_bursts, place_bursting
 from vocloud.engine.cloud_leaks import LeakSweeper
 from vocloud.engine.domain import build_spec
+from vocloud.engine.migration import migrate_step
+from vocloud.engine.reboot import reboot_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
 from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
@@ -266,22 +268,10 @@ class Reconciler:
                 return
             self._boot(vm, drv, ref, spec, elapsed)
         elif st == S.REBOOT:
-            try:
-                drv.reboot(ref, vm.deploy_id)
-                report(vm.id, st, "reboot_ok", "reboot requested")
-            except DriverError as exc:
-                report(vm.id, st, "reboot_fail", exc.message)
+            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
+                        self.cloud.vms.bump_attempt)
         elif st == S.MIGRATE:
-            if target is None:
-                report(vm.id, st, "migrate_fail", "target host is gone")
-                return
-            try:
-                if target.vmm != host.vmm:
-                    raise DriverError(f"cannot migrate from a {host.vmm} host to a {target.vmm} host")
-                self._driver(target.vmm).migrate(ref, host_ref(target), spec)
-                report(vm.id, st, "migrate_ok", f"now on {target.name}")
-            except DriverError as exc:
-                report(vm.id, st, "migrate_fail", exc.message)
+            migrate_step(self, vm, host, ref, target, host_ref(target) if target else None, spec)
         elif st in (S.SAVE_SUSPEND, S.SAVE_STOP):
             try:
                 drv.save(ref, vm.deploy_id)

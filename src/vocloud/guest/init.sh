@@ -127,6 +127,16 @@ done
 
 echo "VOCLOUD-READY $(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)"
 
+# CONTEXT=[TICK=<ms>]: a counter on the console every <ms> milliseconds, so a test can see that a
+# migrated guest kept running (the count goes on, never restarts) and for how long it stood still.
+tick=""
+[ -f /mnt/context/context.sh ] && tick=$(. /mnt/context/context.sh; printf '%s' "${TICK:-}")
+case "$tick" in
+    ''|*[!0-9]*) ;;
+    *) (n=0; while :; do n=$((n + 1)); echo "VOCLOUD-TICK $n $(cut -d' ' -f1 /proc/uptime)"
+        usleep $((tick * 1000)); done) & ;;
+esac
+
 wait $acpid_pid
 echo "VOCLOUD-ACPID-EXITED"
 while :; do sleep 3600; done

@@ -35,6 +35,7 @@ from vocloud.model.lifecycle import (
     vm_allowed_actions,
     vm_next,
 )
+from vocloud.model.os_boot import flatten_os
 from vocloud.model.secret_refs import names_in, refuse_for_user
 from vocloud.model.template import Template, check_size, parse_template
 from vocloud.model.vmspec import VMTemplate
@@ -204,6 +205,7 @@ class VMService:
         if extra or name is not None:
             check_size(tmpl.to_one(), policy.max_template_bytes)
         check_template(tmpl, actor.is_admin, policy.restricted)
+        tmpl = flatten_os(tmpl)  # rights were checked on the OS/... names
         context = tmpl.vector("CONTEXT") or {}
         refuse_for_user(context, actor.is_admin)
         admitted = names_in(context.values()) if actor.is_admin else []

@@ -196,10 +196,40 @@ def migrate(
     vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
     host: Annotated[str, typer.Argument(help="Target host name or ID.")],
     force: Annotated[bool, typer.Option(help="Also to a host that is not MONITORED.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the outcome (exit 2 if the VM stayed where "
+                                            "it was); --no-wait returns once MIGRATE began.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 900.0,
     json_: JsonFlag = False,
 ) -> None:
-    """Move a running VM to another host (refused up front where the host's driver cannot)."""
-    _act(ctx, [str(vm_id)], "migrate", json_, host=host, enforce=not force)
+    """Move a running VM to another host, live (refused up front where the host's driver cannot).
+
+    Waits for the outcome by default: a migration that failed leaves the VM RUNNING where it was
+    with the reason, which is printed, and the exit status is 2.
+    """
+    if not wait:
+        _act(ctx, [str(vm_id)], "migrate", json_, host=host, enforce=not force)
+        return
+    client = api(ctx)
+
+    def one(ref: int) -> Done:
+        client.post(f"/vms/{ref}/action", {"action": "migrate", "host": host, "enforce": not force})
+        deadline = time.monotonic() + timeout
+        row = client.get(f"/vms/{ref}")
+        while row["state"] == "MIGRATE":
+            if time.monotonic() > deadline:
+                raise ApiError(504, "timeout", f"still migrating after {timeout:g} s (vm show {ref})")
+            time.sleep(0.5)
+            row = client.get(f"/vms/{ref}")
+        last: dict[str, Any] = next((h for h in reversed(row.get("history") or [])
+                     if h.get("action") in ("migrate_ok", "migrate_fail")), {})
+        if last.get("action") != "migrate_ok":
+            raise ApiError(409, "migrate_failed", f"migration failed, now {row['state']} on "
+                           f"{row.get('host')}: {last.get('message') or row.get('error') or '?'}")
+        return Done(f"migrate: now {row['state']} on {row.get('host')} ({last.get('message', '')})",
+                    {"action": "migrate", "state": row["state"], "host": row.get("host"),
+                     "message": last.get("message", "")})
+
+    for_each([vm_id], "VM", one, as_json=want_json(ctx, json_))
 
 
 @app.command("recover")

@@ -1,7 +1,9 @@
 """The qemu virtualization driver: one detached ``qemu-system-x86_64`` per VM, driven over QMP.
 
-Every guest owns a run directory ``<state_dir>/<deploy_id>/``; the directory *is* the record, so a
-restarted daemon (or a new driver object) finds its guests by listing it and never needs memory:
+Every guest owns a run directory ``<host dir>/<deploy_id>/`` (the host dir is ``<state_dir>`` for
+the local host, ``<state_dir>/hosts/<host name>`` for any other: see :meth:`QemuDriver.host_state_dir`);
+the directory *is* the record, so a restarted daemon (or a new driver object) finds its guests by
+listing it and never needs memory:
 
 =================  ===============================================================================
 ``spec.json``      the DomainSpec the guest was started from
@@ -18,6 +20,9 @@ restarted daemon (or a new driver object) finds its guests by listing it and nev
 ``boot_offset``    console size at the last reboot: the marker must appear after it
 ``state.sav``      saved RAM and device state (``save``), fed back with ``-incoming``
 =================  ===============================================================================
+
+A guest that migrated in also has ``console.before.log`` (what it wrote on the hosts it came
+from; ``vm log`` shows it before ``console.log``) and ``migrated.json`` (the last move's figures).
 
 qemu runs with ``-daemonize``: it double-forks into its own session, so it survives the daemon,
 is reaped by init rather than left a zombie of ours, and its parent exits only after the machine
@@ -47,7 +52,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -67,6 +72,7 @@ from vocloud.drivers.context import build_seed_iso
 from vocloud.drivers.net.bridge import tap_name
 from vocloud.drivers.qmp import QMPError, qmp_execute
 from vocloud.drivers.transport.ops import SshOps
+from vocloud.drivers.vmm.qemu_migrate import migrate_live
 from vocloud.errors import DriverError
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "KVM internal error")
@@ -330,8 +336,8 @@ def spec_from_json(text: str) -> DomainSpec:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: (id of the driver, ops of the host) for the public call in progress on this thread.
-_BOUND_OPS: contextvars.ContextVar[tuple[int, HostOps] | None] = contextvars.ContextVar(
+#: (id of the driver, ops of the host, its state dir) for the public call in progress on this thread.
+_BOUND_OPS: contextvars.ContextVar[tuple[int, HostOps, Path] | None] = contextvars.ContextVar(
     "vocloud_qemu_bound_ops", default=None)
 
 
@@ -346,11 +352,8 @@ def _on_host(method: Callable[Concatenate[QemuDriver, HostRef, P], R]
 
     @functools.wraps(method)
     def bound(self: QemuDriver, host: HostRef, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        token = _BOUND_OPS.set((id(self), self.ops_for(host)))
-        try:
+        with self.bound(host):
             return method(self, host, *args, **kwargs)
-        finally:
-            _BOUND_OPS.reset(token)
 
     return bound
 
@@ -405,16 +408,47 @@ class QemuDriver:
             ops = self._remote_ops[key] = SshOps(self.transports(host), host)
         return ops
 
+    @contextlib.contextmanager
+    def bound(self, host: HostRef) -> Iterator[None]:
+        """Make ``self.ops`` and ``run_dir`` refer to ``host`` inside the block (see :func:`_on_host`);
+        migration binds the source and the target in turn within one call."""
+        token = _BOUND_OPS.set((id(self), self.ops_for(host), self.host_state_dir(host)))
+        try:
+            yield
+        finally:
+            _BOUND_OPS.reset(token)
+
+    def host_state_dir(self, host: HostRef) -> Path:
+        """Where ``host``'s run dirs live: the state dir itself for the local host (as before),
+        ``<state_dir>/hosts/<name>`` for every other host.
+
+        Per host because SSH hosts may share this machine's filesystem (or one NFS export): two
+        hosts listing one directory would count, poll and sweep each other's guests, and a VM
+        migrating between them would find its own run dir on both sides.
+        """
+        if host.transport == "local":
+            return self.state_dir
+        if not host.name or not set(host.name) <= _SAFE_ID or host.name.startswith("."):
+            raise DriverError(f"host name {host.name!r} cannot name a state directory "
+                              "(letters, digits, '.', '_' and '-' only)")
+        return self.state_dir / "hosts" / host.name
+
     @property
     def ops(self) -> HostOps:
         """The ops of the host the current call is about (see :func:`_on_host`)."""
         bound = _BOUND_OPS.get()
         return bound[1] if bound is not None and bound[0] == id(self) else self.local_ops
 
+    @property
+    def host_dir(self) -> Path:
+        """The state dir of the host the current call is about."""
+        bound = _BOUND_OPS.get()
+        return bound[2] if bound is not None and bound[0] == id(self) else self.state_dir
+
     def run_dir(self, deploy_id: str) -> Path:
         if not deploy_id or not set(deploy_id) <= _SAFE_ID or deploy_id.startswith("."):
             raise DriverError(f"bad deploy id {deploy_id!r}")
-        return self.state_dir / deploy_id
+        return self.host_dir / deploy_id
 
     def _pid(self, run: Path) -> int | None:
         """The guest's pid if its process is alive *and* is our qemu for this run dir."""
@@ -544,9 +578,10 @@ class QemuDriver:
         """A fresh boot: keep the previous console as console.prev.log, forget old state."""
         self.ops.mkdir(run)
         if self.ops.exists(run / "console.log"):
-            prev = self.ops.read_bytes(run / "console.log") or b""
+            prev = self.full_console(run)
             self.ops.write_text(run / "console.prev.log", prev.decode(errors="replace"))
             self.ops.remove(run / "console.log")
+            self.ops.remove(run / "console.before.log")
         for name in ("ready", "boot_offset", "intent", "powerdown_at", "qemu.log", "qemu.pid",
                      "state.sav"):
             self.ops.remove(run / name)
@@ -785,22 +820,30 @@ class QemuDriver:
             time.sleep(0.05)
         raise DriverError(f"{deploy_id}: restoring state did not finish within {timeout:g} s")
 
-    @_on_host
     def migrate(self, src: HostRef, dst: HostRef, spec: DomainSpec) -> DomainInfo:
+        """Live migration to ``dst`` (``spec`` staged there); see :mod:`.qemu_migrate`."""
         if src == dst:
             return self.poll(src, spec.deploy_id)
-        raise DriverError(f"{spec.deploy_id}: migration from {src.name} to {dst.name} is not "
-                          "implemented yet (save, then restore on the other host)")
+        return migrate_live(self, src, dst, spec, build_argv, spec_to_json(spec))
 
     @_on_host
     def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str:
-        """The tail of the guest's serial console (``vocloud vm log``), kept after a failure."""
+        """The tail of the guest's serial console (``vocloud vm log``), kept after a failure;
+        a migrated guest's console goes on from what it wrote on the hosts it came from."""
         run = self.run_dir(deploy_id)
         size = self.ops.size(run / "console.log")
         if not size and not self.ops.exists(run / "console.log"):
             return ""
         raw = self.ops.read_bytes(run / "console.log", max(0, size - max_bytes)) or b""
+        if len(raw) < max_bytes and self.ops.exists(run / "console.before.log"):
+            before = self.ops.read_bytes(run / "console.before.log") or b""
+            raw = (before + raw)[-max_bytes:]
         return raw.decode(errors="replace")
+
+    def full_console(self, run: Path) -> bytes:
+        """Everything the guest wrote since its boot, on this host and the ones before it."""
+        before = self.ops.read_bytes(run / "console.before.log") or b""
+        return before + (self.ops.read_bytes(run / "console.log") or b"")
 
     @_on_host
     def cleanup(self, host: HostRef, deploy_id: str) -> None:
@@ -820,8 +863,8 @@ class QemuDriver:
         """
         ncpu, total_mib, avail_mib = self.ops.resources()
         domains: dict[str, DomainInfo] = {}
-        for name in self.ops.list_dir(self.state_dir):
-            if self.ops.exists(self.state_dir / name / "spec.json"):
+        for name in self.ops.list_dir(self.host_dir):
+            if self.ops.exists(self.host_dir / name / "spec.json"):
                 domains[name] = self.poll(host, name)
         accel = self.accel(host)
         return HostInfo(
