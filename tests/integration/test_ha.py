@@ -5,19 +5,15 @@ three front-ends; the 20-kill series is ``bench/bench_failover.py``."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from tests.support.daemon import Daemon
 from tests.support.frontends import Churn, Frontends, invariants, settled, state_counts
 from tests.support.pgserver import PgServer
-from tests.support.ports import free_port
 from tests.support.procs import poll_until
 from vocloud.engine.leader import KEY, parse
 from vocloud.store.db import Database
@@ -93,7 +89,7 @@ def test_followers_never_write_loop_decisions(fe: Frontends) -> None:
         with FencedDatabase(db, rec.epoch, lambda: None).write() as s:  # the current term writes
             s.add(SiteSetting(key="ha-test", value="ok"))
         with db.write() as s:
-            s.execute(SiteSetting.__table__.delete().where(SiteSetting.key == "ha-test"))
+            s.execute(delete(SiteSetting).where(SiteSetting.key == "ha-test"))
     finally:
         db.dispose()
 
@@ -104,13 +100,14 @@ def test_kill_the_leader_during_churn(fe: Frontends) -> None:
     churn.start(clients=2)
     takeovers = []
     try:
-        time.sleep(3)
+        time.sleep(2)
         for _ in range(3):
             takeovers.append(fe.kill_leader())
-            time.sleep(2)
+            time.sleep(1.5)
     finally:
         churn.finish()
-    assert max(takeovers) < 10, takeovers
+        fe.settle_restarts()
+    assert max(takeovers) < 10, f"{takeovers}\n{fe.elections()}"
     db = Database(fe.db_url)
     try:
         poll_until(lambda: settled(db), 60, "every VM settled after the failovers",
@@ -121,20 +118,4 @@ def test_kill_the_leader_during_churn(fe: Frontends) -> None:
         db.dispose()
     assert figures["live"] > 0 and figures["workers"] > 0, figures
     assert not churn.errors, churn.errors[:5]
-    print(f"takeovers {['%.2f' % t for t in takeovers]} s; {figures}")
-
-
-def test_sqlite_stays_one_daemon(tmp_path: Path) -> None:
-    """Two data dirs on one SQLite file: the second is refused and told why."""
-    first = Daemon(tmp_path / "a", f"sqlite:///{tmp_path / 'one.db'}", free_port(), {})
-    first.data_dir.mkdir()
-    first.start()
-    try:
-        second = Daemon(tmp_path / "b", first.db_url, free_port(), {})
-        second.data_dir.mkdir()
-        r = subprocess.run(second.command(), env=second.env(), capture_output=True, timeout=60)
-        assert r.returncode == 2, r
-        err = r.stderr.decode()
-        assert "uses this store" in err and "several front-ends need PostgreSQL" in err, err
-    finally:
-        first.stop()
+    print(f"takeovers {[round(t, 2) for t in takeovers]} s; {figures}")

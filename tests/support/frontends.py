@@ -14,6 +14,8 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ class Frontends:
         for d in self.daemons:
             d.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._token = ""
+        self.restarts: list[threading.Thread] = []
 
     @property
     def token(self) -> str:
@@ -57,16 +60,39 @@ class Frontends:
         """The first front-end creates the admin (its token is everyone's), then the others."""
         self.daemons[0].start()
         self._token = self.daemons[0].token
-        for d in self.daemons[1:]:
-            d.start()
+        self._in_parallel([d.start for d in self.daemons[1:]])
+
+    @staticmethod
+    def _in_parallel(jobs: list[Callable[[], None]]) -> None:
+        with ThreadPoolExecutor(max(1, len(jobs))) as pool:
+            for f in [pool.submit(j) for j in jobs]:
+                f.result()
+
+    def settle_restarts(self) -> None:
+        """Wait for the front-ends restarted after their kill to serve again."""
+        for t in self.restarts:
+            t.join(120)
+        self.restarts.clear()
 
     def stop(self) -> None:
+        self.settle_restarts()
         for d in self.daemons:
             if d.proc is not None and d.proc.poll() is None:
                 d.stop(timeout=30)
 
     def alive(self) -> list[Daemon]:
         return [d for d in self.daemons if d.proc is not None and d.proc.poll() is None]
+
+    def healthy(self) -> list[Daemon]:
+        """The live front-ends that answer (a restarted one is not until it serves)."""
+        out = []
+        for d in self.alive():
+            try:
+                if httpx.get(f"{d.url}/health", timeout=2).status_code == 200:
+                    out.append(d)
+            except httpx.HTTPError:
+                continue
+        return out
 
     def status(self, d: Daemon) -> dict[str, Any]:
         r = httpx.get(f"{d.url}/status", headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
@@ -95,12 +121,23 @@ class Frontends:
             time.sleep(0.05)
         raise AssertionError(f"no front-end leads after {timeout:g} s")
 
+    def elections(self) -> str:
+        """The front-ends' log lines about the lead (for a failing test's message)."""
+        lines = []
+        for d in self.daemons:
+            text = d.log.read_text(errors="replace") if d.log.exists() else ""
+            lines += [f"{d.data_dir.name}: {ln}" for ln in text.splitlines()
+                      if "lead" in ln or "election" in ln]
+        return "\n".join(lines[-40:])
+
     def client(self, d: Daemon) -> Client:
         return Client(d.base_url, self.token, timeout=30)
 
     def kill_leader(self, timeout: float = 30.0) -> float:
         """kill -9 the leader, restart it (as its supervisor would), return the seconds until
         another front-end leads (measured from the kill to the first ``/status`` naming it)."""
+        if len(self.healthy()) < 2:
+            self.settle_restarts()  # a takeover needs a live follower: never time a restart
         old = self.wait_leader()
         assert old.proc is not None
         pid = old.proc.pid
@@ -108,7 +145,9 @@ class Frontends:
         old.kill9()
         self.wait_leader(timeout, not_pid=pid)
         took = time.monotonic() - t0
-        old.start()  # back as a follower
+        t = threading.Thread(target=old.start, daemon=True)  # back as a follower, as its
+        t.start()  # supervisor would restart it; the next kill needs no wait for it
+        self.restarts.append(t)
         return took
 
 
@@ -151,12 +190,13 @@ class Churn:
                         self.created.update(int(i) for i in ids["ids"])
                     else:
                         vm = rnd.choice(sorted(self.created - self.terminated))
-                        c.post(f"/vms/{vm}/action", {"action": "terminate"})
                         self.terminated.add(vm)
+                        c.post(f"/vms/{vm}/action", {"action": "terminate"})
             except (httpx.TransportError, ClientError) as exc:
-                # the front-end just died under the request: its outcome is unknown to us, so
-                # the invariants below re-read the store rather than trust our records
-                if isinstance(exc, ApiError) and exc.status < 500:
+                # the front-end just died under the request: its outcome is unknown to us (a
+                # terminate may have been done: asking again is a 409), so the invariants below
+                # re-read the store rather than trust our records
+                if isinstance(exc, ApiError) and exc.status < 500 and exc.status != 409:
                     self.errors.append(f"{exc.status}: {exc}")
             time.sleep(rnd.uniform(0.05, 0.2))
 
@@ -259,7 +299,8 @@ def invariants(db: Database, shared: Path, created: set[int]) -> dict[str, Any]:
                 and (v.owner_id if q.scope == "user" else v.group_id) == q.scope_id]
         want = (len(mine), sum(v.cpu_m for v in mine), sum(v.memory for v in mine))
         if (q.vms_used, q.cpu_m_used, q.mem_used) != want:
-            problems.append(f"quota {q.scope} {q.scope_id}: {(q.vms_used, q.cpu_m_used, q.mem_used)} != {want}")
+            got = (q.vms_used, q.cpu_m_used, q.mem_used)
+            problems.append(f"quota {q.scope} {q.scope_id}: {got} != {want}")
     assert not problems, "\n".join(problems)
     return {"vms": len(vms), "live": sum(v.state != "DONE" for v in vms), "workers": len(workers),
             "guests": boots, "leases": len(leases)}
