@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import delete, select
 
 from tests.support.frontends import Churn, Frontends, invariants, settled, state_counts
-from tests.support.pgserver import PgServer
+from tests.support.pgserver import PgServer, find_bindir
+from tests.support.pgstandby import PgStandby, multi_host_url
 from tests.support.procs import poll_until
+from vocloud.client import ClientError
 from vocloud.engine.leader import KEY, parse
 from vocloud.store.db import Database
 from vocloud.store.schema import SiteSetting
@@ -119,3 +121,56 @@ def test_kill_the_leader_during_churn(fe: Frontends) -> None:
     assert figures["live"] > 0 and figures["workers"] > 0, figures
     assert not churn.errors, churn.errors[:5]
     print(f"takeovers {[round(t, 2) for t in takeovers]} s; {figures}")
+
+
+def test_the_front_ends_follow_a_promoted_standby(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """PostgreSQL's own HA: the primary dies, its streaming standby is promoted; the daemons,
+    given both servers in one URL, reconnect to it, elect a leader and go on (docs/ha.md)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    primary = PgServer(bindir)
+    primary.start()
+    standby: PgStandby | None = None
+    fe: Frontends | None = None
+    primary_up = True
+    try:
+        primary.create_db("ha_promote")
+        standby = PgStandby(primary)
+        standby.start()
+        fe = Frontends(tmp_path_factory.mktemp("promote"), multi_host_url(primary, standby, "ha_promote"),
+                       n=2, extra_env={"VOCLOUD_BATCH_SYSTEM": ""})
+        fe.start()
+        with fe.client(fe.daemons[1]) as c:
+            c.post("/hosts", {"name": "pro-h", "cpu": 8, "memory": 8192})
+            before = c.post("/vms", {"template": "CPU=1\nMEMORY=64\n", "count": 2})["ids"]
+            poll_until(lambda: all(c.get(f"/vms/{v}")["state"] == "RUNNING" for v in before), 60,
+                       "2 RUNNING before the failover")
+        poll_until(standby.caught_up, 30, "the standby caught up")
+        primary.stop()  # the primary's machine is gone
+        primary_up = False
+        t0 = time.monotonic()
+        standby.promote()
+        fe.wait_leader(60)
+        took = time.monotonic() - t0
+
+        def created() -> list[int] | None:
+            try:
+                with fe.client(fe.daemons[0]) as c:  # type: ignore[union-attr]
+                    ids: list[int] = c.post("/vms", {"template": "CPU=1\nMEMORY=64\n"})["ids"]
+                    return ids
+            except ClientError:
+                return None  # a pooled connection to the dead primary, dropped on this error
+
+        [after] = poll_until(created, 60, "a VM created after the promotion", interval=0.5)
+        with fe.client(fe.daemons[1]) as c:
+            poll_until(lambda: c.get(f"/vms/{after}")["state"] == "RUNNING", 60, "booted by the new leader")
+            assert [c.get(f"/vms/{v}")["state"] for v in before] == ["RUNNING", "RUNNING"]
+        print(f"a leader on the promoted standby {took:.2f} s after `pg_ctl promote`")
+    finally:
+        if fe is not None:
+            fe.stop()
+        if standby is not None:
+            standby.stop()
+        if primary_up:
+            primary.stop()

@@ -56,11 +56,15 @@ class Frontends:
             self._token = self.daemons[0].token
         return self._token
 
-    def start(self) -> None:
+    def start(self, parallel: bool = True) -> None:
         """The first front-end creates the admin (its token is everyone's), then the others."""
         self.daemons[0].start()
         self._token = self.daemons[0].token
-        self._in_parallel([d.start for d in self.daemons[1:]])
+        if parallel:
+            self._in_parallel([d.start for d in self.daemons[1:]])
+        else:
+            for d in self.daemons[1:]:
+                d.start()
 
     @staticmethod
     def _in_parallel(jobs: list[Callable[[], None]]) -> None:

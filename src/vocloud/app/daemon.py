@@ -59,6 +59,8 @@ log = logging.getLogger("vocloud.daemon")
 TOKEN_FILE = "admin.token"
 #: The site key that seals EC2 secret keys in the store (service/access_keys.py, docs/ec2.md).
 ACCESS_KEY_FILE = "access-keys.key"
+#: a partial upload untouched this long is an interrupted one (several front-ends, docs/ha.md)
+STALE_UPLOAD_S = 600.0
 
 
 def access_key_sealer(path: Path) -> Sealer:
@@ -106,7 +108,9 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
         if not db.is_sqlite:
             frontends_agree(db, settings, key_path)
         token = cloud.accounts.bootstrap()
-        cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
+        # <data_dir>/datastores/default, 0700 (docs/images.md); on PostgreSQL another front-end
+        # may be uploading: only stale partial uploads are swept (docs/ha.md)
+        cloud.datastores.ensure_default(0.0 if db.is_sqlite else STALE_UPLOAD_S)
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
