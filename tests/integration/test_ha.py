@@ -156,7 +156,7 @@ def test_the_front_ends_follow_a_promoted_standby(tmp_path_factory: pytest.TempP
 
         def created() -> list[int] | None:
             try:
-                with fe.client(fe.daemons[0]) as c:  # type: ignore[union-attr]
+                with fe.client(fe.daemons[0]) as c:
                     ids: list[int] = c.post("/vms", {"template": "CPU=1\nMEMORY=64\n"})["ids"]
                     return ids
             except ClientError:

@@ -171,7 +171,7 @@ class Churn:
         d = self.fe.daemons[0]
         with self.fe.client(d) as c:
             for i in range(hosts):
-                c.post("/hosts", {"name": f"ha-h{i}", "cpu": 64, "memory": 65536})
+                c.post("/hosts", {"name": f"ha-h{i}", "cpu": 128, "memory": 65536})
             c.post("/vnets", {"template": 'NAME="ha-lan"\nAR=[IP="10.97.0.10", SIZE="4000"]\n'})
             c.post("/groups", {"name": "havo"})
             c.post("/templates", {"template": "CPU=1\nMEMORY=128\n", "name": "ha-wn", "public": True})
@@ -190,7 +190,7 @@ class Churn:
                 with self.fe.client(d) as c:
                     if rnd.random() < 0.5 or not (self.created - self.terminated):
                         nic = 'NIC=[NETWORK="ha-lan"]\n' if rnd.random() < 0.5 else ""
-                        ids = c.post("/vms", {"template": f"CPU=1\nMEMORY=64\n{nic}", "count": 2})
+                        ids = c.post("/vms", {"template": f"CPU=1\nMEMORY=64\n{nic}"})
                         self.created.update(int(i) for i in ids["ids"])
                     else:
                         vm = rnd.choice(sorted(self.created - self.terminated))

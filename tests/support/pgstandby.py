@@ -41,7 +41,7 @@ class PgStandby:
         b = self.primary.bindir
         self._run(str(b / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port),
                   "-U", self.primary.user, "-D", str(self.datadir), "-R", "-X", "stream",
-                  "-c", "fast")
+                  "-c", "fast", "--no-sync")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
                 "-c max_connections=200")
         self._run(str(b / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l",
