@@ -63,8 +63,10 @@ ACCESS_KEY_FILE = "access-keys.key"
 STALE_UPLOAD_S = 600.0
 
 
-def access_key_sealer(path: Path) -> Sealer:
-    """The sealer of EC2 secrets, its key file created (0600) on first start."""
+def access_key_sealer(directory: Path) -> Sealer:
+    """The sealer of EC2 secrets, its key file (in the data dir, or the shared dir of several
+    front-ends: docs/ha.md) created (0600) on first start."""
+    path = directory / ACCESS_KEY_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -104,7 +106,7 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
     key_path = settings.shared_path / ACCESS_KEY_FILE
     with startup_lock(db):
         migrate.upgrade(db)
-        cloud = _new_cloud(db, settings, catalog, access_key_sealer(key_path))
+        cloud = _new_cloud(db, settings, catalog, access_key_sealer(settings.shared_path))
         if not db.is_sqlite:
             frontends_agree(db, settings, key_path)
         token = cloud.accounts.bootstrap()
