@@ -61,8 +61,13 @@ class Settings:
     pool_site_template: str = ""
     # one daemon per store: a daemon silent this long loses it (it beats every third of it)
     store_lease_ttl: float = 30.0
-    # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <data_dir>/secrets
+    # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <shared_dir>/secrets
     secrets_dir: str = ""
+    # several front-ends on one PostgreSQL (docs/ha.md): the directory they all share (same path
+    # everywhere): EC2 access-key file, qemu run dirs and datastore paths on hosts, sim state;
+    # "" = the data dir. How often a follower tries to take the lead, seconds.
+    shared_dir: str = ""
+    leader_poll: float = 1.0
     # qemu accelerator: "" probes each local host once (KVM only where a guest really runs),
     # "kvm" or "tcg" skips the probe (docs/qemu.md)
     accel: str = ""
@@ -111,7 +116,12 @@ class Settings:
 
     @property
     def secrets_path(self) -> Path:
-        return Path(self.secrets_dir).expanduser() if self.secrets_dir else self.data_dir / "secrets"
+        return Path(self.secrets_dir).expanduser() if self.secrets_dir else self.shared_path / "secrets"
+
+    @property
+    def shared_path(self) -> Path:
+        """What every front-end of one store must agree on (docs/ha.md); the data dir by default."""
+        return Path(self.shared_dir).expanduser() if self.shared_dir else self.data_dir
 
     @property
     def url(self) -> str:
@@ -171,6 +181,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not out.store_lease_ttl >= 1:
         raise InvalidInput(f"setting store_lease_ttl: {out.store_lease_ttl:g} s is too short "
                            "(at least 1 s; the default is 30)")
+    if not 0.05 <= out.leader_poll <= 60:
+        raise InvalidInput(f"setting leader_poll: {out.leader_poll:g} s is out of range "
+                           "(0.05 to 60; the default is 1)")
     if not 0 < out.host_backoff_max <= 86400:
         raise InvalidInput(f"setting host_backoff_max: {out.host_backoff_max:g} s is out of range "
                            "(more than 0, at most 86400; the default is 300)")

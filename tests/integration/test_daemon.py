@@ -151,9 +151,11 @@ def _holder(d: Daemon) -> str:
     return f"pid {d.proc.pid} on {socket.gethostname()}, data dir {d.data_dir.resolve()}"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: test_ha.py
 def test_a_second_daemon_on_the_same_store_is_refused(
         daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Two data dirs, one database: only one daemon may deploy from it (store_lease.py)."""
+    """Two data dirs, one SQLite store: only one daemon may use it (store_lease.py). Several
+    daemons on one PostgreSQL store are front-ends with one elected leader (test_ha.py)."""
     other = Daemon(tmp_path_factory.mktemp("other"), daemon.db_url, free_port(), {})
     with daemon.rest() as c:
         c.post("/hosts", {"name": "h1", "cpu": 8, "memory": 16384})
@@ -162,6 +164,7 @@ def test_a_second_daemon_on_the_same_store_is_refused(
         r = _serve_once(other)
         assert r.returncode == 2, r
         assert f"another vocloud daemon ({_holder(daemon)}) uses this store" in r.stderr.decode()
+        assert "A SQLite store serves one daemon; several front-ends need PostgreSQL" in r.stderr.decode()
         assert _states(c) == Counter({"RUNNING": 2})  # the refused daemon touched nothing
     assert daemon.stop() == 0  # a clean stop lets go of the store: the other starts at once
     other.start()
@@ -176,6 +179,7 @@ def test_a_second_daemon_on_the_same_store_is_refused(
         other.stop()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_daemon_that_loses_its_store_stops(tmp_path: Path, db_url: str) -> None:
     d = Daemon(tmp_path, db_url, free_port(), {"VOCLOUD_STORE_LEASE_TTL": "3"})
     d.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,6 +165,12 @@ def test_datastore_rules(cloud: Cloud, tmp_path: Path) -> None:
         svc.show(a, "extra")
     # a crash left an upload's temp file: the next start removes it
     stale = data / "datastores" / "default" / ".upload-abc.part"
+    stale.write_bytes(b"x")
+    svc.ensure_default(sweep_older_than=600)  # several front-ends: another may be uploading it
+    assert stale.exists()
+    os.utime(stale, (time.time() - 601, time.time() - 601))
+    svc.ensure_default(sweep_older_than=600)  # untouched for 10 minutes: interrupted
+    assert not stale.exists()
     stale.write_bytes(b"x")
     svc.ensure_default()
     assert not stale.exists()

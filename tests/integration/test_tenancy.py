@@ -20,8 +20,10 @@ from sqlalchemy import select
 from tests.support.helpers import admin
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
+from vocloud.api.status import router as status_router
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
+from vocloud.service.frontends import FrontendService
 from vocloud.service.pools import PoolService
 from vocloud.store.schema import Base, Image
 
@@ -71,6 +73,7 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
            "ip": net["ranges"][0]["ip"], "host": "h1", "datastore": "default"}
     app = create_app(cloud)
     app.include_router(ops_router())  # as app/daemon.py::build mounts it
+    app.include_router(status_router(FrontendService(lambda: {"store": "sqlite"})))
     with TestClient(app) as client:
         yield Tenants(client, tokens, ids)
 
@@ -154,6 +157,7 @@ QUERY_CASES: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/accounting/apel", {"vo": "cms"}),
     ("GET", "/accounting/apel", {"user": "cms-member"}),
     ("GET", "/audit", {"user": "cms-member"}),
+    ("GET", "/status", {}),  # which front-ends serve the store: administrators only
 ]
 
 #: Operations that name no object (or only the caller): nothing of cms to aim at.

@@ -3,13 +3,15 @@
 The loops run in threads beside uvicorn and stop when the API shuts down (uvicorn turns SIGTERM
 and SIGINT into a graceful shutdown). One daemon per data directory is enforced with an flock
 that the kernel drops if the daemon is killed, so a restart after ``kill -9`` just works; one
-daemon per store (a PostgreSQL database other daemons could reach) with a heartbeat lease
-(``store_lease.py``).
+SQLite store with a heartbeat lease (``store_lease.py``). Several daemons may share one
+PostgreSQL store: all serve the API, the elected leader runs the loops (``engine/leader.py``,
+docs/ha.md).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hmac
 import logging
 import os
 import signal
@@ -29,6 +31,7 @@ from vocloud.api.metrics import Metrics, RequestMetrics
 from vocloud.api.ops import FrontendTag
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
+from vocloud.api.status import router as status_router
 from vocloud.api.xmlrpc.app import xmlrpc_router
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
@@ -36,6 +39,7 @@ from vocloud.config import Settings
 from vocloud.core.accounting import Prices
 from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
 from vocloud.engine import filemodes
+from vocloud.engine.leader import Election, Identity, Leadership, agree_on, describe, startup_lock
 from vocloud.engine.pools import PoolController
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
@@ -44,6 +48,7 @@ from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.instance_types import parse_instance_types
 from vocloud.service.access_keys import Sealer
 from vocloud.service.cloud import Cloud
+from vocloud.service.frontends import FrontendService
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
 from vocloud.store.db import Database
@@ -54,11 +59,14 @@ log = logging.getLogger("vocloud.daemon")
 TOKEN_FILE = "admin.token"
 #: The site key that seals EC2 secret keys in the store (service/access_keys.py, docs/ec2.md).
 ACCESS_KEY_FILE = "access-keys.key"
+#: a partial upload untouched this long is an interrupted one (several front-ends, docs/ha.md)
+STALE_UPLOAD_S = 600.0
 
 
-def access_key_sealer(data_dir: Path) -> Sealer:
-    """The sealer of EC2 secrets, its key file created (0600) on first start."""
-    path = data_dir / ACCESS_KEY_FILE
+def access_key_sealer(directory: Path) -> Sealer:
+    """The sealer of EC2 secrets, its key file (in the data dir, or the shared dir of several
+    front-ends: docs/ha.md) created (0600) on first start."""
+    path = directory / ACCESS_KEY_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -76,20 +84,36 @@ def access_key_sealer(data_dir: Path) -> Sealer:
     return Sealer(key)
 
 
-def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
-    """Open (and migrate) the store; create the admin user on first start."""
+def _new_cloud(db: Database, settings: Settings, catalog: DriverCatalog | None, sealer: Sealer) -> Cloud:
     policy = VMPolicy.from_settings(settings.restricted_attrs, settings.max_vms_per_request,
                                     settings.max_template_bytes, settings.max_template_depth)
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    db = Database(settings.database_url, pool_size=settings.db_pool)
-    migrate.upgrade(db)
     cloud = Cloud(db, catalog, max_reservation_size=settings.max_reservation_size, policy=policy,
                   data_dir=settings.data_dir, protected=[settings.secrets_path],
-                  instance_types=parse_instance_types(settings.instance_types),
-                  sealer=access_key_sealer(settings.data_dir),
+                  instance_types=parse_instance_types(settings.instance_types), sealer=sealer,
                   pool_site_template=settings.pool_site_template)
-    token = cloud.accounts.bootstrap()
-    cloud.datastores.ensure_default()  # <data_dir>/datastores/default, 0700 (docs/images.md)
+    cloud.accounting.prices = Prices(settings.showback_cpu_hour, settings.showback_gib_hour)
+    cloud.accounting.site_name = settings.apel_site_name
+    cloud.accounting.cloud_service = settings.apel_service
+    cloud.audit.retention_days = settings.audit_retention_days
+    return cloud
+
+
+def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
+    """Open (and migrate) the store; create the admin user on first start. Front-ends of one
+    PostgreSQL store start one at a time and must share their key file and shared dir (ha.md)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.shared_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = Database(settings.database_url, pool_size=settings.db_pool)
+    key_path = settings.shared_path / ACCESS_KEY_FILE
+    with startup_lock(db):
+        migrate.upgrade(db)
+        cloud = _new_cloud(db, settings, catalog, access_key_sealer(settings.shared_path))
+        if not db.is_sqlite:
+            frontends_agree(db, settings, key_path)
+        token = cloud.accounts.bootstrap()
+        # <data_dir>/datastores/default, 0700 (docs/images.md); on PostgreSQL another front-end
+        # may be uploading: only stale partial uploads are swept (docs/ha.md)
+        cloud.datastores.ensure_default(0.0 if db.is_sqlite else STALE_UPLOAD_S)
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -97,6 +121,21 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
             f.write(token + "\n")
         log.info("created user 'admin'; its token is in %s", path)
     return db, cloud
+
+
+def frontends_agree(db: Database, settings: Settings, key_path: Path) -> None:
+    """Refuse to start a front-end whose EC2 key or shared dir differs from the others'
+    (docs/ha.md): it could not read the store's EC2 secrets, or would look for the VMs' run
+    directories in the wrong place on every host."""
+    digest = hmac.new(key_path.read_bytes().strip(), b"vocloud front-end check", "sha256").hexdigest()
+    agree_on(db, "access_key", digest[:32],
+             f"{key_path} is not the key the other front-ends of this store seal EC2 secrets "
+             "with: copy their access-keys.key here (0600), or set shared_dir to their shared "
+             "directory (docs/ha.md)")
+    shared = str(settings.shared_path.resolve())
+    agree_on(db, "shared_dir", shared,
+             f"this front-end's shared directory {shared} differs from the other front-ends' of "
+             "this store: set shared_dir (VOCLOUD_SHARED_DIR) to theirs (docs/ha.md)")
 
 
 class Loops:
@@ -202,55 +241,77 @@ def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry) -> Ca
     return controller.reconcile_once
 
 
-def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
+def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
+    """The app, what runs the loops (SQLite: the loops under the store lease; PostgreSQL: the
+    leader election, which runs them while this front-end leads) and the service."""
     registry = build_registry(settings)
-    _, cloud = open_store(settings, registry.catalog())
-    lease = StoreLease(cloud.db, settings.data_dir, ttl=settings.store_lease_ttl)
-    lease.acquire()  # before any loop runs: one daemon per store
+    db, cloud = open_store(settings, registry.catalog())
+    started = time.time()
+    metrics = Metrics(cloud.db)
     loop_settings = LoopSettings(
         policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
                            settings.max_host_dispatch),
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
         monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
     )
-    reconciler = Reconciler(cloud, registry.lazy(Role.VMM), loop_settings,
-                            storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
-                            secrets=SecretDir(settings.secrets_path), catalog=registry.catalog())
-    loops = Loops(reconciler, settings, _pool_pass(cloud, settings, registry), lease)
+
+    def reconciler_on(c: Cloud) -> Reconciler:
+        return Reconciler(c, registry.lazy(Role.VMM), loop_settings,
+                          storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
+                          secrets=SecretDir(settings.secrets_path), catalog=registry.catalog())
+
+    def loops_on(store: Database, lease: StoreLease | None = None) -> Loops:
+        """One term's loops: a fresh service on ``store`` (a leader's: fenced, engine/leader.py),
+        so the pool controller's crash repair starts after the previous term ended."""
+        sealer = cloud.access_keys.sealer
+        c = cloud if store is db else _new_cloud(store, settings, registry.catalog(), sealer)
+        loops = Loops(reconciler_on(c), settings, _pool_pass(c, settings, registry), lease)
+        loops.observe = metrics.observe_loop
+        return loops
+
+    me = Identity.here(str(settings.data_dir.resolve()))
+    runner: Loops | Leadership
+    if db.is_sqlite:
+        lease = StoreLease(cloud.db, settings.data_dir, ttl=settings.store_lease_ttl)
+        lease.acquire()  # before any loop runs: one daemon per SQLite store
+        runner = loops_on(db, lease)
+    else:
+        runner = Leadership(db, Election(settings.database_url), me, loops_on, poll=settings.leader_poll)
+
+    def role() -> str:
+        return "leader" if isinstance(runner, Loops) or runner.leading is not None else "follower"
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        loops.start()
-        log.info("vocloud %s serving on %s (store: %s)", __import__("vocloud").__version__,
-                 settings.url, settings.database_url.split("@")[-1])
+        runner.start()
+        log.info("vocloud %s serving on %s (store: %s%s)", __import__("vocloud").__version__,
+                 settings.url, settings.database_url.split("@")[-1],
+                 "" if db.is_sqlite else "; the loops run on the elected leader")
         try:
             yield
         finally:
             log.info("stopping loops")
-            loops.join()
-            try:
-                lease.release()
-            except Exception:  # the store may be gone; the lease then expires by itself
-                log.exception("could not release the store lease")
+            runner.join()
+            if isinstance(runner, Loops) and runner.lease is not None:
+                try:
+                    runner.lease.release()
+                except Exception:  # the store may be gone; the lease then expires by itself
+                    log.exception("could not release the store lease")
             cloud.db.dispose()
 
-    cloud.set_console_reader(reconciler.console)
+    cloud.set_console_reader(reconciler_on(cloud).console)  # any front-end reads consoles
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
     occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
     app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
     app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
     app.mount("/ec2", create_ec2_app(cloud, settings.max_request_bytes))  # EC2 Query API (docs/ec2.md)
     # operations (docs/operations.md): accounting and audit routes, /metrics, audit front-end tag
-    cloud.accounting.prices = Prices(settings.showback_cpu_hour, settings.showback_gib_hour)
-    cloud.accounting.site_name = settings.apel_site_name
-    cloud.accounting.cloud_service = settings.apel_service
-    cloud.audit.retention_days = settings.audit_retention_days
     app.include_router(ops_router())
-    metrics = Metrics(cloud.db)
-    loops.observe = metrics.observe_loop
+    # who serves this store and who leads (docs/ha.md)
+    app.include_router(status_router(FrontendService(lambda: describe(db, me, role(), started))))
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
-    return app, loops, cloud
+    return app, runner, cloud
 
 
 #: libraries that log every connection and command at INFO (asyncssh logged the whole QMP helper

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from vocloud.batch.base import BatchSystem, VOMapper
@@ -30,7 +29,7 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
         """Storage commands run on the VM's host: locally, or over the host's transport."""
         return functools.partial(transports(host).run, host)
 
-    datastore = str(settings.data_dir / "datastore")
+    datastore = str(settings.shared_path / "datastore")
 
     def storage(name: str, **extra: Any) -> Any:
         return get_storage_driver(name, datastore, runner_for=runner_for, transports=transports, **extra)
@@ -43,14 +42,14 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
     def qemu() -> Any:
         from vocloud.drivers.vmm.qemu import QemuDriver
 
-        probe = AccelProbe(settings.data_dir / "qemu", forced=settings.accel)
-        return QemuDriver(settings.data_dir / "qemu", transports=transports, accel_probe=probe,
+        probe = AccelProbe(settings.shared_path / "qemu", forced=settings.accel)
+        return QemuDriver(settings.shared_path / "qemu", transports=transports, accel_probe=probe,
                           probe_guest=probe_guest)
 
     def sim_vmm() -> Any:
         from vocloud.drivers.vmm.sim import SimDriver
 
-        return SimDriver(settings.data_dir / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay)
+        return SimDriver(settings.shared_path / "sim", settings.sim_boot_delay, settings.sim_shutdown_delay)
 
     def ec2() -> Any:
         from vocloud.drivers.vmm.ec2 import Ec2Driver
@@ -116,11 +115,11 @@ def build_registry(settings: Settings, infos: tuple[DriverInfo, ...] = BUILTIN_I
 
 def make_batch(kind: str, settings: Settings) -> BatchSystem:
     """The batch system the ``batch_system`` setting names (jobs map to VOs by
-    ``batch_vo_attribute``); ``sim`` keeps its state in ``<data_dir>/batch-sim.json`` (demo)."""
+    ``batch_vo_attribute``); ``sim`` keeps its state in ``<shared_dir>/batch-sim.json`` (demo)."""
     if kind == "sim":
         from vocloud.batch.sim import SimBatch
 
-        return SimBatch(path=Path(settings.data_dir) / "batch-sim.json")
+        return SimBatch(path=settings.shared_path / "batch-sim.json")
     mapper = VOMapper(attribute=settings.batch_vo_attribute)
     if kind == "slurm":
         from vocloud.batch.slurm import SlurmBatch

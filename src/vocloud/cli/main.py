@@ -26,6 +26,7 @@ from vocloud.cli.commands import (
     pools,
     quotas,
     slurm,
+    status,
     templates,
     users,
     vms,
@@ -83,6 +84,7 @@ def build_app() -> typer.Typer:
     app.command("demo")(demo.demo)
     app.command("acct")(ops.acct)
     app.command("audit")(ops.audit)
+    app.command("status")(status.status)
     app.add_typer(daemon.db_app, name="db")
     for name, sub in (("host", hosts.app), ("vm", vms.app), ("template", templates.app),
                       ("image", images.app), ("vnet", vnets.app), ("user", users.app),

@@ -62,7 +62,8 @@ def refusal(current: Holder | None, me: Holder, now: float, ttl: float = TTL_S) 
         return None
     return (f"another vocloud daemon ({current.describe()}) uses this store: its last heartbeat "
             f"was {max(age, 0.0):.0f} s ago. Stop it first; if it is gone, this store is free "
-            f"{max(ttl - age, 0.0):.0f} s from now.")
+            f"{max(ttl - age, 0.0):.0f} s from now. A SQLite store serves one daemon; several "
+            "front-ends need PostgreSQL (docs/ha.md).")
 
 
 def parse(value: str | None) -> Holder | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class DatastoreService:
         self.protected = [real(p) for p in ([data_dir] if data_dir else []) + list(protected)]
 
     # ------------------------------------------------------------ admin operations
-    def ensure_default(self) -> dict[str, Any]:
+    def ensure_default(self, sweep_older_than: float = 0.0) -> dict[str, Any]:
         """Create ``<data_dir>/datastores/default`` (0700) and its row if missing; sweep upload
         temp files a crash left in any datastore. Called at daemon start."""
         if self.data_dir is None:
@@ -80,12 +81,14 @@ class DatastoreService:
                 s.flush()
                 record(s, "datastore", ds.id, "create", message=f"default, {ds.path}")
             out = _dict(ds, 0)
-        self.sweep_partial()
+        self.sweep_partial(sweep_older_than)
         return out
 
-    def sweep_partial(self) -> list[Path]:
-        """Remove ``.upload-*.part`` files: uploads cut off by a daemon crash (one daemon per
-        store, so none of them is in flight now)."""
+    def sweep_partial(self, older_than: float = 0.0) -> list[Path]:
+        """Remove ``.upload-*.part`` files: uploads cut off by a daemon crash. One daemon per
+        store: none of them is in flight now. Several front-ends (docs/ha.md): another one may
+        be writing one, so only files untouched for ``older_than`` seconds go."""
+        cutoff = time.time() - older_than
         removed = []
         with self.db.read() as s:
             paths = [Path(p) for p in s.scalars(select(Datastore.path))]
@@ -96,6 +99,8 @@ class DatastoreService:
                 continue
             for f in entries:
                 try:
+                    if older_than and f.stat().st_mtime > cutoff:
+                        continue
                     f.unlink()
                     removed.append(f)
                 except OSError as exc:
