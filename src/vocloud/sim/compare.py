@@ -17,6 +17,7 @@ that ran.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import random
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ def context(w: Workload, config: SimConfig, site: ElasticSite) -> PeerContext:
     return PeerContext(
         vo_names=tuple(w.vo_names), shares=tuple(w.core_seconds_by_vo()), cores_per_vm=pol.cores_per_vm,
         memory_mib_per_vm=pol.memory_mib_per_vm, max_vms=pol.max_vms, poll_interval=config.poll_interval,
+        idle_timeout_s=pol.idle_timeout_s,
     )
 
 
@@ -186,8 +188,46 @@ def verdicts(results: Sequence[ScenarioResult]) -> list[str]:
     return out
 
 
-def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str) -> Path:
-    """Mean wait against idle VM-hours, one point per policy (lower left is better)."""
+#: vocloud's idle timeouts for its own frontier (``frontier``): the knob a site turns to trade
+#: idle VM-hours for wait.
+FRONTIER_IDLE_S: tuple[float, ...] = (300.0, 1800.0, 3600.0, 7200.0, 28800.0)
+
+
+def frontier(w: Workload, config: SimConfig, idle_timeouts: Sequence[float] = FRONTIER_IDLE_S,
+             ) -> list[tuple[float, dict[str, Any]]]:
+    """vocloud's planner at several idle timeouts: (timeout, figures) per point."""
+    out = []
+    for t in idle_timeouts:
+        c = dataclasses.replace(config, knobs=dataclasses.replace(config.knobs, idle_timeout_s=t))
+        out.append((t, run_policy(BASE, w, c).figures))
+    return out
+
+
+def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[float, dict[str, Any]]],
+                      ) -> list[str]:
+    """For each other policy: the vocloud setting that is at least as good on both axes, if any."""
+    out = []
+    for r in results:
+        if r.name == BASE:
+            continue
+        f = r.figures
+        wins = [(t, p) for t, p in points
+                if p["wait_mean_s"] <= f["wait_mean_s"] and p["vm_hours_idle"] <= f["vm_hours_idle"]]
+        if wins:
+            t, p = wins[0]
+            out.append(f"{r.name}: matched or beaten on both axes by vocloud at --idle-timeout {t:g} "
+                       f"({p['wait_mean_s']:,.1f} s, {p['vm_hours_idle']:,.1f} idle VM-h)")
+        else:
+            out.append(f"{r.name}: no vocloud idle timeout tried is at least as good on both axes")
+    return out
+
+
+def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str,
+                points: Sequence[tuple[float, dict[str, Any]]] = ()) -> Path:
+    """Mean wait against idle VM-hours, one point per policy (lower left is better).
+
+    ``points``: vocloud's frontier (``frontier``), drawn as a line through its idle timeouts.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +240,11 @@ def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str) -> Pa
         ax.scatter([x], [y], s=120 if r.name == BASE else 50, marker=marker)
         label = r.name + (" (incomplete)" if r.figures.get("incomplete") else "")
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if points:
+        label = "vocloud, idle timeout " + ", ".join(f"{t:g}" for t, _ in points) + " s"
+        ax.plot([p["vm_hours_idle"] for _, p in points], [p["wait_mean_s"] for _, p in points], "--",
+                color="gray", linewidth=1, label=label)
+        ax.legend(fontsize=7)
     ax.set_xlabel("idle VM-hours")
     ax.set_ylabel("mean wait (s)")
     ax.set_title(title, fontsize=10)

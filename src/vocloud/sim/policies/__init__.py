@@ -15,9 +15,9 @@ from vocloud.sim.policies.base import PeerContext, PeerPolicy
 #: The tuned settings: chosen on LPC-EGEE's first 20,000 jobs to give each COBalD controller its
 #: lowest mean wait among the settings tried (docs/policies.md lists them); never worse for it
 #: than its defaults on that slice.
-LINEAR_TUNED: dict[str, float] = {"low_utilisation": 0.9, "high_allocation": 0.9, "rate": 1.0}
-RELATIVE_TUNED: dict[str, float] = {"low_utilisation": 0.9, "high_allocation": 0.9,
-                                    "low_scale": 0.9, "high_scale": 1.5}
+LINEAR_TUNED: dict[str, float] = {"low_utilisation": 0.7, "high_allocation": 0.8, "rate": 0.05}
+RELATIVE_TUNED: dict[str, float] = {"low_utilisation": 0.7, "high_allocation": 0.9,
+                                    "low_scale": 0.8, "high_scale": 1.5}
 
 
 def _cobald(kind: str, settings: dict[str, Any]) -> Callable[[PeerContext], PeerPolicy]:

@@ -49,6 +49,8 @@ class PeerContext:
     ``shares``: each VO's target share (Vcycle's ``target_share``), by default its core-seconds
     in the trace, the same split the static scenario uses. ``max_vms``: one pool's maximum.
     ``poll_interval``: the seconds between calls (COBalD's ``regulate(interval)``).
+    ``idle_timeout_s``: the site's idle timeout (``--idle-timeout``), which the cloudscheduler
+    rule uses as its retirement timer so that only the rule differs from vocloud's.
     """
 
     vo_names: tuple[str, ...]
@@ -57,6 +59,7 @@ class PeerContext:
     memory_mib_per_vm: int
     max_vms: int
     poll_interval: float
+    idle_timeout_s: float = 300.0
 
 
 def active(vm: PoolVM) -> bool:

@@ -6,7 +6,8 @@ poller "monitored by csv2's main scheduler to make decisions about increasing or
 number of running vms to match the job queue", retiring a machine through condor and then
 terminating the VM): each cycle, for each VO, boot one VM for every idle (waiting) job that no
 idle or starting VM will take, up to the pool's maximum; a VM idle for ``idle_minutes`` is
-retired (drained, then terminated once empty). No boot-rate limit, no fair share beyond the
+retired (drained, then terminated once empty); N is the site's idle timeout, the one vocloud's
+planner uses (5 minutes by default), so only the rule differs. No boot-rate limit, no fair share beyond the
 cloud answering "full": when the site is full, the free slots go round robin to the VOs that ask
 (``base.grant``), as a cloud that refuses the rest until the next cycle would.
 """
@@ -30,20 +31,21 @@ from vocloud.sim.policies.base import (
 
 
 class CloudScheduler:
-    """The rule above; ``idle_minutes`` is the retirement timer (csv2's keep-alive).
+    """The rule above; ``idle_minutes`` is the retirement timer (csv2's keep-alive; default: the
+    site's idle timeout).
 
     ``every_poll`` is False: the rule depends on time only through the idle timer, which the
-    elastic site already wakes the planner for (its idle deadlines use the same 5 minutes), so
+    elastic site already wakes the planner for (its idle deadlines use the same timeout), so
     the site may skip polls where nothing changed; ``test_sim_policies`` checks that this gives
     the same figures as deciding at every poll.
     """
 
     every_poll = False
 
-    def __init__(self, ctx: PeerContext, *, idle_minutes: float = 5.0) -> None:
+    def __init__(self, ctx: PeerContext, *, idle_minutes: float | None = None) -> None:
         self.ctx = ctx
         self.slots = FreeSlots(ctx)
-        self.idle_s = idle_minutes * 60.0
+        self.idle_s = ctx.idle_timeout_s if idle_minutes is None else idle_minutes * 60.0
 
     def __call__(self, demand: Demand, pools: Sequence[Pool], site: SiteCapacity, now: float) -> Plan:
         ctx = self.ctx
