@@ -151,6 +151,8 @@ def test_every_policy_replays_the_same_trace_to_the_end(burst: Workload) -> None
         f = r.figures
         assert f["conservation_ok"] and f["jobs_completed"] == len(burst), r.name
         assert f["vm_hours_per_useful_core_hour"] >= 1.0, r.name
+    n_boots = {r.name: r.figures["vm_boots"] for r in results}
+    assert len(set(n_boots.values())) == len(n_boots), n_boots  # each policy really decided its own pools
     text = compare.table(results)
     assert all(f"| {n} |" in text for n in compare.POLICIES)
     assert len(compare.verdicts(results)) == len(compare.POLICIES) - 1
