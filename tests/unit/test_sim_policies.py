@@ -13,7 +13,7 @@ from vocloud.elastic.policy import PoolVMState as V
 from vocloud.errors import InvalidInput
 from vocloud.sim import compare
 from vocloud.sim.policies import PEERS
-from vocloud.sim.policies.base import FreeSlots, PeerContext, grant
+from vocloud.sim.policies.base import FreeSlots, PeerContext, PeerPolicy, grant
 from vocloud.sim.policies.cloudscheduler import CloudScheduler
 from vocloud.sim.policies.vcycle import Vcycle
 from vocloud.sim.run import SimConfig, load_trace
@@ -164,6 +164,30 @@ def test_cloudscheduler_may_skip_quiet_polls(burst: Workload,
     skipping = compare.run_policy("cloudscheduler", burst, config).figures
     monkeypatch.setattr(CloudScheduler, "every_poll", True)
     every = compare.run_policy("cloudscheduler", burst, config).figures
+    for key in ("wait_mean_s", "vm_boots", "vm_hours_idle", "vm_core_hours"):
+        assert skipping[key] == every[key], key
+
+
+class _NeverQuiet(dict[str, tuple[PoolVM, ...]]):
+    def __setitem__(self, key: str, value: tuple[PoolVM, ...]) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", ["cobald-linear-tuned", "cobald-relative"])
+def test_cobald_fixed_point_skip_changes_nothing(burst: Workload, monkeypatch: pytest.MonkeyPatch,
+                                                 name: str) -> None:
+    config = SimConfig(spec=SiteSpec(6, 2, 4096), seed=2)
+    skipping = compare.run_policy(name, burst, config).figures
+    make = PEERS[name]
+
+    def every_vo_every_poll(ctx: PeerContext) -> PeerPolicy:
+        c = make(ctx)
+        assert isinstance(c, cobald_adapter.Cobald)
+        c._quiet = _NeverQuiet()
+        return c
+
+    monkeypatch.setitem(PEERS, name, every_vo_every_poll)
+    every = compare.run_policy(name, burst, config).figures
     for key in ("wait_mean_s", "vm_boots", "vm_hours_idle", "vm_core_hours"):
         assert skipping[key] == every[key], key
 

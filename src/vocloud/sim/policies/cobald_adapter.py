@@ -144,6 +144,8 @@ class Cobald:
                 raise ValueError(f"unknown COBalD controller {kind!r}")
             self.pools[vo] = pool
             self.controllers[vo] = ctl
+        # VO -> the VMs view at which its last pass changed nothing (see __call__)
+        self._quiet: dict[str, tuple[PoolVM, ...]] = {}
 
     def __call__(self, demand: Demand, pools: Sequence[Pool], site: SiteCapacity, now: float) -> Plan:
         ctx = self.ctx
@@ -152,14 +154,24 @@ class Cobald:
         wants: dict[str, int] = {}
         for vo in ctx.vo_names:
             pool = by_vo.get(vo)
+            vms = pool.vms if pool is not None else ()
+            if self._quiet.get(vo) is vms:
+                # A fixed point: the same VMs (the site hands the same tuple while nothing
+                # changed) gave no demand change and no action last time; regulate and the
+                # factory cycle are deterministic in those inputs, so they would again.
+                continue
             vm_pool = self.pools[vo]
-            vm_pool.refresh(pool.vms if pool is not None else ())
-            if pool is not None:
-                actions += housekeeping(pool)
+            vm_pool.refresh(vms)
+            kept = housekeeping(pool) if pool is not None else []
+            before = vm_pool.demand
             self.controllers[vo].regulate(self.interval)
             spawn, released = vm_pool.adjust(vo)
-            actions += released
+            actions += kept + released
             if spawn:
                 wants[vo] = spawn
+            if kept or released or spawn or vm_pool.demand != before:
+                self._quiet.pop(vo, None)
+            else:
+                self._quiet[vo] = vms
         granted = grant(wants, self.slots(pools, site)) if wants else {}
         return finish(actions + boots(granted, "COBalD demand above supply"))
