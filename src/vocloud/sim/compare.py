@@ -183,7 +183,7 @@ def verdicts(results: Sequence[ScenarioResult]) -> list[str]:
         else:
             word = "trade-off"
         note = " (incomplete replay)" if f.get("incomplete") or v.get("incomplete") else ""
-        out.append(f"{word} than {name}: mean wait {v['wait_mean_s']:,.0f} s vs {f['wait_mean_s']:,.0f} s, "
+        out.append(f"vs {name}: {word}: mean wait {v['wait_mean_s']:,.1f} s vs {f['wait_mean_s']:,.1f} s, "
                    f"idle VM-hours {v['vm_hours_idle']:,.1f} vs {f['vm_hours_idle']:,.1f}{note}")
     return out
 
