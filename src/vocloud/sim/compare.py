@@ -234,17 +234,19 @@ def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for r in results:
+    for i, r in enumerate(results):
         x, y = r.figures["vm_hours_idle"], r.figures["wait_mean_s"]
         marker = "*" if r.name == BASE else ("s" if r.name == "static" else "o")
         ax.scatter([x], [y], s=120 if r.name == BASE else 50, marker=marker)
         label = r.name + (" (incomplete)" if r.figures.get("incomplete") else "")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # staggered, so that near-identical policies (vocloud, cloudscheduler) stay readable
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)), fontsize=8)
     if points:
         label = "vocloud, idle timeout " + ", ".join(f"{t:g}" for t, _ in points) + " s"
         ax.plot([p["vm_hours_idle"] for _, p in points], [p["wait_mean_s"] for _, p in points], "--",
                 color="gray", linewidth=1, label=label)
         ax.legend(fontsize=7)
+    ax.set_yscale("symlog", linthresh=1.0)  # waits span seconds to many minutes
     ax.set_xlabel("idle VM-hours")
     ax.set_ylabel("mean wait (s)")
     ax.set_title(title, fontsize=10)
