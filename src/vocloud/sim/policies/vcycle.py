@@ -18,6 +18,7 @@ has room and the VO is not backing off. Defaults are Vcycle's (``backoff_seconds
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 
 from vocloud.elastic.policy import Action, Drain, Plan, Pool, SiteCapacity
@@ -58,16 +59,19 @@ class Vcycle:
         slots = self.slots(pools, site)
         total = sum(size.values()) + slots
         granted: dict[str, int] = {}
-        while slots > 0:
-            ready = [vo for vo in ctx.vo_names if self.share[vo] > 0 and size[vo] < ctx.max_vms
-                     and now >= self.backoff_until[vo] and now >= self.probe_until[vo]]
-            if not ready:
-                break
-            vo = min(ready, key=lambda v: (size[v] - self.share[v] * total, v))
+        # the VO furthest below its share first (ties: by name), one VM at a time
+        heap = [(size[vo] - self.share[vo] * total, vo) for vo in ctx.vo_names
+                if self.share[vo] > 0 and size[vo] < ctx.max_vms
+                and now >= self.backoff_until[vo] and now >= self.probe_until[vo]]
+        heapq.heapify(heap)
+        while slots > 0 and heap:
+            key, vo = heapq.heappop(heap)
             granted[vo] = granted.get(vo, 0) + 1
             size[vo] += 1
             slots -= 1
             if self.backoff_until[vo] > 0:  # after a back-off: one probe, then wait fizzle_seconds
                 self.backoff_until[vo] = -1.0
                 self.probe_until[vo] = now + self.fizzle_s
+            elif size[vo] < ctx.max_vms:
+                heapq.heappush(heap, (key + 1, vo))
         return finish(actions + boots(granted, "target share"))
