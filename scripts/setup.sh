@@ -59,7 +59,7 @@ stamp=.venv/.vocloud-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing vocloud and its Python dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,peers]"
   touch "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/vocloud --version 2>/dev/null || echo vocloud))"

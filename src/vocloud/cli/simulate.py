@@ -79,6 +79,8 @@ def simulate(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     workers: Annotated[int, typer.Option(
         help="Run the scenarios in this many parallel processes (same results).")] = DEFAULT_WORKERS,
+    compare_policies: Annotated[str | None, typer.Option(
+        help="Compare pool policies instead: 'all' or NAME,NAME (docs/policies.md).")] = None,
 ) -> None:
     """Replay a workload trace through bare hosts, static VO partitions and elastic VO pools."""
     try:
@@ -144,6 +146,10 @@ def _run(**o: Any) -> None:
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,
                        split_partitions=o["split_partitions"])
+    if o["compare_policies"] is not None:
+        from vocloud.cli.compare_policies import run_compare
+
+        return run_compare(o, loaded, config)
     w = loaded.workload
     err = Console(stderr=True)
     t0, t1 = w.submit[0], w.submit[-1]

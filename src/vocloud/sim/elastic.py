@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vocloud.batch.base import PendingJob
@@ -35,6 +36,7 @@ from vocloud.elastic.policy import (
     BackoffState,
     Boot,
     Drain,
+    Plan,
     Pool,
     PoolPolicy,
     PoolVM,
@@ -108,6 +110,7 @@ class ElasticSite:
         poll_interval: float,
         sched_policy: SchedPolicy | None = None,
         always_plan: bool = False,
+        planner: Callable[..., Plan] = plan,  # a peer policy (sim.policies) in place of vocloud's
     ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll interval must be > 0")
@@ -170,6 +173,7 @@ class ElasticSite:
         self.last_notes: tuple[str, ...] = ()
         self._index = {vo: i for i, vo in enumerate(w.vo_names)}
         self.always_plan = always_plan
+        self._plan = planner
         self._changed = True
         self._moves = (0, 0)
         self._was_queued = False
@@ -414,7 +418,7 @@ class ElasticSite:
         self.plan_reasons[why] = self.plan_reasons.get(why, 0) + 1
         self.last_why = why
         self.plans += 1
-        result = plan(self._demand(), self._pools(now), self._site(), now)
+        result = self._plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
         acted = False
         for action in result.actions:

@@ -1,0 +1,96 @@
+"""Benchmark: vocloud's planner beside its peers' policies on the full LPC-EGEE and SDSC-SP2 traces.
+
+For each trace, every policy of ``vocloud.sim.compare`` (static, vocloud, cloudscheduler, Vcycle,
+COBalD's linear and relative-supply controllers with defaults and a tuned setting) replays the
+whole trace on the default site (the header's MaxProcs as 2-core hosts); prints the comparison
+table, vocloud's verdict against each peer, and the wall and CPU seconds each policy took. The
+baseline in the same run is the static row (the floor) and vocloud's own row.
+
+    .venv/bin/python -m bench.bench_policies [--limit N] [--trace PATH ...] [--policies a,b] [--workers N]
+                                             [--plots DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vocloud.sim import compare
+from vocloud.sim.report import _clean
+from vocloud.sim.run import SimConfig, default_spec, load_trace
+
+# the shared traces sit next to the checkout (/work/shared) for /work/main and /work/wt/<name> alike
+TRACES = next((p / "shared" / "traces" for p in Path(__file__).resolve().parents
+               if (p / "shared" / "traces").is_dir()), Path("shared/traces"))
+DEFAULT_TRACES = (TRACES / "LPC-EGEE-2004-1.2-cln.swf.gz", TRACES / "SDSC-SP2-1998-4.2-cln.swf.gz")
+
+
+def cpu_with_children() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def one_trace(path: Path, names: tuple[str, ...], limit: int | None, workers: int,
+              plots: Path | None, with_frontier: bool) -> dict[str, Any]:
+    loaded = load_trace(path, limit=limit)
+    w = loaded.workload
+    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None))
+    t0, c0 = time.perf_counter(), cpu_with_children()
+    results = compare.compare(w, config, names, workers=workers)
+    wall, cpu = time.perf_counter() - t0, cpu_with_children() - c0
+    points = compare.frontier(w, config) if with_frontier else []
+    title = f"{path.name}: {len(w):,} jobs, {config.spec.hosts} hosts x {config.spec.cores_per_host} cores"
+    if plots is not None:
+        compare.pareto_plot(results, plots / f"policies-{path.name.split('.')[0]}.png", title, points)
+    return {"title": title, "table": compare.table(results), "verdicts": compare.verdicts(results),
+            "rows": compare.rows(results), "wall_s": wall, "cpu_s": cpu,
+            "frontier": [{"idle_timeout_s": t, **{k: p[k] for k in compare.ROW_KEYS}} for t, p in points],
+            "frontier_verdicts": compare.frontier_verdicts(results, points) if points else []}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--trace", type=Path, action="append", help="trace(s) (default: LPC-EGEE and SDSC-SP2)")
+    ap.add_argument("--limit", type=int, default=None, help="replay only the first N jobs of each trace")
+    ap.add_argument("--policies", default="all")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--plots", type=Path, default=None, help="write the Pareto plots here")
+    ap.add_argument("--no-frontier", action="store_true", help="skip vocloud's idle-timeout sweep")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    names = compare.parse_policies(args.policies)
+    out = [one_trace(p, names, args.limit, args.workers, args.plots, not args.no_frontier)
+           for p in (args.trace or DEFAULT_TRACES)]
+    if args.json:
+        sys.stdout.write(json.dumps(_clean(out), indent=2, sort_keys=True) + "\n")
+        return 0
+    for doc in out:
+        print(f"\n## {doc['title']}\n")
+        print(doc["table"])
+        print()
+        for line in doc["verdicts"]:
+            print(f"- {line}")
+        print(f"\n{len(names)} policies in {doc['wall_s']:.1f} s wall, {doc['cpu_s']:.1f} s CPU "
+              f"({args.workers} worker(s))")
+        if doc["frontier"]:
+            print("\nvocloud's frontier (its idle timeout):\n")
+            print("| idle timeout (s) | mean wait (s) | idle VM-hours | VM boots |")
+            print("|---|---|---|---|")
+            for p in doc["frontier"]:
+                print(f"| {p['idle_timeout_s']:g} | {p['wait_mean_s']:,.1f} | {p['vm_hours_idle']:,.1f} "
+                      f"| {p['vm_boots']:,} |")
+            print()
+            for line in doc["frontier_verdicts"]:
+                print(f"- {line}")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Side by side: vocloud's planner against its peers' pool policies on one trace.
+
+Every policy replays the same workload on the same site (hosts, boot and shutdown times, VM
+shape, EASY batch partitions per VO, the real VM scheduler and lifecycle table) with the same
+random stream, so only the decision of how many VMs each VO gets differs:
+
+* ``static``: today's static scenario (host-sized VMs split by trace core-seconds), the floor;
+* ``vocloud``: the production planner (``vocloud.elastic.planner.plan``), as the elastic scenario;
+* the peers of :mod:`vocloud.sim.policies`, each called in place of ``plan`` at every poll.
+
+Figures per policy: mean, median and p95 wait, bounded slowdown, VM boots, idle VM-hours and
+VM core-hours per useful core-hour (what the pool cost per hour of work done; 1.05 is the
+floor with the 5 % virtualization penalty). A replay in which more than 1 % of the runnable jobs
+never ran is marked incomplete, as the scenario table does, and its waits cover only the jobs
+that ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import random
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vocloud.errors import InvalidInput
+from vocloud.sim.elastic import ElasticSite
+from vocloud.sim.engine import Simulation
+from vocloud.sim.metrics import ScenarioResult, compute
+from vocloud.sim.policies import PEERS
+from vocloud.sim.policies.base import PeerContext
+from vocloud.sim.report import INCOMPLETE_MARK, _fmt
+from vocloud.sim.run import SimConfig, run_scenario, sample_interval_for
+from vocloud.sim.workload import Workload
+
+POLICIES: tuple[str, ...] = ("static", "vocloud", *PEERS)
+BASE = "vocloud"
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of policy names (vocloud and static always compared)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or names == ["all"]:
+        return POLICIES
+    bad = [n for n in names if n not in POLICIES]
+    if bad:
+        raise InvalidInput(f"unknown policy {', '.join(bad)}; use all or some of {', '.join(POLICIES)}")
+    chosen = {*names, "static", BASE}
+    return tuple(n for n in POLICIES if n in chosen)
+
+
+def context(w: Workload, config: SimConfig, site: ElasticSite) -> PeerContext:
+    """The peers' configuration at this site: shares by trace core-seconds, the VM shape."""
+    pol = site.policies[0]
+    return PeerContext(
+        vo_names=tuple(w.vo_names), shares=tuple(w.core_seconds_by_vo()), cores_per_vm=pol.cores_per_vm,
+        memory_mib_per_vm=pol.memory_mib_per_vm, max_vms=pol.max_vms, poll_interval=config.poll_interval,
+        idle_timeout_s=pol.idle_timeout_s,
+    )
+
+
+def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
+    """Replay ``w`` under one policy and compute its figures (module docstring)."""
+    if name == "static":
+        r = run_scenario("static", w, config)
+        f = r.figures
+        f["vm_core_hours"] = config.spec.total_cores * f["span_s"] / 3600.0 if f["span_s"] else 0.0
+        return _finish(r)
+    if name != BASE and name not in PEERS:
+        raise InvalidInput(f"unknown policy {name!r}")
+    rng = random.Random(f"{config.seed}:elastic")  # the same stream for every elastic policy
+    site = ElasticSite(
+        w, config.spec, knobs=config.knobs, penalty=config.penalty, boot=config.boot,
+        shutdown=config.shutdown, rng=rng, poll_interval=config.poll_interval,
+    )
+    if name != BASE:
+        peer = PEERS[name](context(w, config, site))
+        site._plan = peer
+        # peers are time-driven: they decide at every poll, unless one says it need not
+        site.always_plan = getattr(peer, "every_poll", True)
+    sim = Simulation(w, site, sample_interval=sample_interval_for(w, config))
+    st = sim.run()
+    site.finish(st.t_last)
+    if site.refused_shutdowns:
+        raise AssertionError(f"{name}: the policy asked to shut down {site.refused_shutdowns} busy VM(s)")
+    r = compute(
+        name, w, st, total_cores=site.total_cores, factor=site.factor, boots=site.boots,
+        boot_core_seconds=site.boot_core_seconds, idle_vm_seconds=site.idle_node_seconds(st.t_last),
+        vm_core_seconds=site.vm_core_seconds, extra={"peak_vms": site.peak_vms},
+    )
+    r.figures["vm_core_hours"] = site.vm_core_seconds / 3600.0
+    return _finish(r)
+
+
+def _finish(r: ScenarioResult) -> ScenarioResult:
+    f = r.figures
+    useful = f["useful_utilization"] * f["site_cores"] * f["span_s"] / 3600.0
+    f["useful_core_hours"] = useful
+    f["vm_hours_per_useful_core_hour"] = f["vm_core_hours"] / useful if useful > 0 else 0.0
+    r.waits = r.waits[:0]  # the comparison needs no per-job series; keeps results small to pass back
+    return r
+
+
+_SHARED: tuple[Workload, SimConfig] | None = None  # inherited by forked workers
+
+
+def _child(name: str) -> ScenarioResult:
+    assert _SHARED is not None
+    return run_policy(name, *_SHARED)
+
+
+def compare(w: Workload, config: SimConfig, names: Sequence[str], workers: int = 1) -> list[ScenarioResult]:
+    """Run every policy in ``names`` (in that order); ``workers > 1``: in forked processes."""
+    global _SHARED
+    if workers <= 1 or len(names) == 1:
+        return [run_policy(n, w, config) for n in names]
+    _SHARED = (w, config)
+    try:
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(names)), mp_context=ctx) as pool:
+            return list(pool.map(_child, names))
+    finally:
+        _SHARED = None
+
+
+COLUMNS = (
+    ("policy", None),
+    ("mean wait (s)", "wait_mean_s"),
+    ("median wait (s)", "wait_median_s"),
+    ("p95 wait (s)", "wait_p95_s"),
+    ("bounded slowdown", "bounded_slowdown_mean"),
+    ("VM boots", "vm_boots"),
+    ("idle VM-hours", "vm_hours_idle"),
+    ("VM-h / useful core-h", "vm_hours_per_useful_core_hour"),
+    ("never ran", "runnable_never_ran"),
+)
+ROW_KEYS = tuple(k for _, k in COLUMNS if k is not None)
+
+
+def rows(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
+    """The table's figures per policy (what ``--json`` prints)."""
+    out = []
+    for r in results:
+        row: dict[str, Any] = {"policy": r.name, "incomplete": bool(r.figures.get("incomplete"))}
+        row.update({k: r.figures.get(k) for k in ROW_KEYS})
+        if row["incomplete"]:
+            row["incomplete_reasons"] = r.figures.get("incomplete_reasons", {})
+        out.append(row)
+    return out
+
+
+def table(results: Sequence[ScenarioResult]) -> str:
+    """The comparison as a Markdown table, incomplete replays marked as the scenario table does."""
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    lines = [head, rule]
+    for row in rows(results):
+        name = row["policy"] + (INCOMPLETE_MARK if row["incomplete"] else "")
+        lines.append("| " + " | ".join(name if k is None else _fmt(row[k]) for _, k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(results: Sequence[ScenarioResult]) -> list[str]:
+    """vocloud's planner against each other policy: better, worse, or a trade-off (and how)."""
+    by = {r.name: r.figures for r in results}
+    if BASE not in by:
+        return []
+    v = by[BASE]
+    out = []
+    for name, f in by.items():
+        if name == BASE:
+            continue
+        dw = v["wait_mean_s"] - f["wait_mean_s"]
+        di = v["vm_hours_idle"] - f["vm_hours_idle"]
+        if dw <= 0 and di <= 0 and (dw < 0 or di < 0):
+            word = "vocloud better"
+        elif dw >= 0 and di >= 0 and (dw > 0 or di > 0):
+            word = "vocloud WORSE"
+        elif dw == 0 and di == 0:
+            word = "tie"
+        else:
+            word = "trade-off"
+        note = " (incomplete replay)" if f.get("incomplete") or v.get("incomplete") else ""
+        out.append(f"vs {name}: {word}: mean wait {v['wait_mean_s']:,.1f} s vs {f['wait_mean_s']:,.1f} s, "
+                   f"idle VM-hours {v['vm_hours_idle']:,.1f} vs {f['vm_hours_idle']:,.1f}{note}")
+    return out
+
+
+#: vocloud's idle timeouts for its own frontier (``frontier``): the knob a site turns to trade
+#: idle VM-hours for wait.
+FRONTIER_IDLE_S: tuple[float, ...] = (300.0, 1800.0, 3600.0, 7200.0, 28800.0)
+
+
+def frontier(w: Workload, config: SimConfig, idle_timeouts: Sequence[float] = FRONTIER_IDLE_S,
+             ) -> list[tuple[float, dict[str, Any]]]:
+    """vocloud's planner at several idle timeouts: (timeout, figures) per point."""
+    out = []
+    for t in idle_timeouts:
+        c = dataclasses.replace(config, knobs=dataclasses.replace(config.knobs, idle_timeout_s=t))
+        out.append((t, run_policy(BASE, w, c).figures))
+    return out
+
+
+def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[float, dict[str, Any]]],
+                      ) -> list[str]:
+    """For each other policy: the vocloud setting that is at least as good on both axes, if any."""
+    out = []
+    for r in results:
+        if r.name == BASE:
+            continue
+        f = r.figures
+        wins = [(t, p) for t, p in points
+                if p["wait_mean_s"] <= f["wait_mean_s"] and p["vm_hours_idle"] <= f["vm_hours_idle"]]
+        if wins:
+            t, p = wins[0]
+            out.append(f"{r.name}: matched or beaten on both axes by vocloud at --idle-timeout {t:g} "
+                       f"({p['wait_mean_s']:,.1f} s, {p['vm_hours_idle']:,.1f} idle VM-h)")
+        else:
+            out.append(f"{r.name}: no vocloud idle timeout tried is at least as good on both axes")
+    return out
+
+
+def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str,
+                points: Sequence[tuple[float, dict[str, Any]]] = ()) -> Path:
+    """Mean wait against idle VM-hours, one point per policy (lower left is better).
+
+    ``points``: vocloud's frontier (``frontier``), drawn as a line through its idle timeouts.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, r in enumerate(results):
+        x, y = r.figures["vm_hours_idle"], r.figures["wait_mean_s"]
+        marker = "*" if r.name == BASE else ("s" if r.name == "static" else "o")
+        ax.scatter([x], [y], s=120 if r.name == BASE else 50, marker=marker)
+        label = r.name + (" (incomplete)" if r.figures.get("incomplete") else "")
+        # staggered, so that near-identical policies (vocloud, cloudscheduler) stay readable
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)), fontsize=8)
+    if points:
+        label = "vocloud, idle timeout " + ", ".join(f"{t:g}" for t, _ in points) + " s"
+        ax.plot([p["vm_hours_idle"] for _, p in points], [p["wait_mean_s"] for _, p in points], "--",
+                color="gray", linewidth=1, label=label)
+        ax.legend(fontsize=7)
+    ax.set_yscale("symlog", linthresh=1.0)  # waits span seconds to many minutes
+    ax.set_xlabel("idle VM-hours")
+    ax.set_ylabel("mean wait (s)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

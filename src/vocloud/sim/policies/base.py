@@ -1,0 +1,145 @@
+"""What every peer policy shares: the planner's call signature and the pool facts it may read.
+
+A peer policy replaces :func:`vocloud.elastic.planner.plan` in the simulator's elastic site
+(``ElasticSite(planner=...)``): it is called with the same inputs (pending jobs per VO, one
+``Pool`` per VO, the ``SiteCapacity``) and answers with the same actions (``Boot``, ``Drain``,
+``Shutdown``, ``Resume``), which the site carries out through the production lifecycle table and
+scheduler. So the boot times, the VM placement, the batch model and the rule that a VM is never
+shut down under a running job are the same for every policy; only the decision differs.
+
+Peers keep state between calls (COBalD's demand, Vcycle's back-off), so a policy is an object
+made fresh for each replay. The helpers here are the bookkeeping every real system does the same
+way (a drained, empty VM is shut down; a request no host took is withdrawn), kept in one place so
+no peer is handicapped by a different reading of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from vocloud.batch.base import PendingJob
+from vocloud.elastic.policy import (
+    HOLDS_CAPACITY,
+    Action,
+    Boot,
+    Plan,
+    Pool,
+    PoolVM,
+    Shutdown,
+    ShutdownCause,
+    SiteCapacity,
+)
+from vocloud.elastic.policy import PoolVMState as V
+
+Demand = Mapping[str, Sequence[PendingJob]]
+
+
+class PeerPolicy(Protocol):
+    """A planner with the signature of ``vocloud.elastic.planner.plan``."""
+
+    def __call__(self, demand: Demand, pools: Sequence[Pool], site: SiteCapacity, now: float) -> Plan: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerContext:
+    """What a peer is configured with at a site: its VOs, their shares, the VM shape and limits.
+
+    ``shares``: each VO's target share (Vcycle's ``target_share``), by default its core-seconds
+    in the trace, the same split the static scenario uses. ``max_vms``: one pool's maximum.
+    ``poll_interval``: the seconds between calls (COBalD's ``regulate(interval)``).
+    ``idle_timeout_s``: the site's idle timeout (``--idle-timeout``), which the cloudscheduler
+    rule uses as its retirement timer so that only the rule differs from vocloud's.
+    """
+
+    vo_names: tuple[str, ...]
+    shares: tuple[float, ...]
+    cores_per_vm: int
+    memory_mib_per_vm: int
+    max_vms: int
+    poll_interval: float
+    idle_timeout_s: float = 300.0
+
+
+def active(vm: PoolVM) -> bool:
+    """A VM that gives (or will give) the pool a worker: requested, booting or joined."""
+    return vm.state in (V.REQUESTED, V.BOOTING, V.JOINED_IDLE, V.JOINED_BUSY)
+
+
+def housekeeping(pool: Pool) -> list[Action]:
+    """Shut down what every pool manager shuts down: drained empty VMs, failed and down ones."""
+    out: list[Action] = []
+    for vm in pool.vms:
+        if vm.state is V.DRAINED:
+            out.append(Shutdown(pool.policy.vo, vm.vm_id, "drained and empty", vm.name))
+        elif vm.state in (V.FAILED, V.DOWN):
+            out.append(Shutdown(pool.policy.vo, vm.vm_id, "failed", vm.name, ShutdownCause.FAILED))
+    return out
+
+
+class FreeSlots:
+    """New VMs of the pools' shape the site can place now, less requests already waiting.
+
+    A real cloud refuses a boot beyond its capacity ("quota exceeded") and the pool manager
+    tries again next cycle; asking only for what fits models that without a queue of doomed
+    requests. The per-host count is remembered while the site's capacity object is the same
+    (the simulator rebuilds it only when a VM is placed or released).
+    """
+
+    def __init__(self, ctx: PeerContext) -> None:
+        self.cores, self.memory = ctx.cores_per_vm, ctx.memory_mib_per_vm
+        self._site: SiteCapacity | None = None
+        self._by_hosts = 0
+
+    def __call__(self, pools: Sequence[Pool], site: SiteCapacity) -> int:
+        if site is not self._site:
+            self._site = site
+            self._by_hosts = _by_hosts(site, self.cores, self.memory)
+        return _less_holding(pools, site, self._by_hosts)
+
+
+def _by_hosts(site: SiteCapacity, cores: int, memory: int) -> int:
+    if site.host_free:
+        return sum(min(c // cores, m // memory) for c, m in site.host_free)
+    return min(site.free_cores // cores, site.free_memory_mib // memory)
+
+
+def _less_holding(pools: Sequence[Pool], site: SiteCapacity, by_hosts: int) -> int:
+    holding = waiting = 0
+    for pool in pools:
+        for vm in pool.vms:
+            if vm.state in HOLDS_CAPACITY:
+                holding += 1
+            if vm.state is V.REQUESTED:
+                waiting += 1
+    return max(0, min(by_hosts - waiting, site.max_vms - holding))
+
+
+def grant(wants: Mapping[str, int], slots: int) -> dict[str, int]:
+    """Share ``slots`` new VMs between pools that want some: one at a time, round robin by name.
+
+    The same rule for every peer, so no peer wins or loses by how a full site answers it.
+    """
+    out = dict.fromkeys(wants, 0)
+    names = sorted(vo for vo, n in wants.items() if n > 0)
+    while slots > 0 and names:
+        nxt = []
+        for vo in names:
+            if slots == 0:
+                break
+            out[vo] += 1
+            slots -= 1
+            if out[vo] < wants[vo]:
+                nxt.append(vo)
+        names = nxt
+    return {vo: n for vo, n in out.items() if n > 0}
+
+
+def boots(granted: Mapping[str, int], why: str) -> list[Action]:
+    return [Boot(vo, n, why, image=f"{vo}-worker") for vo, n in sorted(granted.items())]
+
+
+def finish(actions: list[Action]) -> Plan:
+    """A ``Plan`` of ``actions`` (peers report no per-pool status rows)."""
+    return Plan(tuple(actions), ())
