@@ -33,18 +33,20 @@ from vocloud.drivers.base import (
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.domain import build_spec
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
-from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
+from vocloud.errors import DriverError, InvalidInput, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
-from vocloud.service import capacity
+from vocloud.service import capacity, vm_batch
 from vocloud.service.cloud import Cloud
-from vocloud.service.vms import transition
 from vocloud.store.schema import VM, Group, Host, User
 
 log = logging.getLogger("vocloud.engine")
 D = TypeVar("D")
 
 S = VMState
+#: VMs per write transaction in the scheduler's and the lifecycle's set-based commits: big enough
+#: to amortise a commit, small enough that API writers never queue long behind a loop
+COMMIT_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Reconciler:
         self.networks: Mapping[str, NetworkDriver] = networks or {}
         self.catalog = catalog or builtin_catalog()
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
+        self._reports: list[vm_batch.Report] | None = None  # queued during a lifecycle pass
 
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
@@ -178,21 +181,13 @@ class Reconciler:
     def _commit(self, result: SchedResult, old_msgs: dict[int, str]) -> None:
         if not result.placements and all(old_msgs.get(v) == m for v, m in result.unplaced.items()):
             return
+        # Set-based (service/vm_batch.py): a few statements per chunk instead of a load, a
+        # savepoint and a flush per VM. A VM held or terminated since the snapshot is skipped; one
+        # whose host filled up meanwhile (another front-end) stays PENDING, retried next cycle.
+        pairs = [(p.vm_id, p.host_id) for p in result.placements]
+        for part in vm_batch.chunks(pairs, COMMIT_CHUNK):
+            self.cloud.vms.schedule_many(part)
         with self.db.write() as s:
-            for p in result.placements:
-                vm = s.get(VM, p.vm_id, with_for_update=True)
-                if vm is None or vm.state != S.PENDING.value:
-                    continue  # held or terminated since the snapshot: skip
-                try:
-                    with s.begin_nested():
-                        vm.host_id = p.host_id
-                        vm.sched_message = ""
-                        transition(s, vm, "scheduled", f"to host {p.host_id}")
-                except NoCapacity as exc:
-                    # Capacity went elsewhere between snapshot and commit (another front-end):
-                    # the VM stays PENDING and is retried next cycle.
-                    s.expire(vm)
-                    vm.sched_message = f"lost a race for host {p.host_id}: {exc.message}"
             by_msg: dict[str, list[int]] = {}
             for vm_id, msg in result.unplaced.items():
                 if old_msgs.get(vm_id) != msg:
@@ -201,6 +196,22 @@ class Reconciler:
                 for i in range(0, len(ids), 500):
                     s.execute(update(VM).where(VM.id.in_(ids[i:i + 500]))
                               .where(VM.state == S.PENDING.value).values(sched_message=msg))
+
+    def _report(self, vm_id: int, expected: VMState, event: str, message: str = "") -> None:
+        """A step's result: queued during a lifecycle pass (applied set-based, see
+        ``_flush_reports``), else applied at once."""
+        if self._reports is None:
+            self.cloud.vms.report(vm_id, expected, event, message)
+        else:
+            self._reports.append(vm_batch.Report(vm_id, expected, event, message))
+
+    def _flush_reports(self) -> None:
+        """Apply the queued results, a chunk per transaction, each a compare-and-set on the state
+        the pass saw (a user's action meanwhile wins; the next pass sees the new state). A crash
+        before this point loses nothing: the steps are idempotent and run again."""
+        queued, self._reports = self._reports or [], []
+        for part in vm_batch.chunks(queued, COMMIT_CHUNK):
+            self.cloud.vms.report_many(part)
 
     # ================================================================= lifecycle
     def lifecycle_once(self) -> int:
@@ -216,20 +227,28 @@ class Reconciler:
             ).all()
             targets = {h.id: h for h in s.scalars(select(Host).where(
                 Host.id.in_([r[0].target_host_id for r in rows if r[0].target_host_id])))}
-        for vm, host, user, group, is_admin in rows:
-            try:
-                self._step(vm, host, targets.get(vm.target_host_id or -1), user, group, bool(is_admin))
-            except VocloudError as exc:
-                log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
-            except Exception:  # a bug must not stop the loop for every other VM
-                log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
+        self._reports = []
+        try:
+            for i, (vm, host, user, group, is_admin) in enumerate(rows):
+                try:
+                    self._step(vm, host, targets.get(vm.target_host_id or -1), user, group,
+                               bool(is_admin))
+                except VocloudError as exc:
+                    log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
+                except Exception:  # a bug must not stop the loop for every other VM
+                    log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
+                if (i + 1) % COMMIT_CHUNK == 0:
+                    self._flush_reports()
+            self._flush_reports()
+        finally:
+            self._reports = None
         return len(rows)
 
     def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str,
               site_vm: bool = False) -> None:
         st = VMState(vm.state)
         elapsed = self.clock() - vm.state_changed_at
-        report = self.cloud.vms.report
+        report = self._report
         if host is None:
             report(vm.id, st, RECOVER_FAIL.get(st, "boot_fail"), "VM has no host")
             return
@@ -302,17 +321,17 @@ class Reconciler:
             elif info.state in (DomainState.SAVED, DomainState.PAUSED):
                 info = drv.restore(ref, spec)
         except DriverError as exc:
-            self.cloud.vms.report(vm.id, st, "boot_fail", exc.message)
+            self._report(vm.id, st, "boot_fail", exc.message)
             return
         if info.state == DomainState.RUNNING:
-            self.cloud.vms.report(vm.id, st, "boot_ok", f"running on {ref.name}")
+            self._report(vm.id, st, "boot_ok", f"running on {ref.name}")
         elif info.state == DomainState.FAILED:
             self._kill_quietly(drv, ref, vm.deploy_id)
-            self.cloud.vms.report(vm.id, st, "boot_fail", info.detail or "guest failed to boot")
+            self._report(vm.id, st, "boot_fail", info.detail or "guest failed to boot")
         elif elapsed > self.settings.boot_timeout:
             tail = self._console_tail(drv, ref, vm.deploy_id)  # read before the kill
             self._kill_quietly(drv, ref, vm.deploy_id)
-            self.cloud.vms.report(vm.id, st, "boot_fail",
+            self._report(vm.id, st, "boot_fail",
                                   f"guest did not come up within {self.settings.boot_timeout:g} s; "
                                   + (f"console ends:\n{tail}" if tail else "console: (empty)"))
 
@@ -338,7 +357,7 @@ class Reconciler:
         try:
             info: DomainInfo = drv.poll(ref, vm.deploy_id)
             if info.state in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
-                self.cloud.vms.report(vm.id, st, "shutdown_ok", "guest is off")
+                self._report(vm.id, st, "shutdown_ok", "guest is off")
                 return
             escalate = not hard and elapsed > self.settings.shutdown_timeout
             if vm.step_attempts == 0 or escalate or hard:
@@ -346,7 +365,7 @@ class Reconciler:
                 self.cloud.vms.bump_attempt(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
         except DriverError as exc:
             if elapsed > 2 * self.settings.shutdown_timeout:
-                self.cloud.vms.report(vm.id, st, "shutdown_fail", exc.message)
+                self._report(vm.id, st, "shutdown_fail", exc.message)
             else:
                 log.warning("VM %s shutdown: %s (will retry)", vm.id, exc.message)
 
