@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 from vocloud.errors import VocloudError
 from vocloud.model.lifecycle import FAILURES, HOLDS_HOST, TRANSIENT, VMState, vm_next
 from vocloud.service import capacity
-from vocloud.service.vms import transition
 from vocloud.store.schema import VM, Event, Host
 
 log = logging.getLogger("vocloud.service")
@@ -40,6 +39,8 @@ log = logging.getLogger("vocloud.service")
 #: rows per ``IN (...)`` list: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535
 CHUNK = 500
 T = TypeVar("T")
+#: ``vms.transition``: the one per-VM path, passed in (that module builds on this one)
+Transition = Callable[[Session, VM, str, str, float], VMState]
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,10 @@ def _event_rows(rows: Iterable[tuple[int, int | None, str]], event: str, old: VM
             for vm_id, host_id, msg in rows]
 
 
-def apply_reports(s: Session, reports: Sequence[Report], at: float) -> set[int]:
-    """Apply loop results in ``s``; returns the ids of the VMs that moved."""
+def apply_reports(s: Session, reports: Sequence[Report], at: float,
+                  transition: Transition) -> set[int]:
+    """Apply loop results in ``s``; returns the ids of the VMs that moved. ``transition`` is
+    ``vms.transition``, used for every move with side effects."""
     moved: set[int] = set()
     groups: dict[tuple[VMState, str], list[Report]] = defaultdict(list)
     for r in reports:
@@ -85,7 +88,7 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float) -> set[int]:
             log.warning("%d VMs: %s", len(group), exc.message)
             continue
         if not columns_only(old, new, event):
-            moved |= _one_by_one(s, group, at)
+            moved |= _one_by_one(s, group, at, transition)
             continue
         msgs = {r.vm_id: r.message for r in group}
         for part in chunks(sorted(msgs)):
@@ -108,7 +111,8 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float) -> set[int]:
     return moved
 
 
-def _one_by_one(s: Session, group: Sequence[Report], at: float) -> set[int]:
+def _one_by_one(s: Session, group: Sequence[Report], at: float,
+                transition: Transition) -> set[int]:
     """The moves with side effects: ``transition`` per VM, each in its own savepoint so one VM's
     refusal (no capacity left, say) leaves the others' results standing."""
     moved: set[int] = set()
@@ -118,7 +122,7 @@ def _one_by_one(s: Session, group: Sequence[Report], at: float) -> set[int]:
                 vm = s.get(VM, r.vm_id, with_for_update=True)
                 if vm is None or vm.state != r.expected.value:
                     continue
-                transition(s, vm, r.event, r.message, at=at)
+                transition(s, vm, r.event, r.message, at)
                 moved.add(r.vm_id)
         except VocloudError as exc:
             log.warning("VM %s (%s): %s", r.vm_id, r.expected, exc.message)

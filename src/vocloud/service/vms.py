@@ -11,7 +11,7 @@ next loop pass works on the new state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from sqlalchemy import Text, case, cast, func, insert, literal, literal_column, select, update
@@ -38,14 +38,11 @@ from vocloud.model.lifecycle import (
 from vocloud.model.secret_refs import names_in, refuse_for_user
 from vocloud.model.template import Template, check_size, parse_template
 from vocloud.model.vmspec import VMTemplate
-from vocloud.service import capacity, ipam
+from vocloud.service import capacity, ipam, vm_batch
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, load_rules, now, record, require
 from vocloud.service.policy import ADMIN_MAX_VMS_PER_REQUEST, VMPolicy
-
-if TYPE_CHECKING:
-    from vocloud.service import vm_batch
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Event, Group, Host, Image, Lease, Network, SiteSetting, User
 
@@ -496,16 +493,12 @@ class VMService:
     def report_many(self, reports: Sequence[vm_batch.Report]) -> set[int]:
         """Many loop results in one transaction, set-based (service/vm_batch.py); each is still
         applied only if its VM is in the state the loop saw. Returns the ids that moved."""
-        from vocloud.service import vm_batch  # it builds on transition (this module)
-
         with self.db.write() as s:
-            return vm_batch.apply_reports(s, reports, now())
+            return vm_batch.apply_reports(s, reports, now(), transition)
 
     def schedule_many(self, placements: Sequence[tuple[int, int]]) -> dict[int, str]:
         """The scheduler's ``(vm_id, host_id)`` decisions in one transaction (vm_batch.schedule);
         returns the VMs that lost a race for their host and why."""
-        from vocloud.service import vm_batch
-
         with self.db.write() as s:
             return vm_batch.schedule(s, placements, now())
 
