@@ -51,6 +51,7 @@ def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n",
 class BenchDaemon:
     base_url: str  # http://127.0.0.1:PORT
     token: str  # the administrator's
+    pid: int = 0  # the daemon process (for CPU-time figures)
 
     @property
     def api(self) -> str:
@@ -70,7 +71,7 @@ def bench_daemon(data_dir: Path, start_timeout: float = 60.0,
         url = f"http://127.0.0.1:{port}"
         if not wait_healthy(url, lambda: proc.poll() is None, start_timeout):
             raise SystemExit(f"the daemon did not answer on {url}")
-        yield BenchDaemon(url, (data_dir / "admin.token").read_text().strip())
+        yield BenchDaemon(url, (data_dir / "admin.token").read_text().strip(), proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
