@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vocloud.errors import VocloudError
@@ -143,6 +143,9 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float) -> di
             vm_next(vm_id, VMState.PENDING, "scheduled")  # the table decides, as in transition
             by_host[wanted[vm_id]].append((vm_id, cpu_m, mem))
         placed: list[tuple[int, int]] = []
+        if _acquire_every_host(s, by_host):
+            placed = [(vm_id, host_id) for host_id, vms in by_host.items() for vm_id, _, _ in vms]
+            by_host = {}
         for host_id, vms in by_host.items():
             if _acquire_all(s, host_id, vms):
                 placed += [(vm_id, host_id) for vm_id, _, _ in vms]
@@ -165,6 +168,31 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float) -> di
         for part in chunks(sorted(lost)):
             s.execute(update(VM), [{"id": i, "sched_message": lost[i]} for i in part])
     return lost
+
+
+def _acquire_every_host(s: Session, by_host: dict[int, list[tuple[int, int, int]]]) -> bool:
+    """The common case in one executemany: every host still has room for all its VMs. The
+    statement is the same conditional UPDATE as :func:`_acquire_all`; if the database's total row
+    count says any host refused, the savepoint is rolled back and the caller goes host by host.
+    Only where the driver reports exact executemany row counts (SQLite, psycopg)."""
+    if len(by_host) < 2 or not s.get_bind().dialect.supports_sane_multi_rowcount:
+        return False
+    t: Table = Host.__table__  # type: ignore[assignment]
+    stmt = (update(t).where(t.c.id == bindparam("h_id"))
+            .where(t.c.alloc_cpu_m + bindparam("h_cpu") <= t.c.total_cpu_m)
+            .where(t.c.alloc_mem + bindparam("h_mem") <= t.c.total_mem)
+            .values(alloc_cpu_m=t.c.alloc_cpu_m + bindparam("h_cpu"),
+                    alloc_mem=t.c.alloc_mem + bindparam("h_mem"),
+                    running_vms=t.c.running_vms + bindparam("h_n")))
+    params = [{"h_id": h, "h_cpu": sum(v[1] for v in vms), "h_mem": sum(v[2] for v in vms),
+               "h_n": len(vms)} for h, vms in by_host.items()]
+    nested = s.begin_nested()
+    res = s.connection().execute(stmt, params)
+    if res.rowcount == len(params):
+        nested.commit()
+        return True
+    nested.rollback()
+    return False
 
 
 def _acquire_all(s: Session, host_id: int, vms: Sequence[tuple[int, int, int]]) -> bool:
