@@ -280,7 +280,10 @@ def run_rest(kind: str, clients: int, duration: float) -> dict[str, Any]:
             with client(d) as c:
                 for i in range(20):
                     c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
+            cpu0 = cpu_seconds(d.pid)
             out = asyncio.run(rest_load(d, clients, duration))
+            out["daemon_cpu_ms_per_request"] = (cpu_seconds(d.pid) - cpu0) * 1000 / max(out["requests"], 1)
+        out["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         db = Database(url)
         out["invariants"] = check_invariants(db)
         db.dispose()
@@ -314,6 +317,8 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  {r['requests']} requests, {r['errors']} errors {r['first_errors']}; p99 create "
                   f"{r['create_p99_ms']:.0f} / list {r['list_p99_ms']:.0f} / terminate "
                   f"{r['terminate_p99_ms']:.0f} ms; invariants: {r['invariants']}")
+            print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms; machine load "
+                  f"average at the end: {r['load']}")
 
 
 def main(argv: list[str] | None = None) -> int:
