@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from tests.support.helpers import admin, converge, reconciler, user_in
 
+from tests.support.helpers import admin, converge, reconciler, user_in
 from vocloud.errors import Conflict, Forbidden, InvalidInput
 from vocloud.model.lifecycle import VMState
 from vocloud.service.cloud import Cloud
@@ -32,7 +32,7 @@ def _host_count(cloud: Cloud) -> int:
 
 def _vm_states(cloud: Cloud, ids: list[int]) -> dict[int, str]:
     with cloud.db.read() as s:
-        return dict(s.execute(select(VM.id, VM.state).where(VM.id.in_(ids))).all())  # type: ignore[arg-type]
+        return dict(s.execute(select(VM.id, VM.state).where(VM.id.in_(ids))).all())
 
 
 def _host(cloud: Cloud, name: str) -> Host:
@@ -152,7 +152,7 @@ def test_racing_schedulers_never_overcommit(cloud: Cloud, tmp_path: Path, rounds
         plans = [[(v, hosts[(k + j) % 3]) for k, v in enumerate(ids)] for j in range(2)]
         errors: list[BaseException] = []
 
-        def commit(plan: list[tuple[int, int]]) -> None:
+        def commit(plan: list[tuple[int, int]], errors: list[BaseException] = errors) -> None:
             try:
                 cloud.vms.schedule_many(plan)
             except BaseException as exc:  # pragma: no cover - reported below
