@@ -54,7 +54,7 @@ def test_create_many_registers_all_or_nothing(cloud: Cloud) -> None:
         ([HostSpec("n1", cpu=1, memory=64), HostSpec("n1", cpu=1, memory=64)], Conflict, "n1"),
         ([HostSpec("n1", cpu=1, memory=64), HostSpec("n2", cpu=-1, memory=64)], InvalidInput, "CPU"),
         ([HostSpec("n1", cpu=1, memory=64), HostSpec("../x", cpu=1, memory=64)], InvalidInput, "name"),
-        ([HostSpec("n1", cpu=1, memory=64), HostSpec("n2")], InvalidInput, "--cpu"),
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("n2")], InvalidInput, r"hosts\[1\] .*--cpu"),
         ([HostSpec("n1", vmm="nope", cpu=1, memory=64)], InvalidInput, "nope"),
         ([HostSpec("n1", cpu=1, memory=64, attrs={"RESERVED_CPU": "x"})], InvalidInput, "RESERVED_CPU"),
         ([], InvalidInput, "between 1"),

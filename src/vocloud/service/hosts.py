@@ -131,8 +131,13 @@ class HostService:
         require_admin(actor, "register hosts")
         if not 1 <= len(hosts) <= MAX_HOSTS_PER_REQUEST:
             raise InvalidInput(f"give between 1 and {MAX_HOSTS_PER_REQUEST} hosts, got {len(hosts)}")
-        rows = [self._checked(h.name, h.vmm, h.transport, h.cluster, h.cpu, h.memory, h.attrs)
-                for h in hosts]
+        rows = []
+        for i, h in enumerate(hosts):
+            try:
+                rows.append(self._checked(h.name, h.vmm, h.transport, h.cluster, h.cpu, h.memory,
+                                          h.attrs))
+            except InvalidInput as exc:  # say which host of the list is wrong
+                raise InvalidInput(f"hosts[{i}] ({h.name!r}): {exc.message}") from None
         names = [r["name"] for r in rows]
         twice = sorted(n for n, k in Counter(names).items() if k > 1)
         if twice:
