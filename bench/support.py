@@ -26,9 +26,11 @@ from vocloud.store.db import Database
 from vocloud.store.schema import User
 
 
-def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n") -> None:
-    """A fresh SQLite store in ``data_dir`` with ``n`` admin-owned VMs and the admin token."""
-    db = Database(f"sqlite:///{data_dir / 'vocloud.db'}")
+def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n",
+               url: str | None = None) -> None:
+    """A fresh store in ``data_dir`` (SQLite, or the database at ``url``) with ``n`` admin-owned
+    VMs and the admin token."""
+    db = Database(url or f"sqlite:///{data_dir / 'vocloud.db'}")
     migrate.upgrade(db)
     cloud = Cloud(db)
     token = cloud.accounts.bootstrap()
@@ -49,6 +51,7 @@ def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n") ->
 class BenchDaemon:
     base_url: str  # http://127.0.0.1:PORT
     token: str  # the administrator's
+    pid: int = 0  # the daemon process (for CPU-time figures)
 
     @property
     def api(self) -> str:
@@ -56,17 +59,19 @@ class BenchDaemon:
 
 
 @contextmanager
-def bench_daemon(data_dir: Path, start_timeout: float = 60.0) -> Iterator[BenchDaemon]:
-    """``vocloud serve`` on ``data_dir`` (scheduler parked), stopped on exit."""
+def bench_daemon(data_dir: Path, start_timeout: float = 60.0,
+                 env_extra: dict[str, str] | None = None) -> Iterator[BenchDaemon]:
+    """``vocloud serve`` on ``data_dir`` (scheduler parked unless ``env_extra`` says otherwise),
+    stopped on exit."""
     port = free_port()
     env = {**os.environ, "VOCLOUD_HOME": str(data_dir), "VOCLOUD_PORT": str(port),
-           "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600"}
+           "VOCLOUD_LOG_LEVEL": "warning", "VOCLOUD_SCHEDULER_INTERVAL": "3600", **(env_extra or {})}
     proc = subprocess.Popen([sys.executable, "-m", "vocloud.app.serve_main"], env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         if not wait_healthy(url, lambda: proc.poll() is None, start_timeout):
             raise SystemExit(f"the daemon did not answer on {url}")
-        yield BenchDaemon(url, (data_dir / "admin.token").read_text().strip())
+        yield BenchDaemon(url, (data_dir / "admin.token").read_text().strip(), proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)

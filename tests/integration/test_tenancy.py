@@ -145,6 +145,7 @@ BODY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/groups", {"name": "cms2"}),
     ("POST", "/acls", {"subject": "*", "resource": "ALL", "target": "*", "rights": "MANAGE"}),
     ("POST", "/hosts", {"name": "h2", "vmm": "sim", "cpu": 1, "memory": 64}),
+    ("POST", "/hosts/batch", {"hosts": [{"name": "h3", "vmm": "sim", "cpu": 1, "memory": 64}]}),
     ("POST", "/datastores", {"name": "etc", "path": "/etc"}),
     ("POST", "/images", {"name": "shadow", "path": "/etc/shadow"}),
     ("POST", "/access-keys", {"user": "cms-member"}),

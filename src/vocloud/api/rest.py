@@ -51,6 +51,7 @@ from vocloud.errors import InvalidInput, VocloudError
 from vocloud.model.lifecycle import HOST_TABLE, HOST_USER_ACTIONS, VM_TABLE, VM_USER_ACTIONS, VMState
 from vocloud.service.base import MAX_ID
 from vocloud.service.cloud import Cloud
+from vocloud.service.hosts import MAX_HOSTS_PER_REQUEST, HostSpec
 
 __all__ = ["create_app"]
 
@@ -92,6 +93,10 @@ class HostCreate(Strict):
     cpu: float | None = Field(None, gt=0, le=MAX_CPU)
     memory: int | None = Field(None, gt=0, le=MAX_MIB)
     attrs: Attrs = Field(default_factory=dict)
+
+
+class HostBatch(Strict):
+    hosts: list[HostCreate] = Field(min_length=1, max_length=MAX_HOSTS_PER_REQUEST)
 
 
 class Action(Strict):
@@ -372,6 +377,13 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     def host_create(who: Who, body: HostCreate) -> JSONResponse:
         return JSONResponse(cloud.hosts.create(who, body.name, body.vmm, body.transport, body.cluster,
                                                body.cpu, body.memory, body.attrs), status_code=201)
+
+    @r.post("/hosts/batch", status_code=201, responses=ok(list[out.Host], 201))
+    def host_create_many(who: Who, body: HostBatch) -> JSONResponse:
+        """Register many hosts in one request, all or nothing (docs/performance.md)."""
+        specs = [HostSpec(h.name, h.vmm, h.transport, h.cluster, h.cpu, h.memory, h.attrs)
+                 for h in body.hosts]
+        return JSONResponse(cloud.hosts.create_many(who, specs), status_code=201)
 
     @r.get("/hosts/{ref}", responses=ok(out.HostShow))
     def host_show(who: Who, ref: RefPath) -> JSONResponse:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 from vocloud.drivers.base import DiskSpec, DomainSpec, NicSpec
 from vocloud.model.secret_refs import Resolver, substitute
-from vocloud.model.template import parse_template
+from vocloud.model.template import Template, parse_template
 from vocloud.store.schema import VM
 
 # Variables a CONTEXT value may reference, OpenNebula style ($NAME, $VMID, $NIC[IP] as $IP).
@@ -42,11 +43,18 @@ def eth_variables(nics: list[dict[str, str]]) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=16384)
+def _parsed(vm_id: int, text: str) -> Template:
+    """A stored template, parsed once per VM rather than once per lifecycle step (parsing was
+    half of a pass's time at 10,000 VMs). Keyed by the text itself, so a changed template is
+    parsed again; callers only read the result (build_spec never modifies it)."""
+    return parse_template(text, fmt="one", source=f"VM {vm_id} template", max_bytes=None)
+
+
 def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None = None) -> DomainSpec:
     """``secrets``: how ``$SECRET[name]`` in CONTEXT is resolved; ``None`` leaves it as written
     (for the steps that never build a context seed)."""
-    t = (parse_template(vm.template, fmt="one", source=f"VM {vm.id} template", max_bytes=None)
-         if vm.template else None)
+    t = _parsed(vm.id, vm.template) if vm.template else None
     disks: list[DiskSpec] = []
     nics: list[NicSpec] = []
     context: dict[str, str] = {}

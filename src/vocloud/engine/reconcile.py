@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +25,7 @@ from vocloud.drivers.base import (
     DomainInfo,
     DomainSpec,
     DomainState,
+    HostInfo,
     HostRef,
     NetworkDriver,
     StorageDriver,
@@ -37,18 +38,21 @@ from vocloud.engine.domain import build_spec
 from vocloud.engine.migration import migrate_step
 from vocloud.engine.reboot import reboot_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
-from vocloud.errors import DriverError, InvalidInput, NoCapacity, VocloudError
+from vocloud.errors import DriverError, InvalidInput, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
 from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
-from vocloud.service import capacity
+from vocloud.service import capacity, vm_batch
 from vocloud.service.cloud import Cloud
-from vocloud.service.vms import transition
+from vocloud.service.hosts import Probe
 from vocloud.store.schema import VM, Group, Host, User
 
 log = logging.getLogger("vocloud.engine")
 D = TypeVar("D")
 
 S = VMState
+#: VMs per write transaction in the scheduler's and the lifecycle's set-based commits: big enough
+#: to amortise a commit, small enough that API writers never queue long behind a loop
+COMMIT_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Reconciler:
         self.catalog = catalog or builtin_catalog()
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
         self.leaks = LeakSweeper(self.db, clock)  # cloud instances tagged ours, unknown to the store
+        self._reports: list[vm_batch.Report] | None = None  # queued during a lifecycle pass
 
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
@@ -157,18 +162,23 @@ class Reconciler:
     # ================================================================= scheduler
     def schedule_once(self) -> SchedResult:
         with self.db.read() as s:
-            hosts = [
-                HostView(id=h.id, name=h.name, total_cpu=h.total_cpu_m / 1000, total_mem=h.total_mem,
-                         used_cpu=h.alloc_cpu_m / 1000, used_mem=h.alloc_mem, running_vms=h.running_vms,
-                         attrs={**(h.attrs or {}), "HYPERVISOR": h.vmm, "CLUSTER": h.cluster})
-                for h in s.scalars(select(Host).where(Host.state == HostState.MONITORED.value)
-                                   .order_by(Host.id))
-            ]
             pending = [
                 PendingVM(id=r.id, cpu=r.cpu_m / 1000, memory=r.memory, requirements=r.requirements,
                           rank=r.rank)
                 for r in s.execute(select(VM.id, VM.cpu_m, VM.memory, VM.requirements, VM.rank)
                                    .where(VM.state == S.PENDING.value).order_by(VM.id))
+            ]
+            if not pending:  # an idle pass reads no hosts (it ran 5 times a second on 2,000)
+                return SchedResult([], {})
+            hosts = [
+                HostView(id=h.id, name=h.name, total_cpu=h.total_cpu_m / 1000, total_mem=h.total_mem,
+                         used_cpu=h.alloc_cpu_m / 1000, used_mem=h.alloc_mem, running_vms=h.running_vms,
+                         attrs={**(h.attrs or {}), "HYPERVISOR": h.vmm, "CLUSTER": h.cluster})
+                for h in s.execute(select(Host.id, Host.name, Host.total_cpu_m, Host.total_mem,
+                                          Host.alloc_cpu_m, Host.alloc_mem, Host.running_vms,
+                                          Host.attrs, Host.vmm, Host.cluster)
+                                   .where(Host.state == HostState.MONITORED.value)
+                                   .order_by(Host.id))
             ]
             old_msgs: dict[int, str] = {
                 vm_id: msg for vm_id, msg in
@@ -185,22 +195,13 @@ class Reconciler:
                 reasons: Mapping[int, str] | None = None) -> None:
         if not result.placements and all(old_msgs.get(v) == m for v, m in result.unplaced.items()):
             return
+        # Set-based (service/vm_batch.py): a few statements per chunk instead of a load, a
+        # savepoint and a flush per VM. A VM held or terminated since the snapshot is skipped; one
+        # whose host filled up meanwhile (another front-end) stays PENDING, retried next cycle.
+        pairs = [(p.vm_id, p.host_id) for p in result.placements]
+        for part in vm_batch.chunks(pairs, COMMIT_CHUNK):
+            self.cloud.vms.schedule_many(part, reasons)
         with self.db.write() as s:
-            for p in result.placements:
-                vm = s.get(VM, p.vm_id, with_for_update=True)
-                if vm is None or vm.state != S.PENDING.value:
-                    continue  # held or terminated since the snapshot: skip
-                try:
-                    with s.begin_nested():
-                        vm.host_id = p.host_id
-                        vm.sched_message = ""
-                        transition(s, vm, "scheduled",
-                                   (reasons or {}).get(p.vm_id, f"to host {p.host_id}"))
-                except NoCapacity as exc:
-                    # Capacity went elsewhere between snapshot and commit (another front-end):
-                    # the VM stays PENDING and is retried next cycle.
-                    s.expire(vm)
-                    vm.sched_message = f"lost a race for host {p.host_id}: {exc.message}"
             by_msg: dict[str, list[int]] = {}
             for vm_id, msg in result.unplaced.items():
                 if old_msgs.get(vm_id) != msg:
@@ -209,6 +210,22 @@ class Reconciler:
                 for i in range(0, len(ids), 500):
                     s.execute(update(VM).where(VM.id.in_(ids[i:i + 500]))
                               .where(VM.state == S.PENDING.value).values(sched_message=msg))
+
+    def _report(self, vm_id: int, expected: VMState, event: str, message: str = "") -> None:
+        """A step's result: queued during a lifecycle pass (applied set-based, see
+        ``_flush_reports``), else applied at once."""
+        if self._reports is None:
+            self.cloud.vms.report(vm_id, expected, event, message)
+        else:
+            self._reports.append(vm_batch.Report(vm_id, expected, event, message))
+
+    def _flush_reports(self) -> None:
+        """Apply the queued results, a chunk per transaction, each a compare-and-set on the state
+        the pass saw (a user's action meanwhile wins; the next pass sees the new state). A crash
+        before this point loses nothing: the steps are idempotent and run again."""
+        queued, self._reports = self._reports or [], []
+        for part in vm_batch.chunks(queued, COMMIT_CHUNK):
+            self.cloud.vms.report_many(part)
 
     # ================================================================= lifecycle
     def lifecycle_once(self) -> int:
@@ -224,20 +241,28 @@ class Reconciler:
             ).all()
             targets = {h.id: h for h in s.scalars(select(Host).where(
                 Host.id.in_([r[0].target_host_id for r in rows if r[0].target_host_id])))}
-        for vm, host, user, group, is_admin in rows:
-            try:
-                self._step(vm, host, targets.get(vm.target_host_id or -1), user, group, bool(is_admin))
-            except VocloudError as exc:
-                log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
-            except Exception:  # a bug must not stop the loop for every other VM
-                log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
+        self._reports = []
+        try:
+            for i, (vm, host, user, group, is_admin) in enumerate(rows):
+                try:
+                    self._step(vm, host, targets.get(vm.target_host_id or -1), user, group,
+                               bool(is_admin))
+                except VocloudError as exc:
+                    log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
+                except Exception:  # a bug must not stop the loop for every other VM
+                    log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
+                if (i + 1) % COMMIT_CHUNK == 0:
+                    self._flush_reports()
+            self._flush_reports()
+        finally:
+            self._reports = None
         return len(rows)
 
     def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str,
               site_vm: bool = False) -> None:
         st = VMState(vm.state)
         elapsed = self.clock() - vm.state_changed_at
-        report = self.cloud.vms.report
+        report = self._report
         if host is None:
             report(vm.id, st, RECOVER_FAIL.get(st, "boot_fail"), "VM has no host")
             return
@@ -298,17 +323,17 @@ class Reconciler:
             elif info.state in (DomainState.SAVED, DomainState.PAUSED):
                 info = drv.restore(ref, spec)
         except DriverError as exc:
-            self.cloud.vms.report(vm.id, st, "boot_fail", exc.message)
+            self._report(vm.id, st, "boot_fail", exc.message)
             return
         if info.state == DomainState.RUNNING:
-            self.cloud.vms.report(vm.id, st, "boot_ok", f"running on {ref.name}")
+            self._report(vm.id, st, "boot_ok", f"running on {ref.name}")
         elif info.state == DomainState.FAILED:
             self._kill_quietly(drv, ref, vm.deploy_id)
-            self.cloud.vms.report(vm.id, st, "boot_fail", info.detail or "guest failed to boot")
+            self._report(vm.id, st, "boot_fail", info.detail or "guest failed to boot")
         elif elapsed > self.settings.boot_timeout:
             tail = self._console_tail(drv, ref, vm.deploy_id)  # read before the kill
             self._kill_quietly(drv, ref, vm.deploy_id)
-            self.cloud.vms.report(vm.id, st, "boot_fail",
+            self._report(vm.id, st, "boot_fail",
                                   f"guest did not come up within {self.settings.boot_timeout:g} s; "
                                   + (f"console ends:\n{tail}" if tail else "console: (empty)"))
 
@@ -334,7 +359,7 @@ class Reconciler:
         try:
             info: DomainInfo = drv.poll(ref, vm.deploy_id)
             if info.state in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
-                self.cloud.vms.report(vm.id, st, "shutdown_ok", "guest is off")
+                self._report(vm.id, st, "shutdown_ok", "guest is off")
                 return
             escalate = not hard and elapsed > self.settings.shutdown_timeout
             if vm.step_attempts == 0 or escalate or hard:
@@ -346,7 +371,7 @@ class Reconciler:
                 self.cloud.vms.bump_attempt(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
         except DriverError as exc:
             if elapsed > 2 * self.settings.shutdown_timeout:
-                self.cloud.vms.report(vm.id, st, "shutdown_fail", exc.message)
+                self._report(vm.id, st, "shutdown_fail", exc.message)
             else:
                 log.warning("VM %s shutdown: %s (will retry)", vm.id, exc.message)
 
@@ -364,19 +389,49 @@ class Reconciler:
         """Probe every host that is due; a failing host only when its backoff has passed."""
         now = self.clock()
         with self.db.read() as s:
-            hosts = list(s.scalars(
-                select(Host).where(Host.state != HostState.OFFLINE.value).order_by(Host.id)))
-        for h in hosts:
-            due = probe_due(now, initializing=h.state == HostState.INIT, monitored_at=h.monitored_at,
-                            failures=h.monitor_failures, next_at=h.monitor_next_at,
-                            interval=self.settings.monitor_interval)
-            if force or due:
-                self._monitor_host(h)
+            # the due check reads five columns; whole rows only for the hosts to probe
+            due_ids = [r.id for r in s.execute(
+                select(Host.id, Host.state, Host.monitored_at, Host.monitor_failures,
+                       Host.monitor_next_at)
+                .where(Host.state != HostState.OFFLINE.value).order_by(Host.id))
+                if force or probe_due(
+                    now, initializing=r.state == HostState.INIT, monitored_at=r.monitored_at,
+                    failures=r.monitor_failures, next_at=r.monitor_next_at,
+                    interval=self.settings.monitor_interval)]
+            due: list[Host] = []
+            for i in range(0, len(due_ids), 500):
+                due += s.scalars(select(Host).where(Host.id.in_(due_ids[i:i + 500]))
+                                 .order_by(Host.id))
+        for part in vm_batch.chunks(due, COMMIT_CHUNK):
+            self._monitor_hosts(part)
 
-    def _monitor_host(self, h: Host) -> None:
-        ref = host_ref(h)
+    def _monitor_hosts(self, hosts: Sequence[Host]) -> None:
+        """Probe ``hosts``, then apply what they said in one transaction and read their VMs in
+        one query each way (a write and two reads per host were the pass's cost at 2,000 hosts).
+        A failing probe takes the per-host path: backoff, and its VMs are lost."""
+        answered: list[tuple[Host, HostInfo]] = []
+        for h in hosts:
+            info = self._probe(h)
+            if info is not None:
+                answered.append((h, info))
+        if not answered:
+            return
+        self.cloud.hosts.report_probes([
+            Probe(h.id, capacity.milli(i.total_cpu), i.total_mem_mib, capacity.milli(i.used_cpu),
+                  i.used_mem_mib, dict(i.attrs)) for h, i in answered], at=self.clock())
+        for h, _ in answered:
+            if h.monitor_failures:
+                log.warning("host %s answers again after %d failed probes", h.name,
+                            h.monitor_failures)
+        self._vms_found_on(answered)
+        self._sweep_leftovers_on(answered)
+        for h, info in answered:  # cloud instances tagged ours that no VM of the store has
+            self.leaks.sweep(h, host_ref(h), self._driver(h.vmm), info.domains)
+
+    def _probe(self, h: Host) -> HostInfo | None:
+        """The host's monitor answer, or None after recording its failure."""
         try:
-            info = self._driver(h.vmm).monitor(ref)
+            return self._driver(h.vmm).monitor(host_ref(h))
         except DriverError as exc:
             new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
                                                   retry_in=self.settings.probe_delay)
@@ -385,18 +440,9 @@ class Reconciler:
                         failures, self.settings.probe_delay(failures), exc.message)
             if new == HostState.ERROR or (new == HostState.DISABLED):
                 self._vms_lost(h, exc.message)
-            return
-        self.cloud.hosts.report_monitor(
-            h.id, ok=True, total_cpu_m=capacity.milli(info.total_cpu), total_mem=info.total_mem_mib,
-            used_cpu_m=capacity.milli(info.used_cpu), used_mem=info.used_mem_mib, attrs=info.attrs,
-            at=self.clock())
-        if h.monitor_failures:
-            log.warning("host %s answers again after %d failed probes", h.name, h.monitor_failures)
-        self._vms_found(h, info.domains)
-        self._sweep_leftovers(h, info.domains)
-        self.leaks.sweep(h, ref, self._driver(h.vmm), info.domains)
+            return None
 
-    def _sweep_leftovers(self, h: Host, domains: Mapping[str, DomainInfo]) -> None:
+    def _sweep_leftovers_on(self, answered: Sequence[tuple[Host, HostInfo]]) -> None:
         """Remove what DONE VMs left on this host: a guest, its run directory, its staged disks.
 
         A VM normally leaves nothing (EPILOG cleans up), but ``recover --delete`` ends a VM
@@ -404,15 +450,43 @@ class Reconciler:
         again, its monitor still lists the guest. Only VMs whose last host is this one are swept,
         so two hosts that share a state directory never clean up each other's guests, and only
         VMs of this store (by deploy id) - another installation's guests are never touched.
+
+        Their DONE VMs are read in one query per chunk of deploy ids, not one per host.
         """
-        if not domains:
+        owner: dict[str, set[int]] = {}
+        for h, info in answered:
+            for did in info.domains:
+                owner.setdefault(did, set()).add(h.id)
+        if not owner:
             return
+        dids = sorted(owner)
+        done: dict[int, list[VM]] = {}
         with self.db.read() as s:
-            done = list(s.scalars(select(VM).where(VM.host_id == h.id)
-                                  .where(VM.state == S.DONE.value)
-                                  .where(VM.deploy_id.in_(sorted(domains)))))
-        if not done:
-            return
+            for i in range(0, len(dids), 500):
+                for vm in s.scalars(select(VM).where(VM.state == S.DONE.value)
+                                    .where(VM.deploy_id.in_(dids[i:i + 500]))):
+                    if vm.host_id in owner[vm.deploy_id]:  # only VMs whose last host lists it
+                        done.setdefault(vm.host_id, []).append(vm)
+        for h, _ in answered:
+            if h.id in done:
+                self._sweep(h, done[h.id])
+
+    def _vms_found_on(self, answered: Sequence[tuple[Host, HostInfo]]) -> None:
+        """Compare the hosts' guests with their RUNNING and UNKNOWN VMs (one query per chunk)."""
+        by_id = {h.id: (h, info) for h, info in answered}
+        ids = sorted(by_id)
+        rows: list[tuple[int, str, str, int]] = []
+        with self.db.read() as s:
+            for i in range(0, len(ids), 500):
+                rows += [(r[0], r[1], r[2], r[3] or 0) for r in s.execute(
+                    select(VM.id, VM.state, VM.deploy_id, VM.host_id)
+                    .where(VM.host_id.in_(ids[i:i + 500]))
+                    .where(VM.state.in_([S.RUNNING.value, S.UNKNOWN.value])).order_by(VM.id))]
+        for vm_id, state, deploy_id, host_id in rows:
+            h, info = by_id[host_id]
+            self._vm_found(h, info.domains, vm_id, state, deploy_id)
+
+    def _sweep(self, h: Host, done: Sequence[VM]) -> None:
         drv, ref = self._driver(h.vmm), host_ref(h)
         for vm in done:
             try:
@@ -433,25 +507,22 @@ class Reconciler:
                 if self.cloud.vms.report(vm_id, st, "lost", f"host {h.name}: {why}"):
                     break
 
-    def _vms_found(self, h: Host, domains: Mapping[str, DomainInfo]) -> None:
-        with self.db.read() as s:
-            rows = s.execute(select(VM.id, VM.state, VM.deploy_id).where(VM.host_id == h.id).where(
-                VM.state.in_([S.RUNNING.value, S.UNKNOWN.value]))).all()
-        for vm_id, state, deploy_id in rows:
-            info = domains.get(deploy_id)
-            dstate = info.state if info else DomainState.MISSING
-            st = VMState(state)
-            if st == S.UNKNOWN and dstate == DomainState.RUNNING:
-                self.cloud.vms.report(vm_id, st, "found_running", f"host {h.name} is back")
-            elif dstate in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
-                # Re-check the single guest: the list may predate a boot finished just now.
-                try:
-                    again = self._driver(h.vmm).poll(host_ref(h), deploy_id).state
-                except DriverError:
-                    continue
-                if again in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
-                    self.cloud.vms.report(vm_id, st, "found_off",
-                                          f"guest {deploy_id} is no longer running on {h.name}")
+    def _vm_found(self, h: Host, domains: Mapping[str, DomainInfo], vm_id: int, state: str,
+                  deploy_id: str) -> None:
+        info = domains.get(deploy_id)
+        dstate = info.state if info else DomainState.MISSING
+        st = VMState(state)
+        if st == S.UNKNOWN and dstate == DomainState.RUNNING:
+            self.cloud.vms.report(vm_id, st, "found_running", f"host {h.name} is back")
+        elif dstate in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
+            # Re-check the single guest: the list may predate a boot finished just now.
+            try:
+                again = self._driver(h.vmm).poll(host_ref(h), deploy_id).state
+            except DriverError:
+                return
+            if again in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
+                self.cloud.vms.report(vm_id, st, "found_off",
+                                      f"guest {deploy_id} is no longer running on {h.name}")
 
 
 RECOVER_FAIL = {

@@ -136,10 +136,15 @@ def _parse_bool(label: str, text: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+_GOOD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _bad_key_char(name: str) -> int | None:
     """Index of the first character that cannot be in a key, or None if the key is valid."""
     if not name:
         return 0
+    if _GOOD_KEY.fullmatch(name):  # the common case, in C (a loop per character was a hot spot)
+        return None
     for index, ch in enumerate(name):
         if not (ch.isascii() and (ch.isalnum() or ch == "_")) or (index == 0 and ch.isdigit()):
             return index

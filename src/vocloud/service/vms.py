@@ -10,11 +10,11 @@ next loop pass works on the new state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, case, cast, func, literal, literal_column, select, update
+from sqlalchemy import Text, case, cast, func, insert, literal, literal_column, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vocloud.drivers.registry import Cap, DriverCatalog, Role, builtin_catalog
@@ -39,13 +39,13 @@ from vocloud.model.os_boot import flatten_os
 from vocloud.model.secret_refs import names_in, refuse_for_user
 from vocloud.model.template import Template, check_size, parse_template
 from vocloud.model.vmspec import VMTemplate
-from vocloud.service import capacity, ipam
+from vocloud.service import capacity, ipam, vm_batch
 from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, load_rules, now, record, require
 from vocloud.service.policy import ADMIN_MAX_VMS_PER_REQUEST, VMPolicy
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, Group, Host, Image, Lease, Network, SiteSetting, User
+from vocloud.store.schema import VM, Event, Group, Host, Image, Lease, Network, SiteSetting, User
 
 MAX_COUNT = ADMIN_MAX_VMS_PER_REQUEST
 
@@ -250,24 +250,32 @@ class VMService:
             }
             networks = self._resolve_networks(s, actor, spec, trusted="NIC" in site_keys)
             base = spec.name or "vm"
-            ids: list[int] = []
             at = now()
-            for i in range(count):
-                vm = VM(
-                    name=base if count == 1 else f"{base}-{i}",
-                    owner_id=user.id, group_id=grp.id,
-                    state=VMState.HOLD.value if hold else VMState.PENDING.value,
-                    cpu_m=cpu_m, vcpu=spec.vcpu, memory=spec.memory_mib,
-                    requirements=spec.requirements, rank=spec.rank,
-                    created_at=at, state_changed_at=at, site_secrets=" ".join(admitted),
-                )
-                s.add(vm)
-                s.flush()
-                vm.deploy_id = f"{self._prefix(s)}-{vm.id}"
-                vm.template = self._finish_template(s, vm, tmpl, images, boot, networks, spec,
-                                                    actor.is_admin or "NIC" in site_keys).to_one()
-                record(s, "vm", vm.id, "create", "", vm.state, f"by {actor.name}", at)
-                ids.append(vm.id)
+            state = VMState.HOLD.value if hold else VMState.PENDING.value
+            # One multi-row INSERT for all ``count`` rows (ids in order), then each VM's stored
+            # template and deploy id in one executemany: a statement per VM, not a flush each.
+            ids = list(s.scalars(insert(VM).returning(VM.id, sort_by_parameter_order=True), [
+                {"name": base if count == 1 else f"{base}-{i}", "owner_id": user.id,
+                 "group_id": grp.id, "state": state, "cpu_m": cpu_m, "vcpu": spec.vcpu,
+                 "memory": spec.memory_mib, "requirements": spec.requirements, "rank": spec.rank,
+                 "created_at": at, "state_changed_at": at, "site_secrets": " ".join(admitted),
+                 "template": "", "deploy_id": "", "sched_message": "", "error": "",
+                 "step_attempts": 0, "hard": False}
+                for i in range(count)]))
+            prefix = self._prefix(s)
+            admin_nics = actor.is_admin or "NIC" in site_keys
+            finished = []
+            for i, vm_id in enumerate(ids):
+                stub = VM(id=vm_id, name=base if count == 1 else f"{base}-{i}")  # never added
+                finished.append({"id": vm_id, "deploy_id": f"{prefix}-{vm_id}",
+                                 "template": self._finish_template(s, stub, tmpl, images, boot,
+                                                                   networks, spec,
+                                                                   admin_nics).to_one()})
+            s.execute(update(VM), finished)
+            s.execute(insert(Event), [
+                {"time": at, "kind": "vm", "obj_id": vm_id, "action": "create", "from_state": "",
+                 "to_state": state, "message": f"by {actor.name}"[:2000], "host_id": None}
+                for vm_id in ids])
             if within is not None:  # a front-end's own record of them, in the same transaction
                 within(s, ids)
             return ids
@@ -484,6 +492,20 @@ class VMService:
             transition(s, vm, event, message)
             return True
 
+    def report_many(self, reports: Sequence[vm_batch.Report]) -> set[int]:
+        """Many loop results in one transaction, set-based (service/vm_batch.py); each is still
+        applied only if its VM is in the state the loop saw. Returns the ids that moved."""
+        with self.db.write() as s:
+            return vm_batch.apply_reports(s, reports, now(), transition)
+
+    def schedule_many(self, placements: Sequence[tuple[int, int]],
+                      reasons: Mapping[int, str] | None = None) -> dict[int, str]:
+        """The scheduler's ``(vm_id, host_id)`` decisions in one transaction (vm_batch.schedule);
+        returns the VMs that lost a race for their host and why. ``reasons``: the ``scheduled``
+        event's message per VM where it says more than the host (bursting: why the cloud)."""
+        with self.db.write() as s:
+            return vm_batch.schedule(s, placements, now(), reasons)
+
     def bump_attempt(self, vm_id: int, expected: VMState, message: str = "") -> None:
         """Remember that a step's driver call was made (e.g. the ACPI request was sent)."""
         with self.db.write() as s:
@@ -564,8 +586,6 @@ class VMService:
         return rows
 
     def show(self, actor: Actor, vm_id: int) -> dict[str, Any]:
-        from vocloud.store.schema import Event
-
         with self.db.read() as s:
             vm = find(s, VM, "VM", vm_id)
             require(s, actor, "USE", vm_ref(vm))

@@ -36,13 +36,16 @@ class SimDriver:
         self.boot_delay = boot_delay
         self.shutdown_delay = shutdown_delay
         self.clock = clock
+        self._made: set[str] = set()  # host directories this process made (or found) already
 
     # ------------------------------------------------------------ files
     def host_dir(self, host: HostRef) -> Path:
         if not _SAFE.match(host.name):
             raise DriverError(f"bad host name {host.name!r}")
         d = self.root / host.name
-        d.mkdir(parents=True, exist_ok=True)
+        if host.name not in self._made:  # one mkdir per host, not one per guest operation
+            d.mkdir(parents=True, exist_ok=True)
+            self._made.add(host.name)
         return d
 
     def _reachable(self, host: HostRef) -> Path:
@@ -66,7 +69,11 @@ class SimDriver:
 
     def _save(self, path: Path, doc: dict[str, Any]) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
+        try:
+            tmp.write_text(json.dumps(doc))
+        except FileNotFoundError:  # the host directory was removed behind our back
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(doc))
         os.replace(tmp, path)
 
     def _delay(self, host: HostRef, key: str, default: float) -> float:
@@ -184,10 +191,13 @@ class SimDriver:
         self._path(host, deploy_id).unlink(missing_ok=True)
 
     def monitor(self, host: HostRef) -> HostInfo:
-        d = self._reachable(host)
+        d = self._reachable(host)  # once per probe: one directory scan, one read per guest
         domains: dict[str, DomainInfo] = {}
         for path in sorted(d.glob("*.json")):
-            info = self.poll(host, path.stem)
+            doc = self._load(path)
+            info = self._info(host, path.stem, doc)
+            if info.state == DomainState.MISSING and doc is not None:
+                path.unlink(missing_ok=True)  # a finished shutdown, as poll() does
             if info.state != DomainState.MISSING:
                 domains[path.stem] = info
         try:

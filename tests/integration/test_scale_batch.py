@@ -1,0 +1,207 @@
+"""The set-based paths of issue 15 keep every rule of the per-VM ones, on SQLite and PostgreSQL.
+
+``HostService.create_many`` (POST /hosts/batch), the one-INSERT VM create, the scheduler's
+``vm_batch.schedule`` and the lifecycle's ``vm_batch.apply_reports``, and the monitor's one
+transaction for many probes: all or nothing, compare-and-set on the state a loop saw, host
+capacity never exceeded even when two writers race, quotas and events exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.helpers import admin, converge, reconciler, user_in
+from vocloud.errors import Conflict, Forbidden, InvalidInput
+from vocloud.model.lifecycle import VMState
+from vocloud.service.cloud import Cloud
+from vocloud.service.hosts import HostSpec
+from vocloud.service.vm_batch import Report
+from vocloud.store.schema import VM, Event, Host, Quota
+
+S = VMState
+
+
+def _host_count(cloud: Cloud) -> int:
+    with cloud.db.read() as s:
+        return int(s.scalar(select(func.count()).select_from(Host)) or 0)
+
+
+def _vm_states(cloud: Cloud, ids: list[int]) -> dict[int, str]:
+    with cloud.db.read() as s:
+        return dict(s.execute(select(VM.id, VM.state).where(VM.id.in_(ids))).all())
+
+
+def _host(cloud: Cloud, name: str) -> Host:
+    with cloud.db.read() as s:
+        return s.scalars(select(Host).where(Host.name == name)).one()
+
+
+def test_create_many_registers_all_or_nothing(cloud: Cloud) -> None:
+    a = admin(cloud)
+    made = cloud.hosts.create_many(a, [HostSpec(f"b{i}", cpu=4, memory=8192) for i in range(30)])
+    assert [h["name"] for h in made] == [f"b{i}" for i in range(30)]
+    assert all(h["state"] == "INIT" and h["total_cpu"] == 4 for h in made)
+    with cloud.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(Event.kind == "host")
+                        .where(Event.action == "create")) == 30
+    before = _host_count(cloud)
+    bad_lists: list[tuple[list[HostSpec], type[Exception], str]] = [
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("b3", cpu=1, memory=64)], Conflict, "b3"),
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("n1", cpu=1, memory=64)], Conflict, "n1"),
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("n2", cpu=-1, memory=64)], InvalidInput, "CPU"),
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("../x", cpu=1, memory=64)], InvalidInput, "name"),
+        ([HostSpec("n1", cpu=1, memory=64), HostSpec("n2")], InvalidInput, r"hosts\[1\] .*--cpu"),
+        ([HostSpec("n1", vmm="nope", cpu=1, memory=64)], InvalidInput, "nope"),
+        ([HostSpec("n1", cpu=1, memory=64, attrs={"RESERVED_CPU": "x"})], InvalidInput, "RESERVED_CPU"),
+        ([], InvalidInput, "between 1"),
+    ]
+    for hosts, exc, word in bad_lists:
+        with pytest.raises(exc, match=word):
+            cloud.hosts.create_many(a, hosts)
+        assert _host_count(cloud) == before  # nothing of the request was written
+    alice = user_in(cloud, "alice", "atlas")
+    with pytest.raises(Forbidden):
+        cloud.hosts.create_many(alice, [HostSpec("n9", cpu=1, memory=64)])
+    assert _host_count(cloud) == before
+
+
+def test_bulk_create_ids_templates_quota_and_events(cloud: Cloud) -> None:
+    alice = user_in(cloud, "alice", "atlas")
+    ids = cloud.vms.create(alice, "CPU=0.5\nMEMORY=256\n", count=40, name="w")
+    assert ids == sorted(ids) and len(set(ids)) == 40
+    with cloud.db.read() as s:
+        rows = s.execute(select(VM.id, VM.name, VM.deploy_id, VM.template).where(VM.id.in_(ids))
+                         .order_by(VM.id)).all()
+        q = s.scalars(select(Quota).where(Quota.scope == "user")
+                      .where(Quota.scope_id == alice.user_id)).one()
+        events = s.scalar(select(func.count()).select_from(Event).where(Event.kind == "vm")
+                          .where(Event.action == "create").where(Event.obj_id.in_(ids)))
+    for i, (vm_id, name, deploy_id, template) in enumerate(rows):
+        assert name == f"w-{i}" and deploy_id.endswith(f"-{vm_id}")
+        assert f'VMID="{vm_id}"' in template and f'NAME="w-{i}"' in template
+    assert (q.vms_used, q.cpu_m_used, q.mem_used) == (40, 40 * 500, 40 * 256)
+    assert events == 40
+
+
+def test_schedule_commit_is_exact_and_skips_what_changed(cloud: Cloud, tmp_path: Path) -> None:
+    a = admin(cloud)
+    cloud.hosts.create_many(a, [HostSpec("s1", cpu=4, memory=4096), HostSpec("s2", cpu=4, memory=4096)])
+    rec, _ = reconciler(cloud, tmp_path / "sim")
+    rec.monitor_once(force=True)
+    ids = cloud.vms.create(a, "CPU=1\nMEMORY=512\n", count=10)
+    h1, h2 = _host(cloud, "s1"), _host(cloud, "s2")
+    # another front-end takes 3 cores of s1 after the snapshot; one VM is terminated meanwhile
+    cloud.vms.action(a, ids[0], "terminate")
+    with cloud.db.write() as s:
+        s.get(Host, h1.id).alloc_cpu_m = 3000  # type: ignore[union-attr]
+    lost = cloud.vms.schedule_many([(i, h1.id) for i in ids[:6]] + [(i, h2.id) for i in ids[6:]])
+    st = _vm_states(cloud, ids)
+    assert st[ids[0]] == "DONE"  # not PENDING any more: skipped, charged nowhere
+    on_h1 = [i for i in ids[1:6] if st[i] == "PROLOG"]
+    assert len(on_h1) == 1 and set(lost) == set(ids[1:6]) - set(on_h1)
+    assert all(st[i] == "PROLOG" for i in ids[6:])
+    h1, h2 = _host(cloud, "s1"), _host(cloud, "s2")
+    assert (h1.alloc_cpu_m, h1.running_vms) == (4000, 1)  # 3 cores of the other writer + 1
+    assert (h2.alloc_cpu_m, h2.alloc_mem, h2.running_vms) == (4000, 2048, 4)
+    with cloud.db.read() as s:
+        msgs = dict(s.execute(select(VM.id, VM.sched_message).where(VM.id.in_(list(lost)))).all())
+        sched = s.scalar(select(func.count()).select_from(Event).where(Event.action == "scheduled"))
+    assert all("lost a race" in m for m in msgs.values()) and sched == 5
+
+
+def test_reports_are_compare_and_set_and_keep_side_effects(cloud: Cloud, tmp_path: Path) -> None:
+    a = admin(cloud)
+    cloud.hosts.create(a, "r1", cpu=8, memory=8192)
+    rec, _ = reconciler(cloud, tmp_path / "sim")
+    ids = cloud.vms.create(a, "CPU=1\nMEMORY=512\n", count=4)
+    converge(rec)
+    assert set(_vm_states(cloud, ids).values()) == {"RUNNING"}
+    cloud.vms.action(a, ids[0], "terminate")  # -> SHUTDOWN
+    cloud.vms.action(a, ids[1], "terminate")
+    # a stale result (ids[2] is RUNNING, not BOOT) and an illegal one change nothing
+    moved = cloud.vms.report_many([
+        Report(ids[0], S.SHUTDOWN, "shutdown_ok", "off"), Report(ids[1], S.SHUTDOWN, "shutdown_ok"),
+        Report(ids[2], S.BOOT, "boot_ok"), Report(ids[3], S.RUNNING, "no_such_event")])
+    assert moved == {ids[0], ids[1]}
+    moved = cloud.vms.report_many([Report(i, S.EPILOG, "epilog_ok") for i in ids[:2]])
+    assert moved == {ids[0], ids[1]}
+    st = _vm_states(cloud, ids)
+    assert [st[i] for i in ids] == ["DONE", "DONE", "RUNNING", "RUNNING"]
+    h = _host(cloud, "r1")
+    assert (h.alloc_cpu_m, h.alloc_mem, h.running_vms) == (2000, 1024, 2)  # DONE freed its share
+    with cloud.db.read() as s:
+        q = s.scalars(select(Quota).where(Quota.scope == "user").where(Quota.scope_id == a.user_id)).one()
+    assert (q.vms_used, q.cpu_m_used) == (2, 2000)
+
+
+@pytest.mark.parametrize("rounds", [3])
+def test_racing_schedulers_never_overcommit(cloud: Cloud, tmp_path: Path, rounds: int) -> None:
+    """Two front-ends commit clashing placements at once: every host stays within capacity, every
+    VM is placed at most once, and the host rows equal the sum of their VMs."""
+    a = admin(cloud)
+    cloud.hosts.create_many(a, [HostSpec(f"c{i}", cpu=5, memory=65536) for i in range(3)])
+    rec, _ = reconciler(cloud, tmp_path / "sim")
+    rec.monitor_once(force=True)
+    hosts = [_host(cloud, f"c{i}").id for i in range(3)]
+    for _ in range(rounds):
+        ids = cloud.vms.create(a, "CPU=1\nMEMORY=64\n", count=24)
+        plans = [[(v, hosts[(k + j) % 3]) for k, v in enumerate(ids)] for j in range(2)]
+        errors: list[BaseException] = []
+
+        def commit(plan: list[tuple[int, int]], errors: list[BaseException] = errors) -> None:
+            try:
+                cloud.vms.schedule_many(plan)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=commit, args=(p,)) for p in plans]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        with cloud.db.read() as s:
+            for h in s.scalars(select(Host)):
+                n, cpu = s.execute(select(func.count(), func.coalesce(func.sum(VM.cpu_m), 0))
+                                   .where(VM.host_id == h.id)
+                                   .where(VM.state == "PROLOG")).one()
+                assert h.alloc_cpu_m <= h.total_cpu_m
+                assert (h.running_vms, h.alloc_cpu_m) == (n, cpu)
+            sched = s.execute(select(Event.obj_id, func.count()).where(Event.action == "scheduled")
+                              .group_by(Event.obj_id)).all()
+        assert all(k == 1 for _, k in sched)  # no VM placed twice
+    assert sum(_host(cloud, f"c{i}").running_vms for i in range(3)) == 15  # every core used
+
+
+def test_monitor_pass_over_many_hosts_with_one_failing(cloud: Cloud, tmp_path: Path) -> None:
+    a = admin(cloud)
+    cloud.hosts.create_many(a, [HostSpec(f"m{i}", cpu=2, memory=2048) for i in range(6)])
+    rec, drv = reconciler(cloud, tmp_path / "sim")
+    ids = cloud.vms.create(a, "CPU=1\nMEMORY=256\n", count=6)
+    converge(rec)
+    assert set(_vm_states(cloud, ids).values()) == {"RUNNING"}
+    with cloud.db.read() as s:
+        on_m0 = list(s.scalars(select(VM.id).where(VM.host_id == _host(cloud, "m0").id)))
+    from vocloud.drivers.base import HostRef
+
+    drv.set_reachable(HostRef(_host(cloud, "m0").id, "m0", "sim"), False)
+    rec.monitor_once(force=True)
+    rows = {h.name: h for h in (_host(cloud, f"m{i}") for i in range(6))}
+    assert rows["m0"].monitor_failures == 1 and rows["m0"].error
+    assert all(rows[f"m{i}"].state == "MONITORED" and not rows[f"m{i}"].error for i in range(1, 6))
+    assert all(rows[f"m{i}"].used_cpu_m == 1000 * rows[f"m{i}"].running_vms for i in range(1, 6))
+    # a guest that vanished from a healthy host is found off, in the same pass
+    victim = next(i for i in ids if i not in on_m0)
+    with cloud.db.read() as s:
+        vm = s.get(VM, victim)
+        assert vm is not None
+        host = s.get(Host, vm.host_id)
+        assert host is not None
+        deploy_id, hname = vm.deploy_id, host.name
+    (tmp_path / "sim" / hname / f"{deploy_id}.json").unlink()
+    rec.monitor_once(force=True)
+    assert _vm_states(cloud, [victim])[victim] == "POWEROFF"
