@@ -123,6 +123,7 @@ class FencedDatabase(Database):
         self.url = base.url
         self.is_sqlite = base.is_sqlite
         self.engine = base.engine
+        self._write_lock = base._write_lock  # one writer queue per process (store/db.py)
         self.epoch = epoch
         self.on_fenced = on_fenced
 
