@@ -78,8 +78,10 @@ class FaultLog:
         return gone
 
     def summary(self, force: bool = False) -> int:
-        """Once per ``every`` seconds: one line naming the open faults that repeated, with their
-        counts and last messages. Returns how many faults it named (0: nothing logged)."""
+        """Once per ``every`` seconds: one line naming the open faults (WARNING and above) that
+        repeated, with their counts and last messages. Notices (INFO: a step waiting for its
+        host) are told once and not summarised: the host's own fault already is. Returns how
+        many faults it named (0: nothing logged)."""
         now = self.clock()
         if self._last_summary is None:
             self._last_summary = now
@@ -87,7 +89,8 @@ class FaultLog:
             return 0
         window = now - self._last_summary
         self._last_summary = now
-        busy = sorted(((k, f) for k, f in self.open.items() if f.repeats), key=lambda kf: kf[0])
+        busy = sorted(((k, f) for k, f in self.open.items()
+                       if f.repeats and f.level >= logging.WARNING), key=lambda kf: kf[0])
         if not busy:
             return 0
         parts = [f"{k} x{f.repeats} (open {now - f.since:.0f} s): {f.message}"

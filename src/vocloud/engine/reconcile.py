@@ -417,9 +417,10 @@ class Reconciler:
             new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
                                                   retry_in=self.settings.probe_delay)
             if new is not None:
+                was = f" (was {h.state})" if h.state != new.value else ""
                 self.faults.tell(f"host:{h.id}", logging.WARNING,
-                                 f"host {h.name} is {new.value} (was {h.state}), its VMs wait for "
-                                 f"it: {exc.message}")
+                                 f"host {h.name} is {new.value}{was}, its VMs wait for it: "
+                                 f"{exc.message}")
             if new == HostState.ERROR or (new == HostState.DISABLED):
                 self._vms_lost(h, exc.message)
             return
