@@ -56,7 +56,7 @@ def test_owed_terminate_survives_outage_and_restart_and_is_told_once(
 
         # defect 3: a healthy SSH host with two guests, at the default level (info)
         start = site.log_lines()
-        time.sleep(15)
+        time.sleep(10)
         healthy = site.log_since(start)
         assert len(healthy) <= 1, healthy  # no asyncssh INFO per command, no line per probe
 

@@ -14,7 +14,8 @@ The faults, each with its end:
 * ``link``: the host's link down (a partition: packets vanish, nothing refuses);
 * ``slow``: netem delay and loss on the host's link (it answers, slowly);
 * ``reboot``: every process in the namespace killed (guests too), its taps and bridge gone,
-  then sshd back: the host returns without its guests.
+  then sshd back: the host returns without its guests;
+* ``daemon``: the front-end's daemon killed (``kill -9``), started again when the fault ends.
 
 Names are unique to this process (namespaces ``vct<pid>h<n>``), and everything is removed by
 the lab's and the daemon's teardown.
@@ -38,7 +39,7 @@ from vocloud.client import Client
 from vocloud.devtools.localprocs import kill_all, poll_until, qemu_pids_under
 from vocloud.guest.build import GuestImage
 
-FAULTS = ("sshd_listener", "sshd_all", "link", "slow", "reboot")
+FAULTS = ("sshd_listener", "sshd_all", "link", "slow", "reboot", "daemon")
 BRIDGE = "vcbrf"  # inside the host's namespace only
 #: the daemon's settings for fault runs: a short shutdown timeout (2 x it is when the old code
 #: gave a terminate up), a short monitor backoff so a returning host is seen within seconds
@@ -153,7 +154,9 @@ class FaultSite:
 
     def inject(self, fault: str, **opts: float) -> None:
         ns = self.host.netns
-        if fault == "sshd_listener":
+        if fault == "daemon":
+            self.daemon.kill9()
+        elif fault == "sshd_listener":
             if self.host.sshd is not None:
                 self.host.sshd.kill()
                 self.host.sshd.wait(5)
@@ -179,7 +182,9 @@ class FaultSite:
 
     def heal(self, fault: str) -> None:
         ns = self.host.netns
-        if fault in ("sshd_listener", "sshd_all", "reboot"):
+        if fault == "daemon":
+            self.daemon.start()
+        elif fault in ("sshd_listener", "sshd_all", "reboot"):
             self.lab.start_sshd(self.host)
         elif fault == "link":
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
