@@ -103,7 +103,15 @@ class FaultSite:
         """Seconds until every VM is in one of ``states``; fails naming where they are."""
         want = {states} if isinstance(states, str) else states
         t0 = time.monotonic()
-        poll_until(lambda: all(self.state(v) in want for v in vm_ids), timeout,
+
+        def there() -> bool:
+            now = {v: self.state(v) for v in vm_ids}
+            failed = {v: st for v, st in now.items() if st.endswith("_FAILURE") and st not in want}
+            if failed:  # no point waiting: say why at once
+                raise AssertionError(f"VMs {failed}: {[self.vm(v)['error'] for v in failed]}")
+            return all(st in want for st in now.values())
+
+        poll_until(there, timeout,
                    f"VMs {vm_ids} to be {sorted(want)}",
                    lambda: f"{[(v, self.state(v)) for v in vm_ids]}\n{self.log_tail()}",
                    interval=0.2)
