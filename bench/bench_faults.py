@@ -44,8 +44,8 @@ from vocloud.guest.build import ensure_image
 #: moment -> (the user's action during the fault, the end state asked for, the end state when
 #: the host lost its guests: a reboot powers them off, and an asked-for end stays asked for)
 MOMENTS: dict[str, tuple[str | None, str, str]] = {
-    "RUNNING": (None, "RUNNING", "POWEROFF"),  # no action: the guest must survive the fault
     "TERMINATE": ("terminate", "DONE", "DONE"),  # RUNNING, terminate asked during the fault
+    "RUNNING": (None, "RUNNING", "POWEROFF"),  # no action: the guest must survive the fault
     "PROLOG": (None, "RUNNING", "RUNNING"),  # created: the fault as it is placed and staged
     "BOOT": (None, "RUNNING", "RUNNING"),
     "SHUTDOWN": ("terminate", "DONE", "DONE"),  # terminate asked, then the fault (ACPI pending)
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with fault_site(Path(tmp) / "daemon", lab, host, image) as site:
                 healthy_all, healthy_engine = healthy_rate(site, args.healthy)
-                for fault in faults:
-                    for moment in moments:
+                for moment in moments:  # every fault at the first moments first
+                    for fault in faults:
                         t0 = time.monotonic()
                         o = run_case(site, fault, moment, args.outage)
                         outcomes.append(o)
