@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     image = ensure_image()
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-faults-") as tmp:
+        (Path(tmp) / "lab").mkdir()
         lab = NetnsLab(Path(tmp) / "lab")
         try:
             lab.start()

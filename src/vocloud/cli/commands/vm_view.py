@@ -32,7 +32,7 @@ def render(vm: dict[str, Any]) -> None:
         out.fields([("NOT PLACED", vm.get("sched_message") or "waiting for the next scheduler cycle")])
     if vm.get("waiting"):
         out.echo()
-        out.section("WAITING FOR ITS HOST")
+        out.section("OWED ACTION")
         out.fields([("WAITING", vm["waiting"]["message"])])
     if vm.get("error") or vm["state"] in _FAILED:
         out.echo()
