@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 from tests.support.faults import FAULTS, FaultSite, fault_site, per_minute
 from tests.support.netns import LabUnavailable, NetnsLab
 
@@ -119,14 +120,16 @@ def run_case(site: FaultSite, fault: str, moment: str, outage: float) -> Outcome
     vm = _to_moment(site, moment)
     out.hit = site.state(vm)
     start = site.log_lines()
+    if action is not None and moment == "TERMINATE" and fault == "daemon":
+        site.api.post(f"/vms/{vm}/action", {"action": action})  # nobody to ask while it is dead
     t0 = time.monotonic()
     site.inject(fault, delay_ms=400, loss_pct=10)
     try:
-        if action is not None and moment == "TERMINATE":
+        if action is not None and moment == "TERMINATE" and fault != "daemon":
             time.sleep(min(3.0, outage / 2))  # the host has been seen failing (or not: slow)
             site.api.post(f"/vms/{vm}/action", {"action": action})
         time.sleep(max(0.0, outage - (time.monotonic() - t0)))
-    except ApiError as exc:  # a refused action is a finding, not a crash of the benchmark
+    except (ApiError, httpx.HTTPError) as exc:  # a finding, not a crash of the benchmark
         out.note = f"action refused: {exc}"
     finally:
         lines = site.log_since(start)
