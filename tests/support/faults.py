@@ -12,7 +12,8 @@ The faults, each with its end:
   keep working, new ones are refused);
 * ``sshd_all``: sshd and every session of it (the host "goes down"; its guests keep running);
 * ``link``: the host's link down (a partition: packets vanish, nothing refuses);
-* ``slow``: netem delay and loss on the host's link (it answers, slowly);
+* ``slow``: netem delay and loss on the host's link (it answers, slowly); where the kernel has
+  no ``sch_netem``, a 128 kbit/s token bucket (``tbf``) instead;
 * ``reboot``: every process in the namespace killed (guests too), its taps and bridge gone,
   then sshd back: the host returns without its guests;
 * ``daemon``: the front-end's daemon killed (``kill -9``), started again when the fault ends.
@@ -174,9 +175,11 @@ class FaultSite:
         elif fault == "link":
             sh("ip", "-n", ns, "link", "set", "eth0", "down")
         elif fault == "slow":
-            sh("nsenter", f"--net=/run/netns/{ns}", "tc", "qdisc", "add", "dev", "eth0", "root",
-               "netem", "delay", f"{int(opts.get('delay_ms', 400))}ms",
-               "loss", f"{opts.get('loss_pct', 10):g}%")
+            tc = ["nsenter", f"--net=/run/netns/{ns}", "tc", "qdisc", "add", "dev", "eth0", "root"]
+            netem = sh(*tc, "netem", "delay", f"{int(opts.get('delay_ms', 400))}ms",
+                       "loss", f"{opts.get('loss_pct', 10):g}%", check=False)
+            if netem.returncode != 0:  # no sch_netem in this kernel: a thin pipe instead
+                sh(*tc, "tbf", "rate", "128kbit", "burst", "1600", "latency", "800ms")
         elif fault == "reboot":
             kill_all(lambda: [p for p in self.host.pids() if _alive(p)], 10)
             if self.host.sshd is not None:
