@@ -101,3 +101,12 @@ class DriverError(VocloudError):
 
     status = 502
     code = "DriverError"
+
+
+class HostUnreachable(DriverError):
+    """The host could not be reached at all (refused, timed out, connection lost, not
+    authenticated): nothing was done there, so a step that meets it is still owed, not failed.
+    The lifecycle keeps such a step and carries it out when the host answers again
+    (docs/faults.md); a DriverError that is not this one means the host answered and said no."""
+
+    code = "HostUnreachable"

@@ -105,6 +105,8 @@ class Action(Strict):
 
 class HostAction(Strict):
     action: Short = Field(json_schema_extra=enum_of(HOST_USER_ACTIONS))
+    gone: StrictBool = Field(False, description="offline only: the host will never answer again; the "
+                                          "terminates its VMs owe end them as DONE (docs/faults.md)")
 
 
 class AttrsUpdate(Strict):
@@ -395,11 +397,11 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.post("/hosts/{ref}/action", responses=ok(out.Host))
     def host_action(who: Who, ref: RefPath, body: HostAction) -> JSONResponse:
-        return JSONResponse(cloud.hosts.action(who, ref, body.action))
+        return JSONResponse(cloud.hosts.action(who, ref, body.action, gone=body.gone))
 
     @r.delete("/hosts/{ref}", status_code=204)
-    def host_delete(who: Who, ref: RefPath) -> Response:
-        cloud.hosts.delete(who, ref)
+    def host_delete(who: Who, ref: RefPath, gone: bool = False) -> Response:
+        cloud.hosts.delete(who, ref, gone=gone)
         return Response(status_code=204)
 
     # ---- templates

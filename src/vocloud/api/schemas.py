@@ -99,6 +99,15 @@ class HistoryEntry(BaseModel):
     message: str
 
 
+class VMWaiting(BaseModel):
+    """An owed step waiting for its host (docs/faults.md)."""
+
+    host: str
+    since: float | None
+    reason: str
+    message: str
+
+
 class VMShow(BaseModel):
     id: int
     name: str
@@ -122,6 +131,7 @@ class VMShow(BaseModel):
     started_at: float | None
     ended_at: float | None
     state_changed_at: float
+    waiting: VMWaiting | None = None
     allowed_actions: list[str]
     leases: list[VMLease]
     template: str

@@ -12,6 +12,7 @@ Decisions are pure (``core.placement.place``, the lifecycle table); this module 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +36,13 @@ from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine.burst import note_bursts, place_bursting
 from vocloud.engine.cloud_leaks import LeakSweeper
 from vocloud.engine.domain import build_spec
+from vocloud.engine.faults import FaultLog, vm_keys_alive, waiting_host
 from vocloud.engine.migration import migrate_step
 from vocloud.engine.reboot import reboot_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
-from vocloud.errors import DriverError, InvalidInput, VocloudError
+from vocloud.errors import DriverError, HostUnreachable, InvalidInput, VocloudError
 from vocloud.model.backoff import monitor_delay, probe_due
-from vocloud.model.lifecycle import TRANSIENT, HostState, VMState
+from vocloud.model.lifecycle import OWED_TERMINATE, TRANSIENT, HostState, VMState
 from vocloud.service import capacity, vm_batch
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import Probe
@@ -117,6 +119,7 @@ class Reconciler:
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
         self.leaks = LeakSweeper(self.db, clock)  # cloud instances tagged ours, unknown to the store
         self._reports: list[vm_batch.Report] | None = None  # queued during a lifecycle pass
+        self.faults = FaultLog(log, clock)  # each fault told once, repeats summarised (faults.py)
 
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
@@ -213,7 +216,16 @@ class Reconciler:
 
     def _report(self, vm_id: int, expected: VMState, event: str, message: str = "") -> None:
         """A step's result: queued during a lifecycle pass (applied set-based, see
-        ``_flush_reports``), else applied at once."""
+        ``_flush_reports``), else applied at once.
+
+        A failure met because the host could not be reached is no failure: the steps call this
+        from their ``except DriverError`` handlers, and when the error being handled is a
+        :class:`HostUnreachable` nothing was done on the host, so it is re-raised instead of
+        taking the ``*_fail`` edge; the step stays owed and ``lifecycle_once`` makes it wait for
+        the host (docs/faults.md)."""
+        exc = sys.exception()
+        if event.endswith("_fail") and isinstance(exc, HostUnreachable):
+            raise exc
         if self._reports is None:
             self.cloud.vms.report(vm_id, expected, event, message)
         else:
@@ -241,21 +253,37 @@ class Reconciler:
             ).all()
             targets = {h.id: h for h in s.scalars(select(Host).where(
                 Host.id.in_([r[0].target_host_id for r in rows if r[0].target_host_id])))}
+        unreachable: dict[int, str] = {}  # hosts found unreachable in this pass: not tried again
+        waited: set[int] = set()
         self._reports = []
         try:
             for i, (vm, host, user, group, is_admin) in enumerate(rows):
-                try:
-                    self._step(vm, host, targets.get(vm.target_host_id or -1), user, group,
-                               bool(is_admin))
-                except VocloudError as exc:
-                    log.warning("VM %s (%s): %s", vm.id, vm.state, exc.message)
-                except Exception:  # a bug must not stop the loop for every other VM
-                    log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
                 if (i + 1) % COMMIT_CHUNK == 0:
                     self._flush_reports()
+                target = targets.get(vm.target_host_id or -1)
+                away = waiting_host(host, target, unreachable)
+                if away is not None:  # the step is owed: carried out when the host answers (faults.py)
+                    waited.add(vm.id)
+                    self.faults.tell(f"vm:{vm.id}:wait", logging.INFO,
+                                     f"VM {vm.id} ({vm.state}) waits for host {away[0]}: {away[1]}")
+                    continue
+                try:
+                    self._step(vm, host, target, user, group, bool(is_admin))
+                except HostUnreachable as exc:
+                    assert host is not None
+                    unreachable[host.id] = exc.message
+                    waited.add(vm.id)
+                    self.faults.tell(f"vm:{vm.id}:wait", logging.INFO,
+                                     f"VM {vm.id} ({vm.state}) waits for host {host.name}: {exc.message}")
+                except VocloudError as exc:
+                    self.faults.tell(f"vm:{vm.id}:step", logging.WARNING,
+                                     f"VM {vm.id} ({vm.state}): {exc.message}")
+                except Exception:  # a bug must not stop the loop for every other VM
+                    log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
             self._flush_reports()
         finally:
             self._reports = None
+        self.faults.close_where(vm_keys_alive({r[0].id for r in rows}, waited))
         return len(rows)
 
     def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str,
@@ -370,10 +398,14 @@ class Reconciler:
                     drv.shutdown(ref, vm.deploy_id, hard=hard or escalate)
                 self.cloud.vms.bump_attempt(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
         except DriverError as exc:
-            if elapsed > 2 * self.settings.shutdown_timeout:
+            if isinstance(exc, HostUnreachable):
+                raise  # not failed: owed until the host answers (lifecycle_once)
+            if st not in OWED_TERMINATE and elapsed > 2 * self.settings.shutdown_timeout:
+                # the host answered and keeps refusing: a poweroff/undeploy gives up (RUNNING)
                 self._report(vm.id, st, "shutdown_fail", exc.message)
-            else:
-                log.warning("VM %s shutdown: %s (will retry)", vm.id, exc.message)
+            else:  # a terminate is never given up (model/lifecycle.py::OWED_TERMINATE)
+                self.faults.tell(f"vm:{vm.id}:step", logging.WARNING,
+                                 f"VM {vm.id} ({st}) shutdown: {exc.message} (retrying)")
 
     def console(self, vm_id: int) -> str:
         """The guest's console log from its host's driver (caller has checked access)."""
@@ -402,6 +434,7 @@ class Reconciler:
             for i in range(0, len(due_ids), 500):
                 due += s.scalars(select(Host).where(Host.id.in_(due_ids[i:i + 500]))
                                  .order_by(Host.id))
+        self.faults.summary()
         for part in vm_batch.chunks(due, COMMIT_CHUNK):
             self._monitor_hosts(part)
 
@@ -421,8 +454,7 @@ class Reconciler:
                   i.used_mem_mib, dict(i.attrs)) for h, i in answered], at=self.clock())
         for h, _ in answered:
             if h.monitor_failures:
-                log.warning("host %s answers again after %d failed probes", h.name,
-                            h.monitor_failures)
+                self._host_back(h)
         self._vms_found_on(answered)
         self._sweep_leftovers_on(answered)
         for h, info in answered:  # cloud instances tagged ours that no VM of the store has
@@ -435,9 +467,11 @@ class Reconciler:
         except DriverError as exc:
             new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
                                                   retry_in=self.settings.probe_delay)
-            failures = h.monitor_failures + 1
-            log.warning("host %s: monitoring failed (%d in a row), next try in %.0f s: %s", h.name,
-                        failures, self.settings.probe_delay(failures), exc.message)
+            if new is not None:
+                was = f" (was {h.state})" if h.state != new.value else ""
+                self.faults.tell(f"host:{h.id}", logging.WARNING,
+                                 f"host {h.name} is {new.value}{was}, its VMs wait for it: "
+                                 f"{exc.message}")
             if new == HostState.ERROR or (new == HostState.DISABLED):
                 self._vms_lost(h, exc.message)
             return None
@@ -505,7 +539,19 @@ class Reconciler:
         for vm_id in ids:
             for st in (S.RUNNING, S.REBOOT, S.MIGRATE):
                 if self.cloud.vms.report(vm_id, st, "lost", f"host {h.name}: {why}"):
+                    log.info("VM %s is UNKNOWN (was %s): host %s does not answer", vm_id, st, h.name)
                     break
+
+    def _host_back(self, h: Host) -> None:
+        """The host answers after failed probes: told once, and its owed steps start afresh."""
+        self.faults.close(f"host:{h.id}")
+        since = h.monitor_failing_since or self.clock()
+        log.warning("host %s answers again after %d failed probes over %.0f s", h.name,
+                    h.monitor_failures, self.clock() - since)
+        resumed = self.cloud.vms.resume_owed(h.id, f"host {h.name} answers again", self.clock())
+        if resumed:
+            log.info("host %s: the owed steps of VMs %s resume", h.name,
+                     ", ".join(str(i) for i in resumed))
 
     def _vm_found(self, h: Host, domains: Mapping[str, DomainInfo], vm_id: int, state: str,
                   deploy_id: str) -> None:
@@ -513,16 +559,19 @@ class Reconciler:
         dstate = info.state if info else DomainState.MISSING
         st = VMState(state)
         if st == S.UNKNOWN and dstate == DomainState.RUNNING:
-            self.cloud.vms.report(vm_id, st, "found_running", f"host {h.name} is back")
+            if self.cloud.vms.report(vm_id, st, "found_running", f"host {h.name} is back"):
+                log.info("VM %s is RUNNING again: host %s is back", vm_id, h.name)
         elif dstate in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
             # Re-check the single guest: the list may predate a boot finished just now.
             try:
                 again = self._driver(h.vmm).poll(host_ref(h), deploy_id).state
             except DriverError:
                 return
-            if again in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
-                self.cloud.vms.report(vm_id, st, "found_off",
-                                      f"guest {deploy_id} is no longer running on {h.name}")
+            if again in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED) and \
+                    self.cloud.vms.report(vm_id, st, "found_off",
+                                          f"guest {deploy_id} is no longer running on {h.name}"):
+                log.info("VM %s is POWEROFF (was %s): its guest is no longer running on %s",
+                         vm_id, st, h.name)
 
 
 RECOVER_FAIL = {

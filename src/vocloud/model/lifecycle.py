@@ -80,6 +80,10 @@ GUEST_UP: frozenset[VMState] = frozenset({S.RUNNING, S.REBOOT, S.MIGRATE})
 
 FAILURES: frozenset[VMState] = frozenset({S.PROLOG_FAILURE, S.BOOT_FAILURE, S.EPILOG_FAILURE})
 
+#: States that carry out a terminate the API accepted: the user asked for the VM's end of life,
+#: so no event leads from them back to a running VM, only on to DONE (docs/faults.md).
+OWED_TERMINATE: frozenset[VMState] = frozenset({S.SHUTDOWN, S.SHUTDOWN_HARD, S.EPILOG})
+
 #: Final: the VM is gone; only ``delete`` (purge the record) remains.
 FINAL: frozenset[VMState] = frozenset({S.DONE})
 
@@ -142,10 +146,11 @@ VM_TABLE: dict[tuple[VMState, str], VMState] = {
     (S.SAVE_SUSPEND, "save_fail"): S.RUNNING,
     (S.SAVE_STOP, "save_ok"): S.EPILOG_STOP,
     (S.SAVE_STOP, "save_fail"): S.RUNNING,
+    # a terminate is never undone by a failure (docs/faults.md): SHUTDOWN and SHUTDOWN_HARD have
+    # no shutdown_fail; the step stays owed until it is done, the user changes their mind, or
+    # the administrator declares the host gone (host_gone below)
     (S.SHUTDOWN, "shutdown_ok"): S.EPILOG,
-    (S.SHUTDOWN, "shutdown_fail"): S.RUNNING,
     (S.SHUTDOWN_HARD, "shutdown_ok"): S.EPILOG,
-    (S.SHUTDOWN_HARD, "shutdown_fail"): S.UNKNOWN,
     (S.SHUTDOWN_POWEROFF, "shutdown_ok"): S.POWEROFF,
     (S.SHUTDOWN_POWEROFF, "shutdown_fail"): S.RUNNING,
     (S.SHUTDOWN_UNDEPLOY, "shutdown_ok"): S.EPILOG_UNDEPLOY,
@@ -161,21 +166,25 @@ VM_TABLE: dict[tuple[VMState, str], VMState] = {
     (S.UNKNOWN, "found_running"): S.RUNNING,
     (S.UNKNOWN, "found_off"): S.POWEROFF,
     (S.RUNNING, "found_off"): S.POWEROFF,
+    # host offline/delete --gone: the host will never answer again; the terminates it owes end
+    **{(st, "host_gone"): S.DONE for st in (S.SHUTDOWN, S.SHUTDOWN_HARD, S.EPILOG)},
     # recover --delete (administrators, for VMs whose host is gone): straight to DONE from any
     # state that is not final, releasing what the VM holds like any other way into DONE
     **{(st, "recover_delete"): S.DONE for st in S if st not in FINAL},
 }
 
 #: What ``recover --success`` / ``--failure`` mean in each transient state.
-RECOVER_EVENTS: dict[VMState, tuple[str, str]] = {
+RECOVER_EVENTS: dict[VMState, tuple[str, str | None]] = {
     S.PROLOG: ("prolog_ok", "prolog_fail"),
     S.BOOT: ("boot_ok", "boot_fail"),
     S.REBOOT: ("reboot_ok", "reboot_fail"),
     S.MIGRATE: ("migrate_ok", "migrate_fail"),
     S.SAVE_SUSPEND: ("save_ok", "save_fail"),
     S.SAVE_STOP: ("save_ok", "save_fail"),
-    S.SHUTDOWN: ("shutdown_ok", "shutdown_fail"),
-    S.SHUTDOWN_HARD: ("shutdown_ok", "shutdown_fail"),
+    # a terminate cannot fail back to a running VM: recover --failure is refused (--success or
+    # --delete end it)
+    S.SHUTDOWN: ("shutdown_ok", None),
+    S.SHUTDOWN_HARD: ("shutdown_ok", None),
     S.SHUTDOWN_POWEROFF: ("shutdown_ok", "shutdown_fail"),
     S.SHUTDOWN_UNDEPLOY: ("shutdown_ok", "shutdown_fail"),
     S.EPILOG: ("epilog_ok", "epilog_fail"),

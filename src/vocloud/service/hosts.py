@@ -14,11 +14,19 @@ from vocloud.core.burst import CLOUD_HYPERVISORS
 from vocloud.core.cloud_region import region_from
 from vocloud.drivers.registry import Cap, DriverCatalog, Role, builtin_catalog
 from vocloud.errors import Conflict, InvalidInput
-from vocloud.model.lifecycle import HOLDS_HOST, HOST_USER_ACTIONS, HostState, VMState, host_next
+from vocloud.model.lifecycle import (
+    HOLDS_HOST,
+    HOST_USER_ACTIONS,
+    OWED_TERMINATE,
+    HostState,
+    VMState,
+    host_next,
+)
 from vocloud.service import capacity
 from vocloud.service.acl import ObjRef
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, now, record, require, require_admin
+from vocloud.service.vms import transition
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Event, Host
 
@@ -238,13 +246,18 @@ class HostService:
                    f"by {actor.name}: {', '.join(sorted(changes))}")
             return host_dict(h)
 
-    def action(self, actor: Actor, ref: int | str, action: str) -> dict[str, Any]:
+    def action(self, actor: Actor, ref: int | str, action: str, gone: bool = False) -> dict[str, Any]:
+        """``gone`` (offline only): the host will never answer again; see :meth:`_end_owed`."""
         require_admin(actor, f"{action} hosts")
         if action not in HOST_USER_ACTIONS:
             known = ", ".join(sorted(HOST_USER_ACTIONS))
             raise InvalidInput(f"unknown host action {action!r}; one of: {known}")
+        if gone and action != "offline":
+            raise InvalidInput(f"gone applies to offline (and delete) only, not {action}")
         with self.db.write() as s:
             h = find(s, Host, "host", ref, lock=True)
+            if gone:
+                self._end_owed(s, h, actor)
             if action == "offline" and h.running_vms > 0:
                 raise Conflict(f"host {h.name} still holds {h.running_vms} VMs; migrate or terminate "
                                "them before taking it offline")
@@ -253,10 +266,13 @@ class HostService:
                 h.monitor_next_at = None  # the administrator says it is fixed: probe it now
             return host_dict(h)
 
-    def delete(self, actor: Actor, ref: int | str) -> None:
+    def delete(self, actor: Actor, ref: int | str, gone: bool = False) -> None:
+        """``gone``: the host will never answer again; see :meth:`_end_owed`."""
         require_admin(actor, "delete hosts")
         with self.db.write() as s:
             h = find(s, Host, "host", ref, lock=True)
+            if gone:
+                self._end_owed(s, h, actor)
             busy = s.scalar(select(func.count()).select_from(VM).where(VM.host_id == h.id)
                             .where(VM.state.in_([st.value for st in HOLDS_HOST])))
             if busy:
@@ -267,6 +283,29 @@ class HostService:
             s.execute(update(VM).where(VM.host_id == h.id).values(host_id=None))
             record(s, "host", h.id, "delete", h.state, "", f"by {actor.name}")
             s.delete(h)
+
+    @staticmethod
+    def _end_owed(s: Session, h: Host, actor: Actor) -> None:
+        """The administrator declares ``h`` gone for good: the terminates its VMs owe end them
+        as DONE (``host_gone``) with that reason, releasing their lease, quota and images like
+        any way into DONE. Every other VM it holds was not asked to end, so it is not ended:
+        the caller's check refuses (naming them) and this transaction changes nothing."""
+        why = f"host {h.name} declared gone for good by {actor.name}"
+        owed = s.scalars(select(VM).where(VM.host_id == h.id)
+                         .where(VM.state.in_([st.value for st in OWED_TERMINATE]))
+                         .order_by(VM.id).with_for_update())
+        for vm in list(owed):
+            transition(s, vm, "host_gone", why)
+            vm.error = why
+        s.flush()
+        s.refresh(h)
+        left = list(s.execute(select(VM.id, VM.state).where(VM.host_id == h.id)
+                              .where(VM.state.in_([st.value for st in HOLDS_HOST]))
+                              .order_by(VM.id)))
+        if left:
+            listed = ", ".join(f"{i} ({st})" for i, st in left[:20])
+            raise Conflict(f"host {h.name} still holds VMs that were not asked to end: {listed}; "
+                           "terminate them (they end with the host) or vm recover --delete them")
 
     @staticmethod
     def _move(s: Session, h: Host, action: str, message: str) -> HostState:

@@ -11,6 +11,7 @@ next loop pass works on the new state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -48,6 +49,19 @@ from vocloud.store.db import Database
 from vocloud.store.schema import VM, Event, Group, Host, Image, Lease, Network, SiteSetting, User
 
 MAX_COUNT = ADMIN_MAX_VMS_PER_REQUEST
+
+
+def waiting(vm: VM, host: Host | None) -> dict[str, Any] | None:
+    """What an owed step waits for: its host, failing since when and why (None: not waiting).
+
+    A VM in a transient state owes a driver step; while its host's probes fail the engine does
+    not try it (engine/faults.py) and carries it out when the host answers (docs/faults.md)."""
+    if host is None or VMState(vm.state) not in TRANSIENT or not host.monitor_failures:
+        return None
+    since = host.monitor_failing_since
+    when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "?"
+    return {"host": host.name, "since": since, "reason": host.error,
+            "message": f"{vm.state}, waiting for host {host.name} since {when}: {host.error}"}
 
 
 def vm_ref(vm: VM) -> ObjRef:
@@ -448,9 +462,10 @@ class VMService:
             st = VMState(vm.state)
             if op in ("success", "failure"):
                 events = RECOVER_EVENTS.get(st)
-                if events is None:
+                event = None if events is None else events[0] if op == "success" else events[1]
+                if event is None:
                     raise IllegalAction("VM", vm.id, st.value, f"recover --{op}")
-                transition(s, vm, events[0] if op == "success" else events[1], f"recover by {actor.name}")
+                transition(s, vm, event, f"recover by {actor.name}")
             elif op == "retry":
                 if st in TRANSIENT:
                     vm.step_attempts = 0
@@ -505,6 +520,22 @@ class VMService:
         event's message per VM where it says more than the host (bursting: why the cloud)."""
         with self.db.write() as s:
             return vm_batch.schedule(s, placements, now(), reasons)
+
+    def resume_owed(self, host_id: int, message: str, at: float | None = None) -> list[int]:
+        """The host answers again: the steps its VMs owe start afresh (their state's clock from
+        ``at``, so a boot or shutdown gets its full window; the ACPI request is sent again),
+        noted in each VM's history. Returns the VMs' ids (docs/faults.md)."""
+        at = now() if at is None else at
+        with self.db.write() as s:
+            vms = list(s.scalars(select(VM).where(VM.host_id == host_id)
+                                 .where(VM.state.in_([st.value for st in TRANSIENT]))
+                                 .order_by(VM.id).with_for_update()))
+            for vm in vms:
+                vm.state_changed_at = at
+                vm.step_attempts = 0
+                record(s, "vm", vm.id, "resume_owed", vm.state, vm.state, message, at,
+                       host_id=vm.host_id)
+            return [vm.id for vm in vms]
 
     def bump_attempt(self, vm_id: int, expected: VMState, message: str = "") -> None:
         """Remember that a step's driver call was made (e.g. the ACPI request was sent)."""
@@ -610,6 +641,7 @@ class VMService:
                 "sched_message": vm.sched_message, "error": vm.error,
                 "created_at": vm.created_at, "started_at": vm.started_at, "ended_at": vm.ended_at,
                 "state_changed_at": vm.state_changed_at,
+                "waiting": waiting(vm, host),
                 "allowed_actions": [a for a in vm_allowed_actions(vm.state)
                                     if a != "migrate" or (host is not None and self._can_migrate(host))],
                 "leases": [{"ip": ipam.int_to_ip(ip), "mac": mac, "network": net}

@@ -130,17 +130,34 @@ def _action(name: str, doc: str) -> None:
 
 _action("enable", "Let the scheduler place VMs on the hosts again.")
 _action("disable", "Keep the hosts' VMs running but place no new ones there.")
-_action("offline", "Take empty hosts out of service (no monitoring, no VMs).")
+GoneFlag = Annotated[bool, typer.Option(
+    "--gone", help="The host will never answer again: the terminates its VMs owe end them as DONE "
+                   "(lease and quota released). Refused, changing nothing, while it holds VMs "
+                   "nobody asked to end.")]
+
+
+@app.command("offline")
+def offline(ctx: typer.Context,
+            hosts: Annotated[list[str], typer.Argument(help="Host names or IDs.")],
+            gone: GoneFlag = False) -> None:
+    """Take empty hosts out of service (no monitoring, no VMs)."""
+    client = api(ctx)
+    body: dict[str, Any] = {"action": "offline", **({"gone": True} if gone else {})}
+    for_each(hosts, "host", lambda ref: client.post(f"/hosts/{ref}/action", body)["state"])
 
 
 @app.command("delete")
 def delete(ctx: typer.Context,
-           hosts: Annotated[list[str], typer.Argument(help="Host names or IDs.")]) -> None:
+           hosts: Annotated[list[str], typer.Argument(help="Host names or IDs.")],
+           gone: GoneFlag = False) -> None:
     """Forget hosts that hold no VMs."""
     client = api(ctx)
 
     def one(ref: str) -> str:
-        client.delete(f"/hosts/{ref}")
+        if gone:
+            client.delete(f"/hosts/{ref}", gone="true")
+        else:
+            client.delete(f"/hosts/{ref}")
         return "deleted"
 
     for_each(hosts, "host", one)

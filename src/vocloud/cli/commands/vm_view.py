@@ -30,6 +30,10 @@ def render(vm: dict[str, Any]) -> None:
         out.echo()
         out.section("SCHEDULING")
         out.fields([("NOT PLACED", vm.get("sched_message") or "waiting for the next scheduler cycle")])
+    if vm.get("waiting"):
+        out.echo()
+        out.section("OWED ACTION")
+        out.fields([("WAITING", vm["waiting"]["message"])])
     if vm.get("error") or vm["state"] in _FAILED:
         out.echo()
         out.section("ERROR")

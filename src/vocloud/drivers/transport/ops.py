@@ -103,9 +103,12 @@ class SshOps:
             return 0
 
     def write_text(self, path: Path, text: str) -> None:
-        """Write to ``<name>.tmp`` and rename, as LocalOps does, so readers never see half."""
-        tmp = path.with_name(path.name + ".tmp")
-        res = self._sh('umask 077 && cat > "$1" && mv -f "$1" "$2"', str(tmp), str(path), input=text.encode())
+        """Write to ``<name>.tmp.<pid>`` and rename, as LocalOps does, so readers never see half.
+        The shell's pid makes the temporary name the writer's own: two loops writing the same
+        file at once (the monitor and the lifecycle both seeing a guest's ready marker) once
+        raced on one ``.tmp`` and the loser's ``mv`` failed its VM's boot (issue 19's suite)."""
+        res = self._sh('umask 077 && tmp="$1.$$" && cat > "$tmp" && mv -f "$tmp" "$2"',
+                       str(path.with_name(path.name + ".tmp")), str(path), input=text.encode())
         _check(res, f"write {path}", self.host)
 
     def put_file(self, local: Path, path: Path) -> None:

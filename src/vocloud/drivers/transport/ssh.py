@@ -15,7 +15,10 @@ Why this shape:
   the error goes to the caller, who (the monitor loop) marks the host ERROR.
 * Every failure is a :class:`~vocloud.errors.DriverError` naming the host and its transport and
   saying what an admin can act on: connection refused, timed out, authentication failed, host
-  key not verifiable.
+  key not verifiable. Those that mean "the host was not reached" (no connection, or it was lost)
+  are its subclass :class:`~vocloud.errors.HostUnreachable`: the engine keeps the step owed
+  instead of failing it (docs/faults.md). A command that ran and failed, or timed out while
+  running, stays a plain DriverError.
 
 Host keys are always checked unless explicitly disabled: ``known_hosts`` is an OpenSSH
 ``known_hosts`` file (default ``~/.ssh/known_hosts`` of the user running vocloud, or
@@ -41,7 +44,7 @@ import asyncssh
 from vocloud.drivers.base import CommandResult, HostRef
 from vocloud.drivers.transport.address import SshAddress, parse_ssh
 from vocloud.drivers.transport.feed import Source, close_quietly, ready_argument
-from vocloud.errors import DriverError
+from vocloud.errors import DriverError, HostUnreachable
 
 T = TypeVar("T")
 
@@ -110,7 +113,7 @@ class SshTransport:
             return future.result(limit)
         except FutureTimeout:
             future.cancel()
-            raise DriverError("ssh operation did not finish in time") from None
+            raise HostUnreachable("ssh operation did not finish in time") from None
 
     def close(self) -> None:
         """Close every cached connection and stop the loop thread; the transport can be reused."""
@@ -186,21 +189,21 @@ class SshTransport:
             return await asyncio.wait_for(asyncssh.connect(addr.address, **options),
                                           self.connect_timeout + 1)
         except ConnectionRefusedError:
-            raise DriverError(f"{where}: connection refused (is sshd running on port {addr.port}?)"
+            raise HostUnreachable(f"{where}: connection refused (is sshd running on port {addr.port}?)"
                               ) from None
         except TimeoutError:
-            raise DriverError(f"{where}: connection timed out after {self.connect_timeout:g} s"
+            raise HostUnreachable(f"{where}: connection timed out after {self.connect_timeout:g} s"
                               ) from None
         except asyncssh.PermissionDenied:
-            raise DriverError(f"{where}: authentication failed for user {addr.user!r} "
+            raise HostUnreachable(f"{where}: authentication failed for user {addr.user!r} "
                               "(is vocloud's public key in the host's authorized_keys?)") from None
         except asyncssh.HostKeyNotVerifiable as exc:
             known = self.known_hosts or "~/.ssh/known_hosts"
-            raise DriverError(f"{where}: host key not verifiable against {known} ({exc.reason}); "
+            raise HostUnreachable(f"{where}: host key not verifiable against {known} ({exc.reason}); "
                               f"add the host's key, e.g. ssh-keyscan -p {addr.port} {addr.address}"
                               ) from None
         except (asyncssh.Error, OSError) as exc:
-            raise DriverError(f"{where}: cannot connect: {_reason(exc)}") from None
+            raise HostUnreachable(f"{where}: cannot connect: {_reason(exc)}") from None
 
     # ------------------------------------------------------------ Transport
 
@@ -230,7 +233,7 @@ class SshTransport:
                 await self._drop(addr)
                 if cached and attempt == 1:
                     continue
-                raise DriverError(f"{where}: connection lost: {_reason(exc)}") from None
+                raise HostUnreachable(f"{where}: connection lost: {_reason(exc)}") from None
             code = proc.returncode if proc.returncode is not None else 255
             return CommandResult(code, _as_bytes(proc.stdout), _as_bytes(proc.stderr))
         raise AssertionError("unreachable")
@@ -274,7 +277,7 @@ class SshTransport:
                 await self._drop(addr)
                 if cached and attempt == 1 and sent[0] == 0:
                     continue
-                raise DriverError(f"{where}: connection lost after {sent[0]} bytes sent: "
+                raise HostUnreachable(f"{where}: connection lost after {sent[0]} bytes sent: "
                                   f"{_reason(exc)}") from None
         raise AssertionError("unreachable")
 
@@ -332,7 +335,7 @@ class SshTransport:
                 await self._drop(addr)
                 if cached and attempt == 1:
                     continue
-                raise DriverError(f"{where}: connection lost: {_reason(exc)}") from None
+                raise HostUnreachable(f"{where}: connection lost: {_reason(exc)}") from None
             except OSError as exc:
                 raise DriverError(f"{where}: cannot copy {local}: {exc}") from None
 

@@ -51,6 +51,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -140,7 +141,8 @@ class LocalOps:
             return 0
 
     def write_text(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
+        # the writer's own temporary name: two loop threads may write the same file at once
+        tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(text)
         tmp.replace(path)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vocloud.drivers.base import DomainInfo, DomainSpec, DomainState, HostInfo, HostRef
-from vocloud.errors import DriverError
+from vocloud.errors import DriverError, HostUnreachable
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -51,7 +51,7 @@ class SimDriver:
     def _reachable(self, host: HostRef) -> Path:
         d = self.host_dir(host)
         if (d / "UNREACHABLE").exists():
-            raise DriverError(f"host {host.name} does not answer (sim: UNREACHABLE is set)")
+            raise HostUnreachable(f"host {host.name} does not answer (sim: UNREACHABLE is set)")
         return d
 
     def _path(self, host: HostRef, deploy_id: str) -> Path:
