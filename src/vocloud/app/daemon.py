@@ -25,11 +25,13 @@ import uvicorn
 
 from vocloud.api import occi
 from vocloud.api.ec2.app import create_ec2_app
+from vocloud.api.host_leases import router as host_leases_router
 from vocloud.api.metrics import Metrics, RequestMetrics
 from vocloud.api.ops import FrontendTag
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.api.xmlrpc.app import xmlrpc_router
+from vocloud.app import host_leases
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
@@ -112,6 +114,7 @@ class Loops:
         self.threads: list[threading.Thread] = []
         #: told each pass's duration and whether it failed (the /metrics histograms)
         self.observe: Callable[[str, float, bool], None] | None = None
+        self.extra: list[tuple[str, Callable[[], Any], float]] = []  # (name, pass, interval)
 
     def _run(self, name: str, fn: Callable[[], Any], interval: float) -> None:
         while not self.stop.is_set():
@@ -137,6 +140,7 @@ class Loops:
             plan.append(("pools", self.pools, s.pool_interval))
         if self.lease is not None:
             plan.append(("lease", self._beat, self.lease.ttl / 3))
+        plan += self.extra
         for name, fn, interval in plan:
             t = threading.Thread(target=self._run, args=(name, fn, interval), name=f"vocloud-{name}",
                                  daemon=True)
@@ -211,6 +215,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
                            settings.max_host_dispatch),
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
         monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
+        lease_drain_lead=settings.host_lease_drain_lead,
     )
     reconciler = Reconciler(cloud, registry.lazy(Role.VMM), loop_settings,
                             storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
@@ -245,6 +250,10 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     cloud.accounting.cloud_service = settings.apel_service
     cloud.audit.retention_days = settings.audit_retention_days
     app.include_router(ops_router())
+    app.state.host_leases, lease_loop = host_leases.wire(settings, cloud)  # docs/host-leases.md
+    app.include_router(host_leases_router())
+    if lease_loop is not None:
+        loops.extra.append(("host-leases", lease_loop.reconcile_once, settings.monitor_interval))
     metrics = Metrics(cloud.db)
     loops.observe = metrics.observe_loop
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import select, update
 
+from vocloud.core.lease_fit import lease_fit
 from vocloud.core.placement import HostView, PendingVM, PolicyKind, SchedPolicy, SchedResult, place
 from vocloud.drivers.base import (
     DomainInfo,
@@ -54,6 +55,7 @@ class LoopSettings:
     shutdown_timeout: float = 60.0
     monitor_interval: float = 5.0
     host_backoff_max: float = 300.0  # the longest wait between probes of a failing host
+    lease_drain_lead: float = 120.0  # a leased host drains this long before its lease ends
 
     def probe_delay(self, failures: int) -> float:
         return monitor_delay(failures, self.monitor_interval, self.host_backoff_max)
@@ -159,10 +161,13 @@ class Reconciler:
                 for h in s.scalars(select(Host).where(Host.state == HostState.MONITORED.value)
                                    .order_by(Host.id))
             ]
+            # leased hosts take only VMs that end in time (core/lease_fit.py)
+            fit = lease_fit(hosts, self.clock(), self.settings.lease_drain_lead)
             pending = [
-                PendingVM(id=r.id, cpu=r.cpu_m / 1000, memory=r.memory, requirements=r.requirements,
-                          rank=r.rank)
-                for r in s.execute(select(VM.id, VM.cpu_m, VM.memory, VM.requirements, VM.rank)
+                PendingVM(id=r.id, cpu=r.cpu_m / 1000, memory=r.memory, rank=r.rank,
+                          requirements=fit(r.requirements, r.walltime))
+                for r in s.execute(select(VM.id, VM.cpu_m, VM.memory, VM.requirements, VM.rank,
+                                          VM.walltime)
                                    .where(VM.state == S.PENDING.value).order_by(VM.id))
             ]
             old_msgs: dict[int, str] = {

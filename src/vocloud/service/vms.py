@@ -258,6 +258,7 @@ class VMService:
                     cpu_m=cpu_m, vcpu=spec.vcpu, memory=spec.memory_mib,
                     requirements=spec.requirements, rank=spec.rank,
                     created_at=at, state_changed_at=at, site_secrets=" ".join(admitted),
+                    walltime=spec.walltime,
                 )
                 s.add(vm)
                 s.flush()
