@@ -26,7 +26,9 @@ def wire(settings: Settings, cloud: Cloud) -> tuple[HostLeaseService, LeaseLoop 
     jobs: dict[str, LeaseJobs] = {n: ADAPTERS[n]() for n in names}
     # the agent runs this Python and this vocloud on the node (a shared install); nothing else
     # of the daemon's environment reaches the job
-    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    path = os.pathsep.join(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p)
+    env = {"PYTHONPATH": path} if path else {}
     service = HostLeaseService(cloud.db, jobs, url=settings.host_lease_url,
                                agent=[sys.executable, "-m", "vocloud.cli.lease_agent"],
                                agent_env=env, catalog=cloud.hosts.catalog)

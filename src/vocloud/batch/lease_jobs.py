@@ -8,7 +8,8 @@ The job script carries the lease's **one-time token** and nothing else secret. I
 agent on its standard input (a here-document), never on a command line (``ps`` shows argv to
 every user of the node) nor in the environment; the script itself is readable only by the job's
 owner and the batch system's administrators. The daemon's own environment (which may hold an
-administrator token) is not passed to the job: Slurm is told ``--export=NONE``.
+administrator token) is not passed to the job: ``sbatch`` runs with only ``PATH``, the locale
+and the batch system's own variables (:data:`PASSED_ENV`), and the job inherits just those.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from vocloud.model.host_lease import JobView
 from vocloud.model.walltime import slurm_time
 
 JOB_PREFIX = "vocloud-lease-"
+#: the daemon's environment variables a lease job may see (everything else stays in the daemon)
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "SGE_ROOT", "SGE_CELL")
 
 
 def job_name(lease_id: int) -> str:
@@ -84,7 +87,8 @@ def _run(argv: Sequence[str], env: Mapping[str, str], stdin: str | None = None,
          timeout: float = 60.0) -> str:
     try:
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **env}, check=False)
+                              env={**{k: v for k, v in os.environ.items() if k in PASSED_ENV},
+                                   **env}, check=False)
     except FileNotFoundError:
         raise CommandFailed(argv, f"{argv[0]}: command not found (is the batch system's client "
                                   "installed and on PATH?)") from None
@@ -105,7 +109,7 @@ class SlurmLeaseJobs:
 
     def submit(self, lease_id: int, script: str, walltime_s: float, partition: str) -> str:
         argv = ["sbatch", "--parsable", f"--job-name={job_name(lease_id)}", "--nodes=1",
-                "--exclusive", f"--time={slurm_time(walltime_s)}", "--export=NONE",
+                "--exclusive", f"--time={slurm_time(walltime_s)}", "--export=ALL",
                 "--output=/dev/null", "--chdir=/"]
         if partition:
             argv.append(f"--partition={partition}")
