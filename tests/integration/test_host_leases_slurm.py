@@ -12,6 +12,8 @@ is covered on both databases by tests/integration/test_host_leases.py.
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +95,6 @@ def test_leased_hosts_take_vms_that_fit_and_drain_on_scancel_and_walltime(site: 
     d, slurm = site.daemon, site.slurm
     r = d.ok("host", "lease", "--batch", "slurm", "--nodes", "2", "--walltime", "1m",
              "--vmm", "sim", "--cpu", "2", "--memory", "1024", "--json")
-    import json
     rows = json.loads(r.out)
     assert [row["state"] for row in rows] == ["SUBMITTED", "SUBMITTED"] and all(
         row["job_id"] for row in rows), rows
@@ -160,8 +161,8 @@ def test_leased_hosts_take_vms_that_fit_and_drain_on_scancel_and_walltime(site: 
     slurm.wait_for(lambda: slurm.job_state(leases[second]["job_id"]) in ("GONE", "CANCELLED",
                                                                           "COMPLETED"),
                    40, "the second job to leave")
-    for h in site.lab.hosts:  # nothing of the lease is left on the nodes
-        slurm.wait_for(lambda h=h: not _agent_pids(h.netns), 20, f"the agent on {h.netns} to exit")
+    slurm.wait_for(lambda: not any(_agent_pids(h.netns) for h in site.lab.hosts), 20,
+                   "the agents to exit")  # nothing of the lease is left on the nodes
     ended = _leases(d)
     assert ended[second]["lease_end"] is not None and ended[second]["ended_at"] < (
         ended[second]["lease_end"]), "the host must leave before its lease ends"
@@ -169,10 +170,14 @@ def test_leased_hosts_take_vms_that_fit_and_drain_on_scancel_and_walltime(site: 
         assert _vm(d, v)["state"] == "PENDING"
 
 
+def _is_done(d: Daemon, vm: int) -> bool:
+    return bool(_vm(d, vm)["state"] == "DONE")
+
+
 def _drained_cleanly(d: Daemon, vms: list[int]) -> None:
     assert len(vms) == 2
     for v in vms:
-        d.wait_for(f"VM {v} to be DONE", lambda v=v: _vm(d, v)["state"] == "DONE", 20)
+        d.wait_for(f"VM {v} to be DONE", functools.partial(_is_done, d, v), 20)
         steps = [(e["from"], e["to"]) for e in _vm(d, v)["history"]]
         assert ("RUNNING", "SHUTDOWN") in steps, steps  # an ACPI shutdown first
         assert not any(to == "SHUTDOWN_HARD" for _, to in steps), steps
