@@ -67,6 +67,8 @@ class LeaseLoop:
             busy = HostLeaseService.host_busy(s, row.host_id)
             new, why = lease_next(old, job, at, row.lease_end, self.drain_lead,
                                   row.ending_at is not None, busy == 0)
+            if new is LeaseState.DRAINING and old is not new and busy == 0:  # nothing to drain
+                new, why = LeaseState.ENDED, f"{why}; no VM to drain"
             if new is not old:
                 row.state = new.value
                 record(s, "lease", row.id, new.value.lower(), old.value, new.value, why, at=at)
