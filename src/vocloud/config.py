@@ -110,6 +110,9 @@ class Settings:
     host_lease_batch: str = ""
     host_lease_url: str = ""
     host_lease_drain_lead: float = 120.0
+    # lease by itself when VMs with a known end (WALLTIME, pool max_lifetime) wait for room:
+    # "slurm nodes=4 walltime=4h [partition=P] [vmm=qemu] [cpu=N memory=MiB] [grace=30]"
+    host_lease_auto: str = ""
 
     @property
     def database_url(self) -> str:

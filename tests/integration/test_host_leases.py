@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 
 from tests.support.helpers import admin, user_in
 from vocloud.batch.runner import CommandFailed
-from vocloud.engine.host_leases import LeaseLoop
+from vocloud.app.host_leases import parse_auto
+from vocloud.engine.host_leases import AutoLease, AutoLeaser, LeaseLoop
 from vocloud.errors import Conflict, Forbidden, InvalidInput, VocloudError
 from vocloud.model.host_lease import JobView
 from vocloud.service.cloud import Cloud
@@ -218,3 +219,36 @@ def test_a_cancelled_lease_drains_and_a_lease_without_a_node_ends(cloud: Cloud) 
     assert [svc.show(root, x["id"])["state"] for x in (a, b)] == ["ENDED", "ENDED"]
     assert svc.list(root) == [] and len(svc.list(root, all_=True)) == 2
     assert _count(cloud, Host) == 0
+
+
+def test_auto_lease_asks_one_node_at_a_time_for_vms_that_wait(cloud: Cloud) -> None:
+    jobs = FakeJobs()
+    svc = _service(cloud, jobs)
+    root = admin(cloud)
+    now = [1e10]
+    auto = AutoLease("slurm", nodes=2, walltime=3600, vmm="sim", cpu=2, memory=2048, grace=30)
+    leaser = AutoLeaser(cloud.db, svc, auto, drain_lead=100, clock=lambda: now[0])
+    cloud.vms.create(root, "CPU=1\nMEMORY=64\n", count=3)  # no known end: never a reason
+    cloud.vms.create(root, "CPU=1\nMEMORY=64\nWALLTIME=4h\n")  # longer than any auto lease
+    assert leaser.once() == 0
+    cloud.vms.create(root, "CPU=1\nMEMORY=64\nWALLTIME=10m\n", count=3)
+    now[0] = 0.0  # just created: within the grace
+    assert leaser.once() == 0
+    now[0] = 1e10
+    assert leaser.once() == 1 and leaser.once() == 0  # the first is still queued
+    [first] = svc.list(root)
+    svc.register(first["id"], _token(jobs, first["job_id"]), "10.1.2.3", 0)
+    assert leaser.once() == 1 and len(svc.list(root)) == 2
+    svc.register(svc.list(root)[1]["id"], _token(jobs, svc.list(root)[1]["job_id"]), "10.1.2.4", 0)
+    assert leaser.once() == 0  # at the limit of 2 live leases
+
+
+@pytest.mark.parametrize("text", ["pbs nodes=1 walltime=1h", "slurm nodes=0 walltime=1h",
+                                  "slurm nodes=2", "slurm nodes=x walltime=1h",
+                                  "slurm nodes=1 walltime=1h colour=red", "slurm walltime=never"])
+def test_auto_lease_setting_is_checked(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_auto(text, ["slurm"])
+    assert parse_auto("", ["slurm"]) is None
+    got = parse_auto("slurm nodes=3 walltime=2h partition=cloud vmm=sim cpu=4 memory=8192", ["slurm"])
+    assert got == AutoLease("slurm", 3, 7200.0, "cloud", "sim", 4.0, 8192)

@@ -253,7 +253,7 @@ def build(settings: Settings) -> tuple[Any, Loops, Cloud]:
     app.state.host_leases, lease_loop = host_leases.wire(settings, cloud)  # docs/host-leases.md
     app.include_router(host_leases_router())
     if lease_loop is not None:
-        loops.extra.append(("host-leases", lease_loop.reconcile_once, settings.monitor_interval))
+        loops.extra.append(("host-leases", lease_loop, settings.monitor_interval))
     metrics = Metrics(cloud.db)
     loops.observe = metrics.observe_loop
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)

@@ -80,3 +80,12 @@ def lease_next(state: LeaseState, job: JobView, now: float, lease_end: float | N
     if host_empty:
         return LeaseState.ENDED, "drained: every VM shut down, the host left"
     return state, ""
+
+
+def auto_lease_count(waiting: int, in_flight: int, live: int, max_nodes: int) -> int:
+    """How many nodes the daemon leases now for VMs that wait for room (``host_lease_auto``):
+    one at a time, only while nothing it asked for is still queued, never beyond ``max_nodes``
+    live leases. A gentle ramp: each new host is used before the next is asked for."""
+    if waiting <= 0 or in_flight > 0 or live >= max_nodes:
+        return 0
+    return 1

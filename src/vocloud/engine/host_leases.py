@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from vocloud.batch.lease_jobs import LeaseJobs
-from vocloud.core.lease_fit import lease_next
+from vocloud.core.lease_fit import auto_lease_count, lease_next
 from vocloud.errors import IllegalAction, VocloudError
 from vocloud.model.host_lease import FINAL, JobView, LeaseState
-from vocloud.model.lifecycle import HOLDS_HOST, HostState, host_next
+from vocloud.model.lifecycle import HOLDS_HOST, HostState, VMState, host_next
 from vocloud.service.base import record
 from vocloud.service.host_leases import HostLeaseService
 from vocloud.service.vms import transition
@@ -104,3 +105,45 @@ class LeaseLoop:
                 transition(s, vm, "terminate", f"host lease {row.id} ends: {why}")
             except IllegalAction:
                 continue  # already shutting down, or in a step that cannot be interrupted
+
+
+@dataclass(frozen=True)
+class AutoLease:
+    """``host_lease_auto``: lease nodes by itself when VMs with a known end wait for room."""
+
+    batch: str
+    nodes: int
+    walltime: float
+    partition: str = ""
+    vmm: str = "qemu"
+    cpu: float | None = None
+    memory: int | None = None
+    grace: float = 30.0  # a VM waits this long before it counts
+
+
+class AutoLeaser:
+    """One pass: count the VMs that wait and could run on a new lease; lease one node."""
+
+    def __init__(self, db: Database, service: HostLeaseService, auto: AutoLease, drain_lead: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db, self.service, self.auto, self.drain_lead = db, service, auto, drain_lead
+        self.clock = clock
+
+    def once(self) -> int:
+        at = self.clock()
+        longest = self.auto.walltime - self.drain_lead - 60  # a minute for the node to come
+        with self.db.read() as s:
+            waiting = int(s.scalar(
+                select(func.count()).select_from(VM).where(VM.state == VMState.PENDING.value)
+                .where(VM.walltime.is_not(None)).where(VM.walltime <= longest)
+                .where(VM.state_changed_at <= at - self.auto.grace)) or 0)
+            live = list(s.scalars(select(HostLease.state).where(
+                HostLease.state.not_in([st.value for st in FINAL]))))
+        n = auto_lease_count(waiting, live.count(LeaseState.SUBMITTED.value), len(live),
+                             self.auto.nodes)
+        if n:
+            a = self.auto
+            rows = self.service.submit(a.batch, n, a.walltime, a.partition, a.vmm, a.cpu, a.memory,
+                                       f"auto-lease: {waiting} VMs waiting for room")
+            log.info("auto-lease: %s VMs wait; leased %s", waiting, [r["id"] for r in rows])
+        return n

@@ -78,6 +78,13 @@ class HostLeaseService:
                 memory: int | None = None) -> list[dict[str, Any]]:
         """Submit ``nodes`` lease jobs; each row says its job id or why it failed."""
         require_admin(actor, "lease hosts")
+        return self.submit(batch, nodes, walltime, partition, vmm, cpu, memory, f"by {actor.name}")
+
+    def submit(self, batch: str, nodes: int, walltime: str | float, partition: str = "",
+               vmm: str = "qemu", cpu: float | None = None, memory: int | None = None,
+               by: str = "") -> list[dict[str, Any]]:
+        """:meth:`request` once its caller is known to be allowed (an administrator, or the
+        daemon's own auto-lease for waiting VMs)."""
         if batch not in self.jobs:
             have = ", ".join(sorted(self.jobs)) or "none (set host_lease_batch)"
             raise InvalidInput(f"no batch system {batch!r} for host leases; configured: {have}")
@@ -110,7 +117,7 @@ class HostLeaseService:
                 s.add(row)
                 s.flush()
                 made.append((row.id, token))
-                record(s, "lease", row.id, "request", "", row.state, f"by {actor.name}")
+                record(s, "lease", row.id, "request", "", row.state, by)
         for lease_id, token in made:  # outside the transaction: sbatch may take a while
             script = lease_script(lease_id, token, self.url, self.agent, self.agent_env,
                                   self.agent_wait)
@@ -130,7 +137,8 @@ class HostLeaseService:
                     row.state, row.message, row.ended_at = LeaseState.FAILED.value, error, now()
                     record(s, "lease", lease_id, "submit_fail", LeaseState.SUBMITTED.value,
                            row.state, error)
-        return [self.show(actor, lease_id) for lease_id, _ in made]
+        with self.db.read() as s:
+            return [lease_dict(self._get(s, lease_id)) for lease_id, _ in made]
 
     def list(self, actor: Actor, all_: bool = False) -> list[dict[str, Any]]:
         require_admin(actor, "see host leases")
