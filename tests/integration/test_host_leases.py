@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.helpers import admin, user_in
-from vocloud.batch.runner import CommandFailed
 from vocloud.app.host_leases import parse_auto
+from vocloud.batch.runner import CommandFailed
 from vocloud.engine.host_leases import AutoLease, AutoLeaser, LeaseLoop
 from vocloud.errors import Conflict, Forbidden, InvalidInput, VocloudError
 from vocloud.model.host_lease import JobView
