@@ -252,3 +252,17 @@ def test_auto_lease_setting_is_checked(text: str) -> None:
     assert parse_auto("", ["slurm"]) is None
     got = parse_auto("slurm nodes=3 walltime=2h partition=cloud vmm=sim cpu=4 memory=8192", ["slurm"])
     assert got == AutoLease("slurm", 3, 7200.0, "cloud", "sim", 4.0, 8192)
+
+
+def test_a_lease_being_submitted_is_not_taken_for_gone(cloud: Cloud) -> None:
+    """The loop may see a lease between its row and its job id (sbatch still running)."""
+    now = [0.0]
+    loop = LeaseLoop(cloud.db, {"slurm": FakeJobs()}, drain_lead=100, clock=lambda: now[0])
+    with cloud.db.write() as s:
+        s.add(HostLease(batch="slurm", walltime=3600.0, token_hash="0" * 64, created_at=0.0))
+    loop.reconcile_once()
+    svc = _service(cloud, FakeJobs())
+    assert svc.list(admin(cloud))[0]["state"] == "SUBMITTED"
+    now[0] = 301.0  # never submitted (the daemon stopped between the row and sbatch)
+    loop.reconcile_once()
+    assert svc.list(admin(cloud), all_=True)[0]["state"] == "ENDED"

@@ -29,6 +29,7 @@ from vocloud.store.db import Database
 from vocloud.store.schema import VM, Host, HostLease
 
 log = logging.getLogger("vocloud.engine.leases")
+SUBMIT_GRACE = 300.0  # a lease still without a job id after this long was never submitted
 
 
 class LeaseLoop:
@@ -52,8 +53,9 @@ class LeaseLoop:
                 for j, v in self.jobs[batch].states(ids).items():
                     views[(batch, j)] = v
         for lease_id, batch, job in live:
+            # no job id yet: being submitted right now (or the daemon died mid-way: see _step)
             try:
-                self._step(lease_id, views.get((batch, job), JobView.PENDING if job else JobView.GONE))
+                self._step(lease_id, views.get((batch, job), JobView.PENDING))
             except VocloudError as exc:
                 log.warning("host lease %s: %s", lease_id, exc.message)
 
@@ -65,6 +67,8 @@ class LeaseLoop:
             if row is None or LeaseState(row.state) in FINAL:
                 return
             old = LeaseState(row.state)
+            if not row.job_id and at - row.created_at > SUBMIT_GRACE:
+                job = JobView.GONE  # its submission never finished (the daemon stopped mid-way)
             busy = HostLeaseService.host_busy(s, row.host_id)
             new, why = lease_next(old, job, at, row.lease_end, self.drain_lead,
                                   row.ending_at is not None, busy == 0)
