@@ -10,8 +10,9 @@ guest on its own qcow2 overlay of one base image (the bare side makes its overla
   host, the image registered and already in the host's cache from a warm-up guest), until the
   API shows all N RUNNING (placement, overlays, qemu, QMP, the console marker).
 
-N defaults to as many 128 MiB guests as fit in half the machine's available memory, at most 16
-(each side then has the two cores of this machine to itself in turn; TCG guests are CPU-bound).
+N defaults to as many 128 MiB guests as fit in half the machine's available memory, at most
+4 per CPU: under TCG the guests are CPU-bound, and 16 guests at once on 2 cores did not all
+reach their marker within 600 s even bare (their kernels stall when starved that much).
 
     python -m bench.bench_storm [--count N] [--memory 128] [--json]
 """
@@ -45,7 +46,7 @@ LOCAL = HostRef(id=0, name="local", vmm="qemu")
 def default_count(memory_mib: int) -> int:
     with open("/proc/meminfo") as f:
         avail = next(int(line.split()[1]) // 1024 for line in f if line.startswith("MemAvailable"))
-    return max(2, min(16, avail // 2 // (memory_mib + 64)))
+    return max(2, min(4 * (os.cpu_count() or 1), avail // 2 // (memory_mib + 64)))
 
 
 def bare_storm(image: GuestImage, accel: str, work: Path, n: int, memory_mib: int) -> float:

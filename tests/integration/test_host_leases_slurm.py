@@ -93,6 +93,20 @@ def _agent_pids(netns: str) -> list[int]:
 
 def test_leased_hosts_take_vms_that_fit_and_drain_on_scancel_and_walltime(site: Site) -> None:
     d, slurm = site.daemon, site.slurm
+    # bad input: a clear message, exit 2, nothing submitted
+    for bad in (["--batch", "pbs", "--nodes", "1", "--walltime", "1h"],
+                ["--batch", "slurm", "--nodes", "0", "--walltime", "1h"],
+                ["--batch", "slurm", "--nodes", "1", "--walltime", "soon"],
+                ["--batch", "slurm", "--nodes", "1", "--walltime", "1h", "--partition", "a;b"]):
+        d.fails("host", "lease", *bad)
+    d.api("POST", "/groups", json={"name": "atlas"})
+    user = d.api("POST", "/users", json={"name": "ann", "group": "atlas"})
+    assert d.refused("POST", "/host-leases", token=user["token"],
+                     json={"batch": "slurm", "nodes": 1, "walltime": "1h"}).status == 403
+    assert d.refused("POST", "/host-leases/1/register", token="",
+                     json={"address": "10.1.1.1", "started": 0}).status == 400
+    assert d.api("GET", "/host-leases", params={"all": True}) == []
+    assert slurm.try_run("squeue", "-h") == ""
     r = d.ok("host", "lease", "--batch", "slurm", "--nodes", "2", "--walltime", "1m",
              "--vmm", "sim", "--cpu", "2", "--memory", "1024", "--json")
     rows = json.loads(r.out)
