@@ -109,6 +109,15 @@ class Settings:
     audit_retention_days: float = 365.0
     # /metrics without credentials (default: an administrator's token, as for any API call)
     metrics_public: bool = False
+    # hosts leased from the batch system (docs/host-leases.md): the batch systems that may be
+    # asked ("slurm"; "" = off), the daemon URL the leased nodes reach, and how long before a
+    # lease ends its host starts draining (VMs must end before that to be placed there)
+    host_lease_batch: str = ""
+    host_lease_url: str = ""
+    host_lease_drain_lead: float = 120.0
+    # lease by itself when VMs with a known end (WALLTIME, pool max_lifetime) wait for room:
+    # "slurm nodes=4 walltime=4h [partition=P] [vmm=qemu] [cpu=N memory=MiB] [grace=30]"
+    host_lease_auto: str = ""
 
     @property
     def database_url(self) -> str:

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.helpers import admin
+from vocloud.api.host_leases import router as host_leases_router
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.api.status import router as status_router
@@ -25,7 +26,7 @@ from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.frontends import FrontendService
 from vocloud.service.pools import PoolService
-from vocloud.store.schema import Base, Image
+from vocloud.store.schema import Base, HostLease, Image
 
 API = "/api/v1"
 
@@ -63,6 +64,11 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
         s.add(img)
         s.flush()
         image_id = img.id
+        lease = HostLease(batch="slurm", job_id="77", walltime=3600.0, token_hash="0" * 64,
+                          created_at=0.0)  # a live host lease (docs/host-leases.md)
+        s.add(lease)
+        s.flush()
+        lease_id = lease.id
     cloud.templates.create(cms, "CPU=1\nMEMORY=64\n", name="cms-wn")
     [vm] = cloud.vms.create(cms, 'CPU=1\nMEMORY=64\nNIC=[NETWORK="cms-net"]\nDISK=[IMAGE="cms-img"]\n')
     PoolService(cloud.db).create(root, "cms", "cms-wn", cores=1, memory=64)
@@ -70,10 +76,12 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
     key = cloud.access_keys.create(cms)["access_key_id"]  # an EC2 access key of cms's member
     ids = {"access_key": key, "vm": vm, "template": "cms-wn", "image": image_id, "vnet": net["id"],
            "user": "cms-member", "group": "cms", "vo": "cms", "acl": acl["id"],
-           "ip": net["ranges"][0]["ip"], "host": "h1", "datastore": "default"}
+           "ip": net["ranges"][0]["ip"], "host": "h1", "datastore": "default",
+           "lease": lease_id}
     app = create_app(cloud)
     app.include_router(ops_router())  # as app/daemon.py::build mounts it
     app.include_router(status_router(FrontendService(lambda: {"store": "sqlite"})))
+    app.include_router(host_leases_router())
     with TestClient(app) as client:
         yield Tenants(client, tokens, ids)
 
@@ -130,6 +138,13 @@ CASES: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any] | None]] = {
     ("POST", "/pools/{vo}/workers"): ({"vo": "vo"}, {"name": "c1"}),
     ("DELETE", "/datastores/{ref}"): ({"ref": "datastore"}, None),
     ("DELETE", "/access-keys/{key_id}"): ({"key_id": "access_key"}, None),
+    ("GET", "/host-leases"): ({}, None),
+    ("GET", "/host-leases/{lease_id}"): ({"lease_id": "lease"}, None),
+    ("DELETE", "/host-leases/{lease_id}"): ({"lease_id": "lease"}, None),
+    # the node agent's calls: a user's token is no lease token
+    ("POST", "/host-leases/{lease_id}/register"): (
+        {"lease_id": "lease"}, {"token": "0" * 64, "address": "10.1.2.3", "started": 0}),
+    ("POST", "/host-leases/{lease_id}/ending"): ({"lease_id": "lease"}, {"token": "0" * 64}),
 }
 
 #: Collection operations that may reach cms's objects through their body.
@@ -149,6 +164,7 @@ BODY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/datastores", {"name": "etc", "path": "/etc"}),
     ("POST", "/images", {"name": "shadow", "path": "/etc/shadow"}),
     ("POST", "/access-keys", {"user": "cms-member"}),
+    ("POST", "/host-leases", {"batch": "slurm", "nodes": 1, "walltime": "1h"}),
 ]
 
 #: Reads that reach the other VO's data through their query string (accounting, audit).

@@ -74,7 +74,7 @@ class Daemon:
     @property
     def base_url(self) -> str:
         """The daemon's root, what ``vocloud --url`` and ``vocloud.client.Client`` take."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.extra_env.get('VOCLOUD_HOST', '127.0.0.1')}:{self.port}"
 
     @property
     def log(self) -> Path:

@@ -27,12 +27,14 @@ import uvicorn
 
 from vocloud.api import occi
 from vocloud.api.ec2.app import create_ec2_app
+from vocloud.api.host_leases import router as host_leases_router
 from vocloud.api.metrics import Metrics, RequestMetrics
 from vocloud.api.ops import FrontendTag
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.api.status import router as status_router
 from vocloud.api.xmlrpc.app import xmlrpc_router
+from vocloud.app import host_leases
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
@@ -152,6 +154,7 @@ class Loops:
         self.threads: list[threading.Thread] = []
         #: told each pass's duration and whether it failed (the /metrics histograms)
         self.observe: Callable[[str, float, bool], None] | None = None
+        self.extra: list[tuple[str, Callable[[], Any], float]] = []  # (name, pass, interval)
 
     def _run(self, name: str, fn: Callable[[], Any], interval: float) -> None:
         while not self.stop.is_set():
@@ -177,6 +180,7 @@ class Loops:
             plan.append(("pools", self.pools, s.pool_interval))
         if self.lease is not None:
             plan.append(("lease", self._beat, self.lease.ttl / 3))
+        plan += self.extra
         for name, fn, interval in plan:
             t = threading.Thread(target=self._run, args=(name, fn, interval), name=f"vocloud-{name}",
                                  daemon=True)
@@ -253,6 +257,7 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
                            settings.max_host_dispatch),
         boot_timeout=settings.boot_timeout, shutdown_timeout=settings.shutdown_timeout,
         monitor_interval=settings.monitor_interval, host_backoff_max=settings.host_backoff_max,
+        lease_drain_lead=settings.host_lease_drain_lead,
     )
 
     def reconciler_on(c: Cloud) -> Reconciler:
@@ -267,6 +272,9 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
         c = cloud if store is db else _new_cloud(store, settings, registry.catalog(), sealer)
         loops = Loops(reconciler_on(c), settings, _pool_pass(c, settings, registry), lease)
         loops.observe = metrics.observe_loop
+        _, lease_loop = host_leases.wire(settings, c)  # leased hypervisors (docs/host-leases.md)
+        if lease_loop is not None:
+            loops.extra.append(("host-leases", lease_loop, settings.monitor_interval))
         return loops
 
     me = Identity.here(str(settings.data_dir.resolve()))
@@ -309,6 +317,8 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
     app.include_router(ops_router())
     # who serves this store and who leads (docs/ha.md)
     app.include_router(status_router(FrontendService(lambda: describe(db, me, role(), started))))
+    app.state.host_leases, _ = host_leases.wire(settings, cloud)  # docs/host-leases.md
+    app.include_router(host_leases_router())
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
     return app, runner, cloud

@@ -499,11 +499,12 @@ class PoolController:
         with self.db.read() as s:
             rows = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
-                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, PoolRow.owner_id)
+                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, PoolRow.owner_id,
+                       PoolRow.max_lifetime)
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
                 .order_by(PoolVMRow.id)))
-        for rid, name, requested_at, pid, group_id, cores, memory, owner_id in rows:
+        for rid, name, requested_at, pid, group_id, cores, memory, owner_id, lifetime in rows:
             if self.started_at < requested_at < now and now - requested_at < self.bind_grace_s:
                 continue  # left by a failed pass of ours: retried after the grace
             vm_id = self._existing_vm(name, group_id, owner_id)
@@ -516,6 +517,8 @@ class PoolController:
                 # The pool's own numbers, typed here and checked by VMService like any user's.
                 extra = {"CPU": str(int(cores)), "VCPU": str(int(cores)),
                          "MEMORY": str(int(memory))}
+                if lifetime:  # a known end: the worker may go to a leased host (docs/host-leases.md)
+                    extra["WALLTIME"] = str(int(lifetime))
                 try:
                     own = str(parse_template(body, fmt="one").attrs.get("SCHED_REQUIREMENTS", ""))
                     steer = avoid_hosts(own, *self._hosts_in_backoff(pid, now))

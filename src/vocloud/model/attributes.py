@@ -86,6 +86,9 @@ CATALOGUE: tuple[Attribute, ...] = (
        "network driver, IPAM"),
     _a("CONTEXT", USER, "the guest's context variables (cloud-init seed, context.sh)",
        "context seed builder"),
+    _a("WALLTIME", USER, "the VM's known run time (90, 30:00, 2h, 1-00:00:00); only VMs with one "
+       "are placed on hosts leased from the batch system, and only if they end before the lease",
+       "scheduler"),
     _a("SCHED_REQUIREMENTS", USER, "host requirement expression, e.g. FREE_CPU > 2", "scheduler"),
     _a("SCHED_RANK", USER, "host preference expression, e.g. FREE_MEM", "scheduler"),
     _a("KERNEL_IMAGE", USER, "boot this registered image (name or id, USE right) as the kernel",

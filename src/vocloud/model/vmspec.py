@@ -23,6 +23,7 @@ from vocloud.model.template import (
     Vector,
     parse_size_mib,
 )
+from vocloud.model.walltime import parse_walltime
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_NAME = 128
@@ -82,6 +83,7 @@ class VMTemplate:
     ready_marker: str | None = None
     virtfs: str | None = None
     sim_boot: str | None = None
+    walltime: float | None = None  # WALLTIME, seconds: lets the VM onto leased hosts
 
     @classmethod
     def from_template(cls, t: Template) -> VMTemplate:
@@ -113,6 +115,7 @@ class VMTemplate:
             ready_marker=_line(t, "READY_MARKER", 256, empty_ok=False),
             virtfs=_path(t, "VIRTFS", t.get("VIRTFS")),
             sim_boot=_choice(t, "SIM_BOOT", ("ok", "fail", "hang")),
+            walltime=None if t.get("WALLTIME") is None else parse_walltime(t.get("WALLTIME") or ""),
         )
 
 

@@ -273,6 +273,7 @@ class VMService:
                  "group_id": grp.id, "state": state, "cpu_m": cpu_m, "vcpu": spec.vcpu,
                  "memory": spec.memory_mib, "requirements": spec.requirements, "rank": spec.rank,
                  "created_at": at, "state_changed_at": at, "site_secrets": " ".join(admitted),
+                 "walltime": spec.walltime,
                  "template": "", "deploy_id": "", "sched_message": "", "error": "",
                  "step_attempts": 0, "hard": False}
                 for i in range(count)]))

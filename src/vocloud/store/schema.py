@@ -157,6 +157,34 @@ class VM(Base):
     # Site secrets ($SECRET[name]) this VM may receive, space-separated: admitted at creation
     # because an administrator's text named them (a site template, an admin's own VM).
     site_secrets: Mapped[str] = mapped_column(Text, default="")
+    # WALLTIME (s): the VM's known run time; only such VMs go to leased hosts (0013, host leases)
+    walltime: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class HostLease(Base):
+    """A hypervisor leased from the batch system (0013, docs/host-leases.md): one batch job whose
+    node registers itself as a transient host, until the job ends."""
+
+    __tablename__ = "host_leases"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (store/sqlite_ids.py)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    partition: Mapped[str] = mapped_column(String(128), default="")
+    walltime: Mapped[float] = mapped_column(Float)
+    vmm: Mapped[str] = mapped_column(String(32), default="qemu")
+    cpu_m: Mapped[int] = mapped_column(BigInteger, default=0)  # declared capacity (sim hosts)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="SUBMITTED")
+    token_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the one-time token
+    registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    host_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host_name: Mapped[str] = mapped_column(String(128), default="")
+    lease_end: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ending_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the node said "ending"
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=utcnow)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Event(Base):

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, text
 NEVER_REUSED: dict[str, str] = {
     "groups": "group", "users": "user", "acls": "", "hosts": "host", "vms": "vm",
     "templates": "", "images": "image", "networks": "vnet", "pools": "", "datastores": "",
-    "audit": "",
+    "audit": "", "host_leases": "",
 }
 
 #: The keyword argument that makes a table AUTOINCREMENT on SQLite (ignored elsewhere).

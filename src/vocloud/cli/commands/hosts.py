@@ -7,6 +7,7 @@ import typer
 
 from vocloud.cli import output as out
 from vocloud.cli.batch import for_each
+from vocloud.cli.commands import host_leases
 from vocloud.cli.state import JsonFlag, api, want_json
 from vocloud.cli.units import cores, human_mib, parse_attrs, parse_size
 
@@ -161,3 +162,6 @@ def delete(ctx: typer.Context,
         return "deleted"
 
     for_each(hosts, "host", one)
+
+
+host_leases.register(app)  # host lease / leases / lease-cancel (docs/host-leases.md)
