@@ -24,6 +24,8 @@ MAX_VMS = 100_000
 MAX_SECONDS = 10.0**9
 Count = Annotated[int, Field(ge=0, le=MAX_VMS)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+WorkerShape = Annotated[str, Field(max_length=16,
+                                   description="fixed | job | host: how workers are sized (docs/pools.md)")]
 
 
 class PoolCreate(Strict):
@@ -39,6 +41,7 @@ class PoolCreate(Strict):
     max_lifetime: Seconds | None = None
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
+    worker_shape: WorkerShape | None = None
     enabled: StrictBool | None = None
     site_template: RefValue | None = Field(
         None, description="administrators only: the site template (an administrator's VM "
@@ -57,6 +60,7 @@ class PoolUpdate(Strict):
     max_lifetime: Seconds | None = Field(None, description="0 clears the limit")
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
+    worker_shape: WorkerShape | None = None
     enabled: StrictBool | None = None
     site_template: RefValue | Literal[""] | None = Field(
         None, description='administrators only: the site template; "" returns to the daemon\'s')

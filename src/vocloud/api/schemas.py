@@ -332,6 +332,7 @@ class PoolOut(BaseModel):
     max_lifetime: float | None
     max_boots_per_minute: int | None
     scale_down_delay: float | None
+    worker_shape: str
     enabled: bool
     deleting: bool
     created_at: float | None
