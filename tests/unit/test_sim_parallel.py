@@ -10,7 +10,7 @@ import pytest
 from vocloud.sim.run import SimConfig, default_spec, load_trace, run_all
 from vocloud.sim.sites import static_layout
 
-SDSC = Path(__file__).resolve().parents[3].parent / "shared/traces/SDSC-SP2-1998-4.2-cln.swf.gz"
+SDSC = Path(__file__).resolve().parents[2].parent / "shared/traces/SDSC-SP2-1998-4.2-cln.swf.gz"
 SDSC = SDSC if SDSC.exists() else Path("/work/shared/traces/SDSC-SP2-1998-4.2-cln.swf.gz")
 
 
