@@ -46,6 +46,12 @@ How a pool is sized, in order:
    withheld, then their VMs drained (idle first, then fewest running jobs), just enough to bring
    the levels together; the freed capacity boots the short pool's VMs as the jobs end. See
    :func:`_rebalance` for why this converges and cannot ping-pong.
+
+Worker shapes (``PoolPolicy.worker_shape``, ``elastic/shape.py``): a ``job`` or ``host`` pool's VM
+size is chosen each cycle from the queue and the largest host, and its jobs may span VMs; such a
+pool's demand and capacity are counted in cores (``_absorb_cores``), and the oldest job spanning
+VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
+at any level, and only its pool boots for wide jobs. A site of ``fixed`` pools plans as before.
 """
 
 from __future__ import annotations
