@@ -14,7 +14,8 @@ from vocloud.api.pools import router
 from vocloud.api.rest import create_app
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from vocloud.service.cloud import Cloud
-from vocloud.store.pools import PoolEventRow, PoolRow
+from vocloud.store.pools import PoolEventRow, PoolRow, PoolVMRow
+from vocloud.store.schema import VM
 
 
 def _snapshot(cloud: Cloud) -> list[tuple[Any, ...]]:
@@ -134,3 +135,30 @@ def test_rest_routes(site: Site) -> None:
     assert c.get("/api/v1/pools/atlas").status_code == 404
     anon = TestClient(app)
     assert anon.get("/api/v1/pools").status_code == 401
+
+
+def test_worker_shape_sizes_the_workers_the_controller_boots(site: Site) -> None:
+    """``worker_shape``: ``job`` boots workers as wide as the widest waiting job, ``host``
+    whole-host workers (hosts here: 8 cores, 16 GiB); a bad shape is refused, nothing changed."""
+    a = site.admin
+    before = _snapshot(site.cloud)
+    with pytest.raises(InvalidInput, match="worker_shape: 'huge' is not one of fixed, job, host"):
+        site.pools.update(a, "atlas", worker_shape="huge")
+    with pytest.raises(InvalidInput, match="is not one of"):
+        site.pools.create(a, "cms", "std-worker", cores=1, memory=512, worker_shape=3)
+    assert _snapshot(site.cloud) == before
+    assert site.pools.show(a, "atlas")["worker_shape"] == "fixed"
+    site.pools.update(a, "atlas", worker_shape="job")
+    site.sim.submit("atlas", cores=3)
+    site.step()
+    with site.cloud.db.read() as s:
+        sizes = [(r.cores, r.memory) for r in s.scalars(select(PoolVMRow))]
+        vms = [(v.cpu_m, v.memory) for v in s.scalars(select(VM).where(VM.name.like("atlas-wn%")))]
+    assert sizes == [(3, 1536)]  # 512 MiB per core, as the pool's 1-core shape
+    assert vms == [(3000, 1536)]
+    # a whole-host worker: the one host has 5 cores left, so the boot waits and says why
+    site.pools.create(a, "cms", "std-worker", cores=1, memory=512, worker_shape="host")
+    site.sim.submit("cms", cores=1)
+    site.step()
+    notes = site.pools.show(a, "cms")["notes"]
+    assert "holding 1 of 1 boots: site has 5 free cores / 14848 MiB free" in notes

@@ -49,6 +49,7 @@ def test_jobs_too_big_or_cancelled_are_reported_with_reasons(tmp_path: Path) -> 
         swf_line(2, 1, 10, procs=9),  # site has 8 cores
         swf_line(3, 2, -1),  # cancelled in the trace
         swf_line(4, 3, 10, procs=2),  # fits the site, not a 1-core VM
+        swf_line(5, 4, 10, procs=5),  # wider than one 2-core host: spans VMs
     ]
     w = load_trace(trace(tmp_path, swf_text(lines))).workload
     res = {r.name: r.figures for r in run_all(w, config())}
@@ -57,10 +58,17 @@ def test_jobs_too_big_or_cancelled_are_reported_with_reasons(tmp_path: Path) -> 
         "cancelled in the trace before it started (run time -1 or 0 processors)": 1,
         "never runnable: needs 9 processors, partition all has 8": 1,
     }
-    assert res["physical"]["jobs_completed"] == 2
+    assert res["physical"]["jobs_completed"] == 3
+    # default worker shape "job": VMs sized to the jobs, wide jobs span VMs of their VO
     el = res["elastic"]["never_ran_reasons"]
+    assert el == {"cancelled in the trace before it started (run time -1 or 0 processors)": 1,
+                  "never runnable: needs 9 cores, the site has 8": 1}
+    assert res["elastic"]["jobs_completed"] == 3
+    fixed = run_all(w, config(scenarios=("elastic",), knobs=ElasticKnobs(worker_shape="fixed")))
+    el = fixed[0].figures["never_ran_reasons"]
     assert el["never runnable: needs 9 cores, more than a 1-core VM"] == 1
     assert el["never runnable: needs 2 cores, more than a 1-core VM"] == 1
+    assert el["never runnable: needs 5 cores, more than a 1-core VM"] == 1
     assert all(f["conservation_ok"] for f in res.values())
 
 

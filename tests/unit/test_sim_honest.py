@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vocloud.sim.elastic import ElasticKnobs
 from vocloud.sim.metrics import LENGTH_CLASSES, SIZE_CLASSES, wait_by_class
 from vocloud.sim.recorded import recorded_figures
 from vocloud.sim.report import (
@@ -32,6 +33,11 @@ def _config() -> SimConfig:
     return SimConfig(spec=SiteSpec(4, 2, 4096), seed=3)
 
 
+def _fixed() -> SimConfig:
+    """1-core elastic VMs that never grow (worker shape ``fixed``): parallel jobs cannot run."""
+    return SimConfig(spec=SiteSpec(4, 2, 4096), seed=3, knobs=ElasticKnobs(worker_shape="fixed"))
+
+
 def test_wait_by_class_bins_by_upper_bound() -> None:
     procs = np.array([1, 2, 4, 5, 16, 17, 64, 65, 1000], dtype=np.float64)
     waits = np.arange(9, dtype=np.float64)
@@ -49,7 +55,7 @@ def test_a_scenario_that_cannot_run_parallel_jobs_is_marked(tmp_path: Path) -> N
     lines = [swf_line(i, i * 10, 30, procs=1 + i % 2) for i in range(1, 41)]
     lines.append(swf_line(99, 5, -1))  # cancelled in the trace: not runnable, never "missing"
     w = load_trace(_trace(tmp_path, lines)).workload
-    res = {r.name: r for r in run_all(w, _config())}
+    res = {r.name: r for r in run_all(w, _fixed())}
     phys, el = res["physical"].figures, res["elastic"].figures
     assert phys["jobs_runnable"] == 40 and phys["runnable_never_ran"] == 0
     assert not phys["incomplete"]
@@ -70,12 +76,12 @@ def test_one_missing_job_in_a_hundred_is_not_incomplete(tmp_path: Path) -> None:
     lines = [swf_line(i, i * 100, 10) for i in range(1, 101)]
     lines.append(swf_line(200, 10050, 10, procs=2))  # 1 of 101 runnable jobs cannot run on 1-core VMs
     w = load_trace(_trace(tmp_path, lines)).workload
-    el = {r.name: r.figures for r in run_all(w, _config())}["elastic"]
+    el = {r.name: r.figures for r in run_all(w, _fixed())}["elastic"]
     assert el["runnable_never_ran"] == 1
     assert not el["incomplete"]  # 1 / 101 < 1 %
     lines.append(swf_line(201, 10060, 10, procs=2))
     w = load_trace(_trace(tmp_path, lines)).workload
-    el = {r.name: r.figures for r in run_all(w, _config())}["elastic"]
+    el = {r.name: r.figures for r in run_all(w, _fixed())}["elastic"]
     assert el["runnable_never_ran"] == 2 and el["incomplete"]  # 2 / 102 > 1 %
 
 

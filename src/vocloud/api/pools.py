@@ -24,6 +24,8 @@ MAX_VMS = 100_000
 MAX_SECONDS = 10.0**9
 Count = Annotated[int, Field(ge=0, le=MAX_VMS)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+WorkerShape = Annotated[str, Field(max_length=16,
+                                   description="fixed | job | host: how workers are sized (docs/pools.md)")]
 
 
 class PoolCreate(Strict):
@@ -39,6 +41,7 @@ class PoolCreate(Strict):
     max_lifetime: Seconds | None = None
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
+    worker_shape: WorkerShape | None = None
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: workers the pool may "
                                                          "run on cloud hosts (docs/bursting.md)")
@@ -59,6 +62,7 @@ class PoolUpdate(Strict):
     max_lifetime: Seconds | None = Field(None, description="0 clears the limit")
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
+    worker_shape: WorkerShape | None = None
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: cloud workers allowed")
     site_template: RefValue | Literal[""] | None = Field(

@@ -345,6 +345,7 @@ class PoolOut(BaseModel):
     burst_limit: int = 0
     site_workers: int = 0  # workers on the site's hosts / on cloud hosts (docs/bursting.md)
     cloud_workers: int = 0
+    worker_shape: str
     enabled: bool
     deleting: bool
     created_at: float | None

@@ -62,7 +62,10 @@ def simulate(
         help="VM boot time: fixed:S, uniform:LO,HI or lognormal:MEDIAN,SIGMA.")] = "fixed:60",
     shutdown_time: Annotated[str, typer.Option(help="VM shutdown time (same forms).")] = "fixed:10",
     penalty: Annotated[float, typer.Option(help="Virtualization service-time penalty (0.05 = 5 %).")] = 0.05,
-    vm_cores: Annotated[int, typer.Option(help="Cores per elastic VM.")] = 1,
+    vm_cores: Annotated[int, typer.Option(help="Cores per elastic VM (the least, with job shape).")] = 1,
+    worker_shape: Annotated[str, typer.Option(
+        help="Elastic: fixed (--vm-cores each), job (as wide as the widest waiting job, up to a "
+             "host; wider jobs span VMs) or host (whole-host VMs).")] = "job",
     idle_timeout: Annotated[float, typer.Option(help="Elastic: drain a VM idle this long (s).")] = 300.0,
     max_boots_per_minute: Annotated[int, typer.Option(help="Elastic: boot rate limit per pool.")] = 30,
     min_vms: Annotated[int, typer.Option(help="Elastic: minimum VMs per pool.")] = 0,
@@ -120,6 +123,8 @@ def _run(**o: Any) -> None:
         raise InvalidInput("--workers must be >= 1")
     if o["vm_cores"] < 1:
         raise InvalidInput("--vm-cores must be >= 1")
+    if o["worker_shape"] not in ("fixed", "job", "host"):
+        raise InvalidInput(f"--worker-shape must be fixed, job or host, got {o['worker_shape'][:40]!r}")
     if o["max_boots_per_minute"] < 1:
         raise InvalidInput("--max-boots-per-minute must be >= 1")
     if o["min_vms"] < 0 or o["max_vms"] < 0 or o["idle_timeout"] < 0 or o["tolerance"] < 0:
@@ -142,6 +147,7 @@ def _run(**o: Any) -> None:
     knobs = ElasticKnobs(
         cores_per_vm=o["vm_cores"], min_vms=o["min_vms"], max_vms=o["max_vms"],
         idle_timeout_s=o["idle_timeout"], max_boots_per_minute=o["max_boots_per_minute"],
+        worker_shape=o["worker_shape"],
     )
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,

@@ -46,6 +46,12 @@ How a pool is sized, in order:
    withheld, then their VMs drained (idle first, then fewest running jobs), just enough to bring
    the levels together; the freed capacity boots the short pool's VMs as the jobs end. See
    :func:`_rebalance` for why this converges and cannot ping-pong.
+
+Worker shapes (``PoolPolicy.worker_shape``, ``elastic/shape.py``): a ``job`` or ``host`` pool's VM
+size is chosen each cycle from the queue and the largest host, and its jobs may span VMs; such a
+pool's demand and capacity are counted in cores (``_absorb_cores``), and the oldest job spanning
+VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
+at any level, and only its pool boots for wide jobs. A site of ``fixed`` pools plans as before.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from vocloud.elastic.policy import (
     SiteCapacity,
 )
 from vocloud.elastic.policy import PoolVMState as V
+from vocloud.elastic.shape import effective_policy, spans
 from vocloud.errors import InvalidInput
 
 #: Job memory is rounded up to this many MiB when grouping shapes (see module docstring).
@@ -181,6 +188,8 @@ class _Demand:
     fitting_jobs: int
     unfit_jobs: int
     unfit_notes: tuple[str, ...]
+    oldest_wide: float | None = None  # submit time of the oldest job spanning several VMs
+    wide_cores: int = 0  # cores of the jobs spanning several VMs
 
 
 _NO_DEMAND = _Demand(0, 0, (), 0, 0, ())
@@ -200,28 +209,47 @@ def _demand(jobs: Sequence[PendingJob], policy: PoolPolicy, now: float) -> _Dema
         shapes = Counter((j.cores, -(-j.memory_mib * k // vm_mem)) for j in jobs)
     fitting: Counter[Shape] = Counter()
     too_many_cores: Counter[int] = Counter()
-    too_much_memory = 0
+    too_much_memory = fitting_jobs = wide_cores = 0
+    span = spans(policy)
     for (cores, units), n in shapes.items():
-        cores = max(cores, 1)
-        if cores > vm_cores:
+        cores, units = max(cores, 1), max(units, 0)
+        if cores > vm_cores and span:
+            # A job spanning VMs: whole VMs plus the remainder, memory in proportion to cores.
+            whole, rest = divmod(cores, vm_cores)
+            pieces = [(vm_cores, whole), (rest, 1)] if rest else [(vm_cores, whole)]
+            split = [((pc, -(-units * pc // cores)), m) for pc, m in pieces]
+            if any(u > k for (_, u), _ in split):
+                too_much_memory += n
+                continue
+            for piece, m in split:
+                fitting[piece] += m * n
+            fitting_jobs += n
+            wide_cores += cores * n
+        elif cores > vm_cores:
             too_many_cores[cores] += n
         elif units > k:
             too_much_memory += n
         else:
-            fitting[(cores, max(units, 0))] += n
+            fitting[(cores, units)] += n
+            fitting_jobs += n
     unfit_notes = _core_notes(too_many_cores, policy)
     if too_much_memory:
         top = max(j.memory_mib for j in jobs
-                  if j.cores <= vm_cores and (policy.min_pending_s <= 0 or j.submit_time <= cutoff))
+                  if (span or j.cores <= vm_cores)
+                  and (policy.min_pending_s <= 0 or j.submit_time <= cutoff))
         unfit_notes.append(f"{_plural(too_much_memory, 'job')} need up to {top} MiB, more than a "
                            f"{vm_mem} MiB VM: not booted for")
     return _Demand(
         pending_jobs=sum(shapes.values()),
         pending_cores=sum(max(c, 1) * n for (c, _), n in shapes.items()),
         fitting=tuple(sorted(fitting.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))),
-        fitting_jobs=sum(fitting.values()),
+        fitting_jobs=fitting_jobs,
         unfit_jobs=sum(too_many_cores.values()) + too_much_memory,
         unfit_notes=tuple(unfit_notes),
+        oldest_wide=min((j.submit_time for j in jobs if j.cores > vm_cores
+                         and (policy.min_pending_s <= 0 or j.submit_time <= cutoff)), default=None)
+        if wide_cores else None,
+        wide_cores=wide_cores,
     )
 
 
@@ -373,6 +401,7 @@ class _PoolDraft:
     notes: list[str] = field(default_factory=list)
     granted: int = 0
     unused_idle: int = 0
+    active_cores: int = 0  # cores of the VMs counted in base_active, each at its own size
 
     @property
     def policy(self) -> PoolPolicy:
@@ -391,25 +420,60 @@ def _absorb(c: _Classified, d: _Demand, p: PoolPolicy) -> tuple[list[tuple[Shape
     k = _units(p)
     full = (p.cores_per_vm, k)
     bins: Counter[Shape] = Counter()
-    if c.idle or c.starting:
-        bins[full] = len(c.idle) + len(c.starting)
+    for vm in (*c.idle, *c.starting):  # each a whole VM of its own size (module docstring)
+        if vm.cores <= 0:
+            bins[full] += 1
+        else:
+            bins[(vm.cores, (vm.memory_mib or p.memory_mib_per_vm) * k // p.memory_mib_per_vm)] += 1
+    whole = dict(bins)
     for vm in c.busy:
         if vm.free_cores > 0:
             bins[(vm.free_cores, max(vm.free_memory_mib, 0) * k // p.memory_mib_per_vm)] += 1
     leftover = [(job, left) for job, n in d.fitting if (left := _fill_bins(bins, job, n))]
-    return leftover, bins.get(full, 0)
+    return leftover, sum(min(n, bins.get(key, 0)) for key, n in whole.items())
 
 
-def _draft(pool: Pool, jobs: Sequence[PendingJob], now: float) -> _PoolDraft:
+def _absorb_cores(c: _Classified, d: _Demand, p: PoolPolicy, headroom: int,
+                  reserved: bool) -> tuple[int, bool, int]:
+    """A pool whose jobs span VMs: (new VMs needed, capped at ``headroom``; whether capped;
+    idle VMs no pending job needs).
+
+    Its batch partition allocates a job's cores on any of the VO's nodes (Slurm places a
+    multi-node job on whatever nodes have free cores), so cores are interchangeable: the demand
+    is the pending cores, the capacity the cores of idle and booting VMs (each at its own size)
+    plus busy VMs' free cores. Memory is not packed here (``docs/pools.md``). Jobs spanning
+    several VMs count only for the pool holding the site's reservation (``reserved``, see
+    :func:`_reserving`): one wide job is booted for at a time, the oldest.
+    """
+    want = sum(cores * n for (cores, _), n in d.fitting) - (0 if reserved else d.wide_cores)
+    whole = [vm.cores or p.cores_per_vm for vm in (*c.idle, *c.starting)]
+    have = sum(whole) + sum(max(vm.free_cores, 0) for vm in c.busy)
+    if want <= have:
+        spare, unused = have - want, 0
+        for cores in sorted(whole[:len(c.idle)]):  # idle VMs only, smallest first
+            if cores > spare:
+                break
+            spare -= cores
+            unused += 1
+        return 0, False, unused
+    needed = -(-(want - have) // p.cores_per_vm)
+    return min(needed, headroom), needed > headroom, 0
+
+
+def _draft(pool: Pool, d: _Demand, now: float, reserved: bool = False) -> _PoolDraft:
     """Decide one pool's own actions and how many boots it wants, ignoring the other pools."""
     p = pool.policy
-    d = _demand(jobs, p, now)
     c = _classify(pool, now)
-    leftover, unused_full = _absorb(c, d, p)
     base_active = len(c.starting) + len(c.idle) + len(c.busy)
     headroom = max(p.max_vms - base_active, 0)
-    new_needed, capped = _open_bins(leftover, (p.cores_per_vm, _units(p)), headroom)
+    if spans(p):
+        new_needed, capped, unused_full = _absorb_cores(c, d, p, headroom, reserved)
+    else:
+        leftover, unused_full = _absorb(c, d, p)
+        new_needed, capped = _open_bins(leftover, (p.cores_per_vm, _units(p)), headroom)
     draft = _PoolDraft(pool, d, c, base_active)
+    draft.active_cores = sum(vm.cores or p.cores_per_vm for group in (c.starting, c.idle, c.busy)
+                             for vm in group)
     draft.notes.extend(d.unfit_notes)
     if capped:
         draft.notes.append(f"demand exceeds max {p.max_vms} VMs: booting up to the max")
@@ -572,12 +636,32 @@ class _Site:
         return i if i < n else None
 
 
-def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
-    """Weighted max-min fair split of the site: minimums first, then the rest by weight."""
+def _reserving(demands: Sequence[_Demand]) -> int | None:
+    """The pool holding the site's reservation (index): the one whose oldest job spanning
+    several VMs is the oldest such job of all pools.
+
+    A job wider than a pool's weighted share could otherwise wait forever, and two VOs that each
+    hold half the site for a job needing all of it would wait for each other (each VM idle but
+    "needed"). As EASY backfilling does on a bare-metal partition for the head of its queue, the
+    oldest wide job gets its VMs first: its pool is served first in the split and may take
+    capacity from pools at any level (``_rebalance``); the others keep sharing the rest by weight.
+    Only one pool at a time, and always the oldest job, so every wide job's turn comes; the other
+    pools boot for their narrower jobs only (a wide job waits for its turn instead of collecting
+    idle VMs that the fair split would drain again).
+    """
+    waiting = [(d.oldest_wide, i) for i, d in enumerate(demands) if d.oldest_wide is not None]
+    return min(waiting)[1] if waiting else None
+
+
+def _share(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft | None = None) -> list[str]:
+    """Weighted max-min fair split of the site: minimums first, then the rest by weight.
+
+    ``first`` (the reserving pool, see :func:`_reserving`) is served before the others.
+    """
     notes: list[str] = []
     stuck: set[int] = set()  # pools that could not get a VM: they stay out (shapes never shrink)
     for phase in ("min", "demand"):
-        heap = [(_level(d), d.policy.vo, i) for i, d in enumerate(drafts)
+        heap = [(-1.0 if d is first else _level(d), d.policy.vo, i) for i, d in enumerate(drafts)
                 if _wants(d, phase) and i not in stuck]
         heapq.heapify(heap)
         while heap:
@@ -591,7 +675,7 @@ def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
             site.take(d.shape)
             d.granted += 1
             if _wants(d, phase):
-                heapq.heappush(heap, (_level(d), vo, i))
+                heapq.heappush(heap, (-1.0 if d is first else _level(d), vo, i))
     short = [d for d in drafts if d.granted < d.want]
     if short and any(d.granted for d in drafts):
         split = ", ".join(f"{d.policy.vo} {d.granted}/{d.want}" for d in drafts if d.want)
@@ -600,8 +684,11 @@ def _share(drafts: Sequence[_PoolDraft], site: _Site) -> list[str]:
 
 
 def _level(d: _PoolDraft) -> float:
-    """A pool's share in use: the cores of its active VMs (after this plan) per unit of weight."""
-    return (d.base_active + len(d.resumes) + d.granted) * _step(d)
+    """A pool's share in use: the cores of its active VMs (after this plan) per unit of weight.
+
+    VMs already there count at their own size (a pool whose ``worker_shape`` follows the queue
+    holds several), resumed and new ones at the pool's current size."""
+    return d.active_cores / d.policy.weight + (len(d.resumes) + d.granted) * _step(d)
 
 
 def _step(d: _PoolDraft) -> float:
@@ -620,7 +707,7 @@ def _still_wanted(d: _PoolDraft) -> int:
 # --- rebalancing by drain -----------------------------------------------------------------------
 
 
-def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
+def _rebalance(drafts: Sequence[_PoolDraft], first: _PoolDraft | None = None) -> list[str]:
     """Move capacity from pools above their weighted share to pools the full site starves.
 
     Stateless and convergent, so it needs no memory between cycles and cannot ping-pong:
@@ -637,7 +724,8 @@ def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
       pool that boots in this same plan (no boot-and-drain in one cycle).
 
     Draining VMs already count as capacity in transit in the next cycle, so a drain is never
-    repeated for the same shortfall while its VM empties.
+    repeated for the same shortfall while its VM empties. The reserving pool (``first``, see
+    :func:`_reserving`) is served first and takes from donors whatever their level.
     """
     starved = [d for d in drafts if d.granted < d.want]
     if not starved:
@@ -648,7 +736,8 @@ def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
     moved = 0
     while True:
         i = min((j for j in gained if starved[j].granted + gained[j] < starved[j].want),
-                key=lambda j: (_level(starved[j]) + gained[j] * _step(starved[j]),
+                key=lambda j: (starved[j] is not first,
+                               _level(starved[j]) + gained[j] * _step(starved[j]),
                                starved[j].policy.vo), default=None)
         if i is None:
             break
@@ -657,7 +746,8 @@ def _rebalance(drafts: Sequence[_PoolDraft]) -> list[str]:
             transit -= taker.policy.cores_per_vm
             gained[i] += 1
             continue
-        freed = _take_from_donor(drafts, taker, _level(taker) + (gained[i] + 1) * _step(taker))
+        freed = _take_from_donor(drafts, taker, _level(taker) + (gained[i] + 1) * _step(taker),
+                                 reserved=taker is first)
         if freed is None:
             del gained[i]
             continue
@@ -677,14 +767,17 @@ def _cores_leaving(d: _PoolDraft) -> int:
                if isinstance(a, Drain) and a.cause is not DrainCause.LIFETIME)
 
 
-def _take_from_donor(drafts: Sequence[_PoolDraft], taker: _PoolDraft, taker_after: float) -> int | None:
-    """Free one VM's cores from the highest-level pool that can spare one, or ``None``."""
+def _take_from_donor(drafts: Sequence[_PoolDraft], taker: _PoolDraft, taker_after: float,
+                     reserved: bool = False) -> int | None:
+    """Free one VM's cores from the highest-level pool that can spare one, or ``None``.
+
+    ``reserved``: the taker holds the site's reservation; donors give whatever their level."""
     donors = sorted((d for d in drafts if d is not taker and not d.granted
                      and d.base_active + len(d.resumes) - _drained_now(d) > d.policy.min_vms),
                     key=lambda d: (-(_level(d) - _drained_now(d) * _step(d)), d.policy.vo))
     for d in donors:
         after = _level(d) - (_drained_now(d) + 1) * _step(d)
-        if taker_after > after:
+        if taker_after > after and not reserved:
             return None  # donors are sorted: no later one is further above
         if d.resumes:
             d.resumes.pop(0)  # drained VMs were first: cancelling those frees capacity soonest
@@ -757,7 +850,12 @@ def _finish(d: _PoolDraft, now: float) -> tuple[list[Action], PoolStatus]:
     actions.extend(d.resumes)
     if d.granted:
         held = f" of {d.want} wanted" if d.granted < d.want else ""
-        actions.append(Boot(p.vo, d.granted, f"boot {d.granted}{held}: {d.boot_reason}", p.image))
+        reason = f"boot {d.granted}{held}: {d.boot_reason}"
+        if spans(p):  # the size this cycle chose (shape.py); a fixed pool's is its policy's
+            actions.append(Boot(p.vo, d.granted, f"{reason} ({p.cores_per_vm}-core VMs)", p.image,
+                                p.cores_per_vm, p.memory_mib_per_vm))
+        else:
+            actions.append(Boot(p.vo, d.granted, reason, p.image))
     if len(actions) > 1:
         actions.sort(key=_action_order)
     c = d.vms
@@ -780,6 +878,14 @@ def _action_order(a: Action) -> tuple[int, int]:
     return (_ORDER[type(a)], getattr(a, "vm_id", 0))
 
 
+def _shaped(pool: Pool, jobs: Sequence[PendingJob], site: SiteCapacity) -> Pool:
+    """``pool`` with the VM shape its ``worker_shape`` picks now (``elastic/shape.py``)."""
+    policy = effective_policy(pool.policy, jobs, site.host_shape)
+    if policy is pool.policy:
+        return pool
+    return Pool(policy, pool.vms, pool.recent_boots, pool.backoff)
+
+
 def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site: SiteCapacity,
          now: float) -> Plan:
     """Decide what every VO pool should do now. Pure and deterministic (module docstring).
@@ -793,12 +899,25 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     vos = [pool.policy.vo for pool in ordered]
     if len(set(vos)) != len(vos):
         raise InvalidInput("two pools for the same VO", vos=sorted({v for v in vos if vos.count(v) > 1}))
-    drafts = [_draft(pool, demand.get(pool.policy.vo, ()), now) for pool in ordered]
-    notes = _share(drafts, _Site(site, drafts))
+    ordered = [_shaped(pool, demand.get(pool.policy.vo, ()), site) for pool in ordered]
+    demands = [_demand(demand.get(pool.policy.vo, ()), pool.policy, now) for pool in ordered]
+    held = _reserving(demands)
+    drafts = [_draft(pool, d, now, i == held)
+              for i, (pool, d) in enumerate(zip(ordered, demands, strict=True))]
+    first = drafts[held] if held is not None and drafts[held].want > 0 else None
+    notes = _share(drafts, _Site(site, drafts), first)
+    if first is not None and first.granted < first.want:
+        # The site is full and the oldest wide job still lacks VMs: what other pools are
+        # draining stays draining (no resume), so it comes free for that job.
+        for d in drafts:
+            if d is not first:
+                d.resumes.clear()
+        notes.append(f"VO {first.policy.vo} holds the site's reservation: its oldest job spanning "
+                     "several VMs is the oldest waiting; its VMs come first")
     for d in drafts:
         d.actions.extend(_idle_drains(d, d.vms, now))
     if site.rebalance:
-        notes.extend(_rebalance(drafts))
+        notes.extend(_rebalance(drafts, first))
     notes.extend(f"{_plural(len(demand[vo]), 'pending job')} of VO {vo}: no pool, not booted for"
                  for vo in sorted(set(demand) - set(vos)) if demand[vo])
     actions: list[Action] = []

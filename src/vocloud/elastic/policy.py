@@ -62,6 +62,11 @@ class PoolPolicy:
     ``min_pending_s``: a job must have waited this long to count as demand (0: react at once),
     as elastiq's waiting-jobs time, for sites whose batch scheduler runs slower than the poll.
     ``down_grace_s``: a node marked DOWN this long is reaped (a slurmd restart is not a death).
+    ``worker_shape`` (:data:`WORKER_SHAPES`): ``fixed`` boots ``cores_per_vm``-core VMs and a job
+    wider than one VM is never booted for; ``job`` sizes new VMs to the widest pending job, up
+    to a whole host (at least ``cores_per_vm``), and ``host`` boots whole-host VMs; in both, a
+    job wider than one VM spans several VMs of its VO, as on a bare-metal partition. The host's
+    shape comes from :attr:`SiteCapacity.host_shape` (see ``elastic/shape.py``).
     """
 
     vo: str
@@ -78,6 +83,7 @@ class PoolPolicy:
     scale_down_delay_s: float = 120.0
     min_pending_s: float = 0.0
     down_grace_s: float = 120.0
+    worker_shape: str = "fixed"
 
     def __post_init__(self) -> None:
         for msg, bad in _policy_problems(self):
@@ -102,7 +108,12 @@ def _policy_problems(p: PoolPolicy) -> list[tuple[str, bool]]:
         ("scale_down_delay_s must be >= 0", p.scale_down_delay_s < 0),
         ("min_pending_s must be >= 0", p.min_pending_s < 0),
         ("down_grace_s must be >= 0", p.down_grace_s < 0),
+        (f"worker_shape must be one of {', '.join(WORKER_SHAPES)}", p.worker_shape not in WORKER_SHAPES),
     ]
+
+
+#: How a pool sizes its workers (``PoolPolicy.worker_shape``).
+WORKER_SHAPES: tuple[str, ...] = ("fixed", "job", "host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,8 @@ class PoolVM:
     JOINED_BUSY or DRAINING node still has unallocated, when the batch system says (else 0:
     a busy node is assumed full, so the planner never counts capacity that may not be there).
     ``host``: where it runs, for per-host backoff; ``None`` until placed.
+    ``cores``/``memory_mib``: the VM's own size when it differs from the pool's current shape
+    (pools whose ``worker_shape`` follows the queue hold VMs of several sizes); 0: the pool's.
     """
 
     vm_id: int
@@ -130,6 +143,8 @@ class PoolVM:
     state_since: float | None = None
     host: str | None = None
     cloud: bool = False  # runs on a cloud host (docs/bursting.md): drained before site workers
+    cores: int = 0
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +189,9 @@ class SiteCapacity:
     ``rebalance``: when a pool cannot boot because the site is full, drain VMs of pools above
     their weighted share so the capacity moves to it as their jobs end (never killed). Without
     it, weights only split *new* capacity, and the VO that filled the site first keeps it for
-    as long as it has jobs queued.
+    as long as it has jobs queued. ``host_shape``: (cores, MiB) of the largest host, the size of
+    a whole-host worker for pools whose ``worker_shape`` is ``job`` or ``host``; (0, 0): unknown,
+    and such pools keep their configured shape.
     """
 
     max_vms: int
@@ -182,10 +199,11 @@ class SiteCapacity:
     free_memory_mib: int
     host_free: tuple[tuple[int, int], ...] = ()
     rebalance: bool = True
+    host_shape: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_hosts(cls, max_vms: int, host_free: tuple[tuple[int, int], ...],
-                   rebalance: bool = True) -> SiteCapacity:
+                   rebalance: bool = True, host_shape: tuple[int, int] = (0, 0)) -> SiteCapacity:
         """Capacity from per-host free (cores, MiB); the totals are their sums."""
         return cls(
             max_vms=max_vms,
@@ -193,6 +211,7 @@ class SiteCapacity:
             free_memory_mib=sum(m for _, m in host_free),
             host_free=host_free,
             rebalance=rebalance,
+            host_shape=host_shape,
         )
 
 
@@ -226,12 +245,18 @@ class ShutdownCause(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Boot:
-    """Request ``count`` new VMs of ``image`` for ``vo``."""
+    """Request ``count`` new VMs of ``image`` for ``vo``.
+
+    ``cores``/``memory_mib``: the size of each new VM when the pool's ``worker_shape`` chose it
+    (``job``/``host``); 0: the pool's configured ``cores_per_vm``/``memory_mib_per_vm``.
+    """
 
     vo: str
     count: int
     reason: str
     image: str = ""
+    cores: int = 0
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from vocloud.batch.base import (
@@ -116,16 +116,20 @@ def vm_for_planner(row: PoolVMRow) -> PoolVM:
         started_at=row.requested_at, joined_at=row.joined_at, idle_since=row.idle_since,
         running_jobs=row.running_jobs, free_cores=row.free_cores,
         free_memory_mib=row.free_memory, state_since=row.state_since, host=row.host,
+        cores=row.cores or 0, memory_mib=row.memory or 0,
     )
 
 
 def site_capacity(hosts: Sequence[Host], max_vms: int, rebalance: bool = True) -> SiteCapacity:
-    """Free cores/MiB of the MONITORED hosts, as the planner takes them."""
+    """Free cores/MiB of the MONITORED hosts, as the planner takes them; the largest host's
+    size is a whole-host worker for pools whose ``worker_shape`` is ``job`` or ``host``."""
+    up = [h for h in hosts if h.state == HostState.MONITORED.value]
     free = tuple(
         (max((h.total_cpu_m - h.alloc_cpu_m) // 1000, 0), max(h.total_mem - h.alloc_mem, 0))
-        for h in hosts if h.state == HostState.MONITORED.value
+        for h in up
     )
-    return SiteCapacity.from_hosts(max_vms, free, rebalance)
+    largest = max(((h.total_cpu_m // 1000, h.total_mem) for h in up), default=(0, 0))
+    return SiteCapacity.from_hosts(max_vms, free, rebalance, largest)
 
 
 # --- the shell ---------------------------------------------------------------------------------
@@ -197,7 +201,8 @@ class PoolController:
         """
         with self.db.read() as s:
             rows = s.execute(
-                select(PoolVMRow.name, PoolRow.vo, PoolRow.cores, PoolRow.memory)
+                select(PoolVMRow.name, PoolRow.vo, func.coalesce(PoolVMRow.cores, PoolRow.cores),
+                       func.coalesce(PoolVMRow.memory, PoolRow.memory))
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
                 .join(VM, VM.id == PoolVMRow.vm_id)
                 .where(VM.state == VMState.RUNNING.value)).all()
@@ -375,7 +380,9 @@ class PoolController:
     def _persist_boot(self, s: Session, pool: PoolRow, action: Boot, now: float) -> None:
         rows = [PoolVMRow(pool_id=pool.id, name=f"_new_{uuid.uuid4().hex}", state=V.REQUESTED.value,
                           state_since=now, requested_at=now, running_jobs=0, free_cores=0,
-                          free_memory=0, reason=action.reason) for _ in range(action.count)]
+                          free_memory=0, reason=action.reason,
+                          cores=action.cores or None, memory=action.memory_mib or None)
+                for _ in range(action.count)]
         s.add_all(rows)
         s.flush()
         for r in rows:
@@ -499,7 +506,8 @@ class PoolController:
         with self.db.read() as s:
             rows = list(s.execute(
                 select(PoolVMRow.id, PoolVMRow.name, PoolVMRow.requested_at, PoolRow.id,
-                       PoolRow.group_id, PoolRow.cores, PoolRow.memory, PoolRow.owner_id,
+                       PoolRow.group_id, func.coalesce(PoolVMRow.cores, PoolRow.cores),
+                       func.coalesce(PoolVMRow.memory, PoolRow.memory), PoolRow.owner_id,
                        PoolRow.max_lifetime)
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))

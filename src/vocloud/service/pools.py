@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from vocloud.elastic.policy import PoolPolicy, PoolVMState
+from vocloud.elastic.policy import WORKER_SHAPES, PoolPolicy, PoolVMState
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NotFound, VocloudError
 from vocloud.model.attributes import internal_attributes, restricted_violations, unknown_attributes
 from vocloud.model.secret_refs import names_in
@@ -55,6 +55,7 @@ SETTABLE: dict[str, str] = {
     "boot_timeout": "boot_timeout", "max_lifetime": "max_lifetime",
     "max_boots_per_minute": "max_boots_per_minute", "scale_down_delay": "scale_down_delay",
     "enabled": "enabled", "site_template": "site_template_id", "burst_limit": "burst_limit",
+    "worker_shape": "worker_shape",
 }
 
 #: The status columns of ``pool list`` (from the last plan's PoolStatus), zero before any plan.
@@ -71,7 +72,7 @@ def policy_of(row: PoolRow) -> PoolPolicy:
         min_vms=row.min_vms, max_vms=row.max_vms, weight=row.weight,
         idle_timeout_s=row.idle_timeout, boot_timeout_s=row.boot_timeout,
         max_lifetime_s=row.max_lifetime, max_boots_per_minute=row.max_boots_per_minute,
-        scale_down_delay_s=row.scale_down_delay,
+        scale_down_delay_s=row.scale_down_delay, worker_shape=row.worker_shape or "fixed",
     )
 
 
@@ -144,8 +145,8 @@ def pool_dict(row: PoolRow, template: str = "", owner: str = "",
         "min": row.min_vms, "max": row.max_vms, "weight": row.weight,
         "idle_timeout": row.idle_timeout, "boot_timeout": row.boot_timeout,
         "max_lifetime": row.max_lifetime, "max_boots_per_minute": row.max_boots_per_minute,
-        "scale_down_delay": row.scale_down_delay, "enabled": row.enabled,
-        "burst_limit": row.burst_limit or 0,
+        "scale_down_delay": row.scale_down_delay, "worker_shape": row.worker_shape or "fixed",
+        "enabled": row.enabled, "burst_limit": row.burst_limit or 0,
         "deleting": row.deleting, "created_at": row.created_at, "status_at": row.status_at,
         "notes": list(st.get("notes", [])),
     }
@@ -351,7 +352,7 @@ class PoolService:
             row.min_vms, row.max_vms, row.weight = d.min_vms, d.max_vms, d.weight
             row.idle_timeout, row.boot_timeout = d.idle_timeout_s, d.boot_timeout_s
             row.max_lifetime, row.max_boots_per_minute = None, d.max_boots_per_minute
-            row.scale_down_delay = d.scale_down_delay_s
+            row.scale_down_delay, row.worker_shape = d.scale_down_delay_s, d.worker_shape
             row.enabled, row.deleting = True, False
             row.burst_limit = 0
             self._apply(row, values)
@@ -374,6 +375,11 @@ class PoolService:
                     if not isinstance(value, bool):
                         raise ValueError
                     row.enabled = value
+                elif col == "worker_shape":
+                    if value not in WORKER_SHAPES:
+                        raise InvalidInput(f"pool worker_shape: {str(value)[:40]!r} is not one of "
+                                           f"{', '.join(WORKER_SHAPES)}")
+                    row.worker_shape = value
                 else:
                     if isinstance(value, bool) or int(value) != value:
                         raise ValueError

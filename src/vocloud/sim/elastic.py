@@ -11,8 +11,11 @@ refused shutdown instead (the reports show it must stay 0). The batch side enfor
 :meth:`Cluster.remove_node` refuses a node with jobs.
 
 Each VO is one partition (``Cluster``) whose nodes are that VO's joined VMs, so a job runs only on
-a VM of its own VO. VMs have one shape per VO (``cores_per_vm``, ``memory_mib_per_vm``); a job
-bigger than the shape is never runnable here (the planner also reports such jobs as unfit).
+a VM of its own VO. How big a VM is follows the pools' ``worker_shape`` (``elastic/shape.py``): with
+``job`` (the default) or ``host`` the planner sizes each boot (up to a whole host) and a job wider
+than one VM spans several VMs of its VO, as on the bare-metal partition; with ``fixed`` every VM is
+``cores_per_vm`` cores and a job bigger than that is never runnable here (the planner also reports
+such jobs as unfit).
 
 Speed: the planner's inputs are rebuilt incrementally. ``PoolVM`` values are cached per VM and
 rebuilt only for VMs whose node changed since the last poll; ``PendingJob`` values are made once
@@ -67,6 +70,7 @@ class ElasticKnobs:
     scale_down_delay_s: float = 120.0
     min_pending_s: float = 0.0
     max_vms_site: int = 0  # 0: as many as the cores allow
+    worker_shape: str = "job"  # fixed | job | host (vocloud.elastic.shape)
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
@@ -133,13 +137,16 @@ class ElasticSite:
                 idle_timeout_s=knobs.idle_timeout_s, boot_timeout_s=knobs.boot_timeout_s,
                 max_boots_per_minute=knobs.max_boots_per_minute,
                 scale_down_delay_s=knobs.scale_down_delay_s, min_pending_s=knobs.min_pending_s,
+                worker_shape=knobs.worker_shape,
             )
             for vo in w.vo_names
         ]
         self.vm_cores, self.vm_mem = cores, mem
+        self.span = knobs.worker_shape != "fixed"
         self.factor = 1.0 + penalty
         self.parts = [
-            Cluster(f"elastic:{vo}", w.procs, w.estimate, w.runtime, factor=self.factor, span_nodes=False)
+            Cluster(f"elastic:{vo}", w.procs, w.estimate, w.runtime, factor=self.factor,
+                    span_nodes=self.span)
             for vo in w.vo_names
         ]
         self.vms: dict[int, SimVM] = {}
@@ -188,10 +195,25 @@ class ElasticSite:
 
     def route(self, job: int) -> Cluster | str:
         procs, mem = self.w.procs[job], self.w.memory_mib[job]
+        if self.span:
+            return self._route_span(job, procs, mem)
         if procs > self.vm_cores:
             return f"never runnable: needs {procs} cores, more than a {self.vm_cores}-core VM"
         if mem > self.vm_mem:
             return f"never runnable: needs {mem} MiB, more than a {self.vm_mem} MiB VM"
+        if self.max_vms_site == 0:
+            return "never runnable: no host can hold a VM of the pool's shape"
+        self._routed += 1
+        return self.parts[self.w.vo[job]]
+
+    def _route_span(self, job: int, procs: int, mem: int) -> Cluster | str:
+        """Jobs may span VMs (worker shape ``job``/``host``): only the whole site bounds them."""
+        spec = self.spec
+        hosts = -(-procs // spec.cores_per_host)
+        if procs > spec.total_cores:
+            return f"never runnable: needs {procs} cores, the site has {spec.total_cores}"
+        if mem > hosts * spec.mem_per_host:
+            return f"never runnable: needs {mem} MiB, more than {hosts} hosts' memory"
         if self.max_vms_site == 0:
             return "never runnable: no host can hold a VM of the pool's shape"
         self._routed += 1
@@ -265,6 +287,7 @@ class ElasticSite:
             running_jobs=node.jobs if node else 0, free_cores=node.free if node else 0,
             free_memory_mib=vm.memory if node and node.jobs == 0 else 0,
             state_since=vm.state_since, host=str(vm.host) if vm.host is not None else None,
+            cores=vm.cores, memory_mib=vm.memory,
         )
 
     def _pools(self, now: float) -> list[Pool]:
@@ -320,6 +343,7 @@ class ElasticSite:
                 free_cores=self.spec.total_cores - sum(self.host_used_cpu),
                 free_memory_mib=self.spec.hosts * self.spec.mem_per_host - sum(self.host_used_mem),
                 host_free=tuple(self._host_free),
+                host_shape=(self.spec.cores_per_host, self.spec.mem_per_host),
             )
         return self._site_cap
 
@@ -425,8 +449,9 @@ class ElasticSite:
             acted = True
             if isinstance(action, Boot):
                 vo = self._index[action.vo]
+                cores, mem = action.cores or self.vm_cores, action.memory_mib or self.vm_mem
                 for _ in range(action.count):
-                    vm = SimVM(self._next_vm, vo, self.vm_cores, self.vm_mem, now)
+                    vm = SimVM(self._next_vm, vo, cores, mem, now)
                     self._next_vm += 1
                     self.vms[vm.vm_id] = vm
                     self.vo_vms[vo][vm.vm_id] = vm
@@ -496,8 +521,10 @@ class ElasticSite:
                 )
         # a host without room for one VM can be chosen by no placement: leave it out (faster,
         # same answer)
-        hosts = [v for v in views if v is not None and v.total_cpu - v.used_cpu >= self.vm_cores
-                 and v.total_mem - v.used_mem >= self.vm_mem]
+        least_cpu = min(vm.cores for vm in requested)
+        least_mem = min(vm.memory for vm in requested)
+        hosts = [v for v in views if v is not None and v.total_cpu - v.used_cpu >= least_cpu
+                 and v.total_mem - v.used_mem >= least_mem]
         if not hosts:
             return False
         result = place([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,

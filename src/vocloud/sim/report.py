@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vocloud.sim.differences import known_differences
 from vocloud.sim.metrics import ScenarioResult
 
 FLOAT_DIGITS = 4
@@ -179,6 +180,10 @@ def summary_markdown(doc: dict[str, Any], results: Sequence[ScenarioResult], plo
         scenario_table(results, trace.get("recorded")),
         "",
         *[f"**Warning** - {line}" for line in warnings(results)],
+        "",
+        "## Known differences of the model",
+        "",
+        *known_differences(doc, results),
         "",
         "## Mean wait per VO (s)",
         "",

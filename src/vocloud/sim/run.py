@@ -162,11 +162,12 @@ def run_scenario(
         sim = Simulation(w, ssite, sample_interval=interval, progress=progress)
         ssite.start(sim)
         st = sim.run()
-        split = {vo: n for vo, n in zip(w.vo_names, ssite.hosts_per_part, strict=True)}
+        shared = {"static_shared_vos": len(ssite.shared_vos),
+                  "static_shared_hosts": ssite.hosts_per_part[-1]} if ssite.shared_vos else {}
         return compute(
             name, w, st, total_cores=ssite.total_cores, factor=1.0 + config.penalty, boots=ssite.boots,
             boot_core_seconds=ssite.boot_core_seconds, idle_vm_seconds=ssite.idle_node_seconds(st.t_last),
-            extra={"static_hosts_per_vo": split},
+            extra={"static_hosts_per_vo": ssite.vo_hosts, **shared},
         )
     if name == "burst":
         return run_burst(w, config, rng, interval, progress)

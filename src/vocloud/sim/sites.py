@@ -12,6 +12,13 @@ Both are a set of partitions that never change size; they differ only in what a 
 How hosts are split among VOs: proportional to each VO's core-seconds in the trace (largest
 remainder), every VO with work getting at least one host while there are hosts to give, unless
 the user gives the split. A VO left without hosts has its jobs reported as never runnable.
+
+Parallel traces: a VO whose widest job needs more hosts than its share cannot have a partition
+of its own (a 128-processor job on a 2-host partition never runs). With the default split such
+VOs pool their hosts in one ``shared`` partition (whole-host VMs, jobs spanning them, one EASY
+queue), and while the shared partition is still narrower than its widest job, the VO with the
+smallest dedicated share joins it too (:func:`static_layout`). A given ``--static-split`` is
+taken as it is: wide jobs of a VO whose share is too small are reported never runnable.
 """
 
 from __future__ import annotations
@@ -110,6 +117,9 @@ class PartitionedSite:
         ]
         self.part_names = list(part_names)
         self.hosts_per_part = list(hosts_per_part)
+        #: static: hosts per VO from the split, and the VOs that share one partition
+        self.vo_hosts: dict[str, int] = {}
+        self.shared_vos: list[str] = []
         self.boots = 0
         self.boot_core_seconds = 0.0
         self._booting = 0
@@ -159,10 +169,13 @@ class PartitionedSite:
         sim.mark(self.parts[part])
 
     def pool_sizes(self) -> list[int]:
+        """Nodes of each VO's own partition (VOs in the shared partition: 0)."""
         sizes = [0] * len(self.w.vo_names)
-        if self.virtual and len(self.parts) == len(sizes):
-            for i, c in enumerate(self.parts):
-                sizes[i] = len(c.nodes)
+        if self.virtual:
+            index = {vo: i for i, vo in enumerate(self.w.vo_names)}
+            for name, c in zip(self.part_names, self.parts, strict=True):
+                if name in index:
+                    sizes[index[name]] = len(c.nodes)
         return sizes
 
     def busy(self) -> bool:
@@ -212,12 +225,52 @@ def static_split(w: Workload, hosts: int, given: Mapping[str, int] | None = None
     return apportion(w.core_seconds_by_vo(), hosts)
 
 
+SHARED = "shared"
+
+
+def static_layout(widest: Sequence[int], split: Sequence[int], cores_per_host: int) -> set[int]:
+    """The VOs (indices) that share one partition instead of having their own (module docstring).
+
+    ``widest[v]``: processors of VO ``v``'s widest job; ``split[v]``: its hosts. Pure: a VO whose
+    widest job does not fit its own share is shared; then, while the shared hosts are fewer than
+    the shared VOs' widest job needs, the VO with the fewest hosts of its own (ties: lower index)
+    joins. Ends when the shared partition is wide enough or every VO shares the whole site.
+    """
+    need = [-(-max(p, 0) // cores_per_host) for p in widest]
+    shared = {v for v in range(len(split)) if need[v] > split[v]}
+    while shared:
+        if sum(split[v] for v in shared) >= max(need[v] for v in shared):
+            break
+        rest = [v for v in range(len(split)) if v not in shared and split[v] > 0]
+        if not rest:
+            break
+        shared.add(min(rest, key=lambda v: (split[v], v)))
+    return shared
+
+
 def static_site(
     w: Workload, spec: SiteSpec, *, penalty: float, boot: Duration, rng: random.Random,
     given: Mapping[str, int] | None = None,
 ) -> PartitionedSite:
-    """One fixed VM partition per VO."""
-    return PartitionedSite(
-        "static", w, spec, static_split(w, spec.hosts, given), w.vo_names, w.vo,
+    """One fixed VM partition per VO, plus a shared one for VOs too wide for their share."""
+    split = static_split(w, spec.hosts, given)
+    shared: set[int] = set()
+    if not given:
+        widest = [0] * len(w.vo_names)
+        for j in range(len(w)):
+            if j not in w.excluded and w.procs[j] > widest[w.vo[j]]:
+                widest[w.vo[j]] = w.procs[j]
+        shared = static_layout(widest, split, spec.cores_per_host)
+    own = [v for v in range(len(w.vo_names)) if v not in shared]
+    part_of = {v: i for i, v in enumerate(own)}
+    for v in shared:
+        part_of[v] = len(own)
+    names = [w.vo_names[v] for v in own] + ([SHARED] if shared else [])
+    hosts = [split[v] for v in own] + ([sum(split[v] for v in shared)] if shared else [])
+    site = PartitionedSite(
+        "static", w, spec, hosts, names, [part_of[v] for v in w.vo],
         virtual=True, penalty=penalty, boot=boot, rng=rng,
     )
+    site.vo_hosts = dict(zip(w.vo_names, split, strict=True))
+    site.shared_vos = sorted(w.vo_names[v] for v in shared)
+    return site

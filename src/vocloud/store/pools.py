@@ -52,6 +52,8 @@ class PoolRow(Base):
     scale_down_delay: Mapped[float] = mapped_column(Float, default=120.0)
     # workers it may run on cloud tiers (core/burst.py); 0: the site only (0011)
     burst_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # fixed | job | host: how the workers are sized (vocloud.elastic.shape); 0016
+    worker_shape: Mapped[str] = mapped_column(String(8), default="fixed", server_default="fixed")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -85,6 +87,9 @@ class PoolVMRow(Base):
     free_memory: Mapped[int] = mapped_column(Integer, default=0)
     host: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    # the worker's own size when the plan chose one (worker shape job/host); NULL: the pool's
+    cores: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class PoolEventRow(Base):

@@ -34,6 +34,9 @@ DelayOpt = Annotated[float | None, Opt("--scale-down-delay", help="Seconds after
 BurstOpt = Annotated[int | None, Opt(
     "--burst-limit", min=0, help="Administrators only: workers the pool may run on cloud hosts "
     "when the site is full (0: site only; docs/bursting.md).")]
+ShapeOpt = Annotated[str | None, Opt(
+    "--worker-shape", help="How workers are sized: fixed (--cores each), job (as wide as the "
+    "widest waiting job, up to a host; wider jobs span workers) or host (whole-host workers).")]
 SiteOpt = Annotated[str | None, Opt(
     "--site-template", help="Administrators only: the site template (an administrator's VM "
     "template) merged into every worker: batch secret, worker network, boot attributes. "
@@ -50,12 +53,14 @@ def create(
     min_: MinOpt = None, max_: MaxOpt = None, weight: WeightOpt = None, idle_timeout: IdleOpt = None,
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
     scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, burst_limit: BurstOpt = None,
-    json_: JsonFlag = False,
+    json_: JsonFlag = False, worker_shape: ShapeOpt = None,
 ) -> None:
     """Create the pool of a VO; its workers are created as the VO (user pool.<vo>)."""
     body = {"vo": vo, "template": template, "cores": cores, "memory": parse_size(memory, "memory"),
             **_policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime, max_boots,
                       scale_down_delay)}
+    if worker_shape is not None:
+        body["worker_shape"] = worker_shape
     if site_template is not None:
         body["site_template"] = site_template
     if burst_limit is not None:
@@ -119,10 +124,13 @@ def update(
     scale_down_delay: DelayOpt = None,
     enable: Annotated[bool | None, Opt("--enable/--disable", help="Let the controller act on it.")] = None,
     site_template: SiteOpt = None, burst_limit: BurstOpt = None, json_: JsonFlag = False,
+    worker_shape: ShapeOpt = None,
 ) -> None:
     """Change a pool's policy; lowering --max drains surplus workers, never kills a running job."""
     body: dict[str, Any] = _policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime,
                                    max_boots, scale_down_delay)
+    if worker_shape is not None:
+        body["worker_shape"] = worker_shape
     if template is not None:
         body["template"] = template
     if cores is not None:

@@ -1,0 +1,103 @@
+"""Worker shapes (fixed | job | host): multi-core and whole-host workers, jobs spanning VMs,
+and the site reservation that lets the oldest wide job collect its VMs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vocloud.batch.base import PendingJob, by_vo
+from vocloud.elastic.planner import plan
+from vocloud.elastic.policy import Boot, Drain, Plan, Pool, PoolPolicy, PoolVM, PoolVMState, SiteCapacity
+from vocloud.elastic.shape import shape_for
+from vocloud.errors import InvalidInput
+
+V = PoolVMState
+NOW = 10_000.0
+HOST = (8, 16384)
+
+
+def pol(vo: str = "atlas", shape: str = "job", **kw: Any) -> PoolPolicy:
+    base: dict[str, Any] = dict(image=f"img-{vo}", cores_per_vm=1, memory_mib_per_vm=2048,
+                                max_vms=100, max_boots_per_minute=100, worker_shape=shape)
+    base.update(kw)
+    return PoolPolicy(vo, **base)
+
+
+def jobs(vo: str, n: int, cores: int = 1, t: float = 0.0) -> list[PendingJob]:
+    return [PendingJob(f"{vo}.{cores}.{t}.{i}", vo, cores, 100, 3600, t) for i in range(n)]
+
+
+def site(hosts: int = 10, free: int | None = None) -> SiteCapacity:
+    per = [(8, 16384)] * hosts if free is None else [(free, free * 2048)] + [(0, 0)] * (hosts - 1)
+    return SiteCapacity.from_hosts(1000, tuple(per), host_shape=HOST)
+
+
+def boots(p: Plan, vo: str) -> list[Boot]:
+    return [a for a in p.actions if isinstance(a, Boot) and a.vo == vo]
+
+
+def test_fixed_pools_keep_their_size_and_never_boot_for_wider_jobs() -> None:
+    p = plan(by_vo(jobs("atlas", 2, cores=4)), [Pool(pol(shape="fixed"))], site(), NOW)
+    assert boots(p, "atlas") == []
+    assert p.pools[0].unfit_jobs == 2
+    assert "need 4 cores, more than a 1-core VM" in p.pools[0].notes[0]
+
+
+def test_job_shape_sizes_workers_to_the_widest_job_and_spans_wider_ones() -> None:
+    # serial jobs: the configured 1-core workers
+    [b] = boots(plan(by_vo(jobs("atlas", 3)), [Pool(pol())], site(), NOW), "atlas")
+    assert (b.count, b.cores, b.memory_mib) == (3, 1, 2048)
+    # 3-core jobs: 3-core workers, memory in proportion
+    [b] = boots(plan(by_vo(jobs("atlas", 2, cores=3)), [Pool(pol())], site(), NOW), "atlas")
+    assert (b.count, b.cores, b.memory_mib) == (2, 3, 6144)
+    # a 20-core job on 8-core hosts: three whole-host workers (8 + 8 + 4 cores)
+    [b] = boots(plan(by_vo(jobs("atlas", 1, cores=20)), [Pool(pol())], site(), NOW), "atlas")
+    assert (b.count, b.cores, b.memory_mib) == (3, 8, 16384)
+    assert plan(by_vo(jobs("atlas", 1, cores=20)), [Pool(pol())], site(), NOW).pools[0].unfit_jobs == 0
+
+
+def test_host_shape_boots_whole_hosts() -> None:
+    [b] = boots(plan(by_vo(jobs("atlas", 5)), [Pool(pol(shape="host"))], site(), NOW), "atlas")
+    assert (b.count, b.cores, b.memory_mib) == (1, 8, 16384)  # five serial jobs share one host VM
+    assert shape_for(pol(shape="host"), [], (0, 0)) == (1, 2048)  # host size unknown: configured
+
+
+def test_spanning_jobs_use_idle_cores_of_any_size() -> None:
+    # four idle 1-core workers and one 2-core: a 6-core job fits on them, nothing is booted
+    vms = tuple(PoolVM(i, f"vc-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=NOW - 10,
+                       cores=1 if i < 4 else 2, memory_mib=2048) for i in range(5))
+    p = plan(by_vo(jobs("atlas", 1, cores=6)), [Pool(pol(), vms)], site(), NOW)
+    assert boots(p, "atlas") == [] and not [a for a in p.actions if isinstance(a, Drain)]
+    # a 7-core job needs one more worker
+    p = plan(by_vo(jobs("atlas", 1, cores=7)), [Pool(pol(), vms)], site(), NOW)
+    assert [b.count for b in boots(p, "atlas")] == [1]
+
+
+def test_the_oldest_wide_job_holds_the_reservation() -> None:
+    # two VOs each wait for a 16-core job; only the older one's is booted for, first
+    demand = jobs("atlas", 1, cores=16, t=100.0) + jobs("cms", 1, cores=16, t=50.0)
+    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(), NOW)
+    assert boots(p, "atlas") == [] and [b.count for b in boots(p, "cms")] == [2]
+    # narrow jobs of the other VO are still served by the fair split
+    p = plan(by_vo(demand + jobs("atlas", 2, t=200.0)), [Pool(pol("atlas")), Pool(pol("cms"))],
+             site(), NOW)
+    assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(1, 8)]  # both on one 8-core VM
+
+
+def test_the_reservation_drains_other_pools_on_a_full_site() -> None:
+    # site full of atlas' busy 8-core workers; cms' 16-core job is the oldest wide job
+    busy = tuple(PoolVM(i, f"a-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=8, cores=8,
+                        memory_mib=16384) for i in range(4))
+    pools = [Pool(pol("atlas", shape="host"), busy), Pool(pol("cms"))]
+    demand = jobs("cms", 1, cores=16, t=10.0) + jobs("atlas", 8, t=20.0)
+    p = plan(by_vo(demand), pools, site(4, free=0), NOW)
+    drains = [a for a in p.actions if isinstance(a, Drain)]
+    assert len(drains) == 2 and {d.vo for d in drains} == {"atlas"}
+    assert any("reservation" in n for n in p.notes)
+
+
+def test_a_bad_worker_shape_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="worker_shape must be one of fixed, job, host"):
+        pol(shape="huge")
