@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import fault_site, per_minute
+from tests.support.faults import fault_site
 from tests.support.netns import LabUnavailable, NetnsHost, NetnsLab
 from vocloud.guest.build import GuestImage
 
@@ -100,7 +100,10 @@ def test_owed_terminate_survives_outage_and_restart_and_is_told_once(
         # lines are not the outage's)
         engine = [ln for ln in outage if "vocloud.engine" in ln]
         assert sum("WARNING" in ln for ln in engine) <= 3, engine
-        assert per_minute(len(engine), outage_s) < 20, engine  # it was 119 warnings a minute
+        # each fault once, and once more after the restart: host ERROR, two VMs UNKNOWN, the
+        # terminate waiting; then ERROR and the wait again (6). A count, not a rate: this window
+        # is ~15 s on a quiet machine. The old code logged 119 warnings a minute.
+        assert len(engine) <= 8, (round(outage_s), engine)
 
         site.api.post(f"/vms/{kept}/action", {"action": "terminate-hard"})
         site.wait([kept], "DONE", 60)

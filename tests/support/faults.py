@@ -128,8 +128,13 @@ class FaultSite:
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.daemon.log.read_text(errors="replace").splitlines()[-n:])
 
+    def run_dir(self, deploy_id: str) -> Path:
+        """The guest's run directory: an SSH host's state lives under ``qemu/hosts/<name>``
+        (per-host state directories, docs/qemu.md)."""
+        return self.daemon.data_dir / "qemu" / "hosts" / self.name / deploy_id
+
     def qemu_pids(self, deploy_id: str) -> list[int]:
-        return qemu_pids_under(self.daemon.data_dir / "qemu" / deploy_id)
+        return qemu_pids_under(self.run_dir(deploy_id))
 
     def links(self) -> set[str]:
         out = sh("ip", "-n", self.host.netns, "-json", "link", "show", check=False).stdout or "[]"
@@ -145,8 +150,8 @@ class FaultSite:
             left.append(f"qemu {self.qemu_pids(deploy)}")
         if f"{deploy}-0" in self.links():
             left.append(f"tap {deploy}-0")
-        if (data / "qemu" / deploy).exists():
-            left.append(f"run dir {data / 'qemu' / deploy}")
+        if self.run_dir(deploy).exists():
+            left.append(f"run dir {self.run_dir(deploy)}")
         if (data / "datastore" / "vms" / deploy).exists():
             left.append(f"overlay {data / 'datastore' / 'vms' / deploy}")
         if shown["leases"]:
