@@ -26,8 +26,6 @@ from typing import Protocol
 
 from vocloud.core.burst import place_tiered
 from vocloud.core.placement import HostView, PendingVM
-from vocloud.elastic.failures import PoolVMEvent as E
-from vocloud.elastic.failures import pool_vm_next
 from vocloud.elastic.policy import PoolVM, SiteCapacity
 from vocloud.sim.dist import Duration
 from vocloud.sim.elastic import ElasticKnobs, ElasticSite, SimVM
@@ -133,16 +131,7 @@ class BurstSite(ElasticSite):
         out = place_tiered([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,
                            self.sched_policy, pool_of, room)
         for p in out.result.placements:
-            vm = self._requested.pop(p.vm_id)
-            self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
-            vm.host = p.host_id
-            vm.placed_at = now
-            self._stamp_boot(vm, now)
-            self.host_used_cpu[p.host_id] += vm.cores
-            self.host_used_mem[p.host_id] += vm.memory
-            self.host_vms[p.host_id] += 1
-            self._site_cap = None
-            self._host_free[p.host_id] = self._free_of(p.host_id)
+            vm = self._placed(p.vm_id, p.host_id, now)
             cloud = self.is_cloud(p.host_id)
             t = (self.burst.boot if cloud else self.boot).draw(self.rng)
             self.boots += 1

@@ -506,6 +506,22 @@ class ElasticSite:
         self._stale[vm.vo].add(vm.vm_id)
         self._pool_vms[vm.vo] = None
 
+    def _placed(self, vm_id: int, host: int, now: float) -> SimVM:
+        """A REQUESTED VM the scheduler put on ``host``: PLACED, its host's books updated (the
+        caller draws its boot time; the burst site draws it from the cloud's distribution)."""
+        vm = self._requested.pop(vm_id)
+        self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
+        vm.host = host
+        vm.placed_at = now
+        self._stamp_boot(vm, now)
+        self.host_used_cpu[host] += vm.cores
+        self.host_used_mem[host] += vm.memory
+        self.host_vms[host] += 1
+        self._site_cap = None
+        self._views[host] = None
+        self._host_free[host] = self._free_of(host)
+        return vm
+
     def _place(self, now: float, sim: Simulation) -> bool:
         """Place every REQUESTED VM with the real scheduler; unplaced ones wait (stockout)."""
         if not self._requested:
@@ -530,17 +546,7 @@ class ElasticSite:
         result = place([PendingVM(vm.vm_id, float(vm.cores), vm.memory) for vm in requested], hosts,
                        self.sched_policy)
         for p in result.placements:
-            vm = self._requested.pop(p.vm_id)
-            self._set(vm, pool_vm_next(vm.state, E.PLACED, vm.vm_id), now)
-            vm.host = p.host_id
-            vm.placed_at = now
-            self._stamp_boot(vm, now)
-            self.host_used_cpu[p.host_id] += vm.cores
-            self.host_used_mem[p.host_id] += vm.memory
-            self.host_vms[p.host_id] += 1
-            self._site_cap = None
-            self._views[p.host_id] = None
-            self._host_free[p.host_id] = self._free_of(p.host_id)
+            vm = self._placed(p.vm_id, p.host_id, now)
             t = self.boot.draw(self.rng)
             self.boots += 1
             self.boot_core_seconds += vm.cores * t
