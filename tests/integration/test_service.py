@@ -486,6 +486,29 @@ def test_reserved_capacity_holds_back_or_overcommits(cloud: Cloud, tmp_path: Pat
         cloud.hosts.update_attrs(user, "over", {"RESERVED_CPU": "-8"})
 
 
+def test_only_an_administrator_chooses_a_vms_host(cloud: Cloud, tmp_path: Path) -> None:
+    """``migrate`` and ``enforce=False`` pick a host past the scheduler's rules (a leased host's
+    end, requirements, a disabled host): the VM's own user gets a 403 and nothing moves."""
+    a = admin(cloud)
+    _hosts(cloud, 2)
+    cloud.hosts.action(a, "h2", "disable")
+    rec, _drv = reconciler(cloud, tmp_path / "sim")
+    owner = user_in(cloud, "olga", "vo-o")
+    [vm] = cloud.vms.create(owner, SMALL)
+    converge(rec)
+    info = cloud.vms.show(owner, vm)
+    assert info["state"] == "RUNNING" and "migrate" not in info["allowed_actions"]
+    other = "h2" if info["host"] == "h1" else "h1"
+    for kwargs in ({"host": other}, {"host": other, "enforce": False}):
+        with pytest.raises(Forbidden, match="only an administrator chooses a VM's host"):
+            cloud.vms.action(owner, vm, "migrate", **kwargs)
+    with pytest.raises(Forbidden, match="skip the host checks"):
+        cloud.vms.action(owner, vm, "poweroff", enforce=False)
+    after = cloud.vms.show(a, vm)
+    assert (after["state"], after["host"]) == ("RUNNING", info["host"])
+    assert "migrate" in after["allowed_actions"]  # the administrator may
+
+
 def test_migrate_refused_before_acceptance_when_a_driver_cannot(cloud: Cloud, tmp_path: Path) -> None:
     """A VMM that does not declare ``migrate`` (here: one this daemon does not offer) makes
     ``migrate`` a refusal up front, not a command that says yes and a VM quietly back where it was."""

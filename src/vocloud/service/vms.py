@@ -382,6 +382,13 @@ class VMService:
                enforce: bool = True) -> dict[str, Any]:
         if action not in VM_USER_ACTIONS:
             raise InvalidInput(f"unknown VM action {action!r}; one of: {', '.join(sorted(VM_USER_ACTIONS))}")
+        if (action == "migrate" or not enforce) and not actor.is_admin:
+            # Choosing a VM's host is the scheduler's and the site's: a user who could would
+            # step past the placement rules (a leased host's end, another VO's requirements, a
+            # host that is disabled). OpenNebula's default ACL keeps MIGRATE for admins too.
+            what = "migrate a VM" if action == "migrate" else "skip the host checks"
+            raise Forbidden(f"user {actor.name} may not {what}: only an administrator chooses "
+                            "a VM's host")
         with self.db.write() as s:
             vm = find(s, VM, "VM", vm_id, lock=True)
             require(s, actor, "MANAGE", vm_ref(vm))
@@ -644,7 +651,8 @@ class VMService:
                 "state_changed_at": vm.state_changed_at,
                 "waiting": waiting(vm, host),
                 "allowed_actions": [a for a in vm_allowed_actions(vm.state)
-                                    if a != "migrate" or (host is not None and self._can_migrate(host))],
+                                    if a != "migrate" or (actor.is_admin and host is not None
+                                                          and self._can_migrate(host))],
                 "leases": [{"ip": ipam.int_to_ip(ip), "mac": mac, "network": net}
                            for ip, mac, net in leases],
                 "template": vm.template,
