@@ -86,6 +86,7 @@ umount /mnt/context
 # digits, _; a value without quotes), or the worker fails saying which line is wrong.
 if [ -n "$USER_DATA" ]; then
     if [ "$USER_DATA_ENCODING" = base64 ]; then
+        case "$USER_DATA" in *[!A-Za-z0-9+/=]*) fail "USER_DATA is not base64" ;; esac
         echo "$USER_DATA" | base64 -d > /run/user-data 2>/dev/null || fail "USER_DATA is not base64"
     else
         printf '%s\n' "$USER_DATA" > /run/user-data
