@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 from collections.abc import Iterator
 
 import boto3
@@ -166,12 +167,16 @@ def test_bad_declarations_and_credentials_are_clear_and_secret(url: str) -> None
     assert instances(url) == []
 
 
-def test_context_goes_as_user_data_only_when_the_site_says_so(url: str) -> None:
+def test_context_goes_as_user_data_only_when_the_site_says_so(
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
     drv = Ec2Driver(creds)
     s = DomainSpec(vm_id=4, deploy_id="vcq7x-4", name="w", cpu=1, vcpu=1, memory_mib=512,
-                   context={"SLURM_SERVER": "10.0.0.1", "NOTE": "it's"})
+                   context={"SLURM_SERVER": "10.0.0.1", "NOTE": "it's", "MUNGE_KEY": "c2VjcmV0LWtleQ=="})
     drv.deploy(host(url), s)
-    drv.deploy(host(url, EC2_CONTEXT="yes"), dataclasses.replace(s, vm_id=5, deploy_id="vcq7x-5"))
+    with caplog.at_level(logging.DEBUG):  # a daemon at log_level=debug: botocore stays quiet
+        drv.deploy(host(url, EC2_CONTEXT="yes"), dataclasses.replace(s, vm_id=5, deploy_id="vcq7x-5"))
+    assert "launched as" in caplog.text
+    assert "c2VjcmV0LWtleQ" not in caplog.text and "UserData" not in caplog.text, caplog.text
     c = boto3.client("ec2", endpoint_url=url, region_name="eu-west-1", aws_access_key_id=KEY_ID,
                      aws_secret_access_key=SECRET)
     by = {tags(i)["vocloud:vm"]: i["InstanceId"] for i in instances(url)}

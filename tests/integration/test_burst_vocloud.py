@@ -1,8 +1,8 @@
 """A second vocloud installation as the cloud: the first site's ``ec2`` hosts reach the second
 site's ``/ec2/`` front-end (boto3 against vocloud's own EC2 Query API, sim hosts on both), so
 a burst worker of the first site is a VM of the second, tagged, found again by tag, and
-terminated there when the first site ends it. (The qemu + Slurm variant is docs/bursting.md's
-open item.)"""
+terminated there when the first site ends it. (With a real qemu worker that joins the first
+site's real Slurm: test_burst_vocloud_qemu.py.)"""
 
 from __future__ import annotations
 

@@ -78,6 +78,38 @@ done
 # context.sh holds KEY='value' lines written (and validated) by vocloud.drivers.context.
 . /mnt/context/context.sh
 umount /mnt/context
+# A burst worker (docs/bursting.md) runs at another site, started through that site's EC2 API:
+# the first site's vocloud sent the worker's context as UserData (KEY='value' lines), and the
+# site running this guest put it in its own context as USER_DATA (base64 when it came through
+# EC2). Its variables fill in only what this site's context does not say (the network is the
+# running site's). The text is never run: every line must be KEY='value' (capital letters,
+# digits, _; a value without quotes), or the worker fails saying which line is wrong.
+if [ -n "$USER_DATA" ]; then
+    if [ "$USER_DATA_ENCODING" = base64 ]; then
+        case "$USER_DATA" in *[!A-Za-z0-9+/=]*) fail "USER_DATA is not base64" ;; esac
+        echo "$USER_DATA" | base64 -d > /run/user-data 2>/dev/null || fail "USER_DATA is not base64"
+    else
+        printf '%s\n' "$USER_DATA" > /run/user-data
+    fi
+    unset USER_DATA USER_DATA_ENCODING
+    taken=0
+    lineno=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        lineno=$((lineno + 1))
+        case "$line" in ''|'#'*) continue ;; esac
+        key=${line%%=*}
+        val=${line#*=}
+        echo "$key" | grep -qE '^[A-Z][A-Z0-9_]*$' || fail "user data line $lineno is not KEY='value'"
+        case "$val" in "'"*"'") val=${val#"'"}; val=${val%"'"} ;; *) fail "user data line $lineno ($key): the value is not in single quotes" ;; esac
+        case "$val" in *"'"*) fail "user data line $lineno ($key): the value holds a quote" ;; esac
+        case "$key" in USER_DATA|USER_DATA_ENCODING) continue ;; esac
+        eval "[ -n \"\${$key+x}\" ]" && continue  # set by this site's context (or init): theirs
+        export "$key=$val"
+        taken=$((taken + 1))
+    done < /run/user-data
+    rm -f /run/user-data
+    say "context: $taken variables from user data"
+fi
 if [ -n "$SGE_ROOT" ]; then
     # Grid Engine worker: no munge, no slurmd; the node name is SGE_NODENAME.
     SLURM_NODENAME=${SGE_NODENAME:-$HOSTNAME}
@@ -91,8 +123,24 @@ fi
 
 # ---------------------------------------------------------------- export tree over 9p
 grep -q 9p /proc/filesystems || fail "kernel has no 9p filesystem (modules not loaded)"
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /newroot \
-    || fail "cannot mount the export tree (9p tag hostroot): is qemu started with the virtfs device?"
+root=""
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /newroot 2>/dev/null; then
+    root="9p hostroot"
+else
+    # No virtfs device: a site that cannot export a host directory to this VM (a cloud running
+    # it through EC2, where such attributes are administrators' only) attaches the export tree
+    # as a disk image instead (an ISO 9660 or ext4 image of it, its manifest at the top).
+    for dev in /dev/vd?; do
+        [ -b "$dev" ] && [ "$dev" != "$seed" ] || continue
+        for fs in iso9660 ext4; do
+            mount -t $fs -o ro "$dev" /newroot 2>/dev/null || continue
+            [ -f /newroot/.vocloud-export.json ] && { root="$dev ($fs)"; break 2; }
+            umount /newroot
+        done
+    done
+fi
+[ -n "$root" ] || fail "cannot mount the export tree (9p tag hostroot): is qemu started with the virtfs device? (no disk holds one either)"
+say "export tree from $root"
 # What guest root can read of the host: the exfiltration regression test (and an admin checking
 # a tree) asks with VOCLOUD_PROBE_PATHS (absolute paths) and VOCLOUD_PROBE_TEXT (a string to look
 # for in every file); only presence is printed, never a file's content. Before any overlay, so

@@ -132,6 +132,7 @@ class Ec2Driver:
             raise DriverError(f"ec2 host {host.name}: credentials: {getattr(exc, 'message', exc)}") from None
         ckey = (region.endpoint, region.region, key_id, secret)
         if st.client is None or st.client_key != ckey:
+            _quiet_wire_logs()
             import boto3
             from botocore.config import Config
 
@@ -385,6 +386,17 @@ class Ec2Driver:
 
 def _snake(action: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in action).lstrip("_")
+
+
+def _quiet_wire_logs() -> None:
+    """botocore's DEBUG lines print every request's parameters, and RunInstances' UserData
+    carries a pool worker's context with the site secrets its site template names (the munge
+    key): a daemon run with ``log_level=debug`` must not write them, so botocore and boto3 log
+    warnings and errors only, whatever the root logger's level is or becomes."""
+    for name in ("botocore", "boto3"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:  # NOTSET (0) too: it would follow the root logger
+            logger.setLevel(logging.WARNING)
 
 
 def _user_data(context: dict[str, str]) -> str:
