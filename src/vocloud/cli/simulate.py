@@ -84,6 +84,17 @@ def simulate(
         help="Run the scenarios in this many parallel processes (same results).")] = DEFAULT_WORKERS,
     compare_policies: Annotated[str | None, typer.Option(
         help="Compare pool policies instead: 'all' or NAME,NAME (docs/policies.md).")] = None,
+    validate: Annotated[bool, typer.Option(
+        "--validate", help="Run a slice through the real daemon and Slurm and compare it with the "
+                           "simulator's prediction (root; docs/simulator.md).")] = False,
+    jobs: Annotated[int, typer.Option(help="--validate: jobs in the slice.")] = 300,
+    compress: Annotated[float, typer.Option(
+        help="--validate: time compression (trace s per real s).")] = 60.0,
+    val_start: Annotated[int | None, typer.Option(
+        help="--validate: first runnable job of the slice (default: a stretch of about 2 "
+             "jobs per real second).")] = None,
+    val_max_runtime: Annotated[float, typer.Option(
+        help="--validate: trace seconds a job may run; longer ones are cut.")] = 3600.0,
 ) -> None:
     """Replay a workload trace through bare hosts, static VO partitions and elastic VO pools."""
     try:
@@ -152,6 +163,10 @@ def _run(**o: Any) -> None:
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,
                        split_partitions=o["split_partitions"])
+    if o["validate"]:
+        from vocloud.cli.sim_validate import run_validate
+
+        return run_validate(o, loaded, config)
     if o["compare_policies"] is not None:
         from vocloud.cli.compare_policies import run_compare
 
