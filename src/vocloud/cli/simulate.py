@@ -95,6 +95,9 @@ def simulate(
              "jobs per real second).")] = None,
     val_max_runtime: Annotated[float, typer.Option(
         help="--validate: trace seconds a job may run; longer ones are cut.")] = 3600.0,
+    voc_report: Annotated[bool, typer.Option(
+        "--voc-report", help="Add the VOC findings (pool tracking load, slowdown by job length) "
+                             "to summary.md, with voc.png (needs --report).")] = False,
 ) -> None:
     """Replay a workload trace through bare hosts, static VO partitions and elastic VO pools."""
     try:
@@ -163,6 +166,14 @@ def _run(**o: Any) -> None:
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,
                        split_partitions=o["split_partitions"])
+    if o["voc_report"]:
+        if o["report"] is None:
+            raise InvalidInput("--voc-report writes into the report: give --report DIR")
+        from dataclasses import replace
+
+        from vocloud.sim.voc import SAMPLE_S
+
+        config = replace(config, sample_interval=config.sample_interval or SAMPLE_S)
     if o["validate"]:
         from vocloud.cli.sim_validate import run_validate
 
@@ -198,6 +209,14 @@ def _run(**o: Any) -> None:
     doc = metrics_document(results, config.to_dict(), trace_info)
     if o["report"] is not None:
         write_report(Path(o["report"]), results, doc, w.vo_names)
+        if o["voc_report"]:
+            from vocloud.sim.voc import voc_markdown, voc_plot
+
+            section = voc_markdown(w, results, voc_plot(w, results, Path(o["report"])))
+            with (Path(o["report"]) / "summary.md").open("a", encoding="utf-8") as fh:
+                fh.write(section)
+            if not o["json_out"]:
+                typer.echo(section.split("\nMean bounded")[0])
     if o["json_out"]:
         sys.stdout.write(dumps(doc))
         return
