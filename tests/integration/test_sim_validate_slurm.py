@@ -51,7 +51,7 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("val")
     proc = subprocess.run(
         [sys.executable, "-m", "vocloud.cli.main", "simulate", str(LPC), "--validate", "--jobs",
-         str(JOBS), "--compress", "120", "--val-max-runtime", "1200", "--report", str(out)],
+         str(JOBS), "--compress", "120", "--val-max-runtime", "900", "--report", str(out)],
         capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     assert "| wait_mean_s |" in proc.stdout and "| vm_boots |" in proc.stdout, proc.stdout

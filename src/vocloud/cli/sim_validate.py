@@ -65,11 +65,14 @@ def validate(o: dict[str, Any], loaded: LoadedTrace, config: SimConfig) -> dict[
     from vocloud.sim.validate import compare, simulate, slice_jobs
 
     x = float(o["compress"])
-    sl = slice_jobs(loaded.workload, o["jobs"], x, o["val_max_runtime"], o["val_start"])
     site = site_for(o, config, x)
-    timeout = max(120.0, 4 * sl.span_s + 60)
+    cores = site.hosts * site.cores_per_host
+    sl = slice_jobs(loaded.workload, o["jobs"], x, o["val_max_runtime"], o["val_start"],
+                    busy_cores=cores / 2)
+    timeout = max(120.0, 3 * (sl.span_s + sl.work_s / cores) + 60)
     typer.echo(f"validation slice: jobs {sl.first_index}..{sl.first_index + len(sl.jobs) - 1} of "
-               f"the trace's runnable jobs, {sl.span_s:,.0f} s of real time at x{x:g}", err=True)
+               f"the trace's runnable jobs, {sl.span_s:,.0f} s of arrivals and runs, "
+               f"{sl.work_s:,.0f} core-s at x{x:g}", err=True)
     real = run_real_side(sl.jobs, site, timeout)
     achieved = [(j["vo"], float(j["submit_s"]), float(j["runtime_s"])) for j in real["jobs"]]
     sim = simulate(achieved, site, seed=config.seed)

@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -328,6 +330,10 @@ def _cleanup_dir(path: Path) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str]) -> int:
     """``IN.json OUT.json``: IN holds ``jobs`` ([vo, submit, runtime]), ``site`` and ``timeout_s``."""
     if len(argv) != 2:
@@ -337,6 +343,10 @@ def main(argv: Sequence[str]) -> int:
     if why is not None:
         Path(argv[1]).write_text(json.dumps({"skipped": why}))
         return 3
+    # the caller may have started us in the background (SIGINT ignored) or stop us with SIGTERM:
+    # both must unwind the ExitStack, which stops the daemon, Slurm and every guest
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     isolated = private_network()
     if isolated is not None:
         Path(argv[1]).write_text(json.dumps({"skipped": f"no private network namespace: {isolated}"}))

@@ -6,8 +6,8 @@ the simulator's half and the comparison (pure apart from running the simulator);
 is :mod:`vocloud.demo.valreal` (real daemon, real Slurm, sim VMs whose slurmd registers as a
 node), run in a process of its own.
 
-* :func:`slice_jobs`: ``n`` jobs of the trace (from ``start``, else the first stretch whose
-  compressed arrivals come about every :data:`REAL_S_PER_JOB` s),
+* :func:`slice_jobs`: ``n`` jobs of the trace (from ``start``, else the stretch whose offered
+  load is closest to half the site),
   compressed in time by ``compress`` (submit times and run times divided by it), run times capped
   (a 48-hour job would make a run last as long), every job one core (the validation site runs
   1-core workers). Both sides get these jobs; all durations are then real seconds.
@@ -45,9 +45,8 @@ TARGET = 0.10
 TARGETED = ("wait_mean_s", "vm_boots")
 #: at most this many real seconds per run, so a bad slice fails before it hogs the machine
 MAX_REAL_SECONDS = 3600.0
-#: the default slice: the stretch whose arrivals, compressed, come about this often (one job
-#: every half second keeps a few workers busy, and the queue empties between bursts)
-REAL_S_PER_JOB = 0.5
+#: the default slice's arrivals take at most this many real seconds (see :func:`slice_jobs`)
+MAX_ARRIVAL_S = 240.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +85,20 @@ class ValSlice:
     def span_s(self) -> float:
         return max((s + r for _, s, r in self.jobs), default=0.0)
 
+    @property
+    def work_s(self) -> float:
+        """Core-seconds of the slice (real seconds)."""
+        return sum(r for _, _, r in self.jobs)
+
 
 def slice_jobs(w: Workload, n: int, compress: float, max_runtime_s: float,
-               start: int | None = None) -> ValSlice:
-    """``n`` runnable jobs of ``w`` (module docstring)."""
+               start: int | None = None, busy_cores: float = 4.0) -> ValSlice:
+    """``n`` runnable jobs of ``w`` (module docstring).
+
+    ``start=None`` picks the stretch whose offered load (capped core-seconds over its span) is
+    closest to ``busy_cores`` among those whose arrivals take at most :data:`MAX_ARRIVAL_S` real
+    seconds: pools then grow, queue and shrink, and the run ends in minutes.
+    """
     if n < 1:
         raise InvalidInput(f"--jobs must be >= 1, got {n}")
     if not (math.isfinite(compress) and compress >= 1):
@@ -100,9 +109,16 @@ def slice_jobs(w: Workload, n: int, compress: float, max_runtime_s: float,
     if len(idx) < n:
         raise InvalidInput(f"the trace has {len(idx)} runnable jobs, fewer than --jobs {n}")
     sub = np.asarray([w.submit[i] for i in idx], dtype=np.float64)
-    if start is None:  # arrivals about one job per REAL_S_PER_JOB real seconds: pools grow and shrink
-        spans = sub[n - 1:] - sub[:len(sub) - n + 1]
-        first = int(np.argmin(np.abs(spans - n * REAL_S_PER_JOB * compress)))
+    if start is None:
+        run = np.minimum(np.asarray([w.runtime[i] for i in idx], dtype=np.float64), max_runtime_s)
+        csum = np.concatenate(([0.0], np.cumsum(run)))
+        m = len(sub) - n + 1
+        spans = sub[n - 1:] - sub[:m]
+        work = csum[n:] - csum[:m]
+        load = work / np.maximum(spans + max_runtime_s, 1.0)
+        score = np.abs(np.log(np.maximum(load, 1e-9) / busy_cores))
+        score[spans / compress > MAX_ARRIVAL_S] = np.inf
+        first = int(np.argmin(score)) if np.isfinite(score).any() else int(np.argmin(spans))
     else:
         if not 0 <= start <= len(idx) - n:
             raise InvalidInput(f"--val-start must be in [0, {len(idx) - n}], got {start}")
