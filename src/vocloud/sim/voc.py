@@ -102,6 +102,12 @@ def tracking(r: ScenarioResult, window: tuple[float, float]) -> dict[str, Any]:
     return out
 
 
+def _lag(lag_s: float) -> str:
+    if lag_s <= 0:
+        return f"within one sample ({SAMPLE_S / 60:.0f} min)"
+    return f"about {lag_s / 3600:.1f} h later"
+
+
 def findings(w: Workload, results: Sequence[ScenarioResult]) -> dict[str, Any]:
     """The three claims' figures and verdicts (module docstring)."""
     by = {r.name: r for r in results}
@@ -118,8 +124,8 @@ def findings(w: Workload, results: Sequence[ScenarioResult]) -> dict[str, Any]:
             f"{'supported' if ok else 'not supported'}: over days {out['window_start_day']:.0f}-"
             f"{out['window_start_day'] + WINDOW_DAYS:.0f}, the elastic pool size and the jobs in the "
             f"system (rolling means of {ROLLING} samples of {SAMPLE_S:g} s) correlate at r = "
-            f"{tr['r']:.2f} (threshold {TRACK_R}); the pool follows the load about "
-            f"{tr['lag_s'] / 3600:.1f} h later (cross-correlation peak); mean load {tr['mean_load']:.1f}, "
+            f"{tr['r']:.2f} (threshold {TRACK_R}); the pool follows the load "
+            f"{_lag(tr['lag_s'])} (cross-correlation peak); mean load {tr['mean_load']:.1f}, "
             f"mean pool {tr['mean_pool']:.1f} VMs."))
     if el is not None and ph is not None:
         fe, fp = el.figures, ph.figures
@@ -170,7 +176,9 @@ def voc_plot(w: Workload, results: Sequence[ScenarioResult], out: Path) -> str |
                 ax1.axhline(st.figures["site_cores"], color="grey", ls="--", lw=0.8,
                             label="static: every core a VM, always")
             ax1.set_yscale("symlog", linthresh=10)
-            ax1.legend(fontsize="small", loc="upper right")
+            top = max(float(tr["load"].max()), float(tr["pool"].max()), 1.0)
+            ax1.set_ylim(0, top * 8)  # room above the lines for the legend
+            ax1.legend(fontsize="small", loc="upper center", ncol=3)
     ax1.set_xlabel("days since the trace's first submit")
     ax1.set_title(f"pool size tracking job load, {WINDOW_DAYS:.0f}-day window "
                   f"(rolling mean of {ROLLING} x {SAMPLE_S / 60:.0f} min)")
