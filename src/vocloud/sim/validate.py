@@ -110,8 +110,9 @@ def slice_jobs(w: Workload, n: int, compress: float, max_runtime_s: float,
         raise InvalidInput(f"the trace has {len(idx)} runnable jobs, fewer than --jobs {n}")
     sub = np.asarray([w.submit[i] for i in idx], dtype=np.float64)
     if start is None:
-        run = np.minimum(np.asarray([w.runtime[i] for i in idx], dtype=np.float64), max_runtime_s)
-        csum = np.concatenate(([0.0], np.cumsum(run)))
+        capped_run = np.minimum(np.asarray([w.runtime[i] for i in idx], dtype=np.float64),
+                                max_runtime_s)
+        csum = np.concatenate(([0.0], np.cumsum(capped_run)))
         m = len(sub) - n + 1
         spans = sub[n - 1:] - sub[:m]
         work = csum[n:] - csum[:m]
