@@ -6,7 +6,9 @@ The trace-time options of ``vocloud simulate`` (``--poll-interval``, ``--boot-ti
 both sides, so the comparison is of the policy the user would simulate, compressed. The real side
 runs as ``python -m vocloud.demo.valreal`` (root, Slurm and munge needed; it moves itself into a
 private network namespace); then the simulator replays the same jobs twice: with the configured
-times, and "calibrated" with the latencies the real run measured added to the boot time.
+times, and "calibrated" with the latencies the real run measured added to the boot time (VM
+creation, median; slurmd registration) and to every job's hold on its worker (Slurm's dispatch,
+median, and the launch overhead).
 """
 
 from __future__ import annotations
@@ -79,14 +81,18 @@ def validate(o: dict[str, Any], loaded: LoadedTrace, config: SimConfig) -> dict[
     from vocloud.sim.validate import latencies
 
     lat = latencies(real, site)
-    extra = max(0.0, lat["vm_create"]["mean"]) + max(0.0, lat["registration"]["mean"])
-    cal = simulate(achieved, site, seed=config.seed, extra_boot_s=extra)
+    extra = max(0.0, lat["vm_create"]["median"]) + max(0.0, lat["registration"]["mean"])
+    # Slurm allocates the worker before the job script starts: the dispatch latency holds it too
+    hold = max(0.0, lat["dispatch"]["median"]) + max(0.0, lat["launch"]["mean"])
+    cal = simulate(achieved, site, seed=config.seed, extra_boot_s=extra, extra_run_s=hold)
     doc = compare(real, sim, site, x, calibrated=cal)
     doc["notes"] = sl.notes
     doc["slice"] = {"first_runnable_index": sl.first_index, "jobs": len(sl.jobs),
                     "span_real_s": sl.span_s, "capped": sl.capped, "wide": sl.wide}
     doc["real_run_s"] = real["run_s"]
+    doc["real"] = real  # the raw record (jobs, workers, samples): the comparison can be redone
     doc["calibrated_extra_boot_s"] = extra
+    doc["calibrated_extra_run_s"] = hold
     doc["per_job"]["waits_real"] = [round(w, 3) for w in
                                     (float(j["start_s"]) - float(j["submit_s"]) for j in real["jobs"])]
     doc["per_job"]["waits_sim"] = [round(w, 3) for w in sim["waits"]]

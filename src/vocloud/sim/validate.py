@@ -15,7 +15,8 @@ node), run in a process of its own.
   the jobs at the submit times the real run *actually* achieved (so ``sbatch``'s own latency is
   not counted as a model error), with the real run's site, poll interval, boot and shutdown
   times, idle timeout and boot rate, no virtualization penalty (a ``sleep`` runs as long in
-  either). ``extra_boot_s`` adds measured latencies to the boot time: the "calibrated" run.
+  either). ``extra_boot_s`` and ``extra_run_s`` add measured latencies to the boot time and to
+  every job's hold on its worker: the "calibrated" run.
 * :func:`compare`: per-job waits, VM boots, peak workers and idle VM time side by side, the
   difference in %, the verdict against the target (mean wait and VM boots within
   :data:`TARGET`), and the differences measured on the real run with their causes: the daemon's
@@ -160,9 +161,12 @@ def workload_of(jobs: Sequence[tuple[str, float, float]]) -> Workload:
 
 
 def simulate(jobs: Sequence[tuple[str, float, float]], site: ValSite, seed: int = 1,
-             extra_boot_s: float = 0.0) -> dict[str, Any]:
-    """The elastic scenario on ``jobs`` with ``site``'s policy; per-job waits in ``jobs`` order."""
-    w = workload_of(jobs)
+             extra_boot_s: float = 0.0, extra_run_s: float = 0.0) -> dict[str, Any]:
+    """The elastic scenario on ``jobs`` with ``site``'s policy; per-job waits in ``jobs`` order.
+
+    ``extra_boot_s`` / ``extra_run_s``: measured latencies added to every boot / every job's
+    occupancy of its worker (the calibrated run)."""
+    w = workload_of([(vo, s, r + extra_run_s) for vo, s, r in jobs])
     knobs = ElasticKnobs(
         cores_per_vm=1, memory_mib_per_vm=site.vm_mem_mib, max_vms=site.max_vms,
         idle_timeout_s=site.idle_timeout_s, boot_timeout_s=site.boot_timeout_s,
@@ -184,7 +188,8 @@ def simulate(jobs: Sequence[tuple[str, float, float]], site: ValSite, seed: int 
     f = r.figures
     return {"waits": waits, "ends": ends, "vm_boots": int(f["vm_boots"]),
             "peak_workers": int(f["peak_vms"]), "idle_vm_s": float(f["vm_hours_idle"]) * 3600.0,
-            "never_ran": int(f["jobs_never_ran"]), "extra_boot_s": extra_boot_s}
+            "never_ran": int(f["jobs_never_ran"]), "extra_boot_s": extra_boot_s,
+            "extra_run_s": extra_run_s}
 
 
 # ---------------------------------------------------------------- the real run's own figures
@@ -297,11 +302,11 @@ def compare(real: Mapping[str, Any], sim: Mapping[str, Any], site: ValSite, comp
     return {"rows": rows, "per_job": per_job, "latencies": lat, "compress": compress,
             "site": site.to_dict(), "jobs": len(rw),
             "verdict": all(r.get("verdict", "ok") == "ok" for r in rows),
-            "causes": causes(lat, per_job, site, real, sim)}
+            "causes": causes(lat, per_job, site, real, sim, compress)}
 
 
 def causes(lat: Mapping[str, Mapping[str, float]], per_job: Mapping[str, float], site: ValSite,
-           real: Mapping[str, Any], sim: Mapping[str, Any]) -> list[str]:
+           real: Mapping[str, Any], sim: Mapping[str, Any], compress: float) -> list[str]:
     """Every difference between the two runs that the real run measured, with its cause."""
     c, r, di, la = lat["vm_create"], lat["registration"], lat["dispatch"], lat["launch"]
     out = [
@@ -313,15 +318,18 @@ def causes(lat: Mapping[str, Mapping[str, float]], per_job: Mapping[str, float],
         f"{per_job['within_poll_boot']:.0%} within a poll plus a boot.",
         f"VM creation and boot jitter: a pool VM took {c['mean']:+.2f} s on average beyond the "
         f"configured {site.boot_s:g} s boot between being listed and RUNNING (min {c['min']:+.2f}, "
-        f"max {c['max']:+.2f}; the daemon's scheduler and lifecycle loops and the sim driver's "
-        "clock); the simulator places a requested VM and boots it in exactly the boot time.",
+        f"max {c['max']:+.2f}; the daemon's scheduler and lifecycle loops, the sim driver's clock, "
+        "and waits for room while other workers shut down); the simulator places a requested VM "
+        "and boots it in exactly the boot time.",
         f"slurmd registration: RUNNING until the node was in sinfo took {r['mean']:.2f} s on "
         f"average (max {r['max']:.2f} s; slurmd start-up, registration, the 0.2 s sampling); the "
         "simulator's VM joins its partition the instant it has booted.",
-        f"Slurm's own scheduling cycle: a job started {di['mean']:.2f} s on average (median "
-        f"{di['median']:.2f}, p95 {di['p95']:.2f}) after the event that let it start (its submit, "
-        "a node joining, a job of its VO ending); the simulator's EASY queue starts it in the same "
-        "instant.",
+        f"Slurm's own scheduling cycle and job launch: a job's script started {di['mean']:.2f} s on "
+        f"average (median {di['median']:.2f}, p95 {di['p95']:.2f}) after the event that let it "
+        "start (its submit, a node joining, a job of its VO ending); Slurm holds the worker from "
+        "its allocation, so every job occupies it that much longer; the simulator's EASY queue "
+        "starts the job in the same instant. These are real seconds, not compressed: at x"
+        f"{compress:g} their median is {di['median'] * compress:,.0f} trace seconds per job.",
         f"Job launch overhead: each job held its worker {la['mean']:.2f} s longer than its run "
         "time (slurmstepd, the job script), which the simulator does not add.",
         f"Submission: sbatch returned {lat['submit_lag']['mean']:.3f} s (max "
