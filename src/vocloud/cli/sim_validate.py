@@ -67,6 +67,8 @@ def validate(o: dict[str, Any], loaded: LoadedTrace, config: SimConfig) -> dict[
     from vocloud.sim.validate import compare, simulate, slice_jobs
 
     x = float(o["compress"])
+    if not (math.isfinite(x) and x >= 1):  # before anything divides by it
+        raise InvalidInput(f"--compress must be >= 1, got {o['compress']}")
     site = site_for(o, config, x)
     cores = site.hosts * site.cores_per_host
     sl = slice_jobs(loaded.workload, o["jobs"], x, o["val_max_runtime"], o["val_start"],
