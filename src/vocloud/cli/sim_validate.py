@@ -53,11 +53,19 @@ def run_real_side(jobs: list[tuple[str, float, float]], site: Any, timeout_s: fl
     with tempfile.TemporaryDirectory(prefix="vocloud-val-cli-") as tmp:
         src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
         src.write_text(json.dumps({"jobs": jobs, "site": site.to_dict(), "timeout_s": timeout_s}))
-        proc = subprocess.run([sys.executable, "-m", "vocloud.demo.valreal", str(src), str(dst)],
-                              check=False, timeout=timeout_s + 300)
+        proc = subprocess.Popen([sys.executable, "-m", "vocloud.demo.valreal", str(src), str(dst)])
+        try:
+            rc = proc.wait(timeout_s + 300)
+        except BaseException:  # timeout or Ctrl-C: SIGTERM lets it stop the daemon and Slurm
+            proc.terminate()
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
         doc: dict[str, Any] = json.loads(dst.read_text()) if dst.exists() else {}
-        if proc.returncode != 0 or "skipped" in doc:
-            why = doc.get("skipped") or f"the real side exited {proc.returncode}"
+        if rc != 0 or "skipped" in doc:
+            why = doc.get("skipped") or f"the real side exited {rc}"
             raise InvalidInput(f"--validate cannot run the real side here: {why}")
         return doc
 
