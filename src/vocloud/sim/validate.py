@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vocloud.errors import InvalidInput
 from vocloud.sim.dist import Duration
@@ -250,8 +251,38 @@ def latencies(real: Mapping[str, Any], site: ValSite) -> dict[str, dict[str, flo
         dispatch.append(start - max([float(j["submit_s"]), *before]))
     launch = [float(j["end_s"]) - float(j["start_s"]) - float(j["runtime_s"]) for j in jobs]
     lag = [float(j["submit_s"]) - float(j["planned_s"]) for j in jobs]
+    turnover = [w["joined_s"] - w["seen_s"] for w in workers
+                if w.get("joined_s") is not None and w.get("seen_s") is not None]
     return {"vm_create": _stats(create), "registration": _stats(reg), "dispatch": _stats(dispatch),
-            "launch": _stats(launch), "submit_lag": _stats(lag)}
+            "launch": _stats(launch), "submit_lag": _stats(lag), "listed_to_joined": _stats(turnover),
+            "pending_on_idle": {"job_s": pending_on_idle_s(real)}}
+
+
+def pending_on_idle_s(real: Mapping[str, Any], step: float = 0.1) -> float:
+    """Job-seconds in which a job waited while a joined worker of its own VO ran nothing: time
+    the planner had already paid for and Slurm had not yet used (its dispatch)."""
+    jobs = real["jobs"]
+    if not jobs:
+        return 0.0
+    grid = np.arange(0.0, max(float(j["end_s"]) for j in jobs), step)
+    total = 0.0
+    for vo in sorted({j["vo"] for j in jobs}):
+        js = [j for j in jobs if j["vo"] == vo]
+        sub = np.sort([float(j["submit_s"]) for j in js])
+        start = np.sort([float(j["start_s"]) for j in js])
+        end = np.sort([float(j["end_s"]) for j in js])
+        ws = [w for n, w in real["workers"].items() if n.split("-wn")[0] == vo
+              and w.get("joined_s") is not None]
+        joined = np.sort([float(w["joined_s"]) for w in ws])
+        left = np.sort([float(w["left_s"]) if w.get("left_s") is not None else math.inf for w in ws])
+
+        def count(a: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+            return np.searchsorted(a, grid, side="right").astype(np.int64)
+
+        pend = count(sub) - count(start)
+        idle = (count(joined) - count(left)) - (count(start) - count(end))
+        total += float(np.minimum(pend, np.maximum(idle, 0)).sum()) * step
+    return total
 
 
 def _pct(real: float, sim: float) -> float | None:
@@ -330,6 +361,14 @@ def causes(lat: Mapping[str, Mapping[str, float]], per_job: Mapping[str, float],
         "its allocation, so every job occupies it that much longer; the simulator's EASY queue "
         "starts the job in the same instant. These are real seconds, not compressed: at x"
         f"{compress:g} their median is {di['median'] * compress:,.0f} trace seconds per job.",
+        f"Dispatch measured another way: {lat['pending_on_idle']['job_s']:,.1f} job-seconds in "
+        "all (a job pending while a joined worker of its VO ran nothing).",
+        f"Worker turnover: a real worker took {lat['listed_to_joined']['mean']:.2f} s on average "
+        f"from being listed to being a node (the simulator: {site.boot_s:g} s); with "
+        f"{real['vm_boots']} real boots against {sim['vm_boots']} simulated, the real pools spent "
+        f"{lat['listed_to_joined']['mean'] * real['vm_boots']:,.0f} worker-seconds becoming "
+        f"usable against {site.boot_s * sim['vm_boots']:,.0f}; on a full site this capacity is "
+        "what the queue waits for, and each wait then delays the jobs behind it.",
         f"Job launch overhead: each job held its worker {la['mean']:.2f} s longer than its run "
         "time (slurmstepd, the job script), which the simulator does not add.",
         f"Submission: sbatch returned {lat['submit_lag']['mean']:.3f} s (max "
