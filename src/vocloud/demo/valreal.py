@@ -111,6 +111,15 @@ class ValGuests:
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=self.slurm.root)
         log.close()
+        # unshare(2) happens after the fork: a veth moved to the pid's namespace before then
+        # would land in ours, and the guest would wait for it forever (a worker that never joins)
+        own = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{proc.pid}/ns/net") != own:
+                    break
+            time.sleep(0.005)
         try:
             ip("link", "add", host_side, "type", "veth", "peer", "name", guest_side, "netns",
                str(proc.pid))
