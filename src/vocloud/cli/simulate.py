@@ -84,6 +84,20 @@ def simulate(
         help="Run the scenarios in this many parallel processes (same results).")] = DEFAULT_WORKERS,
     compare_policies: Annotated[str | None, typer.Option(
         help="Compare pool policies instead: 'all' or NAME,NAME (docs/policies.md).")] = None,
+    validate: Annotated[bool, typer.Option(
+        "--validate", help="Run a slice through the real daemon and Slurm and compare it with the "
+                           "simulator's prediction (root; docs/simulator.md).")] = False,
+    jobs: Annotated[int, typer.Option(help="--validate: jobs in the slice.")] = 300,
+    compress: Annotated[float, typer.Option(
+        help="--validate: time compression (trace s per real s).")] = 60.0,
+    val_start: Annotated[int | None, typer.Option(
+        help="--validate: first runnable job of the slice (default: a stretch of about 2 "
+             "jobs per real second).")] = None,
+    val_max_runtime: Annotated[float, typer.Option(
+        help="--validate: trace seconds a job may run; longer ones are cut.")] = 3600.0,
+    voc_report: Annotated[bool, typer.Option(
+        "--voc-report", help="Add the VOC findings (pool tracking load, slowdown by job length) "
+                             "to summary.md, with voc.png (needs --report).")] = False,
 ) -> None:
     """Replay a workload trace through bare hosts, static VO partitions and elastic VO pools."""
     try:
@@ -152,6 +166,18 @@ def _run(**o: Any) -> None:
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,
                        split_partitions=o["split_partitions"])
+    if o["voc_report"]:
+        if o["report"] is None:
+            raise InvalidInput("--voc-report writes into the report: give --report DIR")
+        from dataclasses import replace
+
+        from vocloud.sim.voc import SAMPLE_S
+
+        config = replace(config, sample_interval=config.sample_interval or SAMPLE_S)
+    if o["validate"]:
+        from vocloud.cli.sim_validate import run_validate
+
+        return run_validate(o, loaded, config)
     if o["compare_policies"] is not None:
         from vocloud.cli.compare_policies import run_compare
 
@@ -183,6 +209,14 @@ def _run(**o: Any) -> None:
     doc = metrics_document(results, config.to_dict(), trace_info)
     if o["report"] is not None:
         write_report(Path(o["report"]), results, doc, w.vo_names)
+        if o["voc_report"]:
+            from vocloud.sim.voc import voc_markdown, voc_plot
+
+            section = voc_markdown(w, results, voc_plot(w, results, Path(o["report"])))
+            with (Path(o["report"]) / "summary.md").open("a", encoding="utf-8") as fh:
+                fh.write(section)
+            if not o["json_out"]:
+                typer.echo(section.split("\nMean bounded")[0])
     if o["json_out"]:
         sys.stdout.write(dumps(doc))
         return

@@ -255,11 +255,16 @@ def write_plots(results: Sequence[ScenarioResult], vo_names: Sequence[str], out:
             len(busy_vos), 1, figsize=(10, 2.2 * len(busy_vos)), sharex=True, squeeze=False
         )
         for ax, i in zip(axes[:, 0], busy_vos, strict=True):
-            ax.plot(t, queued[:, i], lw=0.7, label="queued jobs")
-            ax.plot(t, pool[:, i], lw=0.7, label="pool size (VMs)")
+            # the pool as a shaded area under the queue's line, both as trailing means: a pool
+            # drawn as a line on top hid every queue shorter than it (issue 17)
+            ax.fill_between(t, rolling_mean(pool[:, i], ROLLING_SAMPLES), step="post", alpha=0.35,
+                            color="tab:orange", lw=0, label="pool size (VMs)")
+            ax.plot(t, rolling_mean(queued[:, i], ROLLING_SAMPLES), lw=0.9, color="tab:blue",
+                    label="queued jobs")
             ax.set_ylabel(vo_names[i])
         axes[0, 0].legend(loc="upper right", fontsize="small")
-        axes[0, 0].set_title(f"{src.name}: queue length vs pool size per VO")
+        axes[0, 0].set_title(f"{src.name}: queue length vs pool size per VO "
+                             f"(rolling mean of {ROLLING_SAMPLES} samples)")
         axes[-1, 0].set_xlabel("days since first submit")
         fig.tight_layout()
         fig.savefig(out / "queue_vs_pool.png", dpi=90)
