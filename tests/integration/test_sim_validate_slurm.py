@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return dict(doc)
 
 
-def _row(doc: dict[str, object], metric: str) -> dict[str, float]:
+def _row(doc: dict[str, object], metric: str) -> dict[str, Any]:
     rows = doc["rows"]
     assert isinstance(rows, list)
     return next(r for r in rows if r["metric"] == metric)

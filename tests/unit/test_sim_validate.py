@@ -22,7 +22,7 @@ def test_slice_compresses_caps_and_refuses_bad_input() -> None:
                 {"start": 15}, {"n": 50}):
         args = {"n": 10, "compress": 60.0, "max_runtime_s": 3600.0, "start": 0} | bad
         with pytest.raises(InvalidInput):
-            slice_jobs(_w(), **args)  # type: ignore[arg-type]
+            slice_jobs(_w(), **args)
     with pytest.raises(InvalidInput, match="real time"):
         slice_jobs(_w(), 10, 1.0, 10.0**6, start=0)  # a 28-hour run is refused up front
 
