@@ -252,9 +252,15 @@ class BridgeDriver:
         tap_name(deploy_id, 0)  # a deploy id no tap could have is a caller bug; say so
         transport = self.transports(host)
         with self._lock(host):
+            read: list[dict[str, Link]] = []
+
+            def present() -> dict[str, Link]:  # the links, read after the guard's table
+                read.append(list_links(transport, host))
+                return read[-1]
+
             if self.guard is not None:
-                self.guard.unguard(host, deploy_id)
-            links = list_links(transport, host)
+                self.guard.unguard(host, deploy_id, present)
+            links = read[-1] if read else present()
             self._apply(transport, host, self.plan_detach(deploy_id, links),
                         f"detach the NICs of {deploy_id}")
             if self.isolation is not None:
