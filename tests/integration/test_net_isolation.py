@@ -34,7 +34,8 @@ def _table(host: NetnsHost) -> tuple[set[str], set[str]]:
     items = json.loads(res.stdout)["nftables"]
     elems = {e for i in items if i.get("set", {}).get("name") == "bridges"
              for e in i["set"].get("elem", [])}
-    chains = {i["chain"]["name"] for i in items if str(i.get("chain", {}).get("name", "")).startswith("from-")}
+    chains = {i["chain"]["name"] for i in items
+              if str(i.get("chain", {}).get("name", "")).startswith("from-")}
     return elems, chains
 
 
