@@ -295,6 +295,12 @@ def test_nic_attributes_come_from_the_network(cloud: Cloud) -> None:
             assert exc.value.details["attribute"] == key
     with cloud.db.read() as s:
         assert list(s.scalars(select(Lease.id))) == []
+    # even an administrator's NIC takes VLAN_ID and PHYDEV from the network: a VLAN the network
+    # does not have would join its bridge to another segment (802.1Q driver)
+    [vm] = cloud.vms.create(a, _nic("atl", ', VLAN_ID="3", PHYDEV="eth0"'))
+    stored = cloud.vms.show(a, vm)["template"]
+    assert "VLAN_ID" not in stored and "PHYDEV" not in stored and 'BRIDGE="br0"' in stored, stored
+    cloud.vms.action(a, vm, "terminate")  # PENDING: gone at once, lease freed
     # a requested IP must lie in the network's own ranges and be free
     with pytest.raises(InvalidInput, match="not in any address range of network atl"):
         cloud.vms.create(alice, _nic("atl", ', IP="10.0.1.1"'))
