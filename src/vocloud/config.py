@@ -94,6 +94,9 @@ class Settings:
     # guests send only from their own MAC and leased IPv4 (nftables on every bridge host;
     # drivers/net/guard.py, docs/networks.md)
     anti_spoofing: bool = True
+    # the hosts forward between guest bridges (networks of different VOs reach each other through
+    # a host address); off: vocloud drops it (drivers/net/isolate.py, docs/networks.md)
+    route_between_networks: bool = False
     # named VM sizes for the EC2/OCCI/OpenNebula front-ends: "NAME=CPU:MEMORY_MB[:VCPU], ..."
     # ("" = OpenNebula's small/medium/large; model/instance_types.py)
     instance_types: str = ""

@@ -24,6 +24,7 @@ from vocloud.drivers.net.guard import (
     elements_jumping_to,
     plan_guard,
     plan_unguard,
+    stale,
     tap_elements,
 )
 from vocloud.errors import DriverError
@@ -119,6 +120,48 @@ def test_a_guest_sends_only_from_its_own_mac_and_lease(
         rules = _ruleset(host)
         assert "vc-31" not in rules and "vc-32" not in rules, rules
         host.exec("nft", "delete", "table", "bridge", TABLE)
+
+
+def test_a_filter_whose_tap_vanished_goes_with_the_next_detach(
+        netns_hosts: Callable[[int], list[NetnsHost]]) -> None:
+    """A tap deleted behind vocloud's back (the test daemons' reaper did this after the
+    migration suite: guest killed, taps deleted, VM never detached) left its map element and
+    chain in ``table bridge vocloud`` for ever; the next detach on the host removes them."""
+    host = netns_hosts(1)[0]
+    transport = NsenterTransport(host)
+    drv = BridgeDriver(lambda h: transport, guard=TapGuard(lambda h: transport))
+    ref = HostRef(0, host.netns, "qemu", "local")
+    drv.attach(ref, _spec(51, *A))
+    drv.attach(ref, _spec(52, *B))
+    drv.attach(ref, _spec(53, "02:00:0a:58:00:0c", "10.88.0.12"))
+    try:
+        host.exec("ip", "link", "del", tap_name("vc-51", 0))  # the reaper, not vocloud
+        assert "chain vc-51 " in _ruleset(host)
+        drv.detach(ref, "vc-52")
+        rules = _ruleset(host)
+        assert "vc-51" not in rules and "vc-52" not in rules, rules
+        assert "chain vc-53 " in rules and '"vc-53-0" : jump vc-53' in rules, rules  # alive: kept
+    finally:
+        for d in ("vc-51", "vc-52", "vc-53"):
+            drv.detach(ref, d)
+    assert "vc-5" not in _ruleset(host)
+    host.exec("nft", "delete", "table", "bridge", TABLE)
+
+
+def test_stale_filters_are_found_from_the_listing_and_the_links() -> None:
+    listing = json.dumps({"nftables": [{"map": {"name": "taps", "elem": [
+        ["vc-1-0", {"jump": {"target": "vc-1"}}], ["vc-2-0", {"jump": {"target": "vc-2"}}],
+        ["vc-2-1", {"jump": {"target": "vc-2"}}]]}},
+        {"chain": {"name": "guests"}}, {"chain": {"name": "vc-1"}}, {"chain": {"name": "vc-2"}},
+        {"chain": {"name": "vc-3"}}, {"chain": {"name": "vc-9"}}]})
+    # vc-1's tap is gone; vc-2 keeps one tap of two; vc-3 has no element at all; vc-9 is the VM
+    # being detached (removed by its own lines)
+    assert stale(listing, {"vc-2-0", "lo"}, "vc-9") == (["vc-1-0", "vc-2-1"], ["vc-1", "vc-3"])
+    assert stale(listing, {"vc-1-0", "vc-2-0", "vc-2-1"}, "vc-3") == ([], ["vc-9"])
+    script = plan_unguard("vc-9", ["vc-1-0"], ["vc-1"])
+    assert script.endswith("flush chain bridge vocloud vc-1\ndelete chain bridge vocloud vc-1\n")
+    with pytest.raises(DriverError, match="chain"):
+        plan_unguard("vc-9", [], ["vc-1; flush ruleset"])
 
 
 def test_scripts_are_pure_text_and_refuse_odd_tokens() -> None:

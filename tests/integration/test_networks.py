@@ -217,12 +217,22 @@ def test_overlapping_ranges_on_one_segment_are_refused(cloud: Cloud) -> None:
         cloud.networks.create(a, 'NAME="n3"\nBRIDGE="br0"\n'
                                  'LEASES=[IP="192.168.0.1", MAC="02:00:0a:00:00:03"]\n')
     assert _network_names(cloud) == ["n1"]
-    # other bridges, another VLAN of the same bridge, and the default bridge are other segments
+    # other bridges, a VLAN (802.1Q: its own bridge vcbr.5), and the default bridge are other
+    # segments; a VLAN on a bridge that carries untagged guests would be the same wire: refused
     cloud.networks.create(a, 'NAME="n4"\nBRIDGE="br1"\nAR=[IP="10.0.0.1", SIZE="16"]\n')
-    cloud.networks.create(a, 'NAME="n5"\nBRIDGE="br0"\nVLAN_ID="5"\nAR=[IP="10.0.0.1", SIZE="16"]\n')
+    with pytest.raises(Conflict, match=r"bridge br0 already carries untagged frames \(network n1\)") as e5:
+        cloud.networks.create(a, 'NAME="n5"\nBRIDGE="br0"\nVLAN_ID="5"\nAR=[IP="10.1.0.1", SIZE="1"]\n')
+    assert e5.value.details == {"attribute": "BRIDGE", "value": "br0", "network": "n1"}
+    n5 = cloud.networks.create(a, 'NAME="n5"\nVLAN_ID="5"\nAR=[IP="10.0.0.1", SIZE="16"]\n')
+    assert (n5["bridge"], n5["vlan_id"], n5["vn_mad"]) == ("vcbr.5", 5, "802.1Q")
+    with pytest.raises(Conflict, match=r"bridge vcbr\.5 already carries VLAN 5 \(network n5\)"):
+        cloud.networks.create(a, 'NAME="n5b"\nBRIDGE="vcbr.5"\nAR=[IP="10.2.0.1", SIZE="1"]\n')
+    with pytest.raises(Conflict, match=r"bridge vcbr\.5 already carries VLAN 5"):
+        cloud.networks.create(a, 'NAME="n5c"\nVN_MAD="802.1Q"\nBRIDGE="vcbr.5"\nVLAN_ID="6"\n'
+                                 'AR=[IP="10.2.0.1", SIZE="1"]\n')
     cloud.networks.create(a, 'NAME="n6"\nAR=[IP="10.0.0.1", SIZE="16"]\n')
-    with pytest.raises(Conflict, match="network n5 on bridge br0 VLAN 5"):
-        cloud.networks.create(a, 'NAME="n7"\nBRIDGE="br0"\nVLAN_ID="5"\nAR=[IP="10.0.0.16", SIZE="1"]\n')
+    with pytest.raises(Conflict, match=r"network n5 on bridge vcbr\.5 VLAN 5"):
+        cloud.networks.create(a, 'NAME="n7"\nVN_MAD="802.1Q"\nVLAN_ID="5"\nAR=[IP="10.0.0.16", SIZE="1"]\n')
     with pytest.raises(Conflict, match="network n6 on the default bridge"):
         cloud.networks.create(a, 'NAME="n8"\nAR=[IP="10.0.0.2", SIZE="1"]\n')
     # deleting a network frees its range on the segment
@@ -285,6 +295,12 @@ def test_nic_attributes_come_from_the_network(cloud: Cloud) -> None:
             assert exc.value.details["attribute"] == key
     with cloud.db.read() as s:
         assert list(s.scalars(select(Lease.id))) == []
+    # even an administrator's NIC takes VLAN_ID and PHYDEV from the network: a VLAN the network
+    # does not have would join its bridge to another segment (802.1Q driver)
+    [vm] = cloud.vms.create(a, _nic("atl", ', VLAN_ID="3", PHYDEV="eth0"'))
+    stored = cloud.vms.show(a, vm)["template"]
+    assert "VLAN_ID" not in stored and "PHYDEV" not in stored and 'BRIDGE="br0"' in stored, stored
+    cloud.vms.action(a, vm, "terminate")  # PENDING: gone at once, lease freed
     # a requested IP must lie in the network's own ranges and be free
     with pytest.raises(InvalidInput, match="not in any address range of network atl"):
         cloud.vms.create(alice, _nic("atl", ', IP="10.0.1.1"'))

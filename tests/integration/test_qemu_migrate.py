@@ -230,6 +230,16 @@ def _guarded(host: NetnsHost | None) -> list[str]:
     return tap_elements(res.stdout) if res.returncode == 0 else []
 
 
+def _chains(host: NetnsHost | None) -> list[str]:
+    """The per-VM chains of the host's ``table bridge vocloud``."""
+    argv = ["nft", "-j", "list", "table", "bridge", TABLE]
+    res = host.exec(*argv, check=False) if host else sh(*argv, check=False)
+    if res.returncode != 0:
+        return []
+    return [i["chain"]["name"] for i in json.loads(res.stdout)["nftables"]
+            if "chain" in i and i["chain"]["name"] != "guests"]
+
+
 def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
                                        guest_image: GuestImage) -> None:
     """``vocloud vm migrate`` waits for the outcome: out to an SSH host whose datastore differs
@@ -280,6 +290,7 @@ def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
         last = info["history"][-1]
         assert last["action"] == "migrate_fail" and "192.0.2.1" in last["message"], last
         assert tap not in _taps(None) and not (d.data_dir / "qemu" / deploy).exists()
+        assert tap not in _guarded(None) and deploy not in _chains(None)  # the target's rules went
         assert c.get("/hosts/local")["running_vms"] == 0  # the reservation on the target is gone
         c.patch("/hosts/local", {"attrs": {"MIGRATION_ADDRESS": remote.peer}})
 
@@ -300,3 +311,9 @@ def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
         poll_until(lambda: c.get(f"/vms/{vm}")["state"] != "REBOOT", 120, "the reboot to finish")
         assert c.get(f"/vms/{vm}")["state"] == "RUNNING"
         assert c.get(f"/vms/{vm}/log")["log"].count("VOCLOUD-READY") == 2
+        assert deploy not in _chains(remote)
+        c.post(f"/vms/{vm}/action", {"action": "terminate-hard"})
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "DONE", 120, "the VM DONE")
+    # nothing of the VM's left in either host's anti-spoofing table
+    assert tap not in _guarded(None) and deploy not in _chains(None), _chains(None)
+    assert deploy not in _chains(remote), _chains(remote)

@@ -141,7 +141,8 @@ class FaultSite:
         return {i["ifname"] for i in json.loads(out)}
 
     def leftovers(self, vm_id: int) -> list[str]:
-        """What a DONE VM left behind: its guest, tap, run directory, disk overlay, lease."""
+        """What a DONE VM left behind: its guest, tap, anti-spoofing chain, run directory, disk
+        overlay, lease."""
         shown = self.vm(vm_id)
         deploy = shown["deploy_id"]
         data = self.daemon.data_dir
@@ -150,6 +151,10 @@ class FaultSite:
             left.append(f"qemu {self.qemu_pids(deploy)}")
         if f"{deploy}-0" in self.links():
             left.append(f"tap {deploy}-0")
+        rules = sh("ip", "netns", "exec", self.host.netns, "nft", "list", "table", "bridge", "vocloud",
+                   check=False).stdout or ""
+        if f"chain {deploy} " in rules or f'"{deploy}-0"' in rules:
+            left.append(f"nft chain or map element of {deploy}")
         if self.run_dir(deploy).exists():
             left.append(f"run dir {self.run_dir(deploy)}")
         if (data / "datastore" / "vms" / deploy).exists():

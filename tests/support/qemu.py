@@ -3,6 +3,7 @@ that leave no guest, daemon or tap behind whatever a test did."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +18,8 @@ from tests.support.ports import free_port
 from vocloud.devtools.localprocs import kill_all, poll_until, qemu_pids_under
 from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DomainState, HostRef
-from vocloud.drivers.net.guard import TABLE, tap_elements
+from vocloud.drivers.net.guard import TABLE, TapGuard, tap_elements
+from vocloud.drivers.transport import LocalTransport
 from vocloud.drivers.vmm.qemu import QemuDriver
 from vocloud.guest.build import GuestImage
 
@@ -63,11 +65,20 @@ def reap_daemon(proc: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
         proc.wait(10)
     kill_qemu_under(data_dir)
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    reaped: set[str] = set()
     for line in out.splitlines():
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if re.fullmatch(r"vc[a-z0-9]{0,3}-\d+-\d+", name) and \
                 (data_dir / "qemu" / name.rsplit("-", 1)[0]).exists():
             subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+            reaped.add(name.rsplit("-", 1)[0])
+    if reaped:  # their anti-spoofing chains too (the guard removes filters of vanished taps)
+        local = LocalTransport()
+        present = {str(i["ifname"]) for i in json.loads(subprocess.run(
+            ["ip", "-json", "link", "show"], capture_output=True, text=True).stdout or "[]")}
+        for deploy_id in sorted(reaped):
+            TapGuard(lambda _h: local).unguard(HostRef(0, "local", "qemu", "local"), deploy_id,
+                                               lambda: present)
     drop_empty_guard_table()
 
 
@@ -78,6 +89,12 @@ def drop_empty_guard_table() -> None:
                              text=True)
     if listing.returncode == 0 and not tap_elements(listing.stdout):
         subprocess.run(["nft", "delete", "table", "bridge", TABLE], capture_output=True)
+    # the no-routing filter (drivers/net/isolate.py) likewise, once no bridge is in it
+    isolation = subprocess.run(["nft", "-j", "list", "set", "inet", TABLE, "bridges"],
+                               capture_output=True, text=True)
+    if isolation.returncode == 0 and not any(
+            i.get("set", {}).get("elem") for i in json.loads(isolation.stdout)["nftables"]):
+        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
 
 
 #: a daemon whose guests are real qemu under TCG, with the timeouts a loaded CI machine needs

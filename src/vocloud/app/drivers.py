@@ -63,9 +63,12 @@ def _factories(settings: Settings, transports: Transports) -> dict[tuple[Role, s
     def bridge() -> Any:
         from vocloud.drivers.net import BridgeDriver
         from vocloud.drivers.net.guard import TapGuard
+        from vocloud.drivers.net.isolate import BridgeIsolation
 
         return BridgeDriver(transports=transports,
-                            guard=TapGuard(transports) if settings.anti_spoofing else None)
+                            guard=TapGuard(transports) if settings.anti_spoofing else None,
+                            isolation=(None if settings.route_between_networks
+                                       else BridgeIsolation(transports)))
 
     return {
         (Role.VMM, "sim"): sim_vmm,

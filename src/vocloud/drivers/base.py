@@ -61,6 +61,10 @@ class NicSpec:
     ip: str
     mac: str
     bridge: str | None = None
+    #: 802.1Q: the network's VLAN (None: untagged) and the host device that carries it ("": the
+    #: VLAN stays on this host's bridge)
+    vlan_id: int | None = None
+    phydev: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,8 @@ BUILTIN_INFOS: tuple[DriverInfo, ...] = (
     DriverInfo(Role.STORAGE, "qcow2", "qcow2 overlays on a per-host, sha256-verified base cache"),
     DriverInfo(Role.STORAGE, "copy", "a full private copy of the base per VM"),
     DriverInfo(Role.STORAGE, "lvm", "an LV snapshot of the base (setting lvm_vg names the volume group)"),
-    DriverInfo(Role.NETWORK, "bridge", "one tap per NIC on the network's Linux bridge"),
+    DriverInfo(Role.NETWORK, "bridge", "one tap per NIC on the network's Linux bridge; 802.1Q networks: "
+               "a bridge per VLAN, PHYDEV.VLAN_ID as its uplink"),
     DriverInfo(Role.TRANSPORT, "local", "commands run on this machine"),
     DriverInfo(Role.TRANSPORT, "ssh", "commands run over SSH (asyncssh), ssh://[user@]address[:port]",
                frozenset({Cap.REMOTE})),

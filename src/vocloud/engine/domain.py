@@ -71,7 +71,9 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
         nic_vectors = t.vectors("NIC")
         for n in nic_vectors:
             nics.append(NicSpec(network=n.get("NETWORK", ""), ip=n.get("IP", ""), mac=n.get("MAC", ""),
-                                bridge=n.get("BRIDGE")))
+                                bridge=n.get("BRIDGE"),
+                                vlan_id=int(n["VLAN_ID"]) if n.get("VLAN_ID", "").isdigit() else None,
+                                phydev=n.get("PHYDEV", "")))
         env = {"VMID": str(vm.id), "NAME": vm.name}
         if nics:
             env.update(IP=nics[0].ip, MAC=nics[0].mac, NETWORK=nics[0].network)

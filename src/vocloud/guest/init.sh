@@ -9,7 +9,8 @@
 #   * configures each NIC from OpenNebula's ETHn_IP/_MAC/_MASK/_GATEWAY context variables
 #     (CONTEXT=[NETWORK="YES"]) so the host and other guests reach it at its lease,
 #   * prints the ready marker the qemu driver waits for,
-#   * runs busybox acpid (started before the marker) so the ACPI power button powers it off.
+#   * runs busybox acpid (started before the marker) so the ACPI power button powers it off,
+#   * pings the addresses CONTEXT=[PING=...] names and prints each result (tests only).
 # Everything prints to the serial console, which the driver keeps as the VM's log.
 
 /bin/busybox --install -s /bin
@@ -136,6 +137,23 @@ case "$tick" in
     *) (n=0; while :; do n=$((n + 1)); echo "VOCLOUD-TICK $n $(cut -d' ' -f1 /proc/uptime)"
         usleep $((tick * 1000)); done) & ;;
 esac
+
+# CONTEXT=[PING="<ip> <ip> ..."]: once a second this guest pings each address once and prints
+# "VOCLOUD-PING <round> <ip> ok|fail", so a test sees from outside what the guest reaches (the
+# isolation acceptance test). Test guest only: nothing host-side ever runs or trusts this.
+targets=""
+[ -f /mnt/context/context.sh ] && targets=$(. /mnt/context/context.sh; printf '%s' "${PING:-}")
+if [ -n "$targets" ]; then
+    (r=0; while :; do
+        r=$((r + 1))
+        for ip in $targets; do
+            case "$ip" in *[!0-9.]*) continue ;; esac
+            if ping -c 1 -W 1 "$ip" >/dev/null 2>&1; then res=ok; else res=fail; fi
+            echo "VOCLOUD-PING $r $ip $res"
+        done
+        sleep 1
+    done) &
+fi
 
 wait $acpid_pid
 echo "VOCLOUD-ACPID-EXITED"

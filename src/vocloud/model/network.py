@@ -22,7 +22,11 @@ from vocloud.model.template import Template
 MAX_RANGE = 65536
 VLAN_MIN, VLAN_MAX = 1, 4094
 #: attributes of a network template that place it on the host's wiring: administrators only
-WIRING_ATTRS = ("BRIDGE", "VLAN_ID", "PHYDEV")
+WIRING_ATTRS = ("BRIDGE", "VLAN_ID", "PHYDEV", "VN_MAD")
+#: network drivers (OpenNebula's ``VN_MAD``): ``bridge`` puts untagged NICs on a Linux bridge;
+#: ``802.1Q`` gives each VLAN its own bridge with the VLAN device ``PHYDEV.VLAN_ID`` as uplink
+VN_BRIDGE, VN_8021Q = "bridge", "802.1Q"
+VN_MADS = (VN_BRIDGE, VN_8021Q)
 #: NIC attributes only an administrator may write (the network decides them for everyone else)
 NIC_RESTRICTED = ("BRIDGE", "MAC", "VLAN_ID", "PHYDEV")
 
@@ -147,11 +151,13 @@ class NetworkSpec:
     group: str | None
     ranges: tuple[Range, ...]
     addressing: NicAddressing = field(default_factory=lambda: NicAddressing())
+    vn_mad: str = VN_BRIDGE
+    vn_mad_written: bool = False  # VN_MAD in the template (else implied by VLAN_ID)
 
     def wiring(self) -> list[str]:
         """The administrator-only attributes this template sets, for a refusal message."""
         return [a for a, v in (("BRIDGE", self.bridge), ("VLAN_ID", self.vlan_id),
-                               ("PHYDEV", self.phydev)) if v]
+                               ("PHYDEV", self.phydev), ("VN_MAD", self.vn_mad_written)) if v]
 
 
 def _int_attr(text: str, attribute: str, lo: int, hi: int) -> int:
@@ -174,17 +180,69 @@ def check_ifname(text: str, attribute: str) -> str:
     return name
 
 
+def vlan_bridge(vlan_id: int) -> str:
+    """The bridge of an 802.1Q network that names none: ``vcbr.<VLAN_ID>`` (OpenNebula's
+    ``onebr.<VLAN_ID>``), so each VLAN is its own bridge and so its own L2 segment."""
+    return f"vcbr.{vlan_id}"
+
+
+def vlan_device(phydev: str, vlan_id: int) -> str:
+    """The 802.1Q device on ``phydev`` for one VLAN, named as OpenNebula names it."""
+    return f"{phydev}.{vlan_id}"
+
+
+def network_driver(vlan_id: int | None) -> str:
+    """The driver of a stored network: 802.1Q exactly when it has a VLAN (:func:`parse_vn_mad`
+    keeps the two in step, so no column is needed for it)."""
+    return VN_8021Q if vlan_id is not None else VN_BRIDGE
+
+
+def parse_vn_mad(text: str | None, vlan_id: int | None) -> str:
+    """``VN_MAD`` checked against ``VLAN_ID``. Why they must agree: the segment a network's
+    addresses are checked on is its bridge *and* VLAN, so a VLAN the wire does not carry would
+    let two networks share addresses on one real segment. Without ``VN_MAD`` a network with a
+    ``VLAN_ID`` is 802.1Q (how networks made before the attribute existed are wired)."""
+    if text is None or not text.strip():
+        return network_driver(vlan_id)
+    want = text.strip()
+    mad = next((m for m in VN_MADS if m.lower() == want.lower()), None)
+    if mad is None:
+        raise InvalidInput(f"VN_MAD must be one of {', '.join(VN_MADS)}, got {text!r} (vocloud "
+                           "filters every tap itself: no fw/ebtables/ovswitch/vxlan drivers)",
+                           attribute="VN_MAD", value=text)
+    if mad == VN_8021Q and vlan_id is None:
+        raise InvalidInput("VN_MAD=802.1Q needs a VLAN_ID (1-4094)", attribute="VLAN_ID", value="")
+    if mad == VN_BRIDGE and vlan_id is not None:
+        raise InvalidInput(f"VN_MAD=bridge does not tag frames, so VLAN_ID={vlan_id} would not be "
+                           "a segment of its own; use VN_MAD=802.1Q", attribute="VLAN_ID",
+                           value=str(vlan_id))
+    return mad
+
+
 def parse_network(t: Template) -> NetworkSpec:
-    """``NAME``, ``BRIDGE``, ``VLAN_ID``, ``PHYDEV``, ``PUBLIC``, ``GROUP`` and the address ranges."""
+    """``NAME``, ``BRIDGE``, ``VLAN_ID``, ``PHYDEV``, ``VN_MAD``, ``PUBLIC``, ``GROUP`` and the
+    address ranges. An 802.1Q network without ``BRIDGE`` gets :func:`vlan_bridge`."""
     bridge = t.get("BRIDGE") or ""
     phydev = t.get("PHYDEV") or ""
     vlan = t.get("VLAN_ID")
+    vlan_id = _int_attr(vlan, "VLAN_ID", VLAN_MIN, VLAN_MAX) if vlan else None
+    vn_mad = parse_vn_mad(t.get("VN_MAD"), vlan_id)
+    bridge = check_ifname(bridge, "BRIDGE") if bridge else ""
+    if vn_mad == VN_8021Q and vlan_id is not None and not bridge:
+        bridge = vlan_bridge(vlan_id)
+    phydev = check_ifname(phydev, "PHYDEV") if phydev else ""
+    if phydev and vlan_id is not None and len(vlan_device(phydev, vlan_id)) > 15:
+        raise InvalidInput(f"the VLAN device {vlan_device(phydev, vlan_id)!r} would be longer than "
+                           "15 characters (Linux's limit); use a shorter PHYDEV", attribute="PHYDEV",
+                           value=phydev)
     ranges = tuple(parse_ranges(t))
     return NetworkSpec(
         name=(t.get("NAME") or "").strip(),
-        bridge=check_ifname(bridge, "BRIDGE") if bridge else "",
-        vlan_id=_int_attr(vlan, "VLAN_ID", VLAN_MIN, VLAN_MAX) if vlan else None,
-        phydev=check_ifname(phydev, "PHYDEV") if phydev else "",
+        bridge=bridge,
+        vlan_id=vlan_id,
+        vn_mad=vn_mad,
+        vn_mad_written=bool((t.get("VN_MAD") or "").strip()),
+        phydev=phydev,
         public=bool(t.get_bool("PUBLIC", False)),
         group=(t.get("GROUP") or "").strip() or None,
         ranges=ranges,

@@ -180,6 +180,10 @@ def lease_nic(session: Session, network: Network, vm_id: int, attrs: Mapping[str
              NIC_ID=str(index))
     if network.bridge:
         n["BRIDGE"] = network.bridge
+    # the VLAN and its uplink are the network's alone, even for an administrator's NIC: a VLAN
+    # the network does not have would join its bridge to another segment (docs/networks.md)
+    n.pop("VLAN_ID", None)
+    n.pop("PHYDEV", None)
     if network.vlan_id is not None:
         n["VLAN_ID"] = str(network.vlan_id)
     if network.phydev:

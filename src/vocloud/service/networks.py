@@ -4,7 +4,7 @@ Why so strict: a network decides which L2 segment (bridge, VLAN) a VM's NIC join
 IP and MAC it shows there. If any user could create one, two VOs could be given the same
 address on one wire (it happened: two VMs of two VOs got the same IP and MAC). So
 
-* only administrators create and delete networks and choose BRIDGE, VLAN_ID and PHYDEV; they
+* only administrators create and delete networks and choose BRIDGE, VLAN_ID, PHYDEV and VN_MAD; they
   create a network in a group (``GROUP=`` / ``group``), public (``PUBLIC=YES``) or share it by
   ACL, and VOs USE what is shared with them;
 * address ranges of networks on one segment never overlap, and no two of their addresses get one
@@ -33,6 +33,7 @@ from vocloud.model.network import (
     ip_to_int,
     mac_for,
     mac_text,
+    network_driver,
     parse_network,
 )
 from vocloud.model.template import parse_template
@@ -78,6 +79,24 @@ def lock_segment(s: Session, bridge: str, vlan_id: int | None) -> None:
 def _segment_label(bridge: str, vlan_id: int | None) -> str:
     where = f"bridge {bridge}" if bridge else "the default bridge"
     return where + (f" VLAN {vlan_id}" if vlan_id is not None else "")
+
+
+def check_bridge_vlans(s: Session, bridge: str, vlan_id: int | None) -> None:
+    """One bridge carries one VLAN (or only untagged frames). Why: the 802.1Q driver joins a
+    network's VLAN to its bridge, so a second VLAN, or untagged guests, on that bridge would share
+    the wire (and, unchecked, the addresses) with it. The bridge's untagged lock row is held."""
+    if not bridge:
+        return
+    other = s.scalars(select(Network).where(Network.bridge == bridge).where(
+        Network.vlan_id.is_not(None) if vlan_id is None
+        else (Network.vlan_id.is_(None) | (Network.vlan_id != vlan_id))).limit(1)).first()
+    if other is not None:
+        theirs = f"VLAN {other.vlan_id}" if other.vlan_id is not None else "untagged frames"
+        mine = f"VLAN {vlan_id}" if vlan_id is not None else "untagged frames"
+        raise Conflict(f"bridge {bridge} already carries {theirs} (network {other.name}); one "
+                       f"bridge is one L2 segment, so it cannot carry {mine} too (use another "
+                       "BRIDGE, or none: an 802.1Q network gets vcbr.<VLAN_ID>)",
+                       attribute="BRIDGE", value=bridge, network=other.name)
 
 
 def check_segment(s: Session, bridge: str, vlan_id: int | None, ranges: list[Range]) -> None:
@@ -131,9 +150,12 @@ class NetworkService:
         ranges = list(spec.ranges)
         with self.db.write() as s:
             grp = find(s, Group, "group", group_ref) if group_ref is not None else None
-            lock_segment(s, spec.bridge, spec.vlan_id)
+            lock_segment(s, spec.bridge, None)  # the bridge's own row first: one order, no deadlock
+            if spec.vlan_id is not None:
+                lock_segment(s, spec.bridge, spec.vlan_id)
             if s.scalar(select(Network.id).where(Network.name == name)) is not None:
                 raise Conflict(f"network {name} already exists", attribute="NAME", value=name)
+            check_bridge_vlans(s, spec.bridge, spec.vlan_id)
             check_segment(s, spec.bridge, spec.vlan_id, ranges)
             net = Network(name=name, owner_id=actor.user_id,
                           group_id=grp.id if grp is not None else actor.group_id,
@@ -226,7 +248,8 @@ class NetworkService:
         parent = s.get(Network, net.parent_id) if net.parent_id is not None else None
         out: dict[str, Any] = {
             "id": net.id, "name": net.name, "bridge": net.bridge, "vlan_id": net.vlan_id,
-            "phydev": net.phydev, "public": net.public, "owner_id": net.owner_id,
+            "phydev": net.phydev, "vn_mad": network_driver(net.vlan_id), "public": net.public,
+            "owner_id": net.owner_id,
             "group_id": net.group_id, "parent_id": net.parent_id,
             "parent": parent.name if parent is not None else None,
             "size": sum(r.size for r in ranges), "used_leases": used,

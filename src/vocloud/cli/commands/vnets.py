@@ -81,7 +81,7 @@ def render(net: dict[str, Any]) -> None:
     out.section(f"VIRTUAL NETWORK {net['id']} INFORMATION")
     out.fields([("ID", net["id"]), ("NAME", net["name"]), ("BRIDGE", net["bridge"] or "-"),
                 ("VLAN_ID", net.get("vlan_id") or "-"), ("PHYDEV", net.get("phydev") or "-"),
-                ("PARENT", net.get("parent") or "-"),
+                ("VN_MAD", net.get("vn_mad") or "bridge"), ("PARENT", net.get("parent") or "-"),
                 ("PUBLIC", net["public"]), ("OWNER", net["owner_id"]), ("GROUP", net["group_id"]),
                 ("SIZE", net["size"]), ("USED LEASES", net["used_leases"]),
                 ("RESERVED", net.get("reserved", 0))])

@@ -24,6 +24,13 @@ helper scripts or capabilities, and a tap left by a crashed guest is found and r
   so ``attach`` and ``detach`` are idempotent and cost two round trips over SSH.
 * All commands go through the host's transport, so a namespace host reached over SSH gets its
   devices in its own namespace.
+* 802.1Q (a NIC with ``vlan_id``; the network's ``VN_MAD``): each VLAN has its own bridge
+  (``vcbr.<VLAN_ID>`` unless the network names one), so each VLAN is its own segment on the host;
+  with ``PHYDEV`` the VLAN device ``PHYDEV.VLAN_ID`` is created on demand (alias ``vocloud``) and
+  enslaved to that bridge, as OpenNebula's 802.1Q driver does, and removed with the last guest
+  of the bridge. VLAN devices an admin made are used, never removed.
+* With a :class:`~vocloud.drivers.net.isolate.BridgeIsolation` (unless
+  ``route_between_networks``), the host does not route between guest bridges.
 * With a :class:`~vocloud.drivers.net.guard.TapGuard` (setting ``anti_spoofing``, on by
   default), each tap is confined to its NIC's MAC and lease before the guest starts, and the
   filter goes with the taps.
@@ -36,11 +43,13 @@ import re
 import threading
 from collections.abc import Callable
 
-from vocloud.drivers.base import DomainSpec, HostRef, Transport
+from vocloud.drivers.base import DomainSpec, HostRef, NicSpec, Transport
 from vocloud.drivers.net.guard import TapGuard
+from vocloud.drivers.net.isolate import BridgeIsolation
 from vocloud.drivers.net.links import Link, list_links
 from vocloud.drivers.transport import transport_for
 from vocloud.errors import DriverError
+from vocloud.model.network import vlan_bridge, vlan_device
 
 IFNAMSIZ = 15  # usable bytes of a Linux interface name
 MANAGED_ALIAS = "vocloud"
@@ -92,11 +101,14 @@ class BridgeDriver:
 
     def __init__(self, transports: Callable[[HostRef], Transport] = transport_for,
                  default_bridge: str = "vcbr0", keep_empty_bridges: bool = False,
-                 guard: TapGuard | None = None) -> None:
+                 guard: TapGuard | None = None, isolation: BridgeIsolation | None = None) -> None:
         """``default_bridge`` serves NICs whose network names no bridge; ``guard`` confines
-        each tap to its NIC's MAC and address (None: guests send what they like)."""
+        each tap to its NIC's MAC and address (None: guests send what they like);
+        ``isolation`` keeps the host from routing between the bridges of guests (None: the
+        site routes its networks, setting ``route_between_networks``)."""
         self.transports = transports
         self.guard = guard
+        self.isolation = isolation
         self.default_bridge = default_bridge
         self.keep_empty_bridges = keep_empty_bridges
         self._locks: dict[str, threading.Lock] = {}
@@ -113,7 +125,7 @@ class BridgeDriver:
         made: set[str] = set()
         for index, nic in enumerate(spec.nics):
             tap = tap_name(spec.deploy_id, index)
-            bridge = nic.bridge or self.default_bridge
+            bridge = self.bridge_of(nic)
             _check_bridge_name(bridge, spec.deploy_id)
             br = links.get(bridge)
             if br is None and bridge not in made:
@@ -133,6 +145,8 @@ class BridgeDriver:
                     made.add(bridge)
                 if not br.up:
                     lines.append(f"link set dev {bridge} up")
+            if nic.vlan_id is not None and nic.phydev:
+                lines += self._plan_vlan(spec.deploy_id, nic.phydev, nic.vlan_id, bridge, links, made)
             t = links.get(tap)
             if t is not None and t.kind != "tun":
                 raise DriverError(f"{spec.deploy_id}: {tap} exists on the host but is a "
@@ -148,18 +162,75 @@ class BridgeDriver:
                 lines.append(f"link set dev {tap} up")
         return lines
 
+    def bridge_of(self, nic: NicSpec) -> str:
+        """The network's bridge; an 802.1Q NIC without one gets ``vcbr.<VLAN_ID>`` (the service
+        stores that name already; this covers specs written by hand), others the default."""
+        if nic.bridge:
+            return nic.bridge
+        return vlan_bridge(nic.vlan_id) if nic.vlan_id is not None else self.default_bridge
+
+    @staticmethod
+    def _plan_vlan(deploy_id: str, phydev: str, vlan_id: int, bridge: str, links: dict[str, Link],
+                   made: set[str]) -> list[str]:
+        """OpenNebula's 802.1Q wiring: the VLAN device ``PHYDEV.VLAN_ID`` on the physical device,
+        enslaved to the VLAN's bridge, so tagged frames of that VLAN (and only those) reach its
+        guests. Created on demand and marked ``vocloud``; an existing one is used if it is that
+        VLAN on that device and not a port of another bridge."""
+        dev = vlan_device(phydev, vlan_id)
+        _check_bridge_name(dev, deploy_id)
+        lines: list[str] = []
+        phy = links.get(phydev)
+        if phy is None:
+            raise DriverError(f"{deploy_id}: PHYDEV {phydev} of VLAN {vlan_id} does not exist on "
+                              "the host")
+        if not phy.up and phydev not in made:
+            lines.append(f"link set dev {phydev} up")
+            made.add(phydev)
+        v = links.get(dev)
+        if v is None:
+            if dev not in made:
+                lines += [f"link add link {phydev} name {dev} type vlan id {vlan_id}",
+                          f"link set dev {dev} alias {MANAGED_ALIAS}",
+                          f"link set dev {dev} master {bridge}", f"link set dev {dev} up"]
+                made.add(dev)
+            return lines
+        if v.kind != "vlan" or v.vlan_id != vlan_id or v.parent != phydev:
+            raise DriverError(f"{deploy_id}: {dev} exists on the host but is not VLAN {vlan_id} "
+                              f"on {phydev} ({v.kind or 'plain'} device)")
+        if v.master and v.master != bridge:
+            raise DriverError(f"{deploy_id}: {dev} (VLAN {vlan_id}) is a port of bridge {v.master}, "
+                              f"not of {bridge}; one VLAN is one bridge")
+        if not v.master:
+            lines.append(f"link set dev {dev} master {bridge}")
+        if not v.up:
+            lines.append(f"link set dev {dev} up")
+        return lines
+
+    def unused_bridges(self, deploy_id: str, links: dict[str, Link]) -> list[str]:
+        """Bridges that hold a tap of ``deploy_id`` and no other guest's tap (pure)."""
+        mine = re.compile(rf"^{re.escape(deploy_id)}-\d+$")
+        taps = {n for n, link in links.items() if mine.match(n) and link.kind == "tun"}
+        held = {links[t].master for t in taps if links[t].master}
+        return sorted(br for br in held
+                      if not any(p.master == br and p.kind == "tun" and p.name not in taps
+                                 for p in links.values()))
+
     def plan_detach(self, deploy_id: str, links: dict[str, Link]) -> list[str]:
-        """Delete the VM's taps, then vocloud's bridges that are left without ports (pure)."""
+        """Delete the VM's taps; on bridges left without guests, the VLAN devices vocloud made,
+        then vocloud's bridges that are left without ports (pure)."""
         mine = re.compile(rf"^{re.escape(deploy_id)}-\d+$")
         taps = sorted(n for n, link in links.items() if mine.match(n) and link.kind == "tun")
         lines = [f"link del dev {t}" for t in taps]
         if not self.keep_empty_bridges:
-            gone = set(taps)
-            for name, link in sorted(links.items()):
-                if link.kind != "bridge" or link.alias != MANAGED_ALIAS:
+            for name in self.unused_bridges(deploy_id, links):
+                ours = sorted(p.name for p in links.values() if p.master == name
+                              and p.kind == "vlan" and p.alias == MANAGED_ALIAS)
+                lines += [f"link del dev {v}" for v in ours]
+                br = links.get(name)
+                if br is None or br.kind != "bridge" or br.alias != MANAGED_ALIAS:
                     continue
-                ports = [p for p in links.values() if p.master == name and p.name not in gone]
-                if not ports and any(links[t].master == name for t in taps):
+                gone = {*taps, *ours}
+                if not [p for p in links.values() if p.master == name and p.name not in gone]:
                     lines.append(f"link del dev {name}")
         return lines
 
@@ -171,6 +242,8 @@ class BridgeDriver:
         with self._lock(host):
             self._apply(transport, host, self.plan_attach(spec, list_links(transport, host)),
                         f"attach the NICs of {spec.deploy_id}")
+            if self.isolation is not None:
+                self.isolation.isolate(host, [self.bridge_of(nic) for nic in spec.nics])
             if self.guard is not None:
                 self.guard.guard(host, spec, [tap_name(spec.deploy_id, i) for i in range(len(spec.nics))])
 
@@ -179,10 +252,19 @@ class BridgeDriver:
         tap_name(deploy_id, 0)  # a deploy id no tap could have is a caller bug; say so
         transport = self.transports(host)
         with self._lock(host):
+            read: list[dict[str, Link]] = []
+
+            def present() -> dict[str, Link]:  # the links, read after the guard's table
+                read.append(list_links(transport, host))
+                return read[-1]
+
             if self.guard is not None:
-                self.guard.unguard(host, deploy_id)
-            self._apply(transport, host, self.plan_detach(deploy_id, list_links(transport, host)),
+                self.guard.unguard(host, deploy_id, present)
+            links = read[-1] if read else present()
+            self._apply(transport, host, self.plan_detach(deploy_id, links),
                         f"detach the NICs of {deploy_id}")
+            if self.isolation is not None:
+                self.isolation.release(host, self.unused_bridges(deploy_id, links))
 
     @staticmethod
     def _apply(transport: Transport, host: HostRef, lines: list[str], what: str) -> None:

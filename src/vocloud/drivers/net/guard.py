@@ -19,7 +19,9 @@ Only frames *from* guests are filtered; the host and the bridge are not. Scripts
 built here and applied with ``nft -f -`` through the host's transport (atomic: a script applies
 whole or not at all). ``add`` of an existing table, chain or element is a no-op in nftables, so
 attach is idempotent; detach first lists the map (JSON) and removes exactly the elements that
-jump to the VM's chain, so it is idempotent too and survives taps that are already gone. The table
+jump to the VM's chain, so it is idempotent too and survives taps that are already gone; it also
+removes the elements of taps that no longer exist and chains nothing jumps to (:func:`stale`:
+a tap deleted behind vocloud's back, e.g. by a reaper, left them for ever). The table
 itself stays when the last guest goes (empty: one map lookup per bridged frame): deleting it
 could race another installation on the same host adding its first guest.
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from vocloud.drivers.base import DomainSpec, HostRef, Transport
 from vocloud.errors import DriverError
@@ -99,7 +101,33 @@ def tap_elements(listing: str) -> list[str]:
                    if isinstance(key, str)})
 
 
-def plan_unguard(deploy_id: str, taps: Iterable[str]) -> str:
+def stale(listing: str, present: Collection[str], keep: str) -> tuple[list[str], list[str]]:
+    """Map elements whose tap no longer exists, and per-VM chains no element will jump to once
+    they are gone (pure; ``keep``, the chain being removed anyway, is left out).
+
+    Why: a tap can vanish without vocloud's detach (a host-side cleanup or reaper deleting taps
+    of guests it killed, an admin's ``ip link del``); its element and chain then stayed for
+    ever, since every later detach removed only its own VM's. ``listing`` must be read *before*
+    ``present``: a guard adds an element only after its tap exists, so an element in the
+    listing whose tap is missing from a later link listing is gone for good."""
+    jumps: dict[str, str] = {}
+    chains: set[str] = set()
+    for item in json.loads(listing).get("nftables", []):
+        for elem in (item.get("map") or {}).get("elem", []) or []:
+            key, verdict = elem if isinstance(elem, list) and len(elem) == 2 else (None, None)
+            target = verdict.get("jump", {}).get("target") if isinstance(verdict, dict) else None
+            if isinstance(key, str) and isinstance(target, str):
+                jumps[key] = target
+        name = (item.get("chain") or {}).get("name")
+        if isinstance(name, str) and name != "guests":
+            chains.add(name)
+    gone = sorted(t for t in jumps if t not in present)
+    alive = {jumps[t] for t in jumps if t in present}
+    orphans = sorted(c for c in chains if c not in alive and c != keep and _SAFE.match(c))
+    return gone, orphans
+
+
+def plan_unguard(deploy_id: str, taps: Iterable[str], orphans: Iterable[str] = ()) -> str:
     """Remove the VM's map elements and chain (pure); ``add`` first so a missing chain is fine."""
     chain = _word(deploy_id, "deploy id")
     lines = [*_base(), f"add chain bridge {TABLE} {chain}"]
@@ -107,6 +135,9 @@ def plan_unguard(deploy_id: str, taps: Iterable[str]) -> str:
     if quoted:
         lines.append(f"delete element bridge {TABLE} taps {{ {', '.join(quoted)} }}")
     lines += [f"flush chain bridge {TABLE} {chain}", f"delete chain bridge {TABLE} {chain}"]
+    for orphan in orphans:
+        other = _word(orphan, "chain")
+        lines += [f"flush chain bridge {TABLE} {other}", f"delete chain bridge {TABLE} {other}"]
     return "".join(line + "\n" for line in lines)
 
 
@@ -131,16 +162,24 @@ class TapGuard:
         if spec.nics:
             self._nft(host, ["-f", "-"], plan_guard(spec, taps), f"confine the NICs of {spec.deploy_id}")
 
-    def unguard(self, host: HostRef, deploy_id: str) -> None:
-        """Remove the VM's filter, in at most two round trips: read the map, apply the script.
-        A host without ``nft`` or without our table has nothing to remove (guests booted before
-        the guard existed, or with it off, must still be able to go)."""
-        res = self.transports(host).run(host, ["nft", "-j", "list", "map", "bridge", TABLE, "taps"],
+    def unguard(self, host: HostRef, deploy_id: str,
+                present: Callable[[], Collection[str]] | None = None) -> None:
+        """Remove the VM's filter, in at most two round trips: read the table, apply the script.
+        With ``present`` (the host's link names, read after the table), the filters of taps
+        that no longer exist go too (:func:`stale`). A host without ``nft`` or without our
+        table has nothing to remove (guests booted before the guard existed, or with it off,
+        must still be able to go)."""
+        res = self.transports(host).run(host, ["nft", "-j", "list", "table", "bridge", TABLE],
                                         timeout=30)
         if res.returncode == 127 or (res.returncode != 0 and b"No such file" in res.stderr):
+            if present is not None:
+                present()
             return
         if res.returncode != 0:
             err = res.stderr.decode(errors="replace").strip()
             raise DriverError(f"host {host.name}: cannot read the tap map for {deploy_id}: {err}")
-        taps = elements_jumping_to(res.stdout.decode(errors="replace"), deploy_id)
-        self._nft(host, ["-f", "-"], plan_unguard(deploy_id, taps), f"remove the filter of {deploy_id}")
+        listing = res.stdout.decode(errors="replace")
+        taps = elements_jumping_to(listing, deploy_id)
+        gone, orphans = stale(listing, present(), deploy_id) if present is not None else ([], [])
+        self._nft(host, ["-f", "-"], plan_unguard(deploy_id, sorted({*taps, *gone}), orphans),
+                  f"remove the filter of {deploy_id}")

@@ -22,6 +22,8 @@ class Link:
     up: bool  # administratively up (IFF_UP), whatever the carrier says
     alias: str
     address: str = ""  # the link-layer address, lower case
+    vlan_id: int | None = None  # a VLAN device's id
+    parent: str = ""  # the device a VLAN device sits on
 
 
 def list_links(transport: Transport, host: HostRef) -> dict[str, Link]:
@@ -38,8 +40,11 @@ def list_links(transport: Transport, host: HostRef) -> dict[str, Link]:
     for item in doc:
         name = str(item.get("ifname", ""))
         info = item.get("linkinfo") or {}
-        links[name] = Link(name=name, kind=str(info.get("info_kind", "")),
-                           master=str(item.get("master", "")),
+        kind = str(info.get("info_kind", ""))
+        vid = (info.get("info_data") or {}).get("id") if kind == "vlan" else None
+        links[name] = Link(name=name, kind=kind, master=str(item.get("master", "")),
                            up="UP" in item.get("flags", []), alias=str(item.get("ifalias", "")),
-                           address=str(item.get("address", "")).lower())
+                           address=str(item.get("address", "")).lower(),
+                           vlan_id=vid if isinstance(vid, int) else None,
+                           parent=str(item.get("link", "")) if kind == "vlan" else "")
     return links
