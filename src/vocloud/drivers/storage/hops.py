@@ -341,6 +341,8 @@ class Hops:
         if doc.get("rc") == "source":
             return HopResult(Outcome.SOURCE_BAD, why=f"host {holder.name}: {doc.get('err')}")
         if doc.get("source") not in (None, self.sha256):
+            with contextlib.suppress(DriverError):
+                self.reverify(holder)  # re-hashes without trusting the stamp: drops the copy
             return HopResult(Outcome.SOURCE_BAD, sent, offset,
                              f"host {holder.name}: its copy has sha256 {doc['source']}, expected "
                              f"{self.sha256}; dropped, it gets the image again")
