@@ -11,6 +11,7 @@ only administrators may distribute.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -19,9 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.daemon import Daemon
 from tests.support.dstlab import DstLab
 from tests.support.helpers import admin
 from tests.support.netns import LabUnavailable
+from tests.support.ports import free_port
 from vocloud.drivers.storage.distribute import Distribution
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.errors import Forbidden
@@ -212,3 +215,38 @@ def test_only_administrators_distribute(dst: Lab, cloud: Cloud) -> None:
     with pytest.raises(Forbidden):
         svc.list(alice)
     assert svc.list(root) == []
+
+
+def test_the_cli_through_a_real_daemon(dst: Lab, tmp_path: Path) -> None:
+    """``vocloud image distribute`` end to end: CLI -> REST -> the daemon's wiring -> SSH."""
+    lab = dst.lab
+    d = Daemon(tmp_path, f"sqlite:///{tmp_path / 'v.db'}", free_port(), {
+        "VOCLOUD_SSH_KEY": str(lab.client_key), "VOCLOUD_SSH_KNOWN_HOSTS": str(lab.known_hosts),
+        "VOCLOUD_MONITOR_INTERVAL": "60"})
+    d.start()
+    try:
+        api = d.rest()
+        h1, h3 = lab.hosts[0], lab.hosts[2]
+        for h in (h1, h3):
+            dst.cached(h.index).unlink(missing_ok=True)
+            api.post("/hosts", {"name": h.netns, "vmm": "qemu", "transport": h.transport, "attrs": {
+                "DATASTORE_DIR": str(dst.ds(h.index)),
+                "AUTHORIZED_KEYS": str(lab.root / "authorized_keys")}})
+        api.post("/datastores", {"name": "repo", "path": str(dst.image.parent)})
+        api.post("/images", {"name": "base", "path": str(dst.image), "format": "raw"})
+        r = d.ok("image", "distribute", "base", "--hosts", f"{h1.netns},{h3.netns}", "--fanout", "1",
+                 "--poll", "0.2", "--json")
+        doc = json.loads(r.out)
+        assert doc["state"] == "done" and doc["result"]["front_end_bytes"] == SIZE, doc
+        assert _sha(dst.cached(h1.index)) == dst.sha == _sha(dst.cached(h3.index))
+        r = d.ok("image", "distribute", "base", "--hosts", h1.netns)  # the table, held already
+        assert "held" in r.out and "front-end sent 0.0 MiB" in r.out, r.out
+        d.fails("image", "distribute", "base", "--hosts", "nosuchhost")
+        d.fails("image", "distribute", "base", "--fanout", "0")
+        api.post("/groups", {"name": "atlas"})
+        user = api.post("/users", {"name": "bob", "group": "atlas"})
+        r = d.fails("image", "distribute", "base", token=user["token"])
+        assert "administrator" in r.err, r.err
+        assert dst.leftovers() == []
+    finally:
+        d.stop()
