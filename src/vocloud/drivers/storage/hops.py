@@ -273,6 +273,9 @@ class Hops:
         final = self.final(child)
         script = f"{final.rsplit('/', 1)[0]}/.distribute/{token}.sh"
         ak = child.attrs.get(AUTHORIZED_KEYS_ATTR) or "$HOME/.ssh/authorized_keys"
+        if not ak.startswith(("/", "$HOME/")):
+            return HopResult(Outcome.UNREACHABLE, why=f"host {child.name}: {AUTHORIZED_KEYS_ATTR}="
+                             f"{ak!r} is not an absolute path")
         for what, value in (("receiver script", script), (AUTHORIZED_KEYS_ATTR, ak)):
             if any(c in value for c in '"\\\n\r'):
                 return HopResult(Outcome.UNREACHABLE,
