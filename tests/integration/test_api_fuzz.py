@@ -25,6 +25,7 @@ import uvicorn
 from tests.integration import fuzz
 from tests.support.ports import free_port
 from tests.support.procs import poll_until
+from vocloud.api.distributions import router as distributions_router
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.errors import InvalidInput
@@ -76,6 +77,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(cloud: Cloud
     t0 = time.monotonic()
     app = create_app(cloud)
     app.include_router(ops_router())  # accounting and audit, as app/daemon.py::build mounts them
+    app.include_router(distributions_router())  # image distribution (no drivers here: 409)
     with serve(app) as url:
         figures = fuzz.run(url, tokens[who], max_examples=MAX_EXAMPLES)
     db = "sqlite" if cloud.db.is_sqlite else "postgres"

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.helpers import admin
+from vocloud.api.distributions import router as distributions_router
 from vocloud.api.host_leases import router as host_leases_router
 from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
@@ -82,6 +83,7 @@ def tenants(cloud: Cloud) -> Iterator[Tenants]:
     app.include_router(ops_router())  # as app/daemon.py::build mounts it
     app.include_router(status_router(FrontendService(lambda: {"store": "sqlite"})))
     app.include_router(host_leases_router())
+    app.include_router(distributions_router())  # image distribution (admins only)
     with TestClient(app) as client:
         yield Tenants(client, tokens, ids)
 
@@ -145,6 +147,10 @@ CASES: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any] | None]] = {
     ("POST", "/host-leases/{lease_id}/register"): (
         {"lease_id": "lease"}, {"token": "0" * 64, "address": "10.1.2.3", "started": 0}),
     ("POST", "/host-leases/{lease_id}/ending"): ({"lease_id": "lease"}, {"token": "0" * 64}),
+    # image distribution writes into hosts' caches: administrators only (docs/image-distribution.md)
+    ("POST", "/images/{ref}/distribute"): ({"ref": "image"}, {"fanout": 2}),
+    ("GET", "/distributions"): ({}, None),
+    ("GET", "/distributions/{dist_id}"): ({"dist_id": "=1"}, None),
 }
 
 #: Collection operations that may reach cms's objects through their body.

@@ -25,7 +25,7 @@ Word = Annotated[str, StringConstraints(max_length=128)]
 
 class LeaseRequest(Strict):
     batch: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
-        description="the batch system to lease from (host_lease_batch): slurm")
+        description="the batch system to lease from (host_lease_batch): slurm, gridengine")
     nodes: int = Field(ge=1, le=MAX_NODES, description="nodes, one batch job each")
     walltime: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
         description="how long: 3600, 1:00:00, 2h, 1-00:00:00 (at least a minute)")

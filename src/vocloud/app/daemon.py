@@ -26,6 +26,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api import occi
+from vocloud.api.distributions import router as distributions_router
 from vocloud.api.ec2.app import create_ec2_app
 from vocloud.api.host_leases import router as host_leases_router
 from vocloud.api.metrics import Metrics, RequestMetrics
@@ -34,7 +35,7 @@ from vocloud.api.ops import router as ops_router
 from vocloud.api.rest import create_app
 from vocloud.api.status import router as status_router
 from vocloud.api.xmlrpc.app import xmlrpc_router
-from vocloud.app import host_leases
+from vocloud.app import distribution, host_leases
 from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
@@ -319,6 +320,9 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
     app.include_router(status_router(FrontendService(lambda: describe(db, me, role(), started))))
     app.state.host_leases, _ = host_leases.wire(settings, cloud)  # docs/host-leases.md
     app.include_router(host_leases_router())
+    # image distribution by a fan-out tree (docs/image-distribution.md)
+    app.state.distributions = distribution.wire(settings, cloud.db, registry)
+    app.include_router(distributions_router())
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
     return app, runner, cloud

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from vocloud.batch.lease_jobs import LeaseJobs, SlurmLeaseJobs
+from vocloud.batch.lease_jobs import GridEngineLeaseJobs, LeaseJobs, SlurmLeaseJobs
 from vocloud.config import Settings
 from vocloud.engine.host_leases import AutoLease, AutoLeaser, LeaseLoop
 from vocloud.errors import InvalidInput
@@ -14,8 +14,9 @@ from vocloud.model.walltime import parse_walltime
 from vocloud.service.cloud import Cloud
 from vocloud.service.host_leases import HostLeaseService
 
-#: batch systems a lease can be asked from (the Grid Engine adapter is not written yet)
-ADAPTERS = {"slurm": SlurmLeaseJobs}
+#: batch systems a lease can be asked from
+ADAPTERS: dict[str, type[SlurmLeaseJobs] | type[GridEngineLeaseJobs]] = {
+    "slurm": SlurmLeaseJobs, "gridengine": GridEngineLeaseJobs}
 
 
 def parse_auto(text: str, batches: list[str]) -> AutoLease | None:

@@ -136,3 +136,78 @@ class SlurmLeaseJobs:
                 raise
             out = ""
         return parse_squeue_states(out, job_ids)
+
+
+#: NOTIFY_S before the hard walltime (``h_rt``) Grid Engine's soft limit (``s_rt``) sends SIGUSR1,
+#: and ``qdel`` of a ``-notify`` job sends SIGUSR2 the queue's notify time before SIGKILL: the
+#: lease agent takes both as its SIGTERM (drain, then leave).
+NOTIFY_S = 60
+
+
+def parse_qstat_jobs(xml_text: str, job_ids: Sequence[str]) -> dict[str, JobView]:
+    """``qstat -u '*' -xml`` -> each asked job's view; a job not listed is GONE.
+
+    Grid Engine's state letters: ``r``/``t`` running (or being sent to the node), ``q``/``w``/
+    ``h``/``s``/``S``/``T`` waiting or held or suspended; ``d`` (being deleted) and ``E`` (error)
+    count as GONE: the job will not run, or not for long."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml_text) if xml_text.strip() else None
+    except ET.ParseError as exc:
+        raise CommandFailed(["qstat"], f"qstat -xml printed no XML: {exc}") from None
+    seen: dict[str, list[str]] = {}
+    if root is not None:
+        for job in root.iter("job_list"):
+            number = (job.findtext("JB_job_number") or "").strip()
+            if number:
+                seen.setdefault(number, []).append((job.findtext("state") or "").strip())
+
+    def view(st: str) -> JobView:
+        if "d" in st or "E" in st:
+            return JobView.GONE
+        return JobView.RUNNING if "r" in st or "t" in st else JobView.PENDING
+
+    rank = {JobView.RUNNING: 0, JobView.PENDING: 1, JobView.GONE: 2}
+    # one entry per task (array jobs, which leases never are): the most alive one counts
+    return {jid: min((view(st) for st in seen.get(jid, [])), key=rank.__getitem__,
+                     default=JobView.GONE) for jid in job_ids}
+
+
+class GridEngineLeaseJobs:
+    """Lease jobs on Grid Engine (``qsub``/``qdel``/``qstat``): one job per node.
+
+    Grid Engine has no portable "whole node" request: ``partition`` names the queue the site
+    keeps for leases (one slot per host, as Clemson's setup ran one job per node), or a
+    ``-l exclusive=true`` complex does it where the site defined one (``exclusive`` option)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, exclusive: bool = False) -> None:
+        self.env = dict(env or {})
+        self.exclusive = exclusive
+
+    def submit(self, lease_id: int, script: str, walltime_s: float, partition: str) -> str:
+        hard = max(int(walltime_s), 2 * NOTIFY_S)
+        argv = ["qsub", "-terse", "-N", job_name(lease_id), "-S", "/bin/sh", "-notify",
+                "-l", f"h_rt={hard},s_rt={hard - NOTIFY_S}", "-o", "/dev/null", "-j", "y",
+                "-wd", "/"]
+        if self.exclusive:
+            argv += ["-l", "exclusive=true"]
+        if partition:
+            argv += ["-q", partition]
+        out = _run(argv, self.env, stdin=script)
+        job = out.strip().split(".")[0]
+        if not job.isdigit():
+            raise CommandFailed(argv, f"qsub printed no job id: {out.strip()[:80]!r}")
+        return job
+
+    def cancel(self, job_id: str) -> None:
+        try:
+            _run(["qdel", job_id], self.env)
+        except CommandFailed as exc:  # already gone: that is what we wanted
+            if "does not exist" not in exc.stderr and "does not exist" not in str(exc):
+                raise
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, JobView]:
+        if not job_ids:
+            return {}
+        return parse_qstat_jobs(_run(["qstat", "-u", "*", "-xml"], self.env), job_ids)

@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    # Grid Engine: SIGUSR1 at the soft walltime (s_rt), SIGUSR2 before qdel's SIGKILL (-notify)
+    signal.signal(signal.SIGUSR1, on_term)
+    signal.signal(signal.SIGUSR2, on_term)
     cpu, memory = node_capacity()
     with Client(args.url, None, timeout=30) as api:
         base = f"/host-leases/{args.lease}"

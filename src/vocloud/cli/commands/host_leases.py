@@ -25,7 +25,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
 
 def lease(
     ctx: typer.Context,
-    batch: Annotated[str, typer.Option("--batch", help="Batch system to lease from: slurm.")],
+    batch: Annotated[str, typer.Option("--batch", help="Batch system to lease from: slurm or gridengine.")],
     nodes: Annotated[int, typer.Option("--nodes", help="Nodes (one batch job each).")],
     walltime: Annotated[str, typer.Option("--walltime", help="Lease length: 3600, 1:00:00, 2h.")],
     partition: Annotated[str, typer.Option("--partition", help="Batch partition/queue.")] = "",

@@ -306,6 +306,20 @@ class SshTransport:
         code = done.returncode if done.returncode is not None else 255
         return CommandResult(code, head + _as_bytes(done.stdout), _as_bytes(done.stderr)), sent[0]
 
+    def host_key(self, host: HostRef) -> str:
+        """The host's public key as ``<type> <base64>``, from this transport's connection (so
+        already checked against ``known_hosts``): image distribution hands it to the host that
+        sends to this one, which then trusts exactly this key (docs/image-distribution.md)."""
+        addr = parse_ssh(host.transport)
+        return self._call(self._host_key(host, addr), self.connect_timeout * 2 + 5)
+
+    async def _host_key(self, host: HostRef, addr: SshAddress) -> str:
+        entry, _ = await self._connection(host, addr)
+        key = entry.conn.get_server_host_key()
+        if key is None:
+            raise DriverError(f"{self._where(host)}: the connection has no server host key")
+        return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
     def put(self, host: HostRef, local_path: str, remote_path: str) -> None:
         """Copy a file by SFTP to ``remote_path.part`` then rename it: readers never see half."""
         addr = parse_ssh(host.transport)

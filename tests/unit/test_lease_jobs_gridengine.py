@@ -1,0 +1,40 @@
+"""Grid Engine lease jobs: job states from recorded ``qstat -xml`` (real SGE 8.1 output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocloud.batch.lease_jobs import GridEngineLeaseJobs, lease_script, parse_qstat_jobs
+from vocloud.batch.runner import CommandFailed
+from vocloud.model.host_lease import JobView
+
+DATA = Path(__file__).parent / "data" / "batch" / "gridengine"
+
+
+def test_running_waiting_failed_and_gone_jobs() -> None:
+    xml = (DATA / "hosts_busy.xml").read_text()
+    views = parse_qstat_jobs(xml, ["2", "3", "4", "1", "99"])
+    assert views == {"2": JobView.RUNNING, "3": JobView.RUNNING, "4": JobView.PENDING,
+                     "1": JobView.GONE, "99": JobView.GONE}
+
+
+def test_a_deleting_job_is_gone_and_an_empty_listing_means_all_gone() -> None:
+    xml = ("<?xml version='1.0'?><job_info><queue_info/><job_info><job_list state='running'>"
+           "<JB_job_number>7</JB_job_number><state>dr</state></job_list>"
+           "<job_list state='pending'><JB_job_number>8</JB_job_number><state>hqw</state></job_list>"
+           "</job_info></job_info>")
+    assert parse_qstat_jobs(xml, ["7", "8"]) == {"7": JobView.GONE, "8": JobView.PENDING}
+    assert parse_qstat_jobs("", ["7"]) == {"7": JobView.GONE}
+
+
+def test_garbage_from_qstat_is_a_clear_error() -> None:
+    with pytest.raises(CommandFailed, match="no XML"):
+        parse_qstat_jobs("error: commlib error", ["1"])
+
+
+def test_no_jobs_asked_runs_nothing_and_the_script_is_the_shared_one() -> None:
+    assert GridEngineLeaseJobs().states([]) == {}
+    script = lease_script(3, "abc123", "http://10.0.0.1:8080", ["/usr/bin/python3", "-m", "x"])
+    assert "abc123" not in script.split("<<")[0]  # the token only in the here-document
