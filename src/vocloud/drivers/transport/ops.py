@@ -10,7 +10,7 @@ QMP socket, which is only reachable on the host, is driven by a short ``python3 
 One command per operation is simple and stateless (a reconnect loses nothing) at the price of a
 round trip each (a few ms on a cached SSH connection); a poll costs about seven. The monitor
 pass, which polls every guest of a host each cycle, uses :meth:`SshOps.snapshot` instead: one
-command per host (transport/snapshot.py).
+request per host to a helper kept running on it (transport/snapshot.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from vocloud.drivers.base import CommandResult, HostRef, Transport
 from vocloud.drivers.qmp import QMPError
 from vocloud.drivers.transport.snapshot import SNAPSHOT_HELPER, HostSnapshot, parse_usage
+from vocloud.drivers.transport.ssh import SessionEnded
 from vocloud.errors import DriverError
 
 #: Connects to the QMP socket, negotiates, runs one command, prints one JSON document:
@@ -210,16 +211,31 @@ class SshOps:
         return parse_usage(lines[0], lines[1], hz, page)
 
     def snapshot(self, top: Path, qmp_timeout: float = 5.0) -> HostSnapshot | None:
-        """Everything a monitor pass of ``top`` reads, in one command (see transport/snapshot.py).
+        """Everything a monitor pass of ``top`` reads, in one request (transport/snapshot.py).
 
-        None when the host has no python3 (exit 127): the caller then polls the ordinary way,
-        one command per read, as before. Any other failure is the host's error."""
+        Over SSH the helper keeps running between passes (:meth:`SshTransport.request`): a pass
+        is one request and reply on an open channel. Over other transports it is one command.
+        None when the host has no python3 (exit 127): the caller then polls the ordinary way, one
+        command per read, as before. Any other failure is the host's error."""
+        where = f"host {self.host.name}"
+        limit = qmp_timeout * 3 + _SLACK_S
+        request = getattr(self.transport, "request", None)
+        if request is not None:
+            try:
+                raw = request(self.host, [self.python, "-c", SNAPSHOT_HELPER, "--serve"],
+                              json.dumps({"top": str(top), "timeout": qmp_timeout}).encode(),
+                              timeout=limit)
+            except SessionEnded as exc:
+                if exc.returncode == 127:
+                    return None
+                raise
+            return HostSnapshot.parse(raw, where)
         res = self._run([self.python, "-c", SNAPSHOT_HELPER, str(top), f"{qmp_timeout:g}"],
-                        timeout=qmp_timeout * 3 + _SLACK_S)
+                        timeout=limit)
         if res.returncode == 127:
             return None
         _check(res, "run the monitor helper (python3)", self.host)
-        return HostSnapshot.parse(res.stdout, f"host {self.host.name}")
+        return HostSnapshot.parse(res.stdout, where)
 
 
 def _check(res: CommandResult, what: str, host: HostRef) -> None:

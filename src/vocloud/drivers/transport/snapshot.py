@@ -28,12 +28,12 @@ SNAP_FILES = ("spec.json", "qemu.pid", "intent", "boot_offset")
 #: The files of a run dir whose existence the poll tests.
 SNAP_EXISTS = ("spec.json", "ready", "state.sav")
 
-#: argv: host dir, QMP timeout (s). Prints one JSON document (see :class:`HostSnapshot`). Past
-#: twice the timeout it stops asking QMP: those guests are then polled the ordinary way.
+#: argv ``TOP TIMEOUT``: prints one JSON document (see :class:`HostSnapshot`) about the state dir
+#: TOP. argv ``--serve``: the same for each request line ``{"top": ..., "timeout": ...}`` on stdin,
+#: each answer framed ``<length>\n<json>`` (SshTransport.request keeps it running). Past twice
+#: the QMP timeout it stops asking QMP: those guests are then polled the ordinary way.
 SNAPSHOT_HELPER = r"""
 import json, os, socket, sys, time
-top, timeout = sys.argv[1], float(sys.argv[2])
-deadline = time.monotonic() + 2 * timeout  # a few hung QMP sockets cannot stall the whole answer
 FILES = @FILES@
 EXISTS = @EXISTS@
 def text(path, limit=1 << 20):
@@ -42,67 +42,86 @@ def text(path, limit=1 << 20):
             return f.read(limit).decode("latin-1")
     except OSError:
         return None
-def qmp(path, command):
+def qmp(path, command, timeout):
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
         try:
             s.connect(path)
         except OSError as exc:
+            s.close()
             return {"fail": "cannot connect to QMP socket %s: %s" % (path, exc)}
-        f = s.makefile("rwb")
-        def read():
-            while True:
-                line = f.readline()
-                if not line:
-                    raise EOFError("QMP connection closed by QEMU")
-                msg = json.loads(line)
-                if "event" not in msg:
-                    return msg
-        if "QMP" not in read():
-            return {"fail": "unexpected QMP greeting"}
-        reply = {}
-        for cmd in ("qmp_capabilities", command):
-            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-            f.flush()
-            reply = read()
-            if "error" in reply:
-                return {"error": reply["error"]}
-        s.close()
-        return {"return": reply.get("return")}
+        with s:
+            f = s.makefile("rwb")
+            def read():
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise EOFError("QMP connection closed by QEMU")
+                    msg = json.loads(line)
+                    if "event" not in msg:
+                        return msg
+            if "QMP" not in read():
+                return {"fail": "unexpected QMP greeting"}
+            reply = {}
+            for cmd in ("qmp_capabilities", command):
+                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                f.flush()
+                reply = read()
+                if "error" in reply:
+                    return {"error": reply["error"]}
+            return {"return": reply.get("return")}
     except Exception as exc:
         return {"fail": "QMP %s: %s" % (type(exc).__name__, exc)}
-mem = {}
-for line in open("/proc/meminfo"):
-    key, _, rest = line.partition(":")
-    mem[key] = int(rest.split()[0]) if rest.split() else 0
-out = {"nproc": len(os.sched_getaffinity(0)), "mem_total_kib": mem["MemTotal"],
-       "mem_avail_kib": mem.get("MemAvailable", 0), "uptime": text("/proc/uptime"),
-       "hz": os.sysconf("SC_CLK_TCK"), "page": os.sysconf("SC_PAGESIZE"),
-       "entries": None, "guests": {}}
-try:
-    out["entries"] = sorted(os.listdir(top))
-except OSError:
-    pass
-for name in out["entries"] or ():
-    run = os.path.join(top, name)
-    g = {"files": {n: text(os.path.join(run, n)) for n in FILES},
-         "exists": {n: os.path.exists(os.path.join(run, n)) for n in EXISTS}}
-    out["guests"][name] = g
-    raw = (g["files"]["qemu.pid"] or "").strip()
-    if not raw.isdigit():
-        continue
-    g["pid"] = pid = int(raw)
+def snap(top, timeout):
+    deadline = time.monotonic() + 2 * timeout  # hung QMP sockets cannot stall the whole answer
+    mem = {}
+    for line in open("/proc/meminfo"):
+        key, _, rest = line.partition(":")
+        mem[key] = int(rest.split()[0]) if rest.split() else 0
+    out = {"nproc": len(os.sched_getaffinity(0)), "mem_total_kib": mem["MemTotal"],
+           "mem_avail_kib": mem.get("MemAvailable", 0), "uptime": text("/proc/uptime"),
+           "hz": os.sysconf("SC_CLK_TCK"), "page": os.sysconf("SC_PAGESIZE"),
+           "entries": None, "guests": {}}
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            g["cmdline"] = [a.decode("latin-1") for a in f.read().split(b"\0") if a]
+        out["entries"] = sorted(os.listdir(top))
     except OSError:
-        continue
-    g["stat"] = text("/proc/%d/stat" % pid)
-    sock = os.path.join(run, "qmp.sock")
-    if sock in " ".join(g["cmdline"]) and time.monotonic() < deadline:
-        g["qmp"] = {"query-status": qmp(sock, "query-status")}
-sys.stdout.write(json.dumps(out))
+        pass
+    for name in out["entries"] or ():
+        run = os.path.join(top, name)
+        g = {"files": {n: text(os.path.join(run, n)) for n in FILES},
+             "exists": {n: os.path.exists(os.path.join(run, n)) for n in EXISTS}}
+        out["guests"][name] = g
+        raw = (g["files"]["qemu.pid"] or "").strip()
+        if not raw.isdigit():
+            continue
+        g["pid"] = pid = int(raw)
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                g["cmdline"] = [a.decode("latin-1") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        g["stat"] = text("/proc/%d/stat" % pid)
+        sock = os.path.join(run, "qmp.sock")
+        if sock in " ".join(g["cmdline"]) and time.monotonic() < deadline:
+            g["qmp"] = {"query-status": qmp(sock, "query-status", timeout)}
+    return out
+if sys.argv[1] != "--serve":
+    sys.stdout.write(json.dumps(snap(sys.argv[1], float(sys.argv[2]))))
+    sys.exit(0)
+out = sys.stdout.buffer
+while True:
+    line = sys.stdin.buffer.readline()
+    if not line:
+        break
+    try:
+        req = json.loads(line)
+        data = json.dumps(snap(str(req["top"]), float(req["timeout"])))
+    except Exception as exc:
+        data = json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)})
+    data = data.encode()
+    out.write(b"%d\n" % len(data) + data)
+    out.flush()
 """.replace("@FILES@", repr(SNAP_FILES)).replace("@EXISTS@", repr(SNAP_EXISTS))
 
 
@@ -136,6 +155,8 @@ class HostSnapshot:
         """The helper's JSON, checked for shape: a host's answer is data, not trusted code."""
         try:
             doc = json.loads(raw)
+            if isinstance(doc, dict) and "error" in doc:
+                raise DriverError(f"{where}: the monitor helper failed: {str(doc['error'])[:300]}")
             guests = {
                 str(name): GuestSnapshot(
                     files={str(k): (None if v is None else str(v).encode("latin-1"))
