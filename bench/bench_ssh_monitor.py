@@ -77,6 +77,20 @@ def sshd_pids(hosts: list[NetnsHost]) -> list[int]:
     return out
 
 
+def helper_pids(hosts: list[NetnsHost]) -> list[int]:
+    """The monitor helpers kept running on the hosts (python3 -c ... --serve)."""
+    out = []
+    for h in hosts:
+        for pid in h.pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--serve" in argv:
+                out.append(pid)
+    return out
+
+
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -95,6 +109,7 @@ def run_design(name: str, cloud: Cloud, lab: NetnsLab, state_dir: Path, *, batch
             took.append(time.perf_counter() - t)
             cpu += (time.process_time() - c) if i else 0.0
         mem = pss_mib(sshd_pids(lab.hosts))
+        helpers = pss_mib(helper_pids(lab.hosts))
     finally:
         transport.close()
     time.sleep(0.3)
@@ -108,9 +123,9 @@ def run_design(name: str, cloud: Cloud, lab: NetnsLab, state_dir: Path, *, batch
         raise SystemExit(f"{name}: hosts not MONITORED: {bad[:5]}")
     fig = {"first_s": took[0], "warm_s": statistics.median(took[1:]), "warm_max_s": max(took[1:]),
            "conns_per_host": conns, "cmds_per_host_pass": cmds, "sshd_pss_mib": mem,
-           "daemon_cpu_s": cpu / passes}
+           "daemon_cpu_s": cpu / passes, "helper_pss_mib": helpers}
     print(f"  {name:9s} first pass {fig['first_s']:6.2f} s   warm pass median {fig['warm_s']:6.2f} s"
-          f" (max {fig['warm_max_s']:.2f})   connections/host {conns:.2f}   commands/host/pass "
+          f" (max {fig['warm_max_s']:.2f})   connections/host {conns:.2f}   new sessions/host/pass "
           f"{cmds:.2f}   daemon CPU/warm pass {cpu / passes:.2f} s", flush=True)
     return fig
 
@@ -168,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                                 passes=args.passes),
         }
         print(f"sshd PSS with one connection per host: {figs['after']['sshd_pss_mib']:.1f} MiB in "
-              f"all ({figs['after']['sshd_pss_mib'] / args.hosts:.2f} MiB per host)")
+              f"all ({figs['after']['sshd_pss_mib'] / args.hosts:.2f} MiB per host); monitor helpers "
+              f"{figs['after']['helper_pss_mib']:.1f} MiB in all")
         b, a = figs["before"], figs["after"]
         print(f"monitor cycle over {args.hosts} SSH hosts: {a['warm_s']:.2f} s (first, connecting: "
               f"{a['first_s']:.2f} s) vs before {b['warm_s']:.2f} s (first {b['first_s']:.2f} s), "
