@@ -40,7 +40,7 @@ from vocloud.drivers.transport.ssh import SshTransport
 
 SSHD = "/usr/sbin/sshd"
 PREFIX = "vct"
-_STALE = re.compile(rf"^{PREFIX}(\d+)h\d+$")
+_STALE = re.compile(r"^(?:vct|vscl)(\d+)h\d+$")  # this module's prefixes (see NetnsLab)
 _host_counter = 0
 
 
@@ -89,10 +89,16 @@ class NetnsHost:
 class NetnsLab:
     """Creates and destroys namespace hosts; a context manager, usable outside pytest too."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, prefix: str = PREFIX) -> None:
+        """``prefix`` names the namespaces (``<prefix><pid>h<n>``): ``vct`` or ``vscl`` (the
+        scale bench's), both cleaned up by :func:`remove_stale_labs`."""
+        if not _STALE.match(f"{prefix}1h1"):
+            raise ValueError(f"namespace prefix {prefix!r} would not be cleaned up after a crash")
         self.root = Path(root or tempfile.mkdtemp(prefix="vocloud-netns-"))
+        self.prefix = prefix
         self.hosts: list[NetnsHost] = []
         self.block = -1
+        self.blocks: list[int] = []  # one 10.250.X.0/24 per 63 hosts
         self._key = self.root / "id_ed25519"
         self.known_hosts = self.root / "known_hosts"
         self.closed = False
@@ -108,7 +114,7 @@ class NetnsLab:
                                      "openssh-client")
         if not os.access(SSHD, os.X_OK):
             raise LabUnavailable(f"{SSHD} not found: apt-get install openssh-server")
-        probe = f"{PREFIX}{os.getpid()}probe"
+        probe = f"{self.prefix}{os.getpid()}probe"
         res = sh("ip", "netns", "add", probe, check=False)
         if res.returncode != 0:
             raise LabUnavailable(f"ip netns add fails here: {res.stderr.strip()}")
@@ -128,17 +134,17 @@ class NetnsLab:
         remove_stale_labs()
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         self.block = self._free_block()
+        self.blocks = [self.block]
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vocloud-test-client",
            "-f", str(self._key))
         (self.root / "authorized_keys").write_text(Path(f"{self._key}.pub").read_text())
         self.known_hosts.write_text("")
 
-    @staticmethod
-    def _free_block() -> int:
+    def _free_block(self) -> int:
         """A 10.250.X.0/24 with no address or route in the root namespace yet."""
         used = sh("ip", "-o", "addr").stdout + sh("ip", "route").stdout
         for x in range(1, 255):
-            if f"10.250.{x}." not in used:
+            if f"10.250.{x}." not in used and x not in self.blocks:
                 return x
         raise LabUnavailable("no free 10.250.X.0/24 block for test hosts")
 
@@ -146,11 +152,12 @@ class NetnsLab:
         """One more host, reachable over SSH when this returns."""
         global _host_counter
         index = len(self.hosts) + 1
-        if index > 63:
-            raise RuntimeError("at most 63 hosts per lab")
+        if (index - 1) // 63 >= len(self.blocks):  # 63 /30s per /24 (the last one is left free)
+            self.blocks.append(self._free_block())
         _host_counter += 1  # names are unique per process even with several labs
-        name = f"{PREFIX}{os.getpid()}h{_host_counter}"
-        net = ipaddress.ip_network(f"10.250.{self.block}.{4 * (index - 1)}/30")
+        name = f"{self.prefix}{os.getpid()}h{_host_counter}"
+        block, slot = self.blocks[(index - 1) // 63], (index - 1) % 63
+        net = ipaddress.ip_network(f"10.250.{block}.{4 * slot}/30")
         peer, addr = str(net[1]), str(net[2])
         directory = self.root / name
         directory.mkdir()

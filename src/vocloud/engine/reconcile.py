@@ -34,6 +34,7 @@ from vocloud.drivers.base import (
     VMMDriver,
 )
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
+from vocloud.engine import probes
 from vocloud.engine.burst import note_bursts, place_bursting
 from vocloud.engine.cloud_leaks import LeakSweeper
 from vocloud.engine.domain import build_spec
@@ -66,6 +67,7 @@ class LoopSettings:
     monitor_interval: float = 5.0
     host_backoff_max: float = 300.0  # the longest wait between probes of a failing host
     lease_drain_lead: float = 120.0  # a leased host drains this long before its lease ends
+    monitor_workers: int = 16  # remote hosts probed at once in a monitor pass (engine/probes.py)
 
     def probe_delay(self, failures: int) -> float:
         return monitor_delay(failures, self.monitor_interval, self.host_backoff_max)
@@ -444,8 +446,10 @@ class Reconciler:
         one query each way (a write and two reads per host were the pass's cost at 2,000 hosts).
         A failing probe takes the per-host path: backoff, and its VMs are lost."""
         answered: list[tuple[Host, HostInfo]] = []
-        for h in hosts:
-            info = self._probe(h)
+        calls = probes.call_all(hosts, lambda h: self._driver(h.vmm).monitor(host_ref(h)),
+                                lambda h: h.transport != "local", self.settings.monitor_workers)
+        for h, got in zip(hosts, calls, strict=True):
+            info = self._probe(h, got)
             if info is not None:
                 answered.append((h, info))
         if not answered:
@@ -461,21 +465,21 @@ class Reconciler:
         for h, info in answered:  # cloud instances tagged ours that no VM of the store has
             self.leaks.sweep(h, host_ref(h), self._driver(h.vmm), info.domains)
 
-    def _probe(self, h: Host) -> HostInfo | None:
+    def _probe(self, h: Host, got: HostInfo | DriverError) -> HostInfo | None:
         """The host's monitor answer, or None after recording its failure."""
-        try:
-            return self._driver(h.vmm).monitor(host_ref(h))
-        except DriverError as exc:
-            new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
-                                                  retry_in=self.settings.probe_delay)
-            if new is not None:
-                was = f" (was {h.state})" if h.state != new.value else ""
-                self.faults.tell(f"host:{h.id}", logging.WARNING,
-                                 f"host {h.name} is {new.value}{was}, its VMs wait for it: "
-                                 f"{exc.message}")
-            if new == HostState.ERROR or (new == HostState.DISABLED):
-                self._vms_lost(h, exc.message)
-            return None
+        if not isinstance(got, DriverError):
+            return got
+        exc = got
+        new = self.cloud.hosts.report_monitor(h.id, ok=False, error=exc.message, at=self.clock(),
+                                              retry_in=self.settings.probe_delay)
+        if new is not None:
+            was = f" (was {h.state})" if h.state != new.value else ""
+            self.faults.tell(f"host:{h.id}", logging.WARNING,
+                             f"host {h.name} is {new.value}{was}, its VMs wait for it: "
+                             f"{exc.message}")
+        if new == HostState.ERROR or (new == HostState.DISABLED):
+            self._vms_lost(h, exc.message)
+        return None
 
     def _sweep_leftovers_on(self, answered: Sequence[tuple[Host, HostInfo]]) -> None:
         """Remove what DONE VMs left on this host: a guest, its run directory, its staged disks.

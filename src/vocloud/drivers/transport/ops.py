@@ -8,7 +8,9 @@ QMP socket, which is only reachable on the host, is driven by a short ``python3 
 (Debian's qemu pulls it in), which keeps the remote side free of a vocloud install.
 
 One command per operation is simple and stateless (a reconnect loses nothing) at the price of a
-round trip each (a few ms on a cached SSH connection); a poll costs about seven.
+round trip each (a few ms on a cached SSH connection); a poll costs about seven. The monitor
+pass, which polls every guest of a host each cycle, uses :meth:`SshOps.snapshot` instead: one
+request per host to a helper kept running on it (transport/snapshot.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 from vocloud.drivers.base import CommandResult, HostRef, Transport
 from vocloud.drivers.qmp import QMPError
+from vocloud.drivers.transport.snapshot import SNAPSHOT_HELPER, HostSnapshot, parse_usage
+from vocloud.drivers.transport.ssh import SessionEnded
 from vocloud.errors import DriverError
 
 #: Connects to the QMP socket, negotiates, runs one command, prints one JSON document:
@@ -201,15 +205,37 @@ class SshOps:
         if res.returncode != 0 or len(lines) < 4:
             return 0.0, 0
         try:
-            fields = lines[0].rsplit(")", 1)[1].split()
-            uptime = float(lines[1].split()[0])
             hz, page = int(lines[2]), int(lines[3])
-            cpu_s = (int(fields[11]) + int(fields[12])) / hz
-            age = max(uptime - int(fields[19]) / hz, 1e-3)
-            rss_mib = int(fields[21]) * page // (1024 * 1024)
-        except (IndexError, ValueError):
+        except ValueError:
             return 0.0, 0
-        return round(cpu_s / age, 3), rss_mib
+        return parse_usage(lines[0], lines[1], hz, page)
+
+    def snapshot(self, top: Path, qmp_timeout: float = 5.0) -> HostSnapshot | None:
+        """Everything a monitor pass of ``top`` reads, in one request (transport/snapshot.py).
+
+        Over SSH the helper keeps running between passes (:meth:`SshTransport.request`): a pass
+        is one request and reply on an open channel. Over other transports it is one command.
+        None when the host has no python3 (exit 127): the caller then polls the ordinary way, one
+        command per read, as before. Any other failure is the host's error."""
+        where = f"host {self.host.name}"
+        limit = qmp_timeout * 3 + _SLACK_S
+        request = getattr(self.transport, "request", None)
+        if request is not None:
+            try:
+                raw = request(self.host, [self.python, "-c", SNAPSHOT_HELPER, "--serve"],
+                              json.dumps({"top": str(top), "timeout": qmp_timeout}).encode(),
+                              timeout=limit)
+            except SessionEnded as exc:
+                if exc.returncode == 127:
+                    return None
+                raise
+            return HostSnapshot.parse(raw, where)
+        res = self._run([self.python, "-c", SNAPSHOT_HELPER, str(top), f"{qmp_timeout:g}"],
+                        timeout=limit)
+        if res.returncode == 127:
+            return None
+        _check(res, "run the monitor helper (python3)", self.host)
+        return HostSnapshot.parse(res.stdout, where)
 
 
 def _check(res: CommandResult, what: str, host: HostRef) -> None:

@@ -61,6 +61,32 @@ class _Conn:
         self.slots = asyncio.Semaphore(max_channels)
 
 
+class _Session:
+    """A long-lived helper command on a cached connection (see :meth:`SshTransport.request`).
+    It holds one of its connection's channel slots for as long as it lives."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes], entry: _Conn) -> None:
+        self.proc = proc
+        self.entry = entry
+        self.lock = asyncio.Lock()  # one request at a time on the pipe
+        self.released = False
+
+    def end(self) -> None:
+        self.proc.close()
+        if not self.released:
+            self.released = True
+            self.entry.slots.release()
+
+
+class SessionEnded(DriverError):
+    """A helper session's command exited or garbled its reply; ``returncode`` when it exited
+    (127: the program is not on the host)."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
 class SshTransport:
     """:class:`~vocloud.drivers.base.Transport` for ``ssh://[user@]address[:port]`` hosts."""
 
@@ -85,6 +111,7 @@ class SshTransport:
         self.max_channels = max_channels
         self._conns: dict[SshAddress, _Conn] = {}
         self._locks: dict[SshAddress, asyncio.Lock] = {}
+        self._sessions: dict[tuple[SshAddress, str], _Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -136,6 +163,9 @@ class SshTransport:
         self.close()
 
     async def _close_all(self) -> None:
+        for sess in self._sessions.values():
+            sess.end()
+        self._sessions.clear()
         conns, self._conns = list(self._conns.values()), {}
         for c in conns:
             c.conn.close()
@@ -150,6 +180,8 @@ class SshTransport:
             self._call(self._drop(addr), 10)
 
     async def _drop(self, addr: SshAddress) -> None:
+        for key in [k for k in self._sessions if k[0] == addr]:
+            self._sessions.pop(key).end()
         c = self._conns.pop(addr, None)
         if c is not None:
             c.conn.close()
@@ -237,6 +269,95 @@ class SshTransport:
             code = proc.returncode if proc.returncode is not None else 255
             return CommandResult(code, _as_bytes(proc.stdout), _as_bytes(proc.stderr))
         raise AssertionError("unreachable")
+
+    def request(self, host: HostRef, argv: list[str], payload: bytes,
+                timeout: float | None = None) -> bytes:
+        """Send ``payload`` (one line) to a long-lived ``argv`` on the host and return its reply,
+        framed as ``<length>\\n<bytes>``.
+
+        Why: a command per request costs an SSH session (sshd forks, a shell starts) and the
+        program's own start (python3 with its imports: ~40 ms of the host's CPU); the monitor asks
+        every host every cycle. The session is started on first use and kept, one per host and
+        command, on the host's cached connection (it holds one of its channel slots), so a cycle
+        costs one request/reply on an open channel. Requests must be idempotent reads: a session
+        found dead (the helper exited, the connection was lost) is restarted once and the request
+        sent again. A request that times out ends its session; the next one starts a new one.
+        """
+        if not argv:
+            raise DriverError(f"{self._where(host)}: empty command")
+        if b"\n" in payload:
+            raise DriverError(f"{self._where(host)}: a request is one line")
+        addr = parse_ssh(host.transport)
+        limit = timeout if timeout is not None else self.command_timeout
+        return self._call(self._request(host, addr, shlex.join(argv), payload, limit),
+                          limit * 2 + self.connect_timeout * 2 + 5)
+
+    async def _session(self, host: HostRef, addr: SshAddress, command: str
+                       ) -> tuple[_Session, bool]:
+        """(session, was running already); a fresh one on the host's cached connection."""
+        key = (addr, command)
+        sess = self._sessions.get(key)
+        if sess is not None and not sess.proc.is_closing() and not sess.entry.conn.is_closed():
+            return sess, True
+        if sess is not None:
+            self._sessions.pop(key).end()
+        for attempt in (1, 2):
+            entry, cached = await self._connection(host, addr)
+            await entry.slots.acquire()
+            try:
+                proc = await entry.conn.create_process(command, encoding=None)
+            except _STALE as exc:
+                entry.slots.release()
+                await self._drop(addr)
+                if cached and attempt == 1:
+                    continue
+                raise HostUnreachable(f"{self._where(host)}: connection lost: {_reason(exc)}"
+                                      ) from None
+            sess = self._sessions[key] = _Session(proc, entry)
+            return sess, False
+        raise AssertionError("unreachable")
+
+    async def _request(self, host: HostRef, addr: SshAddress, command: str, payload: bytes,
+                       timeout: float) -> bytes:
+        where = self._where(host)
+        key = (addr, command)
+        for attempt in (1, 2):
+            sess, reused = await self._session(host, addr, command)
+            try:
+                async with sess.lock:
+                    sess.proc.stdin.write(payload + b"\n")
+                    head = await asyncio.wait_for(sess.proc.stdout.readline(), timeout)
+                    if not head.strip().isdigit():
+                        raise EOFError(head[:200].decode(errors="replace"))
+                    return bytes(await asyncio.wait_for(
+                        sess.proc.stdout.readexactly(int(head)), timeout))
+            except TimeoutError:
+                self._end_session(key, sess)
+                raise DriverError(f"{where}: no reply in {timeout:g} s from {command[:120]}"
+                                  ) from None
+            except (*_STALE, asyncio.IncompleteReadError) as exc:
+                code, err = await self._exit_of(sess)
+                self._end_session(key, sess)
+                if reused and attempt == 1:
+                    continue  # it died between requests (or the connection did): start again
+                if code is None and not isinstance(exc, EOFError):
+                    raise HostUnreachable(f"{where}: connection lost: {_reason(exc)}") from None
+                raise SessionEnded(f"{where}: {command[:120]} ended (exit {code}): "
+                                   f"{err or _reason(exc)}", code) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _exit_of(sess: _Session) -> tuple[int | None, str]:
+        """The helper's exit status and the end of its stderr, if it has exited (else None)."""
+        with contextlib.suppress(Exception):
+            done = await asyncio.wait_for(sess.proc.wait(), 2)
+            return done.returncode, _as_bytes(done.stderr).decode(errors="replace").strip()[-300:]
+        return None, ""
+
+    def _end_session(self, key: tuple[SshAddress, str], sess: _Session) -> None:
+        if self._sessions.get(key) is sess:
+            del self._sessions[key]
+        sess.end()
 
     def feed(self, host: HostRef, argv: list[str], source: Source, ready: bytes = b"SEND",
              timeout: float | None = None) -> tuple[CommandResult, int]:
