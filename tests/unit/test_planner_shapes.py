@@ -76,14 +76,35 @@ def test_spanning_jobs_use_idle_cores_of_any_size() -> None:
 
 
 def test_the_oldest_wide_job_holds_the_reservation() -> None:
-    # two VOs each wait for a 16-core job; only the older one's is booted for, first
+    # two VOs each wait for a 16-core job on a site of 24 cores: only the older one's is booted
+    # for; the younger one cannot have all of its VMs, so it collects none
     demand = jobs("atlas", 1, cores=16, t=100.0) + jobs("cms", 1, cores=16, t=50.0)
-    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(), NOW)
+    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(3), NOW)
     assert boots(p, "atlas") == [] and [b.count for b in boots(p, "cms")] == [2]
     # narrow jobs of the other VO are still served by the fair split
     p = plan(by_vo(demand + jobs("atlas", 2, t=200.0)), [Pool(pol("atlas")), Pool(pol("cms"))],
-             site(), NOW)
+             site(3), NOW)
     assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(1, 8)]  # both on one 8-core VM
+
+
+def test_younger_wide_jobs_backfill_when_all_their_vms_fit() -> None:
+    # 80 cores: room for both 16-core jobs, so the younger one is booted for too (EASY backfill)
+    demand = jobs("atlas", 1, cores=16, t=100.0) + jobs("cms", 1, cores=16, t=50.0)
+    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(), NOW)
+    assert [b.count for b in boots(p, "cms")] == [2] and [b.count for b in boots(p, "atlas")] == [2]
+    assert any("backfill" in n for n in p.pools[0].notes)
+    # the narrow jobs' new VM has 6 cores to spare: the wide job needs 10 more, two VMs in all
+    p = plan(by_vo(demand + jobs("atlas", 2, t=200.0)), [Pool(pol("atlas")), Pool(pol("cms"))],
+             site(), NOW)
+    assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(3, 8)]
+    # 40 cores: the reservation (cms, 16) first, then atlas' 16-core job; a third VO's 16-core
+    # job does not fit whole any more and books nothing, though 8 cores stand free
+    demand += jobs("lhcb", 1, cores=16, t=150.0)
+    p = plan(by_vo(demand), [Pool(pol(vo)) for vo in ("atlas", "cms", "lhcb")], site(5), NOW)
+    assert [b.count for b in boots(p, "atlas")] == [2] and boots(p, "lhcb") == []
+    # the pool's boot rate still holds: one boot a minute cannot start a 2-VM job
+    p = plan(by_vo(demand), [Pool(pol("atlas", max_boots_per_minute=1)), Pool(pol("cms"))], site(), NOW)
+    assert boots(p, "atlas") == []
 
 
 def test_the_reservation_drains_other_pools_on_a_full_site() -> None:

@@ -163,7 +163,11 @@ class ElasticSite:
         self._views: list[HostView | None] = [None] * spec.hosts
         self._host_free = [(spec.cores_per_host, spec.mem_per_host)] * spec.hosts
         self._pool_vms: list[tuple[PoolVM, ...] | None] = [None] * len(w.vo_names)
-        self._pending: dict[int, PendingJob] = {}
+        # per VO: the queued jobs' PendingJob values, and the tuple last given to the planner
+        # with the partition's (arrivals, starts) it was built at (see _demand)
+        self._pending: list[dict[int, PendingJob]] = [{} for _ in w.vo_names]
+        self._queues: list[tuple[tuple[int, int], tuple[PendingJob, ...]]] = [
+            ((-1, -1), ()) for _ in w.vo_names]
         self.recent_boots: list[list[float]] = [[] for _ in w.vo_names]
         self.backoff = [BackoffState(key=p.image) for p in self.policies]
         self._in_flight = 0  # VMs booting or stopping: events still to come
@@ -314,26 +318,38 @@ class ElasticSite:
             pools.append(Pool(policy, cached, tuple(boots), self.backoff[i]))
         return pools
 
-    def _demand(self) -> dict[str, list[PendingJob]]:
-        w, pend = self.w, self._pending
-        fresh: dict[int, PendingJob] = {}  # only jobs still queued: started ones are forgotten
-        out: dict[str, list[PendingJob]] = {}
+    def _demand(self) -> dict[str, tuple[PendingJob, ...]]:
+        """Pending jobs per VO, rebuilt only for VOs whose queue changed since the last plan.
+
+        A queue changes only by an arrival or a start (both counted by the partition), so an
+        unchanged VO gets the very same tuple again, and the planner does not walk it again
+        (``planner._jobs``): the cost of a plan follows what changed, not the queue's depth.
+        """
+        w = self.w
+        out: dict[str, tuple[PendingJob, ...]] = {}
         for vo, c in enumerate(self.parts):
             if not c.queue:
+                if self._queues[vo][1]:
+                    self._queues[vo] = ((-1, -1), ())
+                    self._pending[vo] = {}
                 continue
-            items = []
-            for job in c.queue:
-                pj = pend.get(job)
-                if pj is None:
-                    pj = PendingJob(
-                        id=str(w.job_ids[job]), vo=w.vo_names[vo], cores=w.procs[job],
-                        memory_mib=w.memory_mib[job], walltime_s=int(w.estimate[job]),
-                        submit_time=w.submit[job],
-                    )
-                fresh[job] = pj
-                items.append(pj)
-            out[w.vo_names[vo]] = items
-        self._pending = fresh
+            key = (c.arrivals, c.started)
+            cached = self._queues[vo]
+            if cached[0] != key:
+                pend = self._pending[vo]
+                fresh: dict[int, PendingJob] = {}  # only jobs still queued: started ones go
+                for job in c.queue:
+                    pj = pend.get(job)
+                    if pj is None:
+                        pj = PendingJob(
+                            id=str(w.job_ids[job]), vo=w.vo_names[vo], cores=w.procs[job],
+                            memory_mib=w.memory_mib[job], walltime_s=int(w.estimate[job]),
+                            submit_time=w.submit[job],
+                        )
+                    fresh[job] = pj
+                self._pending[vo] = fresh
+                cached = self._queues[vo] = (key, tuple(fresh.values()))
+            out[w.vo_names[vo]] = cached[1]
         return out
 
     def _site(self) -> SiteCapacity:
