@@ -56,7 +56,10 @@ at any level, and only its pool boots for wide jobs. A site of ``fixed`` pools p
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +213,13 @@ class _Jobs:
     oldest: Mapping[int, float]
     widest: int
     multi: tuple[tuple[float, int], ...]
+    walls: tuple[int, ...] = ()  # every job's time limit (s), shortest first
+    wall_cores: tuple[int, ...] = ()  # cores of the jobs up to and including walls[i] (a prefix sum)
+
+    def cores_within(self, seconds: float) -> int:
+        """Cores of the jobs whose time limit is at most ``seconds`` (``_lend``)."""
+        i = bisect.bisect_right(self.walls, seconds)
+        return self.wall_cores[i - 1] if i else 0
 
 
 _NO_JOBS = _Jobs((), {}, 0, ())
@@ -222,8 +232,10 @@ def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
     shapes: Counter[tuple[int, int]] = Counter()
     oldest: dict[int, float] = {}
     multi: list[tuple[float, int]] = []
+    walls: list[tuple[int, int]] = []
     for j in jobs:
         cores = j.cores if j.cores > 1 else 1
+        walls.append((j.walltime_s, cores))
         shapes[(cores, j.memory_mib)] += 1
         t = j.submit_time
         o = oldest.get(cores)
@@ -234,7 +246,9 @@ def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
     if not shapes:
         return _NO_JOBS
     multi.sort()
-    return _Jobs(tuple(sorted(shapes.items())), oldest, max(oldest), tuple(multi))
+    walls.sort()
+    return _Jobs(tuple(sorted(shapes.items())), oldest, max(oldest), tuple(multi),
+                 tuple(w for w, _ in walls), tuple(itertools.accumulate(c for _, c in walls)))
 
 
 def _jobs(jobs: Sequence[PendingJob]) -> _Jobs:
@@ -481,6 +495,7 @@ class _PoolDraft:
     active_cores: int = 0  # cores of the VMs counted in base_active, each at its own size
     reserved: bool = False  # holds the site's reservation (``_reserving``)
     needed: int = 0  # new VMs the demand needs (before limits and the site split)
+    jobs: _Jobs = _NO_JOBS  # the pool's queue, summarized (``_lend`` reads the time limits)
     spare: int = 0  # span pools: cores of idle/booting VMs and busy VMs' free cores no job needs
     drained: int = 0  # active VMs this plan drains (set and kept by ``_rebalance``)
     drain_ids: set[int] = field(default_factory=set)  # VMs this plan drains (``_rebalance``)
@@ -843,6 +858,75 @@ def _backfill_wide(drafts: Sequence[_PoolDraft], site: _Site, now: float) -> lis
     return []
 
 
+#: Lent capacity must come free this long before the reservation's expected start: a boot, a
+#: poll and the batch system's own cycle fit in it.
+LEND_MARGIN_S = 300.0
+
+
+def _shadow(drafts: Sequence[_PoolDraft], first: _PoolDraft, free_cores: int, now: float) -> float:
+    """When the reservation can expect all its cores: EASY's shadow time, from ``busy_until``.
+
+    The reservation drains idle VMs first, then the busy ones expected to free soonest
+    (:func:`_take_from_donor`), so it has its cores once enough of those have ended. A VM whose
+    end is unknown (``busy_until`` None: the daemon's batch adapters do not say) counts as never:
+    then the shadow is unknown and nothing is lent.
+    """
+    need = first.want * first.policy.cores_per_vm - max(free_cores, 0)
+    if need <= 0:
+        return now
+    releases: list[tuple[float, int]] = []
+    for d in drafts:
+        if d is first:
+            continue
+        size = d.policy.cores_per_vm
+        for v in d.vms.idle:
+            releases.append((now, v.cores or size))
+        for v in (*d.vms.busy, *d.vms.resumable):
+            end = now if v.state is _DRAINED else (math.inf if v.busy_until is None else v.busy_until)
+            releases.append((max(end, now), v.cores or size))
+    releases.sort()
+    for end, cores in releases:
+        need -= cores
+        if need <= 0:
+            return end
+    return math.inf
+
+
+def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: float) -> list[str] | None:
+    """EASY backfilling across pools while the reservation waits for its cores.
+
+    Without it, every core that frees goes to the reserving pool at once and stands idle there
+    until the last one comes (hours, behind running jobs), while every other VO's jobs wait:
+    on SDSC-SP2 even serial jobs waited hours. When the site cannot give the reservation all it
+    wants now and its expected start is known (:func:`_shadow`), the free capacity is instead
+    lent to pools for the jobs whose time limit ends ``LEND_MARGIN_S`` before that start; their
+    VMs are drained for the reservation once idle. ``None``: nothing to lend (the caller splits
+    the site as usual, the reservation first).
+    """
+    if site.fits(first.shape, first.want):
+        return None
+    horizon = _shadow(drafts, first, site.cores, now) - now - LEND_MARGIN_S
+    if horizon <= 0:
+        return None
+    saved = [(d.want, d.min_deficit) for d in drafts]
+    lent = False
+    for d in drafts:
+        if d is first or d.granted >= d.want:
+            d.want = d.granted if d is not first else 0
+        else:
+            lendable = -(-d.jobs.cores_within(horizon) // d.policy.cores_per_vm)
+            d.want = min(d.want, d.granted + lendable)
+            lent = lent or d.want > d.granted
+        d.min_deficit = min(d.min_deficit, d.want)
+    if lent:
+        _share(drafts, site, None)
+    for d, (want, deficit) in zip(drafts, saved, strict=True):
+        d.want, d.min_deficit = want, deficit
+    n = sum(d.granted for d in drafts)
+    return [f"lent {n} VMs to jobs that end before VO {first.policy.vo}'s reservation can start "
+            f"(expected in {horizon + LEND_MARGIN_S:.0f} s)"] if n else []
+
+
 def _level(d: _PoolDraft) -> float:
     """A pool's share in use: the cores of its active VMs (after this plan) per unit of weight.
 
@@ -931,6 +1015,16 @@ def _take_from_donor(drafts: Sequence[_PoolDraft], taker: _PoolDraft, taker_afte
     donors = sorted((d for d in drafts if d is not taker and not d.granted
                      and d.base_active + len(d.resumes) - d.drained > d.policy.min_vms),
                     key=lambda d: (-(_level(d) - d.drained * _step(d)), d.policy.vo))
+    if reserved and not any(d.resumes for d in donors):
+        # The reservation waits for its last VM, so the VM that frees soonest is the one to
+        # drain, whichever pool it is in: idle ones first (highest level first), then the busy
+        # one whose jobs are expected to end first.
+        idle = [d for d in donors if any(v.vm_id not in d.drain_ids for v in d.vms.idle)]
+        if idle:
+            donors = idle
+        else:
+            soonest = [(c, d) for d in donors if (c := _drain_candidate(d)) is not None]
+            donors = [d for _, d in sorted(soonest, key=lambda cd: _busy_drain_order(cd[0])[:2])]
     for d in donors:
         after = _level(d) - (d.drained + 1) * _step(d)
         if taker_after > after and not reserved:
@@ -952,13 +1046,18 @@ def _take_from_donor(drafts: Sequence[_PoolDraft], taker: _PoolDraft, taker_afte
 
 
 def _drain_candidate(d: _PoolDraft) -> PoolVM | None:
-    """The joined VM whose drain costs least: idle longest, else busy with fewest jobs."""
+    """The joined VM whose drain costs least: idle longest, else the busy one expected to free
+    soonest (``busy_until``, when the batch system tells), else the one with fewest jobs."""
     taken = d.drain_ids
     idle = [v for v in d.vms.idle if v.vm_id not in taken]
     if idle:
         return min(idle, key=lambda v: (not v.cloud, v.idle_since or v.joined_at or v.started_at, v.vm_id))
     busy = [v for v in d.vms.busy if v.vm_id not in taken]
-    return min(busy, key=lambda v: (not v.cloud, v.running_jobs, v.vm_id)) if busy else None
+    return min(busy, key=_busy_drain_order) if busy else None
+
+
+def _busy_drain_order(v: PoolVM) -> tuple[bool, float, int, int]:
+    return (not v.cloud, math.inf if v.busy_until is None else v.busy_until, v.running_jobs, v.vm_id)
 
 
 # --- scale down and output ----------------------------------------------------------------------
@@ -1060,9 +1159,13 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     held = _reserving(demands)
     drafts = [_draft(pool, d, now, i == held)
               for i, (pool, d) in enumerate(zip(ordered, demands, strict=True))]
+    for d, summary in zip(drafts, summaries, strict=True):
+        d.jobs = summary
     first = drafts[held] if held is not None and drafts[held].want > 0 else None
     room = _Site(site, drafts)
-    notes = _share(drafts, room, first)
+    notes = _lend(drafts, room, first, now) if first is not None else None
+    if notes is None:
+        notes = _share(drafts, room, first)
     if first is None or first.granted >= first.want:
         notes.extend(_backfill_wide(drafts, room, now))
     if first is not None and first.granted < first.want:

@@ -129,6 +129,7 @@ class PoolVM:
     ``host``: where it runs, for per-host backoff; ``None`` until placed.
     ``cores``/``memory_mib``: the VM's own size when it differs from the pool's current shape
     (pools whose ``worker_shape`` follows the queue hold VMs of several sizes); 0: the pool's.
+    ``busy_until``: the latest expected end of its running jobs, when known (see the field).
     """
 
     vm_id: int
@@ -145,6 +146,9 @@ class PoolVM:
     cloud: bool = False  # runs on a cloud host (docs/bursting.md): drained before site workers
     cores: int = 0
     memory_mib: int = 0
+    #: when the VM's running jobs are expected to end (their start plus time limit, as the batch
+    #: system reports it), ``None`` when unknown; the planner drains the VM that frees soonest
+    busy_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,6 +292,7 @@ class ElasticSite:
             free_memory_mib=vm.memory if node and node.jobs == 0 else 0,
             state_since=vm.state_since, host=str(vm.host) if vm.host is not None else None,
             cores=vm.cores, memory_mib=vm.memory,
+            busy_until=node.until if node and node.jobs else None,
         )
 
     def _pools(self, now: float) -> list[Pool]:
