@@ -122,3 +122,49 @@ def test_the_reservation_drains_other_pools_on_a_full_site() -> None:
 def test_a_bad_worker_shape_is_refused() -> None:
     with pytest.raises(InvalidInput, match="worker_shape must be one of fixed, job, host"):
         pol(shape="huge")
+
+
+def _busy(vo: str, n: int, until: float | None, first_id: int = 0) -> tuple[PoolVM, ...]:
+    return tuple(PoolVM(first_id + i, f"{vo}-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=1,
+                        cores=8, memory_mib=16384, busy_until=until) for i in range(n))
+
+
+def test_free_capacity_is_lent_to_jobs_that_end_before_the_reservation() -> None:
+    # 3 hosts: atlas holds 2 busy 8-core VMs (ending in 2 h), one host is free. cms' 16-core job
+    # holds the reservation and cannot start before atlas' VMs free: the free host is lent to
+    # lhcb's 1-hour job, not to its 10-hour one, and not held idle for cms
+    pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 7200)), Pool(pol("cms")),
+             Pool(pol("lhcb", shape="host"))]
+    demand = (jobs("cms", 1, cores=16, t=10.0) + jobs("lhcb", 1, cores=8, t=20.0)
+              + [PendingJob("long", "lhcb", 8, 100, 36000, 30.0)])
+    demand = [j if j.vo != "lhcb" or j.id == "long" else PendingJob(j.id, j.vo, 8, 100, 3600, 20.0)
+              for j in demand]
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384)), host_shape=HOST)
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "cms") == [] and [b.count for b in boots(p, "lhcb")] == [1]
+    assert any("lent 1 VMs" in n for n in p.notes)
+    # the reservation still drains atlas for its cores
+    assert {a.vo for a in p.actions if isinstance(a, Drain)} == {"atlas"}
+    # atlas' VMs end in 30 min: the 1-hour job would delay the reservation; nothing is lent, and
+    # cms' VMs are not booted yet either (they would stand idle for 30 min)
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 1800))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and boots(p, "cms") == []
+    # ... until the reservation's start is near: then its VMs boot into what is free
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 200))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and [b.count for b in boots(p, "cms")] == [1]
+    # ends unknown (the daemon's batch adapters do not report them): nothing is lent
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, None))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and [b.count for b in boots(p, "cms")] == [1]
+
+
+def test_the_reservation_drains_the_vm_that_frees_soonest() -> None:
+    # the site is full of busy VMs of two pools; the one expected to end first is drained
+    pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 9000)),
+             Pool(pol("babar", shape="host"), _busy("babar", 2, NOW + 600, first_id=10)), Pool(pol("cms"))]
+    p = plan(by_vo(jobs("cms", 1, cores=16, t=5.0)), pools,
+             site(4, free=0), NOW)
+    drains = [a for a in p.actions if isinstance(a, Drain)]
+    assert [d.vo for d in drains] == ["babar", "babar"]

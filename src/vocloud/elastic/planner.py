@@ -900,13 +900,17 @@ def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: flo
     on SDSC-SP2 even serial jobs waited hours. When the site cannot give the reservation all it
     wants now and its expected start is known (:func:`_shadow`), the free capacity is instead
     lent to pools for the jobs whose time limit ends ``LEND_MARGIN_S`` before that start; their
-    VMs are drained for the reservation once idle. ``None``: nothing to lend (the caller splits
-    the site as usual, the reservation first).
+    VMs are drained for the reservation once idle. The reservation's own VMs are booted once
+    the site can give all of them or its start is ``LEND_MARGIN_S`` away: booted earlier, they
+    would only stand idle until its last core frees (on SDSC-SP2's first 6,000 jobs, booting them
+    at once cost 3.6 times the idle VM-hours and 9 % more mean wait). ``None``: the site can
+    serve the reservation now, or its start is near or unknown (the caller splits the site as
+    usual, the reservation first).
     """
     if site.fits(first.shape, first.want):
         return None
     horizon = _shadow(drafts, first, site.cores, now) - now - LEND_MARGIN_S
-    if horizon <= 0:
+    if not 0 < horizon < math.inf:
         return None
     saved = [(d.want, d.min_deficit) for d in drafts]
     lent = False
