@@ -213,13 +213,6 @@ class _Jobs:
     oldest: Mapping[int, float]
     widest: int
     multi: tuple[tuple[float, int], ...]
-    walls: tuple[int, ...] = ()  # every job's time limit (s), shortest first
-    wall_cores: tuple[int, ...] = ()  # cores of the jobs up to and including walls[i] (a prefix sum)
-
-    def cores_within(self, seconds: float) -> int:
-        """Cores of the jobs whose time limit is at most ``seconds`` (``_lend``)."""
-        i = bisect.bisect_right(self.walls, seconds)
-        return self.wall_cores[i - 1] if i else 0
 
 
 _NO_JOBS = _Jobs((), {}, 0, ())
@@ -232,10 +225,8 @@ def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
     shapes: Counter[tuple[int, int]] = Counter()
     oldest: dict[int, float] = {}
     multi: list[tuple[float, int]] = []
-    walls: list[tuple[int, int]] = []
     for j in jobs:
         cores = j.cores if j.cores > 1 else 1
-        walls.append((j.walltime_s, cores))
         shapes[(cores, j.memory_mib)] += 1
         t = j.submit_time
         o = oldest.get(cores)
@@ -246,9 +237,7 @@ def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
     if not shapes:
         return _NO_JOBS
     multi.sort()
-    walls.sort()
-    return _Jobs(tuple(sorted(shapes.items())), oldest, max(oldest), tuple(multi),
-                 tuple(w for w, _ in walls), tuple(itertools.accumulate(c for _, c in walls)))
+    return _Jobs(tuple(sorted(shapes.items())), oldest, max(oldest), tuple(multi))
 
 
 def _jobs(jobs: Sequence[PendingJob]) -> _Jobs:
@@ -273,6 +262,27 @@ def _jobs(jobs: Sequence[PendingJob]) -> _Jobs:
     summary = _summarize(jobs)
     _JOBS_CACHE[id(jobs)] = (jobs, summary)
     return summary
+
+
+#: Time limits of immutable job sequences, by identity (as ``_JOBS_CACHE``): only ``_lend``
+#: reads them, so they are built only while a reservation waits.
+_WALLS_CACHE: dict[int, tuple[Sequence[PendingJob], tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+
+
+def _cores_within(jobs: Sequence[PendingJob], seconds: float) -> int:
+    """Cores of the jobs in ``jobs`` whose time limit is at most ``seconds`` (``_lend``)."""
+    hit = _WALLS_CACHE.get(id(jobs))
+    if hit is None or hit[0] is not jobs:
+        pairs = sorted((j.walltime_s, max(j.cores, 1)) for j in jobs)
+        walls = (tuple(w for w, _ in pairs), tuple(itertools.accumulate(c for _, c in pairs)))
+        if type(jobs) is tuple:
+            if len(_WALLS_CACHE) >= _JOBS_CACHE_MAX:
+                _WALLS_CACHE.clear()
+            _WALLS_CACHE[id(jobs)] = (jobs, walls)
+    else:
+        walls = hit[1]
+    i = bisect.bisect_right(walls[0], seconds)
+    return walls[1][i - 1] if i else 0
 
 
 def _demand(summary: _Jobs, policy: PoolPolicy) -> _Demand:
@@ -495,7 +505,7 @@ class _PoolDraft:
     active_cores: int = 0  # cores of the VMs counted in base_active, each at its own size
     reserved: bool = False  # holds the site's reservation (``_reserving``)
     needed: int = 0  # new VMs the demand needs (before limits and the site split)
-    jobs: _Jobs = _NO_JOBS  # the pool's queue, summarized (``_lend`` reads the time limits)
+    queue: Sequence[PendingJob] = ()  # the pool's pending jobs (``_lend`` reads their time limits)
     spare: int = 0  # span pools: cores of idle/booting VMs and busy VMs' free cores no job needs
     drained: int = 0  # active VMs this plan drains (set and kept by ``_rebalance``)
     drain_ids: set[int] = field(default_factory=set)  # VMs this plan drains (``_rebalance``)
@@ -918,7 +928,7 @@ def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: flo
         if d is first or d.granted >= d.want:
             d.want = d.granted if d is not first else 0
         else:
-            lendable = -(-d.jobs.cores_within(horizon) // d.policy.cores_per_vm)
+            lendable = -(-_cores_within(d.queue, horizon) // d.policy.cores_per_vm)
             d.want = min(d.want, d.granted + lendable)
             lent = lent or d.want > d.granted
         d.min_deficit = min(d.min_deficit, d.want)
@@ -1163,8 +1173,8 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     held = _reserving(demands)
     drafts = [_draft(pool, d, now, i == held)
               for i, (pool, d) in enumerate(zip(ordered, demands, strict=True))]
-    for d, summary in zip(drafts, summaries, strict=True):
-        d.jobs = summary
+    for d, q in zip(drafts, queues, strict=True):
+        d.queue = q
     first = drafts[held] if held is not None and drafts[held].want > 0 else None
     room = _Site(site, drafts)
     notes = _lend(drafts, room, first, now) if first is not None else None
