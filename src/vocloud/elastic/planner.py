@@ -578,14 +578,25 @@ def _draft(pool: Pool, d: _Demand, now: float, reserved: bool = False) -> _PoolD
     p = pool.policy
     c = _classify(pool, now)
     base_active = len(c.starting) + len(c.idle) + len(c.busy)
-    headroom = max(p.max_vms - base_active, 0)
+    room = max(p.max_vms - base_active, 0)
     spare = 0
     if spans(p):
-        new_needed, capped, unused_full, spare = _absorb_cores(c, d, p, headroom, reserved)
+        new_needed, capped, unused_full, spare = _absorb_cores(c, d, p, room, reserved)
     else:
         leftover, unused_full = _absorb(c, d, p)
-        new_needed, capped = _open_bins(leftover, (p.cores_per_vm, _units(p)), headroom)
+        new_needed, capped = _open_bins(leftover, (p.cores_per_vm, _units(p)), room)
+    ahead = 0
+    if p.headroom > 0:
+        # spare workers beyond the queue's need (PoolPolicy.headroom): booted ahead of demand
+        # while fewer are unused, and kept from the idle timeout
+        keep = math.ceil(p.headroom * len(c.busy) - 1e-9)
+        ahead = min(max(keep - unused_full, 0), room - new_needed)
+        new_needed += max(ahead, 0)
+        unused_full = max(unused_full - keep, 0)
     draft = _PoolDraft(pool, d, c, base_active, reserved=reserved, spare=spare, needed=new_needed)
+    if ahead > 0:
+        draft.notes.append(f"headroom {p.headroom:g}: {_plural(ahead, 'spare VM')} ahead of demand "
+                           f"for {len(c.busy)} busy")
     draft.active_cores = sum(vm.cores or p.cores_per_vm for group in (c.starting, c.idle, c.busy)
                              for vm in group)
     draft.notes.extend(d.unfit_notes)

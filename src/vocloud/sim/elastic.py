@@ -71,6 +71,7 @@ class ElasticKnobs:
     min_pending_s: float = 0.0
     max_vms_site: int = 0  # 0: as many as the cores allow
     worker_shape: str = "job"  # fixed | job | host (vocloud.elastic.shape)
+    headroom: float = 0.0  # spare VMs per busy VM (PoolPolicy.headroom)
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
@@ -137,7 +138,7 @@ class ElasticSite:
                 idle_timeout_s=knobs.idle_timeout_s, boot_timeout_s=knobs.boot_timeout_s,
                 max_boots_per_minute=knobs.max_boots_per_minute,
                 scale_down_delay_s=knobs.scale_down_delay_s, min_pending_s=knobs.min_pending_s,
-                worker_shape=knobs.worker_shape,
+                worker_shape=knobs.worker_shape, headroom=knobs.headroom,
             )
             for vo in w.vo_names
         ]
@@ -192,6 +193,8 @@ class ElasticSite:
         self._deadlines: list[tuple[float, int, int, float]] = []
         self._last_boot_stamp = (-1.0, -1)
         self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
+        # with headroom the planner's answer follows the busy VMs: every job start may matter
+        self._ahead = any(p.headroom > 0 for p in self.policies)
 
     # ---------------------------------------------------------------- Site protocol
     def clusters(self) -> list[Cluster]:
@@ -443,7 +446,7 @@ class ElasticSite:
         # split of a full site between pools, so it is worth a plan while anything is queued.
         queued = any(c.queue for c in self.parts)
         moves = (self._routed, sum(c.started for c in self.parts))
-        if moves != self._moves and (queued or self._was_queued):
+        if moves != self._moves and (queued or self._was_queued or self._ahead):
             why = why or "queue changed"
         self._moves = moves
         self._was_queued = queued
