@@ -168,3 +168,26 @@ def test_the_reservation_drains_the_vm_that_frees_soonest() -> None:
              site(4, free=0), NOW)
     drains = [a for a in p.actions if isinstance(a, Drain)]
     assert [d.vo for d in drains] == ["babar", "babar"]
+
+
+def test_headroom_boots_ahead_of_demand_and_keeps_spares_from_the_idle_timeout() -> None:
+    busy = tuple(PoolVM(i, f"a-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=1, cores=1,
+                        memory_mib=2048) for i in range(8))
+    # no job waits: without headroom nothing is booted; with 0.25, two spares (8 busy / 4)
+    assert boots(plan({}, [Pool(pol(shape="fixed"), busy)], site(), NOW), "atlas") == []
+    [b] = boots(plan({}, [Pool(pol(shape="fixed", headroom=0.25), busy)], site(), NOW), "atlas")
+    assert b.count == 2
+    # two idle VMs long past the idle timeout: kept as the spares, not drained; a third goes
+    idle = tuple(PoolVM(10 + i, f"i-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0, cores=1,
+                        memory_mib=2048) for i in range(3))
+    p = plan({}, [Pool(pol(shape="fixed", headroom=0.25), busy + idle)], site(), NOW)
+    assert boots(p, "atlas") == [] and len([a for a in p.actions if isinstance(a, Drain)]) == 1
+    p = plan({}, [Pool(pol(shape="fixed"), busy + idle)], site(), NOW)
+    assert len([a for a in p.actions if isinstance(a, Drain)]) == 3
+    # waiting jobs come first: 3 pending jobs and 2 spares
+    [b] = boots(plan(by_vo(jobs("atlas", 3)), [Pool(pol(shape="fixed", headroom=0.25), busy)], site(), NOW),
+                "atlas")
+    assert b.count == 5
+    for bad in (-0.1, 11.0):
+        with pytest.raises(InvalidInput, match="headroom"):
+            pol(headroom=bad)
