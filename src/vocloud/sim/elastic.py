@@ -193,7 +193,8 @@ class ElasticSite:
         self._deadlines: list[tuple[float, int, int, float]] = []
         self._last_boot_stamp = (-1.0, -1)
         self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
-        # with headroom the planner's answer follows the busy VMs: every job start may matter
+        # With headroom the planner's answer follows the busy VMs and the held spares, which no
+        # wake-up rule here tracks: such a site plans at every poll (exact by construction).
         self._ahead = any(p.headroom > 0 for p in self.policies)
 
     # ---------------------------------------------------------------- Site protocol
@@ -446,7 +447,7 @@ class ElasticSite:
         # split of a full site between pools, so it is worth a plan while anything is queued.
         queued = any(c.queue for c in self.parts)
         moves = (self._routed, sum(c.started for c in self.parts))
-        if moves != self._moves and (queued or self._was_queued or self._ahead):
+        if moves != self._moves and (queued or self._was_queued):
             why = why or "queue changed"
         self._moves = moves
         self._was_queued = queued
@@ -456,7 +457,7 @@ class ElasticSite:
         if self._due(now) or (self._min_pending and any(c.queue for c in self.parts)):
             why = why or "timer"
         if not why:
-            if not self.always_plan:
+            if not (self.always_plan or self._ahead):
                 return False
             why = "every poll"
         self.plan_reasons[why] = self.plan_reasons.get(why, 0) + 1
