@@ -62,8 +62,7 @@ def test_skipping_is_exact_with_headroom(tmp_path: Path, seed: int, headroom: fl
     fast_site, fast, _ = run(w, spec=SiteSpec(6, 2, 4096), knobs=knobs, seed=seed)
     slow_site, slow, _ = run(w, spec=SiteSpec(6, 2, 4096), knobs=knobs, seed=seed, always=True)
     assert fast == slow and fast_site.plans == slow_site.plans
-    plain = run(w, spec=SiteSpec(6, 2, 4096), knobs=ElasticKnobs(idle_timeout_s=idle), seed=seed)[1]
-    assert fast["vm_hours_idle"] > plain["vm_hours_idle"]  # the spares stood ready
+    assert fast_site.plan_reasons.get("every poll")
 
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
