@@ -351,7 +351,23 @@ def _pool_demand(jobs: Sequence[PendingJob], summary: _Jobs, policy: PoolPolicy,
     if policy.min_pending_s > 0:
         cutoff = now - policy.min_pending_s
         return _demand(_summarize(j for j in jobs if j.submit_time <= cutoff), policy)
-    return _demand(summary, policy)
+    if summary is _NO_JOBS:
+        return _NO_DEMAND
+    # the same summary (an unchanged queue) under the same policy gives the same demand
+    key = (id(summary), policy)
+    hit = _DEMAND_CACHE.get(key)
+    if hit is not None and hit[0] is summary:
+        return hit[1]
+    if len(_DEMAND_CACHE) >= _JOBS_CACHE_MAX:
+        _DEMAND_CACHE.clear()
+    d = _demand(summary, policy)
+    _DEMAND_CACHE[key] = (summary, d)
+    return d
+
+
+#: Demands of remembered summaries (``_JOBS_CACHE``) per policy; the entry keeps the summary
+#: alive, so its id is not reused while cached.
+_DEMAND_CACHE: dict[tuple[int, PoolPolicy], tuple[_Jobs, _Demand]] = {}
 
 
 def _plural(n: int, word: str) -> str:
