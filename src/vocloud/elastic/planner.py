@@ -51,7 +51,13 @@ Worker shapes (``PoolPolicy.worker_shape``, ``elastic/shape.py``): a ``job`` or 
 size is chosen each cycle from the queue and the largest host, and its jobs may span VMs; such a
 pool's demand and capacity are counted in cores (``_absorb_cores``), and the oldest job spanning
 VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
-at any level, and only its pool boots for wide jobs. A site of ``fixed`` pools plans as before.
+at any level. Around it, EASY's rules across pools: other wide jobs are booted for when all
+their VMs fit (``_backfill_wide``); while the reservation waits for busy VMs to free, the free
+capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``); its drains
+take the VM that frees soonest. A site of ``fixed`` pools plans as before.
+
+``PoolPolicy.headroom`` keeps spare workers beyond the queue's need (a fraction of the busy
+ones), booted ahead of demand and kept from the idle timeout (``_draft``).
 """
 
 from __future__ import annotations
