@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vocloud.sim import compare
+from vocloud.sim.elastic import ElasticKnobs
 from vocloud.sim.report import _clean
 from vocloud.sim.run import SimConfig, default_spec, load_trace
 
@@ -37,10 +38,11 @@ def cpu_with_children() -> float:
 
 
 def one_trace(path: Path, names: tuple[str, ...], limit: int | None, workers: int,
-              plots: Path | None, with_frontier: bool) -> dict[str, Any]:
+              plots: Path | None, with_frontier: bool, shape: str = "job") -> dict[str, Any]:
     loaded = load_trace(path, limit=limit)
     w = loaded.workload
-    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None))
+    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None),
+                       knobs=ElasticKnobs(worker_shape=shape))
     t0, c0 = time.perf_counter(), cpu_with_children()
     results = compare.compare(w, config, names, workers=workers)
     wall, cpu = time.perf_counter() - t0, cpu_with_children() - c0
@@ -50,7 +52,8 @@ def one_trace(path: Path, names: tuple[str, ...], limit: int | None, workers: in
         compare.pareto_plot(results, plots / f"policies-{path.name.split('.')[0]}.png", title, points)
     return {"title": title, "table": compare.table(results), "verdicts": compare.verdicts(results),
             "rows": compare.rows(results), "wall_s": wall, "cpu_s": cpu,
-            "frontier": [{"idle_timeout_s": t, **{k: p[k] for k in compare.ROW_KEYS}} for t, p in points],
+            "frontier": [{"headroom": h, "idle_timeout_s": t, **{k: p[k] for k in compare.ROW_KEYS}}
+                         for (h, t), p in points],
             "frontier_verdicts": compare.frontier_verdicts(results, points) if points else []}
 
 
@@ -61,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="all")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plots", type=Path, default=None, help="write the Pareto plots here")
-    ap.add_argument("--no-frontier", action="store_true", help="skip vocloud's idle-timeout sweep")
+    ap.add_argument("--no-frontier", action="store_true", help="skip vocloud's settings sweep")
+    ap.add_argument("--worker-shape", default="job", choices=("fixed", "job", "host"),
+                    help="every policy's worker shape (the peers boot --vm-cores workers whatever it is)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     names = compare.parse_policies(args.policies)
-    out = [one_trace(p, names, args.limit, args.workers, args.plots, not args.no_frontier)
+    out = [one_trace(p, names, args.limit, args.workers, args.plots, not args.no_frontier, args.worker_shape)
            for p in (args.trace or DEFAULT_TRACES)]
     if args.json:
         sys.stdout.write(json.dumps(_clean(out), indent=2, sort_keys=True) + "\n")
@@ -79,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(names)} policies in {doc['wall_s']:.1f} s wall, {doc['cpu_s']:.1f} s CPU "
               f"({args.workers} worker(s))")
         if doc["frontier"]:
-            print("\nvocloud's frontier (its idle timeout):\n")
-            print("| idle timeout (s) | mean wait (s) | idle VM-hours | VM boots |")
-            print("|---|---|---|---|")
+            print("\nvocloud's frontier (its headroom and idle timeout):\n")
+            print("| headroom | idle timeout (s) | mean wait (s) | p95 wait (s) | idle VM-hours | VM boots |")
+            print("|---|---|---|---|---|---|")
             for p in doc["frontier"]:
-                print(f"| {p['idle_timeout_s']:g} | {p['wait_mean_s']:,.1f} | {p['vm_hours_idle']:,.1f} "
-                      f"| {p['vm_boots']:,} |")
+                print(f"| {p['headroom']:g} | {p['idle_timeout_s']:g} | {p['wait_mean_s']:,.2f} "
+                      f"| {p['wait_p95_s']:,.1f} | {p['vm_hours_idle']:,.1f} | {p['vm_boots']:,} |")
             print()
             for line in doc["frontier_verdicts"]:
                 print(f"- {line}")

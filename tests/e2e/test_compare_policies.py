@@ -75,3 +75,9 @@ def test_first_jobs_of_both_traces(trace: Path, jobs: int) -> None:
         for peer in ("cloudscheduler", "vcycle"):  # dominated: more wait and more idle VM-hours
             assert v["wait_mean_s"] <= by[peer]["wait_mean_s"], peer
             assert v["vm_hours_idle"] <= by[peer]["vm_hours_idle"], peer
+        # issue 20's goal: every peer is matched or beaten on both axes by some vocloud setting
+        # (headroom, idle timeout); COBalD's RelativeSupplyController only with headroom
+        verdicts = compare.frontier_verdicts(results, compare.frontier(w, config))
+        assert not [line for line in verdicts if "no vocloud setting" in line], verdicts
+        assert [line for line in verdicts if line.startswith("cobald-relative-tuned:")
+                and "--headroom 0.25" in line], verdicts

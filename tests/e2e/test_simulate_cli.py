@@ -61,6 +61,8 @@ def test_json_output_and_scenario_selection(tmp_path: Path, capsys: pytest.Captu
         (["--hosts", "0"], "--hosts must be >= 1"),
         (["--vo-map", "nonsense"], "not a shorthand"),
         (["--static-split", "g1=x"], "not a whole number"),
+        (["--headroom", "-1"], "--headroom must be between 0 and 10"),
+        (["--headroom", "nan"], "--headroom must be between 0 and 10"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

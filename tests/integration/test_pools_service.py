@@ -162,3 +162,25 @@ def test_worker_shape_sizes_the_workers_the_controller_boots(site: Site) -> None
     site.step()
     notes = site.pools.show(a, "cms")["notes"]
     assert "holding 1 of 1 boots: site has 5 free cores / 14848 MiB free" in notes
+
+
+def test_headroom_keeps_spare_workers_booted_ahead(site: Site) -> None:
+    """``headroom``: spare workers per busy one, booted with no job waiting for them; bad values
+    (negative, above 10, NaN, a flag) are refused and nothing changes."""
+    a = site.admin
+    before = _snapshot(site.cloud)
+    for bad in (-0.5, 11, float("nan"), True, "x"):
+        with pytest.raises(InvalidInput):
+            site.pools.update(a, "atlas", headroom=bad)
+    with pytest.raises(InvalidInput, match="headroom"):
+        site.pools.create(a, "cms", "std-worker", cores=1, memory=512, headroom=-1)
+    assert _snapshot(site.cloud) == before
+    assert site.pools.show(a, "atlas")["headroom"] == 0.0
+    site.pools.update(a, "atlas", headroom=1)
+    assert site.pools.show(a, "atlas")["headroom"] == 1.0
+    site.sim.submit("atlas", runtime=10_000)
+    site.step(3)
+    show = site.pools.show(a, "atlas")
+    states = sorted(v["state"] for v in show["vms"])
+    # one busy worker for the job and one spare beside it, though no job waits
+    assert states == ["JOINED_BUSY", "JOINED_IDLE"], show

@@ -76,14 +76,35 @@ def test_spanning_jobs_use_idle_cores_of_any_size() -> None:
 
 
 def test_the_oldest_wide_job_holds_the_reservation() -> None:
-    # two VOs each wait for a 16-core job; only the older one's is booted for, first
+    # two VOs each wait for a 16-core job on a site of 24 cores: only the older one's is booted
+    # for; the younger one cannot have all of its VMs, so it collects none
     demand = jobs("atlas", 1, cores=16, t=100.0) + jobs("cms", 1, cores=16, t=50.0)
-    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(), NOW)
+    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(3), NOW)
     assert boots(p, "atlas") == [] and [b.count for b in boots(p, "cms")] == [2]
     # narrow jobs of the other VO are still served by the fair split
     p = plan(by_vo(demand + jobs("atlas", 2, t=200.0)), [Pool(pol("atlas")), Pool(pol("cms"))],
-             site(), NOW)
+             site(3), NOW)
     assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(1, 8)]  # both on one 8-core VM
+
+
+def test_younger_wide_jobs_backfill_when_all_their_vms_fit() -> None:
+    # 80 cores: room for both 16-core jobs, so the younger one is booted for too (EASY backfill)
+    demand = jobs("atlas", 1, cores=16, t=100.0) + jobs("cms", 1, cores=16, t=50.0)
+    p = plan(by_vo(demand), [Pool(pol("atlas")), Pool(pol("cms"))], site(), NOW)
+    assert [b.count for b in boots(p, "cms")] == [2] and [b.count for b in boots(p, "atlas")] == [2]
+    assert any("backfill" in n for n in p.pools[0].notes)
+    # the narrow jobs' new VM has 6 cores to spare: the wide job needs 10 more, two VMs in all
+    p = plan(by_vo(demand + jobs("atlas", 2, t=200.0)), [Pool(pol("atlas")), Pool(pol("cms"))],
+             site(), NOW)
+    assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(3, 8)]
+    # 40 cores: the reservation (cms, 16) first, then atlas' 16-core job; a third VO's 16-core
+    # job does not fit whole any more and books nothing, though 8 cores stand free
+    demand += jobs("lhcb", 1, cores=16, t=150.0)
+    p = plan(by_vo(demand), [Pool(pol(vo)) for vo in ("atlas", "cms", "lhcb")], site(5), NOW)
+    assert [b.count for b in boots(p, "atlas")] == [2] and boots(p, "lhcb") == []
+    # the pool's boot rate still holds: one boot a minute cannot start a 2-VM job
+    p = plan(by_vo(demand), [Pool(pol("atlas", max_boots_per_minute=1)), Pool(pol("cms"))], site(), NOW)
+    assert boots(p, "atlas") == []
 
 
 def test_the_reservation_drains_other_pools_on_a_full_site() -> None:
@@ -101,3 +122,72 @@ def test_the_reservation_drains_other_pools_on_a_full_site() -> None:
 def test_a_bad_worker_shape_is_refused() -> None:
     with pytest.raises(InvalidInput, match="worker_shape must be one of fixed, job, host"):
         pol(shape="huge")
+
+
+def _busy(vo: str, n: int, until: float | None, first_id: int = 0) -> tuple[PoolVM, ...]:
+    return tuple(PoolVM(first_id + i, f"{vo}-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=1,
+                        cores=8, memory_mib=16384, busy_until=until) for i in range(n))
+
+
+def test_free_capacity_is_lent_to_jobs_that_end_before_the_reservation() -> None:
+    # 3 hosts: atlas holds 2 busy 8-core VMs (ending in 2 h), one host is free. cms' 16-core job
+    # holds the reservation and cannot start before atlas' VMs free: the free host is lent to
+    # lhcb's 1-hour job, not to its 10-hour one, and not held idle for cms
+    pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 7200)), Pool(pol("cms")),
+             Pool(pol("lhcb", shape="host"))]
+    demand = (jobs("cms", 1, cores=16, t=10.0) + jobs("lhcb", 1, cores=8, t=20.0)
+              + [PendingJob("long", "lhcb", 8, 100, 36000, 30.0)])
+    demand = [j if j.vo != "lhcb" or j.id == "long" else PendingJob(j.id, j.vo, 8, 100, 3600, 20.0)
+              for j in demand]
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384)), host_shape=HOST)
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "cms") == [] and [b.count for b in boots(p, "lhcb")] == [1]
+    assert any("lent 1 VMs" in n for n in p.notes)
+    # the reservation still drains atlas for its cores
+    assert {a.vo for a in p.actions if isinstance(a, Drain)} == {"atlas"}
+    # atlas' VMs end in 30 min: the 1-hour job would delay the reservation; nothing is lent, and
+    # cms' VMs are not booted yet either (they would stand idle for 30 min)
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 1800))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and boots(p, "cms") == []
+    # ... until the reservation's start is near: then its VMs boot into what is free
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 200))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and [b.count for b in boots(p, "cms")] == [1]
+    # ends unknown (the daemon's batch adapters do not report them): nothing is lent
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, None))
+    p = plan(by_vo(demand), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and [b.count for b in boots(p, "cms")] == [1]
+
+
+def test_the_reservation_drains_the_vm_that_frees_soonest() -> None:
+    # the site is full of busy VMs of two pools; the one expected to end first is drained
+    pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 9000)),
+             Pool(pol("babar", shape="host"), _busy("babar", 2, NOW + 600, first_id=10)), Pool(pol("cms"))]
+    p = plan(by_vo(jobs("cms", 1, cores=16, t=5.0)), pools,
+             site(4, free=0), NOW)
+    drains = [a for a in p.actions if isinstance(a, Drain)]
+    assert [d.vo for d in drains] == ["babar", "babar"]
+
+
+def test_headroom_boots_ahead_of_demand_and_keeps_spares_from_the_idle_timeout() -> None:
+    busy = tuple(PoolVM(i, f"a-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=1, cores=1,
+                        memory_mib=2048) for i in range(8))
+    # no job waits: without headroom nothing is booted; with 0.25, two spares (8 busy / 4)
+    assert boots(plan({}, [Pool(pol(shape="fixed"), busy)], site(), NOW), "atlas") == []
+    [b] = boots(plan({}, [Pool(pol(shape="fixed", headroom=0.25), busy)], site(), NOW), "atlas")
+    assert b.count == 2
+    # two idle VMs long past the idle timeout: kept as the spares, not drained; a third goes
+    idle = tuple(PoolVM(10 + i, f"i-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0, cores=1,
+                        memory_mib=2048) for i in range(3))
+    p = plan({}, [Pool(pol(shape="fixed", headroom=0.25), busy + idle)], site(), NOW)
+    assert boots(p, "atlas") == [] and len([a for a in p.actions if isinstance(a, Drain)]) == 1
+    p = plan({}, [Pool(pol(shape="fixed"), busy + idle)], site(), NOW)
+    assert len([a for a in p.actions if isinstance(a, Drain)]) == 3
+    # waiting jobs come first: 3 pending jobs and 2 spares
+    [b] = boots(plan(by_vo(jobs("atlas", 3)), [Pool(pol(shape="fixed", headroom=0.25), busy)], site(), NOW),
+                "atlas")
+    assert b.count == 5
+    for bad in (-0.1, 11.0):
+        with pytest.raises(InvalidInput, match="headroom"):
+            pol(headroom=bad)

@@ -54,6 +54,17 @@ def test_skipping_quiet_polls_changes_nothing(tmp_path: Path, seed: int, boot: s
     assert fast_site.plans < slow_site.plans  # and it did skip some
 
 
+@pytest.mark.parametrize(("seed", "headroom", "idle"), [(8, 0.25, 300.0), (9, 1.0, 3600.0)])
+def test_skipping_is_exact_with_headroom(tmp_path: Path, seed: int, headroom: float, idle: float) -> None:
+    """With headroom the plan follows the busy VMs and held spares: the site plans every poll."""
+    w = workload(tmp_path, bursty(seed, n=300, vos=3, span=6 * 3600))
+    knobs = ElasticKnobs(idle_timeout_s=idle, headroom=headroom)
+    fast_site, fast, _ = run(w, spec=SiteSpec(6, 2, 4096), knobs=knobs, seed=seed)
+    slow_site, slow, _ = run(w, spec=SiteSpec(6, 2, 4096), knobs=knobs, seed=seed, always=True)
+    assert fast == slow and fast_site.plans == slow_site.plans
+    assert fast_site.plan_reasons.get("every poll")
+
+
 @pytest.mark.parametrize("seed", [5, 6, 7])
 def test_skipping_is_exact_on_a_full_site_shared_by_weight(tmp_path: Path, seed: int) -> None:
     """A full site: pools compete, the planner drains and resumes to keep the fair split."""

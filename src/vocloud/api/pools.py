@@ -42,6 +42,7 @@ class PoolCreate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     worker_shape: WorkerShape | None = None
+    headroom: float | None = Field(None, ge=0, le=10, description="spare workers per busy worker")
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: workers the pool may "
                                                          "run on cloud hosts (docs/bursting.md)")
@@ -63,6 +64,7 @@ class PoolUpdate(Strict):
     max_boots_per_minute: Count | None = None
     scale_down_delay: Seconds | None = None
     worker_shape: WorkerShape | None = None
+    headroom: float | None = Field(None, ge=0, le=10, description="spare workers per busy worker")
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: cloud workers allowed")
     site_template: RefValue | Literal[""] | None = Field(

@@ -346,6 +346,7 @@ class PoolOut(BaseModel):
     site_workers: int = 0  # workers on the site's hosts / on cloud hosts (docs/bursting.md)
     cloud_workers: int = 0
     worker_shape: str
+    headroom: float = 0.0
     enabled: bool
     deleting: bool
     created_at: float | None

@@ -67,6 +67,9 @@ def simulate(
         help="Elastic: fixed (--vm-cores each), job (as wide as the widest waiting job, up to a "
              "host; wider jobs span VMs) or host (whole-host VMs).")] = "job",
     idle_timeout: Annotated[float, typer.Option(help="Elastic: drain a VM idle this long (s).")] = 300.0,
+    headroom: Annotated[float, typer.Option(
+        help="Elastic: spare VMs kept beyond the queue's need, per busy VM (0.2: one per five; "
+             "0: none).")] = 0.0,
     max_boots_per_minute: Annotated[int, typer.Option(help="Elastic: boot rate limit per pool.")] = 30,
     min_vms: Annotated[int, typer.Option(help="Elastic: minimum VMs per pool.")] = 0,
     max_vms: Annotated[int, typer.Option(help="Elastic: maximum VMs per pool (0: the site).")] = 0,
@@ -141,6 +144,8 @@ def _run(**o: Any) -> None:
         raise InvalidInput(f"--worker-shape must be fixed, job or host, got {o['worker_shape'][:40]!r}")
     if o["max_boots_per_minute"] < 1:
         raise InvalidInput("--max-boots-per-minute must be >= 1")
+    if not 0 <= o["headroom"] <= 10:
+        raise InvalidInput("--headroom must be between 0 and 10")
     if o["min_vms"] < 0 or o["max_vms"] < 0 or o["idle_timeout"] < 0 or o["tolerance"] < 0:
         raise InvalidInput("--min-vms, --max-vms, --idle-timeout and --tolerance must be >= 0")
     boot = parse_duration(o["boot_time"], "--boot-time")
@@ -161,7 +166,7 @@ def _run(**o: Any) -> None:
     knobs = ElasticKnobs(
         cores_per_vm=o["vm_cores"], min_vms=o["min_vms"], max_vms=o["max_vms"],
         idle_timeout_s=o["idle_timeout"], max_boots_per_minute=o["max_boots_per_minute"],
-        worker_shape=o["worker_shape"],
+        worker_shape=o["worker_shape"], headroom=o["headroom"],
     )
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,

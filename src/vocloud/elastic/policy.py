@@ -67,6 +67,10 @@ class PoolPolicy:
     to a whole host (at least ``cores_per_vm``), and ``host`` boots whole-host VMs; in both, a
     job wider than one VM spans several VMs of its VO, as on a bare-metal partition. The host's
     shape comes from :attr:`SiteCapacity.host_shape` (see ``elastic/shape.py``).
+    ``headroom``: spare workers to keep beyond the queue's need, as a fraction of the busy ones
+    (0.2: one idle or booting worker per five busy, rounded up); they are booted ahead of
+    demand and kept from the idle timeout, so a burst finds workers ready instead of waiting a
+    boot. 0 (the default): boot only for jobs that wait.
     """
 
     vo: str
@@ -84,6 +88,7 @@ class PoolPolicy:
     min_pending_s: float = 0.0
     down_grace_s: float = 120.0
     worker_shape: str = "fixed"
+    headroom: float = 0.0
 
     def __post_init__(self) -> None:
         for msg, bad in _policy_problems(self):
@@ -109,6 +114,7 @@ def _policy_problems(p: PoolPolicy) -> list[tuple[str, bool]]:
         ("min_pending_s must be >= 0", p.min_pending_s < 0),
         ("down_grace_s must be >= 0", p.down_grace_s < 0),
         (f"worker_shape must be one of {', '.join(WORKER_SHAPES)}", p.worker_shape not in WORKER_SHAPES),
+        ("headroom must be between 0 and 10", not 0 <= p.headroom <= 10),
     ]
 
 
@@ -129,6 +135,7 @@ class PoolVM:
     ``host``: where it runs, for per-host backoff; ``None`` until placed.
     ``cores``/``memory_mib``: the VM's own size when it differs from the pool's current shape
     (pools whose ``worker_shape`` follows the queue hold VMs of several sizes); 0: the pool's.
+    ``busy_until``: the latest expected end of its running jobs, when known (see the field).
     """
 
     vm_id: int
@@ -145,6 +152,9 @@ class PoolVM:
     cloud: bool = False  # runs on a cloud host (docs/bursting.md): drained before site workers
     cores: int = 0
     memory_mib: int = 0
+    #: when the VM's running jobs are expected to end (their start plus time limit, as the batch
+    #: system reports it), ``None`` when unknown; the planner drains the VM that frees soonest
+    busy_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,16 @@ def spans(policy: PoolPolicy) -> bool:
 
 def shape_for(policy: PoolPolicy, jobs: Sequence[PendingJob], host_shape: tuple[int, int]) -> tuple[int, int]:
     """(cores, MiB) of the VMs ``policy``'s pool boots now (module docstring)."""
+    return shape_of(policy, max((j.cores for j in jobs), default=0), host_shape)
+
+
+def shape_of(policy: PoolPolicy, widest: int, host_shape: tuple[int, int]) -> tuple[int, int]:
+    """:func:`shape_for` from the widest pending job's cores (the planner knows it already)."""
     host_cores, host_mem = host_shape
     if policy.worker_shape == "fixed" or host_cores <= 0 or host_mem <= 0:
         return policy.cores_per_vm, policy.memory_mib_per_vm
     if policy.worker_shape == "host":
         return host_cores, host_mem
-    widest = max((j.cores for j in jobs), default=0)
     cores = min(max(policy.cores_per_vm, widest), host_cores)
     if cores >= host_cores:
         return host_cores, host_mem
@@ -54,7 +58,12 @@ def shape_for(policy: PoolPolicy, jobs: Sequence[PendingJob], host_shape: tuple[
 def effective_policy(policy: PoolPolicy, jobs: Sequence[PendingJob],
                      host_shape: tuple[int, int]) -> PoolPolicy:
     """``policy`` with ``cores_per_vm``/``memory_mib_per_vm`` set to the shape booted now."""
-    cores, mem = shape_for(policy, jobs, host_shape)
+    return effective_policy_for(policy, max((j.cores for j in jobs), default=0), host_shape)
+
+
+def effective_policy_for(policy: PoolPolicy, widest: int, host_shape: tuple[int, int]) -> PoolPolicy:
+    """:func:`effective_policy` from the widest pending job's cores."""
+    cores, mem = shape_of(policy, widest, host_shape)
     if cores == policy.cores_per_vm and mem == policy.memory_mib_per_vm:
         return policy
     key = (policy, cores, mem)

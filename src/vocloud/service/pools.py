@@ -55,7 +55,7 @@ SETTABLE: dict[str, str] = {
     "boot_timeout": "boot_timeout", "max_lifetime": "max_lifetime",
     "max_boots_per_minute": "max_boots_per_minute", "scale_down_delay": "scale_down_delay",
     "enabled": "enabled", "site_template": "site_template_id", "burst_limit": "burst_limit",
-    "worker_shape": "worker_shape",
+    "worker_shape": "worker_shape", "headroom": "headroom",
 }
 
 #: The status columns of ``pool list`` (from the last plan's PoolStatus), zero before any plan.
@@ -73,6 +73,7 @@ def policy_of(row: PoolRow) -> PoolPolicy:
         idle_timeout_s=row.idle_timeout, boot_timeout_s=row.boot_timeout,
         max_lifetime_s=row.max_lifetime, max_boots_per_minute=row.max_boots_per_minute,
         scale_down_delay_s=row.scale_down_delay, worker_shape=row.worker_shape or "fixed",
+        headroom=row.headroom or 0.0,
     )
 
 
@@ -146,6 +147,7 @@ def pool_dict(row: PoolRow, template: str = "", owner: str = "",
         "idle_timeout": row.idle_timeout, "boot_timeout": row.boot_timeout,
         "max_lifetime": row.max_lifetime, "max_boots_per_minute": row.max_boots_per_minute,
         "scale_down_delay": row.scale_down_delay, "worker_shape": row.worker_shape or "fixed",
+        "headroom": row.headroom or 0.0,
         "enabled": row.enabled, "burst_limit": row.burst_limit or 0,
         "deleting": row.deleting, "created_at": row.created_at, "status_at": row.status_at,
         "notes": list(st.get("notes", [])),
@@ -353,6 +355,7 @@ class PoolService:
             row.idle_timeout, row.boot_timeout = d.idle_timeout_s, d.boot_timeout_s
             row.max_lifetime, row.max_boots_per_minute = None, d.max_boots_per_minute
             row.scale_down_delay, row.worker_shape = d.scale_down_delay_s, d.worker_shape
+            row.headroom = d.headroom
             row.enabled, row.deleting = True, False
             row.burst_limit = 0
             self._apply(row, values)
@@ -371,6 +374,10 @@ class PoolService:
                 if col in ("weight", "idle_timeout", "boot_timeout", "max_lifetime",
                            "scale_down_delay"):
                     setattr(row, col, None if value is None else float(value))
+                elif col == "headroom":  # a number, never a flag; its range: PoolPolicy
+                    if isinstance(value, bool) or value is None:
+                        raise ValueError
+                    row.headroom = float(value)
                 elif col == "enabled":
                     if not isinstance(value, bool):
                         raise ValueError

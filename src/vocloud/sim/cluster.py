@@ -27,7 +27,7 @@ from collections.abc import Sequence
 class Node:
     """A worker node (bare host or VM) as the batch system sees it."""
 
-    __slots__ = ("cores", "draining", "free", "id", "idle_since", "jobs", "memory_mib")
+    __slots__ = ("cores", "draining", "free", "id", "idle_since", "jobs", "memory_mib", "until")
 
     def __init__(self, node_id: int, cores: int, memory_mib: int, now: float) -> None:
         self.id = node_id
@@ -37,6 +37,7 @@ class Node:
         self.draining = False
         self.jobs = 0
         self.idle_since: float | None = now
+        self.until = 0.0  # latest estimated end of its running jobs (0: none running)
 
 
 class Cluster:
@@ -143,26 +144,29 @@ class Cluster:
         parts: list[tuple[int, int]] = []
         need = p
         avail = self._avail
+        until = now + self._estimate[job] * self.factor
         if self.span_nodes or p == 1:
             while need:
                 node = next(iter(avail.values()))
                 take = node.free if node.free < need else need
                 parts.append((node.id, take))
                 need -= take
-                self._charge(node, take, now)
+                self._charge(node, take, now, until)
         else:
             node = next(n for n in avail.values() if n.free >= p)
             parts.append((node.id, p))
-            self._charge(node, p, now)
+            self._charge(node, p, now, until)
         self.free -= p
         self.busy += p
         self.started += 1
         self.alloc[job] = parts
-        self.expected_end[job] = now + self._estimate[job] * self.factor
+        self.expected_end[job] = until
         out.append((job, now + self._runtime[job] * self.factor))
 
-    def _charge(self, node: Node, cores: int, now: float) -> None:
+    def _charge(self, node: Node, cores: int, now: float, until: float) -> None:
         node.free -= cores
+        if until > node.until:
+            node.until = until
         if node.jobs == 0 and node.idle_since is not None:
             self.idle_node_seconds += now - node.idle_since
             node.idle_since = None
@@ -182,6 +186,7 @@ class Cluster:
             self.changed.add(node_id)
             if node.jobs == 0:
                 node.idle_since = now
+                node.until = 0.0
             if not node.draining:
                 self.free += cores
                 self._avail[node_id] = node

@@ -188,22 +188,30 @@ def verdicts(results: Sequence[ScenarioResult]) -> list[str]:
     return out
 
 
-#: vocloud's idle timeouts for its own frontier (``frontier``): the knob a site turns to trade
-#: idle VM-hours for wait.
-FRONTIER_IDLE_S: tuple[float, ...] = (300.0, 1800.0, 3600.0, 7200.0, 28800.0)
+#: vocloud's settings for its own frontier (``frontier``), (headroom, idle timeout s): the two
+#: knobs a site turns to trade idle VM-hours for wait (``PoolPolicy.headroom`` keeps spare
+#: workers ready; the idle timeout keeps idle ones longer).
+FRONTIER: tuple[tuple[float, float], ...] = (
+    (0.0, 300.0), (0.0, 1800.0), (0.0, 3600.0), (0.0, 7200.0), (0.25, 3600.0), (0.25, 14400.0))
+
+Setting = tuple[float, float]
 
 
-def frontier(w: Workload, config: SimConfig, idle_timeouts: Sequence[float] = FRONTIER_IDLE_S,
-             ) -> list[tuple[float, dict[str, Any]]]:
-    """vocloud's planner at several idle timeouts: (timeout, figures) per point."""
+def setting_label(s: Setting) -> str:
+    return f"--headroom {s[0]:g} --idle-timeout {s[1]:g}"
+
+
+def frontier(w: Workload, config: SimConfig, settings: Sequence[Setting] = FRONTIER,
+             ) -> list[tuple[Setting, dict[str, Any]]]:
+    """vocloud's planner at several (headroom, idle timeout) settings: (setting, figures) each."""
     out = []
-    for t in idle_timeouts:
-        c = dataclasses.replace(config, knobs=dataclasses.replace(config.knobs, idle_timeout_s=t))
-        out.append((t, run_policy(BASE, w, c).figures))
+    for h, t in settings:
+        knobs = dataclasses.replace(config.knobs, headroom=h, idle_timeout_s=t)
+        out.append(((h, t), run_policy(BASE, w, dataclasses.replace(config, knobs=knobs)).figures))
     return out
 
 
-def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[float, dict[str, Any]]],
+def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[Setting, dict[str, Any]]],
                       ) -> list[str]:
     """For each other policy: the vocloud setting that is at least as good on both axes, if any."""
     out = []
@@ -215,18 +223,18 @@ def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[
                 if p["wait_mean_s"] <= f["wait_mean_s"] and p["vm_hours_idle"] <= f["vm_hours_idle"]]
         if wins:
             t, p = wins[0]
-            out.append(f"{r.name}: matched or beaten on both axes by vocloud at --idle-timeout {t:g} "
+            out.append(f"{r.name}: matched or beaten on both axes by vocloud at {setting_label(t)} "
                        f"({p['wait_mean_s']:,.1f} s, {p['vm_hours_idle']:,.1f} idle VM-h)")
         else:
-            out.append(f"{r.name}: no vocloud idle timeout tried is at least as good on both axes")
+            out.append(f"{r.name}: no vocloud setting tried is at least as good on both axes")
     return out
 
 
 def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str,
-                points: Sequence[tuple[float, dict[str, Any]]] = ()) -> Path:
+                points: Sequence[tuple[Setting, dict[str, Any]]] = ()) -> Path:
     """Mean wait against idle VM-hours, one point per policy (lower left is better).
 
-    ``points``: vocloud's frontier (``frontier``), drawn as a line through its idle timeouts.
+    ``points``: vocloud's frontier (``frontier``), drawn as a line through its settings.
     """
     import matplotlib
 
@@ -242,7 +250,7 @@ def pareto_plot(results: Sequence[ScenarioResult], path: Path, title: str,
         # staggered, so that near-identical policies (vocloud, cloudscheduler) stay readable
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)), fontsize=8)
     if points:
-        label = "vocloud, idle timeout " + ", ".join(f"{t:g}" for t, _ in points) + " s"
+        label = "vocloud, (headroom, idle timeout s): " + ", ".join(f"({h:g}, {t:g})" for (h, t), _ in points)
         ax.plot([p["vm_hours_idle"] for _, p in points], [p["wait_mean_s"] for _, p in points], "--",
                 color="gray", linewidth=1, label=label)
         ax.legend(fontsize=7)

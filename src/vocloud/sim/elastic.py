@@ -71,6 +71,7 @@ class ElasticKnobs:
     min_pending_s: float = 0.0
     max_vms_site: int = 0  # 0: as many as the cores allow
     worker_shape: str = "job"  # fixed | job | host (vocloud.elastic.shape)
+    headroom: float = 0.0  # spare VMs per busy VM (PoolPolicy.headroom)
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
@@ -137,7 +138,7 @@ class ElasticSite:
                 idle_timeout_s=knobs.idle_timeout_s, boot_timeout_s=knobs.boot_timeout_s,
                 max_boots_per_minute=knobs.max_boots_per_minute,
                 scale_down_delay_s=knobs.scale_down_delay_s, min_pending_s=knobs.min_pending_s,
-                worker_shape=knobs.worker_shape,
+                worker_shape=knobs.worker_shape, headroom=knobs.headroom,
             )
             for vo in w.vo_names
         ]
@@ -163,7 +164,11 @@ class ElasticSite:
         self._views: list[HostView | None] = [None] * spec.hosts
         self._host_free = [(spec.cores_per_host, spec.mem_per_host)] * spec.hosts
         self._pool_vms: list[tuple[PoolVM, ...] | None] = [None] * len(w.vo_names)
-        self._pending: dict[int, PendingJob] = {}
+        # per VO: the queued jobs' PendingJob values, and the tuple last given to the planner
+        # with the partition's (arrivals, starts) it was built at (see _demand)
+        self._pending: list[dict[int, PendingJob]] = [{} for _ in w.vo_names]
+        self._queues: list[tuple[tuple[int, int], tuple[PendingJob, ...]]] = [
+            ((-1, -1), ()) for _ in w.vo_names]
         self.recent_boots: list[list[float]] = [[] for _ in w.vo_names]
         self.backoff = [BackoffState(key=p.image) for p in self.policies]
         self._in_flight = 0  # VMs booting or stopping: events still to come
@@ -188,6 +193,9 @@ class ElasticSite:
         self._deadlines: list[tuple[float, int, int, float]] = []
         self._last_boot_stamp = (-1.0, -1)
         self._min_pending = any(p.min_pending_s > 0 for p in self.policies)
+        # With headroom the planner's answer follows the busy VMs and the held spares, which no
+        # wake-up rule here tracks: such a site plans at every poll (exact by construction).
+        self._ahead = any(p.headroom > 0 for p in self.policies)
 
     # ---------------------------------------------------------------- Site protocol
     def clusters(self) -> list[Cluster]:
@@ -288,6 +296,7 @@ class ElasticSite:
             free_memory_mib=vm.memory if node and node.jobs == 0 else 0,
             state_since=vm.state_since, host=str(vm.host) if vm.host is not None else None,
             cores=vm.cores, memory_mib=vm.memory,
+            busy_until=node.until if node and node.jobs else None,
         )
 
     def _pools(self, now: float) -> list[Pool]:
@@ -314,26 +323,38 @@ class ElasticSite:
             pools.append(Pool(policy, cached, tuple(boots), self.backoff[i]))
         return pools
 
-    def _demand(self) -> dict[str, list[PendingJob]]:
-        w, pend = self.w, self._pending
-        fresh: dict[int, PendingJob] = {}  # only jobs still queued: started ones are forgotten
-        out: dict[str, list[PendingJob]] = {}
+    def _demand(self) -> dict[str, tuple[PendingJob, ...]]:
+        """Pending jobs per VO, rebuilt only for VOs whose queue changed since the last plan.
+
+        A queue changes only by an arrival or a start (both counted by the partition), so an
+        unchanged VO gets the very same tuple again, and the planner does not walk it again
+        (``planner._jobs``): the cost of a plan follows what changed, not the queue's depth.
+        """
+        w = self.w
+        out: dict[str, tuple[PendingJob, ...]] = {}
         for vo, c in enumerate(self.parts):
             if not c.queue:
+                if self._queues[vo][1]:
+                    self._queues[vo] = ((-1, -1), ())
+                    self._pending[vo] = {}
                 continue
-            items = []
-            for job in c.queue:
-                pj = pend.get(job)
-                if pj is None:
-                    pj = PendingJob(
-                        id=str(w.job_ids[job]), vo=w.vo_names[vo], cores=w.procs[job],
-                        memory_mib=w.memory_mib[job], walltime_s=int(w.estimate[job]),
-                        submit_time=w.submit[job],
-                    )
-                fresh[job] = pj
-                items.append(pj)
-            out[w.vo_names[vo]] = items
-        self._pending = fresh
+            key = (c.arrivals, c.started)
+            cached = self._queues[vo]
+            if cached[0] != key:
+                pend = self._pending[vo]
+                fresh: dict[int, PendingJob] = {}  # only jobs still queued: started ones go
+                for job in c.queue:
+                    pj = pend.get(job)
+                    if pj is None:
+                        pj = PendingJob(
+                            id=str(w.job_ids[job]), vo=w.vo_names[vo], cores=w.procs[job],
+                            memory_mib=w.memory_mib[job], walltime_s=int(w.estimate[job]),
+                            submit_time=w.submit[job],
+                        )
+                    fresh[job] = pj
+                self._pending[vo] = fresh
+                cached = self._queues[vo] = (key, tuple(fresh.values()))
+            out[w.vo_names[vo]] = cached[1]
         return out
 
     def _site(self) -> SiteCapacity:
@@ -436,7 +457,7 @@ class ElasticSite:
         if self._due(now) or (self._min_pending and any(c.queue for c in self.parts)):
             why = why or "timer"
         if not why:
-            if not self.always_plan:
+            if not (self.always_plan or self._ahead):
                 return False
             why = "every poll"
         self.plan_reasons[why] = self.plan_reasons.get(why, 0) + 1

@@ -54,6 +54,8 @@ class PoolRow(Base):
     burst_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # fixed | job | host: how the workers are sized (vocloud.elastic.shape); 0016
     worker_shape: Mapped[str] = mapped_column(String(8), default="fixed", server_default="fixed")
+    # spare workers per busy worker, booted ahead of demand (PoolPolicy.headroom); 0020
+    headroom: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

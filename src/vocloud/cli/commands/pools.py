@@ -37,6 +37,9 @@ BurstOpt = Annotated[int | None, Opt(
 ShapeOpt = Annotated[str | None, Opt(
     "--worker-shape", help="How workers are sized: fixed (--cores each), job (as wide as the "
     "widest waiting job, up to a host; wider jobs span workers) or host (whole-host workers).")]
+HeadroomOpt = Annotated[float | None, Opt(
+    "--headroom", min=0, max=10, help="Spare workers kept beyond the queue's need, per busy worker "
+    "(0.25: one per four busy, booted ahead of demand); 0: none.")]
 SiteOpt = Annotated[str | None, Opt(
     "--site-template", help="Administrators only: the site template (an administrator's VM "
     "template) merged into every worker: batch secret, worker network, boot attributes. "
@@ -53,7 +56,7 @@ def create(
     min_: MinOpt = None, max_: MaxOpt = None, weight: WeightOpt = None, idle_timeout: IdleOpt = None,
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
     scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, burst_limit: BurstOpt = None,
-    json_: JsonFlag = False, worker_shape: ShapeOpt = None,
+    json_: JsonFlag = False, worker_shape: ShapeOpt = None, headroom: HeadroomOpt = None,
 ) -> None:
     """Create the pool of a VO; its workers are created as the VO (user pool.<vo>)."""
     body = {"vo": vo, "template": template, "cores": cores, "memory": parse_size(memory, "memory"),
@@ -61,6 +64,8 @@ def create(
                       scale_down_delay)}
     if worker_shape is not None:
         body["worker_shape"] = worker_shape
+    if headroom is not None:
+        body["headroom"] = headroom
     if site_template is not None:
         body["site_template"] = site_template
     if burst_limit is not None:
@@ -124,13 +129,15 @@ def update(
     scale_down_delay: DelayOpt = None,
     enable: Annotated[bool | None, Opt("--enable/--disable", help="Let the controller act on it.")] = None,
     site_template: SiteOpt = None, burst_limit: BurstOpt = None, json_: JsonFlag = False,
-    worker_shape: ShapeOpt = None,
+    worker_shape: ShapeOpt = None, headroom: HeadroomOpt = None,
 ) -> None:
     """Change a pool's policy; lowering --max drains surplus workers, never kills a running job."""
     body: dict[str, Any] = _policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime,
                                    max_boots, scale_down_delay)
     if worker_shape is not None:
         body["worker_shape"] = worker_shape
+    if headroom is not None:
+        body["headroom"] = headroom
     if template is not None:
         body["template"] = template
     if cores is not None:
