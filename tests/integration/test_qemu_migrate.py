@@ -373,7 +373,9 @@ def test_cold_migration_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hos
     # 1. the target cannot stage the disk: found only after the poweroff, so it boots again here
     with d.rest() as c:
         c.patch("/hosts/far", {"attrs": {"DATASTORE_DIR": "/proc/vocloud-cold-unwritable"}})
+    t0 = time.monotonic()
     bad = d.fails("vm", "migrate", str(vm), "far", "--cold")
+    failed_s = time.monotonic() - t0
     assert "migration failed, now RUNNING on local" in bad.err, bad.err
     assert "booted again on local" in bad.err and "/proc/vocloud-cold-unwritable" in bad.err, bad.err
     with d.rest() as c:
@@ -389,7 +391,9 @@ def test_cold_migration_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hos
     assert tap in _taps(None) and _pattern_in(local_disk, offset, 0xCD)
 
     # 2. the move
+    t0 = time.monotonic()
     out = d.ok("vm", "migrate", str(vm), "far", "--cold", "--json").json()
+    moved_s = time.monotonic() - t0
     assert out[0]["ok"] and out[0]["host"] == "far" and "migrated cold" in out[0]["message"], out
     with d.rest() as c:
         info = c.get(f"/vms/{vm}")
@@ -401,6 +405,10 @@ def test_cold_migration_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hos
     assert tap not in _guarded(None) and deploy not in _chains(None)
     assert not local_disk.parent.exists() and not run.exists()  # nothing left on the source
     assert not list(far_disk.parent.glob("*.part"))
+    with d.rest() as c:
+        steps = [f"{h['action']} +{h['time'] - info['history'][0]['time']:.1f}s: {h['message'][:90]}"
+                 for h in c.get(f"/vms/{vm}")["history"][-2:]]
+    print(f"\ncold: failed (booted again) in {failed_s:.1f} s, moved in {moved_s:.1f} s\n" + "\n".join(steps))
     with d.rest() as c:
         c.post(f"/vms/{vm}/action", {"action": "terminate-hard"})
         poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "DONE", 120, "the VM DONE")
