@@ -561,6 +561,16 @@ def test_cold_migration_refused_or_chosen_by_the_declared_capabilities(cloud: Cl
     with cloud.db.read() as s:
         row = s.get(VM, vm)
         assert row is not None and row.state == "MIGRATE" and row.hard  # the engine's "cold"
+    for _ in range(50):  # to the phase where the guest boots on the target
+        with cloud.db.read() as s:
+            row = s.get(VM, vm)
+            assert row is not None
+            if row.step_attempts >= 2:
+                break
+        rec.lifecycle_once()
+        time.sleep(0.05)
+    with pytest.raises(Conflict, match="booting on its cold migration's target"):
+        cloud.vms.action(a, vm, "terminate-hard")
     converge(rec)
     info = cloud.vms.show(a, vm)
     assert (info["state"], info["host"]) == ("RUNNING", dst), info["history"][-4:]

@@ -402,6 +402,11 @@ class VMService:
                 msg += f" to host {vm.target_host_id}" + (" (cold)" if moves_cold else "")
             elif host is not None or cold:
                 raise InvalidInput(f"--host and --cold apply to migrate only, not {action}")
+            elif vm.state == VMState.MIGRATE.value and vm.hard and vm.step_attempts >= 2:
+                # the guest boots on the target while the VM's host is still the source: a
+                # terminate now would stop nothing and leave the target's guest behind
+                raise Conflict(f"VM {vm.id} is booting on its cold migration's target; {action} "
+                               "it once the migration ends (RUNNING, within the boot timeout)")
             transition(s, vm, action, msg)
             if moves_cold:
                 vm.hard = True  # a MIGRATE asked "hard" is a cold one (engine/cold_migration.py)
