@@ -552,6 +552,12 @@ def test_cold_migration_refused_or_chosen_by_the_declared_capabilities(cloud: Cl
         cloud.vms.action(a, vm, "reboot", cold=True)
     hosts = {h["name"]: h for h in cloud.hosts.list(a)}
     assert hosts[dst]["running_vms"] == 0 and cloud.vms.show(a, vm)["state"] == "RUNNING"
+    cloud.vms.action(a, vm, "migrate", host=dst, cold_if_able=True)  # XML-RPC live=false: live here
+    with cloud.db.read() as s:
+        row = s.get(VM, vm)
+        assert row is not None and row.state == "MIGRATE" and not row.hard
+    converge(rec)
+    src, dst = dst, src
 
     cold_only = tuple(replace(i, capabilities=frozenset({Cap.DECLARED_CAPACITY, Cap.COLD_MIGRATE}))
                       if (i.role, i.name) == (Role.VMM, "sim") else i for i in BUILTIN_INFOS)
