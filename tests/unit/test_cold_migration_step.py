@@ -158,6 +158,23 @@ def test_a_target_known_away_fails_before_the_guest_is_touched() -> None:
         ("migrate_fail", "cold migration to b failed: target b does not answer: its probes fail")]
 
 
+def test_a_target_known_away_while_booting_is_still_asked_to_drop_its_guest() -> None:
+    rec = Rec({"a": DomainState.OFF, "b": DomainState.BOOTING})
+    _pass(rec, 2, target_away="its probes fail")
+    assert rec.log[:2] == ["cleanup b", "detach b +disks"]
+    assert rec.log[-1] == "deploy a /ds-a/vms/vc-7/vda" and rec.reports[0][0] == "migrate_fail"
+
+
+def test_a_target_away_while_the_guest_shuts_down_waits_for_the_guest_then_boots_it_here() -> None:
+    rec = Rec({"a": DomainState.SHUTTING_DOWN})
+    _pass(rec, 1, elapsed=3.0, target_away="its probes fail")
+    assert rec.log == [] and rec.reports == []  # the button was pressed: wait for the guest
+    rec.guests["a"] = DomainState.OFF
+    _pass(rec, 1, elapsed=4.0, target_away="its probes fail")
+    assert rec.log[-1] == "deploy a /ds-a/vms/vc-7/vda"
+    assert rec.reports[0][0] == "migrate_fail" and "b does not answer" in rec.reports[0][1]
+
+
 def test_the_target_too_slow_to_come_up_is_given_up() -> None:
     rec = Rec({"a": DomainState.OFF, "b": DomainState.BOOTING})
     _pass(rec, 2, elapsed=301.0)

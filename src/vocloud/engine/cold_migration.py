@@ -88,11 +88,15 @@ class _Move:
             self.drv.shutdown(self.ref, self.deploy_id, hard=False)
         self.bump(f"cold migration to {self.target.name}: ACPI shutdown requested on {self.host.name}")
 
-    def move_and_boot(self, elapsed: float, shutdown_timeout: float) -> None:
-        there = self.there("polling the target", lambda: self.drv.poll(self.target_ref, self.deploy_id))
-        if there.state in UP:  # a daemon restarted after booting it: phase 2 goes on
-            self.bump(f"cold migration: booting on {self.target.name}")
-            return
+    def move_and_boot(self, elapsed: float, shutdown_timeout: float, away: str = "") -> None:
+        """``away``: the target is known not to answer; it fails the move once the guest is off
+        (the power button cannot be taken back: the guest boots again here)."""
+        if not away:
+            there = self.there("polling the target",
+                               lambda: self.drv.poll(self.target_ref, self.deploy_id))
+            if there.state in UP:  # a daemon restarted after booting it: phase 2 goes on
+                self.bump(f"cold migration: booting on {self.target.name}")
+                return
         info = self.drv.poll(self.ref, self.deploy_id)
         if info.state in UP:
             if elapsed <= shutdown_timeout:
@@ -101,6 +105,8 @@ class _Move:
             self.drv.shutdown(self.ref, self.deploy_id, hard=True)
             if self.drv.poll(self.ref, self.deploy_id).state in UP:
                 raise DriverError(f"the guest on {self.host.name} did not stop")
+        if away:
+            raise DriverError(away)
         staged = self.there("staging", lambda: self.rec._staged(self.target, self.target_ref, self.spec))
         copied = 0
         if not self.shared():
@@ -186,12 +192,15 @@ def cold_migrate_step(rec: Reconciler, vm: VM, host: Host, ref: HostRef, target:
     try:
         if target.vmm != host.vmm:
             raise DriverError(f"cannot migrate from a {host.vmm} host to a {target.vmm} host")
-        if target_away:
-            raise DriverError(f"target {target.name} does not answer: {target_away}")
+        away = f"target {target.name} does not answer: {target_away}" if target_away else ""
         if phase == 0:
+            if away:
+                raise DriverError(away)
             move.power_off()
         elif phase == SHUTDOWN_SENT:
-            move.move_and_boot(elapsed, shutdown_timeout)
+            move.move_and_boot(elapsed, shutdown_timeout, away)
+        elif away:
+            raise DriverError(away)
         else:
             move.wait_up(elapsed, shutdown_timeout + boot_timeout)
     except HostUnreachable:
@@ -202,4 +211,6 @@ def cold_migrate_step(rec: Reconciler, vm: VM, host: Host, ref: HostRef, target:
             rec.cloud.vms.report(vm.id, ST, "migrate_fail",
                                  f"cold migration to {target.name} failed: {exc.message}")
             return
-        move.roll_back(exc.message, target_answers=not target_away and not move.unreachable)
+        # a target only known to be away (its last probe failed) is still asked to drop what it
+        # got: a guest left booting there would share the VM's leases with the one booted here
+        move.roll_back(exc.message, target_answers=not move.unreachable)
