@@ -31,6 +31,7 @@ from vocloud.drivers.accel import AccelProbe
 from vocloud.drivers.base import DiskSpec, DomainSpec, DomainState, HostRef, NicSpec, Transport
 from vocloud.drivers.net import BridgeDriver
 from vocloud.drivers.net.guard import TABLE, tap_elements
+from vocloud.drivers.qmp import qmp_execute
 from vocloud.drivers.transport import LocalTransport
 from vocloud.drivers.transport.ssh import SshTransport
 from vocloud.drivers.vmm.qemu import QemuDriver
@@ -76,7 +77,7 @@ def overlay(base: Path, path: Path) -> Path:
 
 
 def pattern_offset(disk: Path) -> int:
-    size = json.loads(sh("qemu-img", "info", "--output=json", str(disk)).stdout)["virtual-size"]
+    size = json.loads(sh("qemu-img", "info", "-U", "--output=json", str(disk)).stdout)["virtual-size"]
     return int(size) - PATTERN_MIB * 2**20
 
 
@@ -317,3 +318,98 @@ def test_vm_migrate_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
     # nothing of the VM's left in either host's anti-spoofing table
     assert tap not in _guarded(None) and deploy not in _chains(None), _chains(None)
     assert deploy not in _chains(remote), _chains(remote)
+
+
+# ---------------------------------------------------------------- cold migration
+
+
+def _hmp(run: Path, line: str) -> str:
+    return str(qmp_execute(str(run / "qmp.sock"), "human-monitor-command", {"command-line": line}))
+
+
+def _pattern_in(disk: Path, offset: int, fill: int) -> bool:
+    res = sh("qemu-io", "-U", "-r", "-f", "qcow2", "-c",
+             f"read -P {fill:#x} {offset} {PATTERN_MIB}M", str(disk), check=False)
+    return res.returncode == 0 and "Pattern verification failed" not in res.stdout + res.stderr
+
+
+def test_cold_migration_through_the_daemon(qemu_daemon: Daemon, netns_hosts: Hosts,
+                                           guest_image: GuestImage) -> None:
+    """``vocloud vm migrate --cold``: a target that cannot stage the disk (its datastore is not
+    writable) fails after the guest was shut down: it boots again where it was, the reason is in
+    ``vm show``, the command exits 2, nothing is left on the target. Then the real move: what was
+    written to the guest's disk is on the target's disk, the VM RUNNING there (after its ready
+    marker), its tap and rules moved, nothing left on the source."""
+    d = qemu_daemon
+    remote = netns_hosts(1)[0]
+    far_ds = d.data_dir / "far-datastore"
+    with d.rest() as c:
+        c.post("/hosts", {"name": "local", "vmm": "qemu"})
+        c.post("/hosts", {"name": "far", "vmm": "qemu", "transport": remote.transport,
+                          "attrs": {"DATASTORE_DIR": str(far_ds)}})
+        poll_until(lambda: all(h["state"] == "MONITORED" for h in c.get("/hosts")), 60, "hosts monitored")
+        default = d.data_dir / "datastores" / "default"
+        shutil.copyfile(guest_image.base_disk, default / "tiny.qcow2")
+        c.post("/images", {"name": "tiny", "path": str(default / "tiny.qcow2")})
+        c.post("/vnets", {"template": 'NAME="lan"\nBRIDGE="vcbr-cold"\nAR=[IP="10.95.0.10", SIZE="4"]\n'
+                                      'NETWORK_MASK="255.255.255.0"\n'})
+        template = (f'CPU=0.5\nVCPU=1\nMEMORY=128\nKERNEL="{guest_image.vmlinux}"\n'
+                    f'INITRD="{guest_image.initramfs}"\nKERNEL_CMD="{guest_image.cmdline}"\n'
+                    'DISK=[IMAGE="tiny", TARGET="vda"]\nNIC=[NETWORK="lan"]\n'
+                    'CONTEXT=[NETWORK="YES"]\nSCHED_REQUIREMENTS="NAME = \\"local\\""\n')
+        [vm] = c.post("/vms", {"template": template, "name": "cold"})["ids"]
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "RUNNING", 240, "the VM RUNNING")
+        info = c.get(f"/vms/{vm}")
+        deploy, lease = info["deploy_id"], info["leases"][0]["ip"]
+    tap, run = f"{deploy}-0", d.data_dir / "qemu" / deploy
+    local_disk = d.data_dir / "datastore" / "vms" / deploy / "vda.qcow2"
+    far_disk = far_ds / "vms" / deploy / "vda.qcow2"
+    offset = pattern_offset(local_disk)
+    # the guest mounts its disk read-only: write through qemu's own block layer while it runs
+    for cmd in (f"write -P 0xcd {offset} {PATTERN_MIB}M", "flush"):  # flush: the qcow2 metadata
+        _hmp(run, f'qemu-io disk-vda "{cmd}"')
+    assert _pattern_in(local_disk, offset, 0xCD)
+
+    # 1. the target cannot stage the disk: found only after the poweroff, so it boots again here
+    with d.rest() as c:
+        c.patch("/hosts/far", {"attrs": {"DATASTORE_DIR": "/proc/vocloud-cold-unwritable"}})
+    t0 = time.monotonic()
+    bad = d.fails("vm", "migrate", str(vm), "far", "--cold")
+    failed_s = time.monotonic() - t0
+    assert "migration failed, now RUNNING on local" in bad.err, bad.err
+    assert "booted again on local" in bad.err and "/proc/vocloud-cold-unwritable" in bad.err, bad.err
+    with d.rest() as c:
+        info = c.get(f"/vms/{vm}")
+        assert (info["state"], info["host"]) == ("RUNNING", "local")
+        last = info["history"][-1]
+        assert last["action"] == "migrate_fail" and "cold migration to far failed" in last["message"]
+        assert c.get("/hosts/far")["running_vms"] == 0
+        poll_until(lambda: "VOCLOUD-READY" in c.get(f"/vms/{vm}/log")["log"], 120, "the guest back")
+        c.patch("/hosts/far", {"attrs": {"DATASTORE_DIR": str(far_ds)}})
+    assert "POWEROFF" in (run / "console.prev.log").read_text()  # it was shut down, by ACPI
+    assert not (d.data_dir / "qemu" / "hosts" / "far" / deploy).exists() and tap not in _taps(remote)
+    assert tap in _taps(None) and _pattern_in(local_disk, offset, 0xCD)
+
+    # 2. the move
+    t0 = time.monotonic()
+    out = d.ok("vm", "migrate", str(vm), "far", "--cold", "--json").json()
+    moved_s = time.monotonic() - t0
+    assert out[0]["ok"] and out[0]["host"] == "far" and "migrated cold" in out[0]["message"], out
+    with d.rest() as c:
+        info = c.get(f"/vms/{vm}")
+        assert (info["state"], info["host"], info["leases"][0]["ip"]) == ("RUNNING", "far", lease)
+        assert "VOCLOUD-READY" in c.get(f"/vms/{vm}/log")["log"]  # RUNNING after the marker
+        assert c.get("/hosts/local")["running_vms"] == 0
+    assert _pattern_in(far_disk, offset, 0xCD), "what the guest's disk held did not travel"
+    assert tap in _taps(remote) and tap in _guarded(remote) and tap not in _taps(None)
+    assert tap not in _guarded(None) and deploy not in _chains(None)
+    assert not local_disk.parent.exists() and not run.exists()  # nothing left on the source
+    assert not list(far_disk.parent.glob("*.part"))
+    with d.rest() as c:
+        steps = [f"{h['action']} +{h['time'] - info['history'][0]['time']:.1f}s: {h['message'][:90]}"
+                 for h in c.get(f"/vms/{vm}")["history"][-2:]]
+    print(f"\ncold: failed (booted again) in {failed_s:.1f} s, moved in {moved_s:.1f} s\n" + "\n".join(steps))
+    with d.rest() as c:
+        c.post(f"/vms/{vm}/action", {"action": "terminate-hard"})
+        poll_until(lambda: c.get(f"/vms/{vm}")["state"] == "DONE", 120, "the VM DONE")
+    assert deploy not in _chains(remote) and not far_disk.parent.exists()

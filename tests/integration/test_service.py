@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import func, select, update
 from tests.support.helpers import admin, converge, reconciler, states, user_in
 from vocloud.core.placement import PolicyKind, SchedPolicy
 from vocloud.drivers.base import HostRef
+from vocloud.drivers.registry import BUILTIN_INFOS, Cap, DriverCatalog, Role
 from vocloud.errors import (
     Conflict,
     Forbidden,
@@ -530,3 +532,53 @@ def test_migrate_refused_before_acceptance_when_a_driver_cannot(cloud: Cloud, tm
     assert after["state"] == "RUNNING" and after["host"] == src
     hosts = {h["name"]: h for h in cloud.hosts.list(a)}
     assert hosts[dst]["running_vms"] == 0 and hosts[dst]["used_cpu"] == 0  # nothing reserved
+
+
+def test_cold_migration_refused_or_chosen_by_the_declared_capabilities(cloud: Cloud,
+                                                                        tmp_path: Path) -> None:
+    """``--cold`` needs ``cold-migrate`` on both hosts' drivers (the sim declares live only:
+    refused up front, nothing reserved); a driver that declares only ``cold-migrate`` makes
+    every migrate a cold one, which the loop carries out (shut down, booted on the target)."""
+    a = admin(cloud)
+    _hosts(cloud, 2)
+    rec, _drv = reconciler(cloud, tmp_path / "sim")
+    [vm] = cloud.vms.create(a, SMALL)
+    converge(rec)
+    src = cloud.vms.show(a, vm)["host"]
+    dst = "h2" if src == "h1" else "h1"
+    with pytest.raises(Conflict, match=r"'sim' cannot migrate a VM cold .*without --cold"):
+        cloud.vms.action(a, vm, "migrate", host=dst, cold=True)
+    with pytest.raises(InvalidInput, match="apply to migrate only"):
+        cloud.vms.action(a, vm, "reboot", cold=True)
+    hosts = {h["name"]: h for h in cloud.hosts.list(a)}
+    assert hosts[dst]["running_vms"] == 0 and cloud.vms.show(a, vm)["state"] == "RUNNING"
+    cloud.vms.action(a, vm, "migrate", host=dst, cold_if_able=True)  # XML-RPC live=false: live here
+    with cloud.db.read() as s:
+        row = s.get(VM, vm)
+        assert row is not None and row.state == "MIGRATE" and not row.hard
+    converge(rec)
+    src, dst = dst, src
+
+    cold_only = tuple(replace(i, capabilities=frozenset({Cap.DECLARED_CAPACITY, Cap.COLD_MIGRATE}))
+                      if (i.role, i.name) == (Role.VMM, "sim") else i for i in BUILTIN_INFOS)
+    cloud.vms.catalog = DriverCatalog(cold_only)
+    assert "migrate" in cloud.vms.show(a, vm)["allowed_actions"]
+    cloud.vms.action(a, vm, "migrate", host=dst)
+    with cloud.db.read() as s:
+        row = s.get(VM, vm)
+        assert row is not None and row.state == "MIGRATE" and row.hard  # the engine's "cold"
+    for _ in range(50):  # to the phase where the guest boots on the target
+        with cloud.db.read() as s:
+            row = s.get(VM, vm)
+            assert row is not None
+            if row.step_attempts >= 2:
+                break
+        rec.lifecycle_once()
+        time.sleep(0.05)
+    with pytest.raises(Conflict, match="booting on its cold migration's target"):
+        cloud.vms.action(a, vm, "terminate-hard")
+    converge(rec)
+    info = cloud.vms.show(a, vm)
+    assert (info["state"], info["host"]) == ("RUNNING", dst), info["history"][-4:]
+    assert "migrated cold" in info["history"][-1]["message"], info["history"][-1]
+    assert not (tmp_path / "sim" / src / f"{info['deploy_id']}.json").exists()

@@ -79,6 +79,7 @@ class VMAction(Strict):
     action: Short = Field(json_schema_extra=enum_of(VM_USER_ACTIONS))
     host: RefValue | None = None
     enforce: StrictBool = True
+    cold: StrictBool = False  # migrate only: shut down, move the disks, boot on the target
 
 
 class Recover(Strict):
@@ -359,7 +360,8 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.post("/vms/{vm_id}/action", responses=ok(out.VMActionResult))
     def vm_action(who: Who, vm_id: IdPath, body: VMAction) -> JSONResponse:
-        return JSONResponse(cloud.vms.action(who, vm_id, body.action, host=body.host, enforce=body.enforce))
+        return JSONResponse(cloud.vms.action(who, vm_id, body.action, host=body.host, enforce=body.enforce,
+                                                 cold=body.cold))
 
     @r.post("/vms/{vm_id}/recover", responses=ok(out.VMActionResult))
     def vm_recover(who: Who, vm_id: IdPath, body: Recover) -> JSONResponse:

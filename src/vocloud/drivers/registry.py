@@ -7,7 +7,8 @@ its STORAGE and NETWORK drivers); everything else is decided from what the drive
 
 * which storage and network drivers a host gets when it names none (a VMM's ``defaults``);
 * whether a host needs its capacity declared (``declared-capacity``: the ``sim`` VMM measures
-  nothing) or whether a VM on it can be live-migrated (``migrate``).
+  nothing) or whether a VM on it can be live-migrated (``migrate``) or moved powered off
+  (``cold-migrate``: shut down, disks copied, booted on the target).
 
 The registry itself is pure bookkeeping; factories run on first use, so a daemon that never
 boots a qemu guest never builds the qemu driver. :class:`DriverCatalog` is the read-only view the
@@ -39,7 +40,8 @@ class Cap(StrEnum):
 
     DECLARED_CAPACITY = "declared-capacity"  # VMM: measures nothing; hosts say --cpu/--memory
     REAL_GUESTS = "real-guests"  # VMM: guests are processes on the host (console, taps, disks)
-    MIGRATE = "migrate"  # VMM: a running VM can move to another host
+    MIGRATE = "migrate"  # VMM: a running VM can move to another host (live)
+    COLD_MIGRATE = "cold-migrate"  # VMM: a VM can move shut down: poweroff, disks copied, boot
     REMOTE = "remote"  # transport: reaches another machine
 
 
@@ -164,7 +166,8 @@ BUILTIN_INFOS: tuple[DriverInfo, ...] = (
     DriverInfo(Role.VMM, "sim", "simulated guests: no process, a boot delay (scale tests, demo)",
                frozenset({Cap.DECLARED_CAPACITY, Cap.MIGRATE})),
     DriverInfo(Role.VMM, "qemu", "qemu/KVM (TCG where KVM cannot run guests) on the host",
-               frozenset({Cap.REAL_GUESTS, Cap.MIGRATE}), {"storage": "qcow2", "network": "bridge"}),
+               frozenset({Cap.REAL_GUESTS, Cap.MIGRATE, Cap.COLD_MIGRATE}),
+               {"storage": "qcow2", "network": "bridge"}),
     DriverInfo(Role.VMM, "ec2", "one region of an EC2-compatible cloud (boto3): bursting, docs/bursting.md",
                frozenset({Cap.DECLARED_CAPACITY})),
     DriverInfo(Role.STORAGE, "qcow2", "qcow2 overlays on a per-host, sha256-verified base cache"),

@@ -37,6 +37,7 @@ from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine import probes
 from vocloud.engine.burst import note_bursts, place_bursting
 from vocloud.engine.cloud_leaks import LeakSweeper
+from vocloud.engine.cold_migration import cold_migrate_step
 from vocloud.engine.domain import build_spec
 from vocloud.engine.faults import FaultLog, vm_keys_alive, waiting_host
 from vocloud.engine.migration import migrate_step
@@ -264,14 +265,19 @@ class Reconciler:
                 if (i + 1) % COMMIT_CHUNK == 0:
                     self._flush_reports()
                 target = targets.get(vm.target_host_id or -1)
-                away = waiting_host(host, target, unreachable)
+                # a migration waits for its source only: a target that does not answer fails it
+                # (the guest runs on, or boots again, where it was)
+                migrating = vm.state == S.MIGRATE.value
+                away = waiting_host(host, None if migrating else target, unreachable)
                 if away is not None:  # the step is owed: carried out when the host answers (faults.py)
                     waited.add(vm.id)
                     self.faults.tell(f"vm:{vm.id}:wait", logging.INFO,
                                      f"VM {vm.id} ({vm.state}) waits for host {away[0]}: {away[1]}")
                     continue
                 try:
-                    self._step(vm, host, target, user, group, bool(is_admin))
+                    target_away = waiting_host(target, None, unreachable) if migrating else None
+                    self._step(vm, host, target, user, group, bool(is_admin),
+                               target_away[1] if target_away else "")
                 except HostUnreachable as exc:
                     assert host is not None
                     unreachable[host.id] = exc.message
@@ -290,7 +296,7 @@ class Reconciler:
         return len(rows)
 
     def _step(self, vm: VM, host: Host | None, target: Host | None, user: str, group: str,
-              site_vm: bool = False) -> None:
+              site_vm: bool = False, target_away: str = "") -> None:
         st = VMState(vm.state)
         elapsed = self.clock() - vm.state_changed_at
         report = self._report
@@ -326,7 +332,14 @@ class Reconciler:
         elif st == S.REBOOT:
             reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
                         self.cloud.vms.bump_attempt)
+        elif st == S.MIGRATE and vm.hard:  # asked --cold, or the drivers can only move it so
+            cold_migrate_step(self, vm, host, ref, target, host_ref(target) if target else None,
+                              spec, elapsed, self.settings.shutdown_timeout,
+                              self.settings.boot_timeout, target_away)
         elif st == S.MIGRATE:
+            if target_away and target is not None:
+                report(vm.id, st, "migrate_fail", f"target {target.name} does not answer: {target_away}")
+                return
             migrate_step(self, vm, host, ref, target, host_ref(target) if target else None, spec)
         elif st in (S.SAVE_SUSPEND, S.SAVE_STOP):
             try:

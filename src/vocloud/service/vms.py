@@ -379,7 +379,10 @@ class VMService:
 
     # ---------------------------------------------------------------- actions
     def action(self, actor: Actor, vm_id: int, action: str, host: int | str | None = None,
-               enforce: bool = True) -> dict[str, Any]:
+               enforce: bool = True, cold: bool = False, cold_if_able: bool = False) -> dict[str, Any]:
+        """``cold`` (migrate only): move the VM shut down (poweroff, disks copied, boot on the
+        target), refused unless both hosts' drivers declare ``cold-migrate``; ``cold_if_able``:
+        cold where both can, else live (XML-RPC's ``live=false``)."""
         if action not in VM_USER_ACTIONS:
             raise InvalidInput(f"unknown VM action {action!r}; one of: {', '.join(sorted(VM_USER_ACTIONS))}")
         if (action == "migrate" or not enforce) and not actor.is_admin:
@@ -393,12 +396,20 @@ class VMService:
             vm = find(s, VM, "VM", vm_id, lock=True)
             require(s, actor, "MANAGE", vm_ref(vm))
             msg = f"by {actor.name}"
+            moves_cold = False
             if action == "migrate":
-                self._prepare_migrate(s, vm, host, enforce)
-                msg += f" to host {vm.target_host_id}"
-            elif host is not None:
-                raise InvalidInput(f"--host applies to migrate only, not {action}")
+                moves_cold = self._prepare_migrate(s, vm, host, enforce, cold, cold_if_able)
+                msg += f" to host {vm.target_host_id}" + (" (cold)" if moves_cold else "")
+            elif host is not None or cold:
+                raise InvalidInput(f"--host and --cold apply to migrate only, not {action}")
+            elif vm.state == VMState.MIGRATE.value and vm.hard and vm.step_attempts >= 2:
+                # the guest boots on the target while the VM's host is still the source: a
+                # terminate now would stop nothing and leave the target's guest behind
+                raise Conflict(f"VM {vm.id} is booting on its cold migration's target; {action} "
+                               "it once the migration ends (RUNNING, within the boot timeout)")
             transition(s, vm, action, msg)
+            if moves_cold:
+                vm.hard = True  # a MIGRATE asked "hard" is a cold one (engine/cold_migration.py)
             return self._row(s, vm)
 
     def deploy(self, actor: Actor, vm_id: int, host: int | str, enforce: bool = False) -> dict[str, Any]:
@@ -435,7 +446,9 @@ class VMService:
             record(s, "vm", vm.id, "rename", vm.state, vm.state, f"by {actor.name}: {old} -> {name}")
             return self._row(s, vm)
 
-    def _prepare_migrate(self, s: Session, vm: VM, host: int | str | None, enforce: bool) -> None:
+    def _prepare_migrate(self, s: Session, vm: VM, host: int | str | None, enforce: bool,
+                         cold: bool = False, cold_if_able: bool = False) -> bool:
+        """Check and reserve ``vm``'s move; True when it moves cold."""
         if host is None:
             raise InvalidInput("migrate needs a target host")
         vm_next(vm.id, vm.state, "migrate")  # refuse early, before reserving anything
@@ -443,11 +456,22 @@ class VMService:
         if target.id == vm.host_id:
             raise InvalidInput(f"VM {vm.id} already runs on host {target.name}")
         source = s.get(Host, vm.host_id) if vm.host_id else None
-        for h in (source, target):
-            if h is not None and not self._can_migrate(h):
+        both = [h for h in (source, target) if h is not None]
+        live = all(self._can(h, Cap.MIGRATE) for h in both)
+        can_cold = all(self._can(h, Cap.COLD_MIGRATE) for h in both)
+        if cold and not can_cold:
+            h = next(h for h in both if not self._can(h, Cap.COLD_MIGRATE))
+            raise Conflict(f"host {h.name}'s VMM driver {h.vmm!r} cannot migrate a VM cold (it "
+                           "does not declare the 'cold-migrate' capability)"
+                           + ("; migrate it live (without --cold)" if live else ""))
+        for h in both:
+            if not self._can_migrate(h):
                 raise Conflict(f"host {h.name}'s VMM driver {h.vmm!r} cannot migrate a running VM "
-                               "(it does not declare the 'migrate' capability); poweroff the VM "
-                               "and create it again on the other host")
+                               "(it declares neither 'migrate' nor 'cold-migrate'); poweroff the "
+                               "VM and create it again on the other host")
+        if not live and not can_cold:
+            raise Conflict(f"hosts {source.name if source else '?'} and {target.name} share no way "
+                           "to migrate (one can only live, the other only cold)")
         if source is not None and source.vmm != target.vmm:
             raise Conflict(f"cannot migrate from a {source.vmm} host ({source.name}) to a "
                            f"{target.vmm} host ({target.name})")
@@ -455,10 +479,15 @@ class VMService:
             raise Conflict(f"host {target.name} is {target.state}; it takes no VMs")
         capacity.acquire_host_or_raise(s, target, vm.cpu_m, vm.memory)
         vm.target_host_id = target.id
+        return cold or not live or (cold_if_able and can_cold)
 
     def _can_migrate(self, host: Host) -> bool:
+        """Whether a VM on ``host`` can move at all (live or cold)."""
+        return self._can(host, Cap.MIGRATE) or self._can(host, Cap.COLD_MIGRATE)
+
+    def _can(self, host: Host, cap: Cap) -> bool:
         try:
-            return self.catalog.info(Role.VMM, host.vmm).can(Cap.MIGRATE)
+            return self.catalog.info(Role.VMM, host.vmm).can(cap)
         except InvalidInput:  # a host whose driver this daemon no longer offers
             return False
 

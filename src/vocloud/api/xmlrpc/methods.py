@@ -312,9 +312,11 @@ def vm_action(c: Call) -> Value:
 
 def vm_migrate(c: Call) -> Value:
     vm_id, host_id = c.id(0), c.id(1)
-    c.flag(2, False)  # live: vocloud's migrate is the VMM driver's (live where it can)
+    # live=false is OpenNebula's cold move: cold where the hosts' drivers can, else live
+    live = c.flag(2, False)
     enforce = c.flag(3, False)
-    c.cloud.vms.action(c.actor, vm_id, "migrate", host=host_id, enforce=enforce)
+    c.cloud.vms.action(c.actor, vm_id, "migrate", host=host_id, enforce=enforce,
+                       cold_if_able=not live)
     return vm_id
 
 

@@ -196,23 +196,27 @@ def migrate(
     vm_id: Annotated[int, typer.Argument(metavar="ID", help="VM ID.")],
     host: Annotated[str, typer.Argument(help="Target host name or ID.")],
     force: Annotated[bool, typer.Option(help="Also to a host that is not MONITORED.")] = False,
+    cold: Annotated[bool, typer.Option("--cold", help="Shut the guest down, move its disks, boot "
+                                                      "it on the target (also where live works).")] = False,
     wait: Annotated[bool, typer.Option(help="Wait for the outcome (exit 2 if the VM stayed where "
                                             "it was); --no-wait returns once MIGRATE began.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 900.0,
     json_: JsonFlag = False,
 ) -> None:
-    """Move a running VM to another host, live (refused up front where the host's driver cannot).
+    """Move a running VM to another host: live where both hosts' drivers can, else (or with
+    --cold) shut down, disks copied, booted there; refused up front where the drivers cannot.
 
     Waits for the outcome by default: a migration that failed leaves the VM RUNNING where it was
     with the reason, which is printed, and the exit status is 2.
     """
     if not wait:
-        _act(ctx, [str(vm_id)], "migrate", json_, host=host, enforce=not force)
+        _act(ctx, [str(vm_id)], "migrate", json_, host=host, enforce=not force, cold=cold)
         return
     client = api(ctx)
 
     def one(ref: int) -> Done:
-        client.post(f"/vms/{ref}/action", {"action": "migrate", "host": host, "enforce": not force})
+        client.post(f"/vms/{ref}/action", {"action": "migrate", "host": host, "enforce": not force,
+                                           "cold": cold})
         deadline = time.monotonic() + timeout
         row = client.get(f"/vms/{ref}")
         while row["state"] == "MIGRATE":

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 
-from vocloud.drivers.base import DiskSpec, HostRef
+from vocloud.drivers.base import DiskSpec, DomainSpec, HostRef
 from vocloud.drivers.storage.cache import FeederFactory, ImageCache
+from vocloud.drivers.storage.move import pairs
 from vocloud.drivers.storage.qimg import MIB, ImageInfo
 from vocloud.drivers.storage.runner import (
     Runner,
@@ -100,6 +101,14 @@ class LvmSnapshotDriver(StagingDriver):
                   f"{what}: cannot snapshot {self.vg}/{base_lv}")
         return DiskSpec(target=disk.target, source=device, format="raw", persistent=False,
                         size_mib=disk.size_mib, image_id=disk.image_id)
+
+    def move_disks(self, src: HostRef, src_spec: DomainSpec, dst: HostRef, dst_spec: DomainSpec) -> int:
+        """A snapshot LV is tied to its host's base LV: not moved (yet); a cold migration between
+        hosts with the lvm driver fails before the target boots, and the VM boots again where it was."""
+        if pairs(src_spec, dst_spec):
+            raise DriverError(f"{src_spec.deploy_id}: the lvm storage driver cannot move a VM's "
+                              "snapshot to another host (cold migration needs qcow2 or copy)")
+        return 0
 
     def unstage(self, host: HostRef, deploy_id: str) -> None:
         run = self.runner_for(host)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from vocloud.drivers.base import DiskSpec, DomainSpec, HostRef
 from vocloud.drivers.storage.cache import FeederFactory, ImageCache, datastore_dir
+from vocloud.drivers.storage.move import move_disks
 from vocloud.drivers.storage.qimg import ImageInfo, check_format, inspect
 from vocloud.drivers.storage.runner import Runner, RunnerFactory, absolute, check, local_only, safe_name
 from vocloud.errors import DriverError
@@ -74,6 +75,12 @@ class StagingDriver:
         run = self.runner_for(host)
         vm_dir = self.vm_dir(host, deploy_id)
         check(run, ["rm", "-rf", "--", vm_dir], f"{deploy_id}: cannot remove {vm_dir}")
+
+    def move_disks(self, src: HostRef, src_spec: DomainSpec, dst: HostRef, dst_spec: DomainSpec) -> int:
+        """Cold migration: the target's staged disks (``dst_spec``, staged by :meth:`stage` on
+        ``dst``) get what the shut-down VM's disks on ``src`` hold; the bytes copied (0 when both
+        hosts stage the same files: shared storage). See :mod:`.move`."""
+        return move_disks(self.runner_for(src), src_spec, self.runner_for(dst), dst_spec)
 
     def clone(self, run: Runner, base: ImageInfo, disk: DiskSpec, vm_dir: str, what: str,
               created: list[str]) -> DiskSpec:
