@@ -26,7 +26,8 @@ from vocloud.model.walltime import slurm_time
 
 JOB_PREFIX = "vocloud-lease-"
 #: the daemon's environment variables a lease job may see (everything else stays in the daemon)
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "SGE_ROOT", "SGE_CELL")
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "SGE_ROOT", "SGE_CELL",
+              "SGE_QMASTER_PORT", "SGE_EXECD_PORT")
 
 
 def job_name(lease_id: int) -> str:
