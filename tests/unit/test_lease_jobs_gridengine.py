@@ -58,3 +58,16 @@ def test_the_client_commands_see_the_cells_ports_and_nothing_else(
                if "=" in line)
     assert env["SGE_QMASTER_PORT"] == "6444" and env["SGE_EXECD_PORT"] == "6445"
     assert "VOCLOUD_TOKEN" not in env
+
+
+def test_qdel_of_a_finished_job_is_no_error_but_other_refusals_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real ``qdel`` of a job that has left: exit 1, the reason on *stdout*, stderr empty."""
+    qdel = tmp_path / "qdel"
+    qdel.write_text('#!/bin/sh\nif [ "$1" = 7 ]; then echo "denied: job \\"7\\" does not exist"; '
+                    'else echo "root - you do not have the necessary privileges"; fi\nexit 1\n')
+    qdel.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    GridEngineLeaseJobs().cancel("7")
+    with pytest.raises(CommandFailed, match="necessary privileges"):
+        GridEngineLeaseJobs().cancel("8")
