@@ -38,3 +38,36 @@ def test_no_jobs_asked_runs_nothing_and_the_script_is_the_shared_one() -> None:
     assert GridEngineLeaseJobs().states([]) == {}
     script = lease_script(3, "abc123", "http://10.0.0.1:8080", ["/usr/bin/python3", "-m", "x"])
     assert "abc123" not in script.split("<<")[0]  # the token only in the here-document
+
+
+def test_the_client_commands_see_the_cells_ports_and_nothing_else(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell reached through ``SGE_QMASTER_PORT``/``SGE_EXECD_PORT`` (no /etc/services entry,
+    as the real-cell test runs it) needs them passed to ``qsub``; the daemon's other variables
+    (an administrator token) stay out."""
+    qsub = tmp_path / "qsub"
+    qsub.write_text("#!/bin/sh\ncat > /dev/null\nenv > \"$0.env\"\necho 42\n")
+    qsub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("SGE_QMASTER_PORT", "6444")
+    monkeypatch.setenv("SGE_EXECD_PORT", "6445")
+    monkeypatch.setenv("VOCLOUD_TOKEN", "secret")
+    script = lease_script(3, "abc123", "http://10.0.0.1:8080", ["/usr/bin/python3"])
+    assert GridEngineLeaseJobs().submit(3, script, 3600, "lease") == "42"
+    env = dict(line.split("=", 1) for line in (tmp_path / "qsub.env").read_text().splitlines()
+               if "=" in line)
+    assert env["SGE_QMASTER_PORT"] == "6444" and env["SGE_EXECD_PORT"] == "6445"
+    assert "VOCLOUD_TOKEN" not in env
+
+
+def test_qdel_of_a_finished_job_is_no_error_but_other_refusals_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real ``qdel`` of a job that has left: exit 1, the reason on *stdout*, stderr empty."""
+    qdel = tmp_path / "qdel"
+    qdel.write_text('#!/bin/sh\nif [ "$1" = 7 ]; then echo "denied: job \\"7\\" does not exist"; '
+                    'else echo "root - you do not have the necessary privileges"; fi\nexit 1\n')
+    qdel.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    GridEngineLeaseJobs().cancel("7")
+    with pytest.raises(CommandFailed, match="necessary privileges"):
+        GridEngineLeaseJobs().cancel("8")

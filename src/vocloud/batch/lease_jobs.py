@@ -26,7 +26,8 @@ from vocloud.model.walltime import slurm_time
 
 JOB_PREFIX = "vocloud-lease-"
 #: the daemon's environment variables a lease job may see (everything else stays in the daemon)
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "SGE_ROOT", "SGE_CELL")
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "SGE_ROOT", "SGE_CELL",
+              "SGE_QMASTER_PORT", "SGE_EXECD_PORT")
 
 
 def job_name(lease_id: int) -> str:
@@ -95,7 +96,9 @@ def _run(argv: Sequence[str], env: Mapping[str, str], stdin: str | None = None,
     except subprocess.TimeoutExpired:
         raise CommandFailed(argv, f"{shlex.join(argv)}: no answer within {timeout:g} s") from None
     if proc.returncode != 0:
-        err = proc.stderr.strip()
+        # Grid Engine's clients print their errors on stdout (qdel: 'denied: job "7" does not
+        # exist', exit 1, nothing on stderr)
+        err = proc.stderr.strip() or proc.stdout.strip()
         raise CommandFailed(argv, f"{shlex.join(argv)} exited with {proc.returncode}: "
                                   f"{err or 'no output'}", returncode=proc.returncode, stderr=err)
     return proc.stdout
@@ -204,7 +207,7 @@ class GridEngineLeaseJobs:
         try:
             _run(["qdel", job_id], self.env)
         except CommandFailed as exc:  # already gone: that is what we wanted
-            if "does not exist" not in exc.stderr and "does not exist" not in str(exc):
+            if "does not exist" not in exc.stderr:
                 raise
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobView]:
