@@ -32,6 +32,7 @@ from vocloud.drivers.base import (
     NetworkDriver,
     StorageDriver,
     VMMDriver,
+    boot_many,
 )
 from vocloud.drivers.registry import DriverCatalog, HostDrivers, builtin_catalog
 from vocloud.engine import probes
@@ -71,6 +72,14 @@ class LoopSettings:
 
     def probe_delay(self, failures: int) -> float:
         return monitor_delay(failures, self.monitor_interval, self.host_backoff_max)
+
+
+@dataclass
+class _HostBoots:
+    drv: VMMDriver
+    ref: HostRef
+    name: str
+    vms: list[tuple[VM, DomainSpec, float]] = field(default_factory=list)  # vm, spec, elapsed
 
 
 def policy_from(kind: str, rank: str = "", max_dispatch: int = 0, max_host_dispatch: int = 0) -> SchedPolicy:
@@ -123,6 +132,9 @@ class Reconciler:
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
         self.leaks = LeakSweeper(self.db, clock)  # cloud instances tagged ours, unknown to the store
         self._reports: list[vm_batch.Report] | None = None  # queued during a lifecycle pass
+        #: BOOT steps queued during a lifecycle pass, per host: started host by host in one
+        #: driver call each (``_flush_boots``)
+        self._boots: dict[int, _HostBoots] | None = None
         self.faults = FaultLog(log, clock)  # each fault told once, repeats summarised (faults.py)
 
     def _host_drivers(self, host: Host) -> HostDrivers:
@@ -259,9 +271,11 @@ class Reconciler:
         unreachable: dict[int, str] = {}  # hosts found unreachable in this pass: not tried again
         waited: set[int] = set()
         self._reports = []
+        self._boots = {}
         try:
             for i, (vm, host, user, group, is_admin) in enumerate(rows):
                 if (i + 1) % COMMIT_CHUNK == 0:
+                    self._flush_boots(unreachable, waited)
                     self._flush_reports()
                 target = targets.get(vm.target_host_id or -1)
                 away = waiting_host(host, target, unreachable)
@@ -283,9 +297,11 @@ class Reconciler:
                                      f"VM {vm.id} ({vm.state}): {exc.message}")
                 except Exception:  # a bug must not stop the loop for every other VM
                     log.exception("VM %s (%s): unexpected error", vm.id, vm.state)
+            self._flush_boots(unreachable, waited)
             self._flush_reports()
         finally:
             self._reports = None
+            self._boots = None
         self.faults.close_where(vm_keys_alive({r[0].id for r in rows}, waited))
         return len(rows)
 
@@ -322,7 +338,11 @@ class Reconciler:
             except DriverError as exc:
                 report(vm.id, st, "boot_fail", exc.message)
                 return
-            self._boot(vm, drv, ref, spec, elapsed)
+            if self._boots is None:
+                self._boot(vm, drv, ref, spec, elapsed)
+            else:  # started with the host's other BOOTs of this pass, in one driver call
+                self._boots.setdefault(host.id, _HostBoots(drv, ref, host.name)).vms.append(
+                    (vm, spec, elapsed))
         elif st == S.REBOOT:
             reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
                         self.cloud.vms.bump_attempt)
@@ -345,17 +365,59 @@ class Reconciler:
             except DriverError as exc:
                 report(vm.id, st, "epilog_fail", exc.message)
 
+    def _flush_boots(self, unreachable: dict[int, str], waited: set[int]) -> None:
+        """Start the queued BOOTs, one ``boot_many`` per host (drivers/base.py): the sim driver
+        does a host's guests in one go, the others guest by guest. Each guest's answer is judged
+        exactly as ``_boot`` judges it; a host that does not answer leaves its VMs waiting."""
+        queued, self._boots = self._boots or {}, {}
+        for host_id, hb in queued.items():
+            if host_id in unreachable:
+                why = unreachable[host_id]
+                for vm, _, _ in hb.vms:
+                    waited.add(vm.id)
+                    self.faults.tell(f"vm:{vm.id}:wait", logging.INFO,
+                                     f"VM {vm.id} (BOOT) waits for host {hb.name}: {why}")
+                continue
+            try:
+                got = boot_many(hb.drv, hb.ref, [spec for _, spec, _ in hb.vms])
+            except HostUnreachable as exc:
+                unreachable[host_id] = exc.message
+                for vm, _, _ in hb.vms:
+                    waited.add(vm.id)
+                    self.faults.tell(f"vm:{vm.id}:wait", logging.INFO,
+                                     f"VM {vm.id} (BOOT) waits for host {hb.name}: {exc.message}")
+                continue
+            except DriverError as exc:  # about the whole host: each guest failed to boot
+                got = [exc] * len(hb.vms)
+            except Exception:  # a bug must not stop the loop for every other host
+                log.exception("host %s: unexpected error starting %d guests", hb.name, len(hb.vms))
+                continue
+            for (vm, _, elapsed), answer in zip(hb.vms, got, strict=True):
+                try:
+                    if isinstance(answer, DriverError):
+                        self._report(vm.id, S.BOOT, "boot_fail", answer.message)
+                    else:
+                        self._booted(vm, hb.drv, hb.ref, answer, elapsed)
+                except VocloudError as exc:
+                    self.faults.tell(f"vm:{vm.id}:step", logging.WARNING,
+                                     f"VM {vm.id} (BOOT): {exc.message}")
+                except Exception:
+                    log.exception("VM %s (BOOT): unexpected error", vm.id)
+
     def _boot(self, vm: VM, drv: VMMDriver, ref: HostRef, spec: DomainSpec, elapsed: float) -> None:
-        st = S.BOOT
+        """One VM's BOOT step outside a lifecycle pass (a pass queues them: ``_flush_boots``)."""
         try:
-            info = drv.poll(ref, vm.deploy_id)
-            if info.state in (DomainState.MISSING, DomainState.OFF):
-                info = drv.deploy(ref, spec)
-            elif info.state in (DomainState.SAVED, DomainState.PAUSED):
-                info = drv.restore(ref, spec)
+            info = boot_many(drv, ref, [spec])[0]
+            if isinstance(info, DriverError):
+                raise info
         except DriverError as exc:
-            self._report(vm.id, st, "boot_fail", exc.message)
+            self._report(vm.id, S.BOOT, "boot_fail", exc.message)
             return
+        self._booted(vm, drv, ref, info, elapsed)
+
+    def _booted(self, vm: VM, drv: VMMDriver, ref: HostRef, info: DomainInfo, elapsed: float) -> None:
+        """Judge a guest's answer to its BOOT step: running, failed, or still booting."""
+        st = S.BOOT
         if info.state == DomainState.RUNNING:
             self._report(vm.id, st, "boot_ok", f"running on {ref.name}")
         elif info.state == DomainState.FAILED:
