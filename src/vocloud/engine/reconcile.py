@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,11 +136,22 @@ class Reconciler:
         #: BOOT steps queued during a lifecycle pass, per host: started host by host in one
         #: driver call each (``_flush_boots``)
         self._boots: dict[int, _HostBoots] | None = None
+        self._pass = threading.local()  # per-pass memos of the thread running a lifecycle pass
         self.faults = FaultLog(log, clock)  # each fault told once, repeats summarised (faults.py)
 
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
-        VMM declares (drivers/registry.py); ``none`` skips the step."""
+        VMM declares (drivers/registry.py); ``none`` skips the step. Worked out once per host in
+        a lifecycle pass (from the host row that pass read), not once per VM step."""
+        memo: dict[int, HostDrivers] | None = getattr(self._pass, "drivers", None)
+        if memo is not None and host.id in memo:
+            return memo[host.id]
+        got = self._host_drivers_of(host)
+        if memo is not None:
+            memo[host.id] = got
+        return got
+
+    def _host_drivers_of(self, host: Host) -> HostDrivers:
         try:
             attrs = {k: str(v) for k, v in (host.attrs or {}).items()}
             return self.catalog.for_host(host.name, host.vmm, attrs)
@@ -272,6 +284,7 @@ class Reconciler:
         waited: set[int] = set()
         self._reports = []
         self._boots = {}
+        self._pass.drivers = {}
         try:
             for i, (vm, host, user, group, is_admin) in enumerate(rows):
                 if (i + 1) % COMMIT_CHUNK == 0:
@@ -302,6 +315,7 @@ class Reconciler:
         finally:
             self._reports = None
             self._boots = None
+            self._pass.drivers = None
         self.faults.close_where(vm_keys_alive({r[0].id for r in rows}, waited))
         return len(rows)
 

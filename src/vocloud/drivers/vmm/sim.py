@@ -61,7 +61,8 @@ class SimDriver:
 
     def _load(self, path: Path) -> dict[str, Any] | None:
         try:
-            return dict(json.loads(path.read_text()))
+            with open(path, "rb") as f:
+                return dict(json.loads(f.read()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -130,11 +131,13 @@ class SimDriver:
         d = self._reachable(host)
         try:
             present = set(os.listdir(d))
-        except FileNotFoundError:
+        except FileNotFoundError:  # the host directory was removed behind our back
+            d.mkdir(parents=True, exist_ok=True)
             present = set()
         boot_delay = self._delay(host, "SIM_BOOT_DELAY", self.boot_delay)
         shutdown_delay = self._delay(host, "SIM_SHUTDOWN_DELAY", self.shutdown_delay)
         now = self.clock()
+        ddir = str(d)
         out: list[DomainInfo | DriverError] = []
         for spec in specs:
             try:
@@ -148,7 +151,13 @@ class SimDriver:
                        "cpu": spec.cpu, "memory": spec.memory_mib, "boot_delay": boot_delay,
                        "shutdown_delay": shutdown_delay, "mode": (spec.sim_boot or "ok").lower(),
                        "boots": 1}
-                self._save(d / name, doc)
+                tmp = os.path.join(ddir, spec.deploy_id + ".tmp")  # what _save does, minus pathlib
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, json.dumps(doc).encode())
+                finally:
+                    os.close(fd)
+                os.replace(tmp, os.path.join(ddir, name))
                 out.append(self._info(host, spec.deploy_id, doc))
             except HostUnreachable:
                 raise
@@ -228,13 +237,19 @@ class SimDriver:
     def monitor(self, host: HostRef) -> HostInfo:
         d = self._reachable(host)  # once per probe: one directory scan, one read per guest
         domains: dict[str, DomainInfo] = {}
-        for path in sorted(d.glob("*.json")):
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+        except FileNotFoundError:
+            names = []
+        for name in names:  # plain names, not Path objects: 10,000 guests per pass at scale
+            path = d / name
             doc = self._load(path)
-            info = self._info(host, path.stem, doc)
+            stem = name[:-5]
+            info = self._info(host, stem, doc)
             if info.state == DomainState.MISSING and doc is not None:
                 path.unlink(missing_ok=True)  # a finished shutdown, as poll() does
             if info.state != DomainState.MISSING:
-                domains[path.stem] = info
+                domains[stem] = info
         try:
             total_cpu = float(host.attrs.get("TOTAL_CPU", "0"))
             total_mem = int(float(host.attrs.get("TOTAL_MEM", "0")))
