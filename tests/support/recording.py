@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
-from vocloud.errors import DriverError
 from vocloud.drivers.vmm.sim import SimDriver
+from vocloud.errors import DriverError
 
 
 class RecordingSimDriver(SimDriver):

@@ -77,7 +77,8 @@ def insert_events(s: Session, rows: list[dict[str, Any]]) -> None:
     """Many event rows in one Core executemany (the ORM's bulk insert spent more time preparing
     rows than the database spent storing them)."""
     if rows:
-        s.connection().execute(insert(Event.__table__), rows)
+        t: Table = Event.__table__  # type: ignore[assignment]
+        s.connection().execute(insert(t), rows)
 
 
 def apply_reports(s: Session, reports: Sequence[Report], at: float,
