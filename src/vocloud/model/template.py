@@ -788,7 +788,9 @@ def _parse_simple(text: str) -> Template | None:
         if key in attrs:
             return None
         attrs[key] = m.group(2)
-    return Template(attrs)
+    t = Template()
+    t.attrs = attrs  # what the constructor would store: the regex admits only valid keys, str values
+    return t
 
 
 def _parse_one(text: str, source: str) -> Template:
