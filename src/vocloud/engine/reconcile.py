@@ -139,6 +139,16 @@ class Reconciler:
         self._pass = threading.local()  # per-pass memos of the thread running a lifecycle pass
         self.faults = FaultLog(log, clock)  # each fault told once, repeats summarised (faults.py)
 
+    def _ref(self, host: Host) -> HostRef:
+        """``host_ref(host)``, made once per host in a lifecycle pass (from the row it read)."""
+        refs: dict[int, HostRef] | None = getattr(self._pass, "refs", None)
+        if refs is None:
+            return host_ref(host)
+        ref = refs.get(host.id)
+        if ref is None:
+            ref = refs[host.id] = host_ref(host)
+        return ref
+
     def _host_drivers(self, host: Host) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
         VMM declares (drivers/registry.py); ``none`` skips the step. Worked out once per host in
@@ -275,6 +285,7 @@ class Reconciler:
         self._reports = []
         self._boots = {}
         self._pass.drivers = {}
+        self._pass.refs = {}  # one HostRef per host per pass, not one per VM step
         try:
             for i, (vm, host, user, group, is_admin) in enumerate(rows):
                 if (i + 1) % COMMIT_CHUNK == 0:
@@ -306,6 +317,7 @@ class Reconciler:
             self._reports = None
             self._boots = None
             self._pass.drivers = None
+            self._pass.refs = None
         self.faults.close_where(vm_keys_alive({r[0].id for r in rows}, waited))
         return len(rows)
 
@@ -353,7 +365,7 @@ class Reconciler:
             report(vm.id, st, RECOVER_FAIL.get(st, "boot_fail"), "VM has no host")
             return
         drv = self._driver(host.vmm)
-        ref = host_ref(host)
+        ref = self._ref(host)
         if st in _BUILDS_CONTEXT:
             resolver = (self.secrets.read if site_vm
                         else admitted_only(self.secrets.read, vm.id, vm.site_secrets or ""))
