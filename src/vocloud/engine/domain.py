@@ -69,7 +69,7 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
     return replace(spec, context=dict(spec.context)) if spec.context else spec
 
 
-@functools.lru_cache(maxsize=32768)
+@functools.lru_cache(maxsize=16384)
 def _cached(vm_id: int, deploy_id: str, name: str, cpu_m: int, vcpu: int | None, memory: int,
             template: str, user: str, group: str) -> tuple[DomainSpec, bool]:
     spec = _build(vm_id, deploy_id, name, cpu_m, vcpu, memory, template, user, group, None)
