@@ -205,3 +205,41 @@ def test_monitor_pass_over_many_hosts_with_one_failing(cloud: Cloud, tmp_path: P
     (tmp_path / "sim" / hname / f"{deploy_id}.json").unlink()
     rec.monitor_once(force=True)
     assert _vm_states(cloud, [victim])[victim] == "POWEROFF"
+
+
+def test_boots_go_host_by_host_and_an_unreachable_host_only_delays_its_own(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """The lifecycle starts a host's BOOTs in one driver call (``boot_many``): each guest is
+    judged on its own (a crash fails only that VM), a host that does not answer leaves exactly
+    its VMs in BOOT (owed, not failed), and a later pass starts them, each guest once."""
+    from vocloud.drivers.base import HostRef
+
+    a = admin(cloud)
+    cloud.hosts.create_many(a, [HostSpec(f"b{i}", cpu=4, memory=4096) for i in range(3)])
+    rec, drv = reconciler(cloud, tmp_path / "sim")
+    rec.monitor_once(force=True)
+    ids = cloud.vms.create(a, "CPU=1\nMEMORY=256\n", count=9)
+    [bad] = cloud.vms.create(a, "CPU=1\nMEMORY=256\nSIM_BOOT=fail\n")
+    rec.schedule_once()
+    rec.lifecycle_once()  # PROLOG -> BOOT
+    assert set(_vm_states(cloud, [*ids, bad]).values()) == {"BOOT"}
+    with cloud.db.read() as s:
+        where = dict(s.execute(select(VM.id, VM.host_id).where(VM.id.in_([*ids, bad]))).all())
+    down = next(h for h in (_host(cloud, f"b{i}") for i in range(3))
+                if h.id != where[bad] and h.id in where.values())
+    drv.set_reachable(HostRef(down.id, down.name, "sim"), False)
+    rec.lifecycle_once()
+    st = _vm_states(cloud, [*ids, bad])
+    assert st[bad] == "BOOT_FAILURE"
+    for i in ids:
+        assert st[i] == ("BOOT" if where[i] == down.id else "RUNNING"), (i, st[i])
+    assert any(where[i] == down.id for i in ids)
+    drv.set_reachable(HostRef(down.id, down.name, "sim"), True)
+    rec.lifecycle_once()
+    assert set(_vm_states(cloud, ids).values()) == {"RUNNING"}
+    guests = list((tmp_path / "sim").glob("*/*.json"))
+    # nine guests, each started once (the crashed one was removed when it failed)
+    assert len(guests) == 9 and all('"boots": 1' in g.read_text() for g in guests)
+    with cloud.db.read() as s:
+        booted = s.scalar(select(func.count()).select_from(Event).where(Event.action == "boot_ok"))
+    assert booted == 9

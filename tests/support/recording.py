@@ -3,10 +3,12 @@ would hold, so tests can see which secrets reached which VM."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from vocloud.drivers.base import DomainInfo, DomainSpec, HostRef
 from vocloud.drivers.vmm.sim import SimDriver
+from vocloud.errors import DriverError
 
 
 class RecordingSimDriver(SimDriver):
@@ -19,3 +21,8 @@ class RecordingSimDriver(SimDriver):
     def deploy(self, host: HostRef, spec: DomainSpec) -> DomainInfo:
         self.contexts[spec.vm_id] = dict(spec.context)
         return super().deploy(host, spec)
+
+    def deploy_many(self, host: HostRef, specs: Sequence[DomainSpec]) -> list[DomainInfo | DriverError]:
+        for spec in specs:  # the lifecycle starts a host's guests in one call (drivers/base.py)
+            self.contexts[spec.vm_id] = dict(spec.context)
+        return super().deploy_many(host, specs)

@@ -15,9 +15,12 @@ Rules every driver keeps, because the reconcile loops depend on them:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
+
+from vocloud.errors import DriverError, HostUnreachable
 
 
 class DomainState(StrEnum):
@@ -143,6 +146,52 @@ class VMMDriver(Protocol):
     def monitor(self, host: HostRef) -> HostInfo: ...
 
     def console(self, host: HostRef, deploy_id: str, max_bytes: int = 65536) -> str: ...
+
+
+@runtime_checkable
+class BulkBoot(Protocol):
+    """Optional: start many guests on one host in one call (the sim driver: one directory scan
+    and one file per guest instead of a poll, a read and a write each). Same rules as ``deploy``,
+    per guest: idempotent, non-blocking; a guest already there is returned as it is (a SAVED or
+    PAUSED one too: the caller restores it). One answer per spec, in order: its info, or the
+    :class:`DriverError` that guest met. Raises :class:`HostUnreachable` (or a DriverError about
+    the whole host) when nothing could be done on the host."""
+
+    def deploy_many(self, host: HostRef, specs: Sequence[DomainSpec]) -> list[DomainInfo | DriverError]: ...
+
+
+def boot_many(drv: VMMDriver, host: HostRef,
+              specs: Sequence[DomainSpec]) -> list[DomainInfo | DriverError]:
+    """Bring ``specs`` up on ``host``: for each guest, poll; start it if MISSING or OFF; restore it
+    if SAVED or PAUSED. Through ``deploy_many`` when the driver has it (then a SAVED or PAUSED
+    guest it returns is restored one by one), else guest by guest, the drivers' default (qemu,
+    ssh, cloud). A :class:`HostUnreachable` is raised, never returned: nothing more is tried on
+    that host in this call."""
+    bulk = drv.deploy_many(host, specs) if isinstance(drv, BulkBoot) else None
+    out: list[DomainInfo | DriverError] = []
+    for i, spec in enumerate(specs):
+        try:
+            if bulk is not None:
+                got = bulk[i]
+                if isinstance(got, HostUnreachable):
+                    raise got
+                if isinstance(got, DriverError) or got.state not in (DomainState.SAVED,
+                                                                     DomainState.PAUSED):
+                    out.append(got)
+                    continue
+                out.append(drv.restore(host, spec))
+                continue
+            info = drv.poll(host, spec.deploy_id)
+            if info.state in (DomainState.MISSING, DomainState.OFF):
+                info = drv.deploy(host, spec)
+            elif info.state in (DomainState.SAVED, DomainState.PAUSED):
+                info = drv.restore(host, spec)
+            out.append(info)
+        except HostUnreachable:
+            raise
+        except DriverError as exc:
+            out.append(exc)
+    return out
 
 
 class StorageDriver(Protocol):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 from vocloud.drivers.base import DiskSpec, DomainSpec, NicSpec
-from vocloud.model.secret_refs import Resolver, substitute
+from vocloud.model.secret_refs import SECRET_REF, Resolver, substitute
 from vocloud.model.template import Template, parse_template
 from vocloud.store.schema import VM
 
@@ -53,8 +54,31 @@ def _parsed(vm_id: int, text: str) -> Template:
 
 def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None = None) -> DomainSpec:
     """``secrets``: how ``$SECRET[name]`` in CONTEXT is resolved; ``None`` leaves it as written
-    (for the steps that never build a context seed)."""
-    t = _parsed(vm.id, vm.template) if vm.template else None
+    (for the steps that never build a context seed).
+
+    Built once per VM, not once per step: the spec is a pure function of the VM's columns read
+    here and the user and group names, so it is cached on exactly those (a changed template,
+    name or size builds it again). A spec whose CONTEXT refers to a secret is the exception when
+    ``secrets`` is given: it is built afresh each time, so a changed or withdrawn secret counts.
+    Specs are frozen; the context dict of a cached one is copied for each caller."""
+    spec, has_secrets = _cached(vm.id, vm.deploy_id, vm.name, vm.cpu_m, vm.vcpu, vm.memory,
+                                vm.template, user, group)
+    if has_secrets and secrets is not None:
+        return _build(vm.id, vm.deploy_id, vm.name, vm.cpu_m, vm.vcpu, vm.memory, vm.template,
+                      user, group, secrets)
+    return replace(spec, context=dict(spec.context)) if spec.context else spec
+
+
+@functools.lru_cache(maxsize=16384)
+def _cached(vm_id: int, deploy_id: str, name: str, cpu_m: int, vcpu: int | None, memory: int,
+            template: str, user: str, group: str) -> tuple[DomainSpec, bool]:
+    spec = _build(vm_id, deploy_id, name, cpu_m, vcpu, memory, template, user, group, None)
+    return spec, any(SECRET_REF.search(v) for v in spec.context.values())
+
+
+def _build(vm_id: int, deploy_id: str, name: str, cpu_m: int, vcpu: int | None, memory: int,
+           template: str, user: str, group: str, secrets: Resolver | None) -> DomainSpec:
+    t = _parsed(vm_id, template) if template else None
     disks: list[DiskSpec] = []
     nics: list[NicSpec] = []
     context: dict[str, str] = {}
@@ -74,7 +98,7 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
                                 bridge=n.get("BRIDGE"),
                                 vlan_id=int(n["VLAN_ID"]) if n.get("VLAN_ID", "").isdigit() else None,
                                 phydev=n.get("PHYDEV", "")))
-        env = {"VMID": str(vm.id), "NAME": vm.name}
+        env = {"VMID": str(vm_id), "NAME": name}
         if nics:
             env.update(IP=nics[0].ip, MAC=nics[0].mac, NETWORK=nics[0].network)
         ctx = t.vector("CONTEXT") or {}
@@ -85,8 +109,8 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
             for key, value in eth_variables(nic_vectors).items():
                 context.setdefault(key, value)
         if ctx:
-            context.setdefault("VMID", str(vm.id))
-            context.setdefault("NAME", vm.name)
+            context.setdefault("VMID", str(vm_id))
+            context.setdefault("NAME", name)
             if user:
                 context.setdefault("USER", user)
             if group:
@@ -94,9 +118,9 @@ def build_spec(vm: VM, user: str = "", group: str = "", secrets: Resolver | None
         # the stored template is written only by the service (after its checks): trusted
         typed = {field: t.get(key) for field, key in _TYPED.items()}
     return DomainSpec(
-        vm_id=vm.id, deploy_id=vm.deploy_id or f"vc-{vm.id}", name=vm.name,
-        cpu=vm.cpu_m / 1000, vcpu=vm.vcpu or max(1, math.ceil(vm.cpu_m / 1000)),
-        memory_mib=vm.memory, disks=tuple(disks), nics=tuple(nics), context=context,
+        vm_id=vm_id, deploy_id=deploy_id or f"vc-{vm_id}", name=name,
+        cpu=cpu_m / 1000, vcpu=vcpu or max(1, math.ceil(cpu_m / 1000)),
+        memory_mib=memory, disks=tuple(disks), nics=tuple(nics), context=context,
         kernel=typed.get("kernel"), initrd=typed.get("initrd"), kernel_cmd=typed.get("kernel_cmd"),
         machine=typed.get("machine"), accel=typed.get("accel"),
         ready_marker=typed.get("ready_marker"), virtfs=typed.get("virtfs"),
