@@ -244,7 +244,7 @@ class VMService:
             tmpl = merge_site(tmpl, site)
             admitted += [n for n in names_in((site.vector("CONTEXT") or {}).values())
                          if n not in admitted]
-        spec = VMTemplate.from_template(tmpl)
+        spec = own if site is None else VMTemplate.from_template(tmpl)  # the same text: typed once
         for label, expr_text, compile_fn in (
             ("SCHED_REQUIREMENTS", spec.requirements, compile_requirements),
             ("SCHED_RANK", spec.rank, compile_rank),
