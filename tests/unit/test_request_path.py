@@ -3,7 +3,9 @@ group commit, the SQLite writers' lock across processes, the prebuilt quota char
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
 import threading
 import time
 from collections import Counter
@@ -17,7 +19,7 @@ from vocloud.service import capacity
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
-from vocloud.store.db import Database, WriterLock
+from vocloud.store.db import Database
 from vocloud.store.schema import AuditRow, Quota
 
 
@@ -110,11 +112,12 @@ def test_writers_of_two_processes_queue_on_the_file_lock(tmp_path: Path) -> None
     assert lock is not None  # nested in one thread: the file lock is taken once, kept to the end
     assert lock.acquire(1) and lock.acquire(1)
     lock.release()
-    other = WriterLock(tmp_path / "vocloud.db-wlock")
-    assert other._flock(0.05) is False  # still held by the outer acquire
+    fd = os.open(tmp_path / "vocloud.db-wlock", os.O_RDWR)
+    with pytest.raises(BlockingIOError):  # still held by the outer acquire
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     lock.release()
-    assert other._flock(0.05) is True
-    other.close()
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+    os.close(fd)
     db.dispose()
 
 

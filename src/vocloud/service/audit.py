@@ -131,16 +131,21 @@ class AuditService:
 
     def _write_queued(self, mine: _Pending) -> None:
         """Write what is queued (``mine`` among it), then let the next waiter write the rest."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
+        batch: list[_Pending] = []
         try:
             with self.db.write() as s:
+                # taken once the writer lock is held: what queued while waiting for it goes too
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
                 s.execute(insert(AuditRow), [p.row for p in batch])
                 at = batch[-1].row["time"]
                 if self.retention_days > 0 and at - self._pruned_at > PRUNE_EVERY:
                     self._pruned_at = at
                     s.execute(delete(AuditRow).where(AuditRow.time < at - self.retention_days * 86400))
         except Exception:  # the calls already happened: never turn them into failures
+            if not batch:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
             log.exception("could not write %d audit record(s), the first of %s by %s", len(batch),
                           batch[0].row["action"], batch[0].row["user_name"])
         for p in batch:

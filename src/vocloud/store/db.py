@@ -14,7 +14,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +59,9 @@ def _sqlite_setup(engine: Engine) -> None:
 class WriterLock:
     """SQLite's writers queue: the threads of this process on a reentrant lock, and the
     processes on one file (a daemon's ``api_workers``, the CLI) on an flock of ``<db>-wlock``,
-    polled every few ms where SQLite's busy handler sleeps up to 100 ms between tries."""
+    where SQLite's busy handler sleeps up to 100 ms between tries. Two Database objects on one
+    file in one process are two writers too: a thread must not nest their write transactions
+    (SQLite itself would refuse the inner one after its busy timeout)."""
 
     def __init__(self, path: Path | None) -> None:
         self._threads = threading.RLock()
@@ -91,9 +92,9 @@ class WriterLock:
                 self._fd = -1
 
     def _flock(self, timeout: float) -> bool:
-        """False if there is no lock file (SQLite's busy timeout decides alone), or after
-        ``timeout``: a writer of this process on another Database of the same file must not
-        hang this one forever."""
+        """False if there is no lock file (SQLite's busy timeout decides alone). Waits in the
+        kernel (which wakes a waiter at each unlock: polling let the threads of the process
+        holding it take it again and again before another process's next try)."""
         if self._path is None:
             return False
         if self._fd < 0:
@@ -102,17 +103,8 @@ class WriterLock:
             except OSError:  # a read-only directory
                 self._path = None
                 return False
-        deadline = time.monotonic() + timeout
-        pause = 0.0005
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(pause)
-                pause = min(pause * 2, 0.004)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return True
 
 
 class Database:
