@@ -19,6 +19,10 @@ Figures, each printed next to its baseline:
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_scale [--db sqlite|postgres|both] [--rest]
         [--sim-files tmpfs|disk]
+        [--workers N] [--baseline-src /work/main/src]
+
+``--baseline-src`` runs the REST load first on a daemon of another checkout's code (the main
+branch: the same-run baseline), then on this code with one API process, then with ``--workers``.
 """
 
 from __future__ import annotations
@@ -293,23 +297,51 @@ async def rest_load(d: BenchDaemon, clients: int, duration: float) -> dict[str, 
             **{f"{op}_n": len(v) for op, v in lat.items()}}
 
 
-def run_rest(kind: str, clients: int, duration: float) -> dict[str, Any]:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its child processes (the daemon's ``api_workers``)."""
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
+             src: str | None = None, label: str = "") -> dict[str, Any]:
+    """The REST mix against a daemon with ``workers`` API processes, running the code in
+    ``src`` (another checkout's ``src``: the baseline of the same run) or this one."""
+    env = daemon_env("")
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-rest-") as tmp, \
             store_url(kind, Path(tmp)) as url:
         data_dir = Path(tmp)
         fill_store(data_dir, 0, url=url)
-        with bench_daemon(data_dir, env_extra=daemon_env(url)) as d:
+        env["VOCLOUD_DB_URL"] = url
+        if workers > 1:
+            env["VOCLOUD_API_WORKERS"] = str(workers)
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join([src, str(Path(__file__).resolve().parents[1])])
+        with bench_daemon(data_dir, env_extra=env) as d:
             with client(d) as c:
                 for i in range(20):
                     c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
-            cpu0 = cpu_seconds(d.pid)
+            time.sleep(3.0 if workers > 1 else 0.0)  # the API workers finish starting
+            cpu0, mine0 = tree_cpu_seconds(d.pid), time.process_time()
             out = asyncio.run(rest_load(d, clients, duration))
-            out["daemon_cpu_ms_per_request"] = (cpu_seconds(d.pid) - cpu0) * 1000 / max(out["requests"], 1)
+            n = max(out["requests"], 1)
+            out["daemon_cpu_ms_per_request"] = (tree_cpu_seconds(d.pid) - cpu0) * 1000 / n
+            out["client_cpu_ms_per_request"] = (time.process_time() - mine0) * 1000 / n
         out["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         db = Database(url)
         out["invariants"] = check_invariants(db)
         db.dispose()
     out["db"] = kind
+    out["config"] = label or (f"{workers} API process{'es' if workers > 1 else ''}"
+                              + (f", code from {src}" if src else ""))
     return out
 
 
@@ -333,6 +365,7 @@ def report(results: list[dict[str, Any]]) -> None:
                   f"{r['monitor_s']:9.2f}s {'<1s':>10}")
             print(f"  invariants: {r['invariants']}")
         else:
+            print(f"-- {r['config']}")
             print(f"{'50 clients x create/list/terminate, req/s':48} {db:9} {r['rps']:10.0f} "
                   f"{'>=500':>10} {'88':>12}  (issue)")
             print(f"{'  p99 latency':48} {db:9} {r['p99_ms']:8.0f}ms {'<250ms':>10} "
@@ -340,7 +373,8 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  {r['requests']} requests, {r['errors']} errors {r['first_errors']}; p99 create "
                   f"{r['create_p99_ms']:.0f} / list {r['list_p99_ms']:.0f} / terminate "
                   f"{r['terminate_p99_ms']:.0f} ms; invariants: {r['invariants']}")
-            print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms; machine load "
+            print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms (all its processes), "
+                  f"load generator {r['client_cpu_ms_per_request']:.1f} ms; machine load "
                   f"average at the end: {r['load']}")
 
 
@@ -357,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--sim-files", choices=["tmpfs", "disk"], default="tmpfs",
                     help="where the sim driver keeps its guest files (see sim_root)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="REST: API processes of the daemon (setting api_workers)")
+    ap.add_argument("--baseline-src", default=None,
+                    help="REST: first run the same load on the daemon of this src directory "
+                    "(e.g. /work/main/src), one API process: the same-run baseline")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -366,7 +405,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_vms(kind, args.hosts, args.vms, args.batch, args.baseline_hosts,
                                    args.sim_files))
         if args.rest:
-            results.append(run_rest(kind, args.clients, args.duration))
+            if args.baseline_src:
+                results.append(run_rest(kind, args.clients, args.duration, 1, args.baseline_src,
+                                        f"baseline: {args.baseline_src}, 1 API process"))
+                results.append(run_rest(kind, args.clients, args.duration, 1))
+            if args.workers > 1 or not args.baseline_src:
+                results.append(run_rest(kind, args.clients, args.duration, args.workers))
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:

@@ -76,6 +76,9 @@ class Settings:
     ssh_known_hosts: str = ""
     # PostgreSQL connection pool size per daemon
     db_pool: int = 10
+    # processes serving the API on the one port (the first also runs the loops; the others
+    # serve requests only). More than 1 uses more cores; docs/performance.md
+    api_workers: int = 1
     # Grid Engine: the hosts-format file worker names are written to ("" = DNS names them)
     sge_hosts_file: str = ""
     # lvm storage driver: the volume group ("" = the lvm driver is not offered)
@@ -199,6 +202,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if not 0 < out.host_backoff_max <= 86400:
         raise InvalidInput(f"setting host_backoff_max: {out.host_backoff_max:g} s is out of range "
                            "(more than 0, at most 86400; the default is 300)")
+    if not 1 <= out.api_workers <= 64:
+        raise InvalidInput(f"setting api_workers: {out.api_workers} is out of range (1 to 64; "
+                           "the default is 1)")
     if not 1024 <= out.max_request_bytes <= 1 << 30:
         raise InvalidInput(f"setting max_request_bytes: {out.max_request_bytes} is out of range "
                            "(1024 to 1073741824 bytes; the default is 1048576)")

@@ -10,9 +10,11 @@ docs/ha.md).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hmac
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,9 +104,12 @@ def _new_cloud(db: Database, settings: Settings, catalog: DriverCatalog | None, 
     return cloud
 
 
-def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tuple[Database, Cloud]:
+def open_store(settings: Settings, catalog: DriverCatalog | None = None,
+               api_worker: bool = False) -> tuple[Database, Cloud]:
     """Open (and migrate) the store; create the admin user on first start. Front-ends of one
-    PostgreSQL store start one at a time and must share their key file and shared dir (ha.md)."""
+    PostgreSQL store start one at a time and must share their key file and shared dir (ha.md).
+    ``api_worker``: an extra API process of a running daemon (``api_workers``): its parent
+    already migrated the store and may be receiving uploads, so only stale ones are swept."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.shared_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url, pool_size=settings.db_pool)
@@ -116,7 +122,7 @@ def open_store(settings: Settings, catalog: DriverCatalog | None = None) -> tupl
         token = cloud.accounts.bootstrap()
         # <data_dir>/datastores/default, 0700 (docs/images.md); on PostgreSQL another front-end
         # may be uploading: only stale partial uploads are swept (docs/ha.md)
-        cloud.datastores.ensure_default(0.0 if db.is_sqlite else STALE_UPLOAD_S)
+        cloud.datastores.ensure_default(0.0 if db.is_sqlite and not api_worker else STALE_UPLOAD_S)
     if token is not None:
         path = settings.data_dir / TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -246,13 +252,7 @@ def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry) -> Ca
     return controller.reconcile_once
 
 
-def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
-    """The app, what runs the loops (SQLite: the loops under the store lease; PostgreSQL: the
-    leader election, which runs them while this front-end leads) and the service."""
-    registry = build_registry(settings)
-    db, cloud = open_store(settings, registry.catalog())
-    started = time.time()
-    metrics = Metrics(cloud.db)
+def _reconcilers(settings: Settings, registry: DriverRegistry) -> Callable[[Cloud], Reconciler]:
     loop_settings = LoopSettings(
         policy=policy_from(settings.sched_policy, settings.sched_rank, settings.max_dispatch,
                            settings.max_host_dispatch),
@@ -265,6 +265,42 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
         return Reconciler(c, registry.lazy(Role.VMM), loop_settings,
                           storage=registry.lazy(Role.STORAGE), networks=registry.lazy(Role.NETWORK),
                           secrets=SecretDir(settings.secrets_path), catalog=registry.catalog())
+
+    return reconciler_on
+
+
+def _wire_app(settings: Settings, registry: DriverRegistry, db: Database, cloud: Cloud,
+              metrics: Metrics, me: Identity, role: Callable[[], str], started: float,
+              lifespan: Callable[[Any], Any]) -> Any:
+    """Every front-end on one app (the same in the leader process and in ``api_workers``)."""
+    cloud.set_console_reader(_reconcilers(settings, registry)(cloud).console)  # any front-end reads consoles
+    app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
+    occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
+    app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
+    app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
+    app.mount("/ec2", create_ec2_app(cloud, settings.max_request_bytes))  # EC2 Query API (docs/ec2.md)
+    # operations (docs/operations.md): accounting and audit routes, /metrics, audit front-end tag
+    app.include_router(ops_router())
+    # who serves this store and who leads (docs/ha.md)
+    app.include_router(status_router(FrontendService(lambda: describe(db, me, role(), started))))
+    app.state.host_leases, _ = host_leases.wire(settings, cloud)  # docs/host-leases.md
+    app.include_router(host_leases_router())
+    # image distribution by a fan-out tree (docs/image-distribution.md)
+    app.state.distributions = distribution.wire(settings, cloud.db, registry)
+    app.include_router(distributions_router())
+    app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
+    app.add_middleware(FrontendTag)
+    return app
+
+
+def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
+    """The app, what runs the loops (SQLite: the loops under the store lease; PostgreSQL: the
+    leader election, which runs them while this front-end leads) and the service."""
+    registry = build_registry(settings)
+    db, cloud = open_store(settings, registry.catalog())
+    started = time.time()
+    metrics = Metrics(cloud.db)
+    reconciler_on = _reconcilers(settings, registry)
 
     def loops_on(store: Database, lease: StoreLease | None = None) -> Loops:
         """One term's loops: a fresh service on ``store`` (a leader's: fenced, engine/leader.py),
@@ -308,24 +344,29 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
                     log.exception("could not release the store lease")
             cloud.db.dispose()
 
-    cloud.set_console_reader(reconciler_on(cloud).console)  # any front-end reads consoles
-    app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
-    occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
-    app.include_router(xmlrpc_router(settings.max_request_bytes))  # OpenNebula XML-RPC, /RPC2
-    app.mount("/ui", dashboard())  # the web dashboard: static files (docs/operations-ui.md)
-    app.mount("/ec2", create_ec2_app(cloud, settings.max_request_bytes))  # EC2 Query API (docs/ec2.md)
-    # operations (docs/operations.md): accounting and audit routes, /metrics, audit front-end tag
-    app.include_router(ops_router())
-    # who serves this store and who leads (docs/ha.md)
-    app.include_router(status_router(FrontendService(lambda: describe(db, me, role(), started))))
-    app.state.host_leases, _ = host_leases.wire(settings, cloud)  # docs/host-leases.md
-    app.include_router(host_leases_router())
-    # image distribution by a fan-out tree (docs/image-distribution.md)
-    app.state.distributions = distribution.wire(settings, cloud.db, registry)
-    app.include_router(distributions_router())
-    app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
-    app.add_middleware(FrontendTag)
+    app = _wire_app(settings, registry, db, cloud, metrics, me, role, started, lifespan)
     return app, runner, cloud
+
+
+def build_api_worker(settings: Settings) -> tuple[Any, Cloud]:
+    """The app of one extra API process (``api_workers`` > 1): every front-end on the same
+    store, and no loops: those run in the daemon's first process only (its store lease on
+    SQLite, its election on PostgreSQL), which started this one."""
+    registry = build_registry(settings)
+    db, cloud = open_store(settings, registry.catalog(), api_worker=True)
+    started = time.time()
+    me = Identity.here(str(settings.data_dir.resolve()))
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            cloud.db.dispose()
+
+    app = _wire_app(settings, registry, db, cloud, Metrics(cloud.db), me, lambda: "api-worker",
+                    started, lifespan)
+    return app, cloud
 
 
 #: libraries that log every connection and command at INFO (asyncssh logged the whole QMP helper
@@ -344,6 +385,59 @@ def _exit_cleanly(_sig: int, _frame: Any) -> None:
     raise SystemExit(0)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this process when its parent dies (even by kill -9), so an API worker
+    never outlives the daemon that holds the store lease and runs the loops."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent still stops its workers
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise SystemExit(0)
+
+
+def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
+    """One extra API process (``api_workers``): the same front-ends on the same listening
+    socket (the kernel spreads the connections), no loops."""
+    _die_with_parent(parent)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries(settings.log_level)
+    os.umask(0o077)
+    app, _cloud = build_api_worker(settings)
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
+                            timeout_graceful_shutdown=10)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def start_api_workers(settings: Settings, sock: socket.socket) -> list[BaseProcess]:
+    """``api_workers - 1`` more processes serving ``sock`` (started, not forked: the daemon
+    has threads and open store connections by now)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[BaseProcess] = []
+    for i in range(settings.api_workers - 1):
+        p = ctx.Process(target=_api_worker, args=(settings, sock, os.getpid()),
+                        name=f"vocloud-api-{i + 1}", daemon=False)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def stop_api_workers(procs: list[BaseProcess], timeout: float = 15.0) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: uvicorn's graceful shutdown
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -352,6 +446,7 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     filemodes.secure(settings)  # fixes looser modes, logs them; FileModeError: exit 2
     lock = _lock(settings.data_dir)
+    workers: list[BaseProcess] = []
     try:
         _check_port(settings.host, settings.port)
         app, _loops, _cloud = build(settings)
@@ -362,7 +457,15 @@ def serve(settings: Settings) -> None:
         # handlers turn that into a clean exit status 0 after the shutdown has completed.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _exit_cleanly)
-        uvicorn.Server(config).run()
+        if settings.api_workers > 1:
+            # one listening socket, several processes accepting on it (docs/performance.md):
+            # this one also runs the loops; the others serve requests only
+            sock = config.bind_socket()
+            workers = start_api_workers(settings, sock)
+            uvicorn.Server(config).run(sockets=[sock])
+        else:
+            uvicorn.Server(config).run()
         log.info("vocloud stopped")
     finally:
+        stop_api_workers(workers)
         lock.close()

@@ -23,10 +23,11 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from vocloud.errors import Forbidden, InvalidInput, VocloudError
 from vocloud.service.accounting import parse_time
@@ -79,31 +80,84 @@ def _object(kind: str, name: str, args: tuple[Any, ...], result: Any) -> str:
     return kind
 
 
+class _Pending:
+    """One audit record waiting for the group commit."""
+
+    __slots__ = ("done", "lead", "row")
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+        self.done = threading.Event()
+        self.lead = False  # woken to write the queue, not because it was written
+
+
 class AuditService:
     def __init__(self, db: Database, retention_days: float = 365.0) -> None:
         self.db = db
         #: records older than this many days are pruned; 0 keeps them forever (set by app/)
         self.retention_days = retention_days
         self._pruned_at = 0.0
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
 
     # ---------------------------------------------------------------- the hook
     def record(self, actor: Actor, action: str, obj: str = "", result: str = "ok",
                message: str = "", frontend: str | None = None) -> None:
-        """Write one record (its own transaction: a refused call is recorded too). Front-ends
-        never need to call this; it is public for calls that bypass the services."""
+        """Write one record (committed before this returns; not in the call's own transaction,
+        so a refused call is recorded too). Front-ends never need to call this; it is public
+        for calls that bypass the services.
+
+        Group commit: records of concurrent calls are written together, one transaction for
+        all of them (the first caller writes while the others wait, then hands the pen to the
+        next waiter), so 50 concurrent clients do not queue 50 times on the store's writer
+        lock for their audit records alone."""
         at = now()
+        row = {"time": at, "user_id": actor.user_id, "user_name": actor.name[:128],
+               "group_id": actor.group_id,
+               "frontend": (FRONTEND.get() if frontend is None else frontend)[:16],
+               "action": action[:64], "obj": obj[:160], "result": result[:32],
+               "message": message[:500]}
+        mine = _Pending(row)
+        with self._queue_lock:
+            self._queue.append(mine)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            mine.done.wait()
+            if not mine.lead:
+                return
+        self._write_queued(mine)
+
+    def _write_queued(self, mine: _Pending) -> None:
+        """Write what is queued (``mine`` among it), then let the next waiter write the rest."""
+        batch: list[_Pending] = []
         try:
             with self.db.write() as s:
-                s.add(AuditRow(time=at, user_id=actor.user_id, user_name=actor.name[:128],
-                               group_id=actor.group_id,
-                               frontend=(FRONTEND.get() if frontend is None else frontend)[:16],
-                               action=action[:64], obj=obj[:160], result=result[:32],
-                               message=message[:500]))
+                # taken once the writer lock is held: what queued while waiting for it goes too
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                s.execute(insert(AuditRow), [p.row for p in batch])
+                at = batch[-1].row["time"]
                 if self.retention_days > 0 and at - self._pruned_at > PRUNE_EVERY:
                     self._pruned_at = at
                     s.execute(delete(AuditRow).where(AuditRow.time < at - self.retention_days * 86400))
-        except Exception:  # the call itself already happened: never turn it into a failure
-            log.exception("could not write the audit record of %s by %s", action, actor.name)
+        except Exception:  # the calls already happened: never turn them into failures
+            if not batch:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+            log.exception("could not write %d audit record(s), the first of %s by %s", len(batch),
+                          batch[0].row["action"], batch[0].row["user_name"])
+        for p in batch:
+            if p is not mine:
+                p.done.set()
+        with self._queue_lock:
+            if self._queue:
+                nxt = self._queue[0]
+                nxt.lead = True
+                nxt.done.set()
+            else:
+                self._writing = False
 
     def wrap(self, kind: str, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         action = f"{kind}.{name}"

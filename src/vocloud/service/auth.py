@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Unauthorized
@@ -122,10 +122,17 @@ class BearerTokens:
         if len(token) > MAX_TOKEN or not token.isascii() or not token.isprintable():
             raise Unauthorized("invalid token")
         digest = hash_token(token)
-        user = session.scalars(select(User).where(User.token_hash == digest)).first()
-        if user is None or not hmac.compare_digest(user.token_hash, digest):
+        row = session.execute(_BY_TOKEN, {"digest": digest}).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
             raise Unauthorized("invalid token")
-        return actor_of(user)
+        if not row.enabled:
+            raise Unauthorized(f"user {row.name} is disabled")
+        return Actor(row.id, row.name, row.group_id, row.is_admin)
+
+
+#: Every request's lookup, built once and column-only (no ORM object per request).
+_BY_TOKEN = (select(User.id, User.name, User.group_id, User.is_admin, User.enabled, User.token_hash)
+             .where(User.token_hash == bindparam("digest")).limit(1))
 
 
 def user_with_token(session: Session, name: str, token: str, mismatch: str) -> Actor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
@@ -116,30 +116,44 @@ def ensure_quota(session: Session, scope: str, scope_id: int) -> None:
         session.flush()
 
 
+#: The conditional charge, built once (it runs twice per VM create: building the expression
+#: tree each time cost more CPU than executing it).
+_CHARGE = (
+    update(Quota)
+    .where(Quota.scope == bindparam("q_scope"))
+    .where(Quota.scope_id == bindparam("q_scope_id"))
+    .where((Quota.vms_limit < 0) | (Quota.vms_used + bindparam("q_vms") <= Quota.vms_limit))
+    .where((Quota.cpu_m_limit < 0) | (Quota.cpu_m_used + bindparam("q_cpu_m") <= Quota.cpu_m_limit))
+    .where((Quota.mem_limit < 0) | (Quota.mem_used + bindparam("q_mem") <= Quota.mem_limit))
+    .values(
+        vms_used=Quota.vms_used + bindparam("q_vms"),
+        cpu_m_used=Quota.cpu_m_used + bindparam("q_cpu_m"),
+        mem_used=Quota.mem_used + bindparam("q_mem"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def charge_quota(session: Session, scope: str, scope_id: int, name: str,
                  vms: int, cpu_m: int, mem: int) -> None:
-    """Add usage if it stays within every limit, else raise QuotaExceeded naming the limit."""
-    ensure_quota(session, scope, scope_id)
-    stmt = (
-        update(Quota)
-        .where(Quota.scope == scope)
-        .where(Quota.scope_id == scope_id)
-        .where((Quota.vms_limit < 0) | (Quota.vms_used + vms <= Quota.vms_limit))
-        .where((Quota.cpu_m_limit < 0) | (Quota.cpu_m_used + cpu_m <= Quota.cpu_m_limit))
-        .where((Quota.mem_limit < 0) | (Quota.mem_used + mem <= Quota.mem_limit))
-        .values(
-            vms_used=Quota.vms_used + vms,
-            cpu_m_used=Quota.cpu_m_used + cpu_m,
-            mem_used=Quota.mem_used + mem,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    res: CursorResult[tuple[()]] = session.execute(stmt)  # type: ignore[assignment]
+    """Add usage if it stays within every limit, else raise QuotaExceeded naming the limit.
+    The charge is tried first; only when it does not apply is the row looked at (a missing
+    row is created, unlimited, and the charge tried again)."""
+    params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
+    res: CursorResult[tuple[()]] = session.execute(_CHARGE, params)  # type: ignore[assignment]
     if res.rowcount == 1:
         return
     q = session.scalars(
         select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)
-    ).one()
+    ).first()
+    if q is None:
+        ensure_quota(session, scope, scope_id)
+        res = session.execute(_CHARGE, params)  # type: ignore[assignment]
+        if res.rowcount == 1:
+            return
+        q = session.scalars(
+            select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)
+        ).one()
     session.refresh(q)
     parts = []
     if q.vms_limit >= 0 and q.vms_used + vms > q.vms_limit:

@@ -10,6 +10,7 @@ layer uses conditional updates and row locks, which are correct on both database
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -55,6 +56,57 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+class WriterLock:
+    """SQLite's writers queue: the threads of this process on a reentrant lock, and the
+    processes on one file (a daemon's ``api_workers``, the CLI) on an flock of ``<db>-wlock``,
+    where SQLite's busy handler sleeps up to 100 ms between tries. Two Database objects on one
+    file in one process are two writers too: a thread must not nest their write transactions
+    (SQLite itself would refuse the inner one after its busy timeout)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.RLock()
+        self._path = path
+        self._fd = -1
+        self._depth = 0  # nested holds by the owning thread: the flock is taken once
+        self._flocked = False
+
+    def acquire(self, timeout: float) -> bool:
+        if not self._threads.acquire(timeout=timeout):
+            return False
+        if self._depth == 0:
+            self._flocked = self._flock(timeout)
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._flocked:
+            self._flocked = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd >= 0 and self._depth == 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _flock(self, timeout: float) -> bool:
+        """False if there is no lock file (SQLite's busy timeout decides alone). Waits in the
+        kernel (which wakes a waiter at each unlock: polling let the threads of the process
+        holding it take it again and again before another process's next try)."""
+        if self._path is None:
+            return False
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # a read-only directory
+                self._path = None
+                return False
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return True
+
+
 class Database:
     """An engine plus the two transaction kinds the service layer uses."""
 
@@ -77,7 +129,12 @@ class Database:
             kwargs["max_overflow"] = 20
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)
-        self._write_lock = threading.RLock() if self.is_sqlite else None
+        lock_path: Path | None = None
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:" and not path.startswith("file:"):
+                lock_path = Path(path + "-wlock")
+        self._write_lock = WriterLock(lock_path) if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_setup(self.engine)
 
@@ -88,7 +145,8 @@ class Database:
         On SQLite this process's writers queue on one lock before ``BEGIN IMMEDIATE``: SQLite
         admits one writer at a time anyway, and a writer that finds the database locked polls
         with sleeps of up to 100 ms (its busy handler), which under 50 concurrent API clients
-        made the slowest requests wait seconds. Other processes still meet the busy timeout.
+        made the slowest requests wait seconds. Other processes queue on a file lock
+        (:class:`WriterLock`).
         """
         if self._write_lock is None:
             with self._write() as session:
@@ -119,3 +177,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()

@@ -1,0 +1,113 @@
+"""Profile the REST mix inside one process (docs/performance.md, "REST request path").
+
+The daemon's own app (``app.daemon.build``: every front-end, the loops running) on a temporary
+SQLite store with 20 sim hosts, driven through ``httpx.ASGITransport`` by 50 concurrent clients
+of bench_scale's mix (create / list / terminate). With ``--inline`` (default) the route handlers
+and dependencies run on the event loop instead of the threadpool, so that cProfile, which sees
+one thread, sees the whole request path; the profile measures that thread's CPU time. Prints
+req/s and CPU per request, writes the profile (``--out``). Bounded; no network at all.
+
+    PYTHONPATH=src .venv/bin/python -m bench.profile_rest [--seconds 20] [--no-inline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TEMPLATE = "CPU=1\nMEMORY=512\n"
+
+
+async def _worker(ac: httpx.AsyncClient, stop_at: float, lat: dict[str, list[float]],
+                  errors: list[str], rng: random.Random) -> None:
+    mine: list[int] = []
+    while time.perf_counter() < stop_at:
+        r = rng.random()
+        if r < 0.4 or not mine:
+            op, req = "create", ac.post("/vms", json={"template": TEMPLATE, "name": "load"})
+        elif r < 0.7:
+            op, req = "list", ac.get("/vms", params={"limit": 100})
+        else:
+            op, req = "terminate", ac.post(f"/vms/{mine.pop(0)}/action", json={"action": "terminate"})
+        t = time.perf_counter()
+        resp = await req
+        lat[op].append(time.perf_counter() - t)
+        if resp.status_code >= 400:
+            errors.append(resp.text[:200])
+        elif op == "create":
+            mine.extend(resp.json()["ids"])
+
+
+async def _run(app: Any, runner: Any, token: str, seconds: float, out: str) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://profile/api/v1",
+                                 headers={"Authorization": f"Bearer {token}"}) as ac:
+        for i in range(20):
+            (await ac.post("/hosts", json={"name": f"r{i}", "vmm": "sim", "cpu": 8,
+                                           "memory": 65536})).raise_for_status()
+        runner.start()
+        lat: dict[str, list[float]] = {"create": [], "list": [], "terminate": []}
+        errors: list[str] = []
+        warm = time.perf_counter() + 3
+        await asyncio.gather(*(_worker(ac, warm, lat, errors, random.Random(100 + i)) for i in range(50)))
+        lat = {k: [] for k in lat}
+        prof = cProfile.Profile(time.thread_time)
+        t0, c0 = time.perf_counter(), time.process_time()
+        prof.enable()
+        stop = time.perf_counter() + seconds
+        await asyncio.gather(*(_worker(ac, stop, lat, errors, random.Random(i)) for i in range(50)))
+        prof.disable()
+        elapsed = time.perf_counter() - t0
+        n = sum(map(len, lat.values()))
+        print(f"{n} requests in {elapsed:.1f} s = {n / elapsed:.0f} req/s; process CPU "
+              f"{1000 * (time.process_time() - c0) / max(n, 1):.2f} ms per request (client, "
+              f"server and loops); errors {len(errors)} {errors[:2]}")
+        for op, v in lat.items():
+            v.sort()
+            if v:
+                print(f"  {op}: {len(v)}, p50 {1000 * v[len(v) // 2]:.1f} ms")
+        runner.join()
+        prof.dump_stats(out)
+        print(f"profile: {out} (python -m pstats {out})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--no-inline", action="store_true", help="keep FastAPI's threadpool")
+    ap.add_argument("--out", default="rest.prof")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="vocloud-profile-rest-"))
+    os.environ.update({"VOCLOUD_HOME": str(tmp), "VOCLOUD_LOG_LEVEL": "warning",
+                       "VOCLOUD_SIM_BOOT_DELAY": "0", "VOCLOUD_SIM_SHUTDOWN_DELAY": "0",
+                       "VOCLOUD_SCHEDULER_INTERVAL": "0.2", "VOCLOUD_LIFECYCLE_INTERVAL": "0.2",
+                       "VOCLOUD_MONITOR_INTERVAL": "3600"})
+    if not args.no_inline:
+        import fastapi.dependencies.utils
+        import fastapi.routing
+
+        async def inline(func: Any, *a: Any, **k: Any) -> Any:
+            return func(*a, **k)
+
+        fastapi.routing.run_in_threadpool = inline  # type: ignore[attr-defined]
+        fastapi.dependencies.utils.run_in_threadpool = inline  # type: ignore[attr-defined]
+    from vocloud.app.daemon import build
+    from vocloud.config import load_settings
+
+    app, runner, _cloud = build(load_settings())
+    token = (tmp / "admin.token").read_text().strip()
+    asyncio.run(_run(app, runner, token, args.seconds, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
