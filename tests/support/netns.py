@@ -325,6 +325,8 @@ def remove_stale_labs() -> None:
 
 
 _session_lab: NetnsLab | None = None
+_session_users = 0  # netns_lab instances set up and not yet torn down
+_session_ssh: SshTransport | None = None
 
 
 @pytest.fixture(scope="session")
@@ -332,10 +334,11 @@ def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsLab]:
     """The session's lab, shared by every module that imports the fixture.
 
     A fixture imported into several test modules gets one definition (and one instance) per
-    module, so the lab itself is kept at module level here: all of them share it, and the first
-    teardown at session end closes it (closing again is a no-op).
+    module, so the lab itself is kept at module level here: all of them share it, and the last
+    teardown at session end closes it. (Closing at the first one left the other modules'
+    ``lab_ssh`` closing connections to namespaces already gone: 10-20 s each, 278 s in CI.)
     """
-    global _session_lab
+    global _session_lab, _session_users, _session_ssh
     if _session_lab is None or _session_lab.closed:
         lab = NetnsLab(tmp_path_factory.mktemp("netns"))
         try:
@@ -346,10 +349,16 @@ def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsLab]:
                 pytest.fail(str(exc))
             pytest.skip(str(exc))
         _session_lab = lab
+    _session_users += 1
     try:
         yield _session_lab
     finally:
-        _session_lab.close()
+        _session_users -= 1
+        if _session_users == 0:
+            if _session_ssh is not None:
+                _session_ssh.close()
+                _session_ssh = None
+            _session_lab.close()
 
 
 @pytest.fixture(scope="session")
@@ -365,10 +374,9 @@ def netns_hosts(netns_lab: NetnsLab) -> Callable[[int], list[NetnsHost]]:
 
 
 @pytest.fixture(scope="session")
-def lab_ssh(netns_lab: NetnsLab) -> Iterator[SshTransport]:
-    """One SSH transport for the session, trusting the lab's host keys."""
-    transport = netns_lab.ssh_transport()
-    try:
-        yield transport
-    finally:
-        transport.close()
+def lab_ssh(netns_lab: NetnsLab) -> SshTransport:
+    """One SSH transport for the session, trusting the lab's host keys; closed with the lab."""
+    global _session_ssh
+    if _session_ssh is None:
+        _session_ssh = netns_lab.ssh_transport()
+    return _session_ssh

@@ -169,9 +169,16 @@ class SshTransport:
         conns, self._conns = list(self._conns.values()), {}
         for c in conns:
             c.conn.close()
-        for c in conns:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(c.conn.wait_closed(), 5)
+        # together, 5 s at most: a host that vanished (its namespace deleted, a partition)
+        # never takes the disconnect message, so its socket is aborted instead of flushed
+        waits = [asyncio.ensure_future(c.conn.wait_closed()) for c in conns]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=5)
+            for c, w in zip(conns, waits, strict=True):
+                if w in pending:
+                    w.cancel()
+                    with contextlib.suppress(Exception):
+                        c.conn.abort()
 
     def forget(self, host: HostRef) -> None:
         """Drop the cached connection to ``host`` (after its sshd or keys changed)."""
