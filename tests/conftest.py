@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,27 @@ def cloud(db: Database) -> Cloud:
     c = Cloud(db)
     c.accounts.bootstrap()
     return c
+
+
+
+# Session teardown is charged to the last test in --durations (278 s once, cause unknown then):
+# slow session or module fixture teardowns are named in the terminal summary.
+_finalized_at = [0.0]
+_slow_teardowns: list[str] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    _finalized_at[0] = time.monotonic()
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    now = time.monotonic()
+    if fixturedef.scope in ("session", "package", "module") and now - _finalized_at[0] > 5.0:
+        _slow_teardowns.append(f"{fixturedef.argname} ({fixturedef.scope}, "
+                               f"{request.node.nodeid}): {now - _finalized_at[0]:.1f} s")
+    _finalized_at[0] = now
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _slow_teardowns:
+        terminalreporter.write_line(f"slow teardown: {line}")
