@@ -53,8 +53,8 @@ pool's demand and capacity are counted in cores (``_absorb_cores``), and the old
 VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
 at any level. Around it, EASY's rules across pools: other wide jobs are booted for when all
 their VMs fit (``_backfill_wide``); while the reservation waits for busy VMs to free, the free
-capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``); its drains
-take the VM that frees soonest. A site of ``fixed`` pools plans as before.
+capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``), wide ones
+too when all their VMs fit; its drains take the VM that frees soonest. A site of ``fixed`` pools plans as before.
 
 ``PoolPolicy.headroom`` keeps spare workers beyond the queue's need (a fraction of the busy
 ones), booted ahead of demand and kept from the idle timeout (``_draft``).
