@@ -54,7 +54,8 @@ VMs holds the site's reservation (``_reserving``): served first, it may take cap
 at any level. Around it, EASY's rules across pools: other wide jobs are booted for when all
 their VMs fit (``_backfill_wide``); while the reservation waits for busy VMs to free, the free
 capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``), wide ones
-too when all their VMs fit; its drains take the VM that frees soonest. A site of ``fixed`` pools plans as before.
+too when all their VMs fit; its drains take the VM that frees soonest. A site of ``fixed``
+pools plans as before.
 
 ``PoolPolicy.headroom`` keeps spare workers beyond the queue's need (a fraction of the busy
 ones), booted ahead of demand and kept from the idle timeout (``_draft``).
