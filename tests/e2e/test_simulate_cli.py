@@ -14,6 +14,8 @@ from vocloud.cli.main import run
 from vocloud.sim.synth import bursty, swf_line, swf_text
 
 LPC = Path(__file__).resolve().parents[3] / "shared" / "traces" / "LPC-EGEE-2004-1.2-cln.swf.gz"
+SDSC = LPC.with_name("SDSC-SP2-1998-4.2-cln.swf.gz")
+SDSC = SDSC if SDSC.exists() else Path("/work/shared/traces/SDSC-SP2-1998-4.2-cln.swf.gz")  # worktrees
 
 
 def vocloud(*args: str) -> subprocess.CompletedProcess[str]:
@@ -112,3 +114,26 @@ def test_scale_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: s
     if mode == "compress":
         assert doc["trace"]["last_submit"] - doc["trace"]["first_submit"] == 3800 / 2
     assert all(s["conservation_ok"] for s in doc["scenarios"].values())
+
+
+@pytest.mark.skipif(not SDSC.exists(), reason="SDSC-SP2 trace not present")
+def test_sdsc_slice_with_default_options_writes_every_figure(tmp_path: Path) -> None:
+    """A parallel trace as a user runs it (issue 17): default options, progress bar on, parallel
+    scenario workers; every runnable job runs in every scenario, the recorded row follows the
+    physical one, the summary names the model's known differences, and the progress says how far
+    past the last arrival a scenario ran (the tail where a saturated elastic run spends minutes)."""
+    out = tmp_path / "report"
+    proc = vocloud("simulate", str(SDSC), "--limit", "1000", "--report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:5] == ["physical", "recorded (trace)", "static", "elastic"], rows
+    assert "after the last arrival" in proc.stderr
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["trace"]["recorded"]["wait_mean_s"] > 0
+    for name, s in doc["scenarios"].items():
+        assert s["conservation_ok"] and s["runnable_never_ran"] == 0 and not s["incomplete"], name
+        assert s["jobs_completed"] == s["jobs_runnable"] == 939, name
+    summary = (out / "summary.md").read_text()
+    assert "## Known differences of the model" in summary and "physical vs the machine" in summary
+    for name in ("queue_vs_pool.png", "utilization.png", "wait_cdf.png"):
+        assert (out / name).stat().st_size > 0, name

@@ -191,3 +191,26 @@ def test_headroom_boots_ahead_of_demand_and_keeps_spares_from_the_idle_timeout()
     for bad in (-0.1, 11.0):
         with pytest.raises(InvalidInput, match="headroom"):
             pol(headroom=bad)
+
+
+def test_wide_jobs_that_end_before_the_reservation_backfill_while_it_waits() -> None:
+    # 4 hosts: atlas holds 2 busy 8-core VMs (ending in 2 h), 2 hosts are free. cms' 24-core job
+    # holds the reservation and cannot start before atlas' VMs free. lhcb's 16-core job spans two
+    # VMs: with a 1-hour limit it ends before the reservation's start and gets both VMs now (EASY
+    # backfill); with a 10-hour limit it would delay the reservation and waits. Before this, no
+    # wide job but the reservation's got a VM while the reservation waited: on the whole SDSC-SP2
+    # the queue diverged (docs/simulator.md).
+    pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 7200)), Pool(pol("cms")),
+             Pool(pol("lhcb"))]
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384), (8, 16384)), host_shape=HOST)
+    short = [PendingJob("short", "lhcb", 16, 100, 3600, 20.0)]
+    p = plan(by_vo(jobs("cms", 1, cores=24, t=10.0) + short), pools, host, NOW)
+    assert boots(p, "cms") == [] and [(b.count, b.cores) for b in boots(p, "lhcb")] == [(2, 8)]
+    assert any("reservation" in n for n in p.notes)
+    long = [PendingJob("long", "lhcb", 16, 100, 36000, 20.0)]
+    p = plan(by_vo(jobs("cms", 1, cores=24, t=10.0) + long), pools, host, NOW)
+    assert boots(p, "lhcb") == [] and boots(p, "cms") == []
+    # the reservation's start unknown (busy_until not reported): no backfill, as for lending
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, None))
+    p = plan(by_vo(jobs("cms", 1, cores=24, t=10.0) + short), pools, host, NOW)
+    assert boots(p, "lhcb") == []

@@ -53,8 +53,9 @@ pool's demand and capacity are counted in cores (``_absorb_cores``), and the old
 VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
 at any level. Around it, EASY's rules across pools: other wide jobs are booted for when all
 their VMs fit (``_backfill_wide``); while the reservation waits for busy VMs to free, the free
-capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``); its drains
-take the VM that frees soonest. A site of ``fixed`` pools plans as before.
+capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``), wide ones
+too when all their VMs fit; its drains take the VM that frees soonest. A site of ``fixed``
+pools plans as before.
 
 ``PoolPolicy.headroom`` keeps spare workers beyond the queue's need (a fraction of the busy
 ones), booted ahead of demand and kept from the idle timeout (``_draft``).
@@ -199,7 +200,8 @@ class _Demand:
     unfit_notes: tuple[str, ...]
     oldest_wide: float | None = None  # submit time of the oldest job spanning several VMs
     wide_cores: int = 0  # cores of the jobs spanning several VMs
-    wide: tuple[tuple[float, int], ...] = ()  # (submit time, cores) of those jobs, oldest first
+    #: (submit time, cores, time limit in s) of those jobs, oldest first
+    wide: tuple[tuple[float, int, int], ...] = ()
 
 
 _NO_DEMAND = _Demand(0, 0, (), 0, 0, ())
@@ -210,15 +212,15 @@ class _Jobs:
     """One VO's pending jobs reduced to what planning reads: per shape, not per job.
 
     ``shapes``: (cores, MiB) -> jobs; ``oldest``: cores -> the oldest submit time among jobs of
-    that width; ``multi``: (submit time, cores) of every job wider than one core, oldest first
-    (the candidates for spanning VMs, see :func:`_backfill_wide`). Built in one pass over the
+    that width; ``multi``: (submit time, cores, time limit in s) of every job wider than one core,
+    oldest first (the candidates for spanning VMs, see :func:`_backfill_wide`). Built in one pass over the
     jobs; a queue that has not changed since the last plan is not walked again (:func:`_jobs`).
     """
 
     shapes: tuple[tuple[tuple[int, int], int], ...]
     oldest: Mapping[int, float]
     widest: int
-    multi: tuple[tuple[float, int], ...]
+    multi: tuple[tuple[float, int, int], ...]
 
 
 _NO_JOBS = _Jobs((), {}, 0, ())
@@ -230,7 +232,7 @@ _JOBS_CACHE_MAX = 1024
 def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
     shapes: Counter[tuple[int, int]] = Counter()
     oldest: dict[int, float] = {}
-    multi: list[tuple[float, int]] = []
+    multi: list[tuple[float, int, int]] = []
     for j in jobs:
         cores = j.cores if j.cores > 1 else 1
         shapes[(cores, j.memory_mib)] += 1
@@ -239,7 +241,7 @@ def _summarize(jobs: Iterable[PendingJob]) -> _Jobs:
         if o is None or t < o:
             oldest[cores] = t
         if cores > 1:
-            multi.append((t, cores))
+            multi.append((t, cores, j.walltime_s))
     if not shapes:
         return _NO_JOBS
     multi.sort()
@@ -331,7 +333,7 @@ def _demand(summary: _Jobs, policy: PoolPolicy) -> _Demand:
     if too_much_memory:
         unfit_notes.append(f"{_plural(too_much_memory, 'job')} need up to {top_memory} MiB, more than a "
                            f"{vm_mem} MiB VM: not booted for")
-    wide: tuple[tuple[float, int], ...] = ()
+    wide: tuple[tuple[float, int, int], ...] = ()
     oldest_wide = None
     if wide_cores:
         oldest_wide = min(t for c, t in summary.oldest.items() if c > vm_cores)
@@ -852,7 +854,8 @@ def _share(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft | None =
 BACKFILL_DEPTH = 100
 
 
-def _backfill_wide(drafts: Sequence[_PoolDraft], site: _Site, now: float) -> list[str]:
+def _backfill_wide(drafts: Sequence[_PoolDraft], site: _Site, now: float,
+                   horizon: float = math.inf) -> list[str]:
     """Boot for jobs spanning VMs in the pools that do not hold the reservation (EASY backfill).
 
     Without this only the reserving pool boots for its wide jobs, so a site whose VOs mostly
@@ -863,10 +866,17 @@ def _backfill_wide(drafts: Sequence[_PoolDraft], site: _Site, now: float) -> lis
     delayed (it was served first, and this runs only when it got everything it asked for), and
     a pool's own limits (max, boot rate, image backoff) still hold. A job the site cannot take
     whole waits, as before, for its turn at the reservation.
+
+    ``horizon`` (finite while the reservation still waits for its cores, see :func:`_lend`):
+    only jobs whose time limit ends within it are candidates, EASY's rule that a backfilled job
+    must not delay the reservation; their VMs are idle, and drained for it, by its start. Without
+    this, no job spanning VMs but the reservation's got a VM while the reservation collected
+    (hours at a time), and on SDSC-SP2, where 70 % of the jobs span VMs, the queue diverged.
     """
     cands = sorted((t, d.policy.vo, cores, i) for i, d in enumerate(drafts)
                    if d.demand.wide and len(d.resumes) + d.granted >= d.needed
-                   for t, cores in d.demand.wide[int(d.reserved):BACKFILL_DEPTH])[:BACKFILL_DEPTH]
+                   for t, cores, wall in d.demand.wide[int(d.reserved):BACKFILL_DEPTH]
+                   if wall <= horizon)[:BACKFILL_DEPTH]
     blocked: dict[int, int] = {}  # pool -> fewest new VMs that did not fit (capacity only shrinks)
     allowed: dict[int, int] = {}
     jobs: Counter[int] = Counter()
@@ -935,7 +945,18 @@ def _shadow(drafts: Sequence[_PoolDraft], first: _PoolDraft, free_cores: int, no
     return math.inf
 
 
-def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: float) -> list[str] | None:
+def _lend_horizon(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: float) -> float | None:
+    """Seconds from ``now`` within which lent capacity must come free (``_lend``), or ``None``
+    when nothing is lent: the site can serve the reservation now, or its start is near or
+    unknown."""
+    if site.fits(first.shape, first.want):
+        return None
+    horizon = _shadow(drafts, first, site.cores, now) - now - LEND_MARGIN_S
+    return horizon if 0 < horizon < math.inf else None
+
+
+def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: float,
+          horizon: float | None = None) -> list[str] | None:
     """EASY backfilling across pools while the reservation waits for its cores.
 
     Without it, every core that frees goes to the reserving pool at once and stands idle there
@@ -950,10 +971,9 @@ def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: flo
     serve the reservation now, or its start is near or unknown (the caller splits the site as
     usual, the reservation first).
     """
-    if site.fits(first.shape, first.want):
-        return None
-    horizon = _shadow(drafts, first, site.cores, now) - now - LEND_MARGIN_S
-    if not 0 < horizon < math.inf:
+    if horizon is None:
+        horizon = _lend_horizon(drafts, site, first, now)
+    if horizon is None:
         return None
     saved = [(d.want, d.min_deficit) for d in drafts]
     lent = False
@@ -1210,11 +1230,14 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
         d.queue = q
     first = drafts[held] if held is not None and drafts[held].want > 0 else None
     room = _Site(site, drafts)
-    notes = _lend(drafts, room, first, now) if first is not None else None
+    horizon = _lend_horizon(drafts, room, first, now) if first is not None else None
+    notes = _lend(drafts, room, first, now, horizon) if horizon is not None and first is not None else None
     if notes is None:
         notes = _share(drafts, room, first)
     if first is None or first.granted >= first.want:
         notes.extend(_backfill_wide(drafts, room, now))
+    elif horizon is not None:  # the reservation waits: wide jobs that end before it may backfill
+        notes.extend(_backfill_wide(drafts, room, now, horizon))
     if first is not None and first.granted < first.want:
         # The site is full and the oldest wide job still lacks VMs: what other pools are
         # draining stays draining (no resume), so it comes free for that job.

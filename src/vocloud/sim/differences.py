@@ -46,8 +46,9 @@ def known_differences(doc: dict[str, Any], results: Sequence[ScenarioResult]) ->
             "partition at once after booting (no batch-system registration delay).")
         if el.get("worker_shape", "fixed") != "fixed":
             out.append(
-                "- elastic: jobs spanning VMs are booted for one at a time (the oldest holds the "
-                "site's reservation, as EASY's head job); other VOs cannot backfill onto VMs "
+                "- elastic: a job spanning VMs is booted for only when all its VMs fit the site "
+                "(the oldest holds the site's reservation, as EASY's head job; while it waits, "
+                "only jobs ending before its expected start); other VOs cannot backfill onto VMs "
                 "collected for it, which bare-metal EASY would allow; memory is not packed for "
                 "pools whose jobs span VMs.")
     return out
