@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, default=None, help="write the Pareto plots here")
     ap.add_argument("--no-frontier", action="store_true", help="skip vocloud's settings sweep")
     ap.add_argument("--worker-shape", default="job", choices=("fixed", "job", "host"),
-                    help="every policy's worker shape (the peers boot --vm-cores workers whatever it is)")
+                    help="every policy's worker shape (peers: docs/policies.md, 'Worker shapes')")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     names = compare.parse_policies(args.policies)

@@ -57,7 +57,8 @@ def context(w: Workload, config: SimConfig, site: ElasticSite) -> PeerContext:
     return PeerContext(
         vo_names=tuple(w.vo_names), shares=tuple(w.core_seconds_by_vo()), cores_per_vm=pol.cores_per_vm,
         memory_mib_per_vm=pol.memory_mib_per_vm, max_vms=pol.max_vms, poll_interval=config.poll_interval,
-        idle_timeout_s=pol.idle_timeout_s,
+        idle_timeout_s=pol.idle_timeout_s, worker_shape=pol.worker_shape,
+        host_shape=(config.spec.cores_per_host, config.spec.mem_per_host),
     )
 
 
