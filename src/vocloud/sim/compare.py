@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vocloud.elastic.policy import Plan
 from vocloud.errors import InvalidInput
 from vocloud.sim.elastic import ElasticSite
 from vocloud.sim.engine import Simulation
@@ -76,12 +77,12 @@ def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
         w, config.spec, knobs=config.knobs, penalty=config.penalty, boot=config.boot,
         shutdown=config.shutdown, rng=rng, poll_interval=config.poll_interval,
     )
+    sim = Simulation(w, site, sample_interval=sample_interval_for(w, config))
     if name != BASE:
         peer = PEERS[name](context(w, config, site))
-        site._plan = peer
+        site._plan = Settled(peer, site, w, sim.stall_limit)
         # peers are time-driven: they decide at every poll, unless one says it need not
         site.always_plan = getattr(peer, "every_poll", True)
-    sim = Simulation(w, site, sample_interval=sample_interval_for(w, config))
     st = sim.run()
     site.finish(st.t_last)
     if site.refused_shutdowns:
@@ -93,6 +94,38 @@ def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
     )
     r.figures["vm_core_hours"] = site.vm_core_seconds / 3600.0
     return _finish(r)
+
+
+class Settled:
+    """A peer that is stopped once it can no longer start a job, so its replay ends.
+
+    A queue-blind peer (COBalD, Vcycle) may never grow a pool enough for a job wider than its
+    workers, yet keep booting and draining VMs at every poll: the engine ends a replay only when
+    nothing acts for its stall limit, so such a replay would run for ever. After the last
+    arrival, once no job runs and none has started for ``limit`` seconds of virtual time, the
+    peer's plans are replaced by doing nothing; the engine then ends the replay after another
+    ``limit`` and the jobs left are reported as never run (the row is marked incomplete).
+    Until then the peer decides exactly as it would unwrapped.
+    """
+
+    def __init__(self, peer: Any, site: ElasticSite, w: Workload, limit: float) -> None:
+        self.peer, self.site, self.limit = peer, site, limit
+        self.last_submit = max(w.submit) if len(w) else 0.0
+        self.started = -1
+        self.since = 0.0
+        self.stopped = False
+
+    def __call__(self, demand: Any, pools: Any, cap: Any, now: float) -> Any:
+        if self.stopped:
+            return Plan((), ())
+        if now >= self.last_submit:
+            started = sum(c.started for c in self.site.parts)
+            if started != self.started or any(c.alloc for c in self.site.parts):
+                self.started, self.since = started, now
+            elif now - self.since >= self.limit:
+                self.stopped = True
+                return Plan((), ())
+        return self.peer(demand, pools, cap, now)
 
 
 def _finish(r: ScenarioResult) -> ScenarioResult:

@@ -78,11 +78,13 @@ def worker_size(ctx: PeerContext) -> tuple[int, int]:
     """(cores, MiB) of the one machine type a queue-blind peer (COBalD/TARDIS, Vcycle) boots.
 
     Such a peer has a fixed VM size per machine type in its configuration (TARDIS's
-    ``MachineTypeConfiguration``, Vcycle's ``processors``); a site that must serve jobs wider
-    than ``cores_per_vm`` configures whole-host workers, which jobs may span. With ``fixed``:
-    ``cores_per_vm``.
+    ``MachineTypeConfiguration``, Vcycle's ``processors``): it cannot follow the queue as
+    vocloud's ``job`` shape does. With ``host`` its workers are whole hosts; with ``job`` and
+    ``fixed`` they are ``cores_per_vm`` cores, and with ``job`` a job wider than one worker spans
+    several (as vocloud's pools; the smallest size wastes no cores on serial jobs and keeps
+    COBalD's granularity at one core, see docs/policies.md, "Worker shapes").
     """
-    if ctx.shaped:
+    if ctx.shaped and ctx.worker_shape == "host":
         return ctx.host_shape
     return ctx.cores_per_vm, ctx.memory_mib_per_vm
 
@@ -208,6 +210,15 @@ class Room:
                     self.take(vm.cores or pol.cores_per_vm, vm.memory_mib or pol.memory_mib_per_vm)
         self.vms = site.max_vms - holding
 
+    def take_all(self, sizes: Sequence[tuple[int, int]]) -> bool:
+        """Book every VM of ``sizes`` or none (one job's VMs: a request the cloud takes whole)."""
+        saved, vms = [h[:] for h in self.free], self.vms
+        for c, m in sizes:
+            if not self.take(c, m):
+                self.free, self.vms = saved, vms
+                return False
+        return True
+
     def take(self, cores: int, memory: int) -> bool:
         if self.vms <= 0:
             return False
@@ -220,11 +231,11 @@ class Room:
         return False
 
 
-def grant_shaped(wants: Mapping[str, Sequence[tuple[int, int]]],
+def grant_shaped(wants: Mapping[str, Sequence[Sequence[tuple[int, int]]]],
                  room: Room) -> dict[str, list[tuple[int, int]]]:
-    """:func:`grant` for VMs of given sizes: round robin by VO name, one VM at a time, in each
-    VO's order; a VM that fits nowhere is refused (asked again next cycle) and the VO's turn
-    goes on with its next one."""
+    """:func:`grant` for jobs' VMs of given sizes: round robin by VO name, one job's VMs at a
+    time (all of them or none, :meth:`Room.take_all`), in each VO's order; a job whose VMs do
+    not fit now is refused (asked again next cycle) and the VO's turn goes on with its next job."""
     out: dict[str, list[tuple[int, int]]] = {}
     pos = dict.fromkeys(wants, 0)
     names = sorted(vo for vo, w in wants.items() if w)
@@ -233,10 +244,10 @@ def grant_shaped(wants: Mapping[str, Sequence[tuple[int, int]]],
         for vo in names:
             want = wants[vo]
             i = pos[vo]
-            while i < len(want) and not room.take(*want[i]):
+            while i < len(want) and not room.take_all(want[i]):
                 i += 1
             if i < len(want):
-                out.setdefault(vo, []).append(want[i])
+                out.setdefault(vo, []).extend(want[i])
                 i += 1
             pos[vo] = i
             if i < len(want):

@@ -17,9 +17,12 @@ flavour), so with ``job`` each waiting job no spare worker will take gets a VM o
 and a job wider than a host gets whole-host VMs it spans (as Slurm spans nodes); with ``host``
 whole-host VMs, as many as the job needs; with ``fixed`` (the default) one ``cores_per_vm`` VM per
 job that fits one. Spare capacity is counted in cores: free cores of the pool's joined VMs and all
-cores of the VMs still starting. New VMs go on hosts first fit, round robin between VOs
-(``base.Room``, ``base.grant_shaped``). Nothing here reserves room for a wide job: a VO's VMs for
-it are booted as the cloud has room, and kept (they are idle, but the VO has a job waiting).
+cores of the VMs still starting. One job's VMs are one request, which the cloud grants whole or
+refuses until the next cycle (``base.Room.take_all``); requests go on hosts first fit, round robin
+between VOs, one job at a time (``base.grant_shaped``). A VM idle for N minutes is retired even
+if its VO has jobs waiting (with shaped workers an idle VM and a waiting job coexist only when
+the job needs more than the idle VMs). Nothing reserves room for a wide job: it starts when a
+cycle finds room for all its VMs at once.
 """
 
 from __future__ import annotations
@@ -104,9 +107,9 @@ class CloudScheduler:
         for pool in pools:
             vo = pool.policy.vo
             actions += housekeeping(pool)
+            actions += self._retire(pool, now)
             jobs = demand.get(vo, ())
             if not jobs:
-                actions += self._retire(pool, now)
                 continue
             spare = size = 0
             for vm in pool.vms:
@@ -117,7 +120,7 @@ class CloudScheduler:
                 if active(vm):
                     size += 1
             room_vms = ctx.max_vms - size
-            want: list[tuple[int, int]] = []
+            want: list[list[tuple[int, int]]] = []
             for job in jobs:
                 if room_vms <= 0:
                     break
@@ -126,8 +129,10 @@ class CloudScheduler:
                 if take < job.cores:
                     per_core = job.memory_mib / job.cores if job.cores else 0
                     rest = job.cores - take
-                    vms = job_vms(ctx, rest, int(per_core * rest))[:room_vms]
-                    want += vms
+                    vms = job_vms(ctx, rest, int(per_core * rest))
+                    if len(vms) > room_vms:
+                        continue  # more than the pool may still boot: not now
+                    want.append(vms)
                     room_vms -= len(vms)
             if want:
                 wants[vo] = want
