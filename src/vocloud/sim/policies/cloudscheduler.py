@@ -103,7 +103,7 @@ class CloudScheduler:
         """The rule with VMs of the job's size (module docstring)."""
         ctx = self.ctx
         actions: list[Action] = []
-        wants: dict[str, list[tuple[int, int]]] = {}
+        wants: dict[str, list[list[tuple[int, int]]]] = {}
         for pool in pools:
             vo = pool.policy.vo
             actions += housekeeping(pool)
