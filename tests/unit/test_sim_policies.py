@@ -320,3 +320,17 @@ def test_shaped_peers_run_parallel_jobs(name: str, tmp_path: Path) -> None:
         assert compare.run_policy(name, w, hosts).figures["jobs_completed"] > 0, name
     fixed = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="fixed"))
     assert compare.run_policy(name, w, fixed).figures["jobs_completed"] == 0, name
+
+
+def test_waits_by_width(tmp_path: Path) -> None:
+    lines = [swf_line(i, i * 60, 300, procs=1 + i % 3) for i in range(1, 31)]
+    p = tmp_path / "mixed.swf"
+    p.write_text(swf_text(lines))
+    w = load_trace(p).workload
+    config = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="job"))
+    rows = compare.waits_by_width("cloudscheduler", w, config)
+    assert [band for band, *_ in rows] == list(compare.WIDTHS)
+    assert [n for _, n, _, _ in rows] == [10, 10, 10, 0, 0]  # 1, 2 and 3 cores, ten of each
+    assert all(mean >= 0 and median >= 0 for _, _, mean, median in rows)
+    with pytest.raises(InvalidInput, match="elastic policy"):
+        compare.waits_by_width("static", w, config)

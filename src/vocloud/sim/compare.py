@@ -63,13 +63,17 @@ def context(w: Workload, config: SimConfig, site: ElasticSite) -> PeerContext:
     )
 
 
-def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
-    """Replay ``w`` under one policy and compute its figures (module docstring)."""
+def run_policy(name: str, w: Workload, config: SimConfig, *, keep_waits: bool = False) -> ScenarioResult:
+    """Replay ``w`` under one policy and compute its figures (module docstring).
+
+    ``keep_waits``: keep the per-job waits (``ScenarioResult.waits``, jobs that started) for
+    :func:`waits_by_width`; the comparison itself drops them.
+    """
     if name == "static":
         r = run_scenario("static", w, config)
         f = r.figures
         f["vm_core_hours"] = config.spec.total_cores * f["span_s"] / 3600.0 if f["span_s"] else 0.0
-        return _finish(r)
+        return _finish(r, keep_waits)
     if name != BASE and name not in PEERS:
         raise InvalidInput(f"unknown policy {name!r}")
     rng = random.Random(f"{config.seed}:elastic")  # the same stream for every elastic policy
@@ -93,7 +97,8 @@ def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
         vm_core_seconds=site.vm_core_seconds, extra={"peak_vms": site.peak_vms},
     )
     r.figures["vm_core_hours"] = site.vm_core_seconds / 3600.0
-    return _finish(r)
+    r.figures["_started"] = [j for j in range(len(w)) if st.start[j] >= 0] if keep_waits else None
+    return _finish(r, keep_waits)
 
 
 class Settled:
@@ -128,13 +133,40 @@ class Settled:
         return self.peer(demand, pools, cap, now)
 
 
-def _finish(r: ScenarioResult) -> ScenarioResult:
+def _finish(r: ScenarioResult, keep_waits: bool = False) -> ScenarioResult:
     f = r.figures
     useful = f["useful_utilization"] * f["site_cores"] * f["span_s"] / 3600.0
     f["useful_core_hours"] = useful
     f["vm_hours_per_useful_core_hour"] = f["vm_core_hours"] / useful if useful > 0 else 0.0
-    r.waits = r.waits[:0]  # the comparison needs no per-job series; keeps results small to pass back
+    if not keep_waits:
+        r.waits = r.waits[:0]  # the comparison needs no per-job series; keeps results small to pass back
+        f.pop("_started", None)
     return r
+
+
+#: Job widths (cores) ``waits_by_width`` groups by.
+WIDTHS: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (3, 16), (17, 64), (65, 1 << 30))
+
+
+def waits_by_width(name: str, w: Workload, config: SimConfig, widths: Sequence[tuple[int, int]] = WIDTHS,
+                   ) -> list[tuple[tuple[int, int], int, float, float]]:
+    """Mean and median wait of the jobs that started under ``name``, by job width in cores:
+    ((lowest, highest cores), jobs, mean wait s, median wait s) per band (docs/policies.md)."""
+    import numpy as np
+
+    r = run_policy(name, w, config, keep_waits=True)
+    started = r.figures.pop("_started", None)
+    if started is None:  # static: its replay keeps no start list here
+        raise InvalidInput("waits by width need an elastic policy (vocloud or a peer)")
+    procs = np.asarray([w.procs[j] for j in started])
+    waits = np.asarray(r.waits)
+    out = []
+    for lo, hi in widths:
+        m = (procs >= lo) & (procs <= hi)
+        n = int(m.sum())
+        mean = float(waits[m].mean()) if n else 0.0
+        out.append(((lo, hi), n, mean, float(np.median(waits[m])) if n else 0.0))
+    return out
 
 
 _SHARED: tuple[Workload, SimConfig] | None = None  # inherited by forked workers
