@@ -1,4 +1,4 @@
-"""``vocloud simulate --compare-policies``: the table, JSON and Pareto plot; both traces at 20,000 jobs."""
+"""``vocloud simulate --compare-policies``: table, JSON, plot; LPC-EGEE at 20,000 jobs, SDSC-SP2 at 2,000."""
 
 from __future__ import annotations
 
