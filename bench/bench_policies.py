@@ -4,10 +4,12 @@ For each trace, every policy of ``vocloud.sim.compare`` (static, vocloud, clouds
 COBalD's linear and relative-supply controllers with defaults and a tuned setting) replays the
 whole trace on the default site (the header's MaxProcs as 2-core hosts); prints the comparison
 table, vocloud's verdict against each peer, and the wall and CPU seconds each policy took. The
-baseline in the same run is the static row (the floor) and vocloud's own row.
+baseline in the same run is the static row (the floor) and vocloud's own row. Every policy uses
+``--worker-shape`` (default ``job``): the peers size their workers as docs/policies.md, "Worker
+shapes", describes.
 
     .venv/bin/python -m bench.bench_policies [--limit N] [--trace PATH ...] [--policies a,b] [--workers N]
-                                             [--plots DIR] [--json]
+                                             [--plots DIR] [--worker-shape S] [--by-width a,b] [--json]
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, default=None, help="write the Pareto plots here")
     ap.add_argument("--no-frontier", action="store_true", help="skip vocloud's settings sweep")
     ap.add_argument("--worker-shape", default="job", choices=("fixed", "job", "host"),
-                    help="every policy's worker shape (the peers boot --vm-cores workers whatever it is)")
+                    help="every policy's worker shape (peers: docs/policies.md, 'Worker shapes')")
+    ap.add_argument("--by-width", default="",
+                    help="also print the mean and median wait by job width for these policies (a,b)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     names = compare.parse_policies(args.policies)
@@ -94,7 +98,25 @@ def main(argv: list[str] | None = None) -> int:
             for line in doc["frontier_verdicts"]:
                 print(f"- {line}")
         sys.stdout.flush()
+    for path in (args.trace or DEFAULT_TRACES) if args.by_width else ():
+        by_width(path, args.by_width.split(","), args.limit, args.worker_shape)
     return 0
+
+
+def by_width(path: Path, names: list[str], limit: int | None, shape: str) -> None:
+    """Mean / median wait by job width (cores) for each policy in ``names`` (docs/policies.md)."""
+    loaded = load_trace(path, limit=limit)
+    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None),
+                       knobs=ElasticKnobs(worker_shape=shape))
+    cols = {n: compare.waits_by_width(n, loaded.workload, config) for n in names}
+    print(f"\n## {path.name}: wait by job width, mean / median (s)\n")
+    print("| cores | jobs | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for i, ((lo, hi), n, _, _) in enumerate(cols[names[0]]):
+        band = str(lo) if lo == hi else f"{lo}-{hi}" if hi < 1 << 30 else f"{lo}+"
+        cells = " | ".join(f"{cols[c][i][2]:,.0f} / {cols[c][i][3]:,.0f}" for c in names)
+        print(f"| {band} | {n:,} | {cells} |")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``vocloud simulate --compare-policies``: the table, JSON and Pareto plot; both traces at 20,000 jobs."""
+"""``vocloud simulate --compare-policies``: table, JSON, plot; LPC-EGEE at 20,000 jobs, SDSC-SP2 at 2,000."""
 
 from __future__ import annotations
 
@@ -44,18 +44,13 @@ def test_table_json_plot_and_bad_names(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknown policy tardis" in capsys.readouterr().err
 
 
-# SDSC-SP2's first 20,000 jobs span 202 days for 89 VOs: several CPU-minutes for the policies
-# that churn VMs (Vcycle, COBalD's linear controller), too much for CI; CI replays its first 1,000
-# and ``bench_policies --limit 20000`` the 20,000 (docs/policies.md).
 @pytest.mark.slow
-@pytest.mark.parametrize(("trace", "jobs"), [(LPC, 20_000), (SDSC, 1_000)], ids=["LPC-EGEE", "SDSC-SP2"])
-def test_first_jobs_of_both_traces(trace: Path, jobs: int) -> None:
-    """The acceptance run: every policy on each trace's first jobs, as ``bench_policies --limit``."""
-    loaded = load_trace(trace, limit=jobs)
+def test_first_jobs_of_lpc_egee() -> None:
+    """The acceptance run: every policy on LPC-EGEE's first 20,000 jobs, as ``bench_policies --limit``."""
+    loaded = load_trace(LPC, limit=20_000)
     w = loaded.workload
-    # 1-core workers for every policy (worker shape ``fixed``): the peers are not shape-aware yet,
-    # and with ``job``-shaped vocloud pools on SDSC-SP2 the peers churn for CPU-minutes on the
-    # parallel jobs they cannot run (docs/policies.md, "Left")
+    # 1-core workers (worker shape ``fixed``): LPC-EGEE is serial, so the shape changes nothing
+    # but the VM size, and the figures stay those of docs/policies.md
     config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None),
                        knobs=ElasticKnobs(worker_shape="fixed"))
     results = compare.compare(w, config, compare.POLICIES, workers=2)
@@ -64,20 +59,49 @@ def test_first_jobs_of_both_traces(trace: Path, jobs: int) -> None:
     for name, f in by.items():
         assert f["conservation_ok"], name
         assert f["vm_hours_per_useful_core_hour"] >= 1.0, name
-    serial = trace == LPC
-    for name in compare.POLICIES:
-        # LPC-EGEE is serial: every policy runs every job. SDSC-SP2's parallel jobs do not fit the
-        # 1-core VMs of the elastic policies (issue 17): those rows are marked incomplete.
-        if serial or name != "static":
-            assert by[name]["incomplete"] is not serial, name
-    if serial:
-        v = by["vocloud"]
-        for peer in ("cloudscheduler", "vcycle"):  # dominated: more wait and more idle VM-hours
-            assert v["wait_mean_s"] <= by[peer]["wait_mean_s"], peer
-            assert v["vm_hours_idle"] <= by[peer]["vm_hours_idle"], peer
-        # issue 20's goal: every peer is matched or beaten on both axes by some vocloud setting
-        # (headroom, idle timeout); COBalD's RelativeSupplyController only with headroom
-        verdicts = compare.frontier_verdicts(results, compare.frontier(w, config))
-        assert not [line for line in verdicts if "no vocloud setting" in line], verdicts
-        assert [line for line in verdicts if line.startswith("cobald-relative-tuned:")
-                and "--headroom 0.25" in line], verdicts
+        assert not f["incomplete"], name  # serial: every policy runs every job
+    v = by["vocloud"]
+    for peer in ("cloudscheduler", "vcycle"):  # dominated: more wait and more idle VM-hours
+        assert v["wait_mean_s"] <= by[peer]["wait_mean_s"], peer
+        assert v["vm_hours_idle"] <= by[peer]["vm_hours_idle"], peer
+    # issue 20's goal: every peer is matched or beaten on both axes by some vocloud setting
+    # (headroom, idle timeout); COBalD's RelativeSupplyController only with headroom
+    verdicts = compare.frontier_verdicts(results, compare.frontier(w, config))
+    assert not [line for line in verdicts if "no vocloud setting" in line], verdicts
+    assert [line for line in verdicts if line.startswith("cobald-relative-tuned:")
+            and "--headroom 0.25" in line], verdicts
+
+
+# SDSC-SP2 with the pools' default worker shape (``job``): every peer sizes its workers as its own
+# documentation says (docs/policies.md, "Worker shapes"). SDSC_JOBS is the largest prefix whose
+# eight replays fit CI's budget (Vcycle and COBalD's linear controller churn; measured in
+# docs/policies.md); ``bench_policies --limit 20000 --trace SDSC...`` runs the 20,000.
+SDSC_JOBS = 2_000
+
+
+@pytest.mark.slow
+def test_first_jobs_of_sdsc_sp2_with_shaped_workers() -> None:
+    loaded = load_trace(SDSC, limit=SDSC_JOBS)
+    w = loaded.workload
+    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None),
+                       knobs=ElasticKnobs(worker_shape="job"))
+    results = compare.compare(w, config, compare.POLICIES, workers=2)
+    by = {r.name: r.figures for r in results}
+    for name, f in by.items():
+        assert f["conservation_ok"], name
+    v, cs = by["vocloud"], by["cloudscheduler"]
+    # the two queue-reading policies run every runnable job, wide ones spanning VMs
+    assert not v["incomplete"] and v["runnable_never_ran"] == 0
+    assert not cs["incomplete"] and cs["runnable_never_ran"] == 0
+    # the queue-blind peers do not: a pool whose workers are idle never grows for a job wider
+    # than them, so they leave wide jobs unrun (and wait far longer for the ones they run)
+    blind = ("vcycle", "cobald-linear", "cobald-linear-tuned", "cobald-relative", "cobald-relative-tuned")
+    for peer in blind:
+        assert by[peer]["incomplete"], peer
+        assert v["wait_mean_s"] < by[peer]["wait_mean_s"], peer
+    # vocloud's position against cloudscheduler on this prefix (docs/policies.md explains it):
+    # cloudscheduler starts a wide job only when the cloud has room for all its VMs at once and
+    # holds nothing for it, vocloud boots and holds VMs for the oldest wide job (its reservation),
+    # which costs idle VM-hours here. Pinned so that a change to either shows up.
+    assert cs["vm_hours_idle"] < v["vm_hours_idle"]
+    assert v["wait_mean_s"] < 2.0 * cs["wait_mean_s"]

@@ -14,7 +14,16 @@ from vocloud.errors import InvalidInput
 from vocloud.sim import compare
 from vocloud.sim.elastic import ElasticKnobs
 from vocloud.sim.policies import PEERS
-from vocloud.sim.policies.base import FreeSlots, PeerContext, PeerPolicy, grant
+from vocloud.sim.policies.base import (
+    FreeSlots,
+    PeerContext,
+    PeerPolicy,
+    Room,
+    grant,
+    grant_shaped,
+    job_vms,
+    worker_size,
+)
 from vocloud.sim.policies.cloudscheduler import CloudScheduler
 from vocloud.sim.policies.vcycle import Vcycle
 from vocloud.sim.run import SimConfig, load_trace
@@ -145,7 +154,7 @@ def burst(tmp_path_factory: pytest.TempPathFactory) -> Workload:
 
 
 def test_every_policy_replays_the_same_trace_to_the_end(burst: Workload) -> None:
-    config = SimConfig(spec=SiteSpec(6, 2, 4096), seed=2)
+    config = SimConfig(spec=SiteSpec(6, 2, 4096), seed=2, knobs=ElasticKnobs(worker_shape="fixed"))
     results = compare.compare(burst, config, compare.POLICIES)
     assert [r.name for r in results] == list(compare.POLICIES)
     for r in results:
@@ -208,3 +217,120 @@ def test_incomplete_replay_is_marked(tmp_path: Path) -> None:
     fixed = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="fixed"))
     results = compare.compare(w, fixed, ("static", "vocloud"))
     assert "| vocloud (incomplete!) |" in compare.table(results)
+
+
+# --- worker shapes ---------------------------------------------------------------------------------
+
+SHAPED = dataclasses.replace(CTX, worker_shape="job", host_shape=(2, 2048))
+HOSTS = dataclasses.replace(SHAPED, worker_shape="host")
+
+
+def pvm(vm_id: int, state: V, cores: int, free: int = 0) -> PoolVM:
+    joined = None if state in (V.REQUESTED, V.BOOTING) else 0.0
+    return PoolVM(vm_id=vm_id, name=f"vc-{vm_id}", state=state, started_at=0.0, joined_at=joined,
+                  idle_since=None, running_jobs=1 if state is V.JOINED_BUSY else 0, free_cores=free,
+                  cores=cores, memory_mib=1024 * cores)
+
+
+def sized_boots(actions: tuple[object, ...]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for a in actions:
+        if isinstance(a, Boot):
+            out[(a.vo, a.cores)] = out.get((a.vo, a.cores), 0) + a.count
+    return out
+
+
+def test_job_vms_follow_the_worker_shape() -> None:
+    assert job_vms(CTX, 1, 512) == [(1, 1024)]
+    assert job_vms(CTX, 2, 512) == []  # fixed 1-core workers: a 2-core job cannot run
+    assert job_vms(SHAPED, 1, 512) == [(1, 1024)]
+    assert job_vms(SHAPED, 2, 512) == [(2, 2048)]
+    assert job_vms(SHAPED, 5, 512) == [(2, 2048)] * 3  # wider than a host: whole hosts it spans
+    assert job_vms(HOSTS, 1, 512) == [(2, 2048)]
+    # queue-blind peers have one machine type: whole hosts with ``host``, else cores_per_vm
+    assert worker_size(CTX) == worker_size(SHAPED) == (1, 1024)
+    assert worker_size(HOSTS) == (2, 2048)
+    assert not dataclasses.replace(SHAPED, host_shape=(0, 0)).shaped  # no host shape known: fixed
+
+
+def test_room_packs_mixed_sizes_first_fit() -> None:
+    site = SiteCapacity.from_hosts(max_vms=5, host_free=((2, 2048), (1, 1024)))
+    pools = [Pool(policy("a"), (pvm(1, V.REQUESTED, 1),))]  # takes a core of the first host
+    room = Room(pools, site)
+    assert not room.take(2, 2048)  # no host has two free cores any more
+    one, two = (1, 1024), (2, 2048)
+    got = grant_shaped({"a": [[two], [one]], "b": [[one], [one]]}, Room(pools, site))
+    assert got == {"a": [one], "b": [one]}  # a's 2-core VM refused, then one each
+    # a job's VMs are granted whole or not at all
+    assert grant_shaped({"a": [[one, one, one], [one]]}, Room(pools, site)) == {"a": [one]}
+    capped = SiteCapacity.from_hosts(max_vms=2, host_free=((2, 2048),) * 3)
+    assert grant_shaped({"a": [[one]] * 3}, Room(pools, capped)) == {"a": [one]}
+
+
+def test_cloudscheduler_boots_vms_to_suit_the_jobs() -> None:
+    cs = CloudScheduler(SHAPED)
+    site = SiteCapacity.from_hosts(max_vms=8, host_free=((2, 2048),) * 4)
+    # a busy 2-core VM with a free core takes the 1-core job; the 2-core job gets a 2-core VM;
+    # the 3-core one two whole hosts (it spans them)
+    pools = [Pool(policy("a"), (pvm(1, V.JOINED_BUSY, 2, free=1),)), Pool(policy("b"), ())]
+    demand = {"a": [job(1), job(2, cores=2), job(3, cores=3)], "b": [job(4, "b")]}
+    plan = cs(demand, pools, site, 0.0)
+    assert sized_boots(plan.actions) == {("a", 2): 3, ("b", 1): 1}
+    # the same with 1-core fixed workers: only the 1-core jobs are served
+    plan = CloudScheduler(CTX)(demand, [Pool(policy("a"), ()), Pool(policy("b"), ())], site, 0.0)
+    assert boots(plan.actions) == {"a": 1, "b": 1}
+
+
+def test_cobald_drones_are_whole_hosts_and_demand_is_in_cores() -> None:
+    tuned = PEERS["cobald-relative-tuned"](HOSTS)
+    assert isinstance(tuned, cobald_adapter.Cobald)
+    site = SiteCapacity.from_hosts(max_vms=8, host_free=((2, 2048),) * 4)
+    pools = [Pool(policy("a"), tuple(pvm(i, V.JOINED_BUSY, 2) for i in range(1, 5)))]
+    plan = tuned({}, pools, site, 0.0)
+    # supply 4 drones x 2 cores = 8; x 1.5 = 12 cores, limited to the pool's maximum of 10 cores
+    # (10 1-core VMs = 5 drones): one more 2-core drone; "b" gets its minimum, one drone
+    assert sized_boots(plan.actions) == {("a", 2): 1, ("b", 2): 1}
+    pool = tuned.pools["a"]
+    assert (pool.supply, pool.unit) == (8.0, 2)
+    # the defaults' 8 x 1.1 = 8.8 cores is floored to the granularity (cobald's Standardiser,
+    # granularity = the drone's cores as TARDIS sets it): 8, no new drone
+    assert ("a", 2) not in sized_boots(PEERS["cobald-relative"](HOSTS)({}, pools, site, 0.0).actions)
+    # with ``job`` the drones are 1-core (granularity one core): 8 x 1.1 = 8.8, one more 1-core VM
+    one_core = [Pool(policy("a"), tuple(pvm(i, V.JOINED_BUSY, 1) for i in range(1, 9)))]
+    roomy = SiteCapacity.from_hosts(max_vms=16, host_free=((2, 2048),) * 4)
+    assert sized_boots(PEERS["cobald-relative"](SHAPED)({}, one_core, roomy, 0.0).actions)[("a", 1)] == 1
+
+
+@pytest.mark.parametrize("name", [n for n in compare.POLICIES if n != "static"])
+def test_shaped_peers_run_parallel_jobs(name: str, tmp_path: Path) -> None:
+    # 2- and 3-core jobs on 2-core hosts: with fixed 1-core workers no elastic policy runs them
+    lines = [swf_line(i, i * 60, 300, procs=2 + i % 2) for i in range(1, 25)]
+    p = tmp_path / "par.swf"
+    p.write_text(swf_text(lines))
+    w = load_trace(p).workload
+    config = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="job"))
+    f = compare.run_policy(name, w, config).figures
+    assert f["conservation_ok"], name
+    if name in ("vocloud", "cloudscheduler"):  # both read the queue: every job runs
+        assert f["jobs_completed"] == len(w) and not f["incomplete"], name
+    else:
+        # queue-blind peers (COBalD, Vcycle) with whole-host workers run jobs that fit one
+        # (with ``job``, 1-core workers: an idle pool never grows for a wider job)
+        hosts = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="host"))
+        assert compare.run_policy(name, w, hosts).figures["jobs_completed"] > 0, name
+    fixed = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="fixed"))
+    assert compare.run_policy(name, w, fixed).figures["jobs_completed"] == 0, name
+
+
+def test_waits_by_width(tmp_path: Path) -> None:
+    lines = [swf_line(i, i * 60, 300, procs=1 + i % 3) for i in range(1, 31)]
+    p = tmp_path / "mixed.swf"
+    p.write_text(swf_text(lines))
+    w = load_trace(p).workload
+    config = SimConfig(spec=SiteSpec(4, 2, 4096), knobs=ElasticKnobs(worker_shape="job"))
+    rows = compare.waits_by_width("cloudscheduler", w, config)
+    assert [band for band, *_ in rows] == list(compare.WIDTHS)
+    assert [n for _, n, _, _ in rows] == [10, 10, 10, 0, 0]  # 1, 2 and 3 cores, ten of each
+    assert all(mean >= 0 and median >= 0 for _, _, mean, median in rows)
+    with pytest.raises(InvalidInput, match="elastic policy"):
+        compare.waits_by_width("static", w, config)

@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vocloud.elastic.policy import Plan
 from vocloud.errors import InvalidInput
 from vocloud.sim.elastic import ElasticSite
 from vocloud.sim.engine import Simulation
@@ -57,17 +58,22 @@ def context(w: Workload, config: SimConfig, site: ElasticSite) -> PeerContext:
     return PeerContext(
         vo_names=tuple(w.vo_names), shares=tuple(w.core_seconds_by_vo()), cores_per_vm=pol.cores_per_vm,
         memory_mib_per_vm=pol.memory_mib_per_vm, max_vms=pol.max_vms, poll_interval=config.poll_interval,
-        idle_timeout_s=pol.idle_timeout_s,
+        idle_timeout_s=pol.idle_timeout_s, worker_shape=pol.worker_shape,
+        host_shape=(config.spec.cores_per_host, config.spec.mem_per_host),
     )
 
 
-def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
-    """Replay ``w`` under one policy and compute its figures (module docstring)."""
+def run_policy(name: str, w: Workload, config: SimConfig, *, keep_waits: bool = False) -> ScenarioResult:
+    """Replay ``w`` under one policy and compute its figures (module docstring).
+
+    ``keep_waits``: keep the per-job waits (``ScenarioResult.waits``, jobs that started) for
+    :func:`waits_by_width`; the comparison itself drops them.
+    """
     if name == "static":
         r = run_scenario("static", w, config)
         f = r.figures
         f["vm_core_hours"] = config.spec.total_cores * f["span_s"] / 3600.0 if f["span_s"] else 0.0
-        return _finish(r)
+        return _finish(r, keep_waits)
     if name != BASE and name not in PEERS:
         raise InvalidInput(f"unknown policy {name!r}")
     rng = random.Random(f"{config.seed}:elastic")  # the same stream for every elastic policy
@@ -75,12 +81,12 @@ def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
         w, config.spec, knobs=config.knobs, penalty=config.penalty, boot=config.boot,
         shutdown=config.shutdown, rng=rng, poll_interval=config.poll_interval,
     )
+    sim = Simulation(w, site, sample_interval=sample_interval_for(w, config))
     if name != BASE:
         peer = PEERS[name](context(w, config, site))
-        site._plan = peer
+        site._plan = Settled(peer, site, w, sim.stall_limit)
         # peers are time-driven: they decide at every poll, unless one says it need not
         site.always_plan = getattr(peer, "every_poll", True)
-    sim = Simulation(w, site, sample_interval=sample_interval_for(w, config))
     st = sim.run()
     site.finish(st.t_last)
     if site.refused_shutdowns:
@@ -91,16 +97,76 @@ def run_policy(name: str, w: Workload, config: SimConfig) -> ScenarioResult:
         vm_core_seconds=site.vm_core_seconds, extra={"peak_vms": site.peak_vms},
     )
     r.figures["vm_core_hours"] = site.vm_core_seconds / 3600.0
-    return _finish(r)
+    r.figures["_started"] = [j for j in range(len(w)) if st.start[j] >= 0] if keep_waits else None
+    return _finish(r, keep_waits)
 
 
-def _finish(r: ScenarioResult) -> ScenarioResult:
+class Settled:
+    """A peer that is stopped once it can no longer start a job, so its replay ends.
+
+    A queue-blind peer (COBalD, Vcycle) may never grow a pool enough for a job wider than its
+    workers, yet keep booting and draining VMs at every poll: the engine ends a replay only when
+    nothing acts for its stall limit, so such a replay would run for ever. After the last
+    arrival, once no job runs and none has started for ``limit`` seconds of virtual time, the
+    peer's plans are replaced by doing nothing; the engine then ends the replay after another
+    ``limit`` and the jobs left are reported as never run (the row is marked incomplete).
+    Until then the peer decides exactly as it would unwrapped.
+    """
+
+    def __init__(self, peer: Any, site: ElasticSite, w: Workload, limit: float) -> None:
+        self.peer, self.site, self.limit = peer, site, limit
+        self.last_submit = max(w.submit) if len(w) else 0.0
+        self.started = -1
+        self.since = 0.0
+        self.stopped = False
+
+    def __call__(self, demand: Any, pools: Any, cap: Any, now: float) -> Any:
+        if self.stopped:
+            return Plan((), ())
+        if now >= self.last_submit:
+            started = sum(c.started for c in self.site.parts)
+            if started != self.started or any(c.alloc for c in self.site.parts):
+                self.started, self.since = started, now
+            elif now - self.since >= self.limit:
+                self.stopped = True
+                return Plan((), ())
+        return self.peer(demand, pools, cap, now)
+
+
+def _finish(r: ScenarioResult, keep_waits: bool = False) -> ScenarioResult:
     f = r.figures
     useful = f["useful_utilization"] * f["site_cores"] * f["span_s"] / 3600.0
     f["useful_core_hours"] = useful
     f["vm_hours_per_useful_core_hour"] = f["vm_core_hours"] / useful if useful > 0 else 0.0
-    r.waits = r.waits[:0]  # the comparison needs no per-job series; keeps results small to pass back
+    if not keep_waits:
+        r.waits = r.waits[:0]  # the comparison needs no per-job series; keeps results small to pass back
+        f.pop("_started", None)
     return r
+
+
+#: Job widths (cores) ``waits_by_width`` groups by.
+WIDTHS: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (3, 16), (17, 64), (65, 1 << 30))
+
+
+def waits_by_width(name: str, w: Workload, config: SimConfig, widths: Sequence[tuple[int, int]] = WIDTHS,
+                   ) -> list[tuple[tuple[int, int], int, float, float]]:
+    """Mean and median wait of the jobs that started under ``name``, by job width in cores:
+    ((lowest, highest cores), jobs, mean wait s, median wait s) per band (docs/policies.md)."""
+    import numpy as np
+
+    r = run_policy(name, w, config, keep_waits=True)
+    started = r.figures.pop("_started", None)
+    if started is None:  # static: its replay keeps no start list here
+        raise InvalidInput("waits by width need an elastic policy (vocloud or a peer)")
+    procs = np.asarray([w.procs[j] for j in started])
+    waits = np.asarray(r.waits)
+    out = []
+    for lo, hi in widths:
+        m = (procs >= lo) & (procs <= hi)
+        n = int(m.sum())
+        mean = float(waits[m].mean()) if n else 0.0
+        out.append(((lo, hi), n, mean, float(np.median(waits[m])) if n else 0.0))
+    return out
 
 
 _SHARED: tuple[Workload, SimConfig] | None = None  # inherited by forked workers

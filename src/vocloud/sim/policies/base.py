@@ -51,6 +51,11 @@ class PeerContext:
     ``poll_interval``: the seconds between calls (COBalD's ``regulate(interval)``).
     ``idle_timeout_s``: the site's idle timeout (``--idle-timeout``), which the cloudscheduler
     rule uses as its retirement timer so that only the rule differs from vocloud's.
+    ``worker_shape``: the pools' ``worker_shape`` (``fixed``, ``job``, ``host``; the same option
+    vocloud's pools have, ``elastic/shape.py``); ``host_shape``: (cores, MiB) of the site's
+    largest host, what a whole-host worker is. With ``fixed`` every peer boots
+    ``cores_per_vm``-core VMs; otherwise each peer serves jobs wider than that the way its own
+    documentation says it would (:func:`worker_size`, :func:`job_vms`; docs/policies.md).
     """
 
     vo_names: tuple[str, ...]
@@ -60,6 +65,47 @@ class PeerContext:
     max_vms: int
     poll_interval: float
     idle_timeout_s: float = 300.0
+    worker_shape: str = "fixed"
+    host_shape: tuple[int, int] = (0, 0)
+
+    @property
+    def shaped(self) -> bool:
+        """Whether workers may be wider than ``cores_per_vm`` (and jobs span several of them)."""
+        return self.worker_shape != "fixed" and self.host_shape[0] > 0 and self.host_shape[1] > 0
+
+
+def worker_size(ctx: PeerContext) -> tuple[int, int]:
+    """(cores, MiB) of the one machine type a queue-blind peer (COBalD/TARDIS, Vcycle) boots.
+
+    Such a peer has a fixed VM size per machine type in its configuration (TARDIS's
+    ``MachineTypeConfiguration``, Vcycle's ``processors``): it cannot follow the queue as
+    vocloud's ``job`` shape does. With ``host`` its workers are whole hosts; with ``job`` and
+    ``fixed`` they are ``cores_per_vm`` cores, and with ``job`` a job wider than one worker spans
+    several (as vocloud's pools; the smallest size wastes no cores on serial jobs and keeps
+    COBalD's granularity at one core, see docs/policies.md, "Worker shapes").
+    """
+    if ctx.shaped and ctx.worker_shape == "host":
+        return ctx.host_shape
+    return ctx.cores_per_vm, ctx.memory_mib_per_vm
+
+
+def job_vms(ctx: PeerContext, cores: int, memory_mib: int) -> list[tuple[int, int]]:
+    """The VMs a peer that boots "VMs to suit the job" (cloudscheduler) starts for ``cores``.
+
+    ``job``: one VM of the job's size (at least ``cores_per_vm``, memory in proportion) when it
+    fits a host, else whole-host VMs the job spans; ``host``: whole-host VMs, as many as the job
+    needs; ``fixed``: one ``cores_per_vm`` VM if the job fits one, else none (it cannot run).
+    Mirrors ``vocloud.elastic.shape.shape_of`` so both size a worker for a job the same way.
+    """
+    host_cores, host_mem = ctx.host_shape
+    if not ctx.shaped:
+        fits = cores <= ctx.cores_per_vm and memory_mib <= ctx.memory_mib_per_vm
+        return [(ctx.cores_per_vm, ctx.memory_mib_per_vm)] if fits else []
+    if ctx.worker_shape == "host" or cores >= host_cores:
+        return [(host_cores, host_mem)] * max(1, -(-cores // host_cores))
+    c = max(ctx.cores_per_vm, cores)
+    per_core = ctx.memory_mib_per_vm / ctx.cores_per_vm
+    return [(c, max(min(int(per_core * c), host_mem), 1))]
 
 
 def active(vm: PoolVM) -> bool:
@@ -87,8 +133,8 @@ class FreeSlots:
     (the simulator rebuilds it only when a VM is placed or released).
     """
 
-    def __init__(self, ctx: PeerContext) -> None:
-        self.cores, self.memory = ctx.cores_per_vm, ctx.memory_mib_per_vm
+    def __init__(self, ctx: PeerContext, shape: tuple[int, int] | None = None) -> None:
+        self.cores, self.memory = shape or (ctx.cores_per_vm, ctx.memory_mib_per_vm)
         self._site: SiteCapacity | None = None
         self._by_hosts = 0
 
@@ -136,8 +182,90 @@ def grant(wants: Mapping[str, int], slots: int) -> dict[str, int]:
     return {vo: n for vo, n in out.items() if n > 0}
 
 
-def boots(granted: Mapping[str, int], why: str) -> list[Action]:
-    return [Boot(vo, n, why, image=f"{vo}-worker") for vo, n in sorted(granted.items())]
+def boots(granted: Mapping[str, int], why: str, shape: tuple[int, int] | None = None) -> list[Action]:
+    """``Boot`` actions; ``shape``: (cores, MiB) of each VM when not the pool's configured one."""
+    cores, memory = shape or (0, 0)
+    return [Boot(vo, n, why, image=f"{vo}-worker", cores=cores, memory_mib=memory)
+            for vo, n in sorted(granted.items())]
+
+
+class Room:
+    """What the site can still place, host by host, for VMs of mixed sizes (first fit).
+
+    The shaped counterpart of :class:`FreeSlots`: the hosts' free (cores, MiB), less the VMs
+    already requested and not placed yet, and the site's VM limit. :meth:`take` answers whether
+    one more VM of a size fits and, if so, books it.
+    """
+
+    def __init__(self, pools: Sequence[Pool], site: SiteCapacity) -> None:
+        self.free = [list(h) for h in site.host_free] or [[site.free_cores, site.free_memory_mib]]
+        self.vms = 1 << 30  # requested VMs already count in ``holding`` below
+        holding = 0
+        for pool in pools:
+            for vm in pool.vms:
+                if vm.state in HOLDS_CAPACITY:
+                    holding += 1
+                if vm.state is V.REQUESTED:
+                    pol = pool.policy
+                    self.take(vm.cores or pol.cores_per_vm, vm.memory_mib or pol.memory_mib_per_vm)
+        self.vms = site.max_vms - holding
+
+    def take_all(self, sizes: Sequence[tuple[int, int]]) -> bool:
+        """Book every VM of ``sizes`` or none (one job's VMs: a request the cloud takes whole)."""
+        saved, vms = [h[:] for h in self.free], self.vms
+        for c, m in sizes:
+            if not self.take(c, m):
+                self.free, self.vms = saved, vms
+                return False
+        return True
+
+    def take(self, cores: int, memory: int) -> bool:
+        if self.vms <= 0:
+            return False
+        for h in self.free:
+            if h[0] >= cores and h[1] >= memory:
+                h[0] -= cores
+                h[1] -= memory
+                self.vms -= 1
+                return True
+        return False
+
+
+def grant_shaped(wants: Mapping[str, Sequence[Sequence[tuple[int, int]]]],
+                 room: Room) -> dict[str, list[tuple[int, int]]]:
+    """:func:`grant` for jobs' VMs of given sizes: round robin by VO name, one job's VMs at a
+    time (all of them or none, :meth:`Room.take_all`), in each VO's order; a job whose VMs do
+    not fit now is refused (asked again next cycle) and the VO's turn goes on with its next job."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    pos = dict.fromkeys(wants, 0)
+    names = sorted(vo for vo, w in wants.items() if w)
+    while names:
+        nxt = []
+        for vo in names:
+            want = wants[vo]
+            i = pos[vo]
+            while i < len(want) and not room.take_all(want[i]):
+                i += 1
+            if i < len(want):
+                out.setdefault(vo, []).extend(want[i])
+                i += 1
+            pos[vo] = i
+            if i < len(want):
+                nxt.append(vo)
+        names = nxt
+    return out
+
+
+def shaped_boots(granted: Mapping[str, Sequence[tuple[int, int]]], why: str) -> list[Action]:
+    """One ``Boot`` per VO and VM size."""
+    out: list[Action] = []
+    for vo, sizes in sorted(granted.items()):
+        count: dict[tuple[int, int], int] = {}
+        for size in sizes:
+            count[size] = count.get(size, 0) + 1
+        out += [Boot(vo, n, why, image=f"{vo}-worker", cores=c, memory_mib=m)
+                for (c, m), n in sorted(count.items())]
+    return out
 
 
 def finish(actions: list[Action]) -> Plan:

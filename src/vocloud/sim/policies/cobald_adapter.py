@@ -23,6 +23,14 @@ minimum and granularity, the pool's maximum as maximum.
   ones supplying the least used resources first, until the children's demand is within the
   target; otherwise spawn new children until the children's demand covers the target. Released
   VMs are drained (never killed: running jobs finish) or, when not joined yet, withdrawn.
+
+Worker shapes: a TARDIS machine type has a fixed size, and COBalD's demand is in that type's
+resources. With the pools' ``worker_shape`` ``job`` or ``host`` (jobs wider than ``cores_per_vm``)
+the drones are whole-host VMs (``base.worker_size``: the one machine type that serves every job a
+host can hold, wider jobs spanning drones) and supply, demand, ``minimum`` and ``granularity`` are
+in cores, as TARDIS's ``Standardiser(..., minimum=cores, granularity=cores)``. COBalD still does
+not read the queue: a pool grows only while its drones are well used, so a wide job waiting on an
+idle pool does not make it grow.
 """
 
 from __future__ import annotations
@@ -47,7 +55,16 @@ from vocloud.elastic.policy import (
     SiteCapacity,
 )
 from vocloud.elastic.policy import PoolVMState as V
-from vocloud.sim.policies.base import Demand, FreeSlots, PeerContext, boots, finish, grant, housekeeping
+from vocloud.sim.policies.base import (
+    Demand,
+    FreeSlots,
+    PeerContext,
+    boots,
+    finish,
+    grant,
+    housekeeping,
+    worker_size,
+)
 
 _CHILD = (V.REQUESTED, V.BOOTING, V.JOINED_IDLE, V.JOINED_BUSY)  # children "in the hatchery"
 _RELEASE_ORDER = {V.REQUESTED: 0, V.BOOTING: 1, V.JOINED_IDLE: 2, V.JOINED_BUSY: 3}
@@ -63,8 +80,9 @@ def _used(vm: PoolVM, cores: int) -> float:
 class VmPool(CobaldPool):  # type: ignore[misc]  # cobald ships no type information
     """One VO's VMs as a COBalD ``Pool`` (module docstring)."""
 
-    def __init__(self, cores: int) -> None:
+    def __init__(self, cores: int, unit: int = 1) -> None:
         self.cores = cores
+        self.unit = unit  # resources one drone supplies: 1 (a VM) or its cores (shaped pools)
         self._demand = 0.0
         self.vms: tuple[PoolVM, ...] = ()
         self._supply = 0.0
@@ -80,7 +98,7 @@ class VmPool(CobaldPool):  # type: ignore[misc]  # cobald ships no type informat
                 used += _used(vm, self.cores)
             elif vm.state is V.JOINED_IDLE:
                 joined += 1
-        self._supply = joined
+        self._supply = joined * self.unit
         self._fitness = used / joined if joined else 1.0
 
     @property
@@ -106,8 +124,8 @@ class VmPool(CobaldPool):  # type: ignore[misc]  # cobald ships no type informat
     def adjust(self, vo: str) -> tuple[int, list[Action]]:
         """``FactoryPool``'s cycle: (VMs to spawn, release actions) for the current demand."""
         children = [vm for vm in self.vms if vm.state in _CHILD]
-        target = self._demand
-        if self.supply > target:
+        target = self._demand / self.unit  # in drones
+        if self._supply > self._demand:
             hit_list = sorted(children, key=lambda vm: (_used(vm, self.cores), _RELEASE_ORDER[vm.state],
                                                         -vm.vm_id))
             excess = len(children) - target
@@ -129,13 +147,18 @@ class Cobald:
 
     def __init__(self, ctx: PeerContext, kind: str, **settings: float) -> None:
         self.ctx = ctx
-        self.slots = FreeSlots(ctx)
+        self.shape = worker_size(ctx)
+        self.slots = FreeSlots(ctx, self.shape)
         self.interval = ctx.poll_interval
         self.pools: dict[str, VmPool] = {}
         self.controllers: dict[str, Any] = {}
+        cores = self.shape[0]
+        unit = cores if ctx.shaped else 1
+        # the site's VMs of this size bound a pool, as the quota bounds TARDIS's machine type
+        drones = ctx.max_vms * ctx.cores_per_vm // cores if ctx.shaped else ctx.max_vms
         for vo in ctx.vo_names:
-            pool = VmPool(ctx.cores_per_vm)
-            limited = Limiter(pool, minimum=1, maximum=ctx.max_vms, granularity=1)
+            pool = VmPool(cores, unit)
+            limited = Limiter(pool, minimum=unit, maximum=max(drones, 1) * unit, granularity=unit)
             if kind == "linear":
                 ctl: Any = LinearController(limited, **settings)
             elif kind == "relative":
@@ -174,4 +197,5 @@ class Cobald:
             else:
                 self._quiet[vo] = vms
         granted = grant(wants, self.slots(pools, site)) if wants else {}
-        return finish(actions + boots(granted, "COBalD demand above supply"))
+        shape = self.shape if self.ctx.shaped else None
+        return finish(actions + boots(granted, "COBalD demand above supply", shape))

@@ -14,6 +14,11 @@ A VM that did run jobs and then finds the queue empty ends normally (no back-off
 the VO furthest below its target share (by VMs of the space), one at a time, as long as the site
 has room and the VO is not backing off. Defaults are Vcycle's (``backoff_seconds`` = 600,
 ``fizzle_seconds`` = 600).
+
+Worker shapes: a Vcycle machinetype has a fixed size (its ``processors`` option). With the pools'
+``worker_shape`` ``job`` or ``host`` (jobs wider than ``cores_per_vm``) each VO's VMs are whole
+hosts (``base.worker_size``), which a job wider than a host spans; shares are then counted in
+those VMs.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from collections.abc import Sequence
 
 from vocloud.elastic.policy import Action, Drain, Plan, Pool, SiteCapacity
 from vocloud.elastic.policy import PoolVMState as V
-from vocloud.sim.policies.base import Demand, FreeSlots, PeerContext, active, boots, finish, housekeeping
+from vocloud.sim.policies.base import (
+    Demand,
+    FreeSlots,
+    PeerContext,
+    active,
+    boots,
+    finish,
+    housekeeping,
+    worker_size,
+)
 
 
 class Vcycle:
@@ -31,7 +45,10 @@ class Vcycle:
 
     def __init__(self, ctx: PeerContext, *, backoff_s: float = 600.0, fizzle_s: float = 600.0) -> None:
         self.ctx = ctx
-        self.slots = FreeSlots(ctx)
+        self.shape = worker_size(ctx)
+        self.slots = FreeSlots(ctx, self.shape)
+        # a pool's maximum in VMs of this size
+        self.max_vms = max(1, ctx.max_vms * ctx.cores_per_vm // self.shape[0]) if ctx.shaped else ctx.max_vms
         self.backoff_s = backoff_s
         self.fizzle_s = fizzle_s
         self.backoff_until = dict.fromkeys(ctx.vo_names, -1.0)
@@ -61,7 +78,7 @@ class Vcycle:
         granted: dict[str, int] = {}
         # the VO furthest below its share first (ties: by name), one VM at a time
         heap = [(size[vo] - self.share[vo] * total, vo) for vo in ctx.vo_names
-                if self.share[vo] > 0 and size[vo] < ctx.max_vms
+                if self.share[vo] > 0 and size[vo] < self.max_vms
                 and now >= self.backoff_until[vo] and now >= self.probe_until[vo]]
         heapq.heapify(heap)
         while slots > 0 and heap:
@@ -72,6 +89,6 @@ class Vcycle:
             if self.backoff_until[vo] > 0:  # after a back-off: one probe, then wait fizzle_seconds
                 self.backoff_until[vo] = -1.0
                 self.probe_until[vo] = now + self.fizzle_s
-            elif size[vo] < ctx.max_vms:
+            elif size[vo] < self.max_vms:
                 heapq.heappush(heap, (key + 1, vo))
-        return finish(actions + boots(granted, "target share"))
+        return finish(actions + boots(granted, "target share", self.shape if ctx.shaped else None))
