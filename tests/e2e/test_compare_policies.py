@@ -66,7 +66,10 @@ def test_first_jobs_of_lpc_egee() -> None:
         assert v["vm_hours_idle"] <= by[peer]["vm_hours_idle"], peer
     # issue 20's goal: every peer is matched or beaten on both axes by some vocloud setting
     # (headroom, idle timeout); COBalD's RelativeSupplyController only with headroom
-    verdicts = compare.frontier_verdicts(results, compare.frontier(w, config))
+    # the settings that win (docs/policies.md; bench_policies sweeps all of compare.FRONTIER):
+    # four vocloud replays instead of six keep CI inside its budget
+    wins = ((0.0, 300.0), (0.0, 1800.0), (0.0, 3600.0), (0.25, 14400.0))
+    verdicts = compare.frontier_verdicts(results, compare.frontier(w, config, wins))
     assert not [line for line in verdicts if "no vocloud setting" in line], verdicts
     assert [line for line in verdicts if line.startswith("cobald-relative-tuned:")
             and "--headroom 0.25" in line], verdicts
