@@ -11,6 +11,7 @@ and only an administrator sets a pool's ``prestage``.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.support.netns import LabUnavailable
 from vocloud.batch.sim import SimBatch
 from vocloud.core.prestage import Mode
 from vocloud.engine.pools import PoolController
-from vocloud.engine.prestage import PrestageSettings, Prestager
+from vocloud.engine.prestage import Prestager, PrestageSettings
 from vocloud.errors import Forbidden
 from vocloud.model.lifecycle import HostState
 from vocloud.service.cloud import Cloud
@@ -119,10 +120,20 @@ def test_a_pools_first_boots_distribute_its_image_once(dst: Lab, cloud: Cloud) -
                and "boots wait" in r for a, r in events), events
 
     deadline = time.monotonic() + 60
+    early: dict[int, tuple[set[str], set[str]]] = {}
     while svc.show(root, dist["id"])["state"] == "running":
         assert time.monotonic() < deadline, svc.show(root, dist["id"])
-        ctl.reconcile_once()  # boots on holders may go meanwhile; the rest wait
+        ctl.reconcile_once()  # boots on holders may go meanwhile, pinned there; the rest wait
+        view = svc.show(root, dist["id"])
+        if view["state"] == "running":  # so it was running when this pass decided
+            holders = {h["host"] for h in view["hosts"] if h["state"] in ("verified", "held")}
+            for r in _rows(cloud, "atlas"):
+                if r.vm_id is not None and r.vm_id not in early:
+                    text = str(cloud.vms.show(root, r.vm_id)["template"])
+                    early[r.vm_id] = (set(re.findall(r'NAME = \\?"([^"\\]+)', text)), holders)
         time.sleep(0.2)
+    for pinned, holders in early.values():  # pinned to hosts that held it when created
+        assert pinned and pinned <= holders, early
     ctl.reconcile_once()
     res = svc.show(root, dist["id"])["result"]
     assert res["ok"] and res["front_end_bytes"] == SIZE, res  # once, not once per host

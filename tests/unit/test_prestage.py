@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from vocloud.config import load_settings
 from vocloud.core.prestage import Candidate, Mode, Staging, decide, only_hosts
+from vocloud.errors import InvalidInput
 from vocloud.model.expr import compile_requirements
 
 H = [Candidate(f"h{i}", 2) for i in range(1, 7)]
@@ -83,3 +87,12 @@ def test_pinned_requirements_match_only_the_holders(own: str) -> None:
     assert pred({"NAME": "h1", "CPU": 4}) and pred({"NAME": "h2", "CPU": 4})
     assert not pred({"NAME": "h3", "CPU": 4})
     assert only_hosts(own, []) == own
+
+
+def test_the_site_settings_are_checked(tmp_path: Path) -> None:
+    assert load_settings(tmp_path).pool_prestage == "wait"  # the default
+    assert load_settings(tmp_path, pool_prestage="off").pool_prestage == "off"
+    for bad in ({"pool_prestage": "always"}, {"pool_prestage_wait": -1.0},
+                {"pool_prestage_hosts": 0}, {"pool_prestage_fanout": 17}):
+        with pytest.raises(InvalidInput):
+            load_settings(tmp_path, **bad)
