@@ -59,6 +59,15 @@ class Settings:
     # the site template (an administrator's VM template, by name or id) merged into the workers
     # of every pool that names none of its own: batch secret, worker network, boot attributes
     pool_site_template: str = ""
+    # pre-stage a pool's image onto the hosts that could take its workers before they boot
+    # (docs/image-distribution.md): "wait" (boots wait for it, or go to hosts that hold it),
+    # "start" (do not wait), "off"; at most pool_prestage_wait seconds (and half the pool's boot
+    # timeout) of waiting, at most pool_prestage_hosts hosts, each holder serving
+    # pool_prestage_fanout others at once. A pool's own --prestage overrides the mode.
+    pool_prestage: str = "wait"
+    pool_prestage_wait: float = 300.0
+    pool_prestage_hosts: int = 64
+    pool_prestage_fanout: int = 2
     # one daemon per store: a daemon silent this long loses it (it beats every third of it)
     store_lease_ttl: float = 30.0
     # site secrets for worker VMs ($SECRET[name] in CONTEXT): "" means <shared_dir>/secrets
@@ -186,6 +195,13 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
             raise InvalidInput(f"unknown setting {key!r}")
         values[key] = _coerce(key, raw, names[key])
     out = replace(base, **values)
+    if out.pool_prestage not in ("off", "start", "wait"):
+        raise InvalidInput(f"setting pool_prestage: {out.pool_prestage!r} is not one of off, "
+                           "start, wait")
+    if not (0 <= out.pool_prestage_wait <= 86400 and 1 <= out.pool_prestage_hosts <= 1000
+            and 1 <= out.pool_prestage_fanout <= 16):
+        raise InvalidInput("settings pool_prestage_wait (0-86400 s), pool_prestage_hosts "
+                           "(1-1000), pool_prestage_fanout (1-16): out of range")
     if not 1 <= out.port <= 65535:
         raise InvalidInput(f"setting port: {out.port} is not a TCP port (1-65535)")
     if out.accel not in ("", "kvm", "tcg"):

@@ -29,6 +29,7 @@ class DistributionOut(BaseModel):
     image_id: int
     image: str
     fanout: int
+    by: str = ""
     state: str
     started_at: float
     ended_at: float | None

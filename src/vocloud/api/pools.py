@@ -43,6 +43,9 @@ class PoolCreate(Strict):
     scale_down_delay: Seconds | None = None
     worker_shape: WorkerShape | None = None
     headroom: float | None = Field(None, ge=0, le=10, description="spare workers per busy worker")
+    prestage: Literal["off", "start", "wait", "site"] | None = Field(
+        None, description="administrators only: pre-stage the image before boots "
+                          "(docs/image-distribution.md); site: the daemon's pool_prestage")
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: workers the pool may "
                                                          "run on cloud hosts (docs/bursting.md)")
@@ -65,6 +68,9 @@ class PoolUpdate(Strict):
     scale_down_delay: Seconds | None = None
     worker_shape: WorkerShape | None = None
     headroom: float | None = Field(None, ge=0, le=10, description="spare workers per busy worker")
+    prestage: Literal["off", "start", "wait", "site"] | None = Field(
+        None, description="administrators only: pre-stage the image before boots "
+                          "(docs/image-distribution.md); site: the daemon's pool_prestage")
     enabled: StrictBool | None = None
     burst_limit: Count | None = Field(None, description="administrators only: cloud workers allowed")
     site_template: RefValue | Literal[""] | None = Field(

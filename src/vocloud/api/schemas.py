@@ -347,6 +347,7 @@ class PoolOut(BaseModel):
     cloud_workers: int = 0
     worker_shape: str
     headroom: float = 0.0
+    prestage: str = "site"
     enabled: bool
     deleting: bool
     created_at: float | None

@@ -43,10 +43,12 @@ from vocloud.app.drivers import batch_from, build_registry
 from vocloud.batch.sim import SimBatch
 from vocloud.config import Settings
 from vocloud.core.accounting import Prices
+from vocloud.core.prestage import Mode
 from vocloud.drivers.registry import DriverCatalog, DriverRegistry, Role
 from vocloud.engine import filemodes
 from vocloud.engine.leader import Election, Identity, Leadership, agree_on, describe, startup_lock
 from vocloud.engine.pools import PoolController
+from vocloud.engine.prestage import Prestager, PrestageSettings
 from vocloud.engine.reconcile import LoopSettings, Reconciler, policy_from
 from vocloud.engine.secrets import SecretDir
 from vocloud.engine.store_lease import StoreLease
@@ -54,6 +56,7 @@ from vocloud.errors import Conflict, InvalidInput
 from vocloud.model.instance_types import parse_instance_types
 from vocloud.service.access_keys import Sealer
 from vocloud.service.cloud import Cloud
+from vocloud.service.distribution import DistributionService
 from vocloud.service.frontends import FrontendService
 from vocloud.service.policy import VMPolicy
 from vocloud.store import migrate
@@ -233,13 +236,20 @@ def _check_port(host: str, port: int) -> None:
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry) -> Callable[[], Any] | None:
-    """One VO-pool controller pass, or None when no batch system is configured."""
+def _pool_pass(cloud: Cloud, settings: Settings, registry: DriverRegistry,
+               distributions: DistributionService | None = None) -> Callable[[], Any] | None:
+    """One VO-pool controller pass, or None when no batch system is configured; with
+    ``distributions``, it pre-stages pools' images (docs/image-distribution.md)."""
     batch = batch_from(registry, settings)
     if batch is None:
         return None
+    prestager = None
+    if distributions is not None and settings.pool_prestage != "off":
+        prestager = Prestager(distributions, PrestageSettings(
+            Mode(settings.pool_prestage), settings.pool_prestage_wait,
+            settings.pool_prestage_hosts, settings.pool_prestage_fanout))
     controller = PoolController(cloud, batch, site_max_vms=settings.pool_site_max_vms,
-                                site_template=settings.pool_site_template)
+                                site_template=settings.pool_site_template, prestager=prestager)
     if isinstance(batch, SimBatch):
         sim = batch
 
@@ -271,8 +281,11 @@ def _reconcilers(settings: Settings, registry: DriverRegistry) -> Callable[[Clou
 
 def _wire_app(settings: Settings, registry: DriverRegistry, db: Database, cloud: Cloud,
               metrics: Metrics, me: Identity, role: Callable[[], str], started: float,
-              lifespan: Callable[[Any], Any]) -> Any:
-    """Every front-end on one app (the same in the leader process and in ``api_workers``)."""
+              lifespan: Callable[[Any], Any],
+              distributions: DistributionService | None = None) -> Any:
+    """Every front-end on one app (the same in the leader process and in ``api_workers``).
+    ``distributions``: the service the pool controller's pre-stage uses, so both share one
+    memory of running distributions (docs/image-distribution.md); default: a new one."""
     cloud.set_console_reader(_reconcilers(settings, registry)(cloud).console)  # any front-end reads consoles
     app = create_app(cloud, lifespan=lifespan, max_request_bytes=settings.max_request_bytes)
     occi.mount(app, cloud, parse_instance_types(settings.instance_types), settings.occi_template)
@@ -286,7 +299,7 @@ def _wire_app(settings: Settings, registry: DriverRegistry, db: Database, cloud:
     app.state.host_leases, _ = host_leases.wire(settings, cloud)  # docs/host-leases.md
     app.include_router(host_leases_router())
     # image distribution by a fan-out tree (docs/image-distribution.md)
-    app.state.distributions = distribution.wire(settings, cloud.db, registry)
+    app.state.distributions = distributions or distribution.wire(settings, cloud.db, registry)
     app.include_router(distributions_router())
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
@@ -301,13 +314,17 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
     started = time.time()
     metrics = Metrics(cloud.db)
     reconciler_on = _reconcilers(settings, registry)
+    # image distribution by a fan-out tree (docs/image-distribution.md): the REST routes and the
+    # pool controller's pre-stage share one service (one memory of running distributions)
+    distributions = distribution.wire(settings, cloud.db, registry)
 
     def loops_on(store: Database, lease: StoreLease | None = None) -> Loops:
         """One term's loops: a fresh service on ``store`` (a leader's: fenced, engine/leader.py),
         so the pool controller's crash repair starts after the previous term ended."""
         sealer = cloud.access_keys.sealer
         c = cloud if store is db else _new_cloud(store, settings, registry.catalog(), sealer)
-        loops = Loops(reconciler_on(c), settings, _pool_pass(c, settings, registry), lease)
+        loops = Loops(reconciler_on(c), settings, _pool_pass(c, settings, registry, distributions),
+                      lease)
         loops.observe = metrics.observe_loop
         _, lease_loop = host_leases.wire(settings, c)  # leased hypervisors (docs/host-leases.md)
         if lease_loop is not None:
@@ -344,7 +361,8 @@ def build(settings: Settings) -> tuple[Any, Loops | Leadership, Cloud]:
                     log.exception("could not release the store lease")
             cloud.db.dispose()
 
-    app = _wire_app(settings, registry, db, cloud, metrics, me, role, started, lifespan)
+    app = _wire_app(settings, registry, db, cloud, metrics, me, role, started, lifespan,
+                    distributions)
     return app, runner, cloud
 
 

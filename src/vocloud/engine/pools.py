@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -57,6 +58,7 @@ from vocloud.batch.base import (
     WorkerNode,
     by_vo,
 )
+from vocloud.core.prestage import Decision, Mode, only_hosts
 from vocloud.elastic.failures import (
     DEFAULT_BACKOFF,
     BackoffPolicy,
@@ -82,13 +84,15 @@ from vocloud.elastic.policy import (
 )
 from vocloud.elastic.policy import PoolVMState as V
 from vocloud.engine.burst import cloud_host_names, mark_cloud, planner_hosts
+from vocloud.engine.prestage import Prestager, candidates
 from vocloud.errors import Forbidden, IllegalAction, InvalidInput, NotFound, VocloudError
 from vocloud.model.lifecycle import HostState, VMState
 from vocloud.model.template import Template, parse_template
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
+from vocloud.service.distribution import STORING_VMMS
 from vocloud.service.ipam import int_to_ip
-from vocloud.service.pools import boot_inputs, live_vms, policy_of, purge
+from vocloud.service.pools import boot_image, boot_inputs, live_vms, policy_of, purge
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
 from vocloud.store.schema import VM, Host, Lease, User
 
@@ -158,9 +162,14 @@ class PoolController:
     def __init__(self, cloud: Cloud, batch: BatchSystem, clock: Callable[[], float] = time.time,
                  site_max_vms: int = 1000, bind_grace_s: float = 60.0,
                  backoff: BackoffPolicy = DEFAULT_BACKOFF, rebalance: bool = True,
-                 site_template: str = "") -> None:
+                 site_template: str = "", prestager: Prestager | None = None) -> None:
         """``site_template``: the daemon's default site template (``pool_site_template``), for
-        pools that name none; ``""``: such pools' workers get no site additions."""
+        pools that name none; ``""``: such pools' workers get no site additions.
+        ``prestager``: pre-stages a pool's image onto the hosts its workers could take before
+        they boot (docs/image-distribution.md); ``None``: never."""
+        self.prestager = prestager
+        self._held: set[int] = set()  # requests held back while their image is pre-staged
+        self._prestage_note: dict[int, str] = {}  # pool id -> last note written to its events
         self.site_template = site_template
         self.cloud = cloud
         self.db = cloud.db
@@ -512,9 +521,13 @@ class PoolController:
                 .join(PoolRow, PoolRow.id == PoolVMRow.pool_id)
                 .where(PoolVMRow.state == V.REQUESTED.value).where(PoolVMRow.vm_id.is_(None))
                 .order_by(PoolVMRow.id)))
-        for rid, name, requested_at, pid, group_id, cores, memory, owner_id, lifetime in rows:
-            if self.started_at < requested_at < now and now - requested_at < self.bind_grace_s:
-                continue  # left by a failed pass of ours: retried after the grace
+        rows = [r for r in rows if r[0] in self._held or not (
+            self.started_at < r[2] < now and now - r[2] < self.bind_grace_s)]
+        # (rows left by a failed pass of ours are retried after the grace)
+        pins = self._prestage(rows, now)
+        for rid, name, _requested_at, pid, group_id, cores, memory, owner_id, lifetime in rows:
+            if rid in self._held:
+                continue  # waits for its image to reach the hosts (the pool's events say why)
             vm_id = self._existing_vm(name, group_id, owner_id)
             if vm_id is None:
                 try:
@@ -529,7 +542,8 @@ class PoolController:
                     extra["WALLTIME"] = str(int(lifetime))
                 try:
                     own = str(parse_template(body, fmt="one").attrs.get("SCHED_REQUIREMENTS", ""))
-                    steer = avoid_hosts(own, *self._hosts_in_backoff(pid, now))
+                    steer = only_hosts(avoid_hosts(own, *self._hosts_in_backoff(pid, now)),
+                                       pins.get(rid, ()))
                     if steer != own:
                         extra["SCHED_REQUIREMENTS"] = steer
                     [vm_id] = self.cloud.vms.create(actor, body, fmt="one", count=1, name=name,
@@ -541,6 +555,67 @@ class PoolController:
                     self._bind_failed(rid, pid, name, exc.message, now)
                     continue
             self._record_vm(rid, pid, vm_id, now)
+
+    def _prestage(self, rows: Sequence[Any], now: float) -> dict[int, tuple[str, ...]]:
+        """Ask the prestager about each pool's requests (docs/image-distribution.md): fills
+        ``self._held`` with the requests that wait, returns the hosts the others are pinned to."""
+        self._held.clear()
+        pins: dict[int, tuple[str, ...]] = {}
+        if self.prestager is None or not rows:
+            return pins
+        by_pool: dict[int, list[Any]] = {}
+        for r in rows:
+            by_pool.setdefault(r[3], []).append(r)
+        for pid, waiting in by_pool.items():
+            try:
+                gate = self._prestage_pool(pid, waiting, now)
+            except VocloudError as exc:  # refused boots are reported by the boot itself
+                log.debug("pool %s: no pre-stage: %s", pid, exc.message)
+                continue
+            if gate is None:
+                continue
+            decision, dist_id, pool_vo, image = gate
+            bound = waiting[:decision.bind]
+            self._held.update(r[0] for r in waiting[decision.bind:])
+            pins.update((r[0], decision.pin) for r in bound)
+            notes = []
+            if dist_id is not None:
+                notes.append(("prestage", f"pre-staging image {image} to {len(decision.start)} "
+                              f"hosts for VO {pool_vo} (distribution {dist_id})"))
+            if decision.note and decision.note != self._prestage_note.get(pid):
+                notes.append(("prestage-wait", decision.note))
+            self._prestage_note[pid] = decision.note
+            if notes:
+                with self.db.write() as s:
+                    for action, why in notes:
+                        _event(s, pid, now, action, decision.waiting, None, why)
+        return pins
+
+    def _prestage_pool(self, pid: int, waiting: Sequence[Any], now: float
+                       ) -> tuple[Decision, int | None, str, str] | None:
+        assert self.prestager is not None
+        with self.db.read() as s:
+            pool = s.get(PoolRow, pid)
+            if pool is None:
+                return None
+            mode = Mode(pool.prestage) if pool.prestage else self.prestager.settings.mode
+            if mode is Mode.OFF:
+                return None
+            image = boot_image(s, boot_inputs(s, pool, self.site_template))
+            if image is None:
+                return None
+            cores, memory, vo = pool.cores, pool.memory, pool.vo
+            wait_s = min(self.prestager.settings.wait_s, pool.boot_timeout / 2)
+            hosts = list(s.scalars(select(Host).where(Host.vmm.in_(STORING_VMMS))))
+            unplaced = s.scalar(
+                select(func.count(PoolVMRow.id)).join(VM, VM.id == PoolVMRow.vm_id)
+                .where(PoolVMRow.pool_id == pid).where(VM.host_id.is_(None))
+                .where(VM.state == VMState.PENDING.value)) or 0
+        avoid, _ = self._hosts_in_backoff(pid, now)
+        cands = candidates(hosts, cores, memory, avoid)
+        decision, dist_id = self.prestager.gate(mode, vo, image, len(waiting), cands,
+                                                int(unplaced), now, wait_s)
+        return decision, dist_id, vo, image[1]
 
     def _boot_inputs(self, pool_id: int) -> tuple[Actor, str, Template | None]:
         """(the pool identity as an actor, the VO's template text, the site template) for one

@@ -83,6 +83,26 @@ class DistributionService:
         if isinstance(fanout, bool) or not isinstance(fanout, int) or not 1 <= fanout <= MAX_FANOUT:
             raise InvalidInput(f"fanout must be a whole number from 1 to {MAX_FANOUT}, got {fanout!r}")
         names = self._names(hosts)
+        job_id = self._launch(image, names, fanout, f"by {actor.name}", wait)
+        return self.show(actor, job_id)
+
+    def start_for_pool(self, image_id: int, hosts: Sequence[str], fanout: int, pool: str) -> int:
+        """The pool controller's pre-stage (docs/image-distribution.md): no actor, since no user
+        asks for it. Not reachable from any front-end: the controller alone chooses ``hosts``
+        (the site's hosts that could take the pool's workers, from the store) and the image
+        (its pool's, which the pool identity may USE). Returns the distribution's id."""
+        names = self._names(hosts)
+        fanout = min(max(int(fanout), 1), MAX_FANOUT)
+        return self._launch(int(image_id), names, fanout, f"for the pool of VO {pool}", False)
+
+    def peek(self, dist_id: int) -> dict[str, Any] | None:
+        """A distribution's state for the pool controller (no actor: never a front-end's)."""
+        with self._lock:
+            state = self._jobs.get(dist_id)
+            return None if state is None else self._view(state)
+
+    def _launch(self, image: int | str, names: builtins.list[str] | None, fanout: int, by: str,
+                wait: bool) -> int:
         if self.runner is None:
             raise Conflict("image distribution needs the daemon's drivers (not wired here)")
         with self.db.write() as s:
@@ -103,10 +123,10 @@ class DistributionService:
             job = Job(next(self._ids), img.id, img.name, img.path, img.format, img.sha256 or "",
                       tuple(_host_ref(h) for h in rows), fanout)
             record(s, "image", img.id, "distribute", img.state, img.state,
-                   f"by {actor.name} to {len(rows)} hosts, fanout {fanout} (distribution {job.id})")
+                   f"{by} to {len(rows)} hosts, fanout {fanout} (distribution {job.id})")
         state = {"id": job.id, "image_id": job.image_id, "image": job.image, "fanout": fanout,
-                 "state": "running", "started_at": time.time(), "ended_at": None, "error": "",
-                 "hosts": {h.name: {"host": h.name, "state": "pending"} for h in job.hosts},
+                 "by": by, "state": "running", "started_at": time.time(), "ended_at": None,
+                 "error": "", "hosts": {h.name: {"host": h.name, "state": "pending"} for h in job.hosts},
                  "result": None}
         with self._lock:
             self._jobs[job.id] = state
@@ -118,7 +138,7 @@ class DistributionService:
         thread.start()
         if wait:
             thread.join()
-        return self.show(actor, job.id)
+        return job.id
 
     def show(self, actor: Actor, dist_id: int) -> dict[str, Any]:
         require_admin(actor, "follow image distributions")

@@ -43,7 +43,7 @@ from vocloud.service.base import find, load_rules, record
 from vocloud.service.burst import worker_split
 from vocloud.store.db import Database
 from vocloud.store.pools import PoolBackoffRow, PoolEventRow, PoolRow, PoolVMRow
-from vocloud.store.schema import Group, User, VMTemplateRow
+from vocloud.store.schema import Group, Image, User, VMTemplateRow
 
 if TYPE_CHECKING:
     from vocloud.service.vms import VMService
@@ -55,8 +55,11 @@ SETTABLE: dict[str, str] = {
     "boot_timeout": "boot_timeout", "max_lifetime": "max_lifetime",
     "max_boots_per_minute": "max_boots_per_minute", "scale_down_delay": "scale_down_delay",
     "enabled": "enabled", "site_template": "site_template_id", "burst_limit": "burst_limit",
-    "worker_shape": "worker_shape", "headroom": "headroom",
+    "worker_shape": "worker_shape", "headroom": "headroom", "prestage": "prestage",
 }
+#: A pool's pre-stage values (docs/image-distribution.md): core/prestage.Mode, or "site" (the
+#: daemon's ``pool_prestage``, stored as NULL).
+PRESTAGE_VALUES = ("off", "start", "wait", "site")
 
 #: The status columns of ``pool list`` (from the last plan's PoolStatus), zero before any plan.
 #: The planner's defaults, used for attributes a new pool does not set.
@@ -147,7 +150,7 @@ def pool_dict(row: PoolRow, template: str = "", owner: str = "",
         "idle_timeout": row.idle_timeout, "boot_timeout": row.boot_timeout,
         "max_lifetime": row.max_lifetime, "max_boots_per_minute": row.max_boots_per_minute,
         "scale_down_delay": row.scale_down_delay, "worker_shape": row.worker_shape or "fixed",
-        "headroom": row.headroom or 0.0,
+        "headroom": row.headroom or 0.0, "prestage": row.prestage or "site",
         "enabled": row.enabled, "burst_limit": row.burst_limit or 0,
         "deleting": row.deleting, "created_at": row.created_at, "status_at": row.status_at,
         "notes": list(st.get("notes", [])),
@@ -242,6 +245,33 @@ def boot_inputs(s: Session, pool: PoolRow, default_site: int | str = "",
     return BootInputs(actor, tmpl.body, site, tmpl.name, site_name)
 
 
+def boot_image(s: Session, inputs: BootInputs) -> tuple[int, str] | None:
+    """``(id, name)`` of the image a worker boots from (its first disk), for the controller's
+    pre-stage (docs/image-distribution.md), or ``None`` (no disk, or one the pool may not use).
+
+    The site template's disks replace the VO's (an administrator's, trusted); the VO's own
+    disk is looked up with the pool identity's rights: a VO cannot get an image it may not USE
+    copied to the site's hosts by naming it in its template."""
+    site_disks = inputs.site.vectors("DISK") if inputs.site is not None else []
+    disks = site_disks or parse_template(inputs.body, fmt="one", source="pool template").vectors("DISK")
+    if not disks:
+        return None
+    disk = disks[0]
+    ref: int | str = int(disk["IMAGE_ID"]) if str(disk.get("IMAGE_ID", "")).isdigit() \
+        else str(disk.get("IMAGE") or "")
+    if not ref:
+        return None
+    try:
+        img = find(s, Image, "image", ref)
+    except VocloudError:
+        return None
+    if not site_disks and not allowed(inputs.actor, "USE",
+                                      ObjRef("IMAGE", img.id, img.owner_id, img.group_id, img.public),
+                                      load_rules(s)):
+        return None
+    return img.id, img.name
+
+
 class PoolService:
     def __init__(self, db: Database, vms: VMService | None = None,
                  site_template: int | str = "") -> None:
@@ -285,6 +315,9 @@ class PoolService:
         if "burst_limit" in values and not actor.is_admin:
             raise Forbidden("only an administrator may set a pool's burst_limit (cloud workers "
                             "are billed to the site)")
+        if "prestage" in values and not actor.is_admin:
+            raise Forbidden("only an administrator may set a pool's prestage (it copies images "
+                            "onto the site's hosts)")
 
     @staticmethod
     def _identity(s: Session, group: Group, actor: Actor) -> User:
@@ -382,6 +415,11 @@ class PoolService:
                     if not isinstance(value, bool):
                         raise ValueError
                     row.enabled = value
+                elif col == "prestage":
+                    if value not in PRESTAGE_VALUES:
+                        raise InvalidInput(f"pool prestage: {str(value)[:40]!r} is not one of "
+                                           f"{', '.join(PRESTAGE_VALUES)}")
+                    row.prestage = None if value == "site" else value
                 elif col == "worker_shape":
                     if value not in WORKER_SHAPES:
                         raise InvalidInput(f"pool worker_shape: {str(value)[:40]!r} is not one of "

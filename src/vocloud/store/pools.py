@@ -56,6 +56,8 @@ class PoolRow(Base):
     worker_shape: Mapped[str] = mapped_column(String(8), default="fixed", server_default="fixed")
     # spare workers per busy worker, booted ahead of demand (PoolPolicy.headroom); 0020
     headroom: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # pre-stage mode of the pool's image (core/prestage.Mode); None: the site's pool_prestage; 0021
+    prestage: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -40,6 +40,10 @@ ShapeOpt = Annotated[str | None, Opt(
 HeadroomOpt = Annotated[float | None, Opt(
     "--headroom", min=0, max=10, help="Spare workers kept beyond the queue's need, per busy worker "
     "(0.25: one per four busy, booted ahead of demand); 0: none.")]
+PrestageOpt = Annotated[str | None, Opt(
+    "--prestage", help="Administrators only: copy the workers' image to the hosts that could take "
+    "them before they boot: wait (boots wait for it, or go to hosts that hold it), start (do not "
+    "wait), off, or site (the daemon's pool_prestage). docs/image-distribution.md.")]
 SiteOpt = Annotated[str | None, Opt(
     "--site-template", help="Administrators only: the site template (an administrator's VM "
     "template) merged into every worker: batch secret, worker network, boot attributes. "
@@ -57,6 +61,7 @@ def create(
     boot_timeout: BootOpt = None, max_lifetime: LifeOpt = None, max_boots: RateOpt = None,
     scale_down_delay: DelayOpt = None, site_template: SiteOpt = None, burst_limit: BurstOpt = None,
     json_: JsonFlag = False, worker_shape: ShapeOpt = None, headroom: HeadroomOpt = None,
+    prestage: PrestageOpt = None,
 ) -> None:
     """Create the pool of a VO; its workers are created as the VO (user pool.<vo>)."""
     body = {"vo": vo, "template": template, "cores": cores, "memory": parse_size(memory, "memory"),
@@ -66,6 +71,8 @@ def create(
         body["worker_shape"] = worker_shape
     if headroom is not None:
         body["headroom"] = headroom
+    if prestage is not None:
+        body["prestage"] = prestage
     if site_template is not None:
         body["site_template"] = site_template
     if burst_limit is not None:
@@ -130,6 +137,7 @@ def update(
     enable: Annotated[bool | None, Opt("--enable/--disable", help="Let the controller act on it.")] = None,
     site_template: SiteOpt = None, burst_limit: BurstOpt = None, json_: JsonFlag = False,
     worker_shape: ShapeOpt = None, headroom: HeadroomOpt = None,
+    prestage: PrestageOpt = None,
 ) -> None:
     """Change a pool's policy; lowering --max drains surplus workers, never kills a running job."""
     body: dict[str, Any] = _policy(min_, max_, weight, idle_timeout, boot_timeout, max_lifetime,
@@ -138,6 +146,8 @@ def update(
         body["worker_shape"] = worker_shape
     if headroom is not None:
         body["headroom"] = headroom
+    if prestage is not None:
+        body["prestage"] = prestage
     if template is not None:
         body["template"] = template
     if cores is not None:
