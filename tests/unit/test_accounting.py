@@ -176,3 +176,17 @@ def test_apel_message_has_the_header_and_one_block_per_record() -> None:
     assert "WallDuration: 3600" in lines and "CpuCount: 2" in lines and "EndTime: 3610" in lines
     assert all(": " in line for line in lines if line != "%%")
     assert Usage().vm_hours == 0
+
+
+
+@pytest.mark.parametrize("by", ["day", "month"])
+def test_a_period_just_before_midnight_is_charged(by: str) -> None:
+    """datetime rounds a timestamp 0.3 µs before midnight onto midnight: a period of a few
+    tenths of a microsecond there had no calendar slice at all (IndexError, found by hypothesis)."""
+    midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z
+    lo, hi = midnight - 4e-7, midnight - 1e-7
+    s = Stretch(1, "RUNNING", lo - 60, None, user_id=0, group_id=1, host_id=None, pool_id=None,
+                cpu_m=1000, memory_mib=512)
+    got = aggregate([s], lo, hi, midnight + 7200, by)
+    assert list(got) == (["2023-11-14"] if by == "day" else ["2023-11"])
+    assert total(got.values()).seconds == pytest.approx(hi - lo, abs=1e-9)

@@ -18,6 +18,7 @@ cores times the charged hours (what the site set aside, as OpenNebula's showback
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -113,8 +114,11 @@ def stretches_from_events(events: Iterable[Event]) -> Iterator[tuple[int, str, f
 
 
 def _day(ts: float) -> datetime:
-    d = datetime.fromtimestamp(ts, UTC)
-    return d.replace(hour=0, minute=0, second=0, microsecond=0)
+    """The UTC day holding ``ts``, from whole seconds: ``fromtimestamp`` rounds to the
+    microsecond, and a ``ts`` just before midnight would land in the next day (no slice would
+    then hold the start of a period: IndexError in ``aggregate``)."""
+    whole = math.floor(ts)
+    return datetime.fromtimestamp(whole - whole % 86400, UTC)
 
 
 def _next_day(d: datetime) -> datetime:
