@@ -69,7 +69,7 @@ def test_first_jobs_of_lpc_egee() -> None:
     # the settings that win (docs/policies.md; bench_policies sweeps all of compare.FRONTIER):
     # four vocloud replays instead of six keep CI inside its budget
     wins = ((0.0, 300.0), (0.0, 1800.0), (0.0, 3600.0), (0.25, 14400.0))
-    verdicts = compare.frontier_verdicts(results, compare.frontier(w, config, wins))
+    verdicts = compare.frontier_verdicts(results, compare.frontier(w, config, wins, workers=2))
     assert not [line for line in verdicts if "no vocloud setting" in line], verdicts
     assert [line for line in verdicts if line.startswith("cobald-relative-tuned:")
             and "--headroom 0.25" in line], verdicts

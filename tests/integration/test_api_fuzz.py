@@ -73,6 +73,10 @@ def _site(cloud: Cloud) -> dict[str, str]:
 
 @pytest.mark.parametrize("who", ["admin", "alice"])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(cloud: Cloud, who: str) -> None:
+    # the VO member's fuzz on SQLite only (CI time): rights are checked in the service, the same
+    # on both databases; what a database does differently the administrator's fuzz reaches on both
+    if who == "alice" and not cloud.db.is_sqlite:
+        pytest.skip("the VO member's fuzz runs on SQLite (the administrator's on both)")
     tokens = _site(cloud)
     t0 = time.monotonic()
     app = create_app(cloud)

@@ -169,6 +169,8 @@ def test_slurm_power_saving_boots_and_stops_vms(slurm_available: None, site: Dae
             # -- resume: sbatch -> ResumeProgram -> VM -> guest slurmd -> job runs and completes
             t0 = time.time()
             job = cluster.sbatch("-p", "cloud", "-w", "c1", "-n1", command="sleep 1")
+            # c2's resume-fail runs alongside (its ResumeTimeout, not after c1's whole story)
+            job2 = cluster.sbatch("-p", "cloud", "-w", "c2", "-n1", command="true")
             assert cluster.run("sinfo", "-h", "-N", "-n", "c1", "-o", "%t").strip() != "idle"
             vm = cluster.wait_for(lambda: next(iter(_vms(d, "c1")), None), 30, "a VM named c1")
             created = time.time() - t0
@@ -185,7 +187,6 @@ def test_slurm_power_saving_boots_and_stops_vms(slurm_available: None, site: Dae
             assert len(_vms(d, "c1")) == 1  # one boot for one job
 
             # -- resume-fail: c2's guest never starts slurmd -> ResumeTimeout -> terminate-hard
-            job2 = cluster.sbatch("-p", "cloud", "-w", "c2", "-n1", command="true")
             cluster.wait_for(lambda: next(iter(_vms(d, "c2")), None), 30, "a VM named c2")
             cluster.wait_for(lambda: all(v["state"] == "DONE" for v in _vms(d, "c2")),
                              RESUME_TIMEOUT + 40, "c2's VM to be removed by ResumeFailProgram")

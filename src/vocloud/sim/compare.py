@@ -267,14 +267,30 @@ def setting_label(s: Setting) -> str:
     return f"--headroom {s[0]:g} --idle-timeout {s[1]:g}"
 
 
+def _at(setting: Setting, w: Workload, config: SimConfig) -> dict[str, Any]:
+    knobs = dataclasses.replace(config.knobs, headroom=setting[0], idle_timeout_s=setting[1])
+    return run_policy(BASE, w, dataclasses.replace(config, knobs=knobs)).figures
+
+
+def _frontier_child(setting: Setting) -> dict[str, Any]:
+    assert _SHARED is not None
+    return _at(setting, *_SHARED)
+
+
 def frontier(w: Workload, config: SimConfig, settings: Sequence[Setting] = FRONTIER,
-             ) -> list[tuple[Setting, dict[str, Any]]]:
-    """vocloud's planner at several (headroom, idle timeout) settings: (setting, figures) each."""
-    out = []
-    for h, t in settings:
-        knobs = dataclasses.replace(config.knobs, headroom=h, idle_timeout_s=t)
-        out.append(((h, t), run_policy(BASE, w, dataclasses.replace(config, knobs=knobs)).figures))
-    return out
+             workers: int = 1) -> list[tuple[Setting, dict[str, Any]]]:
+    """vocloud's planner at several (headroom, idle timeout) settings: (setting, figures) each;
+    ``workers > 1``: in forked processes, as :func:`compare`."""
+    global _SHARED
+    if workers <= 1 or len(settings) == 1:
+        return [(s, _at(s, w, config)) for s in settings]
+    _SHARED = (w, config)
+    try:
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(settings)), mp_context=ctx) as pool:
+            return list(zip(settings, pool.map(_frontier_child, settings), strict=True))
+    finally:
+        _SHARED = None
 
 
 def frontier_verdicts(results: Sequence[ScenarioResult], points: Sequence[tuple[Setting, dict[str, Any]]],
