@@ -198,10 +198,11 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if out.pool_prestage not in ("off", "start", "wait"):
         raise InvalidInput(f"setting pool_prestage: {out.pool_prestage!r} is not one of off, "
                            "start, wait")
-    if not (0 <= out.pool_prestage_wait <= 86400 and 1 <= out.pool_prestage_hosts <= 1000
-            and 1 <= out.pool_prestage_fanout <= 16):
-        raise InvalidInput("settings pool_prestage_wait (0-86400 s), pool_prestage_hosts "
-                           "(1-1000), pool_prestage_fanout (1-16): out of range")
+    for key, low, high in (("pool_prestage_wait", 0, 86400), ("pool_prestage_hosts", 1, 1000),
+                           ("pool_prestage_fanout", 1, 16)):
+        if not low <= getattr(out, key) <= high:
+            raise InvalidInput(f"setting {key}: {getattr(out, key):g} is out of range "
+                               f"({low} to {high})")
     if not 1 <= out.port <= 65535:
         raise InvalidInput(f"setting port: {out.port} is not a TCP port (1-65535)")
     if out.accel not in ("", "kvm", "tcg"):

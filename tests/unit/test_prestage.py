@@ -94,5 +94,5 @@ def test_the_site_settings_are_checked(tmp_path: Path) -> None:
     assert load_settings(tmp_path, pool_prestage="off").pool_prestage == "off"
     for bad in ({"pool_prestage": "always"}, {"pool_prestage_wait": -1.0},
                 {"pool_prestage_hosts": 0}, {"pool_prestage_fanout": 17}):
-        with pytest.raises(InvalidInput):
+        with pytest.raises(InvalidInput, match=next(iter(bad))):  # the error names the setting
             load_settings(tmp_path, **bad)
