@@ -77,3 +77,46 @@ def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: p
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in _slow_teardowns:
         terminalreporter.write_line(f"slow teardown: {line}")
+
+
+# ---------------------------------------------------------------- parallel runs (pytest-xdist)
+# scripts/test.sh runs the suite on several workers with `--dist loadgroup`. A module's tests stay
+# on one worker (its module fixtures start one daemon, not one per worker). Modules that use
+# machine-wide things — network namespaces and sshd, bridges and nft tables, Slurm and Grid
+# Engine, qemu guests — share the group "machine" and run one after another on one worker, as
+# they always did; everything else (pure code, daemons on free loopback ports with sim hosts,
+# PostgreSQL databases of the session's own server, Prometheus and Chromium on free ports) runs
+# beside them. A new integration or end-to-end module is "machine" until it is listed below.
+PARALLEL_SAFE = frozenset({
+    "integration/test_accounting.py", "integration/test_api_fuzz.py", "integration/test_api_workers.py",
+    "integration/test_burst_ec2.py", "integration/test_burst_engine.py", "integration/test_concurrency.py",
+    "integration/test_daemon.py", "integration/test_ec2.py", "integration/test_ec2_client_token.py",
+    "integration/test_ec2_clients.py", "integration/test_ha.py", "integration/test_host_backoff.py",
+    "integration/test_host_leases.py", "integration/test_migrations.py", "integration/test_networks.py",
+    "integration/test_occi.py", "integration/test_operations.py", "integration/test_os_vector.py",
+    "integration/test_owed_actions.py", "integration/test_pools_service.py",
+    "integration/test_pools_trust.py", "integration/test_recover.py", "integration/test_scale_batch.py",
+    "integration/test_secrets.py", "integration/test_service_guards.py", "integration/test_store_lease.py",
+    "integration/test_tenancy.py", "integration/test_trust_boundary.py", "integration/test_vm_ids.py",
+    "integration/test_xmlrpc.py", "integration/test_xmlrpc_fuzz.py",
+    "e2e/test_cli_acceptance.py", "e2e/test_cli_access_keys.py", "e2e/test_cli_daemon.py",
+    "e2e/test_cli_errors.py", "e2e/test_cli_faults.py", "e2e/test_cli_host_backoff.py",
+    "e2e/test_cli_objects.py", "e2e/test_cli_pools.py", "e2e/test_cli_security.py",
+    "e2e/test_compare_policies.py", "e2e/test_simulate_burst_lpc.py", "e2e/test_simulate_cli.py",
+    "e2e/test_simulate_val_cli.py", "e2e/test_web_ui.py",
+})
+_TESTS = Path(__file__).parent
+
+
+def xdist_group_of(path: Path) -> str:
+    """The worker group of a test module: ``machine`` for the serial ones, else the module."""
+    rel = path.resolve().relative_to(_TESTS).as_posix()
+    if rel.startswith("unit/") or rel in PARALLEL_SAFE:
+        return rel
+    return "machine"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
