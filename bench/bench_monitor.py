@@ -5,7 +5,9 @@ brought to RUNNING by a Reconciler's own loops (scheduler, lifecycle, sim boot d
 guest files on tmpfs as in ``bench_scale``. Then each code under test (this checkout, and
 ``--baseline-src``: another checkout's ``src``, e.g. main's, the same-run baseline) runs in a
 fresh process of its own against that same store and sim directory: a ``first`` forced pass
-(cold process: nothing cached) and ``--warm`` more forced passes (their median). The codes take
+(cold process: nothing cached) and ``--warm`` more forced passes (their median), wall time and
+the process's CPU time (a busy machine stretches the first, not the second; the database
+server's own CPU is not counted). The codes take
 turns ``--rounds`` times, so a busy machine hurts both alike. ``--profile`` prints the top of a
 cProfile of one warm pass of this checkout.
 
@@ -85,15 +87,17 @@ def measure(url: str, shared: Path, warm: int, profile: bool) -> dict[str, Any]:
 
     db = Database(url)
     rec = Reconciler(Cloud(db), {"sim": SimDriver(shared / "sim", 0.0, 0.0)}, LoopSettings())
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     rec.monitor_once(force=True)
-    first = time.perf_counter() - t
-    warms = []
+    first, first_cpu = time.perf_counter() - t, time.process_time() - c
+    warms, cpus = [], []
     for _ in range(warm):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         rec.monitor_once(force=True)
         warms.append(time.perf_counter() - t)
-    out: dict[str, Any] = {"first": first, "warm": statistics.median(warms), "warms": warms}
+        cpus.append(time.process_time() - c)
+    out: dict[str, Any] = {"first": first, "warm": statistics.median(warms), "warms": warms,
+                           "first_cpu": first_cpu, "warm_cpu": statistics.median(cpus)}
     if profile:
         prof = cProfile.Profile()
         prof.enable()
@@ -149,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, src in codes:
                 firsts = ", ".join(f"{g['first']:.3f}" for g in got[name])
                 warms = ", ".join(f"{g['warm']:.3f}" for g in got[name])
-                print(f"  {name:9} first pass {firsts} s; warm (median of {args.warm}) {warms} s"
-                      f"   [{src}]")
+                cpus = ", ".join(f"{g['first_cpu']:.2f}/{g['warm_cpu']:.2f}" for g in got[name])
+                print(f"  {name:9} first pass {firsts} s; warm (median of {args.warm}) {warms} s;"
+                      f" CPU first/warm {cpus} s   [{src}]")
                 if name == "this":
                     failed |= min(g["warm"] for g in got[name]) >= 1.0
             for g in got.get("this", []):

@@ -53,6 +53,7 @@ from vocloud.service import capacity, vm_batch
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import Probe
 from vocloud.store.schema import VM, Group, Host, User
+from vocloud.store.sets import among
 
 log = logging.getLogger("vocloud.engine")
 D = TypeVar("D")
@@ -566,7 +567,7 @@ class Reconciler:
                 due += [MonHost(r.id, r.name, r.state, r.vmm, r.transport, r.attrs or {},
                                 r.monitor_failures, r.monitor_failing_since)
                         for r in s.execute(select(*_MONITOR_COLS)
-                                           .where(Host.id.in_(due_ids[i:i + 500]))
+                                           .where(among(s, Host.id, due_ids[i:i + 500]))
                                            .order_by(Host.id))]
         self.faults.summary()
         for part in vm_batch.chunks(due, COMMIT_CHUNK):
@@ -652,7 +653,7 @@ class Reconciler:
         by_id = {h.id: (h, info) for h, info in answered}
         with self.db.read() as s:
             rows = s.execute(select(VM.id, VM.state, VM.deploy_id, VM.host_id)
-                             .where(VM.host_id.in_(sorted(by_id)))
+                             .where(among(s, VM.host_id, sorted(by_id)))
                              .where(VM.state.in_([S.RUNNING.value, S.UNKNOWN.value]))
                              .order_by(VM.id)).all()
         live: set[str] = set()

@@ -31,6 +31,7 @@ from vocloud.service.base import check_name, find, now, record, require, require
 from vocloud.service.vms import transition
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Event, Host
+from vocloud.store.sets import among
 
 #: hosts one ``create_many`` call may register (a site's whole inventory in one request)
 MAX_HOSTS_PER_REQUEST = 10_000
@@ -358,7 +359,7 @@ class HostService:
         with self.db.write() as s:
             for i in range(0, len(ids), 500):
                 rows = s.execute(select(*_PROBED_COLS)
-                                 .where(Host.id.in_(ids[i:i + 500]))
+                                 .where(among(s, Host.id, ids[i:i + 500]))
                                  .where(Host.state != HostState.OFFLINE.value)
                                  .order_by(Host.id).with_for_update()).all()
                 if not rows:
@@ -378,8 +379,8 @@ class HostService:
                     if diff:
                         by_cols.setdefault(tuple(sorted(diff)), []).append(
                             {"b_id": r.id, **{f"b_{k}": v for k, v in diff.items()}})
-                s.execute(update(_HOSTS).where(_HOSTS.c.id.in_([r.id for r in rows]))
-                          .values(monitored_at=at))
+                s.execute(update(Host).where(among(s, Host.id, [r.id for r in rows]))
+                          .values(monitored_at=at).execution_options(synchronize_session=False))
                 for cols, params in by_cols.items():
                     s.execute(_changed_update(cols), params)
                 if events:
