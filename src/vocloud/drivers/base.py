@@ -160,6 +160,18 @@ class BulkBoot(Protocol):
     def deploy_many(self, host: HostRef, specs: Sequence[DomainSpec]) -> list[DomainInfo | DriverError]: ...
 
 
+@runtime_checkable
+class BulkMonitor(Protocol):
+    """Optional: probe many hosts in one call (the sim driver: its guest files read with plain
+    ``os`` calls, no per-host overhead). Same rules as ``monitor``, per host: one answer per
+    host, in order, its :class:`HostInfo` or the :class:`DriverError` it met (a
+    :class:`HostUnreachable` too) — returned, never raised, so one host's failure costs no
+    other its probe. Drivers whose hosts are remote (qemu over SSH, clouds) keep ``monitor``:
+    the monitor pass asks those hosts concurrently (engine/probes.py)."""
+
+    def monitor_many(self, hosts: Sequence[HostRef]) -> list[HostInfo | DriverError]: ...
+
+
 def boot_many(drv: VMMDriver, host: HostRef,
               specs: Sequence[DomainSpec]) -> list[DomainInfo | DriverError]:
     """Bring ``specs`` up on ``host``: for each guest, poll; start it if MISSING or OFF; restore it

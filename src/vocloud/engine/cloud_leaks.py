@@ -20,11 +20,12 @@ from sqlalchemy import select
 
 from vocloud.core.burst import CLOUD_HYPERVISORS
 from vocloud.drivers.base import DomainInfo, HostRef, VMMDriver
+from vocloud.engine.host_row import HostLike
 from vocloud.errors import DriverError
 from vocloud.model.lifecycle import VMState
 from vocloud.service.base import record
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, Host, SiteSetting
+from vocloud.store.schema import VM, SiteSetting
 
 log = logging.getLogger("vocloud.engine.leaks")
 
@@ -43,7 +44,7 @@ class LeakSweeper:
             self._prefix = f"vc{tag or ''}-"
         return self._prefix
 
-    def suspects(self, h: Host, domains: Mapping[str, DomainInfo]) -> set[str]:
+    def suspects(self, h: HostLike, domains: Mapping[str, DomainInfo]) -> set[str]:
         ours = {d for d in domains if d.startswith(self.prefix())}
         if not ours:
             return set()
@@ -53,7 +54,8 @@ class LeakSweeper:
                                   .where(VM.state != VMState.DONE.value)))
         return ours - known
 
-    def sweep(self, h: Host, ref: HostRef, drv: VMMDriver, domains: Mapping[str, DomainInfo]) -> list[str]:
+    def sweep(self, h: HostLike, ref: HostRef, drv: VMMDriver,
+              domains: Mapping[str, DomainInfo]) -> list[str]:
         """Terminate the suspects past their grace; returns their deploy ids."""
         if h.vmm not in CLOUD_HYPERVISORS:
             return []

@@ -42,6 +42,7 @@ from vocloud.engine.cloud_leaks import LeakSweeper
 from vocloud.engine.cold_migration import cold_migrate_step
 from vocloud.engine.domain import build_spec
 from vocloud.engine.faults import FaultLog, vm_keys_alive, waiting_host
+from vocloud.engine.host_row import HostLike, MonHost
 from vocloud.engine.migration import migrate_step
 from vocloud.engine.reboot import reboot_step
 from vocloud.engine.secrets import SecretDir, SecretError, admitted_only
@@ -52,6 +53,7 @@ from vocloud.service import capacity, vm_batch
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import Probe
 from vocloud.store.schema import VM, Group, Host, User
+from vocloud.store.sets import among
 
 log = logging.getLogger("vocloud.engine")
 D = TypeVar("D")
@@ -97,7 +99,7 @@ def policy_from(kind: str, rank: str = "", max_dispatch: int = 0, max_host_dispa
         raise VocloudError(str(exc)) from None
 
 
-def host_ref(h: Host) -> HostRef:
+def host_ref(h: HostLike) -> HostRef:
     return HostRef(id=h.id, name=h.name, vmm=h.vmm, transport=h.transport,
                    attrs={k: str(v) for k, v in (h.attrs or {}).items()})
 
@@ -107,7 +109,7 @@ def host_ref(h: Host) -> HostRef:
 _BUILDS_CONTEXT = {S.PROLOG: "prolog_fail", S.BOOT: "boot_fail", S.MIGRATE: "migrate_fail"}
 
 
-def _loaded(host: Host, role: str, name: str | None, drivers: Mapping[str, D]) -> D | None:
+def _loaded(host: HostLike, role: str, name: str | None, drivers: Mapping[str, D]) -> D | None:
     """The driver ``name`` of ``role`` for ``host`` (None: the step is off for this host)."""
     if name is None:
         return None
@@ -150,7 +152,7 @@ class Reconciler:
             ref = refs[host.id] = host_ref(host)
         return ref
 
-    def _host_drivers(self, host: Host) -> HostDrivers:
+    def _host_drivers(self, host: HostLike) -> HostDrivers:
         """The host's storage and network drivers: its STORAGE/NETWORK attributes, else what its
         VMM declares (drivers/registry.py); ``none`` skips the step. Worked out once per host in
         a lifecycle pass (from the host row that pass read), not once per VM step."""
@@ -162,17 +164,17 @@ class Reconciler:
             memo[host.id] = got
         return got
 
-    def _host_drivers_of(self, host: Host) -> HostDrivers:
+    def _host_drivers_of(self, host: HostLike) -> HostDrivers:
         try:
             attrs = {k: str(v) for k, v in (host.attrs or {}).items()}
             return self.catalog.for_host(host.name, host.vmm, attrs)
         except InvalidInput as exc:
             raise DriverError(exc.message) from None
 
-    def _storage_for(self, host: Host) -> StorageDriver | None:
+    def _storage_for(self, host: HostLike) -> StorageDriver | None:
         return _loaded(host, "storage", self._host_drivers(host).storage, self.storage)
 
-    def _network_for(self, host: Host, spec: DomainSpec) -> NetworkDriver | None:
+    def _network_for(self, host: HostLike, spec: DomainSpec) -> NetworkDriver | None:
         if not spec.nics:
             return None
         return _loaded(host, "network", self._host_drivers(host).network, self.networks)
@@ -187,7 +189,7 @@ class Reconciler:
             net.attach(ref, spec)
         return spec
 
-    def _unstage(self, host: Host, ref: HostRef, vm: VM, spec: DomainSpec, disks: bool) -> None:
+    def _unstage(self, host: HostLike, ref: HostRef, vm: VM, spec: DomainSpec, disks: bool) -> None:
         net = self._network_for(host, spec)
         if net is not None:
             net.detach(ref, vm.deploy_id)
@@ -550,7 +552,8 @@ class Reconciler:
         """Probe every host that is due; a failing host only when its backoff has passed."""
         now = self.clock()
         with self.db.read() as s:
-            # the due check reads five columns; whole rows only for the hosts to probe
+            # the due check reads five columns; the columns the pass uses only for the hosts
+            # to probe (rows, not ORM objects: issue 15)
             due_ids = [r.id for r in s.execute(
                 select(Host.id, Host.state, Host.monitored_at, Host.monitor_failures,
                        Host.monitor_next_at)
@@ -559,21 +562,25 @@ class Reconciler:
                     now, initializing=r.state == HostState.INIT, monitored_at=r.monitored_at,
                     failures=r.monitor_failures, next_at=r.monitor_next_at,
                     interval=self.settings.monitor_interval)]
-            due: list[Host] = []
+            due: list[MonHost] = []
             for i in range(0, len(due_ids), 500):
-                due += s.scalars(select(Host).where(Host.id.in_(due_ids[i:i + 500]))
-                                 .order_by(Host.id))
+                due += [MonHost(r.id, r.name, r.state, r.vmm, r.transport, r.attrs or {},
+                                r.monitor_failures, r.monitor_failing_since)
+                        for r in s.execute(select(*_MONITOR_COLS)
+                                           .where(among(s, Host.id, due_ids[i:i + 500]))
+                                           .order_by(Host.id))]
         self.faults.summary()
         for part in vm_batch.chunks(due, COMMIT_CHUNK):
             self._monitor_hosts(part)
 
-    def _monitor_hosts(self, hosts: Sequence[Host]) -> None:
-        """Probe ``hosts``, then apply what they said in one transaction and read their VMs in
-        one query each way (a write and two reads per host were the pass's cost at 2,000 hosts).
-        A failing probe takes the per-host path: backoff, and its VMs are lost."""
-        answered: list[tuple[Host, HostInfo]] = []
-        calls = probes.call_all(hosts, lambda h: self._driver(h.vmm).monitor(host_ref(h)),
-                                lambda h: h.transport != "local", self.settings.monitor_workers)
+    def _monitor_hosts(self, hosts: Sequence[MonHost]) -> None:
+        """Probe ``hosts`` (a driver with a bulk probe once for all its hosts), then apply what
+        they said in one transaction (service/hosts.py::report_probes, set-based) and read their
+        VMs in one query. A failing probe takes the per-host path: backoff, and its VMs are lost."""
+        refs = {h.id: host_ref(h) for h in hosts}
+        answered: list[tuple[MonHost, HostInfo]] = []
+        calls = probes.probe_all(hosts, lambda h: self._driver(h.vmm), lambda h: refs[h.id],
+                                 lambda h: h.transport != "local", self.settings.monitor_workers)
         for h, got in zip(hosts, calls, strict=True):
             info = self._probe(h, got)
             if info is not None:
@@ -586,12 +593,12 @@ class Reconciler:
         for h, _ in answered:
             if h.monitor_failures:
                 self._host_back(h)
-        self._vms_found_on(answered)
-        self._sweep_leftovers_on(answered)
+        live = self._vms_found_on(answered)
+        self._sweep_leftovers_on(answered, live)
         for h, info in answered:  # cloud instances tagged ours that no VM of the store has
-            self.leaks.sweep(h, host_ref(h), self._driver(h.vmm), info.domains)
+            self.leaks.sweep(h, refs[h.id], self._driver(h.vmm), info.domains)
 
-    def _probe(self, h: Host, got: HostInfo | DriverError) -> HostInfo | None:
+    def _probe(self, h: MonHost, got: HostInfo | DriverError) -> HostInfo | None:
         """The host's monitor answer, or None after recording its failure."""
         if not isinstance(got, DriverError):
             return got
@@ -607,7 +614,8 @@ class Reconciler:
             self._vms_lost(h, exc.message)
         return None
 
-    def _sweep_leftovers_on(self, answered: Sequence[tuple[Host, HostInfo]]) -> None:
+    def _sweep_leftovers_on(self, answered: Sequence[tuple[MonHost, HostInfo]],
+                            live: set[str]) -> None:
         """Remove what DONE VMs left on this host: a guest, its run directory, its staged disks.
 
         A VM normally leaves nothing (EPILOG cleans up), but ``recover --delete`` ends a VM
@@ -616,12 +624,15 @@ class Reconciler:
         so two hosts that share a state directory never clean up each other's guests, and only
         VMs of this store (by deploy id) - another installation's guests are never touched.
 
-        Their DONE VMs are read in one query per chunk of deploy ids, not one per host.
+        ``live``: the deploy ids of the RUNNING and UNKNOWN VMs just read (a deploy id is one
+        VM's), which are not DONE; only the other guests are looked up, in one query per chunk of
+        deploy ids - none in the steady state, where every guest is a running VM's.
         """
         owner: dict[str, set[int]] = {}
         for h, info in answered:
             for did in info.domains:
-                owner.setdefault(did, set()).add(h.id)
+                if did not in live:
+                    owner.setdefault(did, set()).add(h.id)
         if not owner:
             return
         dids = sorted(owner)
@@ -636,22 +647,27 @@ class Reconciler:
             if h.id in done:
                 self._sweep(h, done[h.id])
 
-    def _vms_found_on(self, answered: Sequence[tuple[Host, HostInfo]]) -> None:
-        """Compare the hosts' guests with their RUNNING and UNKNOWN VMs (one query per chunk)."""
+    def _vms_found_on(self, answered: Sequence[tuple[MonHost, HostInfo]]) -> set[str]:
+        """Compare the hosts' guests with their RUNNING and UNKNOWN VMs (one query for the
+        chunk); returns those VMs' deploy ids."""
         by_id = {h.id: (h, info) for h, info in answered}
-        ids = sorted(by_id)
-        rows: list[tuple[int, str, str, int]] = []
         with self.db.read() as s:
-            for i in range(0, len(ids), 500):
-                rows += [(r[0], r[1], r[2], r[3] or 0) for r in s.execute(
-                    select(VM.id, VM.state, VM.deploy_id, VM.host_id)
-                    .where(VM.host_id.in_(ids[i:i + 500]))
-                    .where(VM.state.in_([S.RUNNING.value, S.UNKNOWN.value])).order_by(VM.id))]
+            rows = s.execute(select(VM.id, VM.state, VM.deploy_id, VM.host_id)
+                             .where(among(s, VM.host_id, sorted(by_id)))
+                             .where(VM.state.in_([S.RUNNING.value, S.UNKNOWN.value]))
+                             .order_by(VM.id)).all()
+        live: set[str] = set()
+        running, gone = S.RUNNING.value, _GONE
         for vm_id, state, deploy_id, host_id in rows:
-            h, info = by_id[host_id]
+            live.add(deploy_id)
+            h, info = by_id[cast(int, host_id)]
+            dom = info.domains.get(deploy_id)
+            if state == running and dom is not None and dom.state not in gone:
+                continue  # the steady state: nothing to do (the common case, 10,000 times a pass)
             self._vm_found(h, info.domains, vm_id, state, deploy_id)
+        return live
 
-    def _sweep(self, h: Host, done: Sequence[VM]) -> None:
+    def _sweep(self, h: MonHost, done: Sequence[VM]) -> None:
         drv, ref = self._driver(h.vmm), host_ref(h)
         for vm in done:
             try:
@@ -663,7 +679,7 @@ class Reconciler:
                 continue
             log.info("host %s: removed what DONE VM %s left behind (%s)", h.name, vm.id, vm.deploy_id)
 
-    def _vms_lost(self, h: Host, why: str) -> None:
+    def _vms_lost(self, h: MonHost, why: str) -> None:
         with self.db.read() as s:
             ids = list(s.scalars(select(VM.id).where(VM.host_id == h.id).where(
                 VM.state.in_([S.RUNNING.value, S.REBOOT.value, S.MIGRATE.value]))))
@@ -673,7 +689,7 @@ class Reconciler:
                     log.info("VM %s is UNKNOWN (was %s): host %s does not answer", vm_id, st, h.name)
                     break
 
-    def _host_back(self, h: Host) -> None:
+    def _host_back(self, h: MonHost) -> None:
         """The host answers after failed probes: told once, and its owed steps start afresh."""
         self.faults.close(f"host:{h.id}")
         since = h.monitor_failing_since or self.clock()
@@ -684,7 +700,7 @@ class Reconciler:
             log.info("host %s: the owed steps of VMs %s resume", h.name,
                      ", ".join(str(i) for i in resumed))
 
-    def _vm_found(self, h: Host, domains: Mapping[str, DomainInfo], vm_id: int, state: str,
+    def _vm_found(self, h: MonHost, domains: Mapping[str, DomainInfo], vm_id: int, state: str,
                   deploy_id: str) -> None:
         info = domains.get(deploy_id)
         dstate = info.state if info else DomainState.MISSING
@@ -692,18 +708,24 @@ class Reconciler:
         if st == S.UNKNOWN and dstate == DomainState.RUNNING:
             if self.cloud.vms.report(vm_id, st, "found_running", f"host {h.name} is back"):
                 log.info("VM %s is RUNNING again: host %s is back", vm_id, h.name)
-        elif dstate in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED):
+        elif dstate in _GONE:
             # Re-check the single guest: the list may predate a boot finished just now.
             try:
                 again = self._driver(h.vmm).poll(host_ref(h), deploy_id).state
             except DriverError:
                 return
-            if again in (DomainState.MISSING, DomainState.OFF, DomainState.FAILED) and \
+            if again in _GONE and \
                     self.cloud.vms.report(vm_id, st, "found_off",
                                           f"guest {deploy_id} is no longer running on {h.name}"):
                 log.info("VM %s is POWEROFF (was %s): its guest is no longer running on %s",
                          vm_id, st, h.name)
 
+
+#: a guest in these states is not running: its RUNNING VM is found off (after a re-check)
+_GONE = frozenset({DomainState.MISSING, DomainState.OFF, DomainState.FAILED})
+#: the host columns the monitor pass reads (MonHost)
+_MONITOR_COLS = (Host.id, Host.name, Host.state, Host.vmm, Host.transport, Host.attrs,
+                 Host.monitor_failures, Host.monitor_failing_since)
 
 RECOVER_FAIL = {
     S.PROLOG: "prolog_fail", S.BOOT: "boot_fail", S.EPILOG: "epilog_ok", S.EPILOG_STOP: "epilog_ok",

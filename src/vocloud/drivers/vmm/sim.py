@@ -13,6 +13,7 @@ is unreachable while ``<dir>/UNREACHABLE`` exists. Per-VM knob (template attribu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -85,9 +86,12 @@ class SimDriver:
 
     # ------------------------------------------------------------ state
     def _info(self, host: HostRef, deploy_id: str, doc: dict[str, Any] | None) -> DomainInfo:
+        return self._state(deploy_id, doc, self.clock())
+
+    def _state(self, deploy_id: str, doc: dict[str, Any] | None, now: float) -> DomainInfo:
+        """The guest's state at ``now`` from its file's ``doc`` (None: there is no file)."""
         if doc is None:
             return DomainInfo(deploy_id, DomainState.MISSING)
-        now = self.clock()
         state = doc["state"]
         if state == "booting":
             if doc.get("mode") == "fail":
@@ -235,28 +239,64 @@ class SimDriver:
         self._path(host, deploy_id).unlink(missing_ok=True)
 
     def monitor(self, host: HostRef) -> HostInfo:
-        d = self._reachable(host)  # once per probe: one directory scan, one read per guest
-        domains: dict[str, DomainInfo] = {}
+        got = self._probe(host)
+        if isinstance(got, DriverError):
+            raise got
+        return got
+
+    def monitor_many(self, hosts: Sequence[HostRef]) -> list[HostInfo | DriverError]:
+        """``monitor`` for many hosts in one call (drivers/base.py::BulkMonitor): one answer per
+        host, in order, its HostInfo or the DriverError (HostUnreachable too) it met. At 2,000
+        hosts / 10,000 guests the per-host path spent most of a monitor pass in pathlib and
+        buffered opens; this reads each guest file with plain ``os`` calls. A subclass that
+        overrides ``monitor`` (a test watching its probes) is still asked host by host."""
+        if type(self).monitor is not SimDriver.monitor:
+            out: list[HostInfo | DriverError] = []
+            for h in hosts:
+                try:
+                    out.append(self.monitor(h))
+                except DriverError as exc:
+                    out.append(exc)
+            return out
+        return [self._probe(h) for h in hosts]
+
+    def _probe(self, host: HostRef) -> HostInfo | DriverError:
+        """One host's probe: one directory scan, one read per guest; a finished shutdown's file
+        is removed, as poll() does."""
         try:
-            names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
-        except FileNotFoundError:
-            names = []
-        for name in names:  # plain names, not Path objects: 10,000 guests per pass at scale
-            path = d / name
-            doc = self._load(path)
-            stem = name[:-5]
-            info = self._info(host, stem, doc)
-            if info.state == DomainState.MISSING and doc is not None:
-                path.unlink(missing_ok=True)  # a finished shutdown, as poll() does
-            if info.state != DomainState.MISSING:
-                domains[stem] = info
+            d = str(self.host_dir(host))
+        except DriverError as exc:
+            return exc
+        if os.path.exists(os.path.join(d, "UNREACHABLE")):
+            return HostUnreachable(f"host {host.name} does not answer (sim: UNREACHABLE is set)")
         try:
             total_cpu = float(host.attrs.get("TOTAL_CPU", "0"))
             total_mem = int(float(host.attrs.get("TOTAL_MEM", "0")))
         except ValueError as exc:
-            raise DriverError(f"sim host {host.name} has bad capacity attributes: {exc}") from None
-        used_cpu = sum(i.cpu_used for i in domains.values() if i.state != DomainState.SAVED)
-        used_mem = sum(i.memory_mib for i in domains.values() if i.state != DomainState.SAVED)
+            return DriverError(f"sim host {host.name} has bad capacity attributes: {exc}")
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+        except FileNotFoundError:
+            names = []
+        now = self.clock()
+        domains: dict[str, DomainInfo] = {}
+        used_cpu, used_mem = 0.0, 0
+        for name in names:  # plain strings and os calls: 10,000 guests per pass at scale
+            path = f"{d}/{name}"
+            try:
+                doc = _read_doc(path)
+            except (OSError, ValueError) as exc:
+                return DriverError(f"sim domain file {path} is unreadable: {exc}")
+            stem = name[:-5]
+            info = self._state(stem, doc, now)
+            if info.state == DomainState.MISSING:
+                if doc is not None:
+                    _unlink(path)  # a finished shutdown, as poll() does
+                continue
+            domains[stem] = info
+            if info.state != DomainState.SAVED:
+                used_cpu += info.cpu_used
+                used_mem += info.memory_mib
         return HostInfo(total_cpu=total_cpu, total_mem_mib=total_mem, used_cpu=used_cpu,
                         used_mem_mib=used_mem, domains=domains, attrs={"HYPERVISOR": "sim"})
 
@@ -267,3 +307,23 @@ class SimDriver:
             flag.unlink(missing_ok=True)
         else:
             flag.touch()
+
+
+def _read_doc(path: str) -> dict[str, Any] | None:
+    """A guest file's document, None if it is gone (removed since the directory was listed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        parts = [os.read(fd, 65536)]
+        while len(parts[-1]) == 65536:
+            parts.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return dict(json.loads(b"".join(parts).decode()))
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
