@@ -141,8 +141,8 @@ def _sampling(counts: dict[tuple[str, bool], float]) -> Iterator[None]:
     """Sample every elastic site's idle VMs at each poll, weighted by the time since the last.
 
     A poll sees the state the events since the previous poll left; the error is at most a poll
-    interval per state change (on SDSC-SP2's first 20,000 jobs the sampled total is within 3 %
-    of the replay's own idle VM-hours). The reservation is read from the planner's note, so
+    interval per state change (on SDSC-SP2's first 2,000 and 20,000 jobs the sampled totals are
+    2-8 % above the replays' own idle VM-hours). The reservation is read from the planner's note, so
     peers (no reservation) never show the second cause.
     """
     real = ElasticSite.poll
