@@ -102,9 +102,12 @@ def test_first_jobs_of_sdsc_sp2_with_shaped_workers() -> None:
     for peer in blind:
         assert by[peer]["incomplete"], peer
         assert v["wait_mean_s"] < by[peer]["wait_mean_s"], peer
-    # vocloud's position against cloudscheduler on this prefix (docs/policies.md explains it):
-    # cloudscheduler starts a wide job only when the cloud has room for all its VMs at once and
-    # holds nothing for it, vocloud boots and holds VMs for the oldest wide job (its reservation),
-    # which costs idle VM-hours here. Pinned so that a change to either shows up.
+    # vocloud's position against cloudscheduler on this prefix (docs/policies.md explains it): a
+    # trade-off, not yet the dominance issue 20 asks for. vocloud waits less (11,649 s against
+    # 21,162 s: its reservation serves the wide jobs that cloudscheduler starts only when the cloud
+    # happens to have room for all their VMs at once) and holds more idle VM-hours (2,767 against
+    # 936: the reserving VO's VMs wait idle for the reservation's last cores, 87 % of vocloud's
+    # idle VM-hours, `bench_policies --idle-by-cause`). Pinned so that a change to either shows up;
+    # once vocloud dominates, assert both axes here.
     assert cs["vm_hours_idle"] < v["vm_hours_idle"]
-    assert v["wait_mean_s"] < 2.0 * cs["wait_mean_s"]
+    assert v["wait_mean_s"] < cs["wait_mean_s"]
