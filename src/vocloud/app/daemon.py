@@ -29,6 +29,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api import occi
+from vocloud.api.common import check_one_hop
 from vocloud.api.distributions import router as distributions_router
 from vocloud.api.ec2.app import create_ec2_app
 from vocloud.api.host_leases import router as host_leases_router
@@ -303,6 +304,7 @@ def _wire_app(settings: Settings, registry: DriverRegistry, db: Database, cloud:
     app.include_router(distributions_router())
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
+    check_one_hop(app)  # every Who route authenticates in its own threadpool call
     return app
 
 
