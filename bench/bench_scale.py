@@ -19,10 +19,12 @@ Figures, each printed next to its baseline:
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_scale [--db sqlite|postgres|both] [--rest]
         [--sim-files tmpfs|disk]
-        [--workers N] [--baseline-src /work/main/src]
+        [--workers N] [--baseline-src /work/main/src] [--repeat N]
 
 ``--baseline-src`` runs the REST load first on a daemon of another checkout's code (the main
-branch: the same-run baseline), then on this code with one API process, then with ``--workers``.
+branch: the same-run baseline), then on this code with one API process, then with ``--workers``;
+``--repeat N`` runs that sequence N times, so that baseline and this code take turns on a machine
+whose load changes.
 """
 
 from __future__ import annotations
@@ -376,6 +378,9 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms (all its processes), "
                   f"load generator {r['client_cpu_ms_per_request']:.1f} ms; machine load "
                   f"average at the end: {r['load']}")
+            per = max(r["daemon_cpu_ms_per_request"], 0.01)
+            print(f"  at that CPU per request the daemon alone would serve at most {1000 / per:.0f} "
+                  "req/s per free core (one core per API process: the GIL)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-src", default=None,
                     help="REST: first run the same load on the daemon of this src directory "
                     "(e.g. /work/main/src), one API process: the same-run baseline")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="REST: run the configurations this many times, taking turns")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -404,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_vms:
             results.append(run_vms(kind, args.hosts, args.vms, args.batch, args.baseline_hosts,
                                    args.sim_files))
-        if args.rest:
+        for _ in range(args.repeat if args.rest else 0):
+            # baseline and this code take turns, so that a change in the machine's load during
+            # the run does not favour whichever ran first
             if args.baseline_src:
                 results.append(run_rest(kind, args.clients, args.duration, 1, args.baseline_src,
                                         f"baseline: {args.baseline_src}, 1 API process"))
