@@ -75,7 +75,7 @@ def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool
         if lock:
             stmt = stmt.with_for_update()
         _FIND[cache_key] = stmt
-    obj = session.scalars(stmt, {"find_key": key}).first()
+    obj: T | None = session.scalars(stmt, {"find_key": key}).first()
     if obj is None:
         raise NotFound(f"{kind} {ref} does not exist")
     return obj
