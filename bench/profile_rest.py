@@ -50,6 +50,25 @@ async def _worker(ac: httpx.AsyncClient, stop_at: float, lat: dict[str, list[flo
             mine.extend(resp.json()["ids"])
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by group: the event loop (the client,
+    uvicorn's part, FastAPI's routing and async dependencies), FastAPI's worker threads (the
+    sync routes: authentication and the service calls), and every other thread (the loops)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"event loop": 0.0, "worker threads": 0.0, "loops and other threads": 0.0}
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(stat.parent.name), "")
+        group = ("event loop" if name == "MainThread" else
+                 "worker threads" if name.startswith("AnyIO worker") else "loops and other threads")
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 async def _run(app: Any, runner: Any, token: str, seconds: float, out: str, wall: bool = False,
                threads: bool = False) -> None:
     timer = time.perf_counter if wall else time.thread_time
@@ -76,7 +95,7 @@ async def _run(app: Any, runner: Any, token: str, seconds: float, out: str, wall
         await asyncio.gather(*(_worker(ac, warm, lat, errors, random.Random(100 + i)) for i in range(50)))
         lat = {k: [] for k in lat}
         prof = cProfile.Profile(timer)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, split0 = time.perf_counter(), time.process_time(), _thread_cpu()
         prof.enable()
         stop = time.perf_counter() + seconds
         await asyncio.gather(*(_worker(ac, stop, lat, errors, random.Random(i)) for i in range(50)))
@@ -86,6 +105,9 @@ async def _run(app: Any, runner: Any, token: str, seconds: float, out: str, wall
         print(f"{n} requests in {elapsed:.1f} s = {n / elapsed:.0f} req/s; process CPU "
               f"{1000 * (time.process_time() - c0) / max(n, 1):.2f} ms per request (client, "
               f"server and loops); errors {len(errors)} {errors[:2]}")
+        split = _thread_cpu()
+        print("  CPU per request by thread: " + ", ".join(
+            f"{k} {1000 * (split[k] - split0[k]) / max(n, 1):.2f} ms" for k in split))
         for op, v in lat.items():
             v.sort()
             if v:
