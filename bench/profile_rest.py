@@ -70,7 +70,11 @@ def _thread_cpu() -> dict[str, float]:
 
 
 async def _run(app: Any, runner: Any, token: str, seconds: float, out: str, wall: bool = False,
-               threads: bool = False) -> None:
+               threads: bool = False, threadpool: int = 0) -> None:
+    if threadpool:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threadpool
     timer = time.perf_counter if wall else time.thread_time
     profs: list[cProfile.Profile] = []
     if threads:
@@ -106,6 +110,8 @@ async def _run(app: Any, runner: Any, token: str, seconds: float, out: str, wall
               f"{1000 * (time.process_time() - c0) / max(n, 1):.2f} ms per request (client, "
               f"server and loops); errors {len(errors)} {errors[:2]}")
         split = _thread_cpu()
+        tms = os.times()
+        print(f"  process user {tms.user:.1f} s, system {tms.system:.1f} s (whole run)")
         print("  CPU per request by thread: " + ", ".join(
             f"{k} {1000 * (split[k] - split0[k]) / max(n, 1):.2f} ms" for k in split))
         for op, v in lat.items():
@@ -132,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="rest.prof")
     ap.add_argument("--threads", action="store_true",
                     help="keep FastAPI's threadpool and profile every thread (the daemon as it runs)")
+    ap.add_argument("--threadpool", type=int, default=0,
+                    help="worker threads of the sync routes (default: AnyIO's 40)")
     ap.add_argument("--wall", action="store_true",
                     help="profile wall time of the serving thread (where it waits), not its CPU")
     args = ap.parse_args(argv)
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app, runner, _cloud = build(load_settings())
     token = (tmp / "admin.token").read_text().strip()
-    asyncio.run(_run(app, runner, token, args.seconds, args.out, args.wall, args.threads))
+    asyncio.run(_run(app, runner, token, args.seconds, args.out, args.wall, args.threads,
+                     args.threadpool))
     return 0
 
 
