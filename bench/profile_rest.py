@@ -8,6 +8,13 @@ one thread, sees the whole request path; the profile measures that thread's CPU 
 req/s and CPU per request, writes the profile (``--out``). Bounded; no network at all.
 
     PYTHONPATH=src .venv/bin/python -m bench.profile_rest [--seconds 20] [--no-inline]
+        [--threads] [--wall] [--threadpool N]
+
+``--no-inline`` keeps FastAPI's threadpool (the profile then sees the event loop only) and is the
+mode whose "CPU per request by thread" line (event loop / worker threads / loops, from
+``/proc/self/task``) describes the daemon as it runs; ``--threads`` profiles every thread (slow
+under load); ``--wall`` profiles where the serving thread waits. Another checkout's code:
+``PYTHONPATH=/work/main/src:. python -m bench.profile_rest`` (the same-run baseline).
 """
 
 from __future__ import annotations
