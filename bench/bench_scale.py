@@ -19,10 +19,12 @@ Figures, each printed next to its baseline:
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_scale [--db sqlite|postgres|both] [--rest]
         [--sim-files tmpfs|disk]
-        [--workers N] [--baseline-src /work/main/src]
+        [--workers N] [--baseline-src /work/main/src] [--repeat N]
 
 ``--baseline-src`` runs the REST load first on a daemon of another checkout's code (the main
-branch: the same-run baseline), then on this code with one API process, then with ``--workers``.
+branch: the same-run baseline), then on this code with one API process, then with ``--workers``;
+``--repeat N`` runs that sequence N times, so that baseline and this code take turns on a machine
+whose load changes.
 """
 
 from __future__ import annotations
@@ -216,7 +218,12 @@ def run_vms(kind: str, n_hosts: int, n_vms: int, batch: int, baseline_hosts: int
 def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used: on a shared machine, wall time says how busy the
     machine was as much as how much work the daemon did; this says the latter."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU of a process or thread (``/proc/PID[/task/TID]/stat``)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -330,10 +337,13 @@ def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
                 for i in range(20):
                     c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
             time.sleep(3.0 if workers > 1 else 0.0)  # the API workers finish starting
+            main_thread = Path(f"/proc/{d.pid}/task/{d.pid}/stat")  # uvicorn's event loop
             cpu0, mine0 = tree_cpu_seconds(d.pid), time.process_time()
+            loop0 = stat_cpu_seconds(main_thread)
             out = asyncio.run(rest_load(d, clients, duration))
             n = max(out["requests"], 1)
             out["daemon_cpu_ms_per_request"] = (tree_cpu_seconds(d.pid) - cpu0) * 1000 / n
+            out["event_loop_cpu_ms_per_request"] = (stat_cpu_seconds(main_thread) - loop0) * 1000 / n
             out["client_cpu_ms_per_request"] = (time.process_time() - mine0) * 1000 / n
         out["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         db = Database(url)
@@ -376,6 +386,12 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms (all its processes), "
                   f"load generator {r['client_cpu_ms_per_request']:.1f} ms; machine load "
                   f"average at the end: {r['load']}")
+            print(f"  of which the first process's event loop (uvicorn, routing, middlewares, async "
+                  f"dependencies): {r['event_loop_cpu_ms_per_request']:.1f} ms; the rest: its "
+                  "worker threads (routes, service calls), its loops and any other API process")
+            per = max(r["daemon_cpu_ms_per_request"], 0.01)
+            print(f"  at that CPU per request the daemon alone would serve at most {1000 / per:.0f} "
+                  "req/s per free core (one core per API process: the GIL)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-src", default=None,
                     help="REST: first run the same load on the daemon of this src directory "
                     "(e.g. /work/main/src), one API process: the same-run baseline")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="REST: run the configurations this many times, taking turns")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -404,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_vms:
             results.append(run_vms(kind, args.hosts, args.vms, args.batch, args.baseline_hosts,
                                    args.sim_files))
-        if args.rest:
+        for _ in range(args.repeat if args.rest else 0):
+            # baseline and this code take turns, so that a change in the machine's load during
+            # the run does not favour whichever ran first
             if args.baseline_src:
                 results.append(run_rest(kind, args.clients, args.duration, 1, args.baseline_src,
                                         f"baseline: {args.baseline_src}, 1 API process"))

@@ -10,10 +10,12 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from vocloud.api.common import Who
 from vocloud.errors import QuotaExceeded
 from vocloud.service import capacity
 from vocloud.service.auth import Actor
@@ -135,3 +137,78 @@ def test_the_prebuilt_quota_charge_is_exact_and_creates_a_missing_row(tmp_path: 
         assert used == {42: 1, 43: 2}
         assert s.scalar(select(func.count()).select_from(Quota)) == 2
     db.dispose()
+
+
+# ------------------------------------------------------------------ one threadpool hop
+def _app_client(tmp_path: Path) -> tuple[Cloud, str, Any]:
+    from fastapi.testclient import TestClient
+
+    from vocloud.api.rest import create_app
+    from vocloud.service.auth import SYSTEM
+
+    cloud = Cloud(_store(tmp_path))
+    cloud.accounts.bootstrap()
+    token = str(cloud.accounts.new_token(SYSTEM, "admin")["token"])
+    return cloud, token, TestClient(create_app(cloud))
+
+
+def test_authentication_runs_in_the_routes_own_thread_call(tmp_path: Path) -> None:
+    cloud, token, client = _app_client(tmp_path)
+    seen: dict[str, int] = {}
+    real_auth, real_list = cloud.authenticate_with, cloud.hosts.list
+
+    def auth(credentials: Any) -> Any:
+        seen["auth"] = threading.get_ident()
+        return real_auth(credentials)
+
+    def listing(actor: Any) -> Any:
+        seen["route"] = threading.get_ident()
+        assert isinstance(actor, Actor) and actor.name == "admin"  # an Actor, never the pending one
+        return real_list(actor)
+
+    cloud.authenticate_with = auth  # type: ignore[method-assign]
+    cloud.hosts.list = listing  # type: ignore[method-assign]
+    with client:
+        assert client.get("/api/v1/hosts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # refused credentials: the route never runs
+        seen.clear()
+        bad = client.get("/api/v1/hosts", headers={"Authorization": "Bearer vc_nope"})
+        assert bad.status_code == 401 and "route" not in seen
+    cloud.db.dispose()
+    assert seen["auth"] != threading.get_ident()
+
+
+def test_credentials_are_checked_before_the_body(tmp_path: Path) -> None:
+    """A request with bad credentials *and* a bad body is refused as unauthenticated (401), as
+    when authentication ran before validation; with good credentials the body's error shows."""
+    cloud, token, client = _app_client(tmp_path)
+    with client:
+        for headers in ({}, {"Authorization": "Bearer vc_nope"}, {"Authorization": "Basic eA=="}):
+            r = client.post("/api/v1/vms", json={"count": "many"}, headers=headers)
+            assert r.status_code == 401, (headers, r.text)
+            r = client.get("/api/v1/vms/notanid", headers=headers)
+            assert r.status_code == 401, (headers, r.text)
+        r = client.post("/api/v1/vms", json={"count": "many"}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 400 and "count" in r.json()["message"]
+    cloud.db.dispose()
+
+
+def test_a_who_route_outside_one_hop_is_refused_at_construction(tmp_path: Path) -> None:
+    from fastapi import APIRouter, FastAPI
+
+    from vocloud.api.common import OneHopRoute, check_one_hop
+
+    for fails in (True, False):
+        r = APIRouter() if fails else APIRouter(route_class=OneHopRoute)
+
+        @r.get("/x")
+        def x(who: Who) -> str:
+            return who.name
+
+        app = FastAPI()
+        app.include_router(r)
+        if fails:
+            with pytest.raises(RuntimeError, match="OneHopRoute"):
+                check_one_hop(app)
+        else:
+            check_one_hop(app)

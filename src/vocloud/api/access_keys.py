@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from vocloud.api import schemas as out
-from vocloud.api.common import RefValue, Strict, Who, ok
+from vocloud.api.common import OneHopRoute, RefValue, Strict, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.cloud import Cloud
 
@@ -22,7 +22,7 @@ class AccessKeyCreate(Strict):
 
 
 def router() -> APIRouter:
-    r = APIRouter(prefix="/api/v1/access-keys", tags=["access-keys"])
+    r = APIRouter(prefix="/api/v1/access-keys", route_class=OneHopRoute, tags=["access-keys"])
 
     def cloud(request: Request) -> Cloud:
         c: Cloud = request.app.state.cloud

@@ -7,10 +7,14 @@ front-ends' routers) import it and never each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
@@ -73,8 +77,16 @@ class Strict(BaseModel):
 Format = Literal["auto", "one", "json", "toml"]
 
 
-bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                    description="a user token: `Authorization: Bearer vc_...` (`vocloud user token`)")
+class _DeclaredBearer(HTTPBearer):
+    """The bearer scheme as the OpenAPI document shows it; reads nothing (``_credentials``
+    does, for every registered scheme), so no credentials model is built per request."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+bearer = _DeclaredBearer(auto_error=False, scheme_name="bearer",
+                         description="a user token: `Authorization: Bearer vc_...` (`vocloud user token`)")
 
 
 def _credentials(request: Request) -> Credentials | None:
@@ -85,9 +97,94 @@ def _credentials(request: Request) -> Credentials | None:
     return Credentials(scheme.strip(), value.strip())
 
 
-def _actor(request: Request, _declared: Annotated[Any, Depends(bearer)] = None) -> Actor:
-    cloud: Cloud = request.app.state.cloud
-    return cloud.authenticate_with(_credentials(request))
+class PendingActor:
+    """A request's credentials, checked in the route's own worker-thread call.
+
+    Why not a plain (sync) dependency: FastAPI runs a sync dependency and a sync route in two
+    threadpool hops, each a thread handoff and a GIL round under 50 concurrent clients. The
+    ``Who`` dependency is async and only takes the credentials; :class:`OneHopRoute` runs the
+    authentication at the start of the route's own call, before the route's first line, so
+    the route still never runs for an unauthenticated request. A request that also fails
+    validation is authenticated first (``rest.py``'s handler), so it gets 401 before 400, as
+    before."""
+
+    __slots__ = ("actor", "cloud", "credentials")
+
+    def __init__(self, cloud: Cloud, credentials: Credentials | None) -> None:
+        self.cloud = cloud
+        self.credentials = credentials
+        self.actor: Actor | None = None
+
+    def resolve(self) -> Actor:
+        """The Actor (store read: call it off the event loop), or ``Unauthorized``."""
+        if self.actor is None:
+            self.actor = self.cloud.authenticate_with(self.credentials)
+        return self.actor
+
+
+#: Where a request's :class:`PendingActor` is kept (``request.state``) for the error handlers.
+PENDING_KEY = "vocloud_pending_actor"
+
+
+async def _actor(request: Request, _declared: Annotated[Any, Depends(bearer)] = None) -> Any:
+    pending = PendingActor(request.app.state.cloud, _credentials(request))
+    setattr(request.state, PENDING_KEY, pending)
+    return pending
+
+
+def _resolve(kwargs: dict[str, Any]) -> None:
+    for key, value in kwargs.items():
+        if type(value) is PendingActor:
+            kwargs[key] = value.resolve()
+
+
+def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` with its ``Who`` parameters authenticated first, in the same call (a sync
+    endpoint: in its worker thread; an async one: in one worker-thread call of its own)."""
+    if getattr(endpoint, "__vocloud_one_hop__", False):
+        return endpoint  # include_router builds the route again from the wrapped endpoint
+    if inspect.iscoroutinefunction(endpoint):
+        @functools.wraps(endpoint)
+        async def run_async(**kwargs: Any) -> Any:
+            if any(type(v) is PendingActor for v in kwargs.values()):
+                await run_in_threadpool(_resolve, kwargs)
+            return await endpoint(**kwargs)
+
+        run_async.__vocloud_one_hop__ = True  # type: ignore[attr-defined]
+        return run_async
+
+    @functools.wraps(endpoint)
+    def run(**kwargs: Any) -> Any:
+        _resolve(kwargs)
+        return endpoint(**kwargs)
+
+    run.__vocloud_one_hop__ = True  # type: ignore[attr-defined]
+    return run
+
+
+class OneHopRoute(APIRoute):
+    """Every route that takes ``Who`` must be one of these (``check_one_hop`` says so at app
+    construction): authentication and the route in one threadpool hop."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _one_hop(endpoint), **kwargs)
+
+
+def check_one_hop(app: Any) -> None:
+    """Refuse an app with a ``Who`` route that would be handed an unchecked PendingActor."""
+
+    def uses_who(dep: Any) -> bool:
+        return any(d.call is _actor or uses_who(d) for d in dep.dependencies)
+
+    def routes(holder: Any) -> Iterator[Any]:
+        for route in getattr(holder, "routes", []):
+            included = getattr(route, "original_router", None)  # include_router, kept lazily
+            yield from routes(included) if included is not None else (route,)
+
+    for route in routes(app):
+        if isinstance(route, APIRoute) and not isinstance(route, OneHopRoute) and uses_who(route.dependant):
+            raise RuntimeError(f"route {route.path} takes Who but is not a OneHopRoute "
+                               "(APIRouter(route_class=OneHopRoute))")
 
 
 Who = Annotated[Actor, Depends(_actor)]

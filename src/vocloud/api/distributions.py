@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, StringConstraints
 
-from vocloud.api.common import RefPath, Strict, Who, ok
+from vocloud.api.common import OneHopRoute, RefPath, Strict, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.distribution import MAX_FANOUT, MAX_HOSTS, DistributionService
 
@@ -47,7 +47,7 @@ def _service(request: Request) -> DistributionService:
 
 
 def router() -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     @r.post("/images/{ref}/distribute", status_code=202, responses=ok(DistributionOut, 202))
     def image_distribute(who: Who, request: Request, ref: RefPath,

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, StringConstraints
 
-from vocloud.api.common import MAX_CPU, MAX_MIB, Strict, Who, ok
+from vocloud.api.common import MAX_CPU, MAX_MIB, OneHopRoute, Strict, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.base import MAX_ID
 from vocloud.service.host_leases import MAX_NODES, HostLeaseService
@@ -76,7 +76,7 @@ def _service(request: Request) -> HostLeaseService:
 
 
 def router() -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     @r.get("/host-leases", responses=ok(list[LeaseOut]))
     def lease_list(who: Who, request: Request, all: bool = False) -> JSONResponse:

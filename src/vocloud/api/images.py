@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from vocloud.api import schemas as out
-from vocloud.api.common import Name, RefPath, Strict, Who, ok
+from vocloud.api.common import Name, OneHopRoute, RefPath, Strict, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.errors import InvalidInput
 from vocloud.service.catalog import ImageUpload
@@ -83,7 +83,7 @@ async def _pump(request: Request, up: ImageUpload) -> None:
 
 def router() -> APIRouter:
     """The datastore and upload routes, included by ``api.rest.create_app``."""
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     def cloud_of(request: Request) -> Cloud:
         c: Cloud = request.app.state.cloud

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vocloud.api.common import Who, ok
+from vocloud.api.common import OneHopRoute, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.audit import FRONTEND
 from vocloud.service.cloud import Cloud
@@ -74,7 +74,7 @@ class AuditRecord(BaseModel):
 
 
 def router() -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     def cloud_of(request: Request) -> Cloud:
         c: Cloud = request.app.state.cloud

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import Field, StrictBool
 
 from vocloud.api import schemas as out
-from vocloud.api.common import MAX_MIB, Name, RefValue, Strict, Who, ok
+from vocloud.api.common import MAX_MIB, Name, OneHopRoute, RefValue, Strict, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.cloud import Cloud
 from vocloud.service.pools import PoolService
@@ -98,7 +98,7 @@ def _service(request: Request) -> PoolService:
 
 def router() -> APIRouter:
     """The pool routes, to be included in the app built by ``api.rest.create_app``."""
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     @r.get("/pools", responses=ok(list[out.PoolOut]))
     def pool_list(who: Who, request: Request) -> JSONResponse:

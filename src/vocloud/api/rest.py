@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
@@ -32,15 +33,19 @@ from vocloud.api.common import (
     MAX_CPU,
     MAX_MIB,
     MAX_TEXT,
+    PENDING_KEY,
     Attrs,
     Format,
     IdPath,
     Name,
+    OneHopRoute,
+    PendingActor,
     RefPath,
     RefValue,
     Short,
     Strict,
     Who,
+    check_one_hop,
     enum_of,
     ok,
 )
@@ -274,7 +279,14 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
         return _error(InvalidInput(f"a value does not fit the store: {str(exc.orig).splitlines()[0][:200]}"))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_req: Request, exc: RequestValidationError) -> Response:
+    async def _validation(req: Request, exc: RequestValidationError) -> Response:
+        pending = getattr(req.state, PENDING_KEY, None)
+        if isinstance(pending, PendingActor) and pending.actor is None:
+            # credentials first, as when authentication ran before validation: 401, not 400
+            try:
+                await run_in_threadpool(pending.resolve)
+            except VocloudError as refused:
+                return _error(refused)
         parts = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
@@ -311,7 +323,7 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     @r.get("/health", responses=ok(out.Health))
     def health() -> JSONResponse:
@@ -561,4 +573,5 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
     app.include_router(pools_router())
     app.include_router(images_router())  # datastores, image upload
     app.include_router(access_keys_router())  # EC2 access keys (docs/ec2.md)
+    check_one_hop(app)
     return app

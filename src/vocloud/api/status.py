@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from vocloud.api.common import Who, ok
+from vocloud.api.common import OneHopRoute, Who, ok
 from vocloud.api.http import JSONResponse
 from vocloud.service.frontends import FrontendService
 
@@ -34,7 +34,7 @@ class Status(BaseModel):
 
 
 def router(service: FrontendService) -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    r = APIRouter(prefix="/api/v1", route_class=OneHopRoute)
 
     @r.get("/status", responses=ok(Status))
     def status(who: Who) -> JSONResponse:

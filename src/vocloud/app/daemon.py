@@ -29,6 +29,7 @@ from typing import IO, Any
 import uvicorn
 
 from vocloud.api import occi
+from vocloud.api.common import check_one_hop
 from vocloud.api.distributions import router as distributions_router
 from vocloud.api.ec2.app import create_ec2_app
 from vocloud.api.host_leases import router as host_leases_router
@@ -303,6 +304,7 @@ def _wire_app(settings: Settings, registry: DriverRegistry, db: Database, cloud:
     app.include_router(distributions_router())
     app.add_middleware(RequestMetrics, metrics=metrics, cloud=cloud, public=settings.metrics_public)
     app.add_middleware(FrontendTag)
+    check_one_hop(app)  # every Who route authenticates in its own threadpool call
     return app
 
 
@@ -415,6 +417,13 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
+#: How long an idle kept-alive connection stays open (uvicorn's default: 5 s). Longer than the
+#: idle expiry of common clients (httpx: 5 s), so that the client closes an idle connection
+#: first: with equal timeouts a client that reused a connection just as the server closed it got
+#: a ReadError (0-5 per 60 s run of the 50-client bench, docs/performance.md).
+KEEP_ALIVE_S = 30
+
+
 def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
     """One extra API process (``api_workers``): the same front-ends on the same listening
     socket (the kernel spreads the connections), no loops."""
@@ -425,7 +434,7 @@ def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
     os.umask(0o077)
     app, _cloud = build_api_worker(settings)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.Server(config).run(sockets=[sock])
@@ -470,7 +479,7 @@ def serve(settings: Settings) -> None:
         app, _loops, _cloud = build(settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 log_level=settings.log_level.lower(), access_log=False,
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal; these
         # handlers turn that into a clean exit status 0 after the shutdown has completed.
         for sig in (signal.SIGTERM, signal.SIGINT):

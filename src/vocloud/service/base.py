@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Forbidden, InvalidInput, NotFound
@@ -53,6 +53,9 @@ def require_admin(actor: Actor, what: str) -> None:
         raise Forbidden(f"only an administrator may {what}")
 
 
+_FIND: dict[tuple[type, str, bool], Any] = {}
+
+
 def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool = False) -> T:
     """An object by id (digits) or by unique name; NotFound names what was looked for."""
     column: Any
@@ -65,10 +68,14 @@ def find(session: Session, model: type[T], kind: str, ref: int | str, lock: bool
         column, key = model.name, ref  # type: ignore[attr-defined]
     else:
         raise InvalidInput(f"{kind} reference must be an id or a name, got {ref!r}")
-    stmt = select(model).where(column == key)
-    if lock:
-        stmt = stmt.with_for_update()
-    obj = session.scalars(stmt).first()
+    cache_key = (model, column.key, lock)  # not the column itself: its == builds SQL
+    stmt = _FIND.get(cache_key)
+    if stmt is None:  # one statement per column and lock mode, built once (a hot path)
+        stmt = select(model).where(column == bindparam("find_key"))
+        if lock:
+            stmt = stmt.with_for_update()
+        _FIND[cache_key] = stmt
+    obj: T | None = session.scalars(stmt, {"find_key": key}).first()
     if obj is None:
         raise NotFound(f"{kind} {ref} does not exist")
     return obj

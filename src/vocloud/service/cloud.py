@@ -85,6 +85,9 @@ class Cloud:
 
     def authenticate_with(self, credentials: Credentials | None) -> Actor:
         """Credentials of any registered scheme -> the Actor, or ``Unauthorized``."""
+        if self.authenticators.on_connection(credentials):  # bearer: every REST request
+            with self.db.engine.connect() as conn:
+                return self.authenticators.authenticate(conn, credentials)
         with self.db.read() as s:
             return self.authenticators.authenticate(s, credentials)
 
