@@ -34,6 +34,7 @@ from vocloud.model.lifecycle import FAILURES, HOLDS_HOST, TRANSIENT, VMState, vm
 from vocloud.service import capacity
 from vocloud.store import bulk
 from vocloud.store.schema import VM, Event, Host
+from vocloud.store.sets import among
 
 log = logging.getLogger("vocloud.service")
 
@@ -100,7 +101,7 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
             continue
         msgs = {r.vm_id: r.message for r in group}
         for part in chunks(sorted(msgs)):
-            rows = s.execute(select(VM.id, VM.host_id).where(bulk.id_in(s, VM.id, part))
+            rows = s.execute(select(VM.id, VM.host_id).where(among(s, VM.id, part))
                              .where(VM.state == old.value).with_for_update()).all()
             if not rows:
                 continue
@@ -111,7 +112,7 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
             if new == VMState.RUNNING:
                 values["error"] = ""
                 values["started_at"] = func.coalesce(VM.started_at, at)
-            s.execute(update(VM).where(bulk.id_in(s, VM.id, ids)).where(VM.state == old.value)
+            s.execute(update(VM).where(among(s, VM.id, ids)).where(VM.state == old.value)
                       .values(**values)
                       .execution_options(synchronize_session=False))
             insert_events(s, _event_rows(((i, h, msgs[i]) for i, h in rows), event, old, new, at))
@@ -145,7 +146,7 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
     lost: dict[int, str] = {}
     wanted = dict(placements)
     for part in chunks(sorted(wanted)):
-        rows = s.execute(select(VM.id, VM.cpu_m, VM.memory).where(bulk.id_in(s, VM.id, part))
+        rows = s.execute(select(VM.id, VM.cpu_m, VM.memory).where(among(s, VM.id, part))
                          .where(VM.state == VMState.PENDING.value).with_for_update()).all()
         by_host: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         for vm_id, cpu_m, mem in rows:

@@ -11,10 +11,6 @@ stored template names the VM's id, known only after the INSERT) and an INSERT pe
   possibly not contiguous when another transaction draws at the same time); SQLite reads the
   table's high-water mark in the write transaction it already holds alone (``BEGIN IMMEDIATE``),
   and the INSERT of those ids raises the mark (AUTOINCREMENT, ``store/sqlite_ids.py``).
-* :func:`id_in` is ``column IN (ids)`` for a chunk of ids; on PostgreSQL ``column =
-  ANY(:ids)``, one array parameter, so the statement's text is the same for every chunk (psycopg
-  converts it once and the server prepares it once, instead of a text of 500 placeholders
-  built, converted and planned anew each time).
 * :func:`insert_rows` stores rows whose every value is already known: PostgreSQL ``COPY ...
   FROM STDIN`` on the transaction's own connection (one statement, no SQL text per row, nothing
   to parse or plan), SQLite one prepared INSERT run by ``executemany`` in-process.
@@ -27,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Table, any_, bindparam, insert, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
 #: The tables :func:`reserve_ids` may take ids of (their names go into SQL text).
@@ -77,10 +72,3 @@ def insert_rows(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
     with raw.cursor() as cur, cur.copy(stmt) as copy:
         for row in rows:
             copy.write_row([row[c] for c in cols])
-
-
-def id_in(s: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
-    """``column IN (ids)``; on PostgreSQL ``column = ANY(<one integer array parameter>)``."""
-    if s.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))  # type: ignore[no-any-return]
-    return column.in_(ids)  # type: ignore[no-any-return]
