@@ -21,10 +21,10 @@ Figures, each printed next to its baseline:
         [--sim-files tmpfs|disk]
         [--workers N] [--baseline-src /work/main/src] [--repeat N]
 
-``--baseline-src`` runs the REST load first on a daemon of another checkout's code (the main
-branch: the same-run baseline), then on this code with one API process, then with ``--workers``;
-``--repeat N`` runs that sequence N times, so that baseline and this code take turns on a machine
-whose load changes.
+``--baseline-src`` runs the VMs figures, and the REST load, first on a daemon of another
+checkout's code (the main branch: the same-run baseline), then on this code (REST: with one API
+process, then with ``--workers``); ``--repeat N`` runs the REST sequence N times, so that
+baseline and this code take turns on a machine whose load changes.
 """
 
 from __future__ import annotations
@@ -184,14 +184,20 @@ def place_floor(n_hosts: int, n_vms: int) -> float:
 
 
 def run_vms(kind: str, n_hosts: int, n_vms: int, batch: int, baseline_hosts: int,
-            sim_where: str = "tmpfs") -> dict[str, Any]:
+            sim_where: str = "tmpfs", src: str | None = None) -> dict[str, Any]:
+    """``src``: run the daemon on another checkout's code (``--baseline-src``: main's, timed in
+    the same run as this code's)."""
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-scale-") as tmp, \
             store_url(kind, Path(tmp)) as url, sim_root(sim_where, Path(tmp)) as shared:
         data_dir = Path(tmp)
         fill_store(data_dir, 0, url=url)
         out: dict[str, Any] = {"db": kind, "hosts": n_hosts, "vms": n_vms,
-                               "sim_files": "tmpfs" if shared != data_dir else "disk"}
-        with bench_daemon(data_dir, env_extra=daemon_env(url, shared)) as d, client(d) as c:
+                               "sim_files": "tmpfs" if shared != data_dir else "disk",
+                               "code": src or "this checkout"}
+        env = daemon_env(url, shared)
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join([src, str(Path(__file__).resolve().parents[1])])
+        with bench_daemon(data_dir, env_extra=env) as d, client(d) as c:
             out.update(register_hosts(c, n_hosts, baseline_hosts))
             db = Database(url)
             wait_hosts_monitored(db, n_hosts)
@@ -204,9 +210,11 @@ def run_vms(kind: str, n_hosts: int, n_vms: int, batch: int, baseline_hosts: int
                        timeout=120).raise_for_status()
                 left -= k
             out["vms_created_s"] = time.perf_counter() - t0
+            cpu_created = cpu_seconds(d.pid) - cpu0
             wait_count(db, VM.state == VMState.RUNNING.value, n_vms, 600, "VMs RUNNING")
             out["vms_running_s"] = time.perf_counter() - t0
             out["daemon_cpu_s"] = cpu_seconds(d.pid) - cpu0
+            out["daemon_cpu_created_s"] = cpu_created
         out["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         out["invariants"] = check_invariants(db)
         out["monitor_s"] = monitor_pass(db, shared)
@@ -361,6 +369,7 @@ def report(results: list[dict[str, Any]]) -> None:
         db = r["db"]
         if "vms_running_s" in r:
             nh, nv = f"{r['hosts']:,}", f"{r['vms']:,}"
+            print(f"-- daemon code: {r.get('code', 'this checkout')}")
             print(f"{nh + ' hosts registered (one batch request)':48} {db:9} {r['hosts_s']:9.2f}s "
                   f"{'<5s':>10} {r['hosts_one_by_one_s']:11.2f}s  (one POST each, same run; "
                   f"issue: 17.5 s)")
@@ -369,7 +378,10 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"{nv + ' VMs -> RUNNING (from first create)':48} {db:9} "
                   f"{r['vms_running_s']:9.2f}s {'<10s':>10} {'73.5':>11}s  (issue); "
                   f"place() alone: {r['place_only_s']:.2f} s")
-            print(f"  daemon CPU while bringing them up: {r['daemon_cpu_s']:.1f} s; machine load "
+            print(f"  loops' tail (all RUNNING after the last create): "
+                  f"{r['vms_running_s'] - r['vms_created_s']:.2f} s")
+            print(f"  daemon CPU while bringing them up: {r['daemon_cpu_s']:.1f} s (of it until the "
+                  f"last create returned: {r['daemon_cpu_created_s']:.1f} s); machine load "
                   f"average at the end: {r['load']}; sim guest files on {r['sim_files']}")
             print(f"{'monitor pass, ' + nh + ' hosts / ' + nv + ' guests':48} {db:9} "
                   f"{r['monitor_s']:9.2f}s {'<1s':>10}")
@@ -410,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="REST: API processes of the daemon (setting api_workers)")
     ap.add_argument("--baseline-src", default=None,
-                    help="REST: first run the same load on the daemon of this src directory "
-                    "(e.g. /work/main/src), one API process: the same-run baseline")
+                    help="first run the same VMs (and REST load, one API process) on the daemon "
+                    "of this src directory (e.g. /work/main/src): the same-run baseline")
     ap.add_argument("--repeat", type=int, default=1,
                     help="REST: run the configurations this many times, taking turns")
     ap.add_argument("--json", action="store_true")
@@ -420,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for kind in kinds:
         if not args.no_vms:
+            if args.baseline_src:
+                results.append(run_vms(kind, args.hosts, args.vms, args.batch,
+                                       args.baseline_hosts, args.sim_files, args.baseline_src))
             results.append(run_vms(kind, args.hosts, args.vms, args.batch, args.baseline_hosts,
                                    args.sim_files))
         for _ in range(args.repeat if args.rest else 0):
@@ -436,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report(results)
     ok = all(r.get("vms_running_s", 0) < TARGETS["vms_running_s"] and r.get("hosts_s", 0) < 5
-             and r.get("monitor_s", 0) < 1 for r in results if "vms_running_s" in r) and all(
+             and r.get("monitor_s", 0) < 1 for r in results
+             if "vms_running_s" in r and r["code"] == "this checkout") and all(
         r["rps"] >= TARGETS["rest_rps"] and r["p99_ms"] < TARGETS["rest_p99_ms"] and not r["errors"]
         for r in results if "rps" in r)
     return 0 if ok else 1

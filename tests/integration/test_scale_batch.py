@@ -15,12 +15,14 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.helpers import admin, converge, reconciler, user_in
-from vocloud.errors import Conflict, Forbidden, InvalidInput
+from tests.support.race import race
+from vocloud.errors import Conflict, Forbidden, InvalidInput, NoCapacity, QuotaExceeded
 from vocloud.model.lifecycle import VMState
+from vocloud.model.template import parse_template
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import HostSpec
 from vocloud.service.vm_batch import Report
-from vocloud.store.schema import VM, Event, Host, Quota
+from vocloud.store.schema import VM, Event, Host, Lease, Quota
 
 S = VMState
 
@@ -243,3 +245,66 @@ def test_boots_go_host_by_host_and_an_unreachable_host_only_delays_its_own(
     with cloud.db.read() as s:
         booted = s.scalar(select(func.count()).select_from(Event).where(Event.action == "boot_ok"))
     assert booted == 9
+
+
+def test_racing_bulk_creates_keep_quota_leases_and_rows_exact(cloud: Cloud) -> None:
+    """Batch creates of one VO racing on its quota, then on a network's last addresses: each
+    batch is all or nothing (rows, events, quota charge, leases), nothing is over its limit, and
+    each VM's stored template names exactly the address it holds."""
+    a = admin(cloud)
+    alice = user_in(cloud, "alice", "atlas")
+    cloud.accounts.set_quota(a, "group", "atlas", vms=20)
+    ok, errors = race(8, lambda i: cloud.vms.create(alice, "CPU=1\nMEMORY=256\n", count=6))
+    assert len(ok) == 3 and len(errors) == 5, errors
+    assert all(isinstance(e, QuotaExceeded) for e in errors), errors
+    made = sorted(i for ids in ok for i in ids)
+    assert len(set(made)) == 18
+    cloud.accounts.set_quota(a, "group", "atlas", vms=-1)
+    cloud.networks.create(a, 'NAME="bulk"\nBRIDGE="br0"\nPUBLIC="YES"\nAR=[IP="10.9.0.1", SIZE="10"]\n')
+    nic = "CPU=1\nMEMORY=256\nNIC=[NETWORK=\"bulk\"]\n"
+    ok2, errors2 = race(6, lambda i: cloud.vms.create(alice, nic, count=3))
+    assert len(ok2) == 3 and len(errors2) == 3, errors2
+    assert all(isinstance(e, NoCapacity) for e in errors2), errors2
+    with_nic = sorted(i for ids in ok2 for i in ids)
+    with cloud.db.read() as s:
+        vms = s.execute(select(VM.id, VM.template).where(VM.owner_id == alice.user_id)).all()
+        leases = {int(v or 0): ip for v, ip in s.execute(select(Lease.vm_id, Lease.ip)).all()}
+        n_leases = s.scalar(select(func.count()).select_from(Lease))
+        events = s.scalar(select(func.count()).select_from(Event).where(Event.kind == "vm")
+                          .where(Event.action == "create"))
+        q = {sc: s.scalars(select(Quota).where(Quota.scope == sc).where(
+            Quota.scope_id == (alice.user_id if sc == "user" else alice.group_id))).one()
+            for sc in ("user", "group")}
+    assert sorted(v for v, _ in vms) == sorted(made + with_nic)  # no row of a refused batch
+    assert events == 27
+    for qq in q.values():  # the refused batches' charges rolled back with them
+        assert (qq.vms_used, qq.cpu_m_used, qq.mem_used) == (27, 27_000, 27 * 256)
+    assert n_leases == 9 and sorted(leases) == with_nic and len(set(leases.values())) == 9
+    for vm_id, template in vms:
+        assert f'VMID="{vm_id}"' in template
+        if vm_id in leases:
+            ip = ".".join(str(leases[vm_id] >> s & 255) for s in (24, 16, 8, 0))
+            assert f'IP="{ip}"' in template
+        else:
+            assert "NIC=" not in template
+
+
+def test_bulk_create_stores_the_template_the_one_by_one_way_would(cloud: Cloud) -> None:
+    """The templates of a batch are rendered once for what they share: each must equal the
+    template built for that VM alone (a copy with its NICs, VMID and NAME set)."""
+    a = admin(cloud)
+    cloud.networks.create(a, 'NAME="tn"\nBRIDGE="br0"\nAR=[IP="10.8.0.1", SIZE="20"]\n')
+    text = ('CPU=1\nMEMORY=256\nNAME="x"\nCONTEXT=[VO="atlas", IP="$IP"]\n'
+            'NIC=[NETWORK="tn", MODEL="virtio"]\nNIC=[NETWORK="tn"]\nSCHED_RANK="FREE_CPU"\n')
+    ids = cloud.vms.create(a, text, count=3, name="t")
+    for i, vm_id in enumerate(ids):
+        shown = cloud.vms.show(a, vm_id)
+        t = parse_template(text, fmt="one")
+        t.set("NIC", [parse_template(shown["template"], fmt="one").vectors("NIC")[k]
+                      for k in range(2)])
+        t.set("VMID", str(vm_id))
+        t.set("NAME", f"t-{i}")
+        assert shown["template"] == t.to_one()
+        nics = parse_template(shown["template"], fmt="one").vectors("NIC")
+        assert [n["IP"] for n in nics] == [f"10.8.0.{2 * i + 1}", f"10.8.0.{2 * i + 2}"]
+        assert sorted(lease["ip"] for lease in shown["leases"]) == [n["IP"] for n in nics]

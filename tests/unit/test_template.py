@@ -654,3 +654,30 @@ def test_simple_fast_path_declines_repeats_vectors_and_escapes() -> None:
     with pytest.raises(ParseError):
         parse_template('CPU="1"\nMEMORY="512', fmt="one")
     assert parse_template('CPU="1"\ncpu="2"\n', fmt="one").attrs["CPU"] == ["1", "2"]
+
+
+@pytest.mark.parametrize("text", [
+    'CPU="1"\nMEMORY="512"\n',
+    'NAME="a"\nCPU="1"\nNIC=[NETWORK="n"]\nCONTEXT=[X="1", Y="a \\"q\\""]\n'
+    'DISK=[IMAGE_ID="3"]\nDISK=[IMAGE_ID="4"]\n',
+    'VMID="7"\nCPU="2"\nNAME="b"\nNIC=[NETWORK="n"]\nNIC=[NETWORK="m"]\n',
+])
+def test_to_one_many_is_to_one_of_each_copy(text: str) -> None:
+    """``vm create --count N`` renders what the N templates share once: the text must be what
+    setting each VM's keys on a copy and rendering it gives, key order included."""
+    base = parse_template(text, fmt="one")
+    items: list[dict[str, object]] = [
+        {"NIC": [{"NETWORK": "n", "IP": f"10.0.0.{i}"}, {"NETWORK": "m"}], "VMID": str(i),
+         "NAME": f"vm-{i}\n\"x\""} for i in range(3)]
+    items.append({"NIC": [], "VMID": 9, "NAME": "last"})  # an empty list removes the key
+    items.append({"NIC": {"NETWORK": "n"}, "VMID": "10", "NAME": "one"})
+    want = []
+    for item in items:
+        t = base.copy()
+        for key, value in item.items():
+            t.set(key, value)  # type: ignore[arg-type]
+        want.append(t.to_one())
+    assert base.to_one_many(items) == want
+    assert base.to_one_many([]) == []
+    with pytest.raises(ValueError, match="same keys"):
+        base.to_one_many([{"VMID": "1"}, {"NAME": "x"}])

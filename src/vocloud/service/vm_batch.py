@@ -26,13 +26,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from vocloud.errors import VocloudError
 from vocloud.model.lifecycle import FAILURES, HOLDS_HOST, TRANSIENT, VMState, vm_next
 from vocloud.service import capacity
+from vocloud.store import bulk
 from vocloud.store.schema import VM, Event, Host
+from vocloud.store.sets import among
 
 log = logging.getLogger("vocloud.service")
 
@@ -74,11 +76,10 @@ def _event_rows(rows: Iterable[tuple[int, int | None, str]], event: str, old: VM
 
 
 def insert_events(s: Session, rows: list[dict[str, Any]]) -> None:
-    """Many event rows in one Core executemany (the ORM's bulk insert spent more time preparing
-    rows than the database spent storing them)."""
-    if rows:
-        t: Table = Event.__table__  # type: ignore[assignment]
-        s.connection().execute(insert(t), rows)
+    """Many event rows in one statement: PostgreSQL COPY, SQLite one executemany
+    (``store/bulk.py``; the ORM's bulk insert spent more time preparing rows than the database
+    spent storing them, and psycopg's executemany is still one INSERT per row)."""
+    bulk.insert_rows(s, Event.__table__, rows)  # type: ignore[arg-type]
 
 
 def apply_reports(s: Session, reports: Sequence[Report], at: float,
@@ -100,7 +101,7 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
             continue
         msgs = {r.vm_id: r.message for r in group}
         for part in chunks(sorted(msgs)):
-            rows = s.execute(select(VM.id, VM.host_id).where(VM.id.in_(part))
+            rows = s.execute(select(VM.id, VM.host_id).where(among(s, VM.id, part))
                              .where(VM.state == old.value).with_for_update()).all()
             if not rows:
                 continue
@@ -111,7 +112,8 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
             if new == VMState.RUNNING:
                 values["error"] = ""
                 values["started_at"] = func.coalesce(VM.started_at, at)
-            s.execute(update(VM).where(VM.id.in_(ids)).where(VM.state == old.value).values(**values)
+            s.execute(update(VM).where(among(s, VM.id, ids)).where(VM.state == old.value)
+                      .values(**values)
                       .execution_options(synchronize_session=False))
             insert_events(s, _event_rows(((i, h, msgs[i]) for i, h in rows), event, old, new, at))
             moved.update(ids)
@@ -144,7 +146,7 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
     lost: dict[int, str] = {}
     wanted = dict(placements)
     for part in chunks(sorted(wanted)):
-        rows = s.execute(select(VM.id, VM.cpu_m, VM.memory).where(VM.id.in_(part))
+        rows = s.execute(select(VM.id, VM.cpu_m, VM.memory).where(among(s, VM.id, part))
                          .where(VM.state == VMState.PENDING.value).with_for_update()).all()
         by_host: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         for vm_id, cpu_m, mem in rows:
@@ -165,12 +167,7 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
                     lost[vm_id] = f"lost a race for host {host_id}: it has no room left"
         if placed:
             new = VMState.PROLOG
-            vt: Table = VM.__table__  # type: ignore[assignment]
-            s.connection().execute(  # Core executemany: the ORM's bulk path cost more than the SQL
-                update(vt).where(vt.c.id == bindparam("b_id")).values(
-                    host_id=bindparam("b_host"), state=new.value, sched_message="",
-                    state_changed_at=at, step_attempts=0, hard=False),
-                [{"b_id": vm_id, "b_host": host_id} for vm_id, host_id in placed])
+            _set_hosts(s, placed, new, at)
             insert_events(s, _event_rows(
                 ((vm_id, host_id, (reasons or {}).get(vm_id, f"to host {host_id}"))
                  for vm_id, host_id in placed),
@@ -181,11 +178,46 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
     return lost
 
 
+def _set_hosts(s: Session, placed: Sequence[tuple[int, int]], new: VMState, at: float) -> None:
+    """The placed VMs' rows (locked, still PENDING): host, state and clock. PostgreSQL: one
+    ``UPDATE ... FROM unnest(ids, hosts)`` for the chunk (psycopg's executemany is one UPDATE
+    per row, each a round of the pipeline and a plan); SQLite: one prepared UPDATE run by
+    ``executemany`` in-process (the ORM's bulk path cost more than the SQL)."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(
+            "UPDATE vms SET host_id = p.host_id, state = :state, sched_message = '', "
+            "state_changed_at = :at, step_attempts = 0, hard = false "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:hosts AS integer[])) AS p(id, host_id) "
+            "WHERE vms.id = p.id"),
+            {"state": new.value, "at": at, "ids": [v for v, _ in placed],
+             "hosts": [h for _, h in placed]})
+        return
+    vt: Table = VM.__table__  # type: ignore[assignment]
+    conn.execute(
+        update(vt).where(vt.c.id == bindparam("b_id")).values(
+            host_id=bindparam("b_host"), state=new.value, sched_message="",
+            state_changed_at=at, step_attempts=0, hard=False),
+        [{"b_id": vm_id, "b_host": host_id} for vm_id, host_id in placed])
+
+
+#: ``_acquire_every_host`` on PostgreSQL: each host's conditional UPDATE (``alloc + sum <=
+#: total``) for all hosts of a chunk in one statement; its row count is the number that fit.
+_ACQUIRE_PG = text(
+    "UPDATE hosts SET alloc_cpu_m = hosts.alloc_cpu_m + p.cpu, alloc_mem = hosts.alloc_mem + p.mem, "
+    "running_vms = hosts.running_vms + p.n "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:cpu AS bigint[]), CAST(:mem AS bigint[]), "
+    "CAST(:n AS integer[])) AS p(id, cpu, mem, n) "
+    "WHERE hosts.id = p.id AND hosts.alloc_cpu_m + p.cpu <= hosts.total_cpu_m "
+    "AND hosts.alloc_mem + p.mem <= hosts.total_mem")
+
+
 def _acquire_every_host(s: Session, by_host: dict[int, list[tuple[int, int, int]]]) -> bool:
-    """The common case in one executemany: every host still has room for all its VMs. The
-    statement is the same conditional UPDATE as :func:`_acquire_all`; if the database's total row
-    count says any host refused, the savepoint is rolled back and the caller goes host by host.
-    Only where the driver reports exact executemany row counts (SQLite, psycopg)."""
+    """The common case in one go: every host still has room for all its VMs. The statement is
+    the same conditional UPDATE as :func:`_acquire_all` (SQLite: an executemany; PostgreSQL: one
+    ``UPDATE ... FROM unnest(...)`` for all the hosts, not one statement per host); if the total
+    row count says any host refused, the savepoint is rolled back and the caller goes host by
+    host. Only where the driver reports exact executemany row counts (SQLite, psycopg)."""
     if len(by_host) < 2 or not s.get_bind().dialect.supports_sane_multi_rowcount:
         return False
     t: Table = Host.__table__  # type: ignore[assignment]
@@ -198,7 +230,13 @@ def _acquire_every_host(s: Session, by_host: dict[int, list[tuple[int, int, int]
     params = [{"h_id": h, "h_cpu": sum(v[1] for v in vms), "h_mem": sum(v[2] for v in vms),
                "h_n": len(vms)} for h, vms in by_host.items()]
     nested = s.begin_nested()
-    res = s.connection().execute(stmt, params)
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":  # the same conditions, one statement for all hosts
+        res = conn.execute(_ACQUIRE_PG, {
+            "ids": [p["h_id"] for p in params], "cpu": [p["h_cpu"] for p in params],
+            "mem": [p["h_mem"] for p in params], "n": [p["h_n"] for p in params]})
+    else:
+        res = conn.execute(stmt, params)
     if res.rowcount == len(params):
         nested.commit()
         return True

@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Integer,
+    Table,
     Text,
     bindparam,
     case,
     cast,
     func,
-    insert,
     literal,
     literal_column,
     select,
@@ -57,6 +57,7 @@ from vocloud.service.acl import ObjRef, visible_group_ids, visible_object_ids
 from vocloud.service.auth import Actor
 from vocloud.service.base import check_name, find, load_rules, now, record, require
 from vocloud.service.policy import ADMIN_MAX_VMS_PER_REQUEST, VMPolicy
+from vocloud.store import bulk
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, Event, Group, Host, Image, Lease, Network, SiteSetting, User
 
@@ -279,30 +280,38 @@ class VMService:
             base = spec.name or "vm"
             at = now()
             state = VMState.HOLD.value if hold else VMState.PENDING.value
-            # One multi-row INSERT for all ``count`` rows (ids in order), then each VM's stored
-            # template and deploy id in one executemany: a statement per VM, not a flush each.
-            ids = list(s.scalars(insert(VM).returning(VM.id, sort_by_parameter_order=True), [
-                {"name": base if count == 1 else f"{base}-{i}", "owner_id": user.id,
-                 "group_id": grp.id, "state": state, "cpu_m": cpu_m, "vcpu": spec.vcpu,
-                 "memory": spec.memory_mib, "requirements": spec.requirements, "rank": spec.rank,
-                 "created_at": at, "state_changed_at": at, "site_secrets": " ".join(admitted),
-                 "walltime": spec.walltime,
-                 "template": "", "deploy_id": "", "sched_message": "", "error": "",
-                 "step_attempts": 0, "hard": False}
-                for i in range(count)]))
-            prefix = self._prefix(s)
+            # The ids first (one statement), so each row is complete when it is stored: then
+            # one COPY (PostgreSQL) or executemany (SQLite) for the VMs and one for their
+            # events, no UPDATE per VM for the template and deploy id that name the id. A NIC's
+            # lease refers to its VM's row, so VMs with NICs get their templates right after.
+            vt: Table = VM.__table__  # type: ignore[assignment]
+            ids = bulk.reserve_ids(s, vt, count)
+            names = [base] if count == 1 else [f"{base}-{i}" for i in range(count)]
             admin_nics = actor.is_admin or "NIC" in site_keys
-            finished = []
-            for i, vm_id in enumerate(ids):
-                stub = VM(id=vm_id, name=base if count == 1 else f"{base}-{i}")  # never added
-                finished.append({"id": vm_id, "deploy_id": f"{prefix}-{vm_id}",
-                                 "template": self._finish_template(s, stub, tmpl, images, boot,
-                                                                   networks, spec,
-                                                                   admin_nics).to_one()})
-            s.execute(update(VM), finished)
-            s.execute(insert(Event), [
+            templates = [""] * count if spec.nics else self._finish_templates(
+                s, tmpl, images, boot, networks, spec, admin_nics, ids, names)
+            prefix = self._prefix(s)
+            secrets = " ".join(admitted)
+            bulk.insert_rows(s, vt, [
+                {"id": vm_id, "name": vm_name, "owner_id": user.id, "group_id": grp.id,
+                 "state": state, "host_id": None, "target_host_id": None, "cpu_m": cpu_m,
+                 "vcpu": spec.vcpu, "memory": spec.memory_mib, "template": vm_template,
+                 "requirements": spec.requirements, "rank": spec.rank,
+                 "deploy_id": f"{prefix}-{vm_id}", "sched_message": "", "error": "",
+                 "state_changed_at": at, "step_attempts": 0, "hard": False, "created_at": at,
+                 "started_at": None, "ended_at": None, "site_secrets": secrets,
+                 "walltime": spec.walltime}
+                for vm_id, vm_name, vm_template in zip(ids, names, templates, strict=True)])
+            if spec.nics:
+                templates = self._finish_templates(s, tmpl, images, boot, networks, spec,
+                                                   admin_nics, ids, names)
+                s.connection().execute(
+                    update(vt).where(vt.c.id == bindparam("b_id")).values(template=bindparam("b_t")),
+                    [{"b_id": vm_id, "b_t": t} for vm_id, t in zip(ids, templates, strict=True)])
+            message = f"by {actor.name}"[:2000]
+            bulk.insert_rows(s, Event.__table__, [  # type: ignore[arg-type]
                 {"time": at, "kind": "vm", "obj_id": vm_id, "action": "create", "from_state": "",
-                 "to_state": state, "message": f"by {actor.name}"[:2000], "host_id": None}
+                 "to_state": state, "message": message, "host_id": None}
                 for vm_id in ids])
             if within is not None:  # a front-end's own record of them, in the same transaction
                 within(s, ids)
@@ -359,10 +368,12 @@ class VMService:
             out.append(net)
         return out
 
-    def _finish_template(self, s: Session, vm: VM, tmpl: Template, images: list[Image],
-                         boot: dict[str, Image], networks: list[Network], spec: VMTemplate,
-                         admin: bool) -> Template:
-        """The stored template: written only here, so the loops and drivers may trust it."""
+    def _finish_templates(self, s: Session, tmpl: Template, images: list[Image],
+                          boot: dict[str, Image], networks: list[Network], spec: VMTemplate,
+                          admin: bool, ids: Sequence[int], names: Sequence[str]) -> list[str]:
+        """The stored templates of VMs ``ids`` (named ``names``): written only here, so the
+        loops and drivers may trust them. What all of them share (disks, kernel, ...) is built
+        and rendered once; each VM adds its own NIC leases, VMID and NAME."""
         t = tmpl.copy()
         disks = []
         for disk, img in zip(spec.disks, images, strict=True):
@@ -381,14 +392,16 @@ class VMService:
             if key in boot:
                 t.set(key, str(boot[key].id))
                 t.set(path_key, boot[key].path)
-        nics = []
-        for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True)):
-            nics.append(ipam.lease_nic(s, net, vm.id, nic.attrs, idx, admin))
-        if nics:
-            t.set("NIC", nics)
-        t.set("VMID", str(vm.id))
-        t.set("NAME", vm.name)
-        return t
+        items: list[dict[str, object]] = []
+        for vm_id, vm_name in zip(ids, names, strict=True):
+            item: dict[str, object] = {}
+            if spec.nics:
+                item["NIC"] = [ipam.lease_nic(s, net, vm_id, nic.attrs, idx, admin)
+                               for idx, (nic, net) in enumerate(zip(spec.nics, networks, strict=True))]
+            item["VMID"] = str(vm_id)
+            item["NAME"] = vm_name
+            items.append(item)
+        return t.to_one_many(items)
 
     # ---------------------------------------------------------------- actions
     def action(self, actor: Actor, vm_id: int, action: str, host: int | str | None = None,
