@@ -13,7 +13,7 @@ if [ "$(id -u)" = 0 ]; then export VOCLOUD_REQUIRE_NETNS=${VOCLOUD_REQUIRE_NETNS
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== lint-imports"; .venv/bin/lint-imports
-# Two workers: the serial "machine" group on one, everything else beside it (tests/conftest.py);
+# Two workers: the serial "machine" unit on one, everything else beside it (tests/conftest.py);
 # VOCLOUD_TEST_WORKERS=0 runs all in one process. A short base directory: a qemu guest's QMP socket
 # lives under its test's data dir, and a UNIX socket path has at most 107 bytes (pytest's default
 # /tmp/pytest-of-root/pytest-N/popen-gwK/ left too little). Removed when the run passes.
@@ -21,6 +21,6 @@ basetemp=$(mktemp -d /tmp/vt.XXXXXX)
 echo "== pytest"
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 --basetemp "$basetemp" \
-  -n "${VOCLOUD_TEST_WORKERS:-2}" --dist loadgroup "$@" || status=$?
+  -n "${VOCLOUD_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
 if [ "$status" = 0 ]; then rm -rf "$basetemp"; else echo "test files kept in $basetemp"; fi
 exit "$status"
