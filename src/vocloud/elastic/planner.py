@@ -998,7 +998,7 @@ def _lend(drafts: Sequence[_PoolDraft], site: _Site, first: _PoolDraft, now: flo
 
 #: The reserving pool's idle VMs are released (:func:`_release`) while its reservation's expected
 #: start is more than this (and the lending margin) away.
-RELEASE_HORIZON_S = 6 * 3600.0
+RELEASE_HORIZON_S = 8 * 3600.0
 
 
 def _release(first: _PoolDraft, now: float, horizon: float) -> list[str]:
@@ -1012,7 +1012,9 @@ def _release(first: _PoolDraft, now: float, horizon: float) -> list[str]:
     reservation's last core freed: on SDSC-SP2 86 % of vocloud's idle VM-hours
     (docs/policies.md, session 10). The expected start comes from time limits, which jobs
     mostly undercut, so a release near it is soon booted again: released from a boot timeout
-    away, SDSC-SP2's first 2,000 jobs booted 9 times as many VMs and waited 3.5 times longer.
+    away, SDSC-SP2's first 2,000 jobs booted 9 times as many VMs and waited 3.5 times longer;
+    at 4 h its first 20,000 jobs fared worse than without a release, at 7-8 h best, at 12 h
+    too few VMs were released to matter (docs/policies.md, session 10, plan4).
     """
     p = first.policy
     drained = {v.vm_id for v in first.vms.drained_empty}
