@@ -9,7 +9,18 @@ import pytest
 
 from vocloud.batch.base import PendingJob, by_vo
 from vocloud.elastic.planner import plan
-from vocloud.elastic.policy import Boot, Drain, Plan, Pool, PoolPolicy, PoolVM, PoolVMState, SiteCapacity
+from vocloud.elastic.policy import (
+    Boot,
+    Drain,
+    Plan,
+    Pool,
+    PoolPolicy,
+    PoolVM,
+    PoolVMState,
+    Resume,
+    Shutdown,
+    SiteCapacity,
+)
 from vocloud.elastic.shape import shape_for
 from vocloud.errors import InvalidInput
 
@@ -214,3 +225,57 @@ def test_wide_jobs_that_end_before_the_reservation_backfill_while_it_waits() -> 
     pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, None))
     p = plan(by_vo(jobs("cms", 1, cores=24, t=10.0) + short), pools, host, NOW)
     assert boots(p, "lhcb") == []
+
+
+def _drains(p: Plan, vo: str) -> list[int]:
+    return sorted(a.vm_id for a in p.actions if isinstance(a, Drain) and a.vo == vo)
+
+
+def test_vms_lent_to_jobs_that_end_before_the_reservation_are_not_drained_for_it() -> None:
+    # a full site: atlas' VM 0 ends in 30 min, VM 1 in 2 h. cms' 16-core job needs both hosts'
+    # cores and cannot start before VM 1 frees: VM 0 frees its cores before then anyway, so only
+    # VM 1 is drained (draining VM 0 would shut it down at its job's end and boot a new VM for
+    # the next short job lent those cores, a boot per job)
+    atlas = (*_busy("atlas", 1, NOW + 1800), *_busy("atlas", 1, NOW + 7200, first_id=1))
+    pools = [Pool(pol("atlas", shape="host"), atlas), Pool(pol("cms"))]
+    full = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0)), host_shape=HOST)
+    p = plan(by_vo(jobs("cms", 1, cores=16, t=10.0)), pools, full, NOW)
+    assert _drains(p, "atlas") == [1] and boots(p, "cms") == []
+    # the reservation is due (both end within the lending margin): both are drained, as before
+    atlas = (*_busy("atlas", 1, NOW + 100), *_busy("atlas", 1, NOW + 200, first_id=1))
+    pools[0] = Pool(pol("atlas", shape="host"), atlas)
+    p = plan(by_vo(jobs("cms", 1, cores=16, t=10.0)), pools, full, NOW)
+    assert _drains(p, "atlas") == [0, 1]
+    # ends unknown: no lending, both drained
+    pools[0] = Pool(pol("atlas", shape="host"), _busy("atlas", 2, None))
+    p = plan(by_vo(jobs("cms", 1, cores=16, t=10.0)), pools, full, NOW)
+    assert _drains(p, "atlas") == [0, 1]
+
+
+def test_the_reserving_pool_releases_its_idle_vms_while_its_start_is_far() -> None:
+    # cms' 24-core job holds the reservation with two idle 8-core VMs; the third VM's cores are
+    # atlas', busy for 30 h: cms' idle VMs are drained (released) rather than held idle 30 h
+    idle = tuple(PoolVM(20 + i, f"cms-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0,
+                        cores=8, memory_mib=16384) for i in range(2))
+    full = SiteCapacity.from_hosts(1000, ((0, 0),) * 4, host_shape=HOST)
+    demand = by_vo(jobs("cms", 1, cores=24, t=10.0))
+    far = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 30 * 3600))
+    p = plan(demand, [far, Pool(pol("cms"), idle)], full, NOW)
+    assert _drains(p, "cms") == [20, 21] and boots(p, "cms") == []
+    assert any("released 2 VMs of VO cms" in n for n in p.notes)
+    # its start 2 h away: held (a release would be booted again at once)
+    near = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 7200))
+    p = plan(demand, [near, Pool(pol("cms"), idle)], full, NOW)
+    assert _drains(p, "cms") == [] and not any("released" in n for n in p.notes)
+    # idle only 100 s (under the idle timeout): not released yet
+    fresh = tuple(PoolVM(v.vm_id, v.name, V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=NOW - 100,
+                         cores=8, memory_mib=16384) for v in idle)
+    p = plan(demand, [far, Pool(pol("cms"), fresh)], full, NOW)
+    assert _drains(p, "cms") == []
+    # a released (drained, empty) VM is shut down while the start is far, resumed once near
+    drained = (PoolVM(20, "cms-0", V.DRAINED, 0.0, joined_at=0.0, cores=8, memory_mib=16384), idle[1])
+    p = plan(demand, [far, Pool(pol("cms"), drained)], full, NOW)
+    assert [a.vm_id for a in p.actions if isinstance(a, Shutdown)] == [20]
+    assert not [a for a in p.actions if isinstance(a, Resume)]
+    p = plan(demand, [near, Pool(pol("cms"), drained)], full, NOW)
+    assert [a.vm_id for a in p.actions if isinstance(a, Resume)] == [20]
