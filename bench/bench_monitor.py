@@ -33,8 +33,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.bench_scale import HOST_CPU, HOST_MEM, TEMPLATE, sim_root, store_url
-from bench.support import fill_store
+from bench.bench_scale import HOST_CPU, HOST_MEM, TEMPLATE, sim_root
+from bench.support import fill_store, store_url
 from vocloud.service.auth import Actor
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, User

@@ -44,9 +44,8 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from tests.support.pgserver import PgServer, find_bindir
 
-from bench.support import BenchDaemon, bench_daemon, fill_store
+from bench.support import BenchDaemon, bench_daemon, fill_store, store_url
 from vocloud.core.placement import HostView, PendingVM, SchedPolicy, place
 from vocloud.drivers.vmm.sim import SimDriver
 from vocloud.engine.reconcile import LoopSettings, Reconciler
@@ -60,22 +59,6 @@ TEMPLATE = "CPU=1\nMEMORY=512\n"
 TARGETS = {"hosts_s": 5.0, "vms_running_s": 10.0, "monitor_s": 1.0, "rest_rps": 500.0,
            "rest_p99_ms": 250.0}
 ISSUE_BASELINE = {"hosts_s": 17.5, "vms_running_s": 73.5, "rest_rps": 88.0, "rest_p99_ms": 5950.0}
-
-
-@contextmanager
-def store_url(kind: str, data_dir: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{data_dir / 'vocloud.db'}"
-        return
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
-    server = PgServer(bindir)
-    server.start()
-    try:
-        yield server.create_db("bench_scale")
-    finally:
-        server.stop()
 
 
 def daemon_env(url: str, shared: Path | None = None) -> dict[str, str]:
@@ -188,7 +171,7 @@ def run_vms(kind: str, n_hosts: int, n_vms: int, batch: int, baseline_hosts: int
     """``src``: run the daemon on another checkout's code (``--baseline-src``: main's, timed in
     the same run as this code's)."""
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-scale-") as tmp, \
-            store_url(kind, Path(tmp)) as url, sim_root(sim_where, Path(tmp)) as shared:
+            store_url(kind, Path(tmp), "bench_scale") as url, sim_root(sim_where, Path(tmp)) as shared:
         data_dir = Path(tmp)
         fill_store(data_dir, 0, url=url)
         out: dict[str, Any] = {"db": kind, "hosts": n_hosts, "vms": n_vms,
@@ -332,7 +315,7 @@ def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
     ``src`` (another checkout's ``src``: the baseline of the same run) or this one."""
     env = daemon_env("")
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-rest-") as tmp, \
-            store_url(kind, Path(tmp)) as url:
+            store_url(kind, Path(tmp), "bench_scale") as url:
         data_dir = Path(tmp)
         fill_store(data_dir, 0, url=url)
         env["VOCLOUD_DB_URL"] = url

@@ -17,14 +17,12 @@ import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import func, select
 from tests.support.helpers import reconciler
-from tests.support.pgserver import PgServer, find_bindir
 
+from bench.support import store_url
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import HostSpec
@@ -33,22 +31,6 @@ from vocloud.store.db import Database
 from vocloud.store.schema import VM, User
 
 TEMPLATE = "CPU=1\nMEMORY=512\n"
-
-
-@contextmanager
-def store(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'vocloud.db'}"
-        return
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found")
-    server = PgServer(bindir)
-    server.start()
-    try:
-        yield server.create_db("profile_create")
-    finally:
-        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="print the cProfile of the timed part")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vocloud-profile-create-") as d, \
-            store(args.db, Path(d)) as url:
+            store_url(args.db, Path(d), "profile_create") as url:
         db = Database(url)
         migrate.upgrade(db)
         cloud = Cloud(db)

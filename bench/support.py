@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from tests.support.pgserver import PgServer, find_bindir
 from tests.support.ports import free_port
 
 from vocloud.client import wait_healthy
@@ -24,6 +25,24 @@ from vocloud.service.cloud import Cloud
 from vocloud.store import migrate
 from vocloud.store.db import Database
 from vocloud.store.schema import User
+
+
+@contextmanager
+def store_url(kind: str, data_dir: Path, name: str = "bench") -> Iterator[str]:
+    """A store URL: SQLite in ``data_dir``, or a database on a PostgreSQL server of its own,
+    stopped when the block ends."""
+    if kind == "sqlite":
+        yield f"sqlite:///{data_dir / 'vocloud.db'}"
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
+    server = PgServer(bindir)
+    server.start()
+    try:
+        yield server.create_db(name)
+    finally:
+        server.stop()
 
 
 def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n",
