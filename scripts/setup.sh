@@ -26,6 +26,7 @@ APT_PACKAGES=(
   gridengine-client     # qstat, qconf, qmod, qsub
   chromium              # headless browser for the web dashboard tests (driven by pip playwright)
   prometheus            # a real Prometheus server scrapes /metrics in tests (docs/operations.md)
+  wrk                   # HTTP load generator of bench/bench_scale.py --rest (bench/rest_mix.lua)
 )
 
 missing=()

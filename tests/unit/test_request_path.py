@@ -139,6 +139,110 @@ def test_the_prebuilt_quota_charge_is_exact_and_creates_a_missing_row(tmp_path: 
     db.dispose()
 
 
+# ------------------------------------------------------------------ record in the call's transaction
+def _admin_and_user(cloud: Cloud) -> tuple[Actor, Actor]:
+    from vocloud.service.auth import SYSTEM
+    from vocloud.store.schema import User
+
+    cloud.accounts.bootstrap()
+    with cloud.db.read() as s:
+        admin_row = s.scalars(select(User)).one()
+    admin = Actor(admin_row.id, admin_row.name, admin_row.group_id, True)
+    vo = cloud.accounts.create_group(SYSTEM, "vo-a")
+    u = cloud.accounts.create_user(SYSTEM, "carol", vo["id"])
+    return admin, Actor(int(u["id"]), "carol", int(vo["id"]), False)
+
+
+def _commits(db: Database) -> list[int]:
+    from sqlalchemy import event
+
+    seen: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: seen.append(1))
+    return seen
+
+
+def test_a_create_and_its_record_commit_in_one_transaction(tmp_path: Path) -> None:
+    db = _store(tmp_path)
+    cloud = Cloud(db)
+    _admin, carol = _admin_and_user(cloud)
+    commits = _commits(db)
+    ids = cloud.vms.create(carol, "CPU=1\nMEMORY=64\n", count=2, name="w")
+    term = cloud.vms.action(carol, ids[0], "terminate")
+    assert term["id"] == ids[0]
+    assert len(commits) == 2  # one each: the call's work and its record together
+    with db.read() as s:
+        rows = s.execute(select(AuditRow.action, AuditRow.obj, AuditRow.result)
+                         .where(AuditRow.user_name == "carol").order_by(AuditRow.id)).all()
+    assert [tuple(r) for r in rows] == [("vms.create", f"vms {ids[0]},{ids[1]}", "ok"),
+                                        ("vms.action", f"vms {ids[0]}", "ok")]
+    db.dispose()
+
+
+def test_a_record_that_cannot_be_written_takes_the_call_with_it(tmp_path: Path) -> None:
+    from vocloud.store.schema import VM
+
+    db = _store(tmp_path)
+    cloud = Cloud(db)
+    _admin, carol = _admin_and_user(cloud)
+
+    def broken(*_a: Any) -> None:
+        raise RuntimeError("audit table gone")
+
+    cloud.audit._in_call = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="audit table gone"):
+        cloud.vms.create(carol, "CPU=1\nMEMORY=64\n")
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VM)) == 0  # no VM without its record
+        assert s.scalar(select(Quota.vms_used).where(Quota.scope == "user")) in (None, 0)
+        failed = s.execute(select(AuditRow.action, AuditRow.result)).all()
+    assert [tuple(r) for r in failed] == [("vms.create", "InternalError")]
+    db.dispose()
+
+
+def test_a_refused_call_is_rolled_back_and_still_recorded(tmp_path: Path) -> None:
+    from vocloud.errors import Forbidden, NotFound
+    from vocloud.store.schema import VM
+
+    db = _store(tmp_path)
+    cloud = Cloud(db)
+    admin, carol = _admin_and_user(cloud)
+    mine = cloud.vms.create(admin, "CPU=1\nMEMORY=64\n")[0]
+    cloud.accounts.set_quota(admin, "user", "carol", vms=1)
+    cloud.vms.create(carol, "CPU=1\nMEMORY=64\n")
+    with pytest.raises(QuotaExceeded):
+        cloud.vms.create(carol, "CPU=1\nMEMORY=64\n")
+    with pytest.raises((Forbidden, NotFound)):  # the administrator's VM is not carol's
+        cloud.vms.action(carol, mine, "terminate")
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VM)) == 2
+        assert s.scalar(select(VM.state).where(VM.id == mine)) != "DONE"
+        rows = s.execute(select(AuditRow.action, AuditRow.result)
+                         .where(AuditRow.user_name == "carol").order_by(AuditRow.id)).all()
+    assert [tuple(r) for r in rows] == [("vms.create", "ok"), ("vms.create", "QuotaExceeded"),
+                                        ("vms.action", rows[2][1])]
+    assert rows[2][1] in ("Forbidden", "NotFound")
+    db.dispose()
+
+
+def test_only_single_transaction_calls_on_the_audits_own_store_join_it(tmp_path: Path) -> None:
+    from vocloud.service import audit
+
+    db = _store(tmp_path)
+    cloud = Cloud(db)
+    assert {"vms.create", "vms.action"} == audit.IN_CALL_TRANSACTION
+    other = Database(f"sqlite:///{tmp_path / 'vocloud.db'}")
+    svc = type(cloud.vms)(other)
+    cloud.audit.instrument(svc, "vms")
+    _admin, carol = _admin_and_user(cloud)
+    done: list[list[int]] = []
+    t = threading.Thread(target=lambda: done.append(svc.create(carol, "CPU=1\nMEMORY=64\n")))
+    t.start()
+    t.join(20)  # another Database object: its own transaction, no wait on the audit's lock
+    assert done and len(done[0]) == 1
+    other.dispose()
+    db.dispose()
+
+
 # ------------------------------------------------------------------ one threadpool hop
 def _app_client(tmp_path: Path) -> tuple[Cloud, str, Any]:
     from fastapi.testclient import TestClient

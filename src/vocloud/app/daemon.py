@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import gc
 import hmac
 import logging
 import multiprocessing
@@ -424,6 +425,16 @@ def _die_with_parent(parent: int) -> None:
 KEEP_ALIVE_S = 30
 
 
+def freeze_startup_heap() -> None:
+    """Move everything built at startup (the app, its routes and schemas, SQLAlchemy's
+    mappers, the drivers) out of the garbage collector's sight. A full collection walked
+    those objects every few seconds under load: ~95 ms each, with every thread stopped, which
+    is a p99 of its own (docs/performance.md, "REST request path"). They live as long as the
+    process, so no collection could free them; what requests allocate is still collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
     """One extra API process (``api_workers``): the same front-ends on the same listening
     socket (the kernel spreads the connections), no loops."""
@@ -433,6 +444,7 @@ def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
     quiet_libraries(settings.log_level)
     os.umask(0o077)
     app, _cloud = build_api_worker(settings)
+    freeze_startup_heap()
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -477,6 +489,7 @@ def serve(settings: Settings) -> None:
     try:
         _check_port(settings.host, settings.port)
         app, _loops, _cloud = build(settings)
+        freeze_startup_heap()
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 log_level=settings.log_level.lower(), access_log=False,
                                 timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.orm import Session
 
 from vocloud.errors import Forbidden, InvalidInput, VocloudError
 from vocloud.service.accounting import parse_time
@@ -80,6 +81,22 @@ def _object(kind: str, name: str, args: tuple[Any, ...], result: Any) -> str:
     return kind
 
 
+#: Calls whose record is written in their own transaction (``AuditService.wrap``'s
+#: ``enclosing``): each makes exactly one write transaction on the store and no driver or file
+#: I/O, and they are the REST mix's writes (docs/performance.md). Another method may join only
+#: if that stays true of it: the block holds the store's writer lock until the call returns.
+IN_CALL_TRANSACTION: frozenset[str] = frozenset({"vms.create", "vms.action"})
+
+
+def _row(actor: Actor, action: str, obj: str = "", result: str = "ok", message: str = "",
+         frontend: str | None = None) -> dict[str, Any]:
+    return {"time": now(), "user_id": actor.user_id, "user_name": actor.name[:128],
+            "group_id": actor.group_id,
+            "frontend": (FRONTEND.get() if frontend is None else frontend)[:16],
+            "action": action[:64], "obj": obj[:160], "result": result[:32],
+            "message": message[:500]}
+
+
 class _Pending:
     """One audit record waiting for the group commit."""
 
@@ -115,13 +132,7 @@ class AuditService:
         all of them (the first caller writes while the others wait, then hands the pen to the
         next waiter), so 50 concurrent clients do not queue 50 times on the store's writer
         lock for their audit records alone."""
-        at = now()
-        row = {"time": at, "user_id": actor.user_id, "user_name": actor.name[:128],
-               "group_id": actor.group_id,
-               "frontend": (FRONTEND.get() if frontend is None else frontend)[:16],
-               "action": action[:64], "obj": obj[:160], "result": result[:32],
-               "message": message[:500]}
-        mine = _Pending(row)
+        mine = _Pending(_row(actor, action, obj, result, message, frontend))
         with self._queue_lock:
             self._queue.append(mine)
             lead = not self._writing
@@ -142,10 +153,7 @@ class AuditService:
                     batch, self._queue = self._queue, []
                 # a Core insert: the ORM's bulk-insert path cost as much again (performance.md)
                 s.connection().execute(_INSERT, [p.row for p in batch])
-                at = batch[-1].row["time"]
-                if self.retention_days > 0 and at - self._pruned_at > PRUNE_EVERY:
-                    self._pruned_at = at
-                    s.execute(delete(AuditRow).where(AuditRow.time < at - self.retention_days * 86400))
+                self._prune(s, batch[-1].row["time"])
         except Exception:  # the calls already happened: never turn them into failures
             if not batch:
                 with self._queue_lock:
@@ -163,7 +171,24 @@ class AuditService:
             else:
                 self._writing = False
 
-    def wrap(self, kind: str, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def _prune(self, s: Session, at: float) -> None:
+        if self.retention_days > 0 and at - self._pruned_at > PRUNE_EVERY:
+            self._pruned_at = at
+            s.execute(delete(AuditRow).where(AuditRow.time < at - self.retention_days * 86400))
+
+    def _in_call(self, s: Session, actor: Actor, action: str, obj: str) -> None:
+        """The record of a call that succeeded, in the call's own transaction."""
+        row = _row(actor, action, obj)
+        s.connection().execute(_INSERT, [row])
+        self._prune(s, row["time"])
+
+    def wrap(self, kind: str, name: str, method: Callable[..., Any],
+             enclosing: bool = False) -> Callable[..., Any]:
+        """``enclosing``: the method makes one write transaction on this store and no other
+        I/O (:data:`IN_CALL_TRANSACTION`): run it inside :meth:`Database.enclosing_write`, so
+        that its record commits with its work — one writer-lock round and one commit instead of
+        two. A refused or failed call is rolled back and recorded on its own, as every call is
+        otherwise."""
         action = f"{kind}.{name}"
 
         @functools.wraps(method)
@@ -173,6 +198,11 @@ class AuditService:
                 return method(*args, **kwargs)
             token = _active.set(True)
             try:
+                if enclosing:
+                    with self.db.enclosing_write() as s:
+                        result = method(*args, **kwargs)
+                        self._in_call(s, actor, action, _object(kind, name, args[1:], result))
+                    return result
                 result = method(*args, **kwargs)
             except VocloudError as exc:
                 self.record(actor, action, _object(kind, name, args[1:], None), exc.code,
@@ -203,7 +233,11 @@ class AuditService:
             bound = getattr(service, name)
             if getattr(bound, "__vocloud_audited__", False):
                 continue
-            setattr(service, name, self.wrap(kind, name, bound))
+            # only where the service writes to the audit's own store (one Database object:
+            # a write of another one inside the block would wait for this one's lock)
+            enclosing = (f"{kind}.{name}" in IN_CALL_TRANSACTION
+                         and getattr(service, "db", None) is self.db)
+            setattr(service, name, self.wrap(kind, name, bound, enclosing))
             wrapped.append(name)
         return wrapped
 

@@ -10,6 +10,7 @@ layer uses conditional updates and row locks, which are correct on both database
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import os
 import sqlite3
@@ -54,6 +55,12 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+#: The transaction of an :meth:`Database.enclosing_write` block (the store it belongs to, its
+#: session), which the store's ``write`` joins in the same thread or task.
+_ENCLOSING: contextvars.ContextVar[tuple[Database, Session] | None] = contextvars.ContextVar(
+    "vocloud_enclosing_write", default=None)
 
 
 class WriterLock:
@@ -140,7 +147,9 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any exception.
+        """A write transaction: committed on success, rolled back on any exception. Inside
+        :meth:`enclosing_write` of this store (same thread or task), the enclosing transaction's
+        session instead: its work commits, or not, with the enclosing one.
 
         On SQLite this process's writers queue on one lock before ``BEGIN IMMEDIATE``: SQLite
         admits one writer at a time anyway, and a writer that finds the database locked polls
@@ -148,6 +157,11 @@ class Database:
         made the slowest requests wait seconds. Other processes queue on a file lock
         (:class:`WriterLock`).
         """
+        outer = _ENCLOSING.get()
+        if outer is not None and outer[0] is self:
+            yield outer[1]
+            outer[1].flush()
+            return
         if self._write_lock is None:
             with self._write() as session:
                 yield session
@@ -168,6 +182,21 @@ class Database:
                 with conn.begin():
                     yield session
                     session.flush()
+
+    @contextmanager
+    def enclosing_write(self) -> Iterator[Session]:
+        """A write transaction that every :meth:`write` of this store made inside the block
+        joins. Why: the audit record of a call that does one write transaction is written in
+        that transaction (``service/audit.py``) — one writer-lock round and one commit per call
+        instead of two. Only for calls that do no other I/O: the block holds the writer lock
+        (SQLite) or its row locks (PostgreSQL) to its end. Not reentrant across stores: a
+        ``write`` of another Database object inside the block opens its own transaction."""
+        with self.write() as session:
+            token = _ENCLOSING.set((self, session))
+            try:
+                yield session
+            finally:
+                _ENCLOSING.reset(token)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
