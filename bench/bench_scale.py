@@ -341,15 +341,15 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
-             src: str | None = None, label: str = "", loadgen: str = "python") -> dict[str, Any]:
+             src: str | None = None, label: str = "", loadgen: str = "python",
+             sim_where: str = "tmpfs") -> dict[str, Any]:
     """The REST mix against a daemon with ``workers`` API processes, running the code in
     ``src`` (another checkout's ``src``: the baseline of the same run) or this one."""
-    env = daemon_env("")
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-rest-") as tmp, \
-            store_url(kind, Path(tmp), "bench_scale") as url:
+            store_url(kind, Path(tmp), "bench_scale") as url, sim_root(sim_where, Path(tmp)) as shared:
         data_dir = Path(tmp)
         fill_store(data_dir, 0, url=url)
-        env["VOCLOUD_DB_URL"] = url
+        env = daemon_env(url, shared)
         if workers > 1:
             env["VOCLOUD_API_WORKERS"] = str(workers)
         if src is not None:
@@ -377,6 +377,7 @@ def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
         out["invariants"] = check_invariants(db)
         db.dispose()
     out["db"] = kind
+    out["sim_files"] = "tmpfs" if sim_where == "tmpfs" and Path("/dev/shm").is_dir() else "disk"
     out["config"] = label or (f"{workers} API process{'es' if workers > 1 else ''}"
                               + (f", code from {src}" if src else ""))
     return out
@@ -421,7 +422,7 @@ def report(results: list[dict[str, Any]]) -> None:
                   f"invariants: {r['invariants']}")
             print(f"  daemon CPU per request: {r['daemon_cpu_ms_per_request']:.1f} ms (all its processes), "
                   f"load generator ({r['loadgen']}) {r['client_cpu_ms_per_request']:.2f} ms; machine load "
-                  f"average at the end: {r['load']}")
+                  f"average at the end: {r['load']}; sim guest files on {r['sim_files']}")
             print(f"  of which the first process's event loop (uvicorn, routing, middlewares, async "
                   f"dependencies): {r['event_loop_cpu_ms_per_request']:.1f} ms; the rest: its "
                   "worker threads (routes, service calls), its loops and any other API process")
@@ -472,11 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             # the run does not favour whichever ran first
             if args.baseline_src:
                 results.append(run_rest(kind, args.clients, args.duration, 1, args.baseline_src,
-                                        f"baseline: {args.baseline_src}, 1 API process", loadgen))
-                results.append(run_rest(kind, args.clients, args.duration, 1, loadgen=loadgen))
+                                        f"baseline: {args.baseline_src}, 1 API process", loadgen,
+                                        args.sim_files))
+                results.append(run_rest(kind, args.clients, args.duration, 1, loadgen=loadgen,
+                                        sim_where=args.sim_files))
             if args.workers > 1 or not args.baseline_src:
                 results.append(run_rest(kind, args.clients, args.duration, args.workers,
-                                        loadgen=loadgen))
+                                        loadgen=loadgen, sim_where=args.sim_files))
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
