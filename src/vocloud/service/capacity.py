@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
 from vocloud.model.vmspec import cpu_centi
+from vocloud.store.bulk import execute_dml
 from vocloud.store.schema import Host, Quota
 
 
@@ -140,7 +141,7 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
     The charge is tried first; only when it does not apply is the row looked at (a missing
     row is created, unlimited, and the charge tried again)."""
     params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
-    res: CursorResult[tuple[()]] = session.execute(_CHARGE, params)  # type: ignore[assignment]
+    res: CursorResult[tuple[()]] = execute_dml(session, _CHARGE, params)
     if res.rowcount == 1:
         return
     q = session.scalars(
@@ -148,7 +149,7 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
     ).first()
     if q is None:
         ensure_quota(session, scope, scope_id)
-        res = session.execute(_CHARGE, params)  # type: ignore[assignment]
+        res = execute_dml(session, _CHARGE, params)
         if res.rowcount == 1:
             return
         q = session.scalars(
@@ -181,8 +182,8 @@ _REFUND = (
 
 
 def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: int, mem: int) -> None:
-    session.execute(_REFUND, {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms,
-                              "q_cpu_m": cpu_m, "q_mem": mem})
+    execute_dml(session, _REFUND, {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms,
+                                   "q_cpu_m": cpu_m, "q_mem": mem})
 
 
 # ---------------------------------------------------------------- image repository bytes (0004)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NoCapacity
@@ -38,6 +38,7 @@ from vocloud.model.network import (
     parse_ranges,
 )
 from vocloud.model.template import parse_template
+from vocloud.store.bulk import execute_dml
 from vocloud.store.schema import AddressRange, Lease, Network
 
 __all__ = [
@@ -234,6 +235,10 @@ def release_hold(session: Session, network: Network, ip: str) -> None:
     session.delete(lease)
 
 
+#: Every lease of one VM (each VM that ends): built once.
+_RELEASE_VM = delete(Lease).where(Lease.vm_id == bindparam("l_vm_id"))
+
+
 def release_vm(session: Session, vm_id: int) -> int:
-    res = session.execute(delete(Lease).where(Lease.vm_id == vm_id))
+    res = execute_dml(session, _RELEASE_VM, {"l_vm_id": vm_id})
     return int(getattr(res, "rowcount", 0) or 0)

@@ -72,3 +72,15 @@ def insert_rows(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
     with raw.cursor() as cur, cur.copy(stmt) as copy:
         for row in rows:
             copy.write_row([row[c] for c in cols])
+
+
+def execute_dml(s: Session, stmt: Any, params: Mapping[str, Any] | None = None) -> Any:
+    """Run a prebuilt UPDATE/DELETE of the hot paths (quota charge and refund, a VM's leases)
+    on the session's connection, after flushing what the session holds. Why: SQLAlchemy's
+    ORM-enabled DML path (``Session.execute``) cost ~0.15 ms a statement against ~0.05 ms for
+    the same statement on the connection (docs/performance.md); the flush keeps the order the
+    ORM path gave (pending rows are in the database before the statement runs). Returns the
+    cursor result (``rowcount``)."""
+    s.flush()
+    return s.connection().execute(stmt, dict(params or {}))
+
