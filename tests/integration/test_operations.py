@@ -53,7 +53,7 @@ def site(request: pytest.FixtureRequest,
     with d.client() as c:
         wait_until(lambda: Counter(v["state"] for v in c.get("/vms").json())["RUNNING"] == 5,
                    time.monotonic() + 60, "5 VMs RUNNING")
-    yield {"daemon": d, "tokens": tokens, "root": root}
+    yield {"daemon": d, "tokens": tokens, "root": root, "url": url}
     d.stop()
 
 
@@ -100,6 +100,15 @@ def test_prometheus_scrapes_running_vms_per_vo(site: dict[str, Any]) -> None:
                   for r in prom.query("vocloud_api_requests_total")}
         assert ("/api/v1/vms/{vm_id}", "200") in routes and ("/api/v1/vms", "201") in routes
         assert not any(route.startswith("/api/v1/vms/1") for route, _ in routes)
+        # the SQLite store's writer lock: write transactions and seconds held (PostgreSQL has
+        # row locks, no process-wide writer: no such series)
+        writes = prom.query("vocloud_store_write_transactions_total")
+        held = prom.query("vocloud_store_writer_hold_seconds_total")
+        if site["url"].startswith("sqlite"):
+            assert float(writes[0]["value"][1]) >= 5 and float(held[0]["value"][1]) > 0
+            assert prom.query("vocloud_store_writer_wait_seconds_total")
+        else:
+            assert writes == [] and held == []
     finally:
         prom.stop()
     metrics = f"http://127.0.0.1:{d.port}/metrics"

@@ -86,6 +86,33 @@ def test_a_failed_audit_write_releases_every_waiter(tmp_path: Path) -> None:
     assert sorted(done) == list(range(8))  # nobody hangs; the calls are not failed by it
 
 
+def test_the_writer_lock_counts_its_transactions_waits_and_holds(tmp_path: Path) -> None:
+    db = _store(tmp_path)
+    n0, wait0, hold0 = db.writer_stats() or (0, 0.0, 0.0)
+    with db.enclosing_write(), db.write():  # the inner joins: one transaction, one hold
+        time.sleep(0.05)
+    with db.write():
+        pass
+    first = threading.Event()
+
+    def other() -> None:
+        with db.write():
+            first.set()
+            time.sleep(0.1)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert first.wait(10)
+    with db.write():  # waits ~0.1 s for the other thread's hold
+        pass
+    t.join(10)
+    n, wait, hold = db.writer_stats() or (0, 0.0, 0.0)
+    assert n - n0 == 4
+    assert 0.15 <= hold - hold0 < 5
+    assert 0.03 <= wait - wait0 < 5
+    db.dispose()
+
+
 def _hold(path: str, ready: multiprocessing.synchronize.Event, hold_s: float) -> None:
     db = Database(f"sqlite:///{path}")
     with db.write():

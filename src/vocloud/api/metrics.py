@@ -128,6 +128,30 @@ class StoreCollector(Collector):
         yield vf
 
 
+class WriterLockCollector(Collector):
+    """The SQLite store's writer lock in this process (``Database.writer_stats``): a hold rate
+    near 1 s per second means requests queue for the store's one writer (docs/operations.md)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.db.writer_stats()
+        if st is None:  # PostgreSQL: row locks, no process-wide writer
+            return
+        n, waited, held = st
+        for name, text, value in (
+            ("vocloud_store_write_transactions", "Write transactions begun on the SQLite store "
+             "by this process", n),
+            ("vocloud_store_writer_wait_seconds", "Seconds this process's writers waited for "
+             "the store's writer lock", waited),
+            ("vocloud_store_writer_hold_seconds", "Seconds this process held the store's writer "
+             "lock", held)):
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], value)
+            yield c
+
+
 class Metrics:
     """One app's metrics: a registry of its own with the store collector and the process metrics."""
 
@@ -149,6 +173,7 @@ class Metrics:
                                       buckets=BOOT_BUCKETS)
         self.store = StoreCollector(db, self.boot_seconds)
         self.registry.register(self.store)
+        self.registry.register(WriterLockCollector(db))
 
     def observe_loop(self, loop: str, seconds: float, failed: bool) -> None:
         """The daemon's loops call this after each pass."""

@@ -15,6 +15,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,20 +77,33 @@ class WriterLock:
         self._fd = -1
         self._depth = 0  # nested holds by the owning thread: the flock is taken once
         self._flocked = False
+        #: since start: write transactions begun, seconds writers waited for the lock (this
+        #: process's threads and the flock), seconds it was held. A hold rate near 1 s/s says
+        #: the store's one writer is what requests queue for (``/metrics``, performance.md).
+        self.acquisitions = 0
+        self.wait_s = 0.0
+        self.hold_s = 0.0
+        self._held_at = 0.0
 
     def acquire(self, timeout: float) -> bool:
+        asked = time.perf_counter()
         if not self._threads.acquire(timeout=timeout):
             return False
         if self._depth == 0:
             self._flocked = self._flock(timeout)
+            self._held_at = time.perf_counter()
+            self.acquisitions += 1
+            self.wait_s += self._held_at - asked
         self._depth += 1
         return True
 
     def release(self) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._flocked:
-            self._flocked = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if self._depth == 0:
+            self.hold_s += time.perf_counter() - self._held_at
+            if self._flocked:
+                self._flocked = False
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
     def close(self) -> None:
@@ -203,6 +217,12 @@ class Database:
         with self.engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as session:
             with conn.begin():
                 yield session
+
+    def writer_stats(self) -> tuple[int, float, float] | None:
+        """SQLite: (write transactions, seconds waited for the writer lock, seconds it was
+        held) since this object was made; PostgreSQL has no such lock: None."""
+        lock = self._write_lock
+        return None if lock is None else (lock.acquisitions, lock.wait_s, lock.hold_s)
 
     def dispose(self) -> None:
         self.engine.dispose()
