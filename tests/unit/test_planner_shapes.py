@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vocloud.batch.base import PendingJob, by_vo
-from vocloud.elastic.planner import plan
+from vocloud.elastic.planner import LEND_MARGIN_S, RELEASE_HORIZON_S, plan
 from vocloud.elastic.policy import (
     Boot,
     Drain,
@@ -279,3 +279,29 @@ def test_the_reserving_pool_releases_its_idle_vms_while_its_start_is_far() -> No
     assert not [a for a in p.actions if isinstance(a, Resume)]
     p = plan(demand, [near, Pool(pol("cms"), drained)], full, NOW)
     assert [a.vm_id for a in p.actions if isinstance(a, Resume)] == [20]
+
+
+def test_the_plan_says_when_time_alone_changes_it() -> None:
+    # cms' 24-core job waits for atlas' busy VMs. While it is not due the plan names the time it
+    # becomes due (its expected start less the lending margin); while its pool's VMs are
+    # released, the end of that window first. A caller that plans only on events (the
+    # simulator) wakes the planner then; nothing in the inputs marks those instants.
+    idle = tuple(PoolVM(20 + i, f"cms-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0,
+                        cores=8, memory_mib=16384) for i in range(2))
+    full = SiteCapacity.from_hosts(1000, ((0, 0),) * 4, host_shape=HOST)
+    demand = by_vo(jobs("cms", 1, cores=24, t=10.0))
+    start = NOW + 7200
+    p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, start)), Pool(pol("cms"), idle)],
+             full, NOW)
+    assert p.recheck_at == start - LEND_MARGIN_S
+    start = NOW + 30 * 3600
+    p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, start)), Pool(pol("cms"), idle)],
+             full, NOW)
+    assert any("released" in n for n in p.notes)
+    assert p.recheck_at == start - LEND_MARGIN_S - RELEASE_HORIZON_S
+    # due (the start within the margin), unknown (ends not reported), or no reservation: none
+    for until in (NOW + 100, None):
+        p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, until)), Pool(pol("cms"), idle)],
+                 full, NOW)
+        assert p.recheck_at is None
+    assert plan(by_vo(jobs("cms", 3)), [Pool(pol("cms"))], site(), NOW).recheck_at is None

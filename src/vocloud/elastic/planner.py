@@ -1288,13 +1288,16 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     room = _Site(site, drafts)
     horizon = _lend_horizon(drafts, room, first, now) if first is not None else None
     notes = _lend(drafts, room, first, now, horizon) if horizon is not None and first is not None else None
-    spare_until = None
+    spare_until = recheck_at = None
     if notes is None:
         notes = _share(drafts, room, first)
     elif first is not None and horizon is not None:  # lending: the reservation is not due
-        spare_until = now + horizon
-        if horizon > max(first.policy.boot_timeout_s, RELEASE_HORIZON_S):
+        # when it becomes due, the plan changes with time alone (no input marks it)
+        spare_until = recheck_at = now + horizon
+        release = max(first.policy.boot_timeout_s, RELEASE_HORIZON_S)
+        if horizon > release:
             notes.extend(_release(first, now, horizon))
+            recheck_at = now + horizon - release  # the release window ends
     if first is None or first.granted >= first.want:
         notes.extend(_backfill_wide(drafts, room, now))
     elif horizon is not None:  # the reservation waits: wide jobs that end before it may backfill
@@ -1319,4 +1322,4 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
         acts, status = _finish(d, now)
         actions.extend(acts)
         statuses.append(status)
-    return Plan(tuple(actions), tuple(statuses), tuple(notes))
+    return Plan(tuple(actions), tuple(statuses), tuple(notes), recheck_at)

@@ -343,11 +343,19 @@ class Plan:
     ``actions`` come ordered: per pool (by VO name) shutdowns, drains, resumes, then boots.
     ``notes`` hold site-wide decisions that are not actions (jobs of VOs without a pool, site
     full, capacity split by weight).
+
+    ``recheck_at``: the earliest time after ``now`` at which the planner's answer may change
+    with time alone, through a threshold of its own that no input timestamp marks (the
+    reservation becoming due, the end of its release window); ``None``: none. The idle
+    timeouts, boot timeouts, rate window and lifetimes are not in it: callers see those from the
+    VMs' own timestamps. The daemon plans every cycle and may ignore it; the simulator, which
+    skips polls in which nothing changed, wakes the planner at it (``sim/elastic.py``).
     """
 
     actions: tuple[Action, ...]
     pools: tuple[PoolStatus, ...]
     notes: tuple[str, ...] = ()
+    recheck_at: float | None = None
 
     def for_vo(self, vo: str) -> PoolStatus | None:
         """The status row of ``vo``'s pool, if it has one."""

@@ -415,14 +415,20 @@ class ElasticSite:
         """Fold node changes since the last poll into the caches; True if one may need a plan now.
 
         A node that is draining or gone may have become DRAINED: the planner shuts those down at
-        once. A job starting or ending on a non-draining VM only changes its ``idle_since``, which
-        is stamped for :meth:`_due` instead.
+        once. While jobs wait, any node change counts (a job's end frees cores that absorb
+        demand and may bring the reservation's start forward). Otherwise a job starting or
+        ending on a non-draining VM only changes its ``idle_since``, which is stamped for
+        :meth:`_due` instead.
         """
         significant = False
+        # While jobs wait, a job's end matters at once: its cores absorb demand, and they may
+        # bring the reservation's expected start (``_shadow``) forward, making it due now.
+        queued = any(c.queue for c in self.parts)
         for vo, c in enumerate(self.parts):
             if not c.changed:
                 continue
             nodes = c.nodes
+            significant = significant or queued
             for node_id in c.changed:
                 node = nodes.get(node_id)
                 vm = self.vms.get(node_id)
@@ -465,6 +471,8 @@ class ElasticSite:
         self.plans += 1
         result = self._plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
+        if result.recheck_at is not None and result.recheck_at > now:
+            self._deadline(result.recheck_at, _ALWAYS)  # a threshold of the planner's own
         acted = False
         for action in result.actions:
             acted = True
