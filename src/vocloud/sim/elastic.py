@@ -411,8 +411,9 @@ class ElasticSite:
                 due = node is not None and node.jobs == 0 and node.idle_since == stamp
         return due
 
-    def _observe(self) -> bool:
-        """Fold node changes since the last poll into the caches; True if one may need a plan now.
+    def _observe(self) -> str:
+        """Fold node changes since the last poll into the caches; why one may need a plan now
+        (empty: none).
 
         A node that is draining or gone may have become DRAINED: the planner shuts those down at
         once. While jobs wait, any node change counts (a job's end frees cores that absorb
@@ -420,7 +421,7 @@ class ElasticSite:
         ending on a non-draining VM only changes its ``idle_since``, which is stamped for
         :meth:`_due` instead.
         """
-        significant = False
+        why = ""
         # While jobs wait, a job's end matters at once: its cores absorb demand, and they may
         # bring the reservation's expected start (``_shadow``) forward, making it due now.
         queued = any(c.queue for c in self.parts)
@@ -428,27 +429,26 @@ class ElasticSite:
             if not c.changed:
                 continue
             nodes = c.nodes
-            significant = significant or queued
+            if queued and not why:
+                why = "node changed while jobs wait"
             for node_id in c.changed:
                 node = nodes.get(node_id)
                 vm = self.vms.get(node_id)
                 if vm is not None:
                     self._stale[vo].add(node_id)
                 if node is None or node.draining:
-                    significant = True
+                    why = "node drained or gone"
                 elif node.idle_since is not None and node.jobs == 0:
                     self._deadline(node.idle_since + self.policies[vo].idle_timeout_s, _IDLE, node_id,
                                    node.idle_since)
             c.changed.clear()
             self._pool_vms[vo] = None
-        return significant
+        return why
 
     # ---------------------------------------------------------------- the poll
     def poll(self, now: float, sim: Simulation) -> bool:
         self.polls += 1
-        why = ""
-        if self._observe():
-            why = "node drained or gone"
+        why = self._observe()
         # Any change to what is queued (an arrival, or a queued job starting) can move the fair
         # split of a full site between pools, so it is worth a plan while anything is queued.
         queued = any(c.queue for c in self.parts)
@@ -495,7 +495,7 @@ class ElasticSite:
         self.peak_vms = max(self.peak_vms, len(self.vms))
         # A drain shows up as a draining node (significant in _observe); a resume does not, yet a
         # resumed busy VM may still leave jobs waiting, which the next plan boots for: look again.
-        self._changed = self._observe() or any(isinstance(a, Resume) for a in result.actions)
+        self._changed = bool(self._observe()) or any(isinstance(a, Resume) for a in result.actions)
         return acted
 
     def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:
