@@ -36,6 +36,7 @@ from vocloud.elastic.failures import PoolVMEvent as E
 from vocloud.elastic.failures import pool_vm_next, record_failure, record_success
 from vocloud.elastic.planner import RATE_WINDOW_S, plan
 from vocloud.elastic.policy import (
+    RESERVE_AFTER_S,
     BackoffState,
     Boot,
     Drain,
@@ -72,6 +73,9 @@ class ElasticKnobs:
     max_vms_site: int = 0  # 0: as many as the cores allow
     worker_shape: str = "job"  # fixed | job | host (vocloud.elastic.shape)
     headroom: float = 0.0  # spare VMs per busy VM (PoolPolicy.headroom)
+    #: how long the oldest job spanning VMs waits before it holds the site's reservation
+    #: (SiteCapacity.reserve_after_s; 0: at once, sessions 8-10)
+    reserve_after_s: float = RESERVE_AFTER_S
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
@@ -143,6 +147,7 @@ class ElasticSite:
             for vo in w.vo_names
         ]
         self.vm_cores, self.vm_mem = cores, mem
+        self.reserve_after_s = knobs.reserve_after_s
         self.span = knobs.worker_shape != "fixed"
         self.factor = 1.0 + penalty
         self.parts = [
@@ -365,6 +370,7 @@ class ElasticSite:
                 free_memory_mib=self.spec.hosts * self.spec.mem_per_host - sum(self.host_used_mem),
                 host_free=tuple(self._host_free),
                 host_shape=(self.spec.cores_per_host, self.spec.mem_per_host),
+                reserve_after_s=self.reserve_after_s,
             )
         return self._site_cap
 
