@@ -102,13 +102,10 @@ def test_first_jobs_of_sdsc_sp2_with_shaped_workers() -> None:
     for peer in blind:
         assert by[peer]["incomplete"], peer
         assert v["wait_mean_s"] < by[peer]["wait_mean_s"], peer
-    # vocloud's position against cloudscheduler on this prefix (docs/policies.md explains it): a
-    # trade-off, not yet the dominance issue 20 asks for. vocloud waits less (10,760 s against
-    # 21,162 s: its reservation serves the wide jobs that cloudscheduler starts only when the cloud
-    # happens to have room for all their VMs at once) and holds more idle VM-hours (2,203 against
-    # 936: the reserving VO's VMs wait idle for the reservation's last cores, 78 % of vocloud's
-    # idle VM-hours, `bench_policies --idle-by-cause`; 2,767 h and 87 % before session 10's
-    # release of those VMs while the reservation's start is far). Pinned so that a change to
-    # either shows up; once vocloud dominates, assert both axes here.
-    assert cs["vm_hours_idle"] < v["vm_hours_idle"]
-    assert v["wait_mean_s"] < cs["wait_mean_s"]
+    # issue 20's goal on this prefix: vocloud better than cloudscheduler on both axes. Measured
+    # (docs/policies.md, session 11): 10,728 s mean wait at 738 idle VM-hours against 22,836 s at
+    # 894 h, so the margins asserted here (10 % fewer idle VM-hours, a third less wait) leave room
+    # for small changes and still fail if the trade-off of sessions 8-10 came back (vocloud then
+    # 11,691 s at 1,923 h: the reservation's VMs idle for its last cores)
+    assert v["vm_hours_idle"] <= 0.9 * cs["vm_hours_idle"]
+    assert v["wait_mean_s"] <= 0.67 * cs["wait_mean_s"]

@@ -65,6 +65,9 @@ def test_json_output_and_scenario_selection(tmp_path: Path, capsys: pytest.Captu
         (["--static-split", "g1=x"], "not a whole number"),
         (["--headroom", "-1"], "--headroom must be between 0 and 10"),
         (["--headroom", "nan"], "--headroom must be between 0 and 10"),
+        (["--reserve-after", "-1"], "--reserve-after must be a number of seconds >= 0"),
+        (["--reserve-after", "nan"], "--reserve-after must be a number of seconds >= 0"),
+        (["--reserve-after", "inf"], "--reserve-after must be a number of seconds >= 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from vocloud.batch.base import PendingJob, by_vo
-from vocloud.elastic.planner import plan
+from vocloud.elastic.planner import LEND_MARGIN_S, RELEASE_HORIZON_S, plan
 from vocloud.elastic.policy import (
+    RESERVE_AFTER_S,
     Boot,
     Drain,
     Plan,
@@ -40,9 +41,11 @@ def jobs(vo: str, n: int, cores: int = 1, t: float = 0.0) -> list[PendingJob]:
     return [PendingJob(f"{vo}.{cores}.{t}.{i}", vo, cores, 100, 3600, t) for i in range(n)]
 
 
-def site(hosts: int = 10, free: int | None = None) -> SiteCapacity:
+def site(hosts: int = 10, free: int | None = None, reserve_after_s: float = 0.0) -> SiteCapacity:
+    """A site of 8-core hosts; the oldest wide job holds the reservation at once unless
+    ``reserve_after_s`` says otherwise (the production default waits ``RESERVE_AFTER_S``)."""
     per = [(8, 16384)] * hosts if free is None else [(free, free * 2048)] + [(0, 0)] * (hosts - 1)
-    return SiteCapacity.from_hosts(1000, tuple(per), host_shape=HOST)
+    return SiteCapacity.from_hosts(1000, tuple(per), host_shape=HOST, reserve_after_s=reserve_after_s)
 
 
 def boots(p: Plan, vo: str) -> list[Boot]:
@@ -113,9 +116,10 @@ def test_younger_wide_jobs_backfill_when_all_their_vms_fit() -> None:
     demand += jobs("lhcb", 1, cores=16, t=150.0)
     p = plan(by_vo(demand), [Pool(pol(vo)) for vo in ("atlas", "cms", "lhcb")], site(5), NOW)
     assert [b.count for b in boots(p, "atlas")] == [2] and boots(p, "lhcb") == []
-    # the pool's boot rate still holds: one boot a minute cannot start a 2-VM job
+    # the pool's boot rate still holds: one boot a minute, so the 2-VM job's VMs (both fit now)
+    # are booted one this minute, one the next
     p = plan(by_vo(demand), [Pool(pol("atlas", max_boots_per_minute=1)), Pool(pol("cms"))], site(), NOW)
-    assert boots(p, "atlas") == []
+    assert [b.count for b in boots(p, "atlas")] == [1]
 
 
 def test_the_reservation_drains_other_pools_on_a_full_site() -> None:
@@ -150,7 +154,7 @@ def test_free_capacity_is_lent_to_jobs_that_end_before_the_reservation() -> None
               + [PendingJob("long", "lhcb", 8, 100, 36000, 30.0)])
     demand = [j if j.vo != "lhcb" or j.id == "long" else PendingJob(j.id, j.vo, 8, 100, 3600, 20.0)
               for j in demand]
-    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384)), host_shape=HOST)
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384)), host_shape=HOST, reserve_after_s=0.0)
     p = plan(by_vo(demand), pools, host, NOW)
     assert boots(p, "cms") == [] and [b.count for b in boots(p, "lhcb")] == [1]
     assert any("lent 1 VMs" in n for n in p.notes)
@@ -213,7 +217,8 @@ def test_wide_jobs_that_end_before_the_reservation_backfill_while_it_waits() -> 
     # the queue diverged (docs/simulator.md).
     pools = [Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 7200)), Pool(pol("cms")),
              Pool(pol("lhcb"))]
-    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384), (8, 16384)), host_shape=HOST)
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384), (8, 16384)), host_shape=HOST,
+                                   reserve_after_s=0.0)
     short = [PendingJob("short", "lhcb", 16, 100, 3600, 20.0)]
     p = plan(by_vo(jobs("cms", 1, cores=24, t=10.0) + short), pools, host, NOW)
     assert boots(p, "cms") == [] and [(b.count, b.cores) for b in boots(p, "lhcb")] == [(2, 8)]
@@ -238,7 +243,7 @@ def test_vms_lent_to_jobs_that_end_before_the_reservation_are_not_drained_for_it
     # the next short job lent those cores, a boot per job)
     atlas = (*_busy("atlas", 1, NOW + 1800), *_busy("atlas", 1, NOW + 7200, first_id=1))
     pools = [Pool(pol("atlas", shape="host"), atlas), Pool(pol("cms"))]
-    full = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0)), host_shape=HOST)
+    full = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0)), host_shape=HOST, reserve_after_s=0.0)
     p = plan(by_vo(jobs("cms", 1, cores=16, t=10.0)), pools, full, NOW)
     assert _drains(p, "atlas") == [1] and boots(p, "cms") == []
     # the reservation is due (both end within the lending margin): both are drained, as before
@@ -257,7 +262,7 @@ def test_the_reserving_pool_releases_its_idle_vms_while_its_start_is_far() -> No
     # atlas', busy for 30 h: cms' idle VMs are drained (released) rather than held idle 30 h
     idle = tuple(PoolVM(20 + i, f"cms-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0,
                         cores=8, memory_mib=16384) for i in range(2))
-    full = SiteCapacity.from_hosts(1000, ((0, 0),) * 4, host_shape=HOST)
+    full = SiteCapacity.from_hosts(1000, ((0, 0),) * 4, host_shape=HOST, reserve_after_s=0.0)
     demand = by_vo(jobs("cms", 1, cores=24, t=10.0))
     far = Pool(pol("atlas", shape="host"), _busy("atlas", 2, NOW + 30 * 3600))
     p = plan(demand, [far, Pool(pol("cms"), idle)], full, NOW)
@@ -279,3 +284,83 @@ def test_the_reserving_pool_releases_its_idle_vms_while_its_start_is_far() -> No
     assert not [a for a in p.actions if isinstance(a, Resume)]
     p = plan(demand, [near, Pool(pol("cms"), drained)], full, NOW)
     assert [a.vm_id for a in p.actions if isinstance(a, Resume)] == [20]
+
+
+def test_the_plan_says_when_time_alone_changes_it() -> None:
+    # cms' 24-core job waits for atlas' busy VMs. While it is not due the plan names the time it
+    # becomes due (its expected start less the lending margin); while its pool's VMs are
+    # released, the end of that window first. A caller that plans only on events (the
+    # simulator) wakes the planner then; nothing in the inputs marks those instants.
+    idle = tuple(PoolVM(20 + i, f"cms-{i}", V.JOINED_IDLE, 0.0, joined_at=0.0, idle_since=0.0,
+                        cores=8, memory_mib=16384) for i in range(2))
+    full = SiteCapacity.from_hosts(1000, ((0, 0),) * 4, host_shape=HOST, reserve_after_s=0.0)
+    demand = by_vo(jobs("cms", 1, cores=24, t=10.0))
+    start = NOW + 7200
+    p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, start)), Pool(pol("cms"), idle)],
+             full, NOW)
+    assert p.recheck_at == start - LEND_MARGIN_S
+    start = NOW + 30 * 3600
+    p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, start)), Pool(pol("cms"), idle)],
+             full, NOW)
+    assert any("released" in n for n in p.notes)
+    assert p.recheck_at == start - LEND_MARGIN_S - RELEASE_HORIZON_S
+    # due (the start within the margin), unknown (ends not reported), or no reservation: none
+    for until in (NOW + 100, None):
+        p = plan(demand, [Pool(pol("atlas", shape="host"), _busy("atlas", 2, until)), Pool(pol("cms"), idle)],
+                 full, NOW)
+        assert p.recheck_at is None
+    assert plan(by_vo(jobs("cms", 3)), [Pool(pol("cms"))], site(), NOW).recheck_at is None
+
+
+def test_the_oldest_wide_job_holds_the_reservation_only_once_it_has_waited() -> None:
+    # the site's default: a wide job starts when all its VMs fit, as on a cloud; only one that
+    # has waited RESERVE_AFTER_S holds the reservation (drains other pools, served first)
+    busy = tuple(PoolVM(i, f"a-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=8, cores=8,
+                        memory_mib=16384) for i in range(4))
+    pools = [Pool(pol("atlas", shape="host"), busy), Pool(pol("cms"))]
+    full = site(4, free=0, reserve_after_s=RESERVE_AFTER_S)
+    assert SiteCapacity.from_hosts(1, ()).reserve_after_s == RESERVE_AFTER_S  # the default
+    young = by_vo(jobs("cms", 1, cores=16, t=NOW - RESERVE_AFTER_S + 60))
+    p = plan(young, pools, full, NOW)
+    assert not [a for a in p.actions if isinstance(a, Drain)]
+    assert not any("reservation" in n for n in p.notes)
+    old = by_vo(jobs("cms", 1, cores=16, t=NOW - RESERVE_AFTER_S))
+    p = plan(old, pools, full, NOW)
+    assert {a.vo for a in p.actions if isinstance(a, Drain)} == {"atlas"}
+    assert any("VO cms holds the site's reservation" in n for n in p.notes)
+
+
+def test_a_wide_job_needing_more_vms_than_the_boot_rate_is_booted_over_several_minutes() -> None:
+    # cms' 48-core job needs six 8-core VMs, all of which fit now; 4 boots a minute: four now
+    # (before, it was never booted for by backfill and waited for the reservation)
+    demand = by_vo(jobs("cms", 1, cores=48, t=NOW - 100))
+    p = plan(demand, [Pool(pol("cms", max_boots_per_minute=4))], site(reserve_after_s=RESERVE_AFTER_S), NOW)
+    assert [(b.count, b.cores) for b in boots(p, "cms")] == [(4, 8)]
+    # a minute later, the four VMs joined: the other two
+    joined = tuple(PoolVM(i, f"c-{i}", V.JOINED_IDLE, NOW - 60, joined_at=NOW, idle_since=NOW, cores=8,
+                          memory_mib=16384) for i in range(4))
+    p = plan(demand, [Pool(pol("cms", max_boots_per_minute=4), joined, (NOW - 60,) * 4)],
+             site(6, reserve_after_s=RESERVE_AFTER_S), NOW + 1)
+    assert [(b.count, b.cores) for b in boots(p, "cms")] == [(2, 8)]
+    # not all of them fit the site now: none is booted (a job never collects part of its VMs)
+    p = plan(demand, [Pool(pol("cms", max_boots_per_minute=4))], site(5, reserve_after_s=RESERVE_AFTER_S),
+             NOW)
+    assert boots(p, "cms") == []
+
+
+def test_a_younger_wide_job_is_not_booted_for_when_an_older_one_of_its_pool_would_take_the_vms() -> None:
+    # atlas waits with a 32-core job (older) and a 16-core one; 16 cores of it are busy and the
+    # site has room for the 16-core job's VMs but not the 32-core job's. Its batch partition
+    # is FCFS with EASY backfill: with 32 cores of nodes the older job holds them, so VMs booted
+    # for the younger job would only stand idle; nothing is booted
+    busy = tuple(PoolVM(i, f"a-{i}", V.JOINED_BUSY, 0.0, joined_at=0.0, running_jobs=1, cores=8,
+                        memory_mib=16384, busy_until=NOW + 3600) for i in range(2))
+    demand = by_vo(jobs("atlas", 1, cores=32, t=NOW - 200) + jobs("atlas", 1, cores=16, t=NOW - 100))
+    host = SiteCapacity.from_hosts(1000, ((0, 0), (0, 0), (8, 16384), (8, 16384)), host_shape=HOST)
+    p = plan(demand, [Pool(pol("atlas"), busy)], host, NOW)
+    assert boots(p, "atlas") == []
+    # a younger job that the older one cannot take even with the new VMs (it needs more than the
+    # pool would have) is booted for: the partition starts it at once
+    demand = by_vo(jobs("atlas", 1, cores=64, t=NOW - 200) + jobs("atlas", 1, cores=16, t=NOW - 100))
+    p = plan(demand, [Pool(pol("atlas"), busy)], host, NOW)
+    assert [(b.count, b.cores) for b in boots(p, "atlas")] == [(2, 8)]

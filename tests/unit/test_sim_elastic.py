@@ -77,6 +77,20 @@ def test_skipping_is_exact_on_a_full_site_shared_by_weight(tmp_path: Path, seed:
     assert fast_site.plans < slow_site.plans
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_skipping_is_exact_with_jobs_spanning_vms(tmp_path: Path, seed: int) -> None:
+    """Wide jobs: the oldest holds the site's reservation, whose start moves when any job ends
+    (its cores absorb demand, ``_shadow``) and which becomes due with time alone
+    (``Plan.recheck_at``). Both were missed before: the replay planned less often than the
+    daemon, whose controller plans every cycle."""
+    w = workload(tmp_path, bursty(seed, n=300, vos=3, max_procs=6, span=12 * 3600))
+    knobs = ElasticKnobs(idle_timeout_s=300)
+    fast_site, fast, _ = run(w, spec=SiteSpec(4, 2, 4096), knobs=knobs, seed=seed)
+    slow_site, slow, _ = run(w, spec=SiteSpec(4, 2, 4096), knobs=knobs, seed=seed, always=True)
+    assert fast == slow
+    assert fast_site.plans < slow_site.plans
+
+
 def test_shrinking_never_kills_a_running_job(tmp_path: Path) -> None:
     # idle timeout 0 and a pool cap: the planner shrinks as hard as it can while jobs run
     w = workload(tmp_path, bursty(9, n=300, vos=3, span=4 * 3600))

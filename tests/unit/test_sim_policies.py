@@ -178,6 +178,21 @@ def test_cloudscheduler_may_skip_quiet_polls(burst: Workload,
         assert skipping[key] == every[key], key
 
 
+def test_cloudscheduler_may_skip_quiet_polls_with_jobs_spanning_vms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shaped workers: the rule counts busy VMs' free cores, which a job's end changes; the
+    site plans on job ends while jobs wait (it missed them before session 11)."""
+    trace = tmp_path / "wide.swf"
+    trace.write_text(bursty(3, n=300, vos=3, max_procs=6, span=12 * 3600))
+    w = load_trace(trace).workload
+    config = SimConfig(spec=SiteSpec(4, 2, 4096), seed=2, knobs=ElasticKnobs(worker_shape="job"))
+    skipping = compare.run_policy("cloudscheduler", w, config).figures
+    monkeypatch.setattr(CloudScheduler, "every_poll", True)
+    every = compare.run_policy("cloudscheduler", w, config).figures
+    for key in ("wait_mean_s", "vm_boots", "vm_hours_idle", "vm_core_hours"):
+        assert skipping[key] == every[key], key
+
+
 class _NeverQuiet(dict[str, tuple[PoolVM, ...]]):
     def __setitem__(self, key: str, value: tuple[PoolVM, ...]) -> None:
         pass

@@ -14,6 +14,7 @@ cluster. ``--scale-hosts N`` replays on N hosts and scales the trace to match (s
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vocloud.elastic.policy import RESERVE_AFTER_S
 from vocloud.errors import InvalidInput, VocloudError
 
 DEFAULT_WORKERS = min(3, os.cpu_count() or 1)
@@ -70,6 +72,9 @@ def simulate(
     headroom: Annotated[float, typer.Option(
         help="Elastic: spare VMs kept beyond the queue's need, per busy VM (0.2: one per five; "
              "0: none).")] = 0.0,
+    reserve_after: Annotated[float, typer.Option(
+        help="Elastic: seconds the oldest job spanning VMs waits before it holds the site's "
+             "reservation (0: at once, the planner of sessions 8-10).")] = RESERVE_AFTER_S,
     max_boots_per_minute: Annotated[int, typer.Option(help="Elastic: boot rate limit per pool.")] = 30,
     min_vms: Annotated[int, typer.Option(help="Elastic: minimum VMs per pool.")] = 0,
     max_vms: Annotated[int, typer.Option(help="Elastic: maximum VMs per pool (0: the site).")] = 0,
@@ -146,6 +151,8 @@ def _run(**o: Any) -> None:
         raise InvalidInput("--max-boots-per-minute must be >= 1")
     if not 0 <= o["headroom"] <= 10:
         raise InvalidInput("--headroom must be between 0 and 10")
+    if not 0 <= o["reserve_after"] < math.inf:
+        raise InvalidInput("--reserve-after must be a number of seconds >= 0")
     if o["min_vms"] < 0 or o["max_vms"] < 0 or o["idle_timeout"] < 0 or o["tolerance"] < 0:
         raise InvalidInput("--min-vms, --max-vms, --idle-timeout and --tolerance must be >= 0")
     boot = parse_duration(o["boot_time"], "--boot-time")
@@ -166,7 +173,7 @@ def _run(**o: Any) -> None:
     knobs = ElasticKnobs(
         cores_per_vm=o["vm_cores"], min_vms=o["min_vms"], max_vms=o["max_vms"],
         idle_timeout_s=o["idle_timeout"], max_boots_per_minute=o["max_boots_per_minute"],
-        worker_shape=o["worker_shape"], headroom=o["headroom"],
+        worker_shape=o["worker_shape"], headroom=o["headroom"], reserve_after_s=o["reserve_after"],
     )
     config = SimConfig(spec=spec, scenarios=scenarios, seed=o["seed"], poll_interval=o["poll_interval"],
                        penalty=o["penalty"], boot=boot, shutdown=shutdown, knobs=knobs, static_split=split,

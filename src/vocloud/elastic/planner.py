@@ -49,10 +49,13 @@ How a pool is sized, in order:
 
 Worker shapes (``PoolPolicy.worker_shape``, ``elastic/shape.py``): a ``job`` or ``host`` pool's VM
 size is chosen each cycle from the queue and the largest host, and its jobs may span VMs; such a
-pool's demand and capacity are counted in cores (``_absorb_cores``), and the oldest job spanning
-VMs holds the site's reservation (``_reserving``): served first, it may take capacity from pools
-at any level. Around it, EASY's rules across pools: other wide jobs are booted for when all
-their VMs fit (``_backfill_wide``); while the reservation waits for busy VMs to free, the free
+pool's demand and capacity are counted in cores (``_absorb_cores``). A job spanning VMs is booted
+for when all its VMs fit the site now (``_backfill_wide``; over several minutes if it needs more
+than the boot rate; not when an older wide job of its own pool would take those VMs in the
+pool's FCFS batch partition). The oldest such job that has waited ``SiteCapacity.reserve_after_s``
+(a week by default) holds the site's reservation (``_reserving``): served first, it may take
+capacity from pools at any level. Around it, EASY's rules across pools: while the reservation
+waits for busy VMs to free, the free
 capacity is lent to jobs that end before it (``_lend``, from ``PoolVM.busy_until``), wide ones
 too when all their VMs fit; its drains take the VM that frees soonest, but not, while it is not
 due, a VM lent to jobs that end before it (they free their cores anyway), and while its start is
@@ -802,9 +805,17 @@ class _Site:
         return i if i < n else None
 
 
-def _reserving(demands: Sequence[_Demand]) -> int | None:
+def _reserving(demands: Sequence[_Demand], now: float, after: float) -> int | None:
     """The pool holding the site's reservation (index): the one whose oldest job spanning
-    several VMs is the oldest such job of all pools.
+    several VMs is the oldest such job of all pools, once it has waited ``after`` seconds
+    (``SiteCapacity.reserve_after_s``).
+
+    Until then wide jobs start as a cloud starts them, when all their VMs fit
+    (:func:`_backfill_wide`). Reserving at once (sessions 8-10) protected the widest jobs but
+    cost the rest: the reserving VO's VMs stood idle for the reservation's last cores (three
+    quarters of vocloud's idle VM-hours on SDSC-SP2), and every other wide job waited for its
+    turn or for a lending window. The reservation is now the guard against starving a wide job
+    that never finds the room by itself (docs/policies.md, session 11).
 
     A job wider than a pool's weighted share could otherwise wait forever, and two VOs that each
     hold half the site for a job needing all of it would wait for each other (each VM idle but
@@ -815,7 +826,8 @@ def _reserving(demands: Sequence[_Demand]) -> int | None:
     pools boot for their narrower jobs only (a wide job waits for its turn instead of collecting
     idle VMs that the fair split would drain again).
     """
-    waiting = [(d.oldest_wide, i) for i, d in enumerate(demands) if d.oldest_wide is not None]
+    waiting = [(d.oldest_wide, i) for i, d in enumerate(demands)
+               if d.oldest_wide is not None and now - d.oldest_wide >= after]
     return min(waiting)[1] if waiting else None
 
 
@@ -874,37 +886,65 @@ def _backfill_wide(drafts: Sequence[_PoolDraft], site: _Site, now: float,
     must not delay the reservation; their VMs are idle, and drained for it, by its start. Without
     this, no job spanning VMs but the reservation's got a VM while the reservation collected
     (hours at a time), and on SDSC-SP2, where 70 % of the jobs span VMs, the queue diverged.
+
+    Two rules of session 11 (docs/policies.md): a job needing more VMs than the pool's boot rate
+    allows this minute, all of which fit now, gets what the rate allows and the rest in the next
+    minutes (before, such a job was never backfilled: with no reservation it starved); and a
+    younger job is not booted for while an older wide job of the same pool waits that would fit
+    the pool's nodes once the new VMs join: the pool's batch partition (FCFS with EASY) gives
+    them to the older job, and the VMs stood idle until another VO's reservation drained them,
+    to be booted again the next minute (on SDSC-SP2 a loop of tens of thousands of boots).
     """
-    cands = sorted((t, d.policy.vo, cores, i) for i, d in enumerate(drafts)
+    cands = sorted((t, d.policy.vo, cores, i, wall <= horizon) for i, d in enumerate(drafts)
                    if d.demand.wide and len(d.resumes) + d.granted >= d.needed
-                   for t, cores, wall in d.demand.wide[int(d.reserved):BACKFILL_DEPTH]
-                   if wall <= horizon)[:BACKFILL_DEPTH]
+                   for t, cores, wall in d.demand.wide[int(d.reserved):BACKFILL_DEPTH])[:BACKFILL_DEPTH]
     blocked: dict[int, int] = {}  # pool -> fewest new VMs that did not fit (capacity only shrinks)
+    older: dict[int, int] = {}  # pool -> fewest cores of an older wide job of it left waiting
     allowed: dict[int, int] = {}
     jobs: Counter[int] = Counter()
-    for _, _, cores, i in cands:
+    for _, _, cores, i, in_time in cands:
         if site.cores <= 0:
             break
         d = drafts[i]
+        if not in_time:  # would delay the reservation: waits, and stays ahead of younger jobs
+            older[i] = min(older.get(i, cores), cores)
+            continue
         if d.spare >= cores:
             d.spare -= cores  # already there: the batch system starts it; nothing to boot
             continue
         step = d.policy.cores_per_vm
         need = -(-(cores - d.spare) // step)
+        if i in older and older[i] <= d.active_cores + (len(d.resumes) + d.granted + need) * step:
+            # the pool's batch partition is FCFS with EASY backfill: an older job that fits its
+            # nodes once these VMs join takes them (or holds them), not this one
+            older[i] = min(older[i], cores)
+            continue
         if need >= blocked.get(i, need + 1):
+            older[i] = min(older.get(i, cores), cores)
             continue
         if i not in allowed:
             allowed[i] = _boot_allowance(d.pool, d.vms, now)[0]
-        room = min(d.policy.max_vms - d.base_active - len(d.resumes), allowed[i]) - d.granted
-        if need > room or not site.fits(d.shape, need):
+        limit = d.policy.max_vms - d.base_active - len(d.resumes) - d.granted
+        room = min(limit, allowed[i] - d.granted)
+        if need > limit or not site.fits(d.shape, need):
             blocked[i] = need
+            older[i] = min(older.get(i, cores), cores)
             continue
-        for _ in range(need):
+        take = min(need, room)
+        if take <= 0:
+            blocked[i] = need
+            older[i] = min(older.get(i, cores), cores)
+            continue
+        # all its VMs fit now; more than the boot rate allows this minute are booted over the
+        # next minutes (the ones booted now count as its spare cores then)
+        for _ in range(take):
             site.take(d.shape)
-        d.granted += need
-        d.want += need
-        d.spare += need * step - cores
+        d.granted += take
+        d.want += take
+        d.spare += take * step - cores if take == need else 0
         jobs[i] += 1
+        if take < need:
+            blocked[i] = 0  # the rate is spent: nothing more for this pool in this plan
     for i, n in sorted(jobs.items()):
         d = drafts[i]
         d.boot_reason = d.boot_reason or _describe_jobs(d.demand)
@@ -1279,7 +1319,7 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     ordered = [_shaped(pool, s.widest, site) for pool, s in zip(ordered, summaries, strict=True)]
     demands = [_pool_demand(q, s, pool.policy, now)
                for pool, q, s in zip(ordered, queues, summaries, strict=True)]
-    held = _reserving(demands)
+    held = _reserving(demands, now, site.reserve_after_s)
     drafts = [_draft(pool, d, now, i == held)
               for i, (pool, d) in enumerate(zip(ordered, demands, strict=True))]
     for d, q in zip(drafts, queues, strict=True):
@@ -1288,13 +1328,16 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
     room = _Site(site, drafts)
     horizon = _lend_horizon(drafts, room, first, now) if first is not None else None
     notes = _lend(drafts, room, first, now, horizon) if horizon is not None and first is not None else None
-    spare_until = None
+    spare_until = recheck_at = None
     if notes is None:
         notes = _share(drafts, room, first)
     elif first is not None and horizon is not None:  # lending: the reservation is not due
-        spare_until = now + horizon
-        if horizon > max(first.policy.boot_timeout_s, RELEASE_HORIZON_S):
+        # when it becomes due, the plan changes with time alone (no input marks it)
+        spare_until = recheck_at = now + horizon
+        release = max(first.policy.boot_timeout_s, RELEASE_HORIZON_S)
+        if horizon > release:
             notes.extend(_release(first, now, horizon))
+            recheck_at = now + horizon - release  # the release window ends
     if first is None or first.granted >= first.want:
         notes.extend(_backfill_wide(drafts, room, now))
     elif horizon is not None:  # the reservation waits: wide jobs that end before it may backfill
@@ -1319,4 +1362,4 @@ def plan(demand: Mapping[str, Sequence[PendingJob]], pools: Sequence[Pool], site
         acts, status = _finish(d, now)
         actions.extend(acts)
         statuses.append(status)
-    return Plan(tuple(actions), tuple(statuses), tuple(notes))
+    return Plan(tuple(actions), tuple(statuses), tuple(notes), recheck_at)

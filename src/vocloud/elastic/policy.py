@@ -187,6 +187,12 @@ class Pool:
     backoff: BackoffState = BackoffState()
 
 
+#: How long the oldest job spanning several VMs waits before it holds the site's reservation
+#: (``SiteCapacity.reserve_after_s``, ``planner._reserving``): until then such jobs start when all
+#: their VMs fit (backfill), as on a cloud; the reservation is the guard against starving them.
+RESERVE_AFTER_S = 7 * 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class SiteCapacity:
     """What the site can still give to pools.
@@ -201,7 +207,9 @@ class SiteCapacity:
     it, weights only split *new* capacity, and the VO that filled the site first keeps it for
     as long as it has jobs queued. ``host_shape``: (cores, MiB) of the largest host, the size of
     a whole-host worker for pools whose ``worker_shape`` is ``job`` or ``host``; (0, 0): unknown,
-    and such pools keep their configured shape.
+    and such pools keep their configured shape. ``reserve_after_s``: how long the oldest job
+    spanning several VMs must have waited to hold the site's reservation (``RESERVE_AFTER_S``;
+    0: at once, as before session 11).
     """
 
     max_vms: int
@@ -210,10 +218,12 @@ class SiteCapacity:
     host_free: tuple[tuple[int, int], ...] = ()
     rebalance: bool = True
     host_shape: tuple[int, int] = (0, 0)
+    reserve_after_s: float = RESERVE_AFTER_S
 
     @classmethod
     def from_hosts(cls, max_vms: int, host_free: tuple[tuple[int, int], ...],
-                   rebalance: bool = True, host_shape: tuple[int, int] = (0, 0)) -> SiteCapacity:
+                   rebalance: bool = True, host_shape: tuple[int, int] = (0, 0),
+                   reserve_after_s: float = RESERVE_AFTER_S) -> SiteCapacity:
         """Capacity from per-host free (cores, MiB); the totals are their sums."""
         return cls(
             max_vms=max_vms,
@@ -222,6 +232,7 @@ class SiteCapacity:
             host_free=host_free,
             rebalance=rebalance,
             host_shape=host_shape,
+            reserve_after_s=reserve_after_s,
         )
 
 
@@ -343,11 +354,19 @@ class Plan:
     ``actions`` come ordered: per pool (by VO name) shutdowns, drains, resumes, then boots.
     ``notes`` hold site-wide decisions that are not actions (jobs of VOs without a pool, site
     full, capacity split by weight).
+
+    ``recheck_at``: the earliest time after ``now`` at which the planner's answer may change
+    with time alone, through a threshold of its own that no input timestamp marks (the
+    reservation becoming due, the end of its release window); ``None``: none. The idle
+    timeouts, boot timeouts, rate window and lifetimes are not in it: callers see those from the
+    VMs' own timestamps. The daemon plans every cycle and may ignore it; the simulator, which
+    skips polls in which nothing changed, wakes the planner at it (``sim/elastic.py``).
     """
 
     actions: tuple[Action, ...]
     pools: tuple[PoolStatus, ...]
     notes: tuple[str, ...] = ()
+    recheck_at: float | None = None
 
     def for_vo(self, vo: str) -> PoolStatus | None:
         """The status row of ``vo``'s pool, if it has one."""

@@ -102,7 +102,8 @@ class BurstSite(ElasticSite):
                 free[h] = (cores, free[h][1] if cores else 0)
             self._site_cap = SiteCapacity(
                 max_vms=self.max_vms_site, free_cores=sum(c for c, _ in free),
-                free_memory_mib=sum(m for _, m in free), host_free=tuple(free))
+                free_memory_mib=sum(m for _, m in free), host_free=tuple(free),
+                reserve_after_s=self.reserve_after_s)
         return self._site_cap
 
     # ------------------------------------------------------------ placement and accounting

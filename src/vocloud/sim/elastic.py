@@ -36,6 +36,7 @@ from vocloud.elastic.failures import PoolVMEvent as E
 from vocloud.elastic.failures import pool_vm_next, record_failure, record_success
 from vocloud.elastic.planner import RATE_WINDOW_S, plan
 from vocloud.elastic.policy import (
+    RESERVE_AFTER_S,
     BackoffState,
     Boot,
     Drain,
@@ -72,6 +73,9 @@ class ElasticKnobs:
     max_vms_site: int = 0  # 0: as many as the cores allow
     worker_shape: str = "job"  # fixed | job | host (vocloud.elastic.shape)
     headroom: float = 0.0  # spare VMs per busy VM (PoolPolicy.headroom)
+    #: how long the oldest job spanning VMs waits before it holds the site's reservation
+    #: (SiteCapacity.reserve_after_s; 0: at once, sessions 8-10)
+    reserve_after_s: float = RESERVE_AFTER_S
 
 
 # kinds of wake-up deadlines (see ElasticSite._due)
@@ -143,6 +147,7 @@ class ElasticSite:
             for vo in w.vo_names
         ]
         self.vm_cores, self.vm_mem = cores, mem
+        self.reserve_after_s = knobs.reserve_after_s
         self.span = knobs.worker_shape != "fixed"
         self.factor = 1.0 + penalty
         self.parts = [
@@ -365,6 +370,7 @@ class ElasticSite:
                 free_memory_mib=self.spec.hosts * self.spec.mem_per_host - sum(self.host_used_mem),
                 host_free=tuple(self._host_free),
                 host_shape=(self.spec.cores_per_host, self.spec.mem_per_host),
+                reserve_after_s=self.reserve_after_s,
             )
         return self._site_cap
 
@@ -411,38 +417,44 @@ class ElasticSite:
                 due = node is not None and node.jobs == 0 and node.idle_since == stamp
         return due
 
-    def _observe(self) -> bool:
-        """Fold node changes since the last poll into the caches; True if one may need a plan now.
+    def _observe(self) -> str:
+        """Fold node changes since the last poll into the caches; why one may need a plan now
+        (empty: none).
 
         A node that is draining or gone may have become DRAINED: the planner shuts those down at
-        once. A job starting or ending on a non-draining VM only changes its ``idle_since``, which
-        is stamped for :meth:`_due` instead.
+        once. While jobs wait, any node change counts (a job's end frees cores that absorb
+        demand and may bring the reservation's start forward). Otherwise a job starting or
+        ending on a non-draining VM only changes its ``idle_since``, which is stamped for
+        :meth:`_due` instead.
         """
-        significant = False
+        why = ""
+        # While jobs wait, a job's end matters at once: its cores absorb demand, and they may
+        # bring the reservation's expected start (``_shadow``) forward, making it due now.
+        queued = any(c.queue for c in self.parts)
         for vo, c in enumerate(self.parts):
             if not c.changed:
                 continue
             nodes = c.nodes
+            if queued and not why:
+                why = "node changed while jobs wait"
             for node_id in c.changed:
                 node = nodes.get(node_id)
                 vm = self.vms.get(node_id)
                 if vm is not None:
                     self._stale[vo].add(node_id)
                 if node is None or node.draining:
-                    significant = True
+                    why = "node drained or gone"
                 elif node.idle_since is not None and node.jobs == 0:
                     self._deadline(node.idle_since + self.policies[vo].idle_timeout_s, _IDLE, node_id,
                                    node.idle_since)
             c.changed.clear()
             self._pool_vms[vo] = None
-        return significant
+        return why
 
     # ---------------------------------------------------------------- the poll
     def poll(self, now: float, sim: Simulation) -> bool:
         self.polls += 1
-        why = ""
-        if self._observe():
-            why = "node drained or gone"
+        why = self._observe()
         # Any change to what is queued (an arrival, or a queued job starting) can move the fair
         # split of a full site between pools, so it is worth a plan while anything is queued.
         queued = any(c.queue for c in self.parts)
@@ -465,6 +477,8 @@ class ElasticSite:
         self.plans += 1
         result = self._plan(self._demand(), self._pools(now), self._site(), now)
         self.last_notes = tuple(n for p in result.pools for n in p.notes) + result.notes
+        if result.recheck_at is not None and result.recheck_at > now:
+            self._deadline(result.recheck_at, _ALWAYS)  # a threshold of the planner's own
         acted = False
         for action in result.actions:
             acted = True
@@ -487,7 +501,7 @@ class ElasticSite:
         self.peak_vms = max(self.peak_vms, len(self.vms))
         # A drain shows up as a draining node (significant in _observe); a resume does not, yet a
         # resumed busy VM may still leave jobs waiting, which the next plan boots for: look again.
-        self._changed = self._observe() or any(isinstance(a, Resume) for a in result.actions)
+        self._changed = bool(self._observe()) or any(isinstance(a, Resume) for a in result.actions)
         return acted
 
     def _apply(self, action: Drain | Resume | Shutdown, now: float, sim: Simulation) -> None:
