@@ -1,4 +1,5 @@
-"""``vocloud simulate --compare-policies``: table, JSON, plot; LPC-EGEE at 20,000 jobs, SDSC-SP2 at 2,000."""
+"""``vocloud simulate --compare-policies``: table, JSON, plot; LPC-EGEE at 20,000 jobs, SDSC-SP2 at
+2,000 (every peer) and at 20,000 (the peers that run every job)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,32 @@ def test_first_jobs_of_sdsc_sp2_with_shaped_workers() -> None:
     # 11,691 s at 1,923 h: the reservation's VMs idle for its last cores)
     assert v["vm_hours_idle"] <= 0.9 * cs["vm_hours_idle"]
     assert v["wait_mean_s"] <= 0.67 * cs["wait_mean_s"]
+
+
+# The first 20,000 jobs of SDSC-SP2 (the issue's CI size) against the peers that run every job:
+# the static pool and cloudscheduler (~30 s wall, 60 s CPU). The queue-blind peers leave thousands
+# of wide jobs unrun at this size and take ~7 minutes; they are compared at 2,000 jobs above and
+# at 20,000 in ``bench_policies --limit 20000 --trace SDSC...`` (docs/policies.md, session 11).
+SDSC_COMPLETE_JOBS = 20_000
+
+
+@pytest.mark.slow
+def test_first_20000_jobs_of_sdsc_sp2_against_the_peers_that_run_every_job() -> None:
+    loaded = load_trace(SDSC, limit=SDSC_COMPLETE_JOBS)
+    config = SimConfig(spec=default_spec(loaded.max_procs, None, None, None),
+                       knobs=ElasticKnobs(worker_shape="job"))
+    results = compare.compare(loaded.workload, config, ("static", "vocloud", "cloudscheduler"),
+                              workers=2)
+    by = {r.name: r.figures for r in results}
+    for name, f in by.items():
+        assert f["conservation_ok"], name
+        assert not f["incomplete"] and f["runnable_never_ran"] == 0, name
+    v, cs, st = by["vocloud"], by["cloudscheduler"], by["static"]
+    # issue 20's goal: better on both axes. Measured (session 11): vocloud 10,428 s mean wait at
+    # 5,715 idle VM-hours, cloudscheduler 15,959 s at 5,817 h, static 17,862 s at 61,305 h. The
+    # replay is deterministic, so the thin idle margin over cloudscheduler is pinned as "no more",
+    # and the wait with room for small changes (a fifth less)
+    assert v["vm_hours_idle"] <= cs["vm_hours_idle"]
+    assert v["wait_mean_s"] <= 0.8 * cs["wait_mean_s"]
+    assert v["vm_hours_idle"] < st["vm_hours_idle"] and v["wait_mean_s"] < st["wait_mean_s"]
+
