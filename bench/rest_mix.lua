@@ -17,7 +17,7 @@ end
 function init(args)
   token = args[1]
   prefix = args[2] or prefix
-  ids, pending = {}, {}
+  ids = {}
   creates, lists, terminates, failed, first_error = 0, 0, 0, 0, ""
   math.randomseed(tid or 1)
   headers = {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}
