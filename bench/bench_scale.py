@@ -334,6 +334,23 @@ def wrk_load(d: BenchDaemon, clients: int, duration: float) -> dict[str, Any]:
             * 1000 / n, "loadgen": "wrk"}
 
 
+WRITER_SERIES = ("vocloud_store_write_transactions_total", "vocloud_store_writer_hold_seconds_total",
+                 "vocloud_store_writer_wait_seconds_total")
+
+
+def writer_lock(d: BenchDaemon) -> dict[str, float]:
+    """The SQLite store's writer-lock counters of the daemon's first process, from its
+    ``/metrics`` (empty on PostgreSQL, and from a daemon whose code predates them)."""
+    r = httpx.get(f"{d.base_url}/metrics", headers={"Authorization": f"Bearer {d.token}"},
+                  timeout=30)
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in WRITER_SERIES:
+            out[name] = float(value)
+    return out
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of ``pid`` and its child processes (the daemon's ``api_workers``)."""
     total = cpu_seconds(pid)
@@ -370,12 +387,23 @@ def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
             main_thread = Path(f"/proc/{d.pid}/task/{d.pid}/stat")  # uvicorn's event loop
             cpu0, mine0 = tree_cpu_seconds(d.pid), time.process_time()
             loop0 = stat_cpu_seconds(main_thread)
+            lock0, t0 = writer_lock(d), time.perf_counter()
             if loadgen == "wrk":
                 out = wrk_load(d, clients, duration)
             else:
                 out = asyncio.run(rest_load(d, clients, duration))
                 out["loadgen"] = "python (httpx)"
             n = max(out["requests"], 1)
+            lock1, took = writer_lock(d), time.perf_counter() - t0
+            if lock0 and lock1:
+                tx = lock1[WRITER_SERIES[0]] - lock0[WRITER_SERIES[0]]
+                out["writer_lock"] = {
+                    "transactions": tx,
+                    "held_fraction": (lock1[WRITER_SERIES[1]] - lock0[WRITER_SERIES[1]]) / took,
+                    "mean_hold_ms": 1000 * (lock1[WRITER_SERIES[1]] - lock0[WRITER_SERIES[1]])
+                    / max(tx, 1),
+                    "mean_wait_ms": 1000 * (lock1[WRITER_SERIES[2]] - lock0[WRITER_SERIES[2]])
+                    / max(tx, 1)}
             out["daemon_cpu_ms_per_request"] = (tree_cpu_seconds(d.pid) - cpu0) * 1000 / n
             out["event_loop_cpu_ms_per_request"] = (stat_cpu_seconds(main_thread) - loop0) * 1000 / n
             out["client_cpu_ms_per_request"] = out.pop("client_cpu_ms", None) or (
@@ -436,6 +464,11 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  of which the first process's event loop (uvicorn, routing, middlewares, async "
                   f"dependencies): {r['event_loop_cpu_ms_per_request']:.1f} ms; the rest: its "
                   "worker threads (routes, service calls), its loops and any other API process")
+            if r.get("writer_lock"):
+                wl = r["writer_lock"]
+                print(f"  SQLite writer lock (first process, /metrics): held "
+                      f"{100 * wl['held_fraction']:.0f} % of the run, {wl['transactions']:.0f} write transactions, mean hold "
+                      f"{wl['mean_hold_ms']:.1f} ms, mean wait {wl['mean_wait_ms']:.1f} ms")
             per = max(r["daemon_cpu_ms_per_request"], 0.01)
             print(f"  at that CPU per request the daemon alone would serve at most {1000 / per:.0f} "
                   "req/s per free core (one core per API process: the GIL)")
