@@ -467,7 +467,8 @@ def report(results: list[dict[str, Any]]) -> None:
             if r.get("writer_lock"):
                 wl = r["writer_lock"]
                 print(f"  SQLite writer lock (first process, /metrics): held "
-                      f"{100 * wl['held_fraction']:.0f} % of the run, {wl['transactions']:.0f} write transactions, mean hold "
+                      f"{100 * wl['held_fraction']:.0f} % of the run, "
+                      f"{wl['transactions']:.0f} write transactions, mean hold "
                       f"{wl['mean_hold_ms']:.1f} ms, mean wait {wl['mean_wait_ms']:.1f} ms")
             per = max(r["daemon_cpu_ms_per_request"], 0.01)
             print(f"  at that CPU per request the daemon alone would serve at most {1000 / per:.0f} "
