@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.frontends import Churn, Frontends, invariants, settled, state_counts
-from tests.support.pgserver import PgServer, find_bindir
 
+from bench.support import pg_server
 from vocloud.store.db import Database
 
 
@@ -56,47 +56,39 @@ def _restart_in_place(root: Path, url: str, repeat: int) -> list[float]:
 
 
 def run(kills: int, frontends: int, baseline: int) -> dict[str, Any]:
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
-    pg = PgServer(bindir)
-    pg.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="vocloud-bench-failover-") as tmp:
-            root = Path(tmp)
-            print(f"front-ends' data dirs and logs under {root}", flush=True)
-            base = _restart_in_place(root / "baseline", pg.create_db("bench_baseline"), baseline)
-            fe = Frontends(root / "ha", pg.create_db("bench_failover"), n=frontends)
-            t_start = time.monotonic()
-            fe.start(parallel=False)
-            started = time.monotonic() - t_start
-            churn = Churn(fe)
-            churn.setup(hosts=8)
-            churn.start(clients=3)
-            takeovers: list[float] = []
-            try:
-                time.sleep(3)
-                for i in range(kills):
-                    takeovers.append(fe.kill_leader())
-                    print(f"kill {i + 1}/{kills}: new leader after {takeovers[-1]:.2f} s", flush=True)
-                    time.sleep(1.0)
-            finally:
-                churn.finish()
-                fe.settle_restarts()
-            db = Database(fe.db_url)
-            try:
-                deadline = time.monotonic() + 120
-                while not settled(db):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"the store did not settle: {state_counts(db)}")
-                    time.sleep(0.5)
-                time.sleep(1.5)
-                figures = invariants(db, fe.shared, churn.created)
-            finally:
-                db.dispose()
-                fe.stop()
-    finally:
-        pg.stop()
+    with pg_server() as pg, tempfile.TemporaryDirectory(prefix="vocloud-bench-failover-") as tmp:
+        root = Path(tmp)
+        print(f"front-ends' data dirs and logs under {root}", flush=True)
+        base = _restart_in_place(root / "baseline", pg.create_db("bench_baseline"), baseline)
+        fe = Frontends(root / "ha", pg.create_db("bench_failover"), n=frontends)
+        t_start = time.monotonic()
+        fe.start(parallel=False)
+        started = time.monotonic() - t_start
+        churn = Churn(fe)
+        churn.setup(hosts=8)
+        churn.start(clients=3)
+        takeovers: list[float] = []
+        try:
+            time.sleep(3)
+            for i in range(kills):
+                takeovers.append(fe.kill_leader())
+                print(f"kill {i + 1}/{kills}: new leader after {takeovers[-1]:.2f} s", flush=True)
+                time.sleep(1.0)
+        finally:
+            churn.finish()
+            fe.settle_restarts()
+        db = Database(fe.db_url)
+        try:
+            deadline = time.monotonic() + 120
+            while not settled(db):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the store did not settle: {state_counts(db)}")
+                time.sleep(0.5)
+            time.sleep(1.5)
+            figures = invariants(db, fe.shared, churn.created)
+        finally:
+            db.dispose()
+            fe.stop()
     return {"frontends": frontends, "kills": kills, "takeover_s": _summary(takeovers),
             "under_10_s": sum(t < 10 for t in takeovers), "all_takeovers_s": [round(t, 3) for t in takeovers],
             "baseline_restart_in_place_s": _summary(base), "baseline_second_daemon_s": 30.0,

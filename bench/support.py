@@ -28,21 +28,29 @@ from vocloud.store.schema import User
 
 
 @contextmanager
-def store_url(kind: str, data_dir: Path, name: str = "bench") -> Iterator[str]:
-    """A store URL: SQLite in ``data_dir``, or a database on a PostgreSQL server of its own,
-    stopped when the block ends."""
-    if kind == "sqlite":
-        yield f"sqlite:///{data_dir / 'vocloud.db'}"
-        return
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of the benchmark's own (Debian's binaries), stopped when the block
+    ends."""
     bindir = find_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
     server = PgServer(bindir)
     server.start()
     try:
-        yield server.create_db(name)
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def store_url(kind: str, data_dir: Path, name: str = "bench") -> Iterator[str]:
+    """A store URL: SQLite in ``data_dir``, or a database on a PostgreSQL server of its own,
+    stopped when the block ends."""
+    if kind == "sqlite":
+        yield f"sqlite:///{data_dir / 'vocloud.db'}"
+        return
+    with pg_server() as server:
+        yield server.create_db(name)
 
 
 def fill_store(data_dir: Path, n: int, template: str = "CPU=1\nMEMORY=512\n",
