@@ -205,6 +205,30 @@ def test_a_create_and_its_record_commit_in_one_transaction(tmp_path: Path) -> No
     db.dispose()
 
 
+def test_the_call_checks_its_input_before_it_takes_the_writer_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's template is parsed and checked outside the store's writer lock, inside the
+    audit's enclosing block as on its own: a large hostile template holds up no other writer."""
+    from vocloud.service import vms
+
+    db = _store(tmp_path)
+    cloud = Cloud(db)
+    _admin, carol = _admin_and_user(cloud)
+    seen: list[int] = []
+    real_parse = vms.parse_template  # type: ignore[attr-defined]
+
+    def parse(*a: Any, **k: Any) -> Any:
+        seen.append((db.writer_stats() or (0, 0.0, 0.0))[0])
+        return real_parse(*a, **k)
+
+    monkeypatch.setattr(vms, "parse_template", parse)
+    before = (db.writer_stats() or (0, 0.0, 0.0))[0]
+    cloud.vms.create(carol, "CPU=1\nMEMORY=64\n")
+    assert seen and seen[0] == before  # no write transaction begun while it was parsed
+    assert (db.writer_stats() or (0, 0.0, 0.0))[0] == before + 1  # then one, record included
+    db.dispose()
+
+
 def test_a_record_that_cannot_be_written_takes_the_call_with_it(tmp_path: Path) -> None:
     from vocloud.store.schema import VM
 

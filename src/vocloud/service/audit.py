@@ -184,10 +184,10 @@ class AuditService:
 
     def wrap(self, kind: str, name: str, method: Callable[..., Any],
              enclosing: bool = False) -> Callable[..., Any]:
-        """``enclosing``: the method makes one write transaction on this store and no other
-        I/O (:data:`IN_CALL_TRANSACTION`): run it inside :meth:`Database.enclosing_write`, so
-        that its record commits with its work — one writer-lock round and one commit instead of
-        two. A refused or failed call is rolled back and recorded on its own, as every call is
+        """``enclosing``: the method makes one write transaction on this store and no I/O
+        after it (:data:`IN_CALL_TRANSACTION`): run it inside :meth:`Database.enclosing_write`,
+        so that its record commits with its work — one writer-lock round and one commit instead
+        of two. A refused or failed call is rolled back and recorded on its own, as every call is
         otherwise."""
         action = f"{kind}.{name}"
 
@@ -199,11 +199,14 @@ class AuditService:
             token = _active.set(True)
             try:
                 if enclosing:
-                    with self.db.enclosing_write() as s:
+                    with self.db.enclosing_write() as block:
                         result = method(*args, **kwargs)
-                        self._in_call(s, actor, action, _object(kind, name, args[1:], result))
-                    return result
-                result = method(*args, **kwargs)
+                        if block.session is not None:  # else it wrote nothing: recorded below
+                            self._in_call(block.session, actor, action,
+                                          _object(kind, name, args[1:], result))
+                            return result
+                else:
+                    result = method(*args, **kwargs)
             except VocloudError as exc:
                 self.record(actor, action, _object(kind, name, args[1:], None), exc.code,
                             exc.message)

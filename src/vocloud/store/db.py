@@ -58,9 +58,22 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-#: The transaction of an :meth:`Database.enclosing_write` block (the store it belongs to, its
-#: session), which the store's ``write`` joins in the same thread or task.
-_ENCLOSING: contextvars.ContextVar[tuple[Database, Session] | None] = contextvars.ContextVar(
+class Enclosing:
+    """An :meth:`Database.enclosing_write` block: the store it belongs to, and the write
+    transaction its first ``write`` opened (``session``; None until then), held open on
+    ``stack`` until the block ends."""
+
+    __slots__ = ("db", "session", "stack")
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.session: Session | None = None
+        self.stack = contextlib.ExitStack()
+
+
+#: The current :meth:`Database.enclosing_write` block, which the store's ``write`` joins in the
+#: same thread or task.
+_ENCLOSING: contextvars.ContextVar[Enclosing | None] = contextvars.ContextVar(
     "vocloud_enclosing_write", default=None)
 
 
@@ -172,10 +185,17 @@ class Database:
         (:class:`WriterLock`).
         """
         outer = _ENCLOSING.get()
-        if outer is not None and outer[0] is self:
-            yield outer[1]
-            outer[1].flush()
+        if outer is not None and outer.db is self:
+            if outer.session is None:  # the block's first write opens its transaction
+                outer.session = outer.stack.enter_context(self._locked_write())
+            yield outer.session
+            outer.session.flush()
             return
+        with self._locked_write() as session:
+            yield session
+
+    @contextmanager
+    def _locked_write(self) -> Iterator[Session]:
         if self._write_lock is None:
             with self._write() as session:
                 yield session
@@ -198,19 +218,23 @@ class Database:
                     session.flush()
 
     @contextmanager
-    def enclosing_write(self) -> Iterator[Session]:
-        """A write transaction that every :meth:`write` of this store made inside the block
-        joins. Why: the audit record of a call that does one write transaction is written in
-        that transaction (``service/audit.py``) — one writer-lock round and one commit per call
-        instead of two. Only for calls that do no other I/O: the block holds the writer lock
-        (SQLite) or its row locks (PostgreSQL) to its end. Not reentrant across stores: a
-        ``write`` of another Database object inside the block opens its own transaction."""
-        with self.write() as session:
-            token = _ENCLOSING.set((self, session))
-            try:
-                yield session
-            finally:
-                _ENCLOSING.reset(token)
+    def enclosing_write(self) -> Iterator[Enclosing]:
+        """A block whose writes on this store are one transaction, committed (or rolled back)
+        when the block ends. Why: the audit record of a call that does one write transaction is
+        written in that transaction (``service/audit.py``) — one writer-lock round and one
+        commit per call instead of two. The transaction opens at the block's first ``write``,
+        not at its start, so what the call does before (a template parsed and checked) runs
+        outside the writer lock as it did alone; from then on the lock (SQLite) or the row
+        locks (PostgreSQL) are held to the block's end, so only calls that do no other I/O
+        after their write belong in one. Not reentrant across stores: a ``write`` of another
+        Database object inside the block opens its own transaction."""
+        block = Enclosing(self)
+        token = _ENCLOSING.set(block)
+        try:
+            with block.stack:
+                yield block
+        finally:
+            _ENCLOSING.reset(token)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
