@@ -35,6 +35,7 @@ from vocloud.service import stats
 from vocloud.service.auth import Credentials
 from vocloud.service.cloud import Cloud
 from vocloud.store.db import Database
+from vocloud.store.group_commit import for_store
 
 #: Pool status fields exported per VO (the controller's last picture, ``vocloud pool list``).
 POOL_FIELDS: dict[str, str] = {
@@ -136,6 +137,15 @@ class WriterLockCollector(Collector):
         self.db = db
 
     def collect(self) -> Iterator[Metric]:
+        group = for_store(self.db)
+        counts: tuple[tuple[str, str, float], ...] = (
+            ("vocloud_store_group_commit_batches", "Transactions the group commit of this "
+             "process committed (store/group_commit.py)", group.batches),
+            ("vocloud_store_group_commit_calls", "Calls those transactions carried", group.calls))
+        for name, text, value in counts:
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], value)
+            yield c
         st = self.db.writer_stats()
         if st is None:  # PostgreSQL: row locks, no process-wide writer
             return

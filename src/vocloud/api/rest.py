@@ -358,8 +358,9 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
             extra["CPU"] = repr(body.cpu)  # every digit: the service rounds up to hundredths
         if body.memory is not None:
             extra["MEMORY"] = str(body.memory)
-        ids = cloud.vms.create(who, body.template, fmt=body.format, count=body.count, name=body.name,
-                               hold=body.hold, extra=extra, group=body.group)
+        ids = cloud.group_commit.run(lambda: cloud.vms.create(
+            who, body.template, fmt=body.format, count=body.count, name=body.name, hold=body.hold,
+            extra=extra, group=body.group))
         return JSONResponse({"ids": ids}, status_code=201)
 
     @r.get("/vms/{vm_id}", responses=ok(out.VMShow))
@@ -372,8 +373,8 @@ def create_app(cloud: Cloud, lifespan: Callable[..., Any] | None = None,
 
     @r.post("/vms/{vm_id}/action", responses=ok(out.VMActionResult))
     def vm_action(who: Who, vm_id: IdPath, body: VMAction) -> JSONResponse:
-        return JSONResponse(cloud.vms.action(who, vm_id, body.action, host=body.host, enforce=body.enforce,
-                                                 cold=body.cold))
+        return JSONResponse(cloud.group_commit.run(lambda: cloud.vms.action(
+            who, vm_id, body.action, host=body.host, enforce=body.enforce, cold=body.cold)))
 
     @r.post("/vms/{vm_id}/recover", responses=ok(out.VMActionResult))
     def vm_recover(who: Who, vm_id: IdPath, body: Recover) -> JSONResponse:

@@ -124,6 +124,8 @@ class FencedDatabase(Database):
         self.is_sqlite = base.is_sqlite
         self.engine = base.engine
         self._write_lock = base._write_lock  # one writer queue per process (store/db.py)
+        self.batch = None  # the loops write on their own threads, never in a group commit
+        self._at_dispose = []
         self.epoch = epoch
         self.on_fenced = on_fenced
 

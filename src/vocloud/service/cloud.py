@@ -29,6 +29,7 @@ from vocloud.service.policy import VMPolicy
 from vocloud.service.pools import PoolService
 from vocloud.service.vms import VMService
 from vocloud.store.db import Database
+from vocloud.store.group_commit import GroupCommit, for_store
 
 
 class Cloud:
@@ -65,6 +66,9 @@ class Cloud:
         self.ec2 = Ec2Service(db, self.vms, self.images, self.templates,
                               instance_types or parse_instance_types(""), self.console)
         self.accounting = AccountingService(db)
+        #: front-ends run a user's create and act calls here: many to one transaction
+        #: (``store/group_commit.py``; only calls in ``audit.IN_CALL_TRANSACTION`` belong)
+        self.group_commit: GroupCommit = for_store(db)
         # last: every state-changing call of every service above is audited (service/audit.py)
         self.audit = AuditService(db)
         self.audit.instrument_all(self)

@@ -16,11 +16,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import greenlet
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
@@ -75,6 +76,45 @@ class Enclosing:
 #: same thread or task.
 _ENCLOSING: contextvars.ContextVar[Enclosing | None] = contextvars.ContextVar(
     "vocloud_enclosing_write", default=None)
+
+
+#: what a group-commit call's greenlet hands back when it stops at its first write
+PARK = object()
+
+
+class Batch:
+    """The group commit's batch (``store/group_commit.py``) its writer thread is running:
+    consulted by :class:`Database` on that thread only. ``session`` is None until every call
+    is parked and the transaction is open; ``solo``: the batch gave up (it could not open, or
+    its commit failed), writes go alone."""
+
+    __slots__ = ("session", "solo", "thread")
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.session: Session | None = None
+        self.solo = False
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Session]:
+        """A call's write: parked until the batch's transaction is open, then a SAVEPOINT."""
+        if self.session is None:
+            current = greenlet.getcurrent()
+            if current.parent is None:  # not one of the batch's calls: nothing to park
+                raise RuntimeError("a write on the group-commit thread outside a batch call")
+            current.parent.switch(PARK)
+        session = self.session
+        if session is None:
+            raise RuntimeError("the batch's transaction did not open")
+        point = session.begin_nested()
+        try:
+            yield session
+            session.flush()
+        except BaseException:
+            if point.is_active:
+                point.rollback()
+            raise
+        point.commit()
 
 
 class WriterLock:
@@ -171,6 +211,14 @@ class Database:
         self._write_lock = WriterLock(lock_path) if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_setup(self.engine)
+        #: the group-commit batch being run (``store/group_commit.py``): on its writer thread,
+        #: writes are savepoints of the batch's transaction and reads after it opened see it
+        self.batch: Batch | None = None
+        self._at_dispose: list[Callable[[], None]] = []
+
+    def at_dispose(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the store is disposed (the group commit's writer thread stops)."""
+        self._at_dispose.append(fn)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -194,8 +242,29 @@ class Database:
         with self._locked_write() as session:
             yield session
 
+    def _batch_here(self) -> Batch | None:
+        batch = self.batch
+        if batch is None or batch.solo or batch.thread != threading.get_ident():
+            return None
+        return batch
+
+    def in_batch(self) -> bool:
+        """True in a group-commit batch's call: a write here joins the batch."""
+        return self._batch_here() is not None
+
     @contextmanager
     def _locked_write(self) -> Iterator[Session]:
+        batch = self._batch_here()
+        if batch is not None:
+            with batch.savepoint() as session:
+                yield session
+            return
+        with self.locked_write() as session:
+            yield session
+
+    @contextmanager
+    def locked_write(self) -> Iterator[Session]:
+        """A write transaction of its own (the group commit's batch is one)."""
         if self._write_lock is None:
             with self._write() as session:
                 yield session
@@ -238,6 +307,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        batch = self._batch_here()
+        if batch is not None and batch.session is not None:  # a batch call's: see the batch
+            yield batch.session
+            return
         with self.engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as session:
             with conn.begin():
                 yield session
@@ -249,6 +322,8 @@ class Database:
         return None if lock is None else (lock.acquisitions, lock.wait_s, lock.hold_s)
 
     def dispose(self) -> None:
+        for fn in self._at_dispose:
+            fn()
         self.engine.dispose()
         if self._write_lock is not None:
             self._write_lock.close()

@@ -1,0 +1,195 @@
+"""Group commit: many callers' write calls, one transaction.
+
+Why: under 50 concurrent API clients every create and terminate took the store's writer on its
+own — a connection, a session, a transaction and a commit per call. On PostgreSQL each commit is
+a WAL flush, and every create of one VO updates the same quota rows, whose locks are held until
+that commit: the calls queued on them, p99 2.6-3.1 s in ``bench_scale --rest``. Here one writer
+thread per process runs the calls that queued meanwhile as one batch, in one transaction, each
+call in a SAVEPOINT of its own: the locks are taken, and the transaction committed, once per
+batch (p99 0.73-0.78 s in the same runs; docs/performance.md, session 12). On SQLite it neither
+gains nor loses: there the calls' own CPU is what the one writer is busy with.
+
+What each call keeps, as if it ran alone:
+
+* **All or nothing per call.** A call that raises is rolled back to its savepoint and its error
+  goes to its caller; the batch's other calls go on. If the batch's commit fails, every call of
+  it is run again alone, in its own transaction, and gets that run's outcome.
+* **Its checks outside the lock.** Each call runs in a greenlet of the writer thread until its
+  first write (a template parsed and checked, reads); there it is parked. Only when every call
+  of the batch is parked (or done) is the transaction opened, and the calls resumed one by one.
+  A large hostile template is parsed before the lock is taken, as before.
+* **Its context.** The call runs in a copy of its caller's ``contextvars`` (the front-end tag
+  and the audit state go with it), and sees the batch's earlier calls' writes: its reads after
+  its first write use the batch's session.
+
+Only calls that do one write transaction (or an enclosing block) and no I/O after it belong here
+— the same rule as ``audit.IN_CALL_TRANSACTION``: from its first write a call holds everyone's
+transaction open.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import greenlet
+
+from vocloud.store.db import PARK as _PARK
+from vocloud.store.db import Batch, Database
+
+log = logging.getLogger("vocloud.store")
+
+T = TypeVar("T")
+
+#: the most calls one batch takes: bounds how long the first of them waits for the commit
+MAX_BATCH = 64
+
+
+class _Call:
+    __slots__ = ("ctx", "fn", "future", "gr", "outcome")
+
+    def __init__(self, fn: Callable[[], Any], ctx: contextvars.Context) -> None:
+        self.fn = fn
+        self.ctx = ctx
+        self.future: Future[Any] = Future()
+        self.gr: greenlet.greenlet | None = None
+        self.outcome: tuple[bool, Any] | None = None  # (ok, result or exception)
+
+    def run(self) -> object:
+        try:
+            self.outcome = (True, self.fn())
+        except BaseException as exc:  # delivered to the caller, whatever it is
+            self.outcome = (False, exc)
+        return None
+
+
+class GroupCommit:
+    """One writer thread per store that runs :meth:`run`'s calls in batches (started at the
+    first call, stopped by :meth:`close`)."""
+
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        #: since start: batches committed, calls they carried (``/metrics``, performance.md)
+        self.batches = 0
+        self.calls = 0
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in the next batch; its result or its exception, once the batch committed."""
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
+            return fn()  # a call from a batch's own call: it is in the batch already
+        if self._closed:
+            return fn()
+        self._ensure_started()
+        call = _Call(fn, contextvars.copy_context())
+        self._queue.put(call)
+        return call.future.result()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(30)
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="vocloud-group-commit",
+                                                daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            calls = [first]
+            while len(calls) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                calls.append(nxt)
+            try:
+                self._batch(calls)
+            except BaseException as exc:  # never leave a caller waiting
+                log.exception("group commit: a batch of %d call(s) failed", len(calls))
+                for call in calls:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+
+    def _batch(self, calls: list[_Call]) -> None:
+        batch = Batch()
+        self.db.batch = batch
+        try:
+            parked = []
+            for call in calls:  # each to its first write: the checks, outside the lock
+                call.gr = greenlet.greenlet(call.run)
+                call.gr.gr_context = call.ctx.copy()
+                if call.gr.switch() is _PARK:
+                    parked.append(call)
+            if parked:
+                self._write(batch, parked)
+        finally:
+            self.db.batch = None
+        for call in calls:
+            if call.outcome is None:  # cannot happen: a call ends or is re-run alone
+                call.future.set_exception(RuntimeError("group commit: the call did not end"))
+            elif call.outcome[0]:
+                call.future.set_result(call.outcome[1])
+            else:
+                call.future.set_exception(call.outcome[1])
+
+    def _write(self, batch: Batch, parked: list[_Call]) -> None:
+        try:
+            with self.db.locked_write() as session:
+                batch.session = session
+                for call in parked:
+                    assert call.gr is not None
+                    if call.gr.switch() is _PARK:  # cannot happen while the batch is open
+                        raise RuntimeError("a call parked in an open batch")
+        except Exception as exc:
+            # The batch's work is rolled back; each call runs again alone (its own transaction,
+            # its own outcome). A call's own error was caught in the call: this is the batch's.
+            log.warning("group commit: a batch of %d call(s) failed (%s); running them alone",
+                        len(parked), exc)
+            batch.session, batch.solo = None, True
+            for call in parked:
+                if call.gr is not None and not call.gr.dead:
+                    call.gr.throw()  # GreenletExit: it ends where it was parked
+                call.outcome = None
+                call.ctx.copy().run(call.run)
+            self.calls += len(parked)
+            return
+        self.batches += 1
+        self.calls += len(parked)
+
+
+
+_STORES: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def for_store(db: Database) -> GroupCommit:
+    """The store's group commit in this process (one writer thread, started at its first call,
+    stopped when the store is disposed): every front-end's calls share it."""
+    with _STORES_LOCK:
+        group = _STORES.get(db)
+        if group is None:
+            group = _STORES[db] = GroupCommit(db)
+            db.at_dispose(group.close)
+        return group
