@@ -367,3 +367,70 @@ def test_a_who_route_outside_one_hop_is_refused_at_construction(tmp_path: Path) 
                 check_one_hop(app)
         else:
             check_one_hop(app)
+
+
+def test_the_write_routes_authenticate_in_their_group_commit_call(tmp_path: Path) -> None:
+    """POST /vms and POST /vms/{id}/action take no worker thread: the credentials are checked
+    in the call the group commit runs, before the service is called; refused, nothing runs."""
+    cloud, token, client = _app_client(tmp_path)
+    seen: dict[str, str] = {}
+    real_auth, real_create = cloud.authenticate_with, cloud.vms.create
+
+    def auth(credentials: Any) -> Any:
+        seen["auth"] = threading.current_thread().name
+        return real_auth(credentials)
+
+    def create(actor: Any, *a: Any, **k: Any) -> Any:
+        seen["create"] = threading.current_thread().name
+        assert isinstance(actor, Actor) and actor.name == "admin"
+        return real_create(actor, *a, **k)
+
+    cloud.authenticate_with = auth  # type: ignore[method-assign]
+    cloud.vms.create = create  # type: ignore[method-assign]
+    good = {"Authorization": f"Bearer {token}"}
+    with client:
+        r = client.post("/api/v1/vms", json={"template": "CPU=1\nMEMORY=64\n"}, headers=good)
+        assert r.status_code == 201, r.text
+        vm = r.json()["ids"][0]
+        assert seen == {"auth": "vocloud-group-commit", "create": "vocloud-group-commit"}
+        r = client.post(f"/api/v1/vms/{vm}/action", json={"action": "terminate"}, headers=good)
+        assert r.status_code == 200 and r.json()["id"] == vm
+        calls = cloud.group_commit.calls
+        seen.clear()
+        for headers in ({}, {"Authorization": "Bearer vc_nope"}):
+            r = client.post("/api/v1/vms", json={"template": "CPU=1\nMEMORY=64\n"}, headers=headers)
+            assert r.status_code == 401 and "create" not in seen, r.text
+            r = client.post(f"/api/v1/vms/{vm}/action", json={"action": "hold"}, headers=headers)
+            assert r.status_code == 401, r.text
+        assert cloud.group_commit.calls == calls  # refused before any write
+    cloud.db.dispose()
+
+
+def test_a_write_whose_caller_left_before_it_began_is_not_done(tmp_path: Path) -> None:
+    import asyncio
+
+    cloud = Cloud(_store(tmp_path))
+    gate, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        gate.wait()
+
+    first = threading.Thread(target=lambda: cloud.group_commit.run(hold))
+    first.start()
+    assert held.wait(10)
+    ran: list[int] = []
+
+    async def leave() -> None:
+        task = asyncio.ensure_future(cloud.group_commit.run_async(lambda: ran.append(1)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(leave())
+    gate.set()
+    first.join(10)
+    assert cloud.group_commit.run(lambda: 7) == 7  # the writer goes on
+    assert ran == []
+    cloud.db.dispose()

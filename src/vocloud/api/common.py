@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -138,11 +138,38 @@ def _resolve(kwargs: dict[str, Any]) -> None:
             kwargs[key] = value.resolve()
 
 
+#: A route's ``PendingWho`` parameter: the credentials, not yet checked (:func:`in_group_commit`).
+PendingWho = Annotated[PendingActor, Depends(_actor)]
+
+T = TypeVar("T")
+
+
+def authenticates_in_call(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an async route whose ``PendingWho`` is authenticated inside the call it hands to
+    the group commit (:func:`in_group_commit`), instead of in a threadpool call before it:
+    a write route then costs no worker thread at all. The route's body may only build that
+    call; the actor exists only inside it."""
+    if not inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"{endpoint.__name__}: only an async route authenticates in its call")
+    endpoint.__vocloud_authenticates_in_call__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+async def in_group_commit(cloud: Cloud, who: PendingActor, call: Callable[[Actor], T]) -> T:
+    """``call(actor)`` in the store's group commit (``store/group_commit.py``), the request's
+    credentials checked first, in the same call: ``Unauthorized`` before anything else."""
+    return await cloud.group_commit.run_async(lambda: call(who.resolve()))
+
+
 def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """``endpoint`` with its ``Who`` parameters authenticated first, in the same call (a sync
-    endpoint: in its worker thread; an async one: in one worker-thread call of its own)."""
+    endpoint: in its worker thread; an async one: in one worker-thread call of its own, or in
+    its group-commit call if it is marked :func:`authenticates_in_call`)."""
     if getattr(endpoint, "__vocloud_one_hop__", False):
         return endpoint  # include_router builds the route again from the wrapped endpoint
+    if getattr(endpoint, "__vocloud_authenticates_in_call__", False):
+        endpoint.__vocloud_one_hop__ = True  # type: ignore[attr-defined]
+        return endpoint
     if inspect.iscoroutinefunction(endpoint):
         @functools.wraps(endpoint)
         async def run_async(**kwargs: Any) -> Any:

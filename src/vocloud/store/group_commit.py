@@ -29,6 +29,7 @@ transaction open.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import queue
@@ -86,14 +87,24 @@ class GroupCommit:
 
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` in the next batch; its result or its exception, once the batch committed."""
-        if self._thread is not None and threading.get_ident() == self._thread.ident:
-            return fn()  # a call from a batch's own call: it is in the batch already
+        if self._closed or (self._thread is not None
+                            and threading.get_ident() == self._thread.ident):
+            return fn()  # closed, or a batch's own call's call: it is in the batch already
+        return self._submit(fn).result()  # type: ignore[no-any-return]
+
+    async def run_async(self, fn: Callable[[], T]) -> T:
+        """:meth:`run` for the event loop: it waits without a thread of its own. A caller
+        cancelled before its call began cancels the call (nothing is done); once begun, the
+        call runs to its end and commits."""
         if self._closed:
             return fn()
+        return await asyncio.wrap_future(self._submit(fn))
+
+    def _submit(self, fn: Callable[[], Any]) -> Future[Any]:
         self._ensure_started()
         call = _Call(fn, contextvars.copy_context())
         self._queue.put(call)
-        return call.future.result()  # type: ignore[no-any-return]
+        return call.future
 
     def close(self) -> None:
         self._closed = True
@@ -124,6 +135,10 @@ class GroupCommit:
                     self._queue.put(None)  # stop after this batch
                     break
                 calls.append(nxt)
+            # a call whose caller was cancelled before it began is dropped, done nothing
+            calls = [c for c in calls if c.future.set_running_or_notify_cancel()]
+            if not calls:
+                continue
             try:
                 self._batch(calls)
             except BaseException as exc:  # never leave a caller waiting
