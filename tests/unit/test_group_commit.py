@@ -232,3 +232,28 @@ def test_a_closed_group_commit_runs_calls_in_the_callers_thread(tmp_path: Path) 
     assert cloud.group_commit.run(threading.get_ident) == me
     assert len(cloud.group_commit.run(lambda: cloud.vms.create(carol, TEMPLATE))) == 1
     cloud.db.dispose()
+
+
+def test_a_call_whose_statement_fails_leaves_the_others_whole(tmp_path: Path) -> None:
+    """A call whose flush fails in the database (here a duplicate key against an earlier call
+    of the same batch) is rolled back to its savepoint; the calls after it still commit."""
+    from sqlalchemy.exc import IntegrityError
+
+    from vocloud.store.schema import SiteSetting
+
+    cloud, _admin, _carol = _cloud(tmp_path)
+
+    def put(key: str, value: str) -> Callable[[], None]:
+        def call() -> None:
+            with cloud.db.write() as s:
+                s.add(SiteSetting(key=key, value=value))
+        return call
+
+    out = _one_batch(cloud, [put("gc-a", "1"), put("gc-a", "2"), put("gc-b", "3")])
+    assert out[0][0] and out[2][0], out
+    assert not out[1][0] and isinstance(out[1][1], IntegrityError)
+    with cloud.db.read() as s:
+        rows = dict(s.execute(select(SiteSetting.key, SiteSetting.value)
+                              .where(SiteSetting.key.like("gc-%"))).tuples().all())
+    assert rows == {"gc-a": "1", "gc-b": "3"}
+    cloud.db.dispose()

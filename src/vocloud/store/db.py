@@ -111,8 +111,9 @@ class Batch:
             yield session
             session.flush()
         except BaseException:
-            if point.is_active:
-                point.rollback()
+            # also when a failed flush left it inactive: that rollback expunges the call's
+            # pending objects, which the next call's flush would otherwise try again
+            point.rollback()
             raise
         point.commit()
 
