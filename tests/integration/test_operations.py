@@ -109,11 +109,13 @@ def test_prometheus_scrapes_running_vms_per_vo(site: dict[str, Any]) -> None:
             assert prom.query("vocloud_store_writer_wait_seconds_total")
         else:
             assert writes == [] and held == []
-        # the REST creates went through the group commit (both databases)
-        batches = prom.query("vocloud_store_group_commit_batches_total")
-        calls = prom.query("vocloud_store_group_commit_calls_total")
-        assert float(batches[0]["value"][1]) >= 1
-        assert float(calls[0]["value"][1]) >= float(batches[0]["value"][1])
+        # the REST creates went through the group commit (SQLite; PostgreSQL runs them alone)
+        batches = float(prom.query("vocloud_store_group_commit_batches_total")[0]["value"][1])
+        calls = float(prom.query("vocloud_store_group_commit_calls_total")[0]["value"][1])
+        if site["url"].startswith("sqlite"):
+            assert batches >= 1 and calls >= batches
+        else:
+            assert batches == calls == 0
     finally:
         prom.stop()
     metrics = f"http://127.0.0.1:{d.port}/metrics"

@@ -435,9 +435,30 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
-    """One extra API process (``api_workers``): the same front-ends on the same listening
-    socket (the kernel spreads the connections), no loops."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """One API process's listening socket; every process of a daemon has its own on the same
+    port (``SO_REUSEPORT``), and the kernel spreads new connections over them evenly. Why not
+    one socket shared by all: the process whose event loop woke first accepted every
+    connection waiting (asyncio accepts up to the backlog at a wake-up) — 46 of 50 clients'
+    keep-alive connections went to one process while the other's core idled (docs/
+    performance.md, session 12). Another user cannot join the port: the kernel admits only
+    sockets of the same user to it (and ``_check_port`` refuses a port already in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _api_worker(settings: Settings, port: int, parent: int) -> None:
+    """One extra API process (``api_workers``): the same front-ends on a listening socket of
+    its own on the daemon's port (:func:`listening_socket`), no loops."""
     _die_with_parent(parent)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -449,16 +470,17 @@ def _api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
                             timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
+    sock = listening_socket(settings.host, port)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def start_api_workers(settings: Settings, sock: socket.socket) -> list[BaseProcess]:
-    """``api_workers - 1`` more processes serving ``sock`` (started, not forked: the daemon
+def start_api_workers(settings: Settings, port: int) -> list[BaseProcess]:
+    """``api_workers - 1`` more processes serving ``port`` (started, not forked: the daemon
     has threads and open store connections by now)."""
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     for i in range(settings.api_workers - 1):
-        p = ctx.Process(target=_api_worker, args=(settings, sock, os.getpid()),
+        p = ctx.Process(target=_api_worker, args=(settings, port, os.getpid()),
                         name=f"vocloud-api-{i + 1}", daemon=False)
         p.start()
         procs.append(p)
@@ -498,10 +520,10 @@ def serve(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _exit_cleanly)
         if settings.api_workers > 1:
-            # one listening socket, several processes accepting on it (docs/performance.md):
-            # this one also runs the loops; the others serve requests only
-            sock = config.bind_socket()
-            workers = start_api_workers(settings, sock)
+            # several processes, a listening socket each on one port (listening_socket): this
+            # one also runs the loops; the others serve requests only
+            sock = listening_socket(settings.host, settings.port)
+            workers = start_api_workers(settings, sock.getsockname()[1])
             uvicorn.Server(config).run(sockets=[sock])
         else:
             uvicorn.Server(config).run()

@@ -1,13 +1,15 @@
 """Group commit: many callers' write calls, one transaction.
 
-Why: under 50 concurrent API clients every create and terminate took the store's writer on its
-own — a connection, a session, a transaction and a commit per call. On PostgreSQL each commit is
-a WAL flush, and every create of one VO updates the same quota rows, whose locks are held until
-that commit: the calls queued on them, p99 2.6-3.1 s in ``bench_scale --rest``. Here one writer
-thread per process runs the calls that queued meanwhile as one batch, in one transaction, each
-call in a SAVEPOINT of its own: the locks are taken, and the transaction committed, once per
-batch (p99 0.73-0.78 s in the same runs; docs/performance.md, session 12). On SQLite it neither
-gains nor loses: there the calls' own CPU is what the one writer is busy with.
+Why: under 50 concurrent API clients every create and terminate took the SQLite store's one
+writer on its own — the writer lock (a file lock across a daemon's ``api_workers``), a
+connection, a transaction and a commit per call — and the holder, giving up the GIL at every
+SQLite call, got it back only when its process's other threads let it. Here one writer thread
+per process runs the calls that queued meanwhile as one batch, in one transaction, each call in
+a SAVEPOINT of its own: the lock is taken, and the transaction committed, once per batch. Two
+API processes on two cores, same runs of ``bench_scale --rest``: 311-312 req/s and 4.6 ms of
+CPU per request with it, 228-236 req/s and 5.9 ms without (docs/performance.md, session 12).
+SQLite only (:attr:`GroupCommit.enabled`): on PostgreSQL a batch's longer-held row locks
+deadlocked with the scheduler's.
 
 What each call keeps, as if it ran alone:
 
@@ -36,7 +38,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import greenlet
@@ -50,6 +52,9 @@ T = TypeVar("T")
 
 #: the most calls one batch takes: bounds how long the first of them waits for the commit
 MAX_BATCH = 64
+#: without a group commit (PostgreSQL), how many async callers' calls run at once (as many as
+#: the REST routes' thread pool: 40)
+SOLO_THREADS = 40
 
 
 class _Call:
@@ -77,28 +82,42 @@ class GroupCommit:
     def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
         self.db = db
         self.max_batch = max_batch
+        #: SQLite only. On PostgreSQL a batch holds its calls' row locks (quotas, VMs) until its
+        #: commit, in the calls' order, while the scheduler locks VMs in its own: with two API
+        #: processes that deadlocked every few seconds (bench_scale --rest, session 12), where
+        #: calls alone never did. There each call runs alone, as before (the callers' threads).
+        self.enabled = db.is_sqlite
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._solo: ThreadPoolExecutor | None = None
         #: since start: batches committed, calls they carried (``/metrics``, performance.md)
         self.batches = 0
         self.calls = 0
 
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` in the next batch; its result or its exception, once the batch committed."""
-        if self._closed or (self._thread is not None
-                            and threading.get_ident() == self._thread.ident):
-            return fn()  # closed, or a batch's own call's call: it is in the batch already
+        if not self.enabled or self._closed or (self._thread is not None
+                                                and threading.get_ident() == self._thread.ident):
+            return fn()  # alone; or a batch's own call's call: it is in the batch already
         return self._submit(fn).result()  # type: ignore[no-any-return]
 
     async def run_async(self, fn: Callable[[], T]) -> T:
         """:meth:`run` for the event loop: it waits without a thread of its own. A caller
         cancelled before its call began cancels the call (nothing is done); once begun, the
-        call runs to its end and commits."""
-        if self._closed:
-            return fn()
+        call runs to its end and commits. Where there is no group commit (PostgreSQL, or
+        closed), the call runs alone in a worker thread."""
+        if not self.enabled or self._closed:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._solo_pool(), contextvars.copy_context().run, fn)
         return await asyncio.wrap_future(self._submit(fn))
+
+    def _solo_pool(self) -> ThreadPoolExecutor:
+        with self._start_lock:
+            if self._solo is None:
+                self._solo = ThreadPoolExecutor(SOLO_THREADS, thread_name_prefix="vocloud-write")
+            return self._solo
 
     def _submit(self, fn: Callable[[], Any]) -> Future[Any]:
         self._ensure_started()
@@ -108,6 +127,8 @@ class GroupCommit:
 
     def close(self) -> None:
         self._closed = True
+        if self._solo is not None:
+            self._solo.shutdown(wait=True)
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
