@@ -7,6 +7,7 @@ front-ends' routers) import it and never each other.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
@@ -157,8 +158,16 @@ def authenticates_in_call(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 async def in_group_commit(cloud: Cloud, who: PendingActor, call: Callable[[Actor], T]) -> T:
     """``call(actor)`` in the store's group commit (``store/group_commit.py``), the request's
-    credentials checked first, in the same call: ``Unauthorized`` before anything else."""
-    return await cloud.group_commit.run_async(lambda: call(who.resolve()))
+    credentials checked first, in the same call: ``Unauthorized`` before anything else. Where
+    there is none (PostgreSQL), in one worker-thread call, as any route."""
+
+    def authenticated() -> T:
+        return call(who.resolve())
+
+    future = cloud.group_commit.submit(authenticated)
+    if future is None:
+        return await run_in_threadpool(authenticated)
+    return await asyncio.wrap_future(future)
 
 
 def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:

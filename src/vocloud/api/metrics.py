@@ -131,7 +131,8 @@ class StoreCollector(Collector):
 
 class WriterLockCollector(Collector):
     """The SQLite store's writer lock in this process (``Database.writer_stats``): a hold rate
-    near 1 s per second means requests queue for the store's one writer (docs/operations.md)."""
+    near 1 s per second means requests queue for the store's one writer (docs/operations.md);
+    and the group commit's batches and calls (``store/group_commit.py``)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -137,7 +137,7 @@ class AuditService:
             # a group-commit call (store/group_commit.py): the batch holds the writer lock, so
             # the record joins the batch (a savepoint of its own) instead of the queue
             with self.db.write() as s:
-                s.connection().execute(_INSERT, [mine.row])
+                self._insert(s, mine.row)
             return
         with self._queue_lock:
             self._queue.append(mine)
@@ -184,7 +184,10 @@ class AuditService:
 
     def _in_call(self, s: Session, actor: Actor, action: str, obj: str) -> None:
         """The record of a call that succeeded, in the call's own transaction."""
-        row = _row(actor, action, obj)
+        self._insert(s, _row(actor, action, obj))
+
+    def _insert(self, s: Session, row: dict[str, Any]) -> None:
+        """One record in the transaction of ``s`` (the call's, or its group-commit batch's)."""
         s.connection().execute(_INSERT, [row])
         self._prune(s, row["time"])
 

@@ -31,14 +31,13 @@ transaction open.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import queue
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import greenlet
@@ -52,9 +51,6 @@ T = TypeVar("T")
 
 #: the most calls one batch takes: bounds how long the first of them waits for the commit
 MAX_BATCH = 64
-#: without a group commit (PostgreSQL), how many async callers' calls run at once (as many as
-#: the REST routes' thread pool: 40)
-SOLO_THREADS = 40
 
 
 class _Call:
@@ -85,61 +81,48 @@ class GroupCommit:
         #: SQLite only. On PostgreSQL a batch holds its calls' row locks (quotas, VMs) until its
         #: commit, in the calls' order, while the scheduler locks VMs in its own: with two API
         #: processes that deadlocked every few seconds (bench_scale --rest, session 12), where
-        #: calls alone never did. There each call runs alone, as before (the callers' threads).
+        #: calls alone never did. There each call runs alone, as before (:meth:`submit` says None).
         self.enabled = db.is_sqlite
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
-        self._solo: ThreadPoolExecutor | None = None
         #: since start: batches committed, calls they carried (``/metrics``, performance.md)
         self.batches = 0
         self.calls = 0
 
     def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in the next batch; its result or its exception, once the batch committed."""
-        if not self.enabled or self._closed or (self._thread is not None
-                                                and threading.get_ident() == self._thread.ident):
-            return fn()  # alone; or a batch's own call's call: it is in the batch already
-        return self._submit(fn).result()  # type: ignore[no-any-return]
+        """``fn()`` in the next batch; its result or its exception, once the batch committed.
+        Alone, in this thread, where there is no group commit (PostgreSQL, or closed)."""
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
+            return fn()  # a batch's own call's call: it is in the batch already
+        future = self.submit(fn)
+        return fn() if future is None else future.result()
 
-    async def run_async(self, fn: Callable[[], T]) -> T:
-        """:meth:`run` for the event loop: it waits without a thread of its own. A caller
-        cancelled before its call began cancels the call (nothing is done); once begun, the
-        call runs to its end and commits. Where there is no group commit (PostgreSQL, or
-        closed), the call runs alone in a worker thread."""
-        if not self.enabled or self._closed:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._solo_pool(), contextvars.copy_context().run, fn)
-        return await asyncio.wrap_future(self._submit(fn))
-
-    def _solo_pool(self) -> ThreadPoolExecutor:
+    def submit(self, fn: Callable[[], Any]) -> Future[Any] | None:
+        """Queue ``fn`` for the next batch: its future (an async caller awaits it without a
+        thread of its own; cancelled before the call began, the call is not done; once begun,
+        it runs to its end and commits). None where there is no group commit: the caller
+        runs ``fn`` alone."""
         with self._start_lock:
-            if self._solo is None:
-                self._solo = ThreadPoolExecutor(SOLO_THREADS, thread_name_prefix="vocloud-write")
-            return self._solo
-
-    def _submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        self._ensure_started()
-        call = _Call(fn, contextvars.copy_context())
-        self._queue.put(call)
-        return call.future
-
-    def close(self) -> None:
-        self._closed = True
-        if self._solo is not None:
-            self._solo.shutdown(wait=True)
-        thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(30)
-
-    def _ensure_started(self) -> None:
-        with self._start_lock:
+            if not self.enabled or self._closed:
+                return None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="vocloud-group-commit",
                                                 daemon=True)
                 self._thread.start()
+            call = _Call(fn, contextvars.copy_context())
+            self._queue.put(call)  # before close()'s stop mark: it is run
+            return call.future
+
+    def close(self) -> None:
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(30)
 
     def _loop(self) -> None:
         while True:
@@ -213,7 +196,6 @@ class GroupCommit:
             return
         self.batches += 1
         self.calls += len(parked)
-
 
 
 _STORES: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
