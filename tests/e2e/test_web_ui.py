@@ -262,7 +262,9 @@ def test_a_vo_user_sees_only_their_vo(ui: Page, site: Site) -> None:
 
 
 def test_accounting_and_audit_say_when_the_daemon_lacks_them(ui: Page, site: Site) -> None:
-    served = {p for p in httpx.get(site.base + "/openapi.json").json()["paths"]}
+    # the first /openapi.json builds the document (0.5-0.7 s on a quiet machine); httpx's 5 s
+    # default timed out once in CI under load. This test is about the pages, not that latency.
+    served = {p for p in httpx.get(site.base + "/openapi.json", timeout=30).json()["paths"]}
     ui.login(site.admin)
     for page, route in (("accounting", "/api/v1/accounting"), ("audit", "/api/v1/audit")):
         ui.go(page)
@@ -282,7 +284,7 @@ def test_accounting_and_audit_say_when_the_daemon_lacks_them(ui: Page, site: Sit
 def test_accounting_and_audit_render_what_the_api_serves(ui: Page, site: Site) -> None:
     """The documents of GET /api/v1/accounting and /audit (as the operations work serves them),
     fulfilled by the browser so that this test does not depend on that work being merged."""
-    doc = httpx.get(site.base + "/openapi.json").json()
+    doc = httpx.get(site.base + "/openapi.json", timeout=30).json()
     doc["paths"].setdefault("/api/v1/accounting", {"get": {}})
     doc["paths"].setdefault("/api/v1/audit", {"get": {}})
     usage = {"from": 0, "to": 86400, "from_iso": "1970-01-01T00:00:00Z", "to_iso": "1970-01-02T00:00:00Z",
