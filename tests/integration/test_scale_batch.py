@@ -8,6 +8,7 @@ capacity never exceeded even when two writers race, quotas and events exact.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -308,3 +309,97 @@ def test_bulk_create_stores_the_template_the_one_by_one_way_would(cloud: Cloud) 
         nics = parse_template(shown["template"], fmt="one").vectors("NIC")
         assert [n["IP"] for n in nics] == [f"10.8.0.{2 * i + 1}", f"10.8.0.{2 * i + 2}"]
         assert sorted(lease["ip"] for lease in shown["leases"]) == [n["IP"] for n in nics]
+
+
+def _ending_scenario(cloud: Cloud, root: Path) -> tuple[list[int], int]:
+    """VMs of two users on two hosts, some with leases, one with an image disk, brought to
+    EPILOG (the lifecycle's last step before DONE); returns their ids and the image's id."""
+    a = admin(cloud)
+    alice = user_in(cloud, "alice", "atlas")
+    bob = user_in(cloud, "bob", "cms")
+    for name in ("e1", "e2"):
+        cloud.hosts.create(a, name, cpu=16, memory=16384)
+    cloud.networks.create(a, 'NAME="en"\nBRIDGE="br0"\nPUBLIC="YES"\nAR=[IP="10.7.0.1", SIZE="20"]\n')
+    (root / "img").mkdir(parents=True)
+    (root / "img" / "disk.raw").write_bytes(b"\0" * 4096)
+    cloud.datastores.create(a, "repo", str(root / "img"))
+    image = int(cloud.images.create(a, "base", str(root / "img" / "disk.raw"), "raw", public=True)["id"])
+    ids = cloud.vms.create(alice, "CPU=1\nMEMORY=512\n", count=5)
+    ids += cloud.vms.create(bob, "CPU=0.5\nMEMORY=256\nNIC=[NETWORK=\"en\"]\n", count=3)
+    ids += cloud.vms.create(alice, f'CPU=2\nMEMORY=1024\nDISK=[IMAGE_ID="{image}"]\n')
+    ids += cloud.vms.create(a, "CPU=1\nMEMORY=128\nNIC=[NETWORK=\"en\"]\n", count=2)
+    rec, _ = reconciler(cloud, root / "sim")
+    converge(rec)
+    assert set(_vm_states(cloud, ids).values()) == {"RUNNING"}
+    for vm_id in ids:
+        cloud.vms.action(a, vm_id, "terminate")
+    cloud.vms.report_many([Report(i, S.SHUTDOWN, "shutdown_ok") for i in ids])
+    assert set(_vm_states(cloud, ids).values()) == {"EPILOG"}
+    return ids, image
+
+
+def _store_state(cloud: Cloud, at: float) -> dict[str, object]:
+    """Everything a VM's end touches. Times other than ``at`` (the end's) say only "earlier":
+    the runs compared were made at different times; event ids differ too, and are left out."""
+    def when(t: float | None) -> str:
+        return "none" if t is None else "at" if t == at else "earlier"
+
+    with cloud.db.read() as s:
+        return {
+            "vms": [(*row[:3], when(row[3]), when(row[4]), *row[5:]) for row in s.execute(
+                select(VM.id, VM.state, VM.host_id, VM.state_changed_at, VM.ended_at,
+                       VM.step_attempts, VM.error, VM.hard).order_by(VM.id))],
+            "hosts": s.execute(select(Host.name, Host.alloc_cpu_m, Host.alloc_mem, Host.running_vms)
+                               .order_by(Host.name)).all(),
+            "quotas": s.execute(select(Quota.scope, Quota.scope_id, Quota.vms_used, Quota.cpu_m_used,
+                                       Quota.mem_used).order_by(Quota.scope, Quota.scope_id)).all(),
+            "leases": s.execute(select(Lease.vm_id, Lease.ip).order_by(Lease.ip)).all(),
+            "events": sorted((*row[:6], when(row[6])) for row in s.execute(
+                select(Event.obj_id, Event.action, Event.from_state, Event.to_state,
+                       Event.message, Event.host_id, Event.time).where(Event.kind == "vm"))),
+            "images": [(i["id"], i["running_vms"], i["state"]) for i in cloud.images.list(admin(cloud))],
+        }
+
+
+def test_vms_ending_together_leave_what_one_by_one_ends_leave(
+        db_url: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifecycle's set-based path into DONE (``vm_batch._end_many``) leaves the store exactly
+    as ``transition`` VM by VM does: host shares, quotas, leases, images, rows, events. One
+    report is stale (its VM ended before) and one VM is left running."""
+    from vocloud.service import vm_batch
+    from vocloud.service.vms import transition
+    from vocloud.store import migrate
+    from vocloud.store.db import Database
+
+    urls = {True: db_url}
+    if db_url.startswith("sqlite"):
+        urls[False] = f"sqlite:///{tmp_path / 'one_by_one.db'}"
+    else:
+        urls[False] = request.getfixturevalue("pg_server").create_db(f"t{os.getpid()}_end")
+    results = {}
+    for set_based, url in urls.items():
+        db = Database(url)
+        migrate.upgrade(db)
+        cloud = Cloud(db)
+        cloud.accounts.bootstrap()
+        ids, image = _ending_scenario(cloud, tmp_path / f"run-{set_based}")
+        cloud.vms.report_many([Report(ids[0], S.EPILOG, "epilog_ok")])  # ends before the rest
+        if not set_based:
+            monkeypatch.setattr(vm_batch, "ends_plainly", lambda old, new, event: False)
+        with db.write() as s:
+            moved = vm_batch.apply_reports(s, [Report(i, S.EPILOG, "epilog_ok", f"m{i % 3}")
+                                               for i in ids[:-1]], 1234.5, transition)
+        monkeypatch.undo()
+        assert moved == set(ids[1:-1])
+        state = results[set_based] = _store_state(cloud, 1234.5)
+        last = cloud.vms.show(admin(cloud), ids[-1])
+        assert last["state"] == "EPILOG"
+        assert [h[1:] for h in state["hosts"]] == [  # type: ignore[attr-defined]
+            (1000, 128, 1) if h[0] == last["host"] else (0, 0, 0) for h in state["hosts"]]  # type: ignore[attr-defined]
+        assert [(q[0], q[2], q[3], q[4]) for q in state["quotas"] if q[2]] == [  # type: ignore[attr-defined]
+            ("group", 1, 1000, 128), ("user", 1, 1000, 128)]
+        assert [lease[0] for lease in state["leases"]] == [ids[-1]]  # type: ignore[attr-defined]
+        assert [i[1] for i in state["images"] if i[0] == image] == [0]  # type: ignore[attr-defined]
+        db.dispose()
+    assert results[True] == results[False]

@@ -18,7 +18,7 @@ device is refused here too, whatever the layers above let through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from vocloud.model.network import (
 from vocloud.model.template import parse_template
 from vocloud.store.bulk import execute_dml
 from vocloud.store.schema import AddressRange, Lease, Network
+from vocloud.store.sets import among
 
 __all__ = [
     "allocate", "hold", "int_to_ip", "ip_to_int", "lease_nic", "lock_network", "mac_for",
@@ -241,4 +242,13 @@ _RELEASE_VM = delete(Lease).where(Lease.vm_id == bindparam("l_vm_id"))
 
 def release_vm(session: Session, vm_id: int) -> int:
     res = execute_dml(session, _RELEASE_VM, {"l_vm_id": vm_id})
+    return int(getattr(res, "rowcount", 0) or 0)
+
+
+def release_vms(session: Session, vm_ids: Sequence[int]) -> int:
+    """Every lease of many VMs that end together, in one statement."""
+    if not vm_ids:
+        return 0
+    session.flush()
+    res = session.connection().execute(delete(Lease).where(among(session, Lease.vm_id, vm_ids)))
     return int(getattr(res, "rowcount", 0) or 0)
