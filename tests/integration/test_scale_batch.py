@@ -403,3 +403,104 @@ def test_vms_ending_together_leave_what_one_by_one_ends_leave(
         assert [i[1] for i in state["images"] if i[0] == image] == [0]  # type: ignore[attr-defined]
         db.dispose()
     assert results[True] == results[False]
+
+
+def _action_script(cloud: Cloud, root: Path) -> list[object]:
+    """Users' actions on VMs in many states (running, pending, held, with a lease, with an
+    image), some refused; returns each answer or error."""
+    a = admin(cloud)
+    alice = user_in(cloud, "alice", "atlas")
+    bob = user_in(cloud, "bob", "cms")
+    cloud.hosts.create(a, "a1", cpu=16, memory=16384)
+    cloud.networks.create(a, 'NAME="an"\nBRIDGE="br0"\nPUBLIC="YES"\nAR=[IP="10.6.0.1", SIZE="20"]\n')
+    (root / "img").mkdir(parents=True)
+    (root / "img" / "disk.raw").write_bytes(b"\0" * 4096)
+    cloud.datastores.create(a, "repo", str(root / "img"))
+    image = int(cloud.images.create(a, "base", str(root / "img" / "disk.raw"), "raw", public=True)["id"])
+    run = cloud.vms.create(alice, "CPU=1\nMEMORY=512\n", count=6)
+    run += cloud.vms.create(alice, f'CPU=1\nMEMORY=256\nDISK=[IMAGE_ID="{image}"]\n')
+    run += cloud.vms.create(bob, 'CPU=1\nMEMORY=256\nNIC=[NETWORK="an"]\n')
+    rec, _ = reconciler(cloud, root / "sim")
+    converge(rec)
+    pending = cloud.vms.create(alice, "CPU=1\nMEMORY=512\n", count=2)
+    pending += cloud.vms.create(bob, 'CPU=1\nMEMORY=256\nNIC=[NETWORK="an"]\n')
+    pending += cloud.vms.create(alice, f'CPU=1\nMEMORY=256\nDISK=[IMAGE_ID="{image}"]\n')
+    script = [
+        (alice, run[0], "poweroff"), (alice, run[1], "terminate"), (alice, run[2], "terminate-hard"),
+        (bob, run[3], "terminate"), (alice, run[3], "reboot"), (alice, run[4], "resume"),
+        (alice, run[4], "suspend"), (alice, run[5], "undeploy"), (alice, run[6], "terminate"),
+        (bob, run[7], "terminate"), (alice, run[1], "terminate"), (alice, run[0], "resume"),
+        (alice, pending[0], "hold"), (alice, pending[0], "release"), (alice, pending[0], "hold"),
+        (alice, pending[0], "terminate"), (alice, pending[1], "terminate"),
+        (bob, pending[2], "terminate"), (alice, pending[3], "terminate"), (bob, pending[1], "hold"),
+        (alice, 2**31 - 1, "terminate"), (alice, run[5], "nonsense"), (a, run[3], "terminate"),
+    ]
+    out: list[object] = []
+    for actor, vm_id, action in script:
+        try:
+            out.append(cloud.vms.action(actor, vm_id, action))
+        except Exception as exc:  # the error each way must be the same
+            out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def test_user_actions_in_core_statements_match_the_orm_path(
+        db_url: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VMService.action``'s Core path (a columns-only move, a plain end) answers, refuses and
+    leaves the store exactly as the ORM path (``transition``) does."""
+    from vocloud.service.vms import VMService
+    from vocloud.store import migrate
+    from vocloud.store.db import Database
+
+    urls = {True: db_url}
+    if db_url.startswith("sqlite"):
+        urls[False] = f"sqlite:///{tmp_path / 'orm.db'}"
+    else:
+        urls[False] = request.getfixturevalue("pg_server").create_db(f"t{os.getpid()}_act")
+    answers, stores, taken = {}, {}, []
+    real = VMService._move_columns
+
+    def counted(self: VMService, *args: object) -> object:
+        done = real(self, *args)  # type: ignore[arg-type]
+        taken.append(done is not None)
+        return done
+
+    for core, url in urls.items():
+        db = Database(url)
+        migrate.upgrade(db)
+        cloud = Cloud(db)
+        cloud.accounts.bootstrap()
+        monkeypatch.setattr(VMService, "_move_columns", counted if core else
+                            lambda self, *args: None)
+        answers[core] = _action_script(cloud, tmp_path / f"run-{core}")
+        monkeypatch.undo()
+        stores[core] = _store_state(cloud, -1.0)
+        db.dispose()
+    assert taken.count(True) >= 12  # most moves took the Core path
+    assert answers[True] == answers[False]
+    assert stores[True] == stores[False]
+    errors = [a for a in answers[True] if isinstance(a, tuple)]
+    assert [e[0] for e in errors] == ["Forbidden", "IllegalAction", "IllegalAction",
+                                      "IllegalAction", "Forbidden", "NotFound", "InvalidInput",
+                                      "IllegalAction"], errors
+    first = answers[True][0]
+    assert isinstance(first, dict) and (first["state"], first["host"]) == ("SHUTDOWN_POWEROFF", "a1")
+    assert errors[3][1] == f"cannot resume VM {first['id']}: it is SHUTDOWN_POWEROFF"
+
+
+def test_a_core_move_expires_the_vm_the_session_holds(cloud: Cloud) -> None:
+    """A group-commit batch is one session for many calls: after a Core move, an ORM read of the
+    same VM in that session sees the new state, not the copy loaded before."""
+    from vocloud.service import vm_batch
+    a = admin(cloud)
+    [vm_id] = cloud.vms.create(a, "CPU=1\nMEMORY=128\n")
+    with cloud.db.write() as s:
+        before = s.get(VM, vm_id)
+        assert before is not None and before.state == "PENDING"
+        row = vm_batch.one_vm(s, vm_id)
+        vm_batch.move_columns_of_one(s, row, S.PENDING, S.HOLD, "hold", "by admin", 1.0)
+        assert s.get(VM, vm_id).state == "HOLD"  # type: ignore[union-attr]
+        vm_batch.end_rows(s, [vm_batch.one_vm(s, vm_id)], S.HOLD, S.DONE, "terminate",
+                          {vm_id: "by admin"}, 2.0)
+        assert s.get(VM, vm_id).ended_at == 2.0  # type: ignore[union-attr]

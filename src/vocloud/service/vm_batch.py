@@ -42,6 +42,9 @@ log = logging.getLogger("vocloud.service")
 #: rows per ``IN (...)`` list: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535
 CHUNK = 500
 T = TypeVar("T")
+#: What :func:`end_rows` needs of each VM (and the template, for :func:`may_name_image`).
+_END_COLUMNS = (VM.id, VM.host_id, VM.owner_id, VM.group_id, VM.cpu_m, VM.memory, VM.template)
+_MAY_NAME_IMAGE = re.compile("image", re.IGNORECASE)
 #: ``vms.transition``: the one per-VM path, passed in (that module builds on this one)
 Transition = Callable[[Session, VM, str, str, float], VMState]
 
@@ -67,6 +70,50 @@ def columns_only(old: VMState, new: VMState, event: str) -> bool:
     images), no error text (which is per VM)."""
     return (old != VMState.MIGRATE and (old in HOLDS_HOST) == (new in HOLDS_HOST)
             and new != VMState.DONE and not event.endswith("_fail") and new not in FAILURES)
+
+
+def column_values(new: VMState, event: str, at: float) -> dict[str, Any]:
+    """The columns ``transition`` sets on a :func:`columns_only` move, as UPDATE values."""
+    values: dict[str, Any] = {"state": new.value, "state_changed_at": at, "step_attempts": 0}
+    if new in TRANSIENT:
+        values["hard"] = event.endswith("-hard")
+    if new == VMState.RUNNING:
+        values["error"] = ""
+        values["started_at"] = func.coalesce(VM.started_at, at)
+    return values
+
+
+#: What a user's action on one VM reads first (:func:`move_columns_of_one`): the VM's state, the
+#: ACL's owner and group, and what the answer shows. Locked on PostgreSQL (``FOR UPDATE OF vms``:
+#: not the outer join's host), as ``find(..., lock=True)`` locks it.
+_ONE_VM = (
+    select(*_END_COLUMNS, VM.name, VM.state, Host.name.label("host_name"))
+    .outerjoin(Host, Host.id == VM.host_id)
+    .where(VM.id == bindparam("one_id"))
+    .with_for_update(of=VM)
+)
+
+
+def one_vm(s: Session, vm_id: int) -> Any:
+    """The row of :data:`_ONE_VM` for ``vm_id``, or None."""
+    return s.connection().execute(_ONE_VM, {"one_id": vm_id}).first()
+
+
+def move_columns_of_one(s: Session, row: Any, old: VMState, new: VMState, event: str,
+                        message: str, at: float) -> None:
+    """``transition`` for one VM on a :func:`columns_only` move (``row``: from :func:`one_vm`,
+    in this transaction): one compare-and-set UPDATE and one event, no ORM load or flush. Why:
+    a user's terminate of a running VM spent ~1 ms in the ORM's unit of work, most of its time
+    in SQLite's writer lock (docs/performance.md, session 13). A copy of this VM in the
+    session's identity map is expired, so a later ORM read sees the new state."""
+    s.flush()
+    res = s.connection().execute(
+        update(VM).where(VM.id == row.id).where(VM.state == old.value)
+        .values(**column_values(new, event, at)))
+    if res.rowcount != 1:  # the row is locked (PostgreSQL) or the writer is alone (SQLite)
+        raise RuntimeError(f"VM {row.id} changed under its row lock")
+    _expire(s, (row.id,))
+    insert_events(s, _event_rows([(row.id, row.host_id, message)], event, old, new, at))
 
 
 def _event_rows(rows: Iterable[tuple[int, int | None, str]], event: str, old: VMState,
@@ -110,14 +157,8 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
             if not rows:
                 continue
             ids = [vm_id for vm_id, _ in rows]
-            values: dict[str, Any] = {"state": new.value, "state_changed_at": at, "step_attempts": 0}
-            if new in TRANSIENT:
-                values["hard"] = event.endswith("-hard")
-            if new == VMState.RUNNING:
-                values["error"] = ""
-                values["started_at"] = func.coalesce(VM.started_at, at)
             s.execute(update(VM).where(among(s, VM.id, ids)).where(VM.state == old.value)
-                      .values(**values)
+                      .values(**column_values(new, event, at))
                       .execution_options(synchronize_session=False))
             insert_events(s, _event_rows(((i, h, msgs[i]) for i, h in rows), event, old, new, at))
             moved.update(ids)
@@ -131,52 +172,72 @@ def ends_plainly(old: VMState, new: VMState, event: str) -> bool:
     return new == VMState.DONE and old != VMState.MIGRATE and not event.endswith("_fail")
 
 
-#: A stored template that may name an image (``vms._image_ids`` reads DISK IMAGE_ID and
-#: KERNEL_IMAGE/INITRD_IMAGE): such a VM's end also frees its images, one by one, in
-#: ``transition``. A superset test: at worst a VM without images takes that path.
-_MAY_NAME_IMAGE = re.compile("image", re.IGNORECASE)
-
-
 def _end_many(s: Session, group: Sequence[Report], old: VMState, new: VMState, event: str,
               at: float, transition: Transition) -> set[int]:
     """VMs still in ``old`` move to DONE with ``transition``'s effects, as a few statements per
-    chunk: the VMs' rows, their hosts' shares (summed per host), their owners' and groups'
-    quotas (summed per row), their leases, their events. Why: the REST mix's terminates end
-    ~150 VMs a second, and one ``transition`` per VM held SQLite's writer lock for ~150 ms a
-    lifecycle pass, every other write waiting (docs/performance.md, session 13)."""
+    chunk (:func:`end_rows`). Why: the REST mix's terminates end ~150 VMs a second, and one
+    ``transition`` per VM held SQLite's writer lock for ~150 ms a lifecycle pass, every other
+    write waiting (docs/performance.md, session 13)."""
     moved: set[int] = set()
     per_vm: set[int] = set()
     msgs = {r.vm_id: r.message for r in group}
     for part in chunks(sorted(msgs)):
-        rows = s.execute(select(VM.id, VM.host_id, VM.owner_id, VM.group_id, VM.cpu_m,
-                                VM.memory, VM.template)
-                         .where(among(s, VM.id, part)).where(VM.state == old.value)
-                         .with_for_update()).all()
+        rows = s.execute(select(*_END_COLUMNS).where(among(s, VM.id, part))
+                         .where(VM.state == old.value).with_for_update()).all()
         plain = []
         for row in rows:
-            if _MAY_NAME_IMAGE.search(row.template or ""):
+            if may_name_image(row.template):
                 per_vm.add(row.id)
             else:
                 plain.append(row)
-        if not plain:
-            continue
-        ids = [row.id for row in plain]
-        s.execute(update(VM).where(among(s, VM.id, ids)).where(VM.state == old.value)
-                  .values(state=new.value, state_changed_at=at, step_attempts=0, ended_at=at)
-                  .execution_options(synchronize_session=False))
-        if old in HOLDS_HOST:
-            capacity.release_hosts(s, ((row.host_id, row.cpu_m, row.memory)
-                                       for row in plain if row.host_id is not None))
-        ipam.release_vms(s, ids)
-        capacity.refund_quotas(s, [(scope, scope_id, row.cpu_m, row.memory) for row in plain
-                                   for scope, scope_id in (("user", row.owner_id),
-                                                           ("group", row.group_id))])
-        insert_events(s, _event_rows(((row.id, row.host_id, msgs[row.id]) for row in plain),
-                                     event, old, new, at))
-        moved.update(ids)
+        end_rows(s, plain, old, new, event, msgs, at)
+        moved.update(row.id for row in plain)
     if per_vm:
         moved |= _one_by_one(s, [r for r in group if r.vm_id in per_vm], at, transition)
     return moved
+
+
+def may_name_image(template: str | None) -> bool:
+    """True if a stored template may name an image (``vms._image_ids`` reads DISK IMAGE_ID and
+    KERNEL_IMAGE/INITRD_IMAGE): such a VM's end also frees its images, in ``transition``, one
+    VM at a time. A superset test: at worst a VM without images takes that path."""
+    return bool(template) and _MAY_NAME_IMAGE.search(template or "") is not None
+
+
+def end_rows(s: Session, rows: Sequence[Any], old: VMState, new: VMState, event: str,
+             msgs: Mapping[int, str], at: float) -> None:
+    """``transition``'s move into DONE (:func:`ends_plainly`) for VMs locked in this transaction
+    in state ``old`` whose templates name no image (``rows``: :data:`_END_COLUMNS`): the rows,
+    their hosts' shares (summed per host), their owners' and groups' quotas (summed per row),
+    their leases, their events (message ``msgs[id]``), a few statements in all."""
+    if not rows:
+        return
+    ids = [row.id for row in rows]
+    s.flush()
+    res = s.connection().execute(
+        update(VM).where(among(s, VM.id, ids)).where(VM.state == old.value)
+        .values(state=new.value, state_changed_at=at, step_attempts=0, ended_at=at))
+    if res.rowcount != len(ids):  # the rows are locked (PostgreSQL) or the writer is alone
+        raise RuntimeError(f"{len(ids) - res.rowcount} of {len(ids)} VMs changed under their lock")
+    _expire(s, ids)
+    if old in HOLDS_HOST:
+        capacity.release_hosts(s, ((row.host_id, row.cpu_m, row.memory)
+                                   for row in rows if row.host_id is not None))
+    ipam.release_vms(s, ids)
+    capacity.refund_quotas(s, [(scope, scope_id, row.cpu_m, row.memory) for row in rows
+                               for scope, scope_id in (("user", row.owner_id),
+                                                       ("group", row.group_id))])
+    insert_events(s, _event_rows(((row.id, row.host_id, msgs[row.id]) for row in rows),
+                                 event, old, new, at))
+
+
+def _expire(s: Session, ids: Iterable[int]) -> None:
+    """Copies of these VMs in the session's identity map are expired after a Core UPDATE, so a
+    later ORM read in the same transaction (a group-commit batch's next call) sees the rows."""
+    for vm_id in ids:
+        cached = s.identity_map.get(s.identity_key(VM, vm_id))
+        if cached is not None:
+            s.expire(cached)
 
 
 def _one_by_one(s: Session, group: Sequence[Report], at: float,
