@@ -504,3 +504,29 @@ def test_a_core_move_expires_the_vm_the_session_holds(cloud: Cloud) -> None:
         vm_batch.end_rows(s, [vm_batch.one_vm(s, vm_id)], S.HOLD, S.DONE, "terminate",
                           {vm_id: "by admin"}, 2.0)
         assert s.get(VM, vm_id).ended_at == 2.0  # type: ignore[union-attr]
+
+
+def test_creates_and_ends_racing_on_one_quota_never_deadlock(cloud: Cloud, tmp_path: Path) -> None:
+    """Creates charge the user's quota row, then the group's; the set-based ends (a pending VM's
+    terminate, the lifecycle's) refund them in that order too. The other order deadlocked on
+    PostgreSQL within seconds under the REST mix (session 13)."""
+    alice = user_in(cloud, "alice", "atlas")
+    a = admin(cloud)
+    cloud.accounts.set_quota(a, "user", "alice", vms=1000)
+    cloud.accounts.set_quota(a, "group", "atlas", vms=1000)
+    first = [i for _ in range(4) for i in cloud.vms.create(alice, "CPU=1\nMEMORY=64\n", count=80)]
+
+    def churn(i: int) -> int:
+        for k in range(40):
+            cloud.vms.create(alice, "CPU=1\nMEMORY=64\n")
+            cloud.vms.action(alice, first[i * 40 + k], "terminate")  # PENDING -> DONE: a refund
+        return i
+
+    done, errors = race(8, churn)
+    assert errors == [] and sorted(done) == list(range(8))
+    with cloud.db.read() as s:
+        q = {sc: s.scalars(select(Quota).where(Quota.scope == sc).where(
+            Quota.scope_id == (alice.user_id if sc == "user" else alice.group_id))).one()
+            for sc in ("user", "group")}
+    for qq in q.values():
+        assert (qq.vms_used, qq.cpu_m_used, qq.mem_used) == (320, 320_000, 320 * 64)

@@ -219,10 +219,16 @@ def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: i
                                    "q_cpu_m": cpu_m, "q_mem": mem})
 
 
+#: The order of quota rows' locks (see :func:`refund_quotas`).
+_QUOTA_LOCK_ORDER = {"user": 0, "group": 1}
+
+
 def refund_quotas(session: Session, refunds: Iterable[tuple[str, int, int, int]]) -> None:
     """Refund ``(scope, scope_id, cpu_m, mem)`` of one VM each, for many VMs at once: summed per
-    quota row, one executemany, in (scope, id) order. The same totals :func:`refund_quota`
-    gives a VM at a time."""
+    quota row, one executemany. The same totals :func:`refund_quota` gives a VM at a time, and
+    the rows in the order every writer locks quota rows on PostgreSQL: users' before groups'
+    (a create charges its user, then its group), each by id. Groups first deadlocked with
+    creates (bench_scale --rest on PostgreSQL, session 13)."""
     per: dict[tuple[str, int], list[int]] = {}
     for scope, scope_id, cpu_m, mem in refunds:
         acc = per.setdefault((scope, scope_id), [0, 0, 0])
@@ -233,7 +239,8 @@ def refund_quotas(session: Session, refunds: Iterable[tuple[str, int, int, int]]
         session.flush()
         session.connection().execute(_REFUND, [
             {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
-            for (scope, scope_id), (vms, cpu_m, mem) in sorted(per.items())])
+            for (scope, scope_id), (vms, cpu_m, mem) in sorted(
+                per.items(), key=lambda item: (_QUOTA_LOCK_ORDER[item[0][0]], item[0][1]))])
 
 
 # ---------------------------------------------------------------- image repository bytes (0004)
