@@ -20,6 +20,7 @@ from tests.support.race import race
 from vocloud.errors import Conflict, Forbidden, InvalidInput, NoCapacity, QuotaExceeded
 from vocloud.model.lifecycle import VMState
 from vocloud.model.template import parse_template
+from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import HostSpec
 from vocloud.service.vm_batch import Report
@@ -311,19 +312,28 @@ def test_bulk_create_stores_the_template_the_one_by_one_way_would(cloud: Cloud) 
         assert sorted(lease["ip"] for lease in shown["leases"]) == [n["IP"] for n in nics]
 
 
-def _ending_scenario(cloud: Cloud, root: Path) -> tuple[list[int], int]:
-    """VMs of two users on two hosts, some with leases, one with an image disk, brought to
-    EPILOG (the lifecycle's last step before DONE); returns their ids and the image's id."""
+def _two_users_a_network_and_an_image(cloud: Cloud, root: Path, hosts: list[str],
+                                      network: str) -> tuple[Actor, Actor, Actor, int]:
+    """The admin, alice (atlas) and bob (cms); ``hosts`` (16 CPU each); a public network of 20
+    addresses; a public raw image. Returns the three actors and the image's id."""
     a = admin(cloud)
     alice = user_in(cloud, "alice", "atlas")
     bob = user_in(cloud, "bob", "cms")
-    for name in ("e1", "e2"):
+    for name in hosts:
         cloud.hosts.create(a, name, cpu=16, memory=16384)
-    cloud.networks.create(a, 'NAME="en"\nBRIDGE="br0"\nPUBLIC="YES"\nAR=[IP="10.7.0.1", SIZE="20"]\n')
+    cloud.networks.create(a, f'NAME="{network}"\nBRIDGE="br0"\nPUBLIC="YES"\n'
+                             'AR=[IP="10.7.0.1", SIZE="20"]\n')
     (root / "img").mkdir(parents=True)
     (root / "img" / "disk.raw").write_bytes(b"\0" * 4096)
     cloud.datastores.create(a, "repo", str(root / "img"))
     image = int(cloud.images.create(a, "base", str(root / "img" / "disk.raw"), "raw", public=True)["id"])
+    return a, alice, bob, image
+
+
+def _ending_scenario(cloud: Cloud, root: Path) -> tuple[list[int], int]:
+    """VMs of two users on two hosts, some with leases, one with an image disk, brought to
+    EPILOG (the lifecycle's last step before DONE); returns their ids and the image's id."""
+    a, alice, bob, image = _two_users_a_network_and_an_image(cloud, root, ["e1", "e2"], "en")
     ids = cloud.vms.create(alice, "CPU=1\nMEMORY=512\n", count=5)
     ids += cloud.vms.create(bob, "CPU=0.5\nMEMORY=256\nNIC=[NETWORK=\"en\"]\n", count=3)
     ids += cloud.vms.create(alice, f'CPU=2\nMEMORY=1024\nDISK=[IMAGE_ID="{image}"]\n')
@@ -408,15 +418,7 @@ def test_vms_ending_together_leave_what_one_by_one_ends_leave(
 def _action_script(cloud: Cloud, root: Path) -> list[object]:
     """Users' actions on VMs in many states (running, pending, held, with a lease, with an
     image), some refused; returns each answer or error."""
-    a = admin(cloud)
-    alice = user_in(cloud, "alice", "atlas")
-    bob = user_in(cloud, "bob", "cms")
-    cloud.hosts.create(a, "a1", cpu=16, memory=16384)
-    cloud.networks.create(a, 'NAME="an"\nBRIDGE="br0"\nPUBLIC="YES"\nAR=[IP="10.6.0.1", SIZE="20"]\n')
-    (root / "img").mkdir(parents=True)
-    (root / "img" / "disk.raw").write_bytes(b"\0" * 4096)
-    cloud.datastores.create(a, "repo", str(root / "img"))
-    image = int(cloud.images.create(a, "base", str(root / "img" / "disk.raw"), "raw", public=True)["id"])
+    a, alice, bob, image = _two_users_a_network_and_an_image(cloud, root, ["a1"], "an")
     run = cloud.vms.create(alice, "CPU=1\nMEMORY=512\n", count=6)
     run += cloud.vms.create(alice, f'CPU=1\nMEMORY=256\nDISK=[IMAGE_ID="{image}"]\n')
     run += cloud.vms.create(bob, 'CPU=1\nMEMORY=256\nNIC=[NETWORK="an"]\n')
