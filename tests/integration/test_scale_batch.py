@@ -532,3 +532,47 @@ def test_creates_and_ends_racing_on_one_quota_never_deadlock(cloud: Cloud, tmp_p
             for sc in ("user", "group")}
     for qq in q.values():
         assert (qq.vms_used, qq.cpu_m_used, qq.mem_used) == (320, 320_000, 320 * 64)
+
+
+def test_a_pass_notes_its_shutdown_requests_in_one_transaction(cloud: Cloud, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lifecycle pass that sends many shutdown requests notes them (``step_attempts``) in one
+    write transaction at its end, not one each; the next pass sees them and does not ask again;
+    a VM whose state changed meanwhile is not noted (compare-and-set)."""
+    a = admin(cloud)
+    cloud.hosts.create(a, "s1", cpu=16, memory=16384)
+    rec, drv = reconciler(cloud, tmp_path / "sim")
+    drv.shutdown_delay = 3600.0  # the guests take their time: each pass finds them still up
+    ids = cloud.vms.create(a, "CPU=1\nMEMORY=128\n", count=6)
+    converge(rec)
+    for vm_id in ids:
+        cloud.vms.action(a, vm_id, "terminate")
+    asked: list[str] = []
+    notes: list[int] = []
+    real_shutdown, real_bumps = drv.shutdown, cloud.vms.bump_attempts
+
+    def shutdown(ref: object, dep: str, hard: bool) -> None:
+        asked.append(dep)
+        real_shutdown(ref, dep, hard)  # type: ignore[arg-type]
+
+    def bump_attempts(chunk: list[Report]) -> None:
+        notes.append(len(chunk))
+        real_bumps(chunk)
+
+    monkeypatch.setattr(drv, "shutdown", shutdown)
+    monkeypatch.setattr(cloud.vms, "bump_attempts", bump_attempts)
+    writes_before = cloud.db.writer_stats()
+    rec.lifecycle_once()
+    assert len(asked) == 6 and notes == [6]
+    if writes_before is not None:  # SQLite: the six notes were one write transaction
+        assert cloud.db.writer_stats()[0] - writes_before[0] == 1  # type: ignore[index]
+    with cloud.db.read() as s:
+        assert set(s.scalars(select(VM.step_attempts).where(VM.id.in_(ids)))) == {1}
+    rec.lifecycle_once()
+    assert len(asked) == 6  # asked once: the notes were seen
+    # a stale note (the VM is no longer in the state the pass saw) changes nothing
+    cloud.vms.bump_attempts([Report(ids[0], S.RUNNING, "", "stale"), Report(ids[1], S.SHUTDOWN, "", "x")])
+    with cloud.db.read() as s:
+        got = dict(s.execute(select(VM.id, VM.step_attempts).where(VM.id.in_(ids[:2]))).all())
+        err = s.scalar(select(VM.error).where(VM.id == ids[1]))
+    assert got == {ids[0]: 1, ids[1]: 2} and err == "x"

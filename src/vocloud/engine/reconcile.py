@@ -136,6 +136,7 @@ class Reconciler:
         self.secrets = secrets or SecretDir(Path("/nonexistent/vocloud-secrets"))
         self.leaks = LeakSweeper(self.db, clock)  # cloud instances tagged ours, unknown to the store
         self._reports: list[vm_batch.Report] | None = None  # queued during a lifecycle pass
+        self._bumps: list[vm_batch.Report] | None = None  # driver calls made, queued likewise
         #: BOOT steps queued during a lifecycle pass, per host: started host by host in one
         #: driver call each (``_flush_boots``)
         self._boots: dict[int, _HostBoots] | None = None
@@ -271,10 +272,25 @@ class Reconciler:
         else:
             self._reports.append(vm_batch.Report(vm_id, expected, event, message))
 
+    def _bump(self, vm_id: int, expected: VMState, message: str = "") -> None:
+        """A step's driver call was made (the ACPI request sent): queued during a lifecycle pass
+        like the results (``_flush_reports``), else noted at once. Why: the REST mix's ~150
+        terminates a second were ~150 write transactions a second of their own, each a turn of
+        SQLite's writer lock (docs/performance.md, session 13). A crash before the flush only
+        makes the next pass send the request again, as it would after a crash anyway."""
+        if self._bumps is None:
+            self.cloud.vms.bump_attempt(vm_id, expected, message)
+        else:
+            self._bumps.append(vm_batch.Report(vm_id, expected, "", message))
+
     def _flush_reports(self) -> None:
-        """Apply the queued results, a chunk per transaction, each a compare-and-set on the state
-        the pass saw (a user's action meanwhile wins; the next pass sees the new state). A crash
-        before this point loses nothing: the steps are idempotent and run again."""
+        """Apply the queued driver-call notes, then the queued results, a chunk per transaction,
+        each a compare-and-set on the state the pass saw (a user's action meanwhile wins; the
+        next pass sees the new state). A crash before this point loses nothing: the steps are
+        idempotent and run again."""
+        bumps, self._bumps = self._bumps or [], []
+        for chunk in vm_batch.chunks(bumps, COMMIT_CHUNK):
+            self.cloud.vms.bump_attempts(chunk)
         queued, self._reports = self._reports or [], []
         for part in vm_batch.chunks(queued, COMMIT_CHUNK):
             self.cloud.vms.report_many(part)
@@ -286,6 +302,7 @@ class Reconciler:
         unreachable: dict[int, str] = {}  # hosts found unreachable in this pass: not tried again
         waited: set[int] = set()
         self._reports = []
+        self._bumps = []
         self._boots = {}
         self._pass.drivers = {}
         self._pass.refs = {}  # one HostRef per host per pass, not one per VM step
@@ -323,6 +340,7 @@ class Reconciler:
             self._flush_reports()
         finally:
             self._reports = None
+            self._bumps = None
             self._boots = None
             self._pass.drivers = None
             self._pass.refs = None
@@ -403,8 +421,7 @@ class Reconciler:
                 self._boots.setdefault(host.id, _HostBoots(drv, ref, host.name)).vms.append(
                     (vm, spec, elapsed))
         elif st == S.REBOOT:
-            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
-                        self.cloud.vms.bump_attempt)
+            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report, self._bump)
         elif st == S.MIGRATE and vm.hard:  # asked --cold, or the drivers can only move it so
             cold_migrate_step(self, vm, host, ref, target, host_ref(target) if target else None,
                               spec, elapsed, self.settings.shutdown_timeout,
@@ -527,7 +544,7 @@ class Reconciler:
                     stop(ref, vm.deploy_id)
                 else:
                     drv.shutdown(ref, vm.deploy_id, hard=hard or escalate)
-                self.cloud.vms.bump_attempt(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
+                self._bump(vm.id, st, "hard stop after shutdown timeout" if escalate else "")
         except DriverError as exc:
             if isinstance(exc, HostUnreachable):
                 raise  # not failed: owed until the host answers (lifecycle_once)

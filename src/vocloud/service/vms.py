@@ -654,6 +654,22 @@ class VMService:
                 .values(step_attempts=VM.step_attempts + 1, error=message)
             )
 
+    def bump_attempts(self, notes: Sequence[vm_batch.Report]) -> None:
+        """Many :meth:`bump_attempt` notes (``Report.message``; its event unused) in one
+        transaction: one UPDATE per (state, message), each a compare-and-set on the state the
+        loop saw, as one note at a time."""
+        groups: dict[tuple[VMState, str], list[int]] = {}
+        for note in notes:
+            groups.setdefault((note.expected, note.message), []).append(note.vm_id)
+        if not groups:
+            return
+        with self.db.write() as s:
+            for (expected, message), ids in groups.items():
+                for part in vm_batch.chunks(sorted(ids)):
+                    s.execute(update(VM).where(VM.id.in_(part)).where(VM.state == expected.value)
+                              .values(step_attempts=VM.step_attempts + 1, error=message)
+                              .execution_options(synchronize_session=False))
+
     # ---------------------------------------------------------------- reads
     def _row(self, s: Session, vm: VM) -> dict[str, Any]:
         host = s.get(Host, vm.host_id) if vm.host_id else None
