@@ -273,11 +273,12 @@ class Reconciler:
             self._reports.append(vm_batch.Report(vm_id, expected, event, message))
 
     def _bump(self, vm_id: int, expected: VMState, message: str = "") -> None:
-        """A step's driver call was made (the ACPI request sent): queued during a lifecycle pass
-        like the results (``_flush_reports``), else noted at once. Why: the REST mix's ~150
-        terminates a second were ~150 write transactions a second of their own, each a turn of
-        SQLite's writer lock (docs/performance.md, session 13). A crash before the flush only
-        makes the next pass send the request again, as it would after a crash anyway."""
+        """A shutdown request was sent: noted (``step_attempts``) with the pass's results
+        (``_flush_reports``), else at once. Why: the REST mix's ~150 terminates a second were
+        ~150 write transactions a second of their own, each a turn of SQLite's writer lock
+        (docs/performance.md, session 13). Notes lost before the flush (a crash, a failed
+        transaction) only make the next pass send the request again, which a guest already
+        shutting down ignores. Only for shutdowns: a reboot asked twice would reboot twice."""
         if self._bumps is None:
             self.cloud.vms.bump_attempt(vm_id, expected, message)
         else:
@@ -421,7 +422,9 @@ class Reconciler:
                 self._boots.setdefault(host.id, _HostBoots(drv, ref, host.name)).vms.append(
                     (vm, spec, elapsed))
         elif st == S.REBOOT:
-            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report, self._bump)
+            # noted at once: a reboot asked twice (a pass's notes lost) reboots the guest twice
+            reboot_step(vm, drv, ref, elapsed, self.settings.boot_timeout, report,
+                        self.cloud.vms.bump_attempt)
         elif st == S.MIGRATE and vm.hard:  # asked --cold, or the drivers can only move it so
             cold_migrate_step(self, vm, host, ref, target, host_ref(target) if target else None,
                               spec, elapsed, self.settings.shutdown_timeout,
