@@ -107,8 +107,11 @@ PARALLEL_SAFE = frozenset({
     "e2e/test_cli_errors.py", "e2e/test_cli_faults.py", "e2e/test_cli_host_backoff.py",
     "e2e/test_cli_objects.py", "e2e/test_cli_pools.py", "e2e/test_cli_security.py",
     "e2e/test_compare_policies.py", "e2e/test_simulate_burst_lpc.py", "e2e/test_simulate_cli.py",
-    "e2e/test_simulate_val_cli.py", "e2e/test_web_ui.py",
+    "e2e/test_simulate_val_cli.py",
 })
+# Not e2e/test_web_ui.py: Chromium abandons a page's loads with net::ERR_NETWORK_CHANGED when a
+# network interface comes or goes on the machine (the "machine" modules' bridges, taps and
+# namespace veths), which failed it once in session 13's CI; so it runs among them, serially.
 
 
 def xdist_group_of(nodeid: str) -> str:
