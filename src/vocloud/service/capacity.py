@@ -97,19 +97,11 @@ def acquire_host_or_raise(session: Session, host: Host, cpu_m: int, mem: int) ->
 
 
 def release_host(session: Session, host_id: int, cpu_m: int, mem: int) -> None:
-    session.execute(
-        update(Host)
-        .where(Host.id == host_id)
-        .values(
-            alloc_cpu_m=Host.alloc_cpu_m - cpu_m,
-            alloc_mem=Host.alloc_mem - mem,
-            running_vms=Host.running_vms - 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    """Free one VM's share of its host (the statement :func:`release_hosts` runs per host)."""
+    execute_dml(session, _RELEASE_MANY, {"h_id": host_id, "h_cpu_m": cpu_m, "h_mem": mem, "h_vms": 1})
 
 
-#: Many VMs' shares of one host at once, run by executemany (:func:`release_hosts`).
+#: A host's share of one or many VMs, freed (:func:`release_host`, :func:`release_hosts`).
 _RELEASE_MANY = (
     update(Host)
     .where(Host.id == bindparam("h_id"))

@@ -201,7 +201,7 @@ def may_name_image(template: str | None) -> bool:
     """True if a stored template may name an image (``vms._image_ids`` reads DISK IMAGE_ID and
     KERNEL_IMAGE/INITRD_IMAGE): such a VM's end also frees its images, in ``transition``, one
     VM at a time. A superset test: at worst a VM without images takes that path."""
-    return bool(template) and _MAY_NAME_IMAGE.search(template or "") is not None
+    return template is not None and _MAY_NAME_IMAGE.search(template) is not None
 
 
 def end_rows(s: Session, rows: Sequence[Any], old: VMState, new: VMState, event: str,

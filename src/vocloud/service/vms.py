@@ -648,11 +648,7 @@ class VMService:
 
     def bump_attempt(self, vm_id: int, expected: VMState, message: str = "") -> None:
         """Remember that a step's driver call was made (e.g. the ACPI request was sent)."""
-        with self.db.write() as s:
-            s.execute(
-                update(VM).where(VM.id == vm_id).where(VM.state == expected.value)
-                .values(step_attempts=VM.step_attempts + 1, error=message)
-            )
+        self.bump_attempts([vm_batch.Report(vm_id, expected, "", message)])
 
     def bump_attempts(self, notes: Sequence[vm_batch.Report]) -> None:
         """Many :meth:`bump_attempt` notes (``Report.message``; its event unused) in one
