@@ -142,7 +142,9 @@ class WriterLockCollector(Collector):
         counts: tuple[tuple[str, str, float], ...] = (
             ("vocloud_store_group_commit_batches", "Transactions the group commit of this "
              "process committed (store/group_commit.py)", group.batches),
-            ("vocloud_store_group_commit_calls", "Calls those transactions carried", group.calls))
+            ("vocloud_store_group_commit_calls", "Calls those transactions carried", group.calls),
+            ("vocloud_store_group_commit_retried", "Calls run again alone after their batch, "
+             "having given up a row-lock wait in it (PostgreSQL)", group.retried))
         for name, text, value in counts:
             c = CounterMetricFamily(name, text)
             c.add_metric([], value)

@@ -8,7 +8,7 @@ host (or the last VM of a quota) cannot both succeed, whatever their isolation l
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
 from vocloud.model.vmspec import cpu_centi
 from vocloud.store.bulk import execute_dml
+from vocloud.store.deferred import deferred_in
 from vocloud.store.schema import Host, Quota
 
 
@@ -160,12 +161,40 @@ _CHARGE = (
 )
 
 
+#: A quota row's usage and limits, unlocked (a PostgreSQL batch's check, :func:`charge_quota`).
+_USAGE = (
+    select(Quota.vms_used, Quota.vms_limit, Quota.cpu_m_used, Quota.cpu_m_limit, Quota.mem_used,
+           Quota.mem_limit)
+    .where(Quota.scope == bindparam("q_scope"))
+    .where(Quota.scope_id == bindparam("q_scope_id"))
+)
+
+
 def charge_quota(session: Session, scope: str, scope_id: int, name: str,
-                 vms: int, cpu_m: int, mem: int) -> None:
+                 vms: int, cpu_m: int, mem: int, lock: bool = False) -> None:
     """Add usage if it stays within every limit, else raise QuotaExceeded naming the limit.
     The charge is tried first; only when it does not apply is the row looked at (a missing
-    row is created, unlimited, and the charge tried again)."""
+    row is created, unlimited, and the charge tried again): at once, as the caller's last
+    lock (``store/deferred.py``). In a group-commit batch on
+    PostgreSQL the row is read instead, the charge checked against it plus the batch's sum so
+    far, and added to that sum, written at the batch's end (``store/deferred.py``); ``lock``:
+    charged at once there too, for a caller that relies on the row's lock to serialize one
+    user's creates (EC2's ClientToken, ``vms.create``'s ``within``)."""
     params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
+    deferred = None if lock else deferred_in(session)
+    if deferred is not None and deferred.charges:
+        session.flush()
+        row = session.connection().execute(_USAGE, params).first()
+        if row is not None:  # else: a new row, created and charged at once below
+            key = (scope, scope_id)
+            pend = deferred.pending(_QUOTA_KIND, key, 3)
+            parts = _over(row.vms_used + pend[0], row.vms_limit, row.cpu_m_used + pend[1],
+                          row.cpu_m_limit, row.mem_used + pend[2], row.mem_limit, vms, cpu_m, mem)
+            if parts is not None:
+                raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts}",
+                                    scope=scope, scope_id=scope_id)
+            deferred.add(_QUOTA_KIND, key, (vms, cpu_m, mem), _write_sums)
+            return
     res: CursorResult[tuple[()]] = execute_dml(session, _CHARGE, params)
     if res.rowcount == 1:
         return
@@ -181,15 +210,23 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
             select(Quota).where(Quota.scope == scope).where(Quota.scope_id == scope_id)
         ).one()
     session.refresh(q)
-    parts = []
-    if q.vms_limit >= 0 and q.vms_used + vms > q.vms_limit:
-        parts.append(f"VMs {q.vms_used}+{vms} > {q.vms_limit}")
-    if q.cpu_m_limit >= 0 and q.cpu_m_used + cpu_m > q.cpu_m_limit:
-        parts.append(f"CPU {cores(q.cpu_m_used):g}+{cores(cpu_m):g} > {cores(q.cpu_m_limit):g}")
-    if q.mem_limit >= 0 and q.mem_used + mem > q.mem_limit:
-        parts.append(f"MEMORY {q.mem_used}+{mem} > {q.mem_limit} MiB")
-    raise QuotaExceeded(f"{scope} {name} quota exceeded: {', '.join(parts) or 'limit reached'}",
+    parts = _over(q.vms_used, q.vms_limit, q.cpu_m_used, q.cpu_m_limit, q.mem_used, q.mem_limit,
+                  vms, cpu_m, mem)
+    raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts or 'limit reached'}",
                         scope=scope, scope_id=scope_id)
+
+
+def _over(vms_used: int, vms_limit: int, cpu_m_used: int, cpu_m_limit: int, mem_used: int,
+          mem_limit: int, vms: int, cpu_m: int, mem: int) -> str | None:
+    """What a charge would exceed (one clause per limit, for the error), None if it fits."""
+    parts = []
+    if vms_limit >= 0 and vms_used + vms > vms_limit:
+        parts.append(f"VMs {vms_used}+{vms} > {vms_limit}")
+    if cpu_m_limit >= 0 and cpu_m_used + cpu_m > cpu_m_limit:
+        parts.append(f"CPU {cores(cpu_m_used):g}+{cores(cpu_m):g} > {cores(cpu_m_limit):g}")
+    if mem_limit >= 0 and mem_used + mem > mem_limit:
+        parts.append(f"MEMORY {mem_used}+{mem} > {mem_limit} MiB")
+    return ", ".join(parts) if parts else None
 
 
 #: The refund (every VM that ends, twice): built once, as the charge.
@@ -207,6 +244,10 @@ _REFUND = (
 
 
 def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: int, mem: int) -> None:
+    deferred = deferred_in(session)
+    if deferred is not None:  # PostgreSQL: at the commit, last (store/deferred.py)
+        deferred.add(_QUOTA_KIND, (scope, scope_id), (-vms, -cpu_m, -mem), _write_sums)
+        return
     execute_dml(session, _REFUND, {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms,
                                    "q_cpu_m": cpu_m, "q_mem": mem})
 
@@ -227,12 +268,51 @@ def refund_quotas(session: Session, refunds: Iterable[tuple[str, int, int, int]]
         acc[0] += 1
         acc[1] += cpu_m
         acc[2] += mem
-    if per:
-        session.flush()
-        session.connection().execute(_REFUND, [
-            {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
-            for (scope, scope_id), (vms, cpu_m, mem) in sorted(
-                per.items(), key=lambda item: (_QUOTA_LOCK_ORDER[item[0][0]], item[0][1]))])
+    if not per:
+        return
+    deferred = deferred_in(session)
+    if deferred is not None:  # PostgreSQL: at the commit, last (store/deferred.py)
+        for key, (vms, cpu_m, mem) in per.items():
+            deferred.add(_QUOTA_KIND, key, (-vms, -cpu_m, -mem), _write_sums)
+        return
+    session.flush()
+    session.connection().execute(_REFUND, [
+        {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
+        for (scope, scope_id), (vms, cpu_m, mem) in sorted(per.items(), key=_lock_order)])
+
+
+def _lock_order(item: tuple[tuple[str, int], object]) -> tuple[int, int]:
+    (scope, scope_id), _ = item
+    return _QUOTA_LOCK_ORDER[scope], scope_id
+
+
+#: :class:`Deferred` kind of the quota sums
+_QUOTA_KIND = "quota"
+
+
+def _write_sums(session: Session, sums: dict[Hashable, list[int]]) -> None:
+    """A PostgreSQL transaction's quota sums, at its commit, row by row in lock order: a net refund
+    unconditionally (as a refund alone), a net charge only if it still fits; if it no longer
+    does (another process charged the row since the batch's calls read it), the batch fails and
+    its calls run again alone, each charged at once."""
+    rows = sorted(((key, acc) for key, acc in sums.items() if isinstance(key, tuple)),
+                  key=_lock_order)
+    conn = session.connection()
+    for (scope, scope_id), (vms, cpu_m, mem) in rows:
+        if vms == cpu_m == mem == 0:
+            continue
+        params = {"q_scope": scope, "q_scope_id": scope_id}
+        if vms <= 0 and cpu_m <= 0 and mem <= 0:
+            conn.execute(_REFUND, {**params, "q_vms": -vms, "q_cpu_m": -cpu_m, "q_mem": -mem})
+            continue
+        res = conn.execute(_CHARGE, {**params, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem})
+        if res.rowcount != 1:
+            raise QuotaRace(f"{scope} {scope_id}: the batch's quota charge no longer fits")
+
+
+class QuotaRace(RuntimeError):
+    """A batch's summed charge no longer fits its quota row: the batch is run again call by
+    call (never seen by a caller)."""
 
 
 # ---------------------------------------------------------------- image repository bytes (0004)

@@ -224,11 +224,12 @@ def end_rows(s: Session, rows: Sequence[Any], old: VMState, new: VMState, event:
         capacity.release_hosts(s, ((row.host_id, row.cpu_m, row.memory)
                                    for row in rows if row.host_id is not None))
     ipam.release_vms(s, ids)
+    insert_events(s, _event_rows(((row.id, row.host_id, msgs[row.id]) for row in rows),
+                                 event, old, new, at))
+    # last: the quota rows every create and end of these owners' VMs waits on (vms.create)
     capacity.refund_quotas(s, [(scope, scope_id, row.cpu_m, row.memory) for row in rows
                                for scope, scope_id in (("user", row.owner_id),
                                                        ("group", row.group_id))])
-    insert_events(s, _event_rows(((row.id, row.host_id, msgs[row.id]) for row in rows),
-                                 event, old, new, at))
 
 
 def _expire(s: Session, ids: Iterable[int]) -> None:

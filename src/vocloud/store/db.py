@@ -26,6 +26,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from vocloud.errors import InvalidInput
+from vocloud.store.deferred import DEFERRED, Deferred, RetryAlone, deferred_in, is_lock_conflict
 
 _WRITE = "vocloud_write"
 
@@ -107,13 +108,19 @@ class Batch:
         if session is None:
             raise RuntimeError("the batch's transaction did not open")
         point = session.begin_nested()
+        deferred = deferred_in(session)
+        before = deferred.snapshot() if deferred is not None else None
         try:
             yield session
             session.flush()
-        except BaseException:
+        except BaseException as exc:
             # also when a failed flush left it inactive: that rollback expunges the call's
             # pending objects, which the next call's flush would otherwise try again
             point.rollback()
+            if deferred is not None and before is not None:
+                deferred.restore(before)  # the call's quota sums go with its rows
+            if is_lock_conflict(exc):
+                raise RetryAlone from exc
             raise
         point.commit()
 
@@ -284,8 +291,14 @@ class Database:
         with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
             with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                 with conn.begin():
+                    deferred = None
+                    if not self.is_sqlite:  # quota rows last (store/deferred.py)
+                        deferred = session.info[DEFERRED] = Deferred()
                     yield session
                     session.flush()
+                    if deferred is not None:
+                        del session.info[DEFERRED]
+                        deferred.run(session)
 
     @contextmanager
     def enclosing_write(self) -> Iterator[Enclosing]:

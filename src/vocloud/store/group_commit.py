@@ -44,6 +44,7 @@ import greenlet
 
 from vocloud.store.db import PARK as _PARK
 from vocloud.store.db import Batch, Database
+from vocloud.store.deferred import LOCK_TIMEOUT_MS, RetryAlone, deferred_in
 
 log = logging.getLogger("vocloud.store")
 
@@ -78,11 +79,12 @@ class GroupCommit:
     def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
         self.db = db
         self.max_batch = max_batch
-        #: SQLite only. On PostgreSQL a batch holds its calls' row locks (quotas, VMs) until its
-        #: commit, in the calls' order, while the scheduler locks VMs in its own: with two API
-        #: processes that deadlocked every few seconds (bench_scale --rest, session 12), where
-        #: calls alone never did. There each call runs alone, as before (:meth:`submit` says None).
-        self.enabled = db.is_sqlite
+        #: False: each call runs alone (:meth:`submit` says None). On PostgreSQL a batch once
+        #: held its calls' row locks (quotas, VMs) until its commit, in the calls' order, while
+        #: the scheduler locks VMs in its own: with two API processes that deadlocked every few
+        #: seconds (session 12). Now quota changes wait for the batch's end and a lock wait
+        #: longer than a few ms sends its call to run alone (``store/deferred.py``).
+        self.enabled = True
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -90,6 +92,8 @@ class GroupCommit:
         #: since start: batches committed, calls they carried (``/metrics``, performance.md)
         self.batches = 0
         self.calls = 0
+        #: calls run again alone after their batch because they gave up a lock wait in it
+        self.retried = 0
 
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` in the next batch; its result or its exception, once the batch committed.
@@ -177,10 +181,18 @@ class GroupCommit:
         try:
             with self.db.locked_write() as session:
                 batch.session = session
+                deferred = deferred_in(session)
+                if deferred is not None:  # PostgreSQL: row locks (store/deferred.py)
+                    deferred.charges = True
+                    session.connection().exec_driver_sql(
+                        f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 for call in parked:
                     assert call.gr is not None
                     if call.gr.switch() is _PARK:  # cannot happen while the batch is open
                         raise RuntimeError("a call parked in an open batch")
+                if deferred is not None:
+                    # the quota rows at the commit, last and in one order: however long it takes
+                    session.connection().exec_driver_sql("SET LOCAL lock_timeout = 0")
         except Exception as exc:
             # The batch's work is rolled back; each call runs again alone (its own transaction,
             # its own outcome). A call's own error was caught in the call: this is the batch's.
@@ -196,6 +208,15 @@ class GroupCommit:
             return
         self.batches += 1
         self.calls += len(parked)
+        retry = [call for call in parked
+                 if call.outcome is not None and isinstance(call.outcome[1], RetryAlone)]
+        if retry:  # gave up a lock wait in the batch (PostgreSQL): alone, after its commit
+            log.debug("group commit: %d call(s) of a batch run alone after a lock wait", len(retry))
+            batch.session, batch.solo = None, True
+            for call in retry:
+                call.outcome = None
+                call.ctx.copy().run(call.run)
+            self.retried += len(retry)
 
 
 _STORES: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
