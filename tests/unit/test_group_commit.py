@@ -1,5 +1,7 @@
 """The group commit (store/group_commit.py): many callers' create and act calls in one
-transaction, each call all or nothing, checked outside the writer lock, recorded as alone."""
+transaction, each call all or nothing, checked outside the writer lock, recorded as alone —
+on SQLite and, where the test takes ``db_url``, on PostgreSQL too (its batches' own rules:
+tests/integration/test_pg_batches.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from vocloud.store.schema import VM, AuditRow, Quota, User
 TEMPLATE = "CPU=1\nMEMORY=64\n"
 
 
-def _cloud(tmp_path: Path) -> tuple[Cloud, Actor, Actor]:
-    db = Database(f"sqlite:///{tmp_path / 'vocloud.db'}")
+def _cloud(tmp_path: Path | str) -> tuple[Cloud, Actor, Actor]:
+    """A store with an admin and carol of VO vo-a: SQLite in ``tmp_path``, or the database at
+    the URL ``tmp_path`` (the ``db_url`` fixture: both databases)."""
+    db = Database(tmp_path if isinstance(tmp_path, str) else f"sqlite:///{tmp_path / 'vocloud.db'}")
     migrate.upgrade(db)
     cloud = Cloud(db)
     cloud.accounts.bootstrap()
@@ -75,8 +79,8 @@ def _one_batch(cloud: Cloud, calls: list[Callable[[], Any]]) -> list[tuple[bool,
     return out
 
 
-def test_one_batch_commits_once_and_each_call_gets_its_own_outcome(tmp_path: Path) -> None:
-    cloud, admin, carol = _cloud(tmp_path)
+def test_one_batch_commits_once_and_each_call_gets_its_own_outcome(db_url: str) -> None:
+    cloud, admin, carol = _cloud(db_url)
     theirs = cloud.vms.create(admin, TEMPLATE)[0]
     cloud.accounts.set_quota(admin, "user", "carol", vms=2)
     commits = _commits(cloud.db)
@@ -133,8 +137,8 @@ def test_each_call_is_checked_before_the_batch_takes_the_writer_lock(
     db.dispose()
 
 
-def test_reads_after_a_calls_first_write_see_the_batch(tmp_path: Path) -> None:
-    cloud, _admin, carol = _cloud(tmp_path)
+def test_reads_after_a_calls_first_write_see_the_batch(db_url: str) -> None:
+    cloud, _admin, carol = _cloud(db_url)
 
     def create_then_count() -> int:
         cloud.vms.create(carol, TEMPLATE)
@@ -146,8 +150,8 @@ def test_reads_after_a_calls_first_write_see_the_batch(tmp_path: Path) -> None:
     cloud.db.dispose()
 
 
-def test_a_batch_whose_commit_fails_runs_each_call_again_alone(tmp_path: Path) -> None:
-    cloud, _admin, carol = _cloud(tmp_path)
+def test_a_batch_whose_commit_fails_runs_each_call_again_alone(db_url: str) -> None:
+    cloud, _admin, carol = _cloud(db_url)
     failed: list[int] = []
 
     def fail_the_batch(_conn: Any) -> None:
@@ -190,8 +194,8 @@ def test_a_call_runs_in_its_callers_context(tmp_path: Path) -> None:
     cloud.db.dispose()
 
 
-def test_concurrent_creates_and_terminates_keep_quotas_exact(tmp_path: Path) -> None:
-    cloud, admin, carol = _cloud(tmp_path)
+def test_concurrent_creates_and_terminates_keep_quotas_exact(db_url: str) -> None:
+    cloud, admin, carol = _cloud(db_url)
     cloud.accounts.set_quota(admin, "user", "carol", vms=15)
     refused: list[int] = []
 
@@ -234,14 +238,14 @@ def test_a_closed_group_commit_runs_calls_in_the_callers_thread(tmp_path: Path) 
     cloud.db.dispose()
 
 
-def test_a_call_whose_statement_fails_leaves_the_others_whole(tmp_path: Path) -> None:
+def test_a_call_whose_statement_fails_leaves_the_others_whole(db_url: str) -> None:
     """A call whose flush fails in the database (here a duplicate key against an earlier call
     of the same batch) is rolled back to its savepoint; the calls after it still commit."""
     from sqlalchemy.exc import IntegrityError
 
     from vocloud.store.schema import SiteSetting
 
-    cloud, _admin, _carol = _cloud(tmp_path)
+    cloud, _admin, _carol = _cloud(db_url)
 
     def put(key: str, value: str) -> Callable[[], None]:
         def call() -> None:

@@ -212,11 +212,11 @@ class GroupCommit:
                  if call.outcome is not None and isinstance(call.outcome[1], RetryAlone)]
         if retry:  # gave up a lock wait in the batch (PostgreSQL): alone, after its commit
             log.debug("group commit: %d call(s) of a batch run alone after a lock wait", len(retry))
+            self.retried += len(retry)
             batch.session, batch.solo = None, True
             for call in retry:
                 call.outcome = None
                 call.ctx.copy().run(call.run)
-            self.retried += len(retry)
 
 
 _STORES: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()

@@ -1,0 +1,167 @@
+"""Group commit on PostgreSQL (store/deferred.py): quota rows written at the commit, last; a
+batch call that would wait on a row lock run again alone after the batch; a batch whose summed
+charge no longer fits run again call by call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from tests.support.pgserver import PgServer
+from tests.unit.test_group_commit import _one_batch
+from vocloud.errors import QuotaExceeded
+from vocloud.service import capacity
+from vocloud.service.auth import SYSTEM, Actor
+from vocloud.service.cloud import Cloud
+from vocloud.store import migrate
+from vocloud.store.db import Database
+from vocloud.store.schema import VM, AuditRow, Quota, User
+
+TEMPLATE = "CPU=1\nMEMORY=64\n"
+_n = iter(range(1_000_000))
+
+
+def _cloud(pg_server: PgServer) -> tuple[Cloud, Actor, Actor, str]:
+    url = pg_server.create_db(f"pgb_{next(_n)}")
+    db = Database(url)
+    migrate.upgrade(db)
+    cloud = Cloud(db)
+    cloud.accounts.bootstrap()
+    with db.read() as s:
+        row = s.scalars(select(User)).one()
+    admin = Actor(row.id, row.name, row.group_id, True)
+    vo = cloud.accounts.create_group(SYSTEM, "vo-a")
+    u = cloud.accounts.create_user(SYSTEM, "carol", vo["id"])
+    return cloud, admin, Actor(int(u["id"]), "carol", int(vo["id"]), False), url
+
+
+def _used(cloud: Cloud, scope: str, scope_id: int) -> int:
+    with cloud.db.read() as s:
+        return int(s.scalar(select(Quota.vms_used).where(Quota.scope == scope,
+                                                         Quota.scope_id == scope_id)) or 0)
+
+
+def test_a_call_that_meets_a_locked_row_runs_alone_after_its_batch(pg_server: PgServer) -> None:
+    """carol's terminate meets her VM's row locked by another transaction: the batch's other
+    calls commit without waiting for it, and the terminate is run again alone afterwards,
+    once the row is free — done once, recorded once, never as an error."""
+    cloud, _admin, carol, _url = _cloud(pg_server)
+    vm_id = cloud.vms.create(carol, TEMPLATE)[0]
+    holder = cloud.db.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM vms WHERE id = :i FOR UPDATE"), {"i": vm_id})
+    out: list[list[tuple[bool, Any]]] = []
+    runner = threading.Thread(target=lambda: out.append(_one_batch(cloud, [
+        lambda: cloud.vms.create(carol, TEMPLATE, name="a"),
+        lambda: cloud.vms.action(carol, vm_id, "terminate"),
+        lambda: cloud.vms.create(carol, TEMPLATE, name="b")])))
+    runner.start()
+    deadline = time.monotonic() + 20
+    names: list[str] = []
+    while time.monotonic() < deadline:  # the batch committed while the row is still held
+        with cloud.db.read() as s:
+            names = sorted(s.scalars(select(VM.name).where(VM.name.in_(["a", "b"]))))
+        if names == ["a", "b"]:
+            break
+        time.sleep(0.05)
+    assert names == ["a", "b"], "the batch waited for the locked row"
+    assert runner.is_alive()  # the terminate, alone now, waits for the row
+    assert cloud.group_commit.retried == 1
+    tx.commit()
+    holder.close()
+    runner.join(30)
+    assert not runner.is_alive()
+    results = out[0]
+    assert all(good for good, _ in results), results
+    with cloud.db.read() as s:
+        state = s.scalar(select(VM.state).where(VM.id == vm_id))
+        records = s.execute(select(AuditRow.action, AuditRow.result)
+                            .where(AuditRow.user_name == "carol")).all()
+    assert state == "DONE"  # a pending VM's terminate
+    assert sorted(r.result for r in records if r.action == "vms.action") == ["ok"]
+    assert _used(cloud, "user", carol.user_id) == 2  # a and b; the terminated VM refunded
+    cloud.db.dispose()
+
+
+def test_a_batch_whose_summed_charge_no_longer_fits_runs_its_calls_alone(
+        pg_server: PgServer) -> None:
+    """Two creates in one batch fit carol's quota of 2 as the batch read it; meanwhile another
+    process creates one of hers. At the batch's end the sum no longer fits: the batch is rolled
+    back and its calls run alone, so exactly one of them is refused and the quota is exact."""
+    cloud, admin, carol, url = _cloud(pg_server)
+    cloud.accounts.set_quota(admin, "user", "carol", vms=2)
+    other = Cloud(Database(url))  # another front-end process on the same database
+    injected: list[int] = []
+
+    def another_process_creates() -> None:
+        with cloud.db.write():  # parked: it runs once the batch is open, after x's and y's reads
+            if not injected:
+                injected.extend(other.vms.create(carol, TEMPLATE, name="elsewhere"))
+
+    def create(name: str) -> Callable[[], list[int]]:
+        return lambda: cloud.vms.create(carol, TEMPLATE, name=name)
+
+    batches0 = cloud.group_commit.batches
+    out = _one_batch(cloud, [create("x"), create("y"), another_process_creates])
+    assert cloud.group_commit.batches == batches0  # that batch did not commit
+    refused = [r for good, r in out if not good]
+    assert len(refused) == 1 and isinstance(refused[0], QuotaExceeded), out
+    with cloud.db.read() as s:
+        live = s.scalar(select(func.count()).select_from(VM).where(
+            VM.owner_id == carol.user_id, VM.state != "DONE"))
+    assert live == 2 and _used(cloud, "user", carol.user_id) == 2
+    assert _used(cloud, "group", carol.group_id) == 2
+    other.db.dispose()
+    cloud.db.dispose()
+
+
+def test_charges_in_a_batch_are_checked_against_the_row_plus_the_batch(
+        pg_server: PgServer) -> None:
+    """In a batch no charge is written before the commit; a later call is still checked
+    against what the batch's earlier calls charged, and a refused call's share is dropped."""
+    cloud, admin, carol, _url = _cloud(pg_server)
+    cloud.accounts.set_quota(admin, "user", "carol", vms=3)
+
+    def create_then_fail() -> None:  # its VM is charged, then the call fails: no charge left
+        with cloud.db.write():
+            cloud.vms.create(carol, TEMPLATE, name="ghost")
+            raise RuntimeError("after the charge")
+
+    batches0 = cloud.group_commit.batches
+    out = _one_batch(cloud, [
+        lambda: cloud.vms.create(carol, TEMPLATE, count=2),
+        lambda: cloud.vms.create(carol, TEMPLATE, count=2),  # 2 + 2 > 3
+        lambda: cloud.vms.create(carol, "CPU=1\nMEMORY=64\nNO_SUCH=1\n"),  # refused by its check
+        create_then_fail,
+        lambda: cloud.vms.create(carol, TEMPLATE)])  # 2 + 1 = 3
+    assert [good for good, _ in out] == [True, False, False, False, True], out
+    assert isinstance(out[1][1], QuotaExceeded) and "VMs 2+2 > 3" in out[1][1].message
+    assert cloud.group_commit.batches == batches0 + 1  # decided in the batch, not on a rerun
+    assert _used(cloud, "user", carol.user_id) == 3
+    with cloud.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VM).where(VM.name == "ghost")) == 0
+    cloud.db.dispose()
+
+
+def test_a_refund_is_written_at_the_commit_so_the_row_stays_free_until_then(
+        pg_server: PgServer) -> None:
+    """Outside a batch too, a refund is the transaction's last statement: another writer can
+    lock the quota row while the refunding transaction still does other work."""
+    cloud, _admin, carol, _url = _cloud(pg_server)
+    cloud.vms.create(carol, TEMPLATE)
+    assert _used(cloud, "user", carol.user_id) == 1
+    with cloud.db.write() as s:
+        capacity.refund_quota(s, "user", carol.user_id, 1, 1000, 64)
+        with cloud.db.engine.connect() as other:  # would fail if the row were locked
+            other.execute(text("SET lock_timeout = '200ms'"))
+            other.execute(text("SELECT id FROM quotas WHERE scope = 'user' AND scope_id = :u "
+                               "FOR UPDATE"), {"u": carol.user_id})
+            other.rollback()
+        assert s.scalar(select(Quota.vms_used).where(
+            Quota.scope == "user", Quota.scope_id == carol.user_id)) == 1  # not yet
+    assert _used(cloud, "user", carol.user_id) == 0
+    cloud.db.dispose()
