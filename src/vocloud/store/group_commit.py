@@ -8,8 +8,10 @@ per process runs the calls that queued meanwhile as one batch, in one transactio
 a SAVEPOINT of its own: the lock is taken, and the transaction committed, once per batch. Two
 API processes on two cores, same runs of ``bench_scale --rest``: 311-312 req/s and 4.6 ms of
 CPU per request with it, 228-236 req/s and 5.9 ms without (docs/performance.md, session 12).
-SQLite only (:attr:`GroupCommit.enabled`): on PostgreSQL a batch's longer-held row locks
-deadlocked with the scheduler's.
+On PostgreSQL too since session 14: there a batch's quota changes are written at its end, and
+a call that would wait on a row lock for more than a few ms is run again alone after the batch
+(``store/deferred.py``); before that, a batch's longer-held row locks deadlocked with the
+scheduler's and the lifecycle's.
 
 What each call keeps, as if it ran alone:
 
