@@ -159,7 +159,8 @@ def authenticates_in_call(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 async def in_group_commit(cloud: Cloud, who: PendingActor, call: Callable[[Actor], T]) -> T:
     """``call(actor)`` in the store's group commit (``store/group_commit.py``), the request's
     credentials checked first, in the same call: ``Unauthorized`` before anything else. Where
-    there is none (PostgreSQL), in one worker-thread call, as any route."""
+    there is none (the group commit closed or turned off), in one worker-thread call, as any
+    route."""
 
     def authenticated() -> T:
         return call(who.resolve())

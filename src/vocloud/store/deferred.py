@@ -25,8 +25,8 @@ from collections.abc import Callable, Hashable, Sequence
 
 from sqlalchemy.orm import Session
 
-#: ``Session.info`` key of a batch's :class:`Deferred` (absent outside a batch, and on SQLite,
-#: whose batch holds the database's one writer lock anyway)
+#: ``Session.info`` key of a write transaction's :class:`Deferred` (PostgreSQL only: SQLite's
+#: writer holds the whole database, so there is no row to take last)
 DEFERRED = "vocloud.deferred"
 
 #: how long a batch's statement waits for a row lock before its call is run alone (ms)
@@ -51,9 +51,9 @@ def is_lock_conflict(exc: BaseException) -> bool:
 
 
 class Deferred:
-    """A batch's hot-row changes: integer sums per (kind, key), written by the kind's ``apply``
-    at the batch's end (:meth:`run`); a call's own additions are dropped when it fails
-    (:meth:`snapshot` before it, :meth:`restore` after)."""
+    """A write transaction's hot-row changes: integer sums per (kind, key), written by the
+    kind's ``apply`` just before its commit (:meth:`run`); in a batch, a call's own additions
+    are dropped when it fails (:meth:`snapshot` before it, :meth:`restore` after)."""
 
     __slots__ = ("_apply", "_sums", "charges")
 
