@@ -176,20 +176,26 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
     The charge is tried first; only when it does not apply is the row looked at (a missing
     row is created, unlimited, and the charge tried again): at once, as the caller's last
     lock (``store/deferred.py``). In a group-commit batch on
-    PostgreSQL the row is read instead, the charge checked against it plus the batch's sum so
-    far, and added to that sum, written at the batch's end (``store/deferred.py``); ``lock``:
+    PostgreSQL the row is read instead (once per batch), the charge checked against it plus the
+    batch's sum so far, and added to that sum, written at the batch's end, conditionally
+    (``store/deferred.py``); ``lock``:
     charged at once there too, for a caller that relies on the row's lock to serialize one
     user's creates (EC2's ClientToken, ``vms.create``'s ``within``)."""
     params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
     deferred = None if lock else deferred_in(session)
     if deferred is not None and deferred.charges:
-        session.flush()
-        row = session.connection().execute(_USAGE, params).first()
+        key = (scope, scope_id)
+        row = deferred.read.get((_QUOTA_KIND, key))
+        if row is None:  # read once per batch: a stale check costs a rerun, never a wrong sum
+            session.flush()
+            found = session.connection().execute(_USAGE, params).first()
+            if found is not None:
+                row = deferred.read[(_QUOTA_KIND, key)] = tuple(found)
         if row is not None:  # else: a new row, created and charged at once below
-            key = (scope, scope_id)
+            vms_used, vms_limit, cpu_m_used, cpu_m_limit, mem_used, mem_limit = row
             pend = deferred.pending(_QUOTA_KIND, key, 3)
-            parts = _over(row.vms_used + pend[0], row.vms_limit, row.cpu_m_used + pend[1],
-                          row.cpu_m_limit, row.mem_used + pend[2], row.mem_limit, vms, cpu_m, mem)
+            parts = _over(vms_used + pend[0], vms_limit, cpu_m_used + pend[1], cpu_m_limit,
+                          mem_used + pend[2], mem_limit, vms, cpu_m, mem)
             if parts is not None:
                 raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts}",
                                     scope=scope, scope_id=scope_id)

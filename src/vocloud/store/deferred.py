@@ -55,11 +55,14 @@ class Deferred:
     kind's ``apply`` just before its commit (:meth:`run`); in a batch, a call's own additions
     are dropped when it fails (:meth:`snapshot` before it, :meth:`restore` after)."""
 
-    __slots__ = ("_apply", "_sums", "charges")
+    __slots__ = ("_apply", "_sums", "charges", "read")
 
     def __init__(self) -> None:
         self._sums: dict[str, Sums] = {}
         self._apply: dict[str, Apply] = {}
+        #: rows a kind read once for the whole batch (a quota's usage and limits): its checks
+        #: may be stale, never its writes, which :meth:`run` makes conditional
+        self.read: dict[tuple[str, Hashable], tuple[int, ...]] = {}
         #: True in a batch, whose calls' charges wait for its end too (a sum that no longer
         #: fits reruns them alone); in a transaction of its own a charge is made at once, so
         #: that a failed one is the caller's QuotaExceeded, and only refunds wait
