@@ -124,7 +124,7 @@ def _event_rows(rows: Iterable[tuple[int, int | None, str]], event: str, old: VM
 
 
 def insert_events(s: Session, rows: list[dict[str, Any]]) -> None:
-    """Many event rows in one statement: PostgreSQL COPY, SQLite one executemany
+    """Many event rows in one statement: PostgreSQL COPY (a few: one INSERT), SQLite one executemany
     (``store/bulk.py``; the ORM's bulk insert spent more time preparing rows than the database
     spent storing them, and psycopg's executemany is still one INSERT per row)."""
     bulk.insert_rows(s, Event.__table__, rows)  # type: ignore[arg-type]

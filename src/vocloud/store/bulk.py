@@ -13,7 +13,8 @@ stored template names the VM's id, known only after the INSERT) and an INSERT pe
   and the INSERT of those ids raises the mark (AUTOINCREMENT, ``store/sqlite_ids.py``).
 * :func:`insert_rows` stores rows whose every value is already known: PostgreSQL ``COPY ...
   FROM STDIN`` on the transaction's own connection (one statement, no SQL text per row, nothing
-  to parse or plan), SQLite one prepared INSERT run by ``executemany`` in-process.
+  to parse or plan) from :data:`COPY_FROM` rows on, one INSERT below that; SQLite one prepared
+  INSERT run by ``executemany`` in-process.
 
 Both run in the caller's transaction: the rows commit with the rest of it or not at all.
 """
@@ -53,6 +54,13 @@ def reserve_ids(s: Session, table: Table, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
+#: On PostgreSQL, fewer rows than this go in one INSERT: COPY costs two round trips (the
+#: server's CopyInResponse is awaited before the data goes), an INSERT one, and a REST create's
+#: VM and event rows are one each (issue 15: the group-commit thread waited on round trips
+#: ~70 % of its time, session 14).
+COPY_FROM = 16
+
+
 def insert_rows(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (mappings with the same keys, column names of ``table``) in the caller's
     transaction; columns not given take their server default (e.g. the id's sequence)."""
@@ -60,7 +68,7 @@ def insert_rows(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
         return
     conn = s.connection()
     cols = list(rows[0])
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or len(rows) < COPY_FROM:
         conn.execute(insert(table), list(rows))
         return
     for c in cols:  # column names go into the COPY statement: only the table's own
