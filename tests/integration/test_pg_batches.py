@@ -144,6 +144,10 @@ def test_charges_in_a_batch_are_checked_against_the_row_plus_the_batch(
     assert _used(cloud, "user", carol.user_id) == 3
     with cloud.db.read() as s:
         assert s.scalar(select(func.count()).select_from(VM).where(VM.name == "ghost")) == 0
+        records = sorted(s.execute(select(AuditRow.result).where(
+            AuditRow.user_name == "carol", AuditRow.action == "vms.create")).scalars())
+    # the batch's records go in at its end: the ghost's "ok" went with its call
+    assert records == ["InvalidInput", "QuotaExceeded", "ok", "ok"], records
     cloud.db.dispose()
 
 

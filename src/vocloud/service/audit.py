@@ -35,6 +35,7 @@ from vocloud.service.accounting import parse_time
 from vocloud.service.auth import SYSTEM, Actor
 from vocloud.service.base import find, now
 from vocloud.store.db import Database
+from vocloud.store.deferred import deferred_in
 from vocloud.store.schema import AuditRow, User
 
 log = logging.getLogger("vocloud.audit")
@@ -187,9 +188,17 @@ class AuditService:
         self._insert(s, _row(actor, action, obj))
 
     def _insert(self, s: Session, row: dict[str, Any]) -> None:
-        """One record in the transaction of ``s`` (the call's, or its group-commit batch's)."""
-        s.connection().execute(_INSERT, [row])
-        self._prune(s, row["time"])
+        """One record in the transaction of ``s`` (the call's, or its group-commit batch's: on
+        PostgreSQL there with the batch's other records, at its end, ``store/deferred.py``)."""
+        deferred = deferred_in(s)
+        if deferred is not None and deferred.in_batch:
+            deferred.append("audit", row, self._insert_many)
+            return
+        self._insert_many(s, [row])
+
+    def _insert_many(self, s: Session, rows: list[dict[str, Any]]) -> None:
+        s.connection().execute(_INSERT, rows)
+        self._prune(s, rows[-1]["time"])
 
     def wrap(self, kind: str, name: str, method: Callable[..., Any],
              enclosing: bool = False) -> Callable[..., Any]:

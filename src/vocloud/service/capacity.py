@@ -183,7 +183,7 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
     user's creates (EC2's ClientToken, ``vms.create``'s ``within``)."""
     params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
     deferred = None if lock else deferred_in(session)
-    if deferred is not None and deferred.charges:
+    if deferred is not None and deferred.in_batch:
         key = (scope, scope_id)
         row = deferred.read.get((_QUOTA_KIND, key))
         if row is None:  # read once per batch: a stale check costs a rerun, never a wrong sum

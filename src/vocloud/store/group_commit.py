@@ -185,7 +185,7 @@ class GroupCommit:
                 batch.session = session
                 deferred = deferred_in(session)
                 if deferred is not None:  # PostgreSQL: row locks (store/deferred.py)
-                    deferred.charges = True
+                    deferred.in_batch = True
                     session.connection().exec_driver_sql(
                         f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 for call in parked:
