@@ -12,14 +12,14 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from tests.support.pgserver import PgServer
+from tests.unit.test_group_commit import _cloud as group_commit_cloud
 from tests.unit.test_group_commit import _one_batch
 from vocloud.errors import QuotaExceeded
 from vocloud.service import capacity
-from vocloud.service.auth import SYSTEM, Actor
+from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
-from vocloud.store import migrate
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, AuditRow, Quota, User
+from vocloud.store.schema import VM, AuditRow, Quota
 
 TEMPLATE = "CPU=1\nMEMORY=64\n"
 _n = iter(range(1_000_000))
@@ -27,16 +27,7 @@ _n = iter(range(1_000_000))
 
 def _cloud(pg_server: PgServer) -> tuple[Cloud, Actor, Actor, str]:
     url = pg_server.create_db(f"pgb_{next(_n)}")
-    db = Database(url)
-    migrate.upgrade(db)
-    cloud = Cloud(db)
-    cloud.accounts.bootstrap()
-    with db.read() as s:
-        row = s.scalars(select(User)).one()
-    admin = Actor(row.id, row.name, row.group_id, True)
-    vo = cloud.accounts.create_group(SYSTEM, "vo-a")
-    u = cloud.accounts.create_user(SYSTEM, "carol", vo["id"])
-    return cloud, admin, Actor(int(u["id"]), "carol", int(vo["id"]), False), url
+    return (*group_commit_cloud(url), url)
 
 
 def _used(cloud: Cloud, scope: str, scope_id: int) -> int:
