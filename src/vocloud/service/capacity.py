@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from vocloud.errors import InvalidInput, NoCapacity, QuotaExceeded
 from vocloud.model.vmspec import cpu_centi
 from vocloud.store.bulk import execute_dml
-from vocloud.store.deferred import deferred_in
+from vocloud.store.deferred import Deferred, deferred_in
 from vocloud.store.schema import Host, Quota
 
 
@@ -174,33 +175,16 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
                  vms: int, cpu_m: int, mem: int, lock: bool = False) -> None:
     """Add usage if it stays within every limit, else raise QuotaExceeded naming the limit.
     The charge is tried first; only when it does not apply is the row looked at (a missing
-    row is created, unlimited, and the charge tried again): at once, as the caller's last
-    lock (``store/deferred.py``). In a group-commit batch on
-    PostgreSQL the row is read instead (once per batch), the charge checked against it plus the
-    batch's sum so far, and added to that sum, written at the batch's end, conditionally
-    (``store/deferred.py``); ``lock``:
-    charged at once there too, for a caller that relies on the row's lock to serialize one
-    user's creates (EC2's ClientToken, ``vms.create``'s ``within``)."""
+    row is created, unlimited, and the charge tried again). Callers charge last: the row stays
+    locked until their commit (``store/deferred.py``). In a group-commit batch on PostgreSQL
+    the charge waits for the batch's end instead (:func:`_charge_in_batch`), unless ``lock``:
+    a caller that relies on the row's lock to serialize one user's creates (EC2's
+    ClientToken, ``vms.create``'s ``within``)."""
     params = {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms, "q_cpu_m": cpu_m, "q_mem": mem}
     deferred = None if lock else deferred_in(session)
-    if deferred is not None and deferred.in_batch:
-        key = (scope, scope_id)
-        row = deferred.read.get((_QUOTA_KIND, key))
-        if row is None:  # read once per batch: a stale check costs a rerun, never a wrong sum
-            session.flush()
-            found = session.connection().execute(_USAGE, params).first()
-            if found is not None:
-                row = deferred.read[(_QUOTA_KIND, key)] = tuple(found)
-        if row is not None:  # else: a new row, created and charged at once below
-            vms_used, vms_limit, cpu_m_used, cpu_m_limit, mem_used, mem_limit = row
-            pend = deferred.pending(_QUOTA_KIND, key, 3)
-            parts = _over(vms_used + pend[0], vms_limit, cpu_m_used + pend[1], cpu_m_limit,
-                          mem_used + pend[2], mem_limit, vms, cpu_m, mem)
-            if parts is not None:
-                raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts}",
-                                    scope=scope, scope_id=scope_id)
-            deferred.add(_QUOTA_KIND, key, (vms, cpu_m, mem), _write_sums)
-            return
+    if deferred is not None and deferred.in_batch and _charge_in_batch(
+            session, deferred, params, name):
+        return
     res: CursorResult[tuple[()]] = execute_dml(session, _CHARGE, params)
     if res.rowcount == 1:
         return
@@ -220,6 +204,33 @@ def charge_quota(session: Session, scope: str, scope_id: int, name: str,
                   vms, cpu_m, mem)
     raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts or 'limit reached'}",
                         scope=scope, scope_id=scope_id)
+
+
+def _charge_in_batch(session: Session, deferred: Deferred, params: dict[str, Any],
+                     name: str) -> bool:
+    """A batch's charge: checked against the quota row (read once per batch) plus the batch's
+    sum so far, then added to that sum, written at the batch's end conditionally
+    (:func:`_write_sums`): a stale check costs a rerun, never a wrong sum. False if the row
+    does not exist yet (the caller creates and charges it at once)."""
+    scope, scope_id = params["q_scope"], params["q_scope_id"]
+    key = (scope, scope_id)
+    row = deferred.read.get((_QUOTA_KIND, key))
+    if row is None:
+        session.flush()
+        found = session.connection().execute(_USAGE, params).first()
+        if found is None:
+            return False
+        row = deferred.read[(_QUOTA_KIND, key)] = tuple(found)
+    vms_used, vms_limit, cpu_m_used, cpu_m_limit, mem_used, mem_limit = row
+    vms, cpu_m, mem = params["q_vms"], params["q_cpu_m"], params["q_mem"]
+    pend = deferred.pending(_QUOTA_KIND, key, 3)
+    parts = _over(vms_used + pend[0], vms_limit, cpu_m_used + pend[1], cpu_m_limit,
+                  mem_used + pend[2], mem_limit, vms, cpu_m, mem)
+    if parts is not None:
+        raise QuotaExceeded(f"{scope} {name} quota exceeded: {parts}", scope=scope,
+                            scope_id=scope_id)
+    deferred.add(_QUOTA_KIND, key, (vms, cpu_m, mem), _write_sums)
+    return True
 
 
 def _over(vms_used: int, vms_limit: int, cpu_m_used: int, cpu_m_limit: int, mem_used: int,
@@ -250,12 +261,7 @@ _REFUND = (
 
 
 def refund_quota(session: Session, scope: str, scope_id: int, vms: int, cpu_m: int, mem: int) -> None:
-    deferred = deferred_in(session)
-    if deferred is not None:  # PostgreSQL: at the commit, last (store/deferred.py)
-        deferred.add(_QUOTA_KIND, (scope, scope_id), (-vms, -cpu_m, -mem), _write_sums)
-        return
-    execute_dml(session, _REFUND, {"q_scope": scope, "q_scope_id": scope_id, "q_vms": vms,
-                                   "q_cpu_m": cpu_m, "q_mem": mem})
+    _refund(session, {(scope, scope_id): [vms, cpu_m, mem]})
 
 
 #: The order of quota rows' locks (see :func:`refund_quotas`).
@@ -274,10 +280,16 @@ def refund_quotas(session: Session, refunds: Iterable[tuple[str, int, int, int]]
         acc[0] += 1
         acc[1] += cpu_m
         acc[2] += mem
+    _refund(session, per)
+
+
+def _refund(session: Session, per: dict[tuple[str, int], list[int]]) -> None:
+    """Refund ``[vms, cpu_m, mem]`` per quota row: on PostgreSQL at the commit, last
+    (``store/deferred.py``); on SQLite now, in lock order, one executemany."""
     if not per:
         return
     deferred = deferred_in(session)
-    if deferred is not None:  # PostgreSQL: at the commit, last (store/deferred.py)
+    if deferred is not None:
         for key, (vms, cpu_m, mem) in per.items():
             deferred.add(_QUOTA_KIND, key, (-vms, -cpu_m, -mem), _write_sums)
         return
