@@ -90,7 +90,7 @@ class Cloud:
     def authenticate_with(self, credentials: Credentials | None) -> Actor:
         """Credentials of any registered scheme -> the Actor, or ``Unauthorized``."""
         if self.authenticators.on_connection(credentials):  # bearer: every REST request
-            with self.db.engine.connect() as conn:
+            with self.db.read_connection() as conn:
                 return self.authenticators.authenticate(conn, credentials)
         with self.db.read() as s:
             return self.authenticators.authenticate(s, credentials)
