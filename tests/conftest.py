@@ -104,6 +104,7 @@ PARALLEL_SAFE = frozenset({
     "integration/test_scale_batch.py",
     "integration/test_secrets.py", "integration/test_service_guards.py", "integration/test_store_lease.py",
     "integration/test_tenancy.py", "integration/test_trust_boundary.py", "integration/test_vm_ids.py",
+    "integration/test_vm_list_index.py",
     "integration/test_xmlrpc.py", "integration/test_xmlrpc_fuzz.py",
     "e2e/test_cli_acceptance.py", "e2e/test_cli_access_keys.py", "e2e/test_cli_daemon.py",
     "e2e/test_cli_errors.py", "e2e/test_cli_faults.py", "e2e/test_cli_host_backoff.py",

@@ -701,25 +701,24 @@ class VMService:
         )
         if mode == "state":
             inner = inner.where(VM.state == bindparam("state"))
-        elif mode == "live":
-            inner = inner.where(VM.state != VMState.DONE.value)
+        elif mode == "live":  # spelled as ix_vms_live_id's predicate, so the index serves it
+            inner = inner.where(VM.state != literal_column(f"'{VMState.DONE.value}'"))
         if where is not None:
             inner = inner.where(where)
         if limited:
             inner = inner.limit(bindparam("limit", type_=Integer))
-        sq = inner.subquery()
-        pairs: list[Any] = []
-        for col in sq.c:  # keys inlined: PostgreSQL cannot type a bare key parameter
-            pairs.extend((literal_column(f"'{col.name}'"), col))
+        sq = inner.subquery("vm_rows")
         if self.db.is_sqlite:
+            pairs: list[Any] = []
+            for col in sq.c:  # keys inlined, as SQLite's json_object wants them
+                pairs.extend((literal_column(f"'{col.name}'"), col))
             agg: Any = func.json_group_array(func.json_object(*pairs))
         else:
             from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+            # whole rows (keys: the column labels): a third of json_build_object's CPU per row
             agg = func.coalesce(
-                cast(func.json_agg(aggregate_order_by(func.json_build_object(*pairs), sq.c.id)), Text),
-                "[]",
-            )
+                cast(func.json_agg(aggregate_order_by(sq.table_valued(), sq.c.id)), Text), "[]")
         return select(agg).select_from(sq)
 
     def list_json(self, actor: Actor, include_done: bool = False, state: str | None = None,

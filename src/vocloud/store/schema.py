@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -130,6 +131,9 @@ class VM(Base):
     __table_args__ = (
         Index("ix_vms_state_id", "state", "id"),
         Index("ix_vms_group_id_id", "group_id", "id"),
+        # the live VMs' ids: ``vm list`` reads ``limit`` entries, not the whole DONE history
+        Index("ix_vms_live_id", "id", postgresql_where=text("state <> 'DONE'"),
+              sqlite_where=text("state <> 'DONE'")),
         {"sqlite_autoincrement": True},  # ids never reused (store/sqlite_ids.py)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
