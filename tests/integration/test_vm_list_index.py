@@ -37,7 +37,7 @@ def _plan(db: Database, cloud: Cloud, limit: int) -> str:
             rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
                                         tuple(params[k] for k in compiled.positiontup or ()))
             return "\n".join(str(r) for r in rows)
-    dialect = postgresql.psycopg.dialect(paramstyle="numeric_dollar")
+    dialect = postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
     compiled = stmt.compile(dialect=dialect)
     params = compiled.construct_params({"limit": limit})
     args = ", ".join(_literal(params[k]) for k in compiled.positiontup or ())
