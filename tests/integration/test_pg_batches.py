@@ -19,7 +19,8 @@ from vocloud.service import capacity
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.store.db import Database
-from vocloud.store.schema import VM, AuditRow, Quota
+from vocloud.service.hosts import HostSpec
+from vocloud.store.schema import VM, AuditRow, Host, Quota
 
 TEMPLATE = "CPU=1\nMEMORY=64\n"
 _n = iter(range(1_000_000))
@@ -159,4 +160,38 @@ def test_a_refund_is_written_at_the_commit_so_the_row_stays_free_until_then(
         assert s.scalar(select(Quota.vms_used).where(
             Quota.scope == "user", Quota.scope_id == carol.user_id)) == 1  # not yet
     assert _used(cloud, "user", carol.user_id) == 0
+    cloud.db.dispose()
+
+
+def test_the_scheduler_leaves_a_vm_whose_row_a_request_holds_for_its_next_pass(
+        pg_server: PgServer) -> None:
+    """The scheduler neither waits for a user's call holding a PENDING VM's row (its
+    terminate, its hold) nor makes other calls wait behind the rows it locked meanwhile: the
+    held VM is skipped this pass, the others placed, and the next pass places it."""
+    cloud, admin, carol, _url = _cloud(pg_server)
+    [host] = cloud.hosts.create_many(admin, [HostSpec("sk1", cpu=8, memory=8192)])
+    held, free = cloud.vms.create(carol, TEMPLATE, count=2)
+    holder = cloud.db.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM vms WHERE id = :i FOR UPDATE"), {"i": held})
+    out: list[dict[int, str]] = []
+    runner = threading.Thread(
+        target=lambda: out.append(cloud.vms.schedule_many([(held, host["id"]), (free, host["id"])])))
+    runner.start()
+    runner.join(10)
+    try:
+        assert not runner.is_alive(), "the scheduler waited for the held row"
+    finally:
+        tx.rollback()
+        holder.close()
+        runner.join(30)
+    assert out == [{}]  # nothing lost a race: the held VM was left, not refused
+    with cloud.db.read() as s:
+        states = {i: st for i, st in s.execute(select(VM.id, VM.state).where(VM.id.in_([held, free])))}
+        alloc = s.scalar(select(Host.running_vms).where(Host.id == host["id"]))
+    assert states == {held: "PENDING", free: "PROLOG"} and alloc == 1
+    assert cloud.vms.schedule_many([(held, host["id"])]) == {}
+    with cloud.db.read() as s:
+        assert s.scalar(select(VM.state).where(VM.id == held)) == "PROLOG"
+        assert s.scalar(select(Host.running_vms).where(Host.id == host["id"])) == 2
     cloud.db.dispose()

@@ -267,8 +267,12 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
     lost: dict[int, str] = {}
     wanted = dict(placements)
     for part in chunks(sorted(wanted)):
+        # SKIP LOCKED (PostgreSQL): a VM whose row a user's call holds (its terminate, its hold)
+        # is left for the next pass instead of waited for — the scheduler never queues behind
+        # a request, nor makes requests queue behind the locks it took while it waited
         rows = s.execute(select(VM.id, VM.cpu_m, VM.memory).where(among(s, VM.id, part))
-                         .where(VM.state == VMState.PENDING.value).with_for_update()).all()
+                         .where(VM.state == VMState.PENDING.value)
+                         .with_for_update(skip_locked=True)).all()
         by_host: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         for vm_id, cpu_m, mem in rows:
             vm_next(vm_id, VMState.PENDING, "scheduled")  # the table decides, as in transition
