@@ -18,8 +18,8 @@ from vocloud.errors import QuotaExceeded
 from vocloud.service import capacity
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
-from vocloud.store.db import Database
 from vocloud.service.hosts import HostSpec
+from vocloud.store.db import Database
 from vocloud.store.schema import VM, AuditRow, Host, Quota
 
 TEMPLATE = "CPU=1\nMEMORY=64\n"
