@@ -93,6 +93,29 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection dead after {PING_IDLE_S} s idle") from e
 
 
+#: Execution option of a group-commit batch's connection on PostgreSQL: its calls' savepoints
+#: stay open to the batch's end instead of being released (:func:`_keep_batch_savepoints`).
+KEEP_SAVEPOINTS = "vocloud_keep_savepoints"
+
+
+def _keep_batch_savepoints(engine: Engine) -> None:
+    """Leave a batch call's savepoint open when the call succeeds (no RELEASE SAVEPOINT).
+
+    Why: the RELEASE is one round trip of the group-commit thread per call, and it frees
+    nothing the batch needs — a subtransaction's row locks and XID belong to the transaction
+    until it ends either way. Savepoints nest, so a later call's ROLLBACK TO its own savepoint
+    still undoes that call's work only, and the batch's COMMIT commits every open level.
+    SQLAlchemy's bookkeeping is unchanged: it believes the savepoint released, as it would be
+    at the commit. At most ``MAX_BATCH`` levels deep (store/group_commit.py)."""
+    release = engine.dialect.do_release_savepoint
+
+    def do_release_savepoint(connection: Connection, name: str) -> None:
+        if not connection.get_execution_options().get(KEEP_SAVEPOINTS, False):
+            release(connection, name)
+
+    engine.dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+
+
 class Enclosing:
     """An :meth:`Database.enclosing_write` block: the store it belongs to, and the write
     transaction its first ``write`` opened (``session``; None until then), held open on
@@ -245,6 +268,7 @@ class Database:
         self.engine = create_engine(url, **kwargs)
         if not self.is_sqlite:
             _ping_when_idle(self.engine)
+            _keep_batch_savepoints(self.engine)
         lock_path: Path | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[-1]

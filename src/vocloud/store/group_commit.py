@@ -44,8 +44,8 @@ from typing import Any, TypeVar
 
 import greenlet
 
+from vocloud.store.db import KEEP_SAVEPOINTS, Batch, Database
 from vocloud.store.db import PARK as _PARK
-from vocloud.store.db import Batch, Database
 from vocloud.store.deferred import LOCK_TIMEOUT_MS, RetryAlone, deferred_in
 
 log = logging.getLogger("vocloud.store")
@@ -186,8 +186,9 @@ class GroupCommit:
                 deferred = deferred_in(session)
                 if deferred is not None:  # PostgreSQL: row locks (store/deferred.py)
                     deferred.in_batch = True
-                    session.connection().exec_driver_sql(
-                        f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                    conn = session.connection()
+                    conn.execution_options(**{KEEP_SAVEPOINTS: True})  # ends with the connection
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 for call in parked:
                     assert call.gr is not None
                     if call.gr.switch() is _PARK:  # cannot happen while the batch is open
