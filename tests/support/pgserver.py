@@ -32,8 +32,9 @@ def find_bindir() -> Path | None:
 
 
 class PgServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, options: str = "") -> None:
         self.bindir = bindir
+        self.options = options  # more ``-c name=value`` server settings (bench/probe_pg_rest.py)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="vocloud-pg-"))
         self.datadir = self.root / "data"
@@ -54,7 +55,7 @@ class PgServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", self.user,
                   "--no-sync", "-E", "UTF8")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 {self.options}")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l",
                   str(self.root / "log"), "-w", "-t", "60", "start")
 
