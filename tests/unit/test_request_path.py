@@ -436,3 +436,57 @@ def test_a_write_whose_caller_left_before_it_began_is_not_done(tmp_path: Path) -
     assert cloud.group_commit.run(lambda: 7) == 7  # the writer goes on
     assert ran == []
     cloud.db.dispose()
+
+
+def test_a_batch_reads_each_credential_once(tmp_path: Path) -> None:
+    """The calls of one group-commit batch authenticate before its transaction opens, one after
+    another: one credential is read once for them all, another credential on its own, and a
+    bad one is refused in every call that sends it (a refusal is never remembered)."""
+    import asyncio
+
+    from vocloud.api.common import PendingActor, in_group_commit
+    from vocloud.errors import Unauthorized
+    from vocloud.service.auth import SYSTEM, Credentials
+
+    cloud = Cloud(_store(tmp_path))
+    admin_token = cloud.accounts.bootstrap()
+    vo = cloud.accounts.create_group(SYSTEM, "vo-a")
+    carol_token = cloud.accounts.create_user(SYSTEM, "carol", vo["id"])["token"]
+    reads: list[str] = []
+    real_auth = cloud.authenticate_with
+
+    def auth(credentials: Any) -> Any:
+        reads.append(credentials.value)
+        return real_auth(credentials)
+
+    cloud.authenticate_with = auth  # type: ignore[method-assign]
+    tokens = [admin_token, carol_token, admin_token, "vc_nope", admin_token, carol_token, "vc_nope"]
+    gate, held = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the writer thread busy: the calls below queue into one batch
+        held.set()
+        gate.wait()
+
+    first = threading.Thread(target=lambda: cloud.group_commit.run(hold))
+    first.start()
+    assert held.wait(10)
+
+    async def calls() -> list[Any]:
+        def whose(actor: Actor) -> str:
+            with cloud.db.write():  # a write: the call joins the batch's transaction
+                return actor.name
+
+        pending = [asyncio.ensure_future(in_group_commit(
+            cloud, PendingActor(cloud, Credentials("bearer", t or "")), whose)) for t in tokens]
+        await asyncio.sleep(0.2)
+        gate.set()
+        return list(await asyncio.gather(*pending, return_exceptions=True))
+
+    batches = cloud.group_commit.batches
+    out = asyncio.run(calls())
+    first.join(10)
+    assert out[:3] == ["admin", "carol", "admin"] and out[4:6] == ["admin", "carol"]
+    assert isinstance(out[3], Unauthorized) and isinstance(out[6], Unauthorized)
+    assert cloud.group_commit.batches == batches + 1  # the seven in one batch
+    assert sorted(reads) == sorted([admin_token, carol_token, "vc_nope", "vc_nope"])
+    cloud.db.dispose()

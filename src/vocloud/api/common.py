@@ -122,6 +122,21 @@ class PendingActor:
             self.actor = self.cloud.authenticate_with(self.credentials)
         return self.actor
 
+    def resolve_in_batch(self) -> Actor:
+        """:meth:`resolve` in a group-commit call: one store read per credential per batch
+        (``Database.batch_memo``), where each call would read the same user row in turn
+        before the batch's transaction opens. A refusal is not remembered: every call with a
+        bad credential is refused by its own check."""
+        memo = self.cloud.db.batch_memo()
+        if memo is None or self.credentials is None or self.actor is not None:
+            return self.resolve()
+        key = (PendingActor, self.credentials.scheme, self.credentials.value)
+        actor = memo.get(key)
+        if actor is None:
+            actor = memo[key] = self.resolve()
+        self.actor = actor
+        return actor
+
 
 #: Where a request's :class:`PendingActor` is kept (``request.state``) for the error handlers.
 PENDING_KEY = "vocloud_pending_actor"
@@ -163,7 +178,7 @@ async def in_group_commit(cloud: Cloud, who: PendingActor, call: Callable[[Actor
     route."""
 
     def authenticated() -> T:
-        return call(who.resolve())
+        return call(who.resolve_in_batch())
 
     future = cloud.group_commit.submit(authenticated)
     if future is None:

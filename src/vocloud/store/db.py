@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,12 +145,15 @@ class Batch:
     is parked and the transaction is open; ``solo``: the batch gave up (it could not open, or
     its commit failed), writes go alone."""
 
-    __slots__ = ("session", "solo", "thread")
+    __slots__ = ("memo", "session", "solo", "thread")
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
         self.session: Session | None = None
         self.solo = False
+        #: what the batch's calls would each read alike, read once for the batch
+        #: (:meth:`Database.batch_memo`)
+        self.memo: dict[Hashable, Any] = {}
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[Session]:
@@ -313,6 +316,15 @@ class Database:
         if batch is None or batch.solo or batch.thread != threading.get_ident():
             return None
         return batch
+
+    def batch_memo(self) -> dict[Hashable, Any] | None:
+        """In a group-commit batch's call: a dict that lives as long as the batch, for a value
+        its calls would each read alike before their writes (the API's authentication of one
+        credential: ``api/common.py``); None elsewhere. Its calls' checks run one after
+        another before the batch's transaction opens, so a value shared among them is as
+        fresh as each call reading it again."""
+        batch = self._batch_here()
+        return None if batch is None else batch.memo
 
     def in_batch(self) -> bool:
         """True in a group-commit batch's call: a write here joins the batch."""
