@@ -43,3 +43,32 @@ def test_every_user_visible_table_is_autoincrement(cloud: Cloud) -> None:
         with cloud.db.engine.connect() as conn:
             assert set(sqlite_ids.NEVER_REUSED) <= sqlite_ids.autoincrement_tables(conn)
             assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
+
+
+def test_a_create_takes_its_ids_in_order_and_in_its_first_statement(cloud: Cloud) -> None:
+    """Ids ascend within a create and across creates, a refused create takes none that a later
+    one would miss (SQLite) or leaves a gap (PostgreSQL: taken with the owner, in one round
+    trip — no statement of their own)."""
+    from sqlalchemy import event
+
+    from vocloud.errors import NotFound
+
+    alice = user_in(cloud, "alice", "atlas")
+    sent: list[str] = []
+    event.listen(cloud.db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    first = cloud.vms.create(alice, SMALL, count=3)
+    assert first == sorted(first) and len(set(first)) == 3
+    creating = [st for st in sent if "nextval" in st or "FROM users" in st]
+    if cloud.db.is_sqlite:
+        assert not any("nextval" in st for st in sent)
+    else:
+        assert len(creating) == 1 and "nextval" in creating[0], creating
+    try:
+        cloud.vms.create(alice, SMALL + "DISK=[IMAGE=\"no-such-image\"]\n")
+    except NotFound:
+        pass
+    else:
+        raise AssertionError("a create naming a missing image was not refused")
+    (after,) = cloud.vms.create(alice, SMALL)
+    assert after > first[-1]
+    assert cloud.vms.show(alice, after)["deploy_id"].endswith(f"-{after}")
