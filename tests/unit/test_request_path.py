@@ -487,6 +487,6 @@ def test_a_batch_reads_each_credential_once(tmp_path: Path) -> None:
     first.join(10)
     assert out[:3] == ["admin", "carol", "admin"] and out[4:6] == ["admin", "carol"]
     assert isinstance(out[3], Unauthorized) and isinstance(out[6], Unauthorized)
-    assert cloud.group_commit.batches == batches + 1  # the seven in one batch
+    assert cloud.group_commit.batches == batches + 1  # the five that write, in one batch
     assert sorted(reads) == sorted([admin_token, carol_token, "vc_nope", "vc_nope"])
     cloud.db.dispose()
