@@ -365,6 +365,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+@contextmanager
+def rest_daemon(url: str, data_dir: Path, shared: Path, workers: int = 1,
+                src: str | None = None, loop_interval: float = LOOP_INTERVAL) -> Iterator[BenchDaemon]:
+    """The REST mix's daemon: a fresh store at ``url``, ``workers`` API processes running the
+    code in ``src`` (another checkout's) or this one, 20 sim hosts registered, the API
+    processes started."""
+    fill_store(data_dir, 0, url=url)
+    env = daemon_env(url, shared, loop_interval)
+    if workers > 1:
+        env["VOCLOUD_API_WORKERS"] = str(workers)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, str(Path(__file__).resolve().parents[1])])
+    with bench_daemon(data_dir, env_extra=env) as d:
+        with client(d) as c:
+            for i in range(20):
+                c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
+        time.sleep(3.0 if workers > 1 else 0.0)  # the API workers finish starting
+        yield d
+
+
 def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
              src: str | None = None, label: str = "", loadgen: str = "python",
              sim_where: str = "tmpfs", loop_interval: float = LOOP_INTERVAL) -> dict[str, Any]:
@@ -372,18 +392,7 @@ def run_rest(kind: str, clients: int, duration: float, workers: int = 1,
     ``src`` (another checkout's ``src``: the baseline of the same run) or this one."""
     with tempfile.TemporaryDirectory(prefix="vocloud-bench-rest-") as tmp, \
             store_url(kind, Path(tmp), "bench_scale") as url, sim_root(sim_where, Path(tmp)) as shared:
-        data_dir = Path(tmp)
-        fill_store(data_dir, 0, url=url)
-        env = daemon_env(url, shared, loop_interval)
-        if workers > 1:
-            env["VOCLOUD_API_WORKERS"] = str(workers)
-        if src is not None:
-            env["PYTHONPATH"] = os.pathsep.join([src, str(Path(__file__).resolve().parents[1])])
-        with bench_daemon(data_dir, env_extra=env) as d:
-            with client(d) as c:
-                for i in range(20):
-                    c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
-            time.sleep(3.0 if workers > 1 else 0.0)  # the API workers finish starting
+        with rest_daemon(url, Path(tmp), shared, workers, src, loop_interval) as d:
             main_thread = Path(f"/proc/{d.pid}/task/{d.pid}/stat")  # uvicorn's event loop
             cpu0, mine0 = tree_cpu_seconds(d.pid), time.process_time()
             loop0 = stat_cpu_seconds(main_thread)

@@ -9,6 +9,7 @@ time, most called first), and what the server's backends were doing, sampled eve
 while ``idle in transaction`` is the server waiting for the daemon. Bounded; 127.0.0.1 only.
 
     PYTHONPATH=src .venv/bin/python -m bench.probe_pg_rest [--duration 20] [--workers 2]
+        [--loop-interval 1]
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from pathlib import Path
 import psycopg
 from tests.support.pgserver import PgServer, find_bindir
 
-from bench.bench_scale import client, daemon_env, host_body, sim_root, tree_cpu_seconds, wrk_load
-from bench.support import bench_daemon, fill_store
+from bench.bench_scale import rest_daemon, sim_root, tree_cpu_seconds, wrk_load
 
 STATEMENTS = ("-c shared_preload_libraries=pg_stat_statements "
               "-c pg_stat_statements.track=all")
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--workers", type=int, default=2, help="API processes")
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--loop-interval", type=float, default=1.0, help="the daemon's loops, s")
     ap.add_argument("--top", type=int, default=20, help="statements shown")
     args = ap.parse_args()
     bindir = find_bindir()
@@ -64,14 +65,8 @@ def main() -> None:
         postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
         with tempfile.TemporaryDirectory(prefix="vocloud-probe-") as tmp, \
                 sim_root("tmpfs", Path(tmp)) as shared:
-            fill_store(Path(tmp), 0, url=url)
-            env = daemon_env(url, shared, 1.0)
-            env["VOCLOUD_API_WORKERS"] = str(args.workers)
-            with bench_daemon(Path(tmp), env_extra=env) as d:
-                with client(d) as c:
-                    for i in range(20):
-                        c.post("/hosts", json=host_body(f"r{i}")).raise_for_status()
-                time.sleep(3.0)  # the API processes finish starting
+            with rest_daemon(url, Path(tmp), shared, args.workers,
+                             loop_interval=args.loop_interval) as d:
                 with psycopg.connect(conninfo, autocommit=True) as conn:
                     conn.execute("SELECT pg_stat_statements_reset()")
                 seen: collections.Counter[tuple[str, str, str]] = collections.Counter()

@@ -40,10 +40,7 @@ def reserve_ids(s: Session, table: Table, n: int) -> list[int]:
         return []
     conn = s.connection()
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(text(
-            "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table.name, "n": n}).scalars()
-        return sorted(int(i) for i in rows)
+        return sorted(int(i) for i in conn.execute(select(new_ids_column(table, n))).scalar_one())
     if conn.dialect.name != "sqlite":
         raise NotImplementedError(f"reserve_ids: no way for {conn.dialect.name}")
     # SQLite's next AUTOINCREMENT id is one past the larger of the mark and the largest id.
