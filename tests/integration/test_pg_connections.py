@@ -1,5 +1,5 @@
 """PostgreSQL connections (store/db.py): a read holds no transaction open; a pooled connection
-is pinged only after it sat idle, and one that died meanwhile is replaced before use."""
+that died is replaced before use."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from tests.support.pgserver import PgServer
 from vocloud.service import auth
 from vocloud.service.cloud import Cloud
-from vocloud.store import db as store_db
 from vocloud.store import migrate
 from vocloud.store.db import Database
 
@@ -83,21 +81,9 @@ def test_bearer_authentication_reads_outside_a_transaction(
     assert seen == [psycopg.pq.TransactionStatus.IDLE]
 
 
-def test_a_connection_that_died_idle_is_replaced_before_use(
-        pg: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pooled_connection_that_died_is_replaced_before_use(pg: Database) -> None:
+    """The pool pings before every checkout (pool_pre_ping): a connection whose backend ended
+    while it sat in the pool (a restart, a promoted standby) is replaced, never handed out."""
     pid = _backend_pid(pg)  # now idle in the pool
     _terminate(pg, pid)
-    monkeypatch.setattr(store_db, "PING_IDLE_S", 0.0)  # it has been idle long enough
     assert _backend_pid(pg) != pid  # pinged, found dead, replaced: the read never saw it
-
-
-def test_a_busy_connection_is_not_pinged_and_its_death_costs_one_call(
-        pg: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trade for one round trip less per transaction: a connection checked in a moment
-    ago is used unpinged; if it died, that one call fails and the pool starts afresh."""
-    pid = _backend_pid(pg)
-    _terminate(pg, pid)
-    monkeypatch.setattr(store_db, "PING_IDLE_S", 3600.0)
-    with pytest.raises(OperationalError):
-        _backend_pid(pg)
-    assert _backend_pid(pg) != pid

@@ -23,7 +23,6 @@ from typing import Any
 
 import greenlet
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
 from vocloud.errors import InvalidInput
@@ -59,38 +58,6 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-#: A pooled PostgreSQL connection back in the pool longer than this is pinged before it is
-#: handed out again (:func:`_ping_when_idle`).
-PING_IDLE_S = 1.0
-_IDLE_SINCE = "vocloud_idle_since"
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    """Ping a PostgreSQL connection before use only when it sat idle in the pool.
-
-    Why not ``pool_pre_ping``: it pings at every checkout, one round trip more for every
-    transaction — under 50 REST clients the pings were 8 % of the daemon's samples, and a
-    connection checked in a moment ago is as alive as the ping would say. A connection that sat
-    idle (the server restarted, a standby was promoted meanwhile) is still pinged, and a dead
-    one is replaced before use (DisconnectionError: the pool discards it and connects anew); a
-    busy connection that dies mid-use fails that one call, and SQLAlchemy then drops every
-    older connection of the pool, as with pre-ping."""
-
-    @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
-        record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.pop(_IDLE_SINCE, None)
-        if since is None or time.monotonic() - since < PING_IDLE_S:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_conn)
-        except engine.dialect.loaded_dbapi.Error as e:
-            raise DisconnectionError(f"pooled connection dead after {PING_IDLE_S} s idle") from e
 
 
 #: Execution option of a group-commit batch's connection on PostgreSQL: its calls' savepoints
@@ -268,9 +235,9 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 20
+            kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)
         if not self.is_sqlite:
-            _ping_when_idle(self.engine)
             _keep_batch_savepoints(self.engine)
         lock_path: Path | None = None
         if self.is_sqlite:
