@@ -6,7 +6,8 @@ PostgreSQL server of its own started with ``pg_stat_statements``. Prints the ser
 daemon's CPU per request, the statements per request (calls per request and mean execution
 time, most called first), and what the server's backends were doing, sampled every 50 ms from
 ``pg_stat_activity``: a wait on a lock (``Lock``) is a queue in the database, ``ClientRead``
-while ``idle in transaction`` is the server waiting for the daemon. Bounded; 127.0.0.1 only.
+while ``idle in transaction`` is the server waiting for the daemon; for each lock wait, what the
+backend it waits for was doing (``pg_blocking_pids``). Bounded; 127.0.0.1 only.
 
     PYTHONPATH=src .venv/bin/python -m bench.probe_pg_rest [--duration 20] [--workers 2]
         [--loop-interval 1]
@@ -30,16 +31,29 @@ STATEMENTS = ("-c shared_preload_libraries=pg_stat_statements "
               "-c pg_stat_statements.track=all")
 ACTIVITY = ("SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() AND state <> 'idle'")
+#: for each backend waiting on a lock, the backends it waits for: their state, last statement
+#: and transaction age (who holds what a request queues on)
+BLOCKERS = ("SELECT left(w.query, 40), b.state, left(b.query, 60), "
+            "extract(epoch FROM now() - b.xact_start) FROM pg_stat_activity w "
+            "CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid) "
+            "JOIN pg_stat_activity b ON b.pid = bp.pid "
+            "WHERE w.datname = %s AND w.wait_event_type = 'Lock'")
 TOP = ("SELECT calls, total_exec_time, query FROM pg_stat_statements "
        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) ORDER BY calls DESC LIMIT %s")
 
 
 def _sample(conninfo: str, db: str, stop: threading.Event,
-            into: collections.Counter[tuple[str, str, str]]) -> None:
+            into: collections.Counter[tuple[str, str, str]],
+            blockers: collections.Counter[tuple[str, str, str, str]]) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         while not stop.is_set():
             for state, wait_type, wait, query in conn.execute(ACTIVITY, (db,)):
                 into[(state, f"{wait_type or '-'}:{wait or '-'}", " ".join(query.split()))] += 1
+            for waiter, state, query, age in conn.execute(BLOCKERS, (db,)):
+                held = "<10ms" if age is None or age < 0.01 else (
+                    "<100ms" if age < 0.1 else ("<1s" if age < 1 else ">=1s"))
+                blockers[(" ".join(waiter.split()), state or "-", " ".join(query.split()),
+                          held)] += 1
             time.sleep(0.05)
 
 
@@ -70,8 +84,10 @@ def main() -> None:
                 with psycopg.connect(conninfo, autocommit=True) as conn:
                     conn.execute("SELECT pg_stat_statements_reset()")
                 seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
+                blocking: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
                 stop = threading.Event()
-                sampler = threading.Thread(target=_sample, args=(conninfo, name, stop, seen))
+                sampler = threading.Thread(target=_sample,
+                                           args=(conninfo, name, stop, seen, blocking))
                 pg0, d0 = tree_cpu_seconds(postmaster), tree_cpu_seconds(d.pid)
                 sampler.start()
                 try:
@@ -93,6 +109,10 @@ def main() -> None:
         print("\nbackends not idle, sampled every 50 ms (state, wait, query):")
         for (state, wait, query), count in seen.most_common(args.top):
             print(f"  {count / total * 100:5.1f}%  {state:<20} {wait:<26} {query}")
+        print("\nlock waits, by the blocker (waiter | blocker's state, last statement, "
+              "transaction age), samples:")
+        for (waiter, state, query, held), count in blocking.most_common(args.top):
+            print(f"  {count:5d}  {waiter:<40} | {state:<20} {held:<7} {query}")
     finally:
         server.stop()
 

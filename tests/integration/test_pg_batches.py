@@ -15,10 +15,13 @@ from tests.support.pgserver import PgServer
 from tests.unit.test_group_commit import _cloud as group_commit_cloud
 from tests.unit.test_group_commit import _one_batch
 from vocloud.errors import QuotaExceeded
+from vocloud.model.lifecycle import HOLDS_HOST
+from vocloud.model.lifecycle import VMState as S
 from vocloud.service import capacity
 from vocloud.service.auth import Actor
 from vocloud.service.cloud import Cloud
 from vocloud.service.hosts import HostSpec
+from vocloud.service.vm_batch import Report
 from vocloud.store.db import Database
 from vocloud.store.schema import VM, AuditRow, Host, Quota
 
@@ -194,4 +197,109 @@ def test_the_scheduler_leaves_a_vm_whose_row_a_request_holds_for_its_next_pass(
     with cloud.db.read() as s:
         assert s.scalar(select(VM.state).where(VM.id == held)) == "PROLOG"
         assert s.scalar(select(Host.running_vms).where(Host.id == host["id"])) == 2
+    cloud.db.dispose()
+
+
+def _wait_for_a_lock_wait(url_conn: Any, timeout: float = 10.0) -> None:
+    """Until a backend of this database waits on a lock (the code under test has queued)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if url_conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar():
+            return
+        time.sleep(0.02)
+    raise AssertionError("nothing queued on a lock")
+
+
+def test_the_lifecycle_leaves_vms_whose_rows_a_request_holds_for_its_next_pass(
+        pg_server: PgServer) -> None:
+    """Loop results for VMs whose rows a user's call holds are left for the next pass, on all
+    three paths (a columns-only move, a move with side effects, an end), and the others are
+    applied without waiting. Before: the lifecycle's statement waited for the held row while
+    holding the rest of its chunk, and requests queued behind it (REST mix, loops 0.2 s)."""
+    cloud, admin, carol, _url = _cloud(pg_server)
+    [host] = cloud.hosts.create_many(admin, [HostSpec("lk1", cpu=16, memory=16384)])
+    ids = cloud.vms.create(carol, TEMPLATE, count=6)
+    assert cloud.vms.schedule_many([(i, host["id"]) for i in ids]) == {}
+    ending = ids[4:]
+    for state, event in ((S.PROLOG, "prolog_ok"), (S.BOOT, "boot_ok")):
+        assert cloud.vms.report_many([Report(i, state, event) for i in ending]) == set(ending)
+    for vm_id in ending:
+        cloud.vms.action(carol, vm_id, "terminate")
+    assert cloud.vms.report_many([Report(i, S.SHUTDOWN, "shutdown_ok") for i in ending]) == set(ending)
+    reports = [Report(ids[0], S.PROLOG, "prolog_ok"), Report(ids[1], S.PROLOG, "prolog_ok"),
+               Report(ids[2], S.PROLOG, "prolog_fail", "disk"),
+               Report(ids[3], S.PROLOG, "prolog_fail", "disk"),
+               Report(ids[4], S.EPILOG, "epilog_ok"), Report(ids[5], S.EPILOG, "epilog_ok")]
+    held = [ids[0], ids[2], ids[4]]
+    holder = cloud.db.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM vms WHERE id = ANY(:i) FOR UPDATE"), {"i": held})
+    out: list[set[int]] = []
+    runner = threading.Thread(target=lambda: out.append(cloud.vms.report_many(reports)))
+    runner.start()
+    runner.join(10)
+    try:
+        assert not runner.is_alive(), "the lifecycle waited for a held row"
+    finally:
+        tx.rollback()
+        holder.close()
+        runner.join(30)
+    assert out == [{ids[1], ids[3], ids[5]}]
+
+    def states() -> list[str]:
+        with cloud.db.read() as s:
+            got = {i: st for i, st in s.execute(select(VM.id, VM.state).where(VM.id.in_(ids)))}
+        return [got[i] for i in ids]
+
+    assert states() == ["PROLOG", "BOOT", "PROLOG", "PROLOG_FAILURE", "EPILOG", "DONE"]
+    assert cloud.vms.report_many([r for r in reports if r.vm_id in held]) == set(held)
+    final = states()
+    assert final == ["BOOT", "BOOT", "PROLOG_FAILURE", "PROLOG_FAILURE", "DONE", "DONE"]
+    with cloud.db.read() as s:
+        running = s.scalar(select(Host.running_vms).where(Host.id == host["id"]))
+    assert running == sum(S(st) in HOLDS_HOST for st in final)
+    assert _used(cloud, "user", carol.user_id) == 4
+    cloud.db.dispose()
+
+
+def test_the_scheduler_takes_its_hosts_in_id_order(pg_server: PgServer) -> None:
+    """A transaction holding host 1 that then asks for host 2 (id order: the lifecycle's ends,
+    the monitor) never meets the scheduler holding host 2 while it waits for host 1, though
+    the scheduler's VMs, and the heap, put host 2 first. Before: the scheduler's UPDATE locked
+    in its plan's order, and PostgreSQL broke the cycle only after ``deadlock_timeout`` (1 s),
+    both transactions' rows held all that time."""
+    cloud, admin, carol, _url = _cloud(pg_server)
+    h1, h2 = (h["id"] for h in cloud.hosts.create_many(
+        admin, [HostSpec("od1", cpu=8, memory=8192), HostSpec("od2", cpu=8, memory=8192)]))
+    first, second = cloud.vms.create(carol, TEMPLATE, count=2)
+    holder = cloud.db.engine.connect()
+    watcher = cloud.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder.execute(text("UPDATE hosts SET error = error WHERE id = :i"), {"i": h1})  # heap: 2, 1
+    holder.commit()
+    tx = holder.begin()
+    holder.execute(text("SET LOCAL lock_timeout = '5s'"))
+    holder.execute(text("SELECT id FROM hosts WHERE id = :i FOR NO KEY UPDATE"), {"i": h1})
+    out: list[dict[int, str]] = []
+    runner = threading.Thread(
+        target=lambda: out.append(cloud.vms.schedule_many([(first, h2), (second, h1)])))
+    runner.start()
+    try:
+        _wait_for_a_lock_wait(watcher)
+        t0 = time.monotonic()
+        holder.execute(text("SELECT id FROM hosts WHERE id = :i FOR NO KEY UPDATE"), {"i": h2})
+        waited = time.monotonic() - t0
+        tx.commit()
+    finally:
+        if tx.is_active:
+            tx.rollback()
+        holder.close()
+        watcher.close()
+        runner.join(30)
+    assert waited < 0.5, f"host 2 was held by the scheduler for {waited:.2f} s"
+    assert out == [{}]
+    with cloud.db.read() as s:
+        assert set(s.scalars(select(VM.state).where(VM.id.in_([first, second])))) == {"PROLOG"}
+        assert s.scalar(select(func.sum(Host.running_vms))) == 2
     cloud.db.dispose()

@@ -361,7 +361,7 @@ class HostService:
                 rows = s.execute(select(*_PROBED_COLS)
                                  .where(among(s, Host.id, ids[i:i + 500]))
                                  .where(Host.state != HostState.OFFLINE.value)
-                                 .order_by(Host.id).with_for_update()).all()
+                                 .order_by(Host.id).with_for_update(key_share=True)).all()
                 if not rows:
                     continue
                 by_cols: dict[tuple[str, ...], list[dict[str, Any]]] = {}

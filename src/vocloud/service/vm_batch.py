@@ -10,6 +10,9 @@ table (:func:`~vocloud.model.lifecycle.vm_next`) and the *same* invariants as
   is one ``UPDATE ... WHERE id IN (...) AND state = <seen>`` plus one multi-row event insert; any
   other move (one that takes or frees host capacity, refunds quota, records an error) goes
   through ``transition`` for that VM, inside a savepoint, exactly as ``VMService.report`` does.
+  On PostgreSQL a VM whose row another transaction holds (a user's call) is skipped (``SKIP
+  LOCKED``): the next pass polls it again and reports afresh, so the loop never queues behind a
+  request, nor requests behind the rows the loop locked before it queued.
 * :func:`schedule` - the scheduler's placements: still-PENDING VMs are locked, host capacity is
   taken with one conditional ``UPDATE`` per host for all its VMs together (``alloc + sum <=
   total``, atomic on both databases, as ``capacity.acquire_host``), and only if that fails are the
@@ -133,7 +136,11 @@ def insert_events(s: Session, rows: list[dict[str, Any]]) -> None:
 def apply_reports(s: Session, reports: Sequence[Report], at: float,
                   transition: Transition) -> set[int]:
     """Apply loop results in ``s``; returns the ids of the VMs that moved. ``transition`` is
-    ``vms.transition``, used for every move with side effects."""
+    ``vms.transition``, used for every move with side effects. A result whose VM is locked by
+    another transaction (PostgreSQL) is dropped: the steps are idempotent and the next pass
+    reports it again if it still holds. Why: at loops every 0.2 s a lifecycle statement that
+    waited on one request's VM held the rest of its chunk meanwhile, and the requests that
+    wanted those queued behind it (REST mix p99 380-480 ms, docs/performance.md, session 16)."""
     moved: set[int] = set()
     groups: dict[tuple[VMState, str], list[Report]] = defaultdict(list)
     for r in reports:
@@ -153,7 +160,8 @@ def apply_reports(s: Session, reports: Sequence[Report], at: float,
         msgs = {r.vm_id: r.message for r in group}
         for part in chunks(sorted(msgs)):
             rows = s.execute(select(VM.id, VM.host_id).where(among(s, VM.id, part))
-                             .where(VM.state == old.value).with_for_update()).all()
+                             .where(VM.state == old.value)
+                             .with_for_update(skip_locked=True)).all()
             if not rows:
                 continue
             ids = [vm_id for vm_id, _ in rows]
@@ -183,7 +191,7 @@ def _end_many(s: Session, group: Sequence[Report], old: VMState, new: VMState, e
     msgs = {r.vm_id: r.message for r in group}
     for part in chunks(sorted(msgs)):
         rows = s.execute(select(*_END_COLUMNS).where(among(s, VM.id, part))
-                         .where(VM.state == old.value).with_for_update()).all()
+                         .where(VM.state == old.value).with_for_update(skip_locked=True)).all()
         plain = []
         for row in rows:
             if may_name_image(row.template):
@@ -244,8 +252,22 @@ def _expire(s: Session, ids: Iterable[int]) -> None:
 def _one_by_one(s: Session, group: Sequence[Report], at: float,
                 transition: Transition) -> set[int]:
     """The moves with side effects: ``transition`` per VM, each in its own savepoint so one VM's
-    refusal (no capacity left, say) leaves the others' results standing."""
+    refusal (no capacity left, say) leaves the others' results standing. On PostgreSQL the VMs
+    not held elsewhere are locked first, then their hosts, each in id order
+    (:func:`capacity.lock_hosts`), so this pass and the scheduler never lock two hosts in
+    opposite orders."""
     moved: set[int] = set()
+    if s.get_bind().dialect.name == "postgresql":  # the VMs, then their hosts, each in id order
+        held: set[int] = set()
+        hosts: set[int] = set()
+        for part in chunks(sorted({r.vm_id for r in group})):
+            rows = s.execute(select(VM.id, VM.host_id, VM.target_host_id)
+                             .where(among(s, VM.id, part)).order_by(VM.id)
+                             .with_for_update(skip_locked=True)).all()
+            held.update(row.id for row in rows)
+            hosts.update(h for row in rows for h in row[1:] if h is not None)
+        capacity.lock_hosts(s, hosts)
+        group = [r for r in group if r.vm_id in held]
     for r in group:
         try:
             with s.begin_nested():
@@ -278,10 +300,11 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
             vm_next(vm_id, VMState.PENDING, "scheduled")  # the table decides, as in transition
             by_host[wanted[vm_id]].append((vm_id, cpu_m, mem))
         placed: list[tuple[int, int]] = []
+        capacity.lock_hosts(s, by_host)  # in id order, as every writer of several hosts
         if _acquire_every_host(s, by_host):
             placed = [(vm_id, host_id) for host_id, vms in by_host.items() for vm_id, _, _ in vms]
             by_host = {}
-        for host_id, vms in by_host.items():
+        for host_id, vms in sorted(by_host.items()):
             if _acquire_all(s, host_id, vms):
                 placed += [(vm_id, host_id) for vm_id, _, _ in vms]
                 continue
@@ -353,7 +376,7 @@ def _acquire_every_host(s: Session, by_host: dict[int, list[tuple[int, int, int]
                     alloc_mem=t.c.alloc_mem + bindparam("h_mem"),
                     running_vms=t.c.running_vms + bindparam("h_n")))
     params = [{"h_id": h, "h_cpu": sum(v[1] for v in vms), "h_mem": sum(v[2] for v in vms),
-               "h_n": len(vms)} for h, vms in by_host.items()]
+               "h_n": len(vms)} for h, vms in sorted(by_host.items())]
     nested = s.begin_nested()
     conn = s.connection()
     if conn.dialect.name == "postgresql":  # the same conditions, one statement for all hosts
