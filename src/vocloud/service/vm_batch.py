@@ -18,6 +18,11 @@ table (:func:`~vocloud.model.lifecycle.vm_next`) and the *same* invariants as
   total``, atomic on both databases, as ``capacity.acquire_host``), and only if that fails are the
   host's VMs tried one by one, so a lost race leaves exactly the VMs that no longer fit PENDING.
 
+On PostgreSQL every transaction here that changes several hosts locks them first, in id order
+(:func:`capacity.lock_hosts`; the monitor's pass, ``hosts.report_probes``, too), so no two of
+them (the scheduler, the lifecycle's ends and moves with side effects) wait for each other's
+host rows in a cycle.
+
 Everything runs in the caller's write transaction: a chunk commits whole or not at all.
 """
 
@@ -189,9 +194,13 @@ def _end_many(s: Session, group: Sequence[Report], old: VMState, new: VMState, e
     moved: set[int] = set()
     per_vm: set[int] = set()
     msgs = {r.vm_id: r.message for r in group}
-    for part in chunks(sorted(msgs)):
-        rows = s.execute(select(*_END_COLUMNS).where(among(s, VM.id, part))
-                         .where(VM.state == old.value).with_for_update(skip_locked=True)).all()
+    locked = [s.execute(select(*_END_COLUMNS).where(among(s, VM.id, part))
+                        .where(VM.state == old.value).with_for_update(skip_locked=True)).all()
+              for part in chunks(sorted(msgs))]
+    if old in HOLDS_HOST:  # all their hosts in id order, not chunk by chunk (lock_hosts)
+        capacity.lock_hosts(s, (row.host_id for rows in locked for row in rows
+                                if row.host_id is not None))
+    for rows in locked:
         plain = []
         for row in rows:
             if may_name_image(row.template):
@@ -288,6 +297,9 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
     PENDING and are retried next cycle); VMs no longer PENDING are skipped silently."""
     lost: dict[int, str] = {}
     wanted = dict(placements)
+    # every host of the placements in id order, before any chunk (lock_hosts); the VMs' rows,
+    # taken after them, are skipped when held, never waited for
+    capacity.lock_hosts(s, wanted.values())
     for part in chunks(sorted(wanted)):
         # SKIP LOCKED (PostgreSQL): a VM whose row a user's call holds (its terminate, its hold)
         # is left for the next pass instead of waited for — the scheduler never queues behind
@@ -300,7 +312,6 @@ def schedule(s: Session, placements: Sequence[tuple[int, int]], at: float,
             vm_next(vm_id, VMState.PENDING, "scheduled")  # the table decides, as in transition
             by_host[wanted[vm_id]].append((vm_id, cpu_m, mem))
         placed: list[tuple[int, int]] = []
-        capacity.lock_hosts(s, by_host)  # in id order, as every writer of several hosts
         if _acquire_every_host(s, by_host):
             placed = [(vm_id, host_id) for host_id, vms in by_host.items() for vm_id, _, _ in vms]
             by_host = {}
