@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text
 
@@ -166,6 +166,29 @@ def test_a_refund_is_written_at_the_commit_so_the_row_stays_free_until_then(
     cloud.db.dispose()
 
 
+R = TypeVar("R")
+
+
+def _while_held(cloud: Cloud, vm_ids: list[int], who: str, fn: Callable[[], R]) -> R:
+    """``fn()``'s answer, called in a thread while another transaction holds these VMs' rows
+    (as a user's call does); fails if it is still waiting 10 s later."""
+    holder = cloud.db.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM vms WHERE id = ANY(:i) FOR UPDATE"), {"i": vm_ids})
+    out: list[R] = []
+    runner = threading.Thread(target=lambda: out.append(fn()))
+    runner.start()
+    runner.join(10)
+    try:
+        assert not runner.is_alive(), f"{who} waited for a held row"
+    finally:
+        tx.rollback()
+        holder.close()
+        runner.join(30)
+    assert len(out) == 1, f"{who} failed"
+    return out[0]
+
+
 def test_the_scheduler_leaves_a_vm_whose_row_a_request_holds_for_its_next_pass(
         pg_server: PgServer) -> None:
     """The scheduler neither waits for a user's call holding a PENDING VM's row (its
@@ -174,21 +197,9 @@ def test_the_scheduler_leaves_a_vm_whose_row_a_request_holds_for_its_next_pass(
     cloud, admin, carol, _url = _cloud(pg_server)
     [host] = cloud.hosts.create_many(admin, [HostSpec("sk1", cpu=8, memory=8192)])
     held, free = cloud.vms.create(carol, TEMPLATE, count=2)
-    holder = cloud.db.engine.connect()
-    tx = holder.begin()
-    holder.execute(text("SELECT id FROM vms WHERE id = :i FOR UPDATE"), {"i": held})
-    out: list[dict[int, str]] = []
-    runner = threading.Thread(
-        target=lambda: out.append(cloud.vms.schedule_many([(held, host["id"]), (free, host["id"])])))
-    runner.start()
-    runner.join(10)
-    try:
-        assert not runner.is_alive(), "the scheduler waited for the held row"
-    finally:
-        tx.rollback()
-        holder.close()
-        runner.join(30)
-    assert out == [{}]  # nothing lost a race: the held VM was left, not refused
+    out = _while_held(cloud, [held], "the scheduler", lambda: cloud.vms.schedule_many(
+        [(held, host["id"]), (free, host["id"])]))
+    assert out == {}  # nothing lost a race: the held VM was left, not refused
     with cloud.db.read() as s:
         states = {i: st for i, st in s.execute(select(VM.id, VM.state).where(VM.id.in_([held, free])))}
         alloc = s.scalar(select(Host.running_vms).where(Host.id == host["id"]))
@@ -233,20 +244,8 @@ def test_the_lifecycle_leaves_vms_whose_rows_a_request_holds_for_its_next_pass(
                Report(ids[3], S.PROLOG, "prolog_fail", "disk"),
                Report(ids[4], S.EPILOG, "epilog_ok"), Report(ids[5], S.EPILOG, "epilog_ok")]
     held = [ids[0], ids[2], ids[4]]
-    holder = cloud.db.engine.connect()
-    tx = holder.begin()
-    holder.execute(text("SELECT id FROM vms WHERE id = ANY(:i) FOR UPDATE"), {"i": held})
-    out: list[set[int]] = []
-    runner = threading.Thread(target=lambda: out.append(cloud.vms.report_many(reports)))
-    runner.start()
-    runner.join(10)
-    try:
-        assert not runner.is_alive(), "the lifecycle waited for a held row"
-    finally:
-        tx.rollback()
-        holder.close()
-        runner.join(30)
-    assert out == [{ids[1], ids[3], ids[5]}]
+    out = _while_held(cloud, held, "the lifecycle", lambda: cloud.vms.report_many(reports))
+    assert out == {ids[1], ids[3], ids[5]}
 
     def states() -> list[str]:
         with cloud.db.read() as s:
