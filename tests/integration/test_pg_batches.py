@@ -302,3 +302,29 @@ def test_the_scheduler_takes_its_hosts_in_id_order(pg_server: PgServer) -> None:
         assert set(s.scalars(select(VM.state).where(VM.id.in_([first, second])))) == {"PROLOG"}
         assert s.scalar(select(func.sum(Host.running_vms))) == 2
     cloud.db.dispose()
+
+
+def test_a_pass_leaves_out_the_shutdown_notes_of_vms_a_request_holds(pg_server: PgServer) -> None:
+    """The lifecycle's shutdown notes (``bump_attempts``) do not wait for a VM's row a request
+    holds either: that VM's note is left out (the next pass sends the request again), the
+    others' are written."""
+    cloud, admin, carol, _url = _cloud(pg_server)
+    [host] = cloud.hosts.create_many(admin, [HostSpec("bn1", cpu=8, memory=8192)])
+    ids = cloud.vms.create(carol, TEMPLATE, count=2)
+    assert cloud.vms.schedule_many([(i, host["id"]) for i in ids]) == {}
+    for state, event in ((S.PROLOG, "prolog_ok"), (S.BOOT, "boot_ok")):
+        assert cloud.vms.report_many([Report(i, state, event) for i in ids]) == set(ids)
+    for vm_id in ids:
+        cloud.vms.action(carol, vm_id, "terminate")
+    notes = [Report(i, S.SHUTDOWN, "", "shutdown sent") for i in ids]
+    _while_held(cloud, [ids[0]], "the shutdown notes", lambda: cloud.vms.bump_attempts(notes))
+
+    def attempts() -> list[int]:
+        with cloud.db.read() as s:
+            got = {i: n for i, n in s.execute(select(VM.id, VM.step_attempts).where(VM.id.in_(ids)))}
+        return [got[i] for i in ids]
+
+    assert attempts() == [0, 1]
+    cloud.vms.bump_attempts(notes)
+    assert attempts() == [1, 2]
+    cloud.db.dispose()

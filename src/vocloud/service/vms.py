@@ -666,7 +666,9 @@ class VMService:
     def bump_attempts(self, notes: Sequence[vm_batch.Report]) -> None:
         """Many :meth:`bump_attempt` notes (``Report.message``; its event unused) in one
         transaction: one UPDATE per (state, message), each a compare-and-set on the state the
-        loop saw, as one note at a time."""
+        loop saw, as one note at a time. On PostgreSQL a VM whose row a request holds is left
+        out (``SKIP LOCKED``, as the pass's results are): its note is lost, so the next pass
+        sends the request again, which a guest already shutting down ignores."""
         groups: dict[tuple[VMState, str], list[int]] = {}
         for note in notes:
             groups.setdefault((note.expected, note.message), []).append(note.vm_id)
@@ -675,7 +677,9 @@ class VMService:
         with self.db.write() as s:
             for (expected, message), ids in groups.items():
                 for part in vm_batch.chunks(sorted(ids)):
-                    s.execute(update(VM).where(VM.id.in_(part)).where(VM.state == expected.value)
+                    free = (select(VM.id).where(VM.id.in_(part))
+                            .where(VM.state == expected.value).with_for_update(skip_locked=True))
+                    s.execute(update(VM).where(VM.id.in_(free)).where(VM.state == expected.value)
                               .values(step_attempts=VM.step_attempts + 1, error=message)
                               .execution_options(synchronize_session=False))
 
