@@ -116,6 +116,16 @@ class VOSlurmCluster(SlurmCluster):
         self.conf.write_text(text)
 
 
+def _job_log(cl: VOSlurmCluster, job: str) -> str:
+    """The Slurm daemons' log lines that name this job (requeues, launch failures, node
+    failures), the last 40."""
+    marks = (f"JobId={job} ", f"JobId={job}\n", f"job {job} ", f"job_id={job} ", f"={job}.")
+    lines = [line for f in sorted((cl.root / "log").glob("*"))
+             for line in f.read_text(errors="replace").splitlines(keepends=True)
+             if any(m in line for m in marks)]
+    return "".join(lines[-40:])
+
+
 @pytest.fixture(scope="module")
 def vo_bridge(worker_image: WorkerImage) -> Iterator[str]:
     """A bridge with 10.254.0.1/24, made here and deleted afterwards whatever happens."""
@@ -372,7 +382,9 @@ def test_vo_pools_follow_a_real_slurm_queue(
             assert info["JobState"] == "PENDING", info
             continue
         assert info["ExitCode"] == "0:0" and info["Account"] == vo, info
-        assert info["Restarts"] == "0", info  # never requeued: no worker went from under it
+        # never requeued: no worker went from under it (a rare flake in loaded CI runs, sessions
+        # 5 and 14: the Slurm log's lines about the job say why, for the next one who sees it)
+        assert info["Restarts"] == "0", f"{info}\n{_job_log(cl, job)}\n{why()}"
         assert info["BatchHost"].startswith(f"{vo}-wn"), info  # ran on its VO's worker
     atlas_events = c.get("/pools/atlas/events")
     late_boots = [e for e in atlas_events if e["action"] == "boot" and e["time"] > lowered_at + 1]
