@@ -132,7 +132,9 @@ class VOSgeCell(SgeCell):
         self._apply("-Ap", _PE)
         for project in VOS:
             self._apply("-Aprj", f"name {project}\noticket 0\nfshare 0\nacl NONE\nxacl NONE\n")
-        self._apply("-Aq", _QUEUE.format(name="all.q", slots=WORKER_CPUS, projects="NONE"))
+        # the jobs run in the worker VMs: their own /tmp
+        self._apply("-Aq", _QUEUE.format(name="all.q", slots=WORKER_CPUS, projects="NONE",
+                                         tmpdir="/tmp"))
 
     def submit_pending(self, project: str, command: str) -> str:
         """``qsub -P project`` while no host may run it yet: qsub then warns "job is not allowed

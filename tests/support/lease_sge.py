@@ -104,7 +104,7 @@ class LeaseSge(SgeCell):
             self.add_exec_host(name)
         self._apply("-Ahgrp", f"group_name @allhosts\nhostlist {' '.join(names)}\n")
         self._apply("-Ap", _PE)
-        queue = _QUEUE.format(name=QUEUE, slots=1, projects="NONE")
+        queue = _QUEUE.format(name=QUEUE, slots=1, projects="NONE", tmpdir=self.job_tmpdir())
         assert f"notify 00:00:{NOTIFY_S}" in queue
         self._apply("-Aq", queue)
 

@@ -81,7 +81,7 @@ ckpt_list NONE
 pe_list smp
 rerun FALSE
 slots {slots}
-tmpdir /tmp
+tmpdir {tmpdir}
 shell /bin/sh
 prolog NONE
 epilog NONE
@@ -259,8 +259,17 @@ class SgeCell:
         self._apply("-Ap", _PE)
         for project in PROJECTS:
             self._apply("-Aprj", f"name {project}\noticket 0\nfshare 0\nacl NONE\nxacl NONE\n")
-        self._apply("-Aq", _QUEUE.format(name="all.q", slots=SLOTS, projects="NONE"))
-        self._apply("-Aq", _QUEUE.format(name="vo-cms", slots=VO_SLOTS, projects="cms"))
+        tmp = self.job_tmpdir()
+        self._apply("-Aq", _QUEUE.format(name="all.q", slots=SLOTS, projects="NONE", tmpdir=tmp))
+        self._apply("-Aq", _QUEUE.format(name="vo-cms", slots=VO_SLOTS, projects="cms", tmpdir=tmp))
+
+    def job_tmpdir(self) -> Path:
+        """The queues' ``tmpdir``, inside the cell's directory: execd makes a job's TMPDIR
+        (``<job>.<task>.<queue>``) there and leaves it when it is stopped under a running job;
+        under ``/tmp`` that was left on the machine."""
+        tmp = self.root / "jobtmp"
+        tmp.mkdir(mode=0o1777, exist_ok=True)
+        return tmp
 
     def _apply(self, option: str, text: str) -> None:
         path = self.root / f"qconf{option}.txt"
