@@ -268,7 +268,7 @@ class SgeCell:
         (``<job>.<task>.<queue>``) there and leaves it when it is stopped under a running job;
         under ``/tmp`` that was left on the machine."""
         tmp = self.root / "jobtmp"
-        tmp.mkdir(mode=0o1777, exist_ok=True)
+        tmp.mkdir(exist_ok=True)  # the tests' jobs run as the user who runs the tests
         return tmp
 
     def _apply(self, option: str, text: str) -> None:

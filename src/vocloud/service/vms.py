@@ -677,9 +677,11 @@ class VMService:
         with self.db.write() as s:
             for (expected, message), ids in groups.items():
                 for part in vm_batch.chunks(sorted(ids)):
+                    # the compare-and-set is the subquery's: it reads each row's latest
+                    # version under the lock it takes, so the row cannot change before the UPDATE
                     free = (select(VM.id).where(VM.id.in_(part))
                             .where(VM.state == expected.value).with_for_update(skip_locked=True))
-                    s.execute(update(VM).where(VM.id.in_(free)).where(VM.state == expected.value)
+                    s.execute(update(VM).where(VM.id.in_(free))
                               .values(step_attempts=VM.step_attempts + 1, error=message)
                               .execution_options(synchronize_session=False))
 
